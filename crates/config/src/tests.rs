@@ -1,0 +1,181 @@
+use super::*;
+use std::path::Path;
+
+const GOOD: &str = r#"
+[data]
+sources = ["log.csv.gz"]
+gauc_column = "user_id"
+[[data.side_tables]]
+name = "user"
+path = "/abs/users.csv"
+key = "user_id"
+
+[splits]
+train = { where = "date >= 20220428 and date <= 20220504" }
+valid = { where = "date >= 20220505 && date <= 20220506" }
+test = { rows = "test_rows.txt" }
+
+[[features]]
+type = "categorical"
+name = "user_id"
+dim = 8
+[[features]]
+type = "numeric"
+name = "days"
+column = "user.register_days"
+transform = ["log1p", "standardize"]
+
+[[behaviours]]
+type = "binary"
+name = "click"
+column = "is_click"
+[[behaviours]]
+type = "regression"
+name = "watch"
+expr = "play_time_ms / duration_ms"
+clip = [0.0, 3.0]
+
+[[facets]]
+name = "user"
+column = "user.register_days"
+thresholds = [365]
+names = ["new", "old"]
+[[facets]]
+name = "item"
+column = "prior_impressions"
+thresholds = [9]
+names = ["tail", "head"]
+
+[models.mmoe]
+type = "mmoe"
+experts = 4
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(text, Path::new("t.toml"), Path::new("/base"))
+}
+
+#[test]
+fn good_config_parses_with_defaults_and_resolved_paths() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.data.sources[0], Path::new("/base/log.csv.gz"));
+    assert_eq!(c.data.side_tables[0].path, Path::new("/abs/users.csv"));
+    assert_eq!(
+        c.splits["test"].rows.as_deref(),
+        Some(Path::new("/base/test_rows.txt"))
+    );
+    assert_eq!(c.train.batch_size, 1024);
+    assert_eq!(c.train.embedding.optimizer, RowOptimizerKind::Adagrad);
+    assert!(c.data.csv.header);
+    assert_eq!(c.model_section(None).unwrap().0, "mmoe");
+    let g = c.grid();
+    assert_eq!(g.n_cells(), 4);
+    assert_eq!(g.n_tasks(), 8);
+    assert_eq!(g.cell_name(1), "user=new,item=head");
+    assert_eq!(g.cell_values(2), vec![1, 0]);
+    assert_eq!(g.cell_index(&[1, 0]), 2);
+    assert_eq!(g.task_name(g.task(1, 3)), "watch[user=old,item=head]");
+}
+
+#[test]
+fn resolved_config_round_trips_through_toml() {
+    let c = parse(GOOD).unwrap();
+    let text = c.to_toml_string();
+    let back = Config::from_toml_str(&text, Path::new("x.toml"), Path::new("/elsewhere")).unwrap();
+    assert_eq!(back.data, c.data);
+    assert_eq!(back.features, c.features);
+    assert_eq!(back.train, c.train);
+    assert_eq!(back.models, c.models);
+}
+
+#[test]
+fn zero_facets_is_one_cell() {
+    let text = GOOD.split("[[facets]]").next().unwrap().to_string() + "[models.sb]\ntype='shared_bottom'\n[train]\nmodel='sb'\n";
+    let c = parse(&text).unwrap();
+    let g = c.grid();
+    assert_eq!(g.n_cells(), 1);
+    assert_eq!(g.n_tasks(), 2);
+    assert_eq!(g.cell_name(0), "any");
+}
+
+fn err_of(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let e = err_of(&GOOD.replace("gauc_column", "gauc_colum"));
+    assert!(e.contains("gauc_colum"), "{e}");
+    assert!(e.contains("t.toml"), "{e}");
+}
+
+#[test]
+fn wrong_type_is_named() {
+    let e = err_of(&GOOD.replace("dim = 8", "dim = \"eight\""));
+    assert!(e.contains("dim") || e.contains("line"), "{e}");
+}
+
+#[test]
+fn overlapping_thresholds_are_refused() {
+    let e = err_of(&GOOD.replace("thresholds = [9]", "thresholds = [9, 9]\nnames2=1"));
+    assert!(e.contains("names2"), "{e}");
+    let e = err_of(&GOOD.replace(
+        "thresholds = [9]\nnames = [\"tail\", \"head\"]",
+        "thresholds = [9, 5]\nnames = [\"a\", \"b\", \"c\"]",
+    ));
+    assert!(e.contains("facets[1].thresholds") && e.contains("increasing"), "{e}");
+}
+
+#[test]
+fn facet_names_must_match_thresholds() {
+    let e = err_of(&GOOD.replace("names = [\"tail\", \"head\"]", "names = [\"tail\"]"));
+    assert!(e.contains("facets[1].names"), "{e}");
+}
+
+#[test]
+fn bad_split_predicate_is_named() {
+    let e = err_of(&GOOD.replace("date >= 20220428 and", "date >>= 20220428 and"));
+    assert!(e.contains("splits.train.where"), "{e}");
+}
+
+#[test]
+fn missing_valid_split_is_named() {
+    let e = err_of(&GOOD.replace("valid = {", "other = {"));
+    assert!(e.contains("train.valid_split"), "{e}");
+}
+
+#[test]
+fn bad_early_stopping_metric_is_named() {
+    let e = err_of(&(GOOD.to_string() + "[train.early_stopping]\nmetric = \"like.auc\"\n"));
+    assert!(e.contains("train.early_stopping.metric"), "{e}");
+}
+
+#[test]
+fn unknown_model_section_is_named() {
+    let c = parse(GOOD).unwrap();
+    let e = c.model_section(Some("ple")).unwrap_err().to_string();
+    assert!(e.contains("models.ple") && e.contains("mmoe"), "{e}");
+}
+
+#[test]
+fn predicates_parse() {
+    let p = Predicate::parse("date >= 20220428 and tab == \"a b\" && x != 3").unwrap();
+    assert_eq!(p.clauses.len(), 3);
+    assert_eq!(p.clauses[0].op, CmpOp::Ge);
+    assert_eq!(p.clauses[1].value, Literal::Str("a b".into()));
+    assert!(Predicate::parse("date").is_err());
+    assert!(Predicate::parse("date >= ").is_err());
+    assert!(Predicate::parse("a >= 1 and").is_err());
+}
+
+#[test]
+fn expressions_evaluate() {
+    let e = Expr::parse("play / (dur - 1) * 2 + -1").unwrap();
+    let v = e.eval(&|c| if c == "play" { 6.0 } else { 4.0 });
+    assert_eq!(v, 3.0);
+    assert_eq!(e.columns(), vec!["play".to_string(), "dur".to_string()]);
+    assert!(Expr::parse("a +").is_err());
+    assert!(Expr::parse("(a").is_err());
+    assert!(Expr::parse("a $ b").is_err());
+    assert!(Expr::parse("a / 0").unwrap().eval(&|_| 1.0).is_infinite());
+}
