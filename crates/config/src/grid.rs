@@ -20,7 +20,11 @@ pub type Cell = Vec<usize>;
 impl TaskGrid {
     pub fn new(cfg: &Config) -> TaskGrid {
         TaskGrid {
-            behaviours: cfg.behaviours.iter().map(|b| b.name().to_string()).collect(),
+            behaviours: cfg
+                .behaviours
+                .iter()
+                .map(|b| b.name().to_string())
+                .collect(),
             binary: cfg.behaviours.iter().map(|b| b.is_binary()).collect(),
             facets: cfg
                 .facets

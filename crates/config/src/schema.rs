@@ -559,8 +559,12 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     for (name, s) in &cfg.splits {
         let key = format!("splits.{name}");
         match (&s.predicate, &s.rows) {
-            (Some(_), Some(_)) => return bad(key, "give either `where` or `rows`, not both".into()),
-            (None, None) => return bad(key, "needs `where` (a predicate) or `rows` (a file)".into()),
+            (Some(_), Some(_)) => {
+                return bad(key, "give either `where` or `rows`, not both".into())
+            }
+            (None, None) => {
+                return bad(key, "needs `where` (a predicate) or `rows` (a file)".into())
+            }
             (Some(p), None) => {
                 if let Err(e) = Predicate::parse(p) {
                     return bad(format!("{key}.where"), e);
@@ -628,7 +632,10 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
                         return bad(key, "needs `boundaries` or `quantiles`".into());
                     }
                     (false, Some(_)) => {
-                        return bad(key, "give either `boundaries` or `quantiles`, not both".into())
+                        return bad(
+                            key,
+                            "give either `boundaries` or `quantiles`, not both".into(),
+                        )
                     }
                     (true, Some(q)) if *q < 2 => {
                         return bad(format!("{key}.quantiles"), "must be at least 2".into())
@@ -650,7 +657,10 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     }
 
     if cfg.behaviours.is_empty() {
-        return bad("behaviours".into(), "the config defines no behaviour".into());
+        return bad(
+            "behaviours".into(),
+            "the config defines no behaviour".into(),
+        );
     }
     let mut bnames = BTreeSet::new();
     for (i, b) in cfg.behaviours.iter().enumerate() {
@@ -667,7 +677,10 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
             }
             if let Some([lo, hi]) = clip {
                 if !(lo.is_finite() && hi.is_finite() && lo < hi) {
-                    return bad(format!("{key}.clip"), "must be [low, high] with low < high".into());
+                    return bad(
+                        format!("{key}.clip"),
+                        "must be [low, high] with low < high".into(),
+                    );
                 }
             }
         }
@@ -697,9 +710,7 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     if es != "auc" && es != "loss" {
         let ok = es
             .split_once('.')
-            .map(|(b, m)| {
-                bnames.contains(b) && matches!(m, "auc" | "gauc" | "logloss" | "mse")
-            })
+            .map(|(b, m)| bnames.contains(b) && matches!(m, "auc" | "gauc" | "logloss" | "mse"))
             .unwrap_or(false);
         if !ok {
             return bad(
@@ -722,13 +733,19 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
         return bad("train.lr".into(), "must be a positive number".into());
     }
     if !(t.embedding.lr.is_finite() && t.embedding.lr > 0.0) {
-        return bad("train.embedding.lr".into(), "must be a positive number".into());
+        return bad(
+            "train.embedding.lr".into(),
+            "must be a positive number".into(),
+        );
     }
     if t.epochs == 0 && t.max_steps == 0 {
         return bad("train.epochs".into(), "must be at least 1".into());
     }
     if t.schedule.kind == ScheduleKind::Step && t.schedule.step_size == 0 {
-        return bad("train.schedule.step_size".into(), "must be at least 1".into());
+        return bad(
+            "train.schedule.step_size".into(),
+            "must be at least 1".into(),
+        );
     }
     for (name, m) in &cfg.models {
         if !m.contains_key("type") {

@@ -90,7 +90,8 @@ fn resolved_config_round_trips_through_toml() {
 
 #[test]
 fn zero_facets_is_one_cell() {
-    let text = GOOD.split("[[facets]]").next().unwrap().to_string() + "[models.sb]\ntype='shared_bottom'\n[train]\nmodel='sb'\n";
+    let text = GOOD.split("[[facets]]").next().unwrap().to_string()
+        + "[models.sb]\ntype='shared_bottom'\n[train]\nmodel='sb'\n";
     let c = parse(&text).unwrap();
     let g = c.grid();
     assert_eq!(g.n_cells(), 1);
@@ -123,7 +124,10 @@ fn overlapping_thresholds_are_refused() {
         "thresholds = [9]\nnames = [\"tail\", \"head\"]",
         "thresholds = [9, 5]\nnames = [\"a\", \"b\", \"c\"]",
     ));
-    assert!(e.contains("facets[1].thresholds") && e.contains("increasing"), "{e}");
+    assert!(
+        e.contains("facets[1].thresholds") && e.contains("increasing"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -1,0 +1,46 @@
+//! The reader: turns the files a [`mfh_config::Config`] names into columnar [`Batch`]es
+//! of hashed IDs, transformed numbers, labels and facet cells, streaming (memory constant in
+//! the number of rows) on a background thread.
+//!
+//! Flow: [`Pipeline::new`] opens the sources' headers, loads the side tables and resolves
+//! every column a feature, label, facet or split names (a missing column is an error that
+//! names the config key). [`Pipeline::fit`] reads the train split once for the numeric
+//! statistics; [`Pipeline::stream`] then yields batches of any split. A malformed row is an
+//! error naming file:line:column, or a counted skip with `on_error = "skip"`.
+//!
+//! Not here: embedding lookups (`mfh-embedding`), anything about models.
+
+mod batch;
+mod decode;
+mod error;
+mod fit;
+mod hash;
+pub mod kuairand;
+mod pipeline;
+mod rows;
+mod stream;
+
+pub use batch::{Batch, MultiColumn};
+pub use error::{DataError, SkipCounts};
+pub use fit::{FittedFeature, FittedTransforms};
+pub use hash::{hash_value, MISSING_ID};
+pub use pipeline::{FieldLayout, Pipeline};
+pub use stream::{BatchStream, ReadStats, StreamOptions};
+
+/// A small deterministic generator (SplitMix64) for shuffling and sampling.
+#[derive(Debug, Clone)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in 0..n (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+}

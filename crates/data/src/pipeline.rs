@@ -1,0 +1,447 @@
+//! Resolves a config against the data: the sources' header, the side tables (loaded into
+//! hash maps by key), and every column that a feature, label, facet, split or GAUC key
+//! names. The result decodes rows into batches.
+
+use crate::error::DataError;
+use crate::fit::FittedTransforms;
+use crate::hash::canonical;
+use crate::rows::{csv_error, csv_reader, open_maybe_gz, read_header};
+use mfh_config::{
+    BehaviourConfig, Config, CsvOptions, Expr, FacetConfig, FeatureConfig, Literal,
+    NumericTransform, PoolingConfig, Predicate,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+/// Where a column lives: the main table, or side table `t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ColRef {
+    Main(usize),
+    Side(usize, usize),
+}
+
+pub(crate) struct SideTable {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub join: usize,
+    pub rows: Vec<csv::ByteRecord>,
+    pub index: HashMap<Vec<u8>, u32>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum FeatureKind {
+    Categorical,
+    Multi(u8),
+    Numeric(Vec<NumericTransform>, f64),
+    Bucketized { log1p: bool },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledFeature {
+    pub name: String,
+    pub col: ColRef,
+    pub kind: FeatureKind,
+    /// Slot in its block (single, multi or dense).
+    pub slot: usize,
+}
+
+pub(crate) enum CompiledBehaviour {
+    Binary(ColRef),
+    Regression(Expr, Vec<(String, ColRef)>, Option<[f64; 2]>),
+}
+
+pub(crate) enum CompiledFacet {
+    Thresholds(ColRef, Vec<f64>, Option<usize>),
+    Groups(ColRef, HashMap<Vec<u8>, usize>, Option<usize>),
+}
+
+pub(crate) enum CompiledSplit {
+    Where(Vec<(ColRef, mfh_config::CmpOp, Literal)>),
+    Rows(HashSet<u64>),
+}
+
+/// Which embedded field reads which table, in the order the batch holds them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldLayout {
+    /// (feature name, table name, dim) of single-valued embedded features, in batch order.
+    pub single: Vec<(String, String, usize)>,
+    /// (feature name, table name, dim, mean pooling) of multi-valued features.
+    pub multi: Vec<(String, String, usize, bool)>,
+    /// Names of the numeric features, in batch order.
+    pub dense: Vec<String>,
+}
+
+pub struct Pipeline {
+    pub(crate) cfg: Config,
+    pub(crate) main_columns: Vec<String>,
+    pub(crate) side: Vec<SideTable>,
+    pub(crate) features: Vec<CompiledFeature>,
+    pub(crate) behaviours: Vec<CompiledBehaviour>,
+    pub(crate) facets: Vec<CompiledFacet>,
+    pub(crate) gauc: Option<ColRef>,
+    pub(crate) splits: BTreeMap<String, CompiledSplit>,
+    pub(crate) layout: FieldLayout,
+    pub(crate) missing: Vec<Vec<u8>>,
+    pub transforms: FittedTransforms,
+}
+
+impl Pipeline {
+    /// Opens the data a config names and checks that every named column exists.
+    pub fn new(cfg: &Config) -> Result<Pipeline, DataError> {
+        let d = &cfg.data;
+        let main_columns = read_header(&d.sources[0], &d.csv)?;
+        for s in &d.sources[1..] {
+            let other = read_header(s, &d.csv)?;
+            if other != main_columns {
+                return Err(DataError::file(
+                    s,
+                    "header",
+                    format!(
+                        "its columns differ from those of {}; all sources must share one header",
+                        d.sources[0].display()
+                    ),
+                ));
+            }
+        }
+        let mut p = Pipeline {
+            cfg: cfg.clone(),
+            main_columns,
+            side: Vec::new(),
+            features: Vec::new(),
+            behaviours: Vec::new(),
+            facets: Vec::new(),
+            gauc: None,
+            splits: BTreeMap::new(),
+            layout: FieldLayout {
+                single: vec![],
+                multi: vec![],
+                dense: vec![],
+            },
+            missing: d
+                .csv
+                .missing
+                .iter()
+                .map(|m| m.as_bytes().to_vec())
+                .collect(),
+            transforms: FittedTransforms::default(),
+        };
+        for (i, t) in d.side_tables.iter().enumerate() {
+            let join_col = t.join_column().to_string();
+            let main_idx = p
+                .main_columns
+                .iter()
+                .position(|c| *c == join_col)
+                .ok_or_else(|| {
+                    p.key_error(
+                        &format!("data.side_tables[{i}].join_on"),
+                        &join_col,
+                        "the main table",
+                    )
+                })?;
+            p.side
+                .push(load_side_table(&t.name, &t.path, &t.key, &t.csv, main_idx)?);
+        }
+        p.compile()?;
+        Ok(p)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn layout(&self) -> &FieldLayout {
+        &self.layout
+    }
+
+    pub fn main_columns(&self) -> &[String] {
+        &self.main_columns
+    }
+
+    pub fn split_names(&self) -> Vec<String> {
+        self.splits.keys().cloned().collect()
+    }
+
+    fn key_error(&self, key: &str, column: &str, place: &str) -> DataError {
+        DataError::config(format!(
+            "{}: key `{key}`: column `{column}` is not in {place} (columns: {})",
+            self.cfg.source_file.display(),
+            self.describe_columns()
+        ))
+    }
+
+    fn describe_columns(&self) -> String {
+        let mut all: Vec<String> = self.main_columns.clone();
+        for t in &self.side {
+            all.extend(t.columns.iter().map(|c| format!("{}.{c}", t.name)));
+        }
+        if all.len() > 40 {
+            let n = all.len();
+            all.truncate(40);
+            all.push(format!("… {} more", n - 40));
+        }
+        all.join(", ")
+    }
+
+    /// Resolves `col` (plain, or `table.col` for a side table) for config key `key`.
+    pub(crate) fn resolve(&self, key: &str, col: &str) -> Result<ColRef, DataError> {
+        if let Some(i) = self.main_columns.iter().position(|c| c == col) {
+            return Ok(ColRef::Main(i));
+        }
+        if let Some((t, c)) = col.split_once('.') {
+            if let Some(ti) = self.side.iter().position(|s| s.name == t) {
+                if let Some(ci) = self.side[ti].columns.iter().position(|x| x == c) {
+                    return Ok(ColRef::Side(ti, ci));
+                }
+            }
+        }
+        let hits: Vec<(usize, usize)> = self
+            .side
+            .iter()
+            .enumerate()
+            .filter_map(|(ti, s)| s.columns.iter().position(|x| x == col).map(|ci| (ti, ci)))
+            .collect();
+        match hits.as_slice() {
+            [(ti, ci)] => Ok(ColRef::Side(*ti, *ci)),
+            [] => Err(self.key_error(key, col, "the data or its side tables")),
+            _ => Err(DataError::config(format!(
+                "{}: key `{key}`: column `{col}` is in several side tables; write `table.{col}`",
+                self.cfg.source_file.display()
+            ))),
+        }
+    }
+
+    fn compile(&mut self) -> Result<(), DataError> {
+        let cfg = self.cfg.clone();
+        let (mut ns, mut nm, mut nd) = (0, 0, 0);
+        for (i, f) in cfg.features.iter().enumerate() {
+            let col = self.resolve(&format!("features[{i}].column"), f.column())?;
+            let (kind, slot) = match f {
+                FeatureConfig::Categorical { .. } => (FeatureKind::Categorical, ns),
+                FeatureConfig::Multi { separator, .. } => {
+                    (FeatureKind::Multi(separator.as_bytes()[0]), nm)
+                }
+                FeatureConfig::Numeric {
+                    transform, fill, ..
+                } => (FeatureKind::Numeric(transform.clone(), *fill), nd),
+                FeatureConfig::Bucketized { log1p, .. } => {
+                    (FeatureKind::Bucketized { log1p: *log1p }, ns)
+                }
+            };
+            match (&kind, f.table()) {
+                (FeatureKind::Multi(_), Some((t, dim))) => {
+                    let mean = matches!(
+                        f,
+                        FeatureConfig::Multi {
+                            pooling: PoolingConfig::Mean,
+                            ..
+                        }
+                    );
+                    self.layout
+                        .multi
+                        .push((f.name().into(), t.into(), dim, mean));
+                    nm += 1;
+                }
+                (_, Some((t, dim))) => {
+                    self.layout.single.push((f.name().into(), t.into(), dim));
+                    ns += 1;
+                }
+                (_, None) => {
+                    self.layout.dense.push(f.name().into());
+                    nd += 1;
+                }
+            }
+            self.features.push(CompiledFeature {
+                name: f.name().into(),
+                col,
+                kind,
+                slot,
+            });
+        }
+        for (i, b) in cfg.behaviours.iter().enumerate() {
+            self.behaviours.push(match b {
+                BehaviourConfig::Binary { column, .. } => CompiledBehaviour::Binary(
+                    self.resolve(&format!("behaviours[{i}].column"), column)?,
+                ),
+                BehaviourConfig::Regression { expr, clip, .. } => {
+                    let e = Expr::parse(expr).map_err(DataError::config)?;
+                    let mut cols = Vec::new();
+                    for c in e.columns() {
+                        let r = self.resolve(&format!("behaviours[{i}].expr"), &c)?;
+                        cols.push((c, r));
+                    }
+                    CompiledBehaviour::Regression(e, cols, *clip)
+                }
+            });
+        }
+        for (i, f) in cfg.facets.iter().enumerate() {
+            self.facets.push(self.compile_facet(i, f)?);
+        }
+        if let Some(g) = &cfg.data.gauc_column {
+            self.gauc = Some(self.resolve("data.gauc_column", g)?);
+        }
+        for (name, s) in &cfg.splits {
+            let compiled = if let Some(pred) = s.parsed_predicate() {
+                self.compile_predicate(name, &pred)?
+            } else {
+                CompiledSplit::Rows(load_row_file(s.rows.as_ref().unwrap())?)
+            };
+            self.splits.insert(name.clone(), compiled);
+        }
+        Ok(())
+    }
+
+    fn compile_facet(&self, i: usize, f: &FacetConfig) -> Result<CompiledFacet, DataError> {
+        let col = self.resolve(&format!("facets[{i}].column"), &f.column)?;
+        let values = f.values();
+        let default = f
+            .default
+            .as_ref()
+            .map(|d| values.iter().position(|v| v == d).unwrap());
+        if f.groups.is_empty() {
+            Ok(CompiledFacet::Thresholds(
+                col,
+                f.thresholds.clone(),
+                default,
+            ))
+        } else {
+            let mut map = HashMap::new();
+            for (gi, g) in f.groups.iter().enumerate() {
+                for v in &g.values {
+                    map.insert(canonical(v.trim().as_bytes()).to_vec(), gi);
+                }
+            }
+            Ok(CompiledFacet::Groups(col, map, default))
+        }
+    }
+
+    fn compile_predicate(&self, split: &str, p: &Predicate) -> Result<CompiledSplit, DataError> {
+        let mut out = Vec::new();
+        for c in &p.clauses {
+            let col = self.resolve(&format!("splits.{split}.where"), &c.column)?;
+            out.push((col, c.op, c.value.clone()));
+        }
+        Ok(CompiledSplit::Where(out))
+    }
+
+    /// Installs transforms fitted earlier (a saved model's), instead of fitting.
+    pub fn set_transforms(&mut self, t: FittedTransforms) -> Result<(), DataError> {
+        for f in &self.features {
+            let needs = match &f.kind {
+                FeatureKind::Numeric(tr, _) => tr.contains(&NumericTransform::Standardize),
+                FeatureKind::Bucketized { .. } => true,
+                _ => false,
+            };
+            if needs && !t.features.contains_key(&f.name) {
+                return Err(DataError::config(format!(
+                    "the fitted transforms have no entry for feature `{}`",
+                    f.name
+                )));
+            }
+        }
+        self.transforms = t;
+        Ok(())
+    }
+}
+
+fn load_side_table(
+    name: &str,
+    path: &Path,
+    key: &str,
+    opts: &CsvOptions,
+    join: usize,
+) -> Result<SideTable, DataError> {
+    let columns = read_header(path, opts)?;
+    let key_idx = columns.iter().position(|c| c == key).ok_or_else(|| {
+        DataError::file(
+            path,
+            "config",
+            format!(
+                "side table `{name}`: key column `{key}` is not in its header ({})",
+                columns.join(", ")
+            ),
+        )
+    })?;
+    let mut rdr = csv_reader(open_maybe_gz(path)?, opts);
+    let mut rec = csv::ByteRecord::new();
+    if opts.header {
+        rdr.read_byte_record(&mut rec)
+            .map_err(|e| csv_error(path, e))?;
+    }
+    let mut rows: Vec<csv::ByteRecord> = Vec::new();
+    let mut index = HashMap::new();
+    loop {
+        match rdr.read_byte_record(&mut rec) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(csv_error(path, e)),
+        }
+        let line = rec.position().map(|p| p.line());
+        if rec.len() == 1 && rec[0].is_empty() {
+            continue;
+        }
+        if rec.len() != columns.len() {
+            return Err(DataError {
+                file: path.to_path_buf(),
+                line,
+                column: Some((rec.len().min(columns.len()) + 1, String::new())),
+                kind: "wrong column count",
+                message: format!("{} cells, the header has {}", rec.len(), columns.len()),
+            });
+        }
+        let k = canonical(&rec[key_idx]).to_vec();
+        if k.is_empty() {
+            return Err(DataError {
+                file: path.to_path_buf(),
+                line,
+                column: Some((key_idx + 1, key.to_string())),
+                kind: "empty key",
+                message: format!("empty key in side table `{name}`"),
+            });
+        }
+        if let Some(prev) = index.insert(k, rows.len() as u32) {
+            let prev_line = rows[prev as usize]
+                .position()
+                .map(|p| p.line())
+                .unwrap_or(0);
+            return Err(DataError {
+                file: path.to_path_buf(),
+                line,
+                column: Some((key_idx + 1, key.to_string())),
+                kind: "duplicate key",
+                message: format!(
+                    "key `{}` of side table `{name}` is duplicated (first on line {prev_line})",
+                    crate::error::preview(&rec[key_idx])
+                ),
+            });
+        }
+        rows.push(rec.clone());
+    }
+    Ok(SideTable {
+        name: name.to_string(),
+        columns,
+        join,
+        rows,
+        index,
+    })
+}
+
+fn load_row_file(path: &Path) -> Result<HashSet<u64>, DataError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| DataError::file(path, "io", format!("cannot read the row-index file: {e}")))?;
+    let mut set = HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let v: u64 = t.parse().map_err(|_| DataError {
+            file: path.to_path_buf(),
+            line: Some(i as u64 + 1),
+            column: Some((1, String::new())),
+            kind: "not a number",
+            message: format!("`{t}` is not a row index (a non-negative integer)"),
+        })?;
+        set.insert(v);
+    }
+    Ok(set)
+}

@@ -1,0 +1,251 @@
+//! Raw rows from delimited files: plain or gzip (detected by content), with or without a
+//! header, several files read as one table. Each row keeps its file and line so that any
+//! later error can say where it came from.
+
+use crate::error::DataError;
+use mfh_config::CsvOptions;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// Opens a file for reading, transparently gunzipping it.
+pub(crate) fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read + Send>, DataError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| DataError::file(path, "io", format!("cannot open: {e}")))?;
+    if meta.is_dir() {
+        return Err(DataError::file(
+            path,
+            "io",
+            "is a directory, expected a data file",
+        ));
+    }
+    let mut f =
+        File::open(path).map_err(|e| DataError::file(path, "io", format!("cannot open: {e}")))?;
+    let mut magic = [0u8; 2];
+    let mut got = 0;
+    while got < 2 {
+        match f.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) => return Err(DataError::file(path, "io", format!("cannot read: {e}"))),
+        }
+    }
+    let head = std::io::Cursor::new(magic[..got].to_vec());
+    let chained = head.chain(f);
+    if got == 2 && magic == [0x1f, 0x8b] {
+        Ok(Box::new(BufReader::with_capacity(
+            1 << 16,
+            flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, chained)),
+        )))
+    } else {
+        Ok(Box::new(BufReader::with_capacity(1 << 16, chained)))
+    }
+}
+
+pub(crate) fn csv_reader(
+    r: Box<dyn Read + Send>,
+    opts: &CsvOptions,
+) -> csv::Reader<Box<dyn Read + Send>> {
+    csv::ReaderBuilder::new()
+        .delimiter(opts.delimiter.as_bytes()[0])
+        .has_headers(false)
+        .flexible(true)
+        .trim(if opts.trim {
+            csv::Trim::All
+        } else {
+            csv::Trim::None
+        })
+        .buffer_capacity(1 << 16)
+        .from_reader(r)
+}
+
+/// Turns a csv crate error into ours, keeping the position.
+pub(crate) fn csv_error(path: &Path, e: csv::Error) -> DataError {
+    let line = e.position().map(|p| p.line());
+    let (kind, msg) = match e.kind() {
+        csv::ErrorKind::Io(io) => {
+            let gz = io.kind() == std::io::ErrorKind::UnexpectedEof
+                || io.to_string().contains("corrupt deflate")
+                || io.to_string().contains("invalid gzip");
+            if gz {
+                (
+                    "gzip",
+                    format!("truncated or corrupt compressed data: {io}"),
+                )
+            } else {
+                ("io", format!("read error: {io}"))
+            }
+        }
+        _ => ("csv", format!("malformed CSV: {e}")),
+    };
+    DataError {
+        file: path.to_path_buf(),
+        line,
+        column: None,
+        kind,
+        message: msg,
+    }
+}
+
+/// Reads the column names of a file: its header, or the configured names.
+pub(crate) fn read_header(path: &Path, opts: &CsvOptions) -> Result<Vec<String>, DataError> {
+    if !opts.header {
+        // Still open it, so a missing file fails here rather than mid-training.
+        open_maybe_gz(path)?;
+        return Ok(opts.columns.clone());
+    }
+    let mut rdr = csv_reader(open_maybe_gz(path)?, opts);
+    let mut rec = csv::ByteRecord::new();
+    match rdr.read_byte_record(&mut rec) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(DataError::file(
+                path,
+                "empty",
+                "the file is empty: no header line",
+            ))
+        }
+        Err(e) => return Err(csv_error(path, e)),
+    }
+    let mut names = Vec::with_capacity(rec.len());
+    for (i, field) in rec.iter().enumerate() {
+        let field = if i == 0 {
+            field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field)
+        } else {
+            field
+        };
+        let name = std::str::from_utf8(field).map_err(|_| DataError {
+            file: path.to_path_buf(),
+            line: Some(1),
+            column: Some((i + 1, String::new())),
+            kind: "utf8",
+            message: "the header is not valid UTF-8".into(),
+        })?;
+        let name = name.trim().to_string();
+        if name.is_empty() {
+            return Err(DataError {
+                file: path.to_path_buf(),
+                line: Some(1),
+                column: Some((i + 1, String::new())),
+                kind: "header",
+                message: "empty column name in the header".into(),
+            });
+        }
+        if names.contains(&name) {
+            return Err(DataError {
+                file: path.to_path_buf(),
+                line: Some(1),
+                column: Some((i + 1, name.clone())),
+                kind: "header",
+                message: format!("column `{name}` appears twice in the header"),
+            });
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// Reads the data rows of several files in order, as one table.
+pub(crate) struct RowReader {
+    files: Vec<PathBuf>,
+    opts: CsvOptions,
+    n_columns: usize,
+    next_file: usize,
+    current: Option<csv::Reader<Box<dyn Read + Send>>>,
+    /// Data-row index over all files (0-based).
+    pub row_index: u64,
+    pub file_idx: usize,
+    pub record: csv::ByteRecord,
+}
+
+impl RowReader {
+    pub fn new(files: Vec<PathBuf>, opts: CsvOptions, n_columns: usize) -> RowReader {
+        RowReader {
+            files,
+            opts,
+            n_columns,
+            next_file: 0,
+            current: None,
+            row_index: 0,
+            file_idx: 0,
+            record: csv::ByteRecord::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.files[self.file_idx]
+    }
+
+    pub fn line(&self) -> u64 {
+        self.record.position().map(|p| p.line()).unwrap_or(0)
+    }
+
+    /// Advances to the next data row. `Ok(false)` at the end of the last file. A row with
+    /// the wrong number of cells is returned as an error (the reader stays usable).
+    pub fn advance(&mut self) -> Result<bool, DataError> {
+        loop {
+            if self.current.is_none() {
+                if self.next_file == self.files.len() {
+                    return Ok(false);
+                }
+                self.file_idx = self.next_file;
+                self.next_file += 1;
+                let path = &self.files[self.file_idx];
+                let mut rdr = csv_reader(open_maybe_gz(path)?, &self.opts);
+                if self.opts.header {
+                    let mut h = csv::ByteRecord::new();
+                    match rdr.read_byte_record(&mut h) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            return Err(DataError::file(
+                                path,
+                                "empty",
+                                "the file is empty: no header line",
+                            ))
+                        }
+                        Err(e) => return Err(csv_error(path, e)),
+                    }
+                }
+                self.current = Some(rdr);
+            }
+            let rdr = self.current.as_mut().unwrap();
+            match rdr.read_byte_record(&mut self.record) {
+                Ok(true) => {
+                    // A blank line at the end of a file is not a row.
+                    if self.record.len() == 1 && self.record[0].is_empty() && self.n_columns > 1 {
+                        continue;
+                    }
+                    let idx = self.row_index;
+                    self.row_index += 1;
+                    if self.record.len() != self.n_columns {
+                        return Err(DataError {
+                            file: self.files[self.file_idx].clone(),
+                            line: Some(self.line()),
+                            column: Some((
+                                self.record.len().min(self.n_columns) + 1,
+                                String::new(),
+                            )),
+                            kind: "wrong column count",
+                            message: format!(
+                                "row {} has {} cells, the header has {}",
+                                idx,
+                                self.record.len(),
+                                self.n_columns
+                            ),
+                        });
+                    }
+                    return Ok(true);
+                }
+                Ok(false) => {
+                    self.current = None;
+                }
+                Err(e) => {
+                    let err = csv_error(&self.files[self.file_idx], e);
+                    self.current = None;
+                    self.next_file = self.files.len();
+                    return Err(err);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Streaming a split: rows are read, joined, filtered and decoded on a background thread
+//! and arrive as batches through a bounded channel, optionally through a shuffle buffer.
+
+use crate::batch::Batch;
+use crate::decode::Row;
+use crate::error::{DataError, SkipCounts};
+use crate::pipeline::Pipeline;
+use crate::rows::RowReader;
+use crate::SplitMix;
+use mfh_config::OnError;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    pub batch_size: usize,
+    /// Rows held and shuffled before batching (0 = file order).
+    pub shuffle_buffer: usize,
+    pub seed: u64,
+    /// Batches decoded ahead of the consumer.
+    pub prefetch: usize,
+}
+
+impl StreamOptions {
+    pub fn in_order(batch_size: usize) -> Self {
+        StreamOptions {
+            batch_size,
+            shuffle_buffer: 0,
+            seed: 0,
+            prefetch: 4,
+        }
+    }
+}
+
+/// What a pass over a split saw.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadStats {
+    /// Data rows read from the sources (all splits).
+    pub rows_read: u64,
+    /// Rows of this split that decoded and were used.
+    pub rows_used: u64,
+    pub skipped: SkipCounts,
+}
+
+/// Walks the rows of `split`, calling `on_row` for each of them; `on_row` returns
+/// `Ok(false)` to stop early. Row errors are fatal or counted, as the config says.
+pub(crate) fn scan(
+    p: &Pipeline,
+    split: &str,
+    mut on_row: impl FnMut(&Row) -> Result<bool, DataError>,
+) -> Result<ReadStats, DataError> {
+    let compiled = p.splits.get(split).ok_or_else(|| {
+        DataError::config(format!(
+            "no split `{split}`; the config defines: {}",
+            p.splits.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let skip = p.cfg.data.on_error == OnError::Skip;
+    let mut stats = ReadStats::default();
+    let mut reader = RowReader::new(
+        p.cfg.data.sources.clone(),
+        p.cfg.data.csv.clone(),
+        p.main_columns.len(),
+    );
+    let mut side = Vec::with_capacity(p.side.len());
+    loop {
+        let res = (|| -> Result<Option<bool>, DataError> {
+            if !reader.advance()? {
+                return Ok(None);
+            }
+            let (path, line) = (reader.path(), reader.line());
+            let join = p.join(path, line, &reader.record, &mut side);
+            let row = Row {
+                path,
+                line,
+                index: reader.row_index - 1,
+                rec: &reader.record,
+                side: &side,
+            };
+            // A row outside the split may fail to join without consequence.
+            if !p.in_split(compiled, &row)? {
+                return Ok(Some(true));
+            }
+            join?;
+            let go = on_row(&row)?;
+            stats.rows_used += 1;
+            Ok(Some(go))
+        })();
+        match res {
+            Ok(None) => break,
+            Ok(Some(true)) => {}
+            Ok(Some(false)) => break,
+            Err(e) if skip && e.is_row_error() => stats.skipped.add(&e),
+            Err(e) => return Err(e),
+        }
+    }
+    stats.rows_read = reader.row_index;
+    Ok(stats)
+}
+
+enum Msg {
+    Batch(Batch),
+    Done(ReadStats),
+    Failed(DataError),
+}
+
+/// Batches of one split, decoded on a background thread.
+pub struct BatchStream {
+    rx: Receiver<Msg>,
+    handle: Option<JoinHandle<()>>,
+    stats: Option<ReadStats>,
+    finished: bool,
+}
+
+impl Pipeline {
+    /// Starts reading `split` on a background thread.
+    pub fn stream(
+        self: &Arc<Self>,
+        split: &str,
+        opts: StreamOptions,
+    ) -> Result<BatchStream, DataError> {
+        if !self.splits.contains_key(split) {
+            return Err(DataError::config(format!(
+                "no split `{split}`; the config defines: {}",
+                self.split_names().join(", ")
+            )));
+        }
+        let (tx, rx) = sync_channel(opts.prefetch.max(1));
+        let p = Arc::clone(self);
+        let split = split.to_string();
+        let handle = std::thread::Builder::new()
+            .name("mfh-reader".into())
+            .spawn(move || {
+                let bs = opts.batch_size.max(1);
+                let hold = opts.shuffle_buffer.max(bs);
+                let mut rng = SplitMix(opts.seed ^ 0x5eed_5eed);
+                let (ns, nm) = (p.layout.single.len(), p.layout.multi.len());
+                let mut pool = Batch::with_layout(ns, nm);
+                let mut order: Vec<usize> = Vec::new();
+                let shuffle = opts.shuffle_buffer > 0;
+                // Emits full batches from the pool; keeps the remainder (all rows at the end).
+                let mut drain = |pool: &mut Batch, last: bool| -> bool {
+                    order.clear();
+                    order.extend(0..pool.n);
+                    if shuffle {
+                        for i in (1..order.len()).rev() {
+                            order.swap(i, rng.below(i + 1));
+                        }
+                    }
+                    let full = if last { pool.n } else { pool.n / bs * bs };
+                    for chunk in order[..full].chunks(bs) {
+                        let mut b = Batch::with_layout(ns, nm);
+                        b.extend_from(pool, chunk);
+                        if tx.send(Msg::Batch(b)).is_err() {
+                            return false;
+                        }
+                    }
+                    let mut rest = Batch::with_layout(ns, nm);
+                    rest.extend_from(pool, &order[full..]);
+                    *pool = rest;
+                    true
+                };
+                let mut alive = true;
+                let res = scan(&p, &split, |row| {
+                    p.decode_into(row, &mut pool)?;
+                    if pool.n >= hold {
+                        alive = drain(&mut pool, false);
+                    }
+                    Ok(alive)
+                });
+                match res {
+                    Ok(stats) => {
+                        if alive && drain(&mut pool, true) {
+                            let _ = tx.send(Msg::Done(stats));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Msg::Failed(e));
+                    }
+                }
+            })
+            .map_err(|e| DataError::config(format!("cannot start the reader thread: {e}")))?;
+        Ok(BatchStream {
+            rx,
+            handle: Some(handle),
+            stats: None,
+            finished: false,
+        })
+    }
+}
+
+impl BatchStream {
+    /// What the pass saw; available once the stream has ended.
+    pub fn stats(&self) -> Option<&ReadStats> {
+        self.stats.as_ref()
+    }
+}
+
+impl Iterator for BatchStream {
+    type Item = Result<Batch, DataError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finished {
+            return None;
+        }
+        match self.rx.recv() {
+            Ok(Msg::Batch(b)) => Some(Ok(b)),
+            Ok(Msg::Done(s)) => {
+                self.stats = Some(s);
+                self.finished = true;
+                None
+            }
+            Ok(Msg::Failed(e)) => {
+                self.finished = true;
+                Some(Err(e))
+            }
+            Err(_) => {
+                self.finished = true;
+                Some(Err(DataError::config(
+                    "the reader thread stopped unexpectedly",
+                )))
+            }
+        }
+    }
+}
+
+impl Drop for BatchStream {
+    fn drop(&mut self) {
+        // Unblock the reader (its sends fail once `rx` is gone) and wait for it.
+        let rx = std::mem::replace(&mut self.rx, sync_channel(1).1);
+        drop(rx);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

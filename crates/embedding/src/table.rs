@@ -1,0 +1,417 @@
+//! One hashed embedding table: id → slot map, a flat slab of rows, per-row optimizer state.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+
+use crate::codec::{Decoder, Encoder};
+use crate::hash::{init_row, IdHashBuilder};
+use crate::optimizer::RowOptimizer;
+
+const MAGIC: [u8; 8] = *b"MFHEMBTB";
+const VERSION: u32 = 1;
+/// Upper bounds used to reject corrupted headers before allocating from them.
+const MAX_DIM: usize = 1 << 20;
+const MAX_NAME: usize = 1 << 16;
+/// Rows reserved up front when loading; beyond this the vectors grow as rows arrive,
+/// so a corrupted row count cannot demand an absurd allocation.
+const MAX_PRERESERVE_ROWS: u64 = 1 << 20;
+
+const TAG_ADAGRAD: u8 = 1;
+const TAG_ADAM: u8 = 2;
+
+/// Configuration of one embedding table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableSpec {
+    pub name: String,
+    pub dim: usize,
+    /// New rows start uniform in `[-init_scale, init_scale)`.
+    pub init_scale: f32,
+    pub optimizer: RowOptimizer,
+    /// Keys row initialisation together with the id.
+    pub seed: u64,
+}
+
+impl TableSpec {
+    /// A spec with the defaults: init scale 0.05, row-wise Adagrad, seed 0.
+    pub fn new(name: impl Into<String>, dim: usize) -> Self {
+        TableSpec {
+            name: name.into(),
+            dim,
+            init_scale: 0.05,
+            optimizer: RowOptimizer::default_adagrad(),
+            seed: 0,
+        }
+    }
+}
+
+/// Hashed embedding table. Rows are created on first sight during training and only
+/// rows passed to [`EmbeddingTable::apply_gradients`] are ever modified.
+#[derive(Clone, Debug)]
+pub struct EmbeddingTable {
+    spec: TableSpec,
+    state_width: usize,
+    index: HashMap<u64, u32, IdHashBuilder>,
+    /// `slot · dim ..` is the row of a slot.
+    rows: Vec<f32>,
+    /// `slot · state_width ..` is the optimizer state of a slot.
+    state: Vec<f32>,
+    /// Scratch for `apply_gradients`: (slot, batch position) sorted to group duplicates.
+    order: Vec<(u32, u32)>,
+    /// Scratch for `apply_gradients`: the summed gradient of a duplicated slot.
+    grad_sum: Vec<f32>,
+}
+
+impl EmbeddingTable {
+    /// An empty table. Errors on a zero or absurd dim or a non-finite init scale.
+    pub fn new(spec: TableSpec) -> Result<Self, String> {
+        if spec.dim == 0 || spec.dim > MAX_DIM {
+            return Err(format!(
+                "embedding table '{}': dim {} must be in 1..={MAX_DIM}",
+                spec.name, spec.dim
+            ));
+        }
+        if !spec.init_scale.is_finite() || spec.init_scale < 0.0 {
+            return Err(format!(
+                "embedding table '{}': init_scale {} must be finite and non-negative",
+                spec.name, spec.init_scale
+            ));
+        }
+        Ok(EmbeddingTable {
+            state_width: spec.optimizer.state_width(spec.dim),
+            grad_sum: Vec::with_capacity(spec.dim),
+            spec,
+            index: HashMap::with_hasher(IdHashBuilder),
+            rows: Vec::new(),
+            state: Vec::new(),
+            order: Vec::new(),
+        })
+    }
+
+    pub fn spec(&self) -> &TableSpec {
+        &self.spec
+    }
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+    pub fn dim(&self) -> usize {
+        self.spec.dim
+    }
+    /// Floats of optimizer state per row.
+    pub fn state_width(&self) -> usize {
+        self.state_width
+    }
+
+    /// Number of rows (distinct ids seen in training or loaded).
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Approximate heap bytes: row slab, state slab, hash map buckets and scratch.
+    pub fn bytes(&self) -> usize {
+        let f = std::mem::size_of::<f32>();
+        // Each hashbrown bucket stores the (key, value) pair plus one control byte.
+        let bucket = std::mem::size_of::<(u64, u32)>() + 1;
+        (self.rows.capacity() + self.state.capacity() + self.grad_sum.capacity()) * f
+            + self.index.capacity() * bucket
+            + self.order.capacity() * std::mem::size_of::<(u32, u32)>()
+    }
+
+    /// Slot of every id, creating (and initialising) rows for ids seen for the first
+    /// time. `slots` is cleared and refilled, one slot per id.
+    pub fn lookup_train(&mut self, ids: &[u64], slots: &mut Vec<u32>) {
+        let EmbeddingTable {
+            spec,
+            state_width,
+            index,
+            rows,
+            state,
+            ..
+        } = self;
+        let dim = spec.dim;
+        slots.clear();
+        slots.reserve(ids.len());
+        for &id in ids {
+            let next = index.len();
+            let slot = *index.entry(id).or_insert_with(|| {
+                // 2^32 rows is far beyond any memory this table could hold.
+                let slot = u32::try_from(next).expect("embedding table exceeds 2^32 rows");
+                let start = rows.len();
+                rows.resize(start + dim, 0.0);
+                init_row(spec.seed, id, spec.init_scale, &mut rows[start..]);
+                let start = state.len();
+                state.resize(start + *state_width, 0.0);
+                spec.optimizer.init_state(&mut state[start..]);
+                slot
+            });
+            slots.push(slot);
+        }
+    }
+
+    /// Slot of an id if it has a row; never creates one. Callers treat `None` as the
+    /// default all-zero row.
+    #[inline]
+    pub fn lookup_eval(&self, id: u64) -> Option<u32> {
+        self.index.get(&id).copied()
+    }
+
+    /// The row of a slot returned by a lookup.
+    #[inline]
+    pub fn row(&self, slot: u32) -> &[f32] {
+        let d = self.spec.dim;
+        &self.rows[slot as usize * d..(slot as usize + 1) * d]
+    }
+
+    /// Optimizer state of a slot (Adagrad: `[acc]`; Adam: `m` then `v`).
+    #[inline]
+    pub fn row_state(&self, slot: u32) -> &[f32] {
+        let w = self.state_width;
+        &self.state[slot as usize * w..(slot as usize + 1) * w]
+    }
+
+    /// Updates the rows of `slots` with their gradients (`grads` is `slots.len() × dim`,
+    /// row-major). Gradients of repeated slots are summed first, in batch order, and each
+    /// distinct row then gets exactly one optimizer update. `step` is the 1-based global
+    /// step (Adam's bias correction).
+    ///
+    /// Panics if `grads` has the wrong length or a slot is not in this table: both mean
+    /// the caller mixed up buffers, not that the data is bad.
+    pub fn apply_gradients(&mut self, slots: &[u32], grads: &[f32], step: u64) {
+        let dim = self.spec.dim;
+        assert_eq!(
+            grads.len(),
+            slots.len() * dim,
+            "apply_gradients on '{}': {} grads for {} slots of dim {dim}",
+            self.spec.name,
+            grads.len(),
+            slots.len()
+        );
+        assert!(
+            u32::try_from(slots.len()).is_ok(),
+            "apply_gradients: batch of 2^32 or more rows"
+        );
+        let n_rows = self.len();
+        let step_size = self.spec.optimizer.step_size(step);
+        let EmbeddingTable {
+            spec,
+            state_width,
+            rows,
+            state,
+            order,
+            grad_sum,
+            ..
+        } = self;
+        let sw = *state_width;
+
+        // Sorting (slot, position) groups duplicates and, within a group, keeps batch
+        // order, so sums are reproducible; it also walks the slab in memory order.
+        order.clear();
+        order.extend(slots.iter().enumerate().map(|(p, &s)| (s, p as u32)));
+        order.sort_unstable();
+
+        let mut i = 0;
+        while i < order.len() {
+            let slot = order[i].0;
+            assert!(
+                (slot as usize) < n_rows,
+                "apply_gradients on '{}': slot {slot} but the table has {n_rows} rows",
+                spec.name
+            );
+            let mut j = i + 1;
+            while j < order.len() && order[j].0 == slot {
+                j += 1;
+            }
+            let grad_of = |k: usize| {
+                let p = order[k].1 as usize;
+                &grads[p * dim..(p + 1) * dim]
+            };
+            let g: &[f32] = if j - i == 1 {
+                grad_of(i)
+            } else {
+                grad_sum.clear();
+                grad_sum.extend_from_slice(grad_of(i));
+                for k in i + 1..j {
+                    for (acc, g) in grad_sum.iter_mut().zip(grad_of(k)) {
+                        *acc += g;
+                    }
+                }
+                grad_sum
+            };
+            let s = slot as usize;
+            spec.optimizer.update_row(
+                step_size,
+                &mut rows[s * dim..(s + 1) * dim],
+                &mut state[s * sw..(s + 1) * sw],
+                g,
+            );
+            i = j;
+        }
+    }
+
+    /// Raw row slab, for finite-difference tests that perturb single values.
+    #[cfg(test)]
+    pub(crate) fn rows_mut_for_test(&mut self) -> &mut [f32] {
+        &mut self.rows
+    }
+
+    /// Streams the table: header, then every row in ascending id order, then an
+    /// xxh3-64 checksum of all preceding bytes. All values little-endian.
+    pub fn save(&self, w: &mut dyn Write) -> io::Result<()> {
+        let dim = self.spec.dim;
+        let sw = self.state_width;
+        let mut enc = Encoder::new(w);
+        enc.bytes(&MAGIC);
+        enc.u32(VERSION);
+        enc.str(&self.spec.name)?;
+        // `new` caps dim at MAX_DIM, so it fits in u32.
+        enc.u32(dim as u32);
+        enc.f32(self.spec.init_scale);
+        enc.u64(self.spec.seed);
+        match self.spec.optimizer {
+            RowOptimizer::Adagrad {
+                lr,
+                eps,
+                initial_accumulator,
+            } => {
+                enc.u8(TAG_ADAGRAD);
+                enc.f32s(&[lr, eps, initial_accumulator]);
+            }
+            RowOptimizer::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
+                enc.u8(TAG_ADAM);
+                enc.f32s(&[lr, beta1, beta2, eps]);
+            }
+        }
+        enc.u32(sw as u32);
+        enc.u64(self.len() as u64);
+
+        // Ascending id order makes the file independent of insertion history.
+        let mut by_id: Vec<(u64, u32)> = self.index.iter().map(|(&id, &s)| (id, s)).collect();
+        by_id.sort_unstable();
+        for (id, slot) in by_id {
+            enc.u64(id);
+            enc.f32s(self.row(slot));
+            enc.f32s(self.row_state(slot));
+            enc.maybe_flush()?;
+        }
+        enc.finish()
+    }
+
+    /// Reads a table written by [`EmbeddingTable::save`], checking magic, version,
+    /// header consistency and the checksum. Reads exactly the saved bytes, so tables
+    /// can be concatenated; wrap files in a `BufReader`.
+    pub fn load(r: &mut dyn Read) -> Result<EmbeddingTable, String> {
+        let mut dec = Decoder::new(r, "embedding table");
+        let mut magic = [0u8; 8];
+        dec.bytes(&mut magic, "magic")?;
+        if magic != MAGIC {
+            return Err(format!(
+                "not an embedding table file: magic {:?} != expected {:?}",
+                String::from_utf8_lossy(&magic),
+                String::from_utf8_lossy(&MAGIC)
+            ));
+        }
+        let version = dec.u32("version")?;
+        if version != VERSION {
+            return Err(format!(
+                "embedding table: unsupported format version {version} (this build reads {VERSION})"
+            ));
+        }
+        let name = dec.str("name", MAX_NAME)?;
+        dec.set_what(format!("embedding table '{name}'"));
+        let dim = dec.u32("dim")? as usize;
+        if dim == 0 || dim > MAX_DIM {
+            return Err(format!(
+                "{}: dim {dim} out of range 1..={MAX_DIM} (corrupted file?)",
+                dec.what()
+            ));
+        }
+        let init_scale = dec.f32("init_scale")?;
+        let seed = dec.u64("seed")?;
+        let optimizer = match dec.u8("optimizer tag")? {
+            TAG_ADAGRAD => RowOptimizer::Adagrad {
+                lr: dec.f32("adagrad lr")?,
+                eps: dec.f32("adagrad eps")?,
+                initial_accumulator: dec.f32("adagrad initial_accumulator")?,
+            },
+            TAG_ADAM => RowOptimizer::Adam {
+                lr: dec.f32("adam lr")?,
+                beta1: dec.f32("adam beta1")?,
+                beta2: dec.f32("adam beta2")?,
+                eps: dec.f32("adam eps")?,
+            },
+            tag => {
+                return Err(format!(
+                    "{}: unknown optimizer tag {tag} (expected {TAG_ADAGRAD} = Adagrad or \
+                     {TAG_ADAM} = Adam)",
+                    dec.what()
+                ))
+            }
+        };
+        let sw = dec.u32("state width")? as usize;
+        let expected_sw = optimizer.state_width(dim);
+        if sw != expected_sw {
+            return Err(format!(
+                "{}: state width {sw} in file does not match {expected_sw} for {optimizer:?} \
+                 with dim {dim}",
+                dec.what()
+            ));
+        }
+        let n_rows = dec.u64("row count")?;
+        if n_rows > u64::from(u32::MAX) {
+            return Err(format!(
+                "{}: row count {n_rows} exceeds the 2^32 slot limit (corrupted file?)",
+                dec.what()
+            ));
+        }
+        let spec = TableSpec {
+            name,
+            dim,
+            init_scale,
+            optimizer,
+            seed,
+        };
+        let mut table = EmbeddingTable::new(spec).map_err(|e| format!("loading: {e}"))?;
+        let pre = n_rows.min(MAX_PRERESERVE_ROWS) as usize;
+        table.index.reserve(pre);
+        table.rows.reserve(pre * dim);
+        table.state.reserve(pre * sw);
+
+        let record = 8 + 4 * (dim + sw);
+        let mut buf = vec![0u8; record];
+        // An out-of-order id is reported only after the checksum passes: a flipped bit
+        // should be blamed on corruption, not on the writer.
+        let mut order_error: Option<String> = None;
+        let mut prev: Option<u64> = None;
+        for k in 0..n_rows {
+            dec.bytes(&mut buf, "rows")?;
+            let id = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
+            if order_error.is_none() && prev.is_some_and(|p| p >= id) {
+                order_error = Some(format!(
+                    "{}: row {k} has id {id} not above the previous id {} (ids must be \
+                     strictly ascending)",
+                    dec.what(),
+                    prev.unwrap_or(0)
+                ));
+            }
+            prev = Some(id);
+            let mut floats = buf[8..]
+                .chunks_exact(4)
+                .map(|c| f32::from_bits(u32::from_le_bytes(c.try_into().expect("4 bytes"))));
+            table.rows.extend(floats.by_ref().take(dim));
+            table.state.extend(floats);
+            table.index.insert(id, k as u32);
+        }
+        dec.finish()?;
+        if let Some(e) = order_error {
+            return Err(e);
+        }
+        Ok(table)
+    }
+}
