@@ -1,0 +1,176 @@
+//! `mfh bench`: throughput figures kept in the repo, never asserted by tests.
+//!
+//! - `ingest`: rows/s from a config's files into batches (reading, gunzip, parsing,
+//!   joins, hashing, transforms), one reader thread.
+//! - `train`: training samples/s on the MMoE-ref workload (batch 1024; 26 categorical
+//!   fields × dim 16 over 100,000 IDs each plus 13 numeric → 429 inputs; 8 experts
+//!   429→256→128; 4 tasks with softmax gates and 128→64→1 towers; Adam; row-wise Adagrad
+//!   embeddings), from pre-generated in-memory batches.
+//!
+//! Each prints the median and min–max over several timed windows after a warm-up.
+
+use anyhow::Result;
+use clap::Subcommand;
+use mfh_config::{Config, EmbeddingOptConfig, TaskGrid};
+use mfh_data::{Batch, FieldLayout, Pipeline, SplitMix, StreamOptions};
+use mfh_loss::GridLoss;
+use mfh_model::ModelSpec;
+use mfh_nn::{Adam, Module};
+use mfh_train::{embedding_layer, ModelState};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Rows/s from the files of a config's split into batches.
+    Ingest {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value = "train")]
+        split: String,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
+    /// Training samples/s on MMoE-ref (synthetic, in-memory batches).
+    Train {
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 7)]
+        windows: usize,
+        #[arg(long, default_value_t = 20)]
+        steps_per_window: usize,
+    },
+}
+
+fn summary(name: &str, unit: &str, mut v: Vec<f64>) {
+    v.sort_by(f64::total_cmp);
+    let med = v[v.len() / 2];
+    println!(
+        "{name}: median {med:.0} {unit} (min {:.0}, max {:.0}, {} windows)",
+        v[0],
+        v[v.len() - 1],
+        v.len()
+    );
+}
+
+pub fn run(cmd: BenchCmd) -> Result<()> {
+    match cmd {
+        BenchCmd::Ingest { config, split, repeats } => {
+            let cfg = Config::load(&config)?;
+            let mut p = Pipeline::new(&cfg)?;
+            p.fit(&cfg.train.train_split)?;
+            let p = Arc::new(p);
+            let mut rates = Vec::new();
+            for r in 0..repeats + 1 {
+                let t = Instant::now();
+                let mut rows = 0u64;
+                for b in p.stream(&split, StreamOptions::in_order(cfg.train.batch_size))? {
+                    rows += b?.n as u64;
+                }
+                let dt = t.elapsed().as_secs_f64();
+                if r > 0 {
+                    rates.push(rows as f64 / dt);
+                }
+                eprintln!("pass {r}: {rows} rows in {dt:.2} s{}", if r == 0 { " (warm-up)" } else { "" });
+            }
+            summary(&format!("ingest {}:{split} → batches", config.display()), "rows/s", rates);
+        }
+        BenchCmd::Train {
+            threads,
+            windows,
+            steps_per_window,
+        } => bench_train(threads, windows, steps_per_window)?,
+    }
+    Ok(())
+}
+
+const FIELDS: usize = 26;
+const DIM: usize = 16;
+const DENSE: usize = 13;
+const BATCH: usize = 1024;
+const VOCAB: u64 = 100_000;
+
+/// Pre-generated batches: Zipf-like skewed IDs, normal-ish dense values, 4 binary labels.
+fn synthetic_batches(count: usize, seed: u64) -> Vec<Batch> {
+    let mut rng = SplitMix(seed);
+    let mut unif = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    (0..count)
+        .map(|_| {
+            let mut b = Batch::with_layout(FIELDS, 0);
+            b.n = BATCH;
+            for _ in 0..BATCH {
+                for f in 0..FIELDS {
+                    // Skew: u^3 puts most mass on small IDs.
+                    let id = (unif().powi(3) * VOCAB as f64) as u64;
+                    b.single.push(mfh_data::hash_value(format!("{f}:{id}").as_bytes()));
+                }
+                for _ in 0..DENSE {
+                    b.dense.push((unif() * 2.0 - 1.0) as f32);
+                }
+                for t in 0..4 {
+                    b.labels.push(if unif() < 0.1 + 0.1 * t as f64 { 1.0 } else { 0.0 });
+                }
+                b.cells.push(0);
+                b.groups.push(0);
+                b.rows.push(0);
+            }
+            b
+        })
+        .collect()
+}
+
+fn bench_train(threads: usize, windows: usize, steps: usize) -> Result<()> {
+    mfh_nn::kernels::init_thread_pool(threads);
+    mfh_nn::kernels::set_threads(threads);
+    let layout = FieldLayout {
+        single: (0..FIELDS).map(|f| (format!("c{f}"), format!("c{f}"), DIM)).collect(),
+        multi: vec![],
+        dense: (0..DENSE).map(|d| format!("d{d}")).collect(),
+    };
+    let grid = TaskGrid {
+        behaviours: (0..4).map(|t| format!("task{t}")).collect(),
+        binary: vec![true; 4],
+        facets: vec![],
+    };
+    let spec: ModelSpec = toml::from_str(
+        "type = \"mmoe\"\nexperts = 8\nexpert_layers = [256, 128]\ntower = [64]\n",
+    )?;
+    let emb = embedding_layer(&layout, &EmbeddingOptConfig::default(), 7)?;
+    let loss = GridLoss {
+        n_cells: 1,
+        binary: vec![true; 4],
+        weights: vec![1.0; 4],
+    };
+    let mut state = ModelState::new(grid, spec, emb, DENSE, loss, 7)?;
+    println!(
+        "MMoE-ref: input {} → 8 experts 256→128, 4 tasks, towers 64→1; {} dense parameters; batch {BATCH}; {threads} threads",
+        state.n_in(),
+        state.net.num_params()
+    );
+    let mut batches = synthetic_batches(32, 1);
+    let mut adam = Adam::<f32>::new(0.9, 0.999, 1e-8, 0.0);
+    let mut step = 0u64;
+    let mut run_steps = |k: usize, state: &mut ModelState| {
+        for _ in 0..k {
+            let i = step as usize % batches.len();
+            // train_step consumes multi-valued columns; single-valued batches are reusable.
+            let b = &mut batches[i];
+            state.net.zero_grad();
+            state.train_step(b, step + 1);
+            adam.step(&mut state.net, 1e-3);
+            step += 1;
+        }
+    };
+    run_steps(steps, &mut state); // warm-up: rows created, buffers grown
+    let mut rates = Vec::new();
+    for _ in 0..windows {
+        let t = Instant::now();
+        run_steps(steps, &mut state);
+        rates.push((steps * BATCH) as f64 / t.elapsed().as_secs_f64());
+    }
+    summary("MMoE-ref training", "samples/s", rates);
+    let rows: usize = state.emb.tables().iter().map(|t| t.len()).sum();
+    println!("embedding rows created: {rows}");
+    Ok(())
+}

@@ -1,0 +1,301 @@
+//! `mfh`: the command line. Parses arguments and wires the library crates together;
+//! nothing here computes anything of its own.
+//!
+//! Flags mean one thing everywhere: `--config FILE` a config, `--model NAME` a model
+//! section of it, `--model-dir DIR` a trained-model folder.
+
+mod bench;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use mfh_config::Config;
+use mfh_train::{evaluate, load_model, predict_to_csv, train, TrainOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "mfh", version, about = "Multi-task ranking models (MFH and baselines) for recommender systems")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build a training table and its config from a raw public dataset.
+    Prepare {
+        #[command(subcommand)]
+        dataset: Dataset,
+    },
+    /// Validate a config against its data; print the task grid, features and splits.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+        /// Also read every split and count its rows.
+        #[arg(long)]
+        count: bool,
+    },
+    /// Train a model section of a config; the best model goes to --out.
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long, default_value = "mfh-model")]
+        out: PathBuf,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Hide the progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Score a trained model on a split and print its metrics per behaviour × cell.
+    Eval {
+        #[arg(long)]
+        model_dir: PathBuf,
+        /// Other prepared data with the same schema (default: the model's own config).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Default: the split the model was selected on.
+        #[arg(long)]
+        split: Option<String>,
+        /// Print metrics as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write per-row predictions of a split to a CSV file.
+    Predict {
+        #[arg(long)]
+        model_dir: PathBuf,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        split: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Describe a trained model: grid, layers with parameter counts, embedding tables.
+    Inspect {
+        #[arg(long)]
+        model_dir: PathBuf,
+    },
+    /// Prepare the bundled KuaiRand slice, train MMoE on it and print its metrics.
+    Quickstart {
+        /// Working folder for the prepared data and the model.
+        #[arg(long, default_value = "mfh-quickstart")]
+        out: PathBuf,
+        /// Raw KuaiRand folder (default: the copy bundled in this repository).
+        #[arg(long)]
+        raw: Option<PathBuf>,
+    },
+    /// Throughput measurements (not tests): ingest rows/s, training samples/s.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum Dataset {
+    /// KuaiRand-Pure: behaviours click, long_view, like × user new/old × item tail/head.
+    Kuairand {
+        /// Folder with log_*.csv(.gz), user_features_pure.csv(.gz), video_features_basic_pure.csv(.gz).
+        #[arg(long, default_value = "../shared/data/kuairand-pure")]
+        raw: PathBuf,
+        /// More raw log files of the same schema, appended in time order.
+        #[arg(long = "extra-log")]
+        extra_log: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Prepare {
+            dataset: Dataset::Kuairand { raw, extra_log, out },
+        } => {
+            prepare_kuairand(&raw, extra_log, &out)?;
+        }
+        Cmd::Check { config, count } => {
+            let cfg = Config::load(&config)?;
+            let s = mfh_train::check(&cfg, count)?;
+            print!("{}", s.text);
+            println!("ok");
+        }
+        Cmd::Train {
+            config,
+            model,
+            out,
+            seed,
+            quiet,
+        } => {
+            let cfg = Config::load(&config)?;
+            let s = train(
+                &cfg,
+                &TrainOptions {
+                    model,
+                    out: out.clone(),
+                    seed,
+                    progress: !quiet,
+                },
+            )?;
+            print!("{}", s.report.render_table());
+            println!(
+                "model `{}` ({} dense parameters): best {} {} at step {} of {}; {:.0} samples/s; saved to {}",
+                s.model_name,
+                s.params,
+                s.metric,
+                s.best_value.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into()),
+                s.best_step,
+                s.steps,
+                s.samples_per_sec,
+                out.display()
+            );
+        }
+        Cmd::Eval {
+            model_dir,
+            config,
+            split,
+            json,
+        } => {
+            let mut m = load_model(&model_dir)?;
+            let cfg = match &config {
+                Some(c) => Config::load(c)?,
+                None => m.config.clone(),
+            };
+            let split = split.unwrap_or_else(|| m.meta.selection_split.clone());
+            let p = Arc::new(m.pipeline(&cfg)?);
+            mfh_nn::kernels::init_thread_pool(cfg.train.threads);
+            mfh_nn::kernels::set_threads(cfg.train.threads);
+            let res = evaluate(&mut m.state, &p, &split, m.config.train.batch_size)?;
+            if res.rows == 0 {
+                eprintln!("warning: split `{split}` is empty: no row matches it");
+            }
+            if json {
+                println!("{}", res.report.to_json());
+            } else {
+                print!("{}", res.report.render_table());
+                println!("{split}: {} rows, loss {:.6}", res.rows, res.loss);
+            }
+        }
+        Cmd::Predict {
+            model_dir,
+            config,
+            split,
+            out,
+        } => {
+            let mut m = load_model(&model_dir)?;
+            let cfg = Config::load(&config)?;
+            let p = Arc::new(m.pipeline(&cfg)?);
+            let n = predict_to_csv(&mut m.state, &p, &split, m.config.train.batch_size, &out)?;
+            if n == 0 {
+                eprintln!("warning: split `{split}` is empty: no row matches it");
+            }
+            println!("{n} rows → {}", out.display());
+        }
+        Cmd::Inspect { model_dir } => {
+            let mut m = load_model(&model_dir)?;
+            print!("{}", inspect(&mut m));
+        }
+        Cmd::Quickstart { out, raw } => quickstart(&out, raw)?,
+        Cmd::Bench { what } => bench::run(what)?,
+    }
+    Ok(())
+}
+
+fn prepare_kuairand(raw: &Path, extra_logs: Vec<PathBuf>, out: &Path) -> Result<PathBuf> {
+    let rep = mfh_data::kuairand::prepare(&mfh_data::kuairand::PrepareOptions {
+        raw: raw.to_path_buf(),
+        extra_logs,
+        out: out.to_path_buf(),
+    })?;
+    eprintln!(
+        "prepared {} rows of {} read ({} dates from {}); config: {}",
+        rep.rows_written,
+        rep.rows_read,
+        rep.rows_by_date.len(),
+        rep.rows_by_date.first().map(|d| d.0).unwrap_or(0),
+        rep.config.display()
+    );
+    Ok(rep.config)
+}
+
+fn inspect(m: &mut mfh_train::LoadedModel) -> String {
+    use mfh_nn::Module;
+    use std::fmt::Write;
+    let mut s = String::new();
+    let meta = &m.meta;
+    let _ = writeln!(s, "model folder: {}", m.dir.display());
+    let _ = writeln!(s, "format version {}, written by mfh {}", meta.format_version, meta.mfh_version);
+    let _ = writeln!(s, "model `{}`: {:?}", meta.model_name, meta.spec);
+    let _ = writeln!(
+        s,
+        "grid: {} behaviours ({}) × {} cells = {} tasks",
+        meta.grid.n_behaviours(),
+        meta.grid.behaviours.join(", "),
+        meta.grid.n_cells(),
+        meta.grid.n_tasks()
+    );
+    let _ = writeln!(s, "input width {}; {} dense parameters; step {}", meta.n_in, m.state.net.num_params(), meta.step);
+    let _ = writeln!(
+        s,
+        "selected on `{}` by {} = {}",
+        meta.selection_split,
+        meta.selection_metric,
+        meta.selection_value.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into())
+    );
+    s.push_str(&m.state.net.describe());
+    let _ = writeln!(s, "embedding tables:");
+    for t in m.state.emb.tables() {
+        let _ = writeln!(s, "  {:<24} dim {:>3}  rows {:>9}  bytes {:>11}", t.name(), t.dim(), t.len(), t.bytes());
+    }
+    s
+}
+
+/// The bundled raw data: next to the source tree this binary was built from.
+fn bundled_raw() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/kuairand-pure")
+}
+
+fn quickstart(out: &Path, raw: Option<PathBuf>) -> Result<()> {
+    let raw = raw.unwrap_or_else(bundled_raw);
+    if !raw.is_dir() {
+        bail!("{}: the bundled KuaiRand data is missing; pass --raw DIR", raw.display());
+    }
+    let t0 = std::time::Instant::now();
+    let data_dir = out.join("data");
+    let config = prepare_kuairand(&raw, Vec::new(), &data_dir)?;
+    let cfg = Config::load(&config)?;
+    let model_dir = out.join("mmoe");
+    let s = train(
+        &cfg,
+        &TrainOptions {
+            model: Some("mmoe".into()),
+            out: model_dir.clone(),
+            seed: None,
+            progress: true,
+        },
+    )
+    .context("training MMoE")?;
+    println!("\nMMoE on KuaiRand (valid split, dates 20220505..06), per behaviour × cell:\n");
+    print!("{}", s.report.render_table());
+    println!(
+        "\n{} dense parameters, {} steps, {:.0} training samples/s, {:.0} s in all. Model: {}",
+        s.params,
+        s.steps,
+        s.samples_per_sec,
+        t0.elapsed().as_secs_f64(),
+        model_dir.display()
+    );
+    println!("Re-score it with: mfh eval --model-dir {}", model_dir.display());
+    Ok(())
+}

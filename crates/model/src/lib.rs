@@ -1,0 +1,19 @@
+//! Multi-task ranking networks over a task grid: *switchers* turn one input
+//! representation into K child representations (shared bottom, MMoE; later CGC/PLE and
+//! trees of switchers), and [`MultiTaskNet`] puts one tower per task on top of a
+//! switcher, producing one logit per task.
+//!
+//! Gradient convention (shared with `mfh-nn`): parameter gradients and input gradients
+//! accumulate; zero them before a backward pass.
+
+pub mod mmoe;
+pub mod net;
+pub mod shared_bottom;
+pub mod spec;
+pub mod switcher;
+
+pub use mmoe::Mmoe;
+pub use net::MultiTaskNet;
+pub use shared_bottom::SharedBottom;
+pub use spec::{build, GateKind, ModelSpec};
+pub use switcher::Switcher;

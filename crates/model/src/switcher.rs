@@ -1,0 +1,35 @@
+//! The [`Switcher`] trait: one input representation in, K child representations out.
+//! Switchers nest: output k of one switcher can be the input of another, with its
+//! gradient buffer receiving the child's input gradient.
+
+use mfh_nn::{Float, Module};
+
+/// One input (n × in_dim) → K outputs (each n × out_dim).
+///
+/// Protocol for one step: `forward` (which also zeroes every output gradient), then the
+/// consumers of output k *add* ∂loss/∂output_k into `d_output_mut(k)` (never overwrite:
+/// implementations may back several outputs with one shared buffer), then `backward`.
+pub trait Switcher<T: Float>: Module<T> + Send {
+    /// Width of the input representation.
+    fn in_dim(&self) -> usize;
+    /// Number of child representations K.
+    fn n_outputs(&self) -> usize;
+    /// Width of each child representation.
+    fn out_dim(&self) -> usize;
+    /// Computes all K outputs for `n` rows of `x` and zeroes their gradients.
+    fn forward(&mut self, x: &[T], n: usize, train: bool);
+    /// Output k of the last forward, n × out_dim.
+    fn output(&self, k: usize) -> &[T];
+    /// Gradient accumulator of output k, n × out_dim.
+    fn d_output_mut(&mut self, k: usize) -> &mut [T];
+    /// Output k together with its gradient accumulator, for a consumer whose backward
+    /// needs its input while writing its input gradient (a tower, a nested switcher).
+    fn output_and_grad(&mut self, k: usize) -> (&[T], &mut [T]);
+    /// Backward from the accumulated output gradients: parameter gradients and `dx`
+    /// (n × in_dim) accumulate.
+    fn backward(&mut self, x: &[T], n: usize, dx: Option<&mut [T]>);
+    /// Number of trainable scalars.
+    fn param_count(&self) -> usize;
+    /// Human-readable summary: one line per part, children indented by two spaces.
+    fn describe(&self) -> Vec<String>;
+}

@@ -1,0 +1,480 @@
+//! Numerical kernels: the only module that calls `gemm`, plus the row-wise elementwise
+//! loops (bias, ReLU, softmax, gated sums, batch-norm statistics, Adam) the layers share.
+//!
+//! All matrices are row-major with an explicit row stride ("leading dimension"), which
+//! lets layers work on column blocks of a wider buffer (one expert inside an expert bank)
+//! without copies.
+//!
+//! Threads and determinism: with `threads() > 1` a product is split into one block of
+//! output rows (or columns) per thread, each computed by an unthreaded gemm over the
+//! whole reduction (k) dimension. No element's sum is ever split across threads, so with
+//! a fixed thread count results are bit-for-bit reproducible. (gemm's own rayon mode
+//! only splits output tiles too, but measured about half as fast on the MMoE shapes.)
+//! The elementwise kernels here are sequential.
+
+use crate::Float;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Threads the matrix products use; 1 means no rayon at all.
+static THREADS: AtomicUsize = AtomicUsize::new(1);
+
+/// Below this many multiply-adds a product runs on one thread: fork/join would cost
+/// more than it saves.
+const PAR_MIN_WORK: usize = 1 << 18;
+
+/// Sets the process-global number of threads used by the matrix products (default 1).
+pub fn set_threads(n: usize) {
+    THREADS.store(n.max(1), Ordering::Relaxed);
+}
+
+/// The number of threads the matrix products use.
+pub fn threads() -> usize {
+    THREADS.load(Ordering::Relaxed)
+}
+
+/// Builds rayon's global pool with `n` threads (the products schedule on it).
+/// Does nothing when the pool already exists, whoever built it.
+pub fn init_thread_pool(n: usize) {
+    // An error only means the global pool was initialised before; that pool is kept.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n.max(1))
+        .build_global();
+}
+
+/// Elements a row-major `rows × cols` matrix with row stride `ld` spans.
+fn span(rows: usize, cols: usize, ld: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * ld + cols
+    }
+}
+
+/// Raw operands of one product (strides in elements), shareable with worker threads.
+#[derive(Clone, Copy)]
+struct Operands<T> {
+    a: *const T,
+    a_cs: usize,
+    a_rs: usize,
+    b: *const T,
+    b_cs: usize,
+    b_rs: usize,
+    c: *mut T,
+    ldc: usize,
+}
+
+// SAFETY: the pointers are only dereferenced during the `matmul` call that created them,
+// while the slices they come from are borrowed, and workers write disjoint blocks of C.
+unsafe impl<T> Send for Operands<T> {}
+unsafe impl<T> Sync for Operands<T> {}
+
+/// `C[m × n] = alpha·A·B + beta·C` on the calling thread.
+///
+/// # Safety
+/// Every element addressed through the operands' pointers and strides must be valid,
+/// and `c` must not alias `a` or `b`.
+unsafe fn gemm_block<T: Float>(m: usize, n: usize, k: usize, alpha: T, beta: T, o: Operands<T>) {
+    // gemm computes dst = alpha·dst + beta·lhs·rhs, hence the swapped scalars. It only
+    // reads dst when told to, so a `beta == 0` output may hold garbage.
+    gemm::gemm(
+        m,
+        n,
+        k,
+        o.c,
+        1,
+        o.ldc as isize,
+        beta != T::zero(),
+        o.a,
+        o.a_cs as isize,
+        o.a_rs as isize,
+        o.b,
+        o.b_cs as isize,
+        o.b_rs as isize,
+        beta,
+        alpha,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
+/// `C = alpha·op(A)·op(B) + beta·C` for row-major matrices, where `op(A)` is `m × k`,
+/// `op(B)` is `k × n` and `C` is `m × n`.
+///
+/// `A` is stored `m × k` (or `k × m` when `trans_a`) with row stride `lda`; likewise `B`
+/// (`k × n`, or `n × k` when `trans_b`). When `beta == 0`, `C` is not read (it may hold
+/// garbage or NaN). Panics if a slice is too short for its shape and stride.
+#[allow(clippy::too_many_arguments)] // BLAS-style signature: every argument is needed.
+pub fn matmul<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: &[T],
+    lda: usize,
+    trans_a: bool,
+    b: &[T],
+    ldb: usize,
+    trans_b: bool,
+    beta: T,
+    c: &mut [T],
+    ldc: usize,
+) {
+    let (a_rows, a_cols) = if trans_a { (k, m) } else { (m, k) };
+    let (b_rows, b_cols) = if trans_b { (n, k) } else { (k, n) };
+    assert!(a_rows <= 1 || lda >= a_cols, "matmul: lda too small");
+    assert!(b_rows <= 1 || ldb >= b_cols, "matmul: ldb too small");
+    assert!(m <= 1 || ldc >= n, "matmul: ldc too small");
+    assert!(a.len() >= span(a_rows, a_cols, lda), "matmul: A too short");
+    assert!(b.len() >= span(b_rows, b_cols, ldb), "matmul: B too short");
+    assert!(c.len() >= span(m, n, ldc), "matmul: C too short");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (a_cs, a_rs) = if trans_a { (lda, 1) } else { (1, lda) };
+    let (b_cs, b_rs) = if trans_b { (ldb, 1) } else { (1, ldb) };
+    let o = Operands {
+        a: a.as_ptr(),
+        a_cs,
+        a_rs,
+        b: b.as_ptr(),
+        b_cs,
+        b_rs,
+        c: c.as_mut_ptr(),
+        ldc,
+    };
+    let t = threads();
+    if t == 1 || m * n * k < PAR_MIN_WORK {
+        // SAFETY: the asserts above keep every addressed element inside its slice, and
+        // `c` is a unique borrow, so it cannot alias `a` or `b`.
+        unsafe { gemm_block(m, n, k, alpha, beta, o) };
+        return;
+    }
+    // One block of whole rows (or whole columns, whichever dimension is longer) per
+    // thread, each over the full k: see the module doc on determinism.
+    let split_rows = m >= n;
+    let dim = if split_rows { m } else { n };
+    let chunk = dim.div_ceil(t).div_ceil(16) * 16;
+    let blocks = dim.div_ceil(chunk);
+    use rayon::prelude::*;
+    (0..blocks).into_par_iter().for_each(|bi| {
+        let lo = bi * chunk;
+        let len = chunk.min(dim - lo);
+        let mut ob = o;
+        // SAFETY: the block lies inside the asserted extents of A, B and C, and
+        // distinct blocks write disjoint rows (columns) of C.
+        unsafe {
+            if split_rows {
+                ob.a = o.a.add(lo * o.a_rs);
+                ob.c = o.c.add(lo * o.ldc);
+                gemm_block(len, n, k, alpha, beta, ob);
+            } else {
+                ob.b = o.b.add(lo * o.b_cs);
+                ob.c = o.c.add(lo);
+                gemm_block(m, len, k, alpha, beta, ob);
+            }
+        }
+    });
+}
+
+/// `y[i, :] = act(y[i, :] + bias)` for `n` rows of width `bias.len()` at stride `ldy`.
+pub fn bias_act_rows<T: Float>(y: &mut [T], ldy: usize, n: usize, bias: &[T], relu: bool) {
+    let w = bias.len();
+    for i in 0..n {
+        let row = &mut y[i * ldy..i * ldy + w];
+        if relu {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v = (*v + b).max(T::zero());
+            }
+        } else {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+    }
+}
+
+/// Zeroes `dy` wherever the ReLU output `y` is not positive (`n` rows of width `w`).
+pub fn relu_mask_rows<T: Float>(
+    dy: &mut [T],
+    lddy: usize,
+    y: &[T],
+    ldy: usize,
+    n: usize,
+    w: usize,
+) {
+    for i in 0..n {
+        let d = &mut dy[i * lddy..i * lddy + w];
+        let yr = &y[i * ldy..i * ldy + w];
+        for (dv, &yv) in d.iter_mut().zip(yr) {
+            // A select rather than a branch, so the loop vectorises.
+            *dv = if yv > T::zero() { *dv } else { T::zero() };
+        }
+    }
+}
+
+/// `acc[j] += Σ_i m[i, j]` over `n` rows of width `acc.len()` at stride `ld`.
+pub fn col_sums_acc<T: Float>(acc: &mut [T], m: &[T], ld: usize, n: usize) {
+    let w = acc.len();
+    for i in 0..n {
+        for (a, &v) in acc.iter_mut().zip(&m[i * ld..i * ld + w]) {
+            *a += v;
+        }
+    }
+}
+
+/// Dot product with eight independent partial sums: a single running sum is a serial
+/// dependency chain the compiler may not reorder (and so cannot vectorise). The fixed
+/// lane assignment keeps the result deterministic.
+pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    let len = a.len().min(b.len());
+    let (a, b) = (&a[..len], &b[..len]);
+    let mut lanes = [T::zero(); 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    let mut tail = T::zero();
+    for (&x, &y) in ar.iter().zip(br) {
+        tail += x * y;
+    }
+    let s = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    s + tail
+}
+
+/// Row-wise softmax of `z` (`n × e`, contiguous) into `p`.
+pub fn softmax_rows<T: Float>(z: &[T], p: &mut [T], n: usize, e: usize) {
+    for i in 0..n {
+        let zr = &z[i * e..(i + 1) * e];
+        let pr = &mut p[i * e..(i + 1) * e];
+        // Subtracting the row max keeps exp() finite for large logits.
+        let mx = zr.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
+        let mut s = T::zero();
+        for (pv, &zv) in pr.iter_mut().zip(zr) {
+            *pv = (zv - mx).exp();
+            s += *pv;
+        }
+        let inv = T::one() / s;
+        for pv in pr.iter_mut() {
+            *pv *= inv;
+        }
+    }
+}
+
+/// Softmax backward: `dz = p ⊙ (dp − Σ_j dp_j p_j)` per row, overwriting `dz`.
+pub fn softmax_backward_rows<T: Float>(p: &[T], dp: &[T], dz: &mut [T], n: usize, e: usize) {
+    for i in 0..n {
+        let r = i * e..(i + 1) * e;
+        let (pr, dpr) = (&p[r.clone()], &dp[r.clone()]);
+        let s = dot(pr, dpr);
+        for ((d, &pv), &dpv) in dz[r].iter_mut().zip(pr).zip(dpr) {
+            *d = pv * (dpv - s);
+        }
+    }
+}
+
+/// `p = sigmoid(z) / e`, elementwise over `n × e` (each gate weight in (0, 1/e)).
+pub fn sigmoid_over_n<T: Float>(z: &[T], p: &mut [T], e: usize) {
+    let inv_e = T::one() / T::from_usize(e);
+    for (pv, &zv) in p.iter_mut().zip(z) {
+        *pv = inv_e / (T::one() + (-zv).exp());
+    }
+}
+
+/// Backward of [`sigmoid_over_n`]: `dz = dp · σ(1 − σ) / e = dp · p · (1 − e·p)`.
+pub fn sigmoid_over_n_backward<T: Float>(p: &[T], dp: &[T], dz: &mut [T], e: usize) {
+    let ef = T::from_usize(e);
+    for ((d, &pv), &dpv) in dz.iter_mut().zip(p).zip(dp) {
+        *d = dpv * pv * (T::one() - ef * pv);
+    }
+}
+
+/// Gated sum of expert outputs: `out[i, c] = Σ_j g[i, j] · x[i, j·d + c]`.
+///
+/// Shapes: `g` n × e, `x` n × (e·d), `out` n × d (overwritten).
+pub fn gated_sum_forward<T: Float>(
+    g: &[T],
+    x: &[T],
+    n: usize,
+    e: usize,
+    d: usize,
+    out: &mut [T],
+) {
+    assert!(g.len() >= n * e && x.len() >= n * e * d && out.len() >= n * d);
+    for i in 0..n {
+        let o = &mut out[i * d..(i + 1) * d];
+        o.fill(T::zero());
+        let xr = &x[i * e * d..(i + 1) * e * d];
+        for (j, &gv) in g[i * e..(i + 1) * e].iter().enumerate() {
+            for (ov, &xv) in o.iter_mut().zip(&xr[j * d..(j + 1) * d]) {
+                *ov += gv * xv;
+            }
+        }
+    }
+}
+
+/// Backward of [`gated_sum_forward`], accumulating: `dg[i, j] += Σ_c dout[i, c]·x[i, j·d + c]`
+/// and `dx[i, j·d + c] += g[i, j]·dout[i, c]`.
+#[allow(clippy::too_many_arguments)] // mirrors the forward's shapes plus two gradients
+pub fn gated_sum_backward<T: Float>(
+    g: &[T],
+    x: &[T],
+    dout: &[T],
+    n: usize,
+    e: usize,
+    d: usize,
+    dg: &mut [T],
+    dx: &mut [T],
+) {
+    assert!(g.len() >= n * e && x.len() >= n * e * d && dout.len() >= n * d);
+    assert!(dg.len() >= n * e && dx.len() >= n * e * d);
+    for i in 0..n {
+        let dor = &dout[i * d..(i + 1) * d];
+        let xr = &x[i * e * d..(i + 1) * e * d];
+        let dxr = &mut dx[i * e * d..(i + 1) * e * d];
+        for j in 0..e {
+            let gv = g[i * e + j];
+            dg[i * e + j] += dot(dor, &xr[j * d..(j + 1) * d]);
+            for (dxv, &dv) in dxr[j * d..(j + 1) * d].iter_mut().zip(dor) {
+                *dxv += gv * dv;
+            }
+        }
+    }
+}
+
+/// Per-column mean and biased variance of `n` rows of width `mean.len()` at stride `ld`.
+/// Two passes (mean first) so the variance does not suffer from cancellation.
+pub fn col_mean_var<T: Float>(x: &[T], ld: usize, n: usize, mean: &mut [T], var: &mut [T]) {
+    let w = mean.len();
+    mean.fill(T::zero());
+    var.fill(T::zero());
+    col_sums_acc(mean, x, ld, n);
+    let inv_n = T::one() / T::from_usize(n.max(1));
+    for m in mean.iter_mut() {
+        *m *= inv_n;
+    }
+    for i in 0..n {
+        for ((v, &xv), &m) in var.iter_mut().zip(&x[i * ld..i * ld + w]).zip(&*mean) {
+            let c = xv - m;
+            *v += c * c;
+        }
+    }
+    for v in var.iter_mut() {
+        *v *= inv_n;
+    }
+}
+
+/// Per-column affine map `y[i, j] = x[i, j]·scale[j] + shift[j]` (batch-norm apply).
+pub fn col_affine<T: Float>(
+    x: &[T],
+    ldx: usize,
+    n: usize,
+    scale: &[T],
+    shift: &[T],
+    y: &mut [T],
+    ldy: usize,
+) {
+    let w = scale.len();
+    for i in 0..n {
+        let xr = &x[i * ldx..i * ldx + w];
+        let yr = &mut y[i * ldy..i * ldy + w];
+        for (((yv, &xv), &s), &b) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
+            *yv = xv * s + b;
+        }
+    }
+}
+
+/// Batch-norm backward sums per column: `sum_dy[j] = Σ_i dy` and
+/// `sum_dy_xhat[j] = Σ_i dy·(x − mean)·inv_std`.
+#[allow(clippy::too_many_arguments)] // two strided inputs, two statistics, two outputs
+pub fn bn_backward_sums<T: Float>(
+    x: &[T],
+    ldx: usize,
+    dy: &[T],
+    lddy: usize,
+    n: usize,
+    mean: &[T],
+    inv_std: &[T],
+    sum_dy: &mut [T],
+    sum_dy_xhat: &mut [T],
+) {
+    let w = mean.len();
+    sum_dy.fill(T::zero());
+    sum_dy_xhat.fill(T::zero());
+    for i in 0..n {
+        let xr = &x[i * ldx..i * ldx + w];
+        let dr = &dy[i * lddy..i * lddy + w];
+        for j in 0..w {
+            sum_dy[j] += dr[j];
+            sum_dy_xhat[j] += dr[j] * (xr[j] - mean[j]) * inv_std[j];
+        }
+    }
+}
+
+/// Batch-norm input gradient in training mode, per column j with `scale = γ·inv_std`:
+/// `dx = scale·(dy − sum_dy/n − xhat·sum_dy_xhat/n)`; accumulates into `dx` when asked.
+#[allow(clippy::too_many_arguments)] // the sums of `bn_backward_sums` plus strided I/O
+pub fn bn_backward_dx<T: Float>(
+    x: &[T],
+    ldx: usize,
+    dy: &[T],
+    lddy: usize,
+    n: usize,
+    mean: &[T],
+    inv_std: &[T],
+    scale: &[T],
+    sum_dy: &[T],
+    sum_dy_xhat: &[T],
+    dx: &mut [T],
+    lddx: usize,
+    accumulate: bool,
+) {
+    let w = mean.len();
+    let inv_n = T::one() / T::from_usize(n.max(1));
+    for i in 0..n {
+        let xr = &x[i * ldx..i * ldx + w];
+        let dr = &dy[i * lddy..i * lddy + w];
+        let out = &mut dx[i * lddx..i * lddx + w];
+        for j in 0..w {
+            let xhat = (xr[j] - mean[j]) * inv_std[j];
+            let g = scale[j] * (dr[j] - sum_dy[j] * inv_n - xhat * sum_dy_xhat[j] * inv_n);
+            if accumulate {
+                out[j] += g;
+            } else {
+                out[j] = g;
+            }
+        }
+    }
+}
+
+/// One Adam/AdamW update of a parameter slice (PyTorch's formulation):
+/// `p ← p·(1 − lr·wd)`, `m ← β1·m + (1−β1)·g`, `v ← β2·v + (1−β2)·g²`,
+/// `p ← p − (lr/bc1)·m / (√v/√bc2 + eps)` with `bc = 1 − β^t`.
+#[allow(clippy::too_many_arguments)] // the optimiser's hyper-parameters, passed flat
+pub fn adam_update<T: Float>(
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    lr: T,
+    beta1: T,
+    beta2: T,
+    eps: T,
+    weight_decay: T,
+    bc1: T,
+    bc2: T,
+) {
+    let one = T::one();
+    let decay = one - lr * weight_decay;
+    let step = lr / bc1;
+    let inv_sqrt_bc2 = one / bc2.sqrt();
+    for (((pv, &gv), mv), vv) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        *mv = beta1 * *mv + (one - beta1) * gv;
+        *vv = beta2 * *vv + (one - beta2) * gv * gv;
+        *pv = *pv * decay - step * *mv / (vv.sqrt() * inv_sqrt_bc2 + eps);
+    }
+}

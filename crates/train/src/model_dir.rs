@@ -1,0 +1,280 @@
+//! The model folder: everything needed to score with a trained model, written so that a
+//! crash never leaves a folder that loads as something it is not.
+//!
+//! Files: `config.toml` (the resolved config, absolute paths), `transforms.json` (the
+//! fitted numeric statistics), `dense.bin` (named dense tensors, checksummed),
+//! `embeddings.bin` (embedding tables, checksummed), `metrics.json` (the selection
+//! split's metrics at save time) and `model.json` (format version, model spec, grid,
+//! input layout, and the checksums of the other files), written last. Each file goes to
+//! a temp file, is fsynced and renamed into place.
+
+use crate::state::{embedding_layer, grid_loss, ModelState};
+use anyhow::{anyhow, bail, Context, Result};
+use mfh_config::{Config, TaskGrid};
+use mfh_data::{FieldLayout, FittedTransforms, Pipeline};
+use mfh_embedding::EmbeddingLayer;
+use mfh_model::ModelSpec;
+use mfh_nn::Module;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use xxhash_rust::xxh3::xxh3_64;
+
+pub const FORMAT_VERSION: u32 = 1;
+const DENSE_MAGIC: &[u8; 8] = b"MFHDENS1";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelMeta {
+    pub format_version: u32,
+    pub mfh_version: String,
+    /// The config's model section name.
+    pub model_name: String,
+    pub spec: ModelSpec,
+    pub grid: TaskGrid,
+    /// Embedded fields and numeric features in input order.
+    pub single_fields: Vec<(String, String, usize)>,
+    pub multi_fields: Vec<(String, String, usize, bool)>,
+    pub dense_features: Vec<String>,
+    pub n_in: usize,
+    pub seed: u64,
+    pub params: usize,
+    /// Optimiser steps taken when saved.
+    pub step: u64,
+    pub selection_split: String,
+    pub selection_metric: String,
+    pub selection_value: Option<f64>,
+    /// xxh3-64 of dense.bin and embeddings.bin, hex.
+    pub checksums: std::collections::BTreeMap<String, String>,
+}
+
+/// Writes `bytes` to `dir/name` atomically: temp file, fsync, rename, fsync the folder.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let dst = dir.join(name);
+    (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &dst)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })()
+    .with_context(|| format!("{}: cannot write", dst.display()))
+}
+
+fn dense_bytes(state: &mut ModelState) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(DENSE_MAGIC);
+    let mut put = |name: &str, kind: u8, v: &[f32]| {
+        out.push(kind);
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        for x in v {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    };
+    state.net.visit_params("", &mut |name, p, _| put(name, 0, p));
+    state.net.visit_buffers("", &mut |name, b| put(name, 1, b));
+    let sum = xxh3_64(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out
+}
+
+fn load_dense(state: &mut ModelState, bytes: &[u8], file: &Path) -> Result<()> {
+    let bad = |m: String| anyhow!("{}: {m}", file.display());
+    if bytes.len() < 16 || &bytes[..8] != DENSE_MAGIC {
+        return Err(bad("not an mfh dense-weights file (bad magic)".into()));
+    }
+    let (body, tail) = bytes.split_at(bytes.len() - 8);
+    if xxh3_64(body) != u64::from_le_bytes(tail.try_into().unwrap()) {
+        return Err(bad("checksum mismatch: the file is corrupt or truncated".into()));
+    }
+    let mut entries = Vec::new();
+    let mut pos = 8;
+    let take = |pos: &mut usize, n: usize| -> Result<&[u8]> {
+        let s = body.get(*pos..*pos + n).ok_or_else(|| bad("truncated entry".into()))?;
+        *pos += n;
+        Ok(s)
+    };
+    while pos < body.len() {
+        let kind = take(&mut pos, 1)?[0];
+        let len = u32::from_le_bytes(take(&mut pos, 4)?.try_into().unwrap()) as usize;
+        let name = String::from_utf8(take(&mut pos, len)?.to_vec()).map_err(|_| bad("bad tensor name".into()))?;
+        let n = u64::from_le_bytes(take(&mut pos, 8)?.try_into().unwrap()) as usize;
+        let raw = take(&mut pos, n.checked_mul(4).ok_or_else(|| bad("bad length".into()))?)?;
+        let vals: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        entries.push((kind, name, vals));
+    }
+    let mut it = entries.into_iter();
+    let mut err = None;
+    let mut fill = |kind: u8, name: &str, dst: &mut [f32]| {
+        if err.is_some() {
+            return;
+        }
+        match it.next() {
+            Some((k, n, v)) if k == kind && n == name && v.len() == dst.len() => dst.copy_from_slice(&v),
+            Some((_, n, v)) => {
+                err = Some(format!(
+                    "tensor `{n}` ({} values) does not match the model's `{name}` ({} values)",
+                    v.len(),
+                    dst.len()
+                ))
+            }
+            None => err = Some(format!("tensor `{name}` is missing")),
+        }
+    };
+    state.net.visit_params("", &mut |name, p, _| fill(0, name, p));
+    state.net.visit_buffers("", &mut |name, b| fill(1, name, b));
+    if let Some(e) = err {
+        return Err(bad(e));
+    }
+    if it.next().is_some() {
+        return Err(bad("the file has more tensors than the model".into()));
+    }
+    Ok(())
+}
+
+pub struct SaveInfo<'a> {
+    pub cfg: &'a Config,
+    pub model_name: &'a str,
+    pub layout: &'a FieldLayout,
+    pub transforms: &'a FittedTransforms,
+    pub seed: u64,
+    pub step: u64,
+    pub selection_split: &'a str,
+    pub selection_metric: &'a str,
+    pub selection_value: Option<f64>,
+    pub metrics_json: &'a str,
+}
+
+/// Saves the model into `dir` (created if needed).
+pub fn save_model(dir: &Path, state: &mut ModelState, info: &SaveInfo) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the model folder", dir.display()))?;
+    let dense = dense_bytes(state);
+    let mut emb = Vec::new();
+    state.emb.save(&mut emb).context("cannot serialise the embeddings")?;
+    let mut checksums = std::collections::BTreeMap::new();
+    checksums.insert("dense.bin".to_string(), format!("{:016x}", xxh3_64(&dense)));
+    checksums.insert("embeddings.bin".to_string(), format!("{:016x}", xxh3_64(&emb)));
+    let meta = ModelMeta {
+        format_version: FORMAT_VERSION,
+        mfh_version: env!("CARGO_PKG_VERSION").to_string(),
+        model_name: info.model_name.to_string(),
+        spec: state.spec.clone(),
+        grid: state.grid.clone(),
+        single_fields: info.layout.single.clone(),
+        multi_fields: info.layout.multi.clone(),
+        dense_features: info.layout.dense.clone(),
+        n_in: state.n_in(),
+        seed: info.seed,
+        params: state.net.num_params(),
+        step: info.step,
+        selection_split: info.selection_split.to_string(),
+        selection_metric: info.selection_metric.to_string(),
+        selection_value: info.selection_value,
+        checksums,
+    };
+    write_atomic(dir, "config.toml", info.cfg.to_toml_string().as_bytes())?;
+    write_atomic(dir, "transforms.json", serde_json::to_string_pretty(info.transforms)?.as_bytes())?;
+    write_atomic(dir, "dense.bin", &dense)?;
+    write_atomic(dir, "embeddings.bin", &emb)?;
+    write_atomic(dir, "metrics.json", info.metrics_json.as_bytes())?;
+    write_atomic(dir, "model.json", serde_json::to_string_pretty(&meta)?.as_bytes())?;
+    Ok(())
+}
+
+pub struct LoadedModel {
+    pub dir: PathBuf,
+    pub meta: ModelMeta,
+    pub config: Config,
+    pub transforms: FittedTransforms,
+    pub state: ModelState,
+}
+
+fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {
+    let p = dir.join(name);
+    let mut v = Vec::new();
+    std::fs::File::open(&p)
+        .and_then(|mut f| f.read_to_end(&mut v))
+        .with_context(|| format!("{}: cannot read (is this a model folder written by `mfh train`?)", p.display()))?;
+    Ok(v)
+}
+
+/// Loads a model folder, checking its format version and file checksums.
+pub fn load_model(dir: &Path) -> Result<LoadedModel> {
+    if !dir.is_dir() {
+        bail!("{}: not a folder (expected a model folder written by `mfh train`)", dir.display());
+    }
+    let meta_bytes = read(dir, "model.json")?;
+    let meta: ModelMeta = serde_json::from_slice(&meta_bytes)
+        .with_context(|| format!("{}: cannot parse", dir.join("model.json").display()))?;
+    if meta.format_version != FORMAT_VERSION {
+        bail!(
+            "{}: format version {} but this mfh reads version {FORMAT_VERSION}",
+            dir.join("model.json").display(),
+            meta.format_version
+        );
+    }
+    let config = Config::load(&dir.join("config.toml"))?;
+    let transforms: FittedTransforms = serde_json::from_slice(&read(dir, "transforms.json")?)
+        .with_context(|| format!("{}: cannot parse", dir.join("transforms.json").display()))?;
+    let dense = read(dir, "dense.bin")?;
+    let emb_bytes = read(dir, "embeddings.bin")?;
+    for (name, bytes) in [("dense.bin", &dense), ("embeddings.bin", &emb_bytes)] {
+        let want = meta.checksums.get(name).cloned().unwrap_or_default();
+        let got = format!("{:016x}", xxh3_64(bytes));
+        if want != got {
+            bail!("{}: checksum {got} does not match model.json's {want}: the folder is incomplete or corrupt", dir.join(name).display());
+        }
+    }
+    let emb = EmbeddingLayer::load(&mut &emb_bytes[..]).map_err(|e| anyhow!("{}: {e}", dir.join("embeddings.bin").display()))?;
+    let loss = grid_loss(&config, &meta.grid);
+    let mut state = ModelState::new(meta.grid.clone(), meta.spec.clone(), emb, meta.dense_features.len(), loss, meta.seed)?;
+    if state.n_in() != meta.n_in {
+        bail!("{}: input width {} but model.json says {}", dir.display(), state.n_in(), meta.n_in);
+    }
+    load_dense(&mut state, &dense, &dir.join("dense.bin"))?;
+    Ok(LoadedModel {
+        dir: dir.to_path_buf(),
+        meta,
+        config,
+        transforms,
+        state,
+    })
+}
+
+impl LoadedModel {
+    /// A reader for `cfg` (the model's own config, or another with the same schema) with
+    /// the model's fitted transforms. Refuses data whose features, grid or layout differ.
+    pub fn pipeline(&self, cfg: &Config) -> Result<Pipeline> {
+        let mut p = Pipeline::new(cfg)?;
+        let grid = cfg.grid();
+        if grid != self.meta.grid {
+            bail!(
+                "{}: its task grid (behaviours {:?}, facets {:?}) differs from the model's (behaviours {:?}, facets {:?})",
+                cfg.source_file.display(),
+                grid.behaviours,
+                grid.facets,
+                self.meta.grid.behaviours,
+                self.meta.grid.facets
+            );
+        }
+        let l = p.layout();
+        if l.single != self.meta.single_fields || l.multi != self.meta.multi_fields || l.dense != self.meta.dense_features {
+            bail!("{}: its features differ from the model's (compare with {})", cfg.source_file.display(), self.dir.join("config.toml").display());
+        }
+        p.set_transforms(self.transforms.clone())?;
+        Ok(p)
+    }
+}
+
+/// Builds a fresh state for a config and model section.
+pub fn fresh_state(cfg: &Config, layout: &FieldLayout, spec: ModelSpec, seed: u64) -> Result<ModelState> {
+    let grid = cfg.grid();
+    let emb = embedding_layer(layout, &cfg.train.embedding, seed)?;
+    let loss = grid_loss(cfg, &grid);
+    ModelState::new(grid, spec, emb, layout.dense.len(), loss, seed)
+}

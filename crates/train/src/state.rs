@@ -1,0 +1,155 @@
+//! A model in memory: embeddings, dense network, the grid's loss and the reusable
+//! buffers of one step. Both training and scoring run through [`ModelState::forward`].
+
+use anyhow::{anyhow, Result};
+use mfh_config::{Config, EmbeddingOptConfig, RowOptimizerKind, TaskGrid};
+use mfh_data::{Batch, FieldLayout};
+use mfh_embedding::{EmbeddingLayer, FieldSpec, MultiIds, Pooling, RowOptimizer, SparseInput, TableSpec};
+use mfh_loss::{GridLoss, LossValue};
+use mfh_model::{ModelSpec, MultiTaskNet};
+
+pub struct ModelState {
+    pub grid: TaskGrid,
+    pub spec: ModelSpec,
+    pub emb: EmbeddingLayer,
+    pub net: MultiTaskNet<f32>,
+    pub loss: GridLoss,
+    pub n_dense: usize,
+    x: Vec<f32>,
+    dx: Vec<f32>,
+    d_logits: Vec<f32>,
+    multi: Vec<MultiIds>,
+}
+
+/// Embedding tables and fields for a layout: one table per distinct table name, in order
+/// of first use; each table's rows seeded by (run seed, table name).
+pub fn embedding_layer(layout: &FieldLayout, opt: &EmbeddingOptConfig, seed: u64) -> Result<EmbeddingLayer> {
+    let optimizer = match opt.optimizer {
+        RowOptimizerKind::Adagrad => RowOptimizer::Adagrad {
+            lr: opt.lr as f32,
+            eps: opt.eps as f32,
+            initial_accumulator: 0.0,
+        },
+        RowOptimizerKind::Adam => RowOptimizer::Adam {
+            lr: opt.lr as f32,
+            beta1: opt.beta1 as f32,
+            beta2: opt.beta2 as f32,
+            eps: opt.eps as f32,
+        },
+    };
+    let mut tables: Vec<TableSpec> = Vec::new();
+    let mut table_of = |name: &str, dim: usize| -> usize {
+        if let Some(i) = tables.iter().position(|t| t.name == name) {
+            return i;
+        }
+        tables.push(TableSpec {
+            name: name.to_string(),
+            dim,
+            init_scale: opt.init_scale as f32,
+            optimizer: optimizer.clone(),
+            seed: seed ^ xxhash_rust::xxh3::xxh3_64(name.as_bytes()),
+        });
+        tables.len() - 1
+    };
+    let mut fields = Vec::new();
+    for (name, table, dim) in &layout.single {
+        fields.push(FieldSpec::single(name.clone(), table_of(table, *dim), *dim));
+    }
+    for (name, table, dim, mean) in &layout.multi {
+        let pooling = if *mean { Pooling::Mean } else { Pooling::Sum };
+        fields.push(FieldSpec::multi(name.clone(), table_of(table, *dim), *dim, pooling));
+    }
+    EmbeddingLayer::new(tables, fields).map_err(|e| anyhow!("embedding tables: {e}"))
+}
+
+pub fn grid_loss(cfg: &Config, grid: &TaskGrid) -> GridLoss {
+    GridLoss {
+        n_cells: grid.n_cells(),
+        binary: grid.binary.clone(),
+        weights: grid
+            .behaviours
+            .iter()
+            .map(|b| cfg.train.loss.weights.get(b).copied().unwrap_or(1.0))
+            .collect(),
+    }
+}
+
+impl ModelState {
+    pub fn new(grid: TaskGrid, spec: ModelSpec, emb: EmbeddingLayer, n_dense: usize, loss: GridLoss, seed: u64) -> Result<Self> {
+        let n_in = emb.width() + n_dense;
+        let net = mfh_model::build::<f32>(&spec, n_in, grid.n_tasks(), seed)
+            .map_err(|e| anyhow!("cannot build the model: {e}"))?;
+        Ok(ModelState {
+            grid,
+            spec,
+            emb,
+            net,
+            loss,
+            n_dense,
+            x: Vec::new(),
+            dx: Vec::new(),
+            d_logits: Vec::new(),
+            multi: Vec::new(),
+        })
+    }
+
+    pub fn n_in(&self) -> usize {
+        self.emb.width() + self.n_dense
+    }
+
+    /// Fills the network input for `batch`: embeddings, then numeric features.
+    fn assemble(&mut self, batch: &mut Batch, train: bool) {
+        let n_in = self.n_in();
+        let w = self.emb.width();
+        self.x.resize(batch.n * n_in, 0.0);
+        self.multi.clear();
+        for m in &mut batch.multi {
+            self.multi.push(MultiIds {
+                offsets: std::mem::take(&mut m.offsets),
+                ids: std::mem::take(&mut m.ids),
+            });
+        }
+        let input = SparseInput {
+            n: batch.n,
+            single: &batch.single,
+            multi: &self.multi,
+        };
+        self.emb.forward(&input, train, &mut self.x, n_in);
+        if self.n_dense > 0 {
+            for (row, d) in self.x.chunks_exact_mut(n_in).zip(batch.dense.chunks_exact(self.n_dense)) {
+                row[w..].copy_from_slice(d);
+            }
+        }
+    }
+
+    /// Scores a batch: logits rows × tasks (valid until the next call).
+    pub fn forward(&mut self, batch: &mut Batch) -> &[f32] {
+        self.assemble(batch, false);
+        self.net.forward(&self.x, batch.n, false)
+    }
+
+    /// Loss of a batch without training (for validation loss).
+    pub fn eval_loss(&mut self, batch: &Batch, logits: &[f32]) -> LossValue {
+        self.d_logits.resize(logits.len(), 0.0);
+        self.loss.compute(logits, &batch.labels, &batch.cells, &mut self.d_logits)
+    }
+
+    /// One forward and backward pass; dense gradients accumulate in the net (the caller
+    /// steps the optimiser), embedding rows are updated here.
+    pub fn train_step(&mut self, batch: &mut Batch, step: u64) -> LossValue {
+        self.assemble(batch, true);
+        let n = batch.n;
+        let logits = self.net.forward(&self.x, n, true);
+        self.d_logits.resize(logits.len(), 0.0);
+        let value = self.loss.compute(logits, &batch.labels, &batch.cells, &mut self.d_logits);
+        self.dx.resize(self.x.len(), 0.0);
+        self.net.backward(&self.x, &self.d_logits, Some(&mut self.dx), n);
+        let input = SparseInput {
+            n,
+            single: &batch.single,
+            multi: &self.multi,
+        };
+        self.emb.backward(&input, &self.dx, self.n_in(), step);
+        value
+    }
+}

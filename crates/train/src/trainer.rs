@@ -1,0 +1,326 @@
+//! The training loop: fit transforms on the train split, stream shuffled batches, step the
+//! dense optimiser and the embedding rows, evaluate on the valid split each epoch (or every
+//! N steps), keep the best model on disk, stop early when the metric stops improving.
+
+use crate::evaluate::{evaluate, EvalResult};
+use crate::model_dir::{fresh_state, save_model, SaveInfo};
+use crate::schedule::learning_rate;
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use mfh_config::Config;
+use mfh_data::{Pipeline, ReadStats, StreamOptions};
+use mfh_metrics::Report;
+use mfh_model::ModelSpec;
+use mfh_nn::{Adam, Module};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub model: Option<String>,
+    pub out: PathBuf,
+    pub seed: Option<u64>,
+    /// Show progress bars (they also hide themselves when stderr is not a terminal).
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub model_name: String,
+    pub params: usize,
+    pub steps: u64,
+    pub best_step: u64,
+    pub best_value: Option<f64>,
+    pub metric: String,
+    /// The selection split's metrics of the saved model.
+    pub report: Report,
+    pub train_rows: u64,
+    pub seconds: f64,
+    pub samples_per_sec: f64,
+    pub skipped: mfh_data::SkipCounts,
+}
+
+/// What `mfh check` prints: the resolved grid, features and splits.
+pub struct CheckSummary {
+    pub text: String,
+}
+
+/// Parses the model section `name` (or the default) into a spec.
+pub fn model_spec(cfg: &Config, name: Option<&str>) -> Result<(String, ModelSpec)> {
+    let (name, table) = cfg.model_section(name)?;
+    let spec: ModelSpec = toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| anyhow!("{}: key `models.{name}`: {}", cfg.source_file.display(), e.message()))?;
+    Ok((name.to_string(), spec))
+}
+
+/// Validates a config against its data without training.
+pub fn check(cfg: &Config, count_rows: bool) -> Result<CheckSummary> {
+    let mut p = Pipeline::new(cfg)?;
+    let grid = cfg.grid();
+    let mut s = String::new();
+    use std::fmt::Write;
+    writeln!(s, "config: {}", cfg.source_file.display())?;
+    writeln!(s, "sources: {}", cfg.data.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))?;
+    for t in &cfg.data.side_tables {
+        writeln!(s, "side table `{}`: {} joined on {} = {}", t.name, t.path.display(), t.join_column(), t.key)?;
+    }
+    writeln!(
+        s,
+        "task grid: {} behaviours × {} cells = {} tasks",
+        grid.n_behaviours(),
+        grid.n_cells(),
+        grid.n_tasks()
+    )?;
+    for (b, bin) in grid.behaviours.iter().zip(&grid.binary) {
+        writeln!(s, "  behaviour {b} ({})", if *bin { "binary, logloss" } else { "regression, MSE" })?;
+    }
+    for (f, vals) in &grid.facets {
+        writeln!(s, "  facet {f}: {}", vals.join(" | "))?;
+    }
+    writeln!(s, "  cells: {}", grid.cell_names().join("; "))?;
+    let l = p.layout();
+    let emb_width: usize = l.single.iter().map(|f| f.2).sum::<usize>() + l.multi.iter().map(|f| f.2).sum::<usize>();
+    writeln!(
+        s,
+        "features: {} embedded ({} multi-valued), {} numeric; network input width {}",
+        l.single.len() + l.multi.len(),
+        l.multi.len(),
+        l.dense.len(),
+        emb_width + l.dense.len()
+    )?;
+    for f in &cfg.features {
+        let what = match f {
+            mfh_config::FeatureConfig::Categorical { dim, .. } => format!("categorical, dim {dim}"),
+            mfh_config::FeatureConfig::Multi { dim, separator, pooling, .. } => {
+                format!("multi-valued (`{separator}`), {pooling:?} pooling, dim {dim}")
+            }
+            mfh_config::FeatureConfig::Numeric { transform, .. } => format!("numeric {transform:?}"),
+            mfh_config::FeatureConfig::Bucketized { dim, .. } => format!("bucketized, dim {dim}"),
+        };
+        writeln!(s, "  {} ← {}: {what}", f.name(), f.column())?;
+    }
+    for name in cfg.models.keys() {
+        let (_, spec) = model_spec(cfg, Some(name))?;
+        writeln!(s, "model `{name}`: {spec:?}")?;
+    }
+    for (name, sp) in &cfg.splits {
+        let how = sp.predicate.clone().unwrap_or_else(|| format!("rows from {}", sp.rows.as_ref().unwrap().display()));
+        if count_rows {
+            let stats = p.fit(name).with_context(|| format!("reading split `{name}`"))?;
+            writeln!(s, "split {name}: {how}: {} rows", stats.rows_used)?;
+            if stats.skipped.total() > 0 {
+                write!(s, "{}", stats.skipped.report())?;
+            }
+        } else {
+            writeln!(s, "split {name}: {how}")?;
+        }
+    }
+    Ok(CheckSummary { text: s })
+}
+
+fn bar(total: u64, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} rows {per_sec} ETA {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+/// Trains the chosen model section of `cfg` and saves the best model to `opts.out`.
+pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
+    let t0 = Instant::now();
+    let tc = &cfg.train;
+    let seed = opts.seed.unwrap_or(tc.seed);
+    mfh_nn::kernels::init_thread_pool(tc.threads);
+    mfh_nn::kernels::set_threads(tc.threads);
+    let (model_name, spec) = model_spec(cfg, opts.model.as_deref())?;
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("{}: cannot create the output folder", opts.out.display()))?;
+    probe_writable(&opts.out)?;
+
+    let mut pipeline = Pipeline::new(cfg)?;
+    let fit = pipeline.fit(&tc.train_split).with_context(|| format!("reading the train split `{}`", tc.train_split))?;
+    let transforms = pipeline.transforms.clone();
+    if transforms.rows == 0 {
+        bail!("the train split `{}` is empty: no row matches it ({} rows read)", tc.train_split, fit.rows_read);
+    }
+    for b in &cfg.behaviours {
+        let c = transforms.label_counts.get(b.name()).copied().unwrap_or(0);
+        if c == 0 {
+            bail!(
+                "behaviour `{}` has no {} in the train split `{}`: it cannot be learned",
+                b.name(),
+                if b.is_binary() { "positive label" } else { "label" },
+                tc.train_split
+            );
+        }
+    }
+    let layout = pipeline.layout().clone();
+    let pipeline = Arc::new(pipeline);
+    let mut state = fresh_state(cfg, &layout, spec, seed)?;
+    let params = state.net.num_params();
+    let mut adam = Adam::<f32>::new(0.9, 0.999, 1e-8, tc.weight_decay);
+    let metric = tc.early_stopping.metric.clone();
+    let steps_per_epoch = transforms.rows.div_ceil(tc.batch_size as u64);
+    let total_steps = if tc.max_steps > 0 { tc.max_steps.min(steps_per_epoch * tc.epochs as u64) } else { steps_per_epoch * tc.epochs as u64 };
+
+    let mut step = 0u64;
+    let mut best: Option<(f64, u64, Report)> = None;
+    let mut since_best = 0usize;
+    let mut seen = 0u64;
+    let mut train_time = 0.0;
+    let mut skipped = mfh_data::SkipCounts::default();
+    let mut valid_empty_warned = false;
+    let mut stop = false;
+    let mut last_report = Report::default();
+    eprintln!(
+        "training `{model_name}` ({params} dense parameters) on {} rows × {} epochs, {} tasks",
+        transforms.rows,
+        tc.epochs,
+        state.grid.n_tasks()
+    );
+    'epochs: for epoch in 0..tc.epochs {
+        let pb = bar(transforms.rows, opts.progress);
+        pb.set_prefix(format!("epoch {}/{}", epoch + 1, tc.epochs));
+        let stream_opts = StreamOptions {
+            batch_size: tc.batch_size,
+            shuffle_buffer: tc.shuffle_buffer,
+            seed: seed.wrapping_add(epoch as u64 * 0x9e37_79b9),
+            prefetch: 4,
+        };
+        let mut stream = pipeline.stream(&tc.train_split, stream_opts)?;
+        let mut loss_ema = None::<f64>;
+        let te = Instant::now();
+        let mut eval_now = false;
+        for batch in stream.by_ref() {
+            let mut batch = batch?;
+            let lr = learning_rate(&tc.schedule, tc.lr, step, total_steps) as f32;
+            state.net.zero_grad();
+            let lv = state.train_step(&mut batch, step + 1);
+            if !lv.loss.is_finite() {
+                bail!("the loss became {} at step {}; the last saved model in {} is intact", lv.loss, step + 1, opts.out.display());
+            }
+            adam.step(&mut state.net, lr);
+            step += 1;
+            seen += batch.n as u64;
+            loss_ema = Some(match loss_ema {
+                None => lv.loss,
+                Some(e) => 0.98 * e + 0.02 * lv.loss,
+            });
+            pb.inc(batch.n as u64);
+            if step % 20 == 0 {
+                pb.set_message(format!("loss {:.4}", loss_ema.unwrap_or(0.0)));
+            }
+            if tc.eval_every > 0 && step % tc.eval_every == 0 {
+                eval_now = true;
+                break;
+            }
+            if tc.max_steps > 0 && step >= tc.max_steps {
+                stop = true;
+                break;
+            }
+        }
+        train_time += te.elapsed().as_secs_f64();
+        if let Some(s) = stream.stats() {
+            skipped.merge(&s.skipped);
+        }
+        pb.finish_and_clear();
+        let _ = eval_now; // evaluation below happens for both epoch ends and every-N stops
+        let res = evaluate(&mut state, &pipeline, &tc.valid_split, tc.batch_size)?;
+        let (value, higher) = res.metric(&metric, &state.grid);
+        eprintln!(
+            "epoch {} step {step}: train loss {:.4}, {} loss {:.4}, {metric} {}",
+            epoch + 1,
+            loss_ema.unwrap_or(f64::NAN),
+            tc.valid_split,
+            res.loss,
+            value.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into())
+        );
+        if res.rows == 0 && !valid_empty_warned {
+            eprintln!("warning: the selection split `{}` is empty; keeping the last model", tc.valid_split);
+            valid_empty_warned = true;
+        }
+        let improved = match (&best, value) {
+            (None, _) => true,
+            (Some((b, _, _)), Some(v)) => if higher { v > *b } else { v < *b },
+            (Some(_), None) => res.rows == 0,
+        };
+        last_report = res.report.clone();
+        if improved {
+            save_best(cfg, &model_name, &layout, &transforms, seed, step, &metric, value, &res, &mut state, opts)?;
+            best = Some((value.unwrap_or(f64::NAN), step, res.report));
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if tc.early_stopping.patience > 0 && since_best >= tc.early_stopping.patience {
+                eprintln!("early stop: {metric} has not improved for {since_best} evaluation(s)");
+                break 'epochs;
+            }
+        }
+        if stop {
+            break;
+        }
+    }
+    let (best_value, best_step, report) = best.map(|(v, s, r)| (Some(v).filter(|x| x.is_finite()), s, r)).unwrap_or((None, 0, last_report));
+    if skipped.total() > 0 {
+        eprintln!("skipped rows (on_error = \"skip\"):\n{}", skipped.report());
+    }
+    Ok(TrainSummary {
+        model_name,
+        params,
+        steps: step,
+        best_step,
+        best_value,
+        metric,
+        report,
+        train_rows: transforms.rows,
+        seconds: t0.elapsed().as_secs_f64(),
+        samples_per_sec: if train_time > 0.0 { seen as f64 / train_time } else { 0.0 },
+        skipped,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn save_best(
+    cfg: &Config,
+    model_name: &str,
+    layout: &mfh_data::FieldLayout,
+    transforms: &mfh_data::FittedTransforms,
+    seed: u64,
+    step: u64,
+    metric: &str,
+    value: Option<f64>,
+    res: &EvalResult,
+    state: &mut crate::ModelState,
+    opts: &TrainOptions,
+) -> Result<()> {
+    let info = SaveInfo {
+        cfg,
+        model_name,
+        layout,
+        transforms,
+        seed,
+        step,
+        selection_split: &cfg.train.valid_split,
+        selection_metric: metric,
+        selection_value: value,
+        metrics_json: &res.report.to_json(),
+    };
+    save_model(&opts.out, state, &info)
+}
+
+fn probe_writable(dir: &std::path::Path) -> Result<()> {
+    let probe = dir.join(".mfh-write-probe");
+    std::fs::write(&probe, b"ok")
+        .and_then(|_| std::fs::remove_file(&probe))
+        .with_context(|| format!("{}: the output folder is not writable", dir.display()))
+}
+
+#[allow(dead_code)]
+fn _unused(_: ReadStats) {}
