@@ -1,0 +1,188 @@
+//! Bad input: every case exits non-zero with a message naming the config key or the
+//! file:line:column, and never panics. `on_error = "skip"` counts and reports skips.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+const LOG: &str = "uid,item,day,price,clicked\n\
+u1,i1,1,3.5,1\n\
+u2,i2,1,2.0,0\n\
+u1,i3,2,1.0,1\n\
+u3,i1,2,4.0,0\n\
+u2,i2,3,2.5,1\n\
+u3,i3,3,0.5,0\n";
+
+fn config(log: &str, extra: &str) -> String {
+    format!(
+        r#"
+[data]
+sources = ["{log}"]
+{extra}
+[splits]
+train = {{ where = "day <= 2" }}
+valid = {{ where = "day == 3" }}
+[[features]]
+type = "categorical"
+name = "uid"
+dim = 4
+[[features]]
+type = "numeric"
+name = "price"
+transform = ["log1p", "standardize"]
+[[behaviours]]
+type = "binary"
+name = "click"
+column = "clicked"
+[models.sb]
+type = "shared_bottom"
+bottom = [8]
+tower = [4]
+[train]
+epochs = 1
+batch_size = 2
+"#
+    )
+}
+
+fn setup(dir: &Path, log: &str, extra: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("log.csv"), log).unwrap();
+    let c = dir.join("c.toml");
+    std::fs::write(&c, config("log.csv", extra)).unwrap();
+    c
+}
+
+fn train_err(log: &str, extra: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = setup(tmp.path(), log, extra);
+    let out = tmp.path().join("m");
+    fails(&["train", "--config", s(&c), "--out", s(&out), "--quiet"]).stderr
+}
+
+#[test]
+fn a_good_tiny_config_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = setup(tmp.path(), LOG, "");
+    let out = tmp.path().join("m");
+    ok(&["train", "--config", s(&c), "--out", s(&out), "--quiet"]);
+    assert!(out.join("model.json").is_file());
+}
+
+#[test]
+fn non_numeric_cell_names_file_line_column() {
+    let e = train_err(&LOG.replace("u1,i3,2,1.0,1", "u1,i3,2,abc,1"), "");
+    assert!(e.contains("log.csv:4:4") && e.contains("price") && e.contains("abc"), "{e}");
+}
+
+#[test]
+fn nan_and_inf_are_refused_where_a_number_is_required() {
+    let e = train_err(&LOG.replace("u1,i3,2,1.0,1", "u1,i3,2,NaN,1"), "");
+    assert!(e.contains("log.csv:4:4") && e.contains("finite"), "{e}");
+    let e = train_err(&LOG.replace("u1,i3,2,1.0,1", "u1,i3,2,-inf,1"), "");
+    assert!(e.contains("log.csv:4:4"), "{e}");
+}
+
+#[test]
+fn wrong_column_count_names_the_line() {
+    let e = train_err(&LOG.replace("u2,i2,1,2.0,0", "u2,i2,1,2.0"), "");
+    assert!(e.contains("log.csv:3:") && e.contains("4 cells"), "{e}");
+}
+
+#[test]
+fn bad_label_names_the_column() {
+    let e = train_err(&LOG.replace("u3,i1,2,4.0,0", "u3,i1,2,4.0,7"), "");
+    assert!(e.contains("log.csv:5:5") && e.contains("clicked"), "{e}");
+}
+
+#[test]
+fn skip_mode_counts_and_reports_bad_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = LOG.replace("u1,i3,2,1.0,1", "u1,i3,2,abc,1") + "u4,i4,2,1.0,1,9\n";
+    let c = setup(tmp.path(), &log, "on_error = \"skip\"");
+    let out = tmp.path().join("m");
+    let o = ok(&["train", "--config", s(&c), "--out", s(&out), "--quiet"]);
+    assert!(o.stderr.contains("not a number") && o.stderr.contains("wrong column count"), "{}", o.stderr);
+}
+
+#[test]
+fn unknown_config_key_is_named() {
+    let e = train_err(LOG, "gauc_colum = \"uid\"");
+    assert!(e.contains("gauc_colum") && e.contains("c.toml"), "{e}");
+}
+
+#[test]
+fn wrong_type_is_named() {
+    let e = train_err(LOG, "on_error = 3");
+    assert!(e.contains("on_error"), "{e}");
+}
+
+#[test]
+fn feature_over_missing_column_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = setup(tmp.path(), LOG, "");
+    let text = std::fs::read_to_string(&c).unwrap().replace("name = \"price\"", "name = \"cost\"");
+    std::fs::write(&c, text).unwrap();
+    let e = fails(&["check", "--config", s(&c)]).stderr;
+    assert!(e.contains("features[1].column") && e.contains("cost"), "{e}");
+}
+
+#[test]
+fn empty_train_split_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = setup(tmp.path(), LOG, "");
+    let text = std::fs::read_to_string(&c).unwrap().replace("day <= 2", "day <= 0");
+    std::fs::write(&c, text).unwrap();
+    let e = fails(&["train", "--config", s(&c), "--out", s(&tmp.path().join("m")), "--quiet"]).stderr;
+    assert!(e.contains("train split") && e.contains("empty"), "{e}");
+}
+
+#[test]
+fn behaviour_without_positives_is_an_error() {
+    let log = LOG.replace(",1\n", ",0\n");
+    let e = train_err(&log, "");
+    assert!(e.contains("click") && e.contains("no positive"), "{e}");
+}
+
+#[test]
+fn missing_file_and_directory_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = tmp.path().join("c.toml");
+    std::fs::write(&c, config("nope.csv", "")).unwrap();
+    let e = fails(&["check", "--config", s(&c)]).stderr;
+    assert!(e.contains("nope.csv") && e.contains("cannot open"), "{e}");
+    std::fs::create_dir(tmp.path().join("dir.csv")).unwrap();
+    std::fs::write(&c, config("dir.csv", "")).unwrap();
+    let e = fails(&["check", "--config", s(&c)]).stderr;
+    assert!(e.contains("dir.csv") && e.contains("directory"), "{e}");
+    let e = fails(&["check", "--config", s(&tmp.path().join("absent.toml"))]).stderr;
+    assert!(e.contains("absent.toml"), "{e}");
+}
+
+#[test]
+fn truncated_gzip_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    use std::io::Write;
+    let big: String = std::iter::once("uid,item,day,price,clicked\n".to_string())
+        .chain((0..5000).map(|i| format!("u{i},i{},{},{}.5,{}\n", i % 7, 1 + i % 3, i % 11, i % 2)))
+        .collect();
+    gz.write_all(big.as_bytes()).unwrap();
+    let bytes = gz.finish().unwrap();
+    std::fs::write(tmp.path().join("log.csv"), &bytes[..bytes.len() / 2]).unwrap();
+    let c = tmp.path().join("c.toml");
+    std::fs::write(&c, config("log.csv", "")).unwrap();
+    let e = fails(&["train", "--config", s(&c), "--out", s(&tmp.path().join("m")), "--quiet"]).stderr;
+    assert!(e.contains("log.csv") && e.contains("truncated or corrupt"), "{e}");
+}
+
+#[test]
+fn headerless_file_with_named_columns_and_missing_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let body: String = LOG.lines().skip(1).map(|l| format!("{}\n", l.replace(",", ";").replace("u2", "?"))).collect();
+    std::fs::write(tmp.path().join("log.csv"), body).unwrap();
+    let extra = "[data.csv]\nheader = false\ncolumns = [\"uid\", \"item\", \"day\", \"price\", \"clicked\"]\ndelimiter = \";\"\nmissing = [\"\", \"?\"]";
+    let c = tmp.path().join("c.toml");
+    std::fs::write(&c, config("log.csv", extra)).unwrap();
+    let o = ok(&["check", "--config", s(&c), "--count"]);
+    assert!(o.stdout.contains("split train: day <= 2: 4 rows"), "{}", o.stdout);
+}
