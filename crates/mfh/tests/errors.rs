@@ -186,3 +186,17 @@ fn headerless_file_with_named_columns_and_missing_tokens() {
     let o = ok(&["check", "--config", s(&c), "--count"]);
     assert!(o.stdout.contains("split train: day <= 2: 4 rows"), "{}", o.stdout);
 }
+
+#[test]
+fn eval_every_n_steps_evaluates_mid_epoch_and_keeps_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = setup(tmp.path(), LOG, "");
+    let text = std::fs::read_to_string(&c).unwrap().replace("epochs = 1", "epochs = 2\neval_every = 1\nshuffle_buffer = 0\nearly_stopping = { metric = \"loss\", patience = 0 }");
+    std::fs::write(&c, text).unwrap();
+    let o = ok(&["train", "--config", s(&c), "--out", s(&tmp.path().join("m")), "--quiet"]);
+    // 4 train rows, batch 2: 2 steps per epoch, an evaluation after each.
+    for step in 1..=4 {
+        assert!(o.stderr.contains(&format!("step {step}:")), "step {step}:\n{}", o.stderr);
+    }
+    assert!(o.stdout.contains("of 4"), "{}", o.stdout);
+}

@@ -8,7 +8,7 @@ use crate::schedule::learning_rate;
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mfh_config::Config;
-use mfh_data::{Pipeline, ReadStats, StreamOptions};
+use mfh_data::{Pipeline, StreamOptions};
 use mfh_metrics::Report;
 use mfh_model::ModelSpec;
 use mfh_nn::{Adam, Module};
@@ -171,14 +171,20 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let total_steps = if tc.max_steps > 0 { tc.max_steps.min(steps_per_epoch * tc.epochs as u64) } else { steps_per_epoch * tc.epochs as u64 };
 
     let mut step = 0u64;
-    let mut best: Option<(f64, u64, Report)> = None;
-    let mut since_best = 0usize;
+    let mut sel = Selection {
+        metric: metric.clone(),
+        patience: tc.early_stopping.patience,
+        best: None,
+        since_best: 0,
+        last_report: Report::default(),
+        empty_warned: false,
+    };
     let mut seen = 0u64;
     let mut train_time = 0.0;
     let mut skipped = mfh_data::SkipCounts::default();
-    let mut valid_empty_warned = false;
-    let mut stop = false;
-    let mut last_report = Report::default();
+    let mut save = |state: &mut crate::ModelState, step: u64, value: Option<f64>, res: &EvalResult| {
+        save_best(cfg, &model_name, &layout, &transforms, seed, step, &metric, value, res, state, opts)
+    };
     eprintln!(
         "training `{model_name}` ({params} dense parameters) on {} rows × {} epochs, {} tasks",
         transforms.rows,
@@ -196,8 +202,9 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         };
         let mut stream = pipeline.stream(&tc.train_split, stream_opts)?;
         let mut loss_ema = None::<f64>;
-        let te = Instant::now();
-        let mut eval_now = false;
+        let mut te = Instant::now();
+        let mut evaluated_at = u64::MAX;
+        let mut stop = false;
         for batch in stream.by_ref() {
             let mut batch = batch?;
             let lr = learning_rate(&tc.schedule, tc.lr, step, total_steps) as f32;
@@ -218,55 +225,39 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
                 pb.set_message(format!("loss {:.4}", loss_ema.unwrap_or(0.0)));
             }
             if tc.eval_every > 0 && step % tc.eval_every == 0 {
-                eval_now = true;
-                break;
+                train_time += te.elapsed().as_secs_f64();
+                let res = evaluate(&mut state, &pipeline, &tc.valid_split, tc.batch_size)?;
+                pb.suspend(|| log_eval(epoch, step, loss_ema, &tc.valid_split, &res, &metric, &state.grid));
+                stop = sel.update(&mut state, step, res, &mut save)?;
+                evaluated_at = step;
+                te = Instant::now();
+                if stop {
+                    break;
+                }
             }
             if tc.max_steps > 0 && step >= tc.max_steps {
                 stop = true;
                 break;
             }
         }
-        train_time += te.elapsed().as_secs_f64();
+        if evaluated_at != step {
+            train_time += te.elapsed().as_secs_f64();
+        }
         if let Some(s) = stream.stats() {
             skipped.merge(&s.skipped);
         }
+        drop(stream);
         pb.finish_and_clear();
-        let _ = eval_now; // evaluation below happens for both epoch ends and every-N stops
-        let res = evaluate(&mut state, &pipeline, &tc.valid_split, tc.batch_size)?;
-        let (value, higher) = res.metric(&metric, &state.grid);
-        eprintln!(
-            "epoch {} step {step}: train loss {:.4}, {} loss {:.4}, {metric} {}",
-            epoch + 1,
-            loss_ema.unwrap_or(f64::NAN),
-            tc.valid_split,
-            res.loss,
-            value.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into())
-        );
-        if res.rows == 0 && !valid_empty_warned {
-            eprintln!("warning: the selection split `{}` is empty; keeping the last model", tc.valid_split);
-            valid_empty_warned = true;
-        }
-        let improved = match (&best, value) {
-            (None, _) => true,
-            (Some((b, _, _)), Some(v)) => if higher { v > *b } else { v < *b },
-            (Some(_), None) => res.rows == 0,
-        };
-        last_report = res.report.clone();
-        if improved {
-            save_best(cfg, &model_name, &layout, &transforms, seed, step, &metric, value, &res, &mut state, opts)?;
-            best = Some((value.unwrap_or(f64::NAN), step, res.report));
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if tc.early_stopping.patience > 0 && since_best >= tc.early_stopping.patience {
-                eprintln!("early stop: {metric} has not improved for {since_best} evaluation(s)");
-                break 'epochs;
-            }
+        if evaluated_at != step {
+            let res = evaluate(&mut state, &pipeline, &tc.valid_split, tc.batch_size)?;
+            log_eval(epoch, step, loss_ema, &tc.valid_split, &res, &metric, &state.grid);
+            stop |= sel.update(&mut state, step, res, &mut save)?;
         }
         if stop {
-            break;
+            break 'epochs;
         }
     }
+    let Selection { best, last_report, .. } = sel;
     let (best_value, best_step, report) = best.map(|(v, s, r)| (Some(v).filter(|x| x.is_finite()), s, r)).unwrap_or((None, 0, last_report));
     if skipped.total() > 0 {
         eprintln!("skipped rows (on_error = \"skip\"):\n{}", skipped.report());
@@ -322,5 +313,66 @@ fn probe_writable(dir: &std::path::Path) -> Result<()> {
         .with_context(|| format!("{}: the output folder is not writable", dir.display()))
 }
 
-#[allow(dead_code)]
-fn _unused(_: ReadStats) {}
+
+fn log_eval(epoch: usize, step: u64, loss: Option<f64>, split: &str, res: &EvalResult, metric: &str, grid: &mfh_config::TaskGrid) {
+    let (value, _) = res.metric(metric, grid);
+    eprintln!(
+        "epoch {} step {step}: train loss {:.4}, {split} loss {:.4}, {metric} {}",
+        epoch + 1,
+        loss.unwrap_or(f64::NAN),
+        res.loss,
+        value.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into())
+    );
+}
+
+/// Model selection on the valid split: keeps the best value, saves on improvement, and
+/// says when patience has run out.
+struct Selection {
+    metric: String,
+    patience: usize,
+    best: Option<(f64, u64, Report)>,
+    since_best: usize,
+    last_report: Report,
+    empty_warned: bool,
+}
+
+impl Selection {
+    /// Returns true when training should stop early.
+    fn update(
+        &mut self,
+        state: &mut crate::ModelState,
+        step: u64,
+        res: EvalResult,
+        save: &mut dyn FnMut(&mut crate::ModelState, u64, Option<f64>, &EvalResult) -> Result<()>,
+    ) -> Result<bool> {
+        let (value, higher) = res.metric(&self.metric, &state.grid);
+        if res.rows == 0 && !self.empty_warned {
+            eprintln!("warning: the selection split is empty; keeping the last model");
+            self.empty_warned = true;
+        }
+        let improved = match (&self.best, value) {
+            (None, _) => true,
+            (Some((b, _, _)), Some(v)) => {
+                if higher {
+                    v > *b
+                } else {
+                    v < *b
+                }
+            }
+            (Some(_), None) => res.rows == 0,
+        };
+        self.last_report = res.report.clone();
+        if improved {
+            save(state, step, value, &res)?;
+            self.best = Some((value.unwrap_or(f64::NAN), step, res.report));
+            self.since_best = 0;
+            return Ok(false);
+        }
+        self.since_best += 1;
+        if self.patience > 0 && self.since_best >= self.patience {
+            eprintln!("early stop: {} has not improved for {} evaluation(s)", self.metric, self.since_best);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
