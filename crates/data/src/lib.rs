@@ -16,6 +16,8 @@ mod error;
 mod fit;
 mod hash;
 pub mod kuairand;
+#[cfg(feature = "parquet")]
+mod parquet;
 mod pipeline;
 mod rows;
 mod stream;

@@ -5,7 +5,7 @@
 use crate::error::DataError;
 use crate::fit::FittedTransforms;
 use crate::hash::canonical;
-use crate::rows::{csv_error, csv_reader, open_maybe_gz, read_header};
+use crate::rows::read_header;
 use mfh_config::{
     BehaviourConfig, Config, CsvOptions, Expr, FacetConfig, FeatureConfig, Literal,
     NumericTransform, PoolingConfig, Predicate,
@@ -361,33 +361,13 @@ fn load_side_table(
             ),
         )
     })?;
-    let mut rdr = csv_reader(open_maybe_gz(path)?, opts);
-    let mut rec = csv::ByteRecord::new();
-    if opts.header {
-        rdr.read_byte_record(&mut rec)
-            .map_err(|e| csv_error(path, e))?;
-    }
+    let mut reader =
+        crate::rows::RowReader::new(vec![path.to_path_buf()], opts.clone(), columns.len());
     let mut rows: Vec<csv::ByteRecord> = Vec::new();
     let mut index = HashMap::new();
-    loop {
-        match rdr.read_byte_record(&mut rec) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => return Err(csv_error(path, e)),
-        }
-        let line = rec.position().map(|p| p.line());
-        if rec.len() == 1 && rec[0].is_empty() {
-            continue;
-        }
-        if rec.len() != columns.len() {
-            return Err(DataError {
-                file: path.to_path_buf(),
-                line,
-                column: Some((rec.len().min(columns.len()) + 1, String::new())),
-                kind: "wrong column count",
-                message: format!("{} cells, the header has {}", rec.len(), columns.len()),
-            });
-        }
+    while reader.advance()? {
+        let rec = &reader.record;
+        let line = Some(reader.line());
         let k = canonical(&rec[key_idx]).to_vec();
         if k.is_empty() {
             return Err(DataError {

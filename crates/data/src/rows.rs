@@ -87,8 +87,28 @@ pub(crate) fn csv_error(path: &Path, e: csv::Error) -> DataError {
     }
 }
 
+/// Whether a file starts with Parquet's magic bytes.
+pub(crate) fn is_parquet(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && &magic == b"PAR1"
+}
+
+#[cfg(not(feature = "parquet"))]
+fn no_parquet(path: &Path) -> DataError {
+    DataError::file(path, "io", "is a Parquet file, but this mfh was built without Parquet support (build with `--features parquet`)")
+}
+
 /// Reads the column names of a file: its header, or the configured names.
 pub(crate) fn read_header(path: &Path, opts: &CsvOptions) -> Result<Vec<String>, DataError> {
+    if path.is_file() && is_parquet(path) {
+        #[cfg(feature = "parquet")]
+        return crate::parquet::header(path);
+        #[cfg(not(feature = "parquet"))]
+        return Err(no_parquet(path));
+    }
     if !opts.header {
         // Still open it, so a missing file fails here rather than mid-training.
         open_maybe_gz(path)?;
@@ -151,7 +171,9 @@ pub(crate) struct RowReader {
     opts: CsvOptions,
     n_columns: usize,
     next_file: usize,
-    current: Option<csv::Reader<Box<dyn Read + Send>>>,
+    current: Option<Source>,
+    #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
+    parquet_row: u64,
     /// Data-row index over all files (0-based).
     pub row_index: u64,
     pub file_idx: usize,
@@ -166,6 +188,7 @@ impl RowReader {
             n_columns,
             next_file: 0,
             current: None,
+            parquet_row: 0,
             row_index: 0,
             file_idx: 0,
             record: csv::ByteRecord::new(),
@@ -176,8 +199,13 @@ impl RowReader {
         &self.files[self.file_idx]
     }
 
+    /// The line of the current row (for Parquet files: its 1-based row number).
     pub fn line(&self) -> u64 {
-        self.record.position().map(|p| p.line()).unwrap_or(0)
+        match self.current {
+            #[cfg(feature = "parquet")]
+            Some(Source::Parquet(_)) => self.parquet_row,
+            _ => self.record.position().map(|p| p.line()).unwrap_or(0),
+        }
     }
 
     /// Advances to the next data row. `Ok(false)` at the end of the last file. A row with
@@ -191,6 +219,16 @@ impl RowReader {
                 self.file_idx = self.next_file;
                 self.next_file += 1;
                 let path = &self.files[self.file_idx];
+                if is_parquet(path) {
+                    #[cfg(feature = "parquet")]
+                    {
+                        self.current =
+                            Some(Source::Parquet(crate::parquet::ParquetRows::open(path)?));
+                        continue;
+                    }
+                    #[cfg(not(feature = "parquet"))]
+                    return Err(no_parquet(path));
+                }
                 let mut rdr = csv_reader(open_maybe_gz(path)?, &self.opts);
                 if self.opts.header {
                     let mut h = csv::ByteRecord::new();
@@ -206,10 +244,20 @@ impl RowReader {
                         Err(e) => return Err(csv_error(path, e)),
                     }
                 }
-                self.current = Some(rdr);
+                self.current = Some(Source::Csv(rdr));
             }
-            let rdr = self.current.as_mut().unwrap();
-            match rdr.read_byte_record(&mut self.record) {
+            let next = match self.current.as_mut().unwrap() {
+                Source::Csv(rdr) => rdr
+                    .read_byte_record(&mut self.record)
+                    .map_err(|e| csv_error(&self.files[self.file_idx], e)),
+                #[cfg(feature = "parquet")]
+                Source::Parquet(pq) => {
+                    let r = pq.next_into(&mut self.record);
+                    self.parquet_row = pq.row;
+                    r
+                }
+            };
+            match next {
                 Ok(true) => {
                     // A blank line at the end of a file is not a row.
                     if self.record.len() == 1 && self.record[0].is_empty() && self.n_columns > 1 {
@@ -239,8 +287,7 @@ impl RowReader {
                 Ok(false) => {
                     self.current = None;
                 }
-                Err(e) => {
-                    let err = csv_error(&self.files[self.file_idx], e);
+                Err(err) => {
                     self.current = None;
                     self.next_file = self.files.len();
                     return Err(err);
@@ -248,4 +295,10 @@ impl RowReader {
             }
         }
     }
+}
+
+enum Source {
+    Csv(csv::Reader<Box<dyn Read + Send>>),
+    #[cfg(feature = "parquet")]
+    Parquet(crate::parquet::ParquetRows),
 }

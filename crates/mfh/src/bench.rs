@@ -46,7 +46,7 @@ pub enum BenchCmd {
 fn summary(name: &str, unit: &str, mut v: Vec<f64>) {
     v.sort_by(f64::total_cmp);
     let med = v[v.len() / 2];
-    println!(
+    outln!(
         "{name}: median {med:.0} {unit} (min {:.0}, max {:.0}, {} windows)",
         v[0],
         v[v.len() - 1],
@@ -56,7 +56,11 @@ fn summary(name: &str, unit: &str, mut v: Vec<f64>) {
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
-        BenchCmd::Ingest { config, split, repeats } => {
+        BenchCmd::Ingest {
+            config,
+            split,
+            repeats,
+        } => {
             let cfg = Config::load(&config)?;
             let mut p = Pipeline::new(&cfg)?;
             p.fit(&cfg.train.train_split)?;
@@ -72,9 +76,16 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 if r > 0 {
                     rates.push(rows as f64 / dt);
                 }
-                eprintln!("pass {r}: {rows} rows in {dt:.2} s{}", if r == 0 { " (warm-up)" } else { "" });
+                eprintln!(
+                    "pass {r}: {rows} rows in {dt:.2} s{}",
+                    if r == 0 { " (warm-up)" } else { "" }
+                );
             }
-            summary(&format!("ingest {}:{split} → batches", config.display()), "rows/s", rates);
+            summary(
+                &format!("ingest {}:{split} → batches", config.display()),
+                "rows/s",
+                rates,
+            );
         }
         BenchCmd::Train {
             threads,
@@ -103,13 +114,18 @@ fn synthetic_batches(count: usize, seed: u64) -> Vec<Batch> {
                 for f in 0..FIELDS {
                     // Skew: u^3 puts most mass on small IDs.
                     let id = (unif().powi(3) * VOCAB as f64) as u64;
-                    b.single.push(mfh_data::hash_value(format!("{f}:{id}").as_bytes()));
+                    b.single
+                        .push(mfh_data::hash_value(format!("{f}:{id}").as_bytes()));
                 }
                 for _ in 0..DENSE {
                     b.dense.push((unif() * 2.0 - 1.0) as f32);
                 }
                 for t in 0..4 {
-                    b.labels.push(if unif() < 0.1 + 0.1 * t as f64 { 1.0 } else { 0.0 });
+                    b.labels.push(if unif() < 0.1 + 0.1 * t as f64 {
+                        1.0
+                    } else {
+                        0.0
+                    });
                 }
                 b.cells.push(0);
                 b.groups.push(0);
@@ -124,7 +140,9 @@ fn bench_train(threads: usize, windows: usize, steps: usize) -> Result<()> {
     mfh_nn::kernels::init_thread_pool(threads);
     mfh_nn::kernels::set_threads(threads);
     let layout = FieldLayout {
-        single: (0..FIELDS).map(|f| (format!("c{f}"), format!("c{f}"), DIM)).collect(),
+        single: (0..FIELDS)
+            .map(|f| (format!("c{f}"), format!("c{f}"), DIM))
+            .collect(),
         multi: vec![],
         dense: (0..DENSE).map(|d| format!("d{d}")).collect(),
     };
@@ -133,9 +151,8 @@ fn bench_train(threads: usize, windows: usize, steps: usize) -> Result<()> {
         binary: vec![true; 4],
         facets: vec![],
     };
-    let spec: ModelSpec = toml::from_str(
-        "type = \"mmoe\"\nexperts = 8\nexpert_layers = [256, 128]\ntower = [64]\n",
-    )?;
+    let spec: ModelSpec =
+        toml::from_str("type = \"mmoe\"\nexperts = 8\nexpert_layers = [256, 128]\ntower = [64]\n")?;
     let emb = embedding_layer(&layout, &EmbeddingOptConfig::default(), 7)?;
     let loss = GridLoss {
         n_cells: 1,
@@ -143,7 +160,7 @@ fn bench_train(threads: usize, windows: usize, steps: usize) -> Result<()> {
         weights: vec![1.0; 4],
     };
     let mut state = ModelState::new(grid, spec, emb, DENSE, loss, 7)?;
-    println!(
+    outln!(
         "MMoE-ref: input {} → 8 experts 256→128, 4 tasks, towers 64→1; {} dense parameters; batch {BATCH}; {threads} threads",
         state.n_in(),
         state.net.num_params()
@@ -171,6 +188,6 @@ fn bench_train(threads: usize, windows: usize, steps: usize) -> Result<()> {
     }
     summary("MMoE-ref training", "samples/s", rates);
     let rows: usize = state.emb.tables().iter().map(|t| t.len()).sum();
-    println!("embedding rows created: {rows}");
+    outln!("embedding rows created: {rows}");
     Ok(())
 }

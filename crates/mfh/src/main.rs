@@ -4,6 +4,25 @@
 //! Flags mean one thing everywhere: `--config FILE` a config, `--model NAME` a model
 //! section of it, `--model-dir DIR` a trained-model folder.
 
+/// Prints to stdout; a closed pipe (`mfh check … | head`) ends the program quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        if let Err(e) = write!(o, $($arg)*).and_then(|_| o.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("error: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    }};
+}
+macro_rules! outln {
+    () => { out!("\n") };
+    ($($arg:tt)*) => {{ out!($($arg)*); out!("\n"); }};
+}
+
 mod bench;
 
 use anyhow::{bail, Context, Result};
@@ -14,7 +33,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "mfh", version, about = "Multi-task ranking models (MFH and baselines) for recommender systems")]
+#[command(
+    name = "mfh",
+    version,
+    about = "Multi-task ranking models (MFH and baselines) for recommender systems"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -121,15 +144,20 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Prepare {
-            dataset: Dataset::Kuairand { raw, extra_log, out },
+            dataset:
+                Dataset::Kuairand {
+                    raw,
+                    extra_log,
+                    out,
+                },
         } => {
             prepare_kuairand(&raw, extra_log, &out)?;
         }
         Cmd::Check { config, count } => {
             let cfg = Config::load(&config)?;
             let s = mfh_train::check(&cfg, count)?;
-            print!("{}", s.text);
-            println!("ok");
+            out!("{}", s.text);
+            outln!("ok");
         }
         Cmd::Train {
             config,
@@ -148,8 +176,8 @@ fn run(cli: Cli) -> Result<()> {
                     progress: !quiet,
                 },
             )?;
-            print!("{}", s.report.render_table());
-            println!(
+            out!("{}", s.report.render_table());
+            outln!(
                 "model `{}` ({} dense parameters): best {} {} at step {} of {}; {:.0} samples/s; saved to {}",
                 s.model_name,
                 s.params,
@@ -181,10 +209,10 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("warning: split `{split}` is empty: no row matches it");
             }
             if json {
-                println!("{}", res.report.to_json());
+                outln!("{}", res.report.to_json());
             } else {
-                print!("{}", res.report.render_table());
-                println!("{split}: {} rows, loss {:.6}", res.rows, res.loss);
+                out!("{}", res.report.render_table());
+                outln!("{split}: {} rows, loss {:.6}", res.rows, res.loss);
             }
         }
         Cmd::Predict {
@@ -200,11 +228,11 @@ fn run(cli: Cli) -> Result<()> {
             if n == 0 {
                 eprintln!("warning: split `{split}` is empty: no row matches it");
             }
-            println!("{n} rows → {}", out.display());
+            outln!("{n} rows → {}", out.display());
         }
         Cmd::Inspect { model_dir } => {
             let mut m = load_model(&model_dir)?;
-            print!("{}", inspect(&mut m));
+            out!("{}", inspect(&mut m));
         }
         Cmd::Quickstart { out, raw } => quickstart(&out, raw)?,
         Cmd::Bench { what } => bench::run(what)?,
@@ -235,7 +263,11 @@ fn inspect(m: &mut mfh_train::LoadedModel) -> String {
     let mut s = String::new();
     let meta = &m.meta;
     let _ = writeln!(s, "model folder: {}", m.dir.display());
-    let _ = writeln!(s, "format version {}, written by mfh {}", meta.format_version, meta.mfh_version);
+    let _ = writeln!(
+        s,
+        "format version {}, written by mfh {}",
+        meta.format_version, meta.mfh_version
+    );
     let _ = writeln!(s, "model `{}`: {:?}", meta.model_name, meta.spec);
     let _ = writeln!(
         s,
@@ -245,18 +277,33 @@ fn inspect(m: &mut mfh_train::LoadedModel) -> String {
         meta.grid.n_cells(),
         meta.grid.n_tasks()
     );
-    let _ = writeln!(s, "input width {}; {} dense parameters; step {}", meta.n_in, m.state.net.num_params(), meta.step);
+    let _ = writeln!(
+        s,
+        "input width {}; {} dense parameters; step {}",
+        meta.n_in,
+        m.state.net.num_params(),
+        meta.step
+    );
     let _ = writeln!(
         s,
         "selected on `{}` by {} = {}",
         meta.selection_split,
         meta.selection_metric,
-        meta.selection_value.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into())
+        meta.selection_value
+            .map(|v| format!("{v:.4}"))
+            .unwrap_or_else(|| "-".into())
     );
     s.push_str(&m.state.net.describe());
     let _ = writeln!(s, "embedding tables:");
     for t in m.state.emb.tables() {
-        let _ = writeln!(s, "  {:<24} dim {:>3}  rows {:>9}  bytes {:>11}", t.name(), t.dim(), t.len(), t.bytes());
+        let _ = writeln!(
+            s,
+            "  {:<24} dim {:>3}  rows {:>9}  bytes {:>11}",
+            t.name(),
+            t.dim(),
+            t.len(),
+            t.bytes()
+        );
     }
     s
 }
@@ -269,7 +316,10 @@ fn bundled_raw() -> PathBuf {
 fn quickstart(out: &Path, raw: Option<PathBuf>) -> Result<()> {
     let raw = raw.unwrap_or_else(bundled_raw);
     if !raw.is_dir() {
-        bail!("{}: the bundled KuaiRand data is missing; pass --raw DIR", raw.display());
+        bail!(
+            "{}: the bundled KuaiRand data is missing; pass --raw DIR",
+            raw.display()
+        );
     }
     let t0 = std::time::Instant::now();
     let data_dir = out.join("data");
@@ -286,9 +336,9 @@ fn quickstart(out: &Path, raw: Option<PathBuf>) -> Result<()> {
         },
     )
     .context("training MMoE")?;
-    println!("\nMMoE on KuaiRand (valid split, dates 20220505..06), per behaviour × cell:\n");
-    print!("{}", s.report.render_table());
-    println!(
+    outln!("\nMMoE on KuaiRand (valid split, dates 20220505..06), per behaviour × cell:\n");
+    out!("{}", s.report.render_table());
+    outln!(
         "\n{} dense parameters, {} steps, {:.0} training samples/s, {:.0} s in all. Model: {}",
         s.params,
         s.steps,
@@ -296,6 +346,9 @@ fn quickstart(out: &Path, raw: Option<PathBuf>) -> Result<()> {
         t0.elapsed().as_secs_f64(),
         model_dir.display()
     );
-    println!("Re-score it with: mfh eval --model-dir {}", model_dir.display());
+    outln!(
+        "Re-score it with: mfh eval --model-dir {}",
+        model_dir.display()
+    );
     Ok(())
 }

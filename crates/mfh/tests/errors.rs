@@ -71,7 +71,10 @@ fn a_good_tiny_config_trains() {
 #[test]
 fn non_numeric_cell_names_file_line_column() {
     let e = train_err(&LOG.replace("u1,i3,2,1.0,1", "u1,i3,2,abc,1"), "");
-    assert!(e.contains("log.csv:4:4") && e.contains("price") && e.contains("abc"), "{e}");
+    assert!(
+        e.contains("log.csv:4:4") && e.contains("price") && e.contains("abc"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -101,7 +104,11 @@ fn skip_mode_counts_and_reports_bad_rows() {
     let c = setup(tmp.path(), &log, "on_error = \"skip\"");
     let out = tmp.path().join("m");
     let o = ok(&["train", "--config", s(&c), "--out", s(&out), "--quiet"]);
-    assert!(o.stderr.contains("not a number") && o.stderr.contains("wrong column count"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("not a number") && o.stderr.contains("wrong column count"),
+        "{}",
+        o.stderr
+    );
 }
 
 #[test]
@@ -120,19 +127,34 @@ fn wrong_type_is_named() {
 fn feature_over_missing_column_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let c = setup(tmp.path(), LOG, "");
-    let text = std::fs::read_to_string(&c).unwrap().replace("name = \"price\"", "name = \"cost\"");
+    let text = std::fs::read_to_string(&c)
+        .unwrap()
+        .replace("name = \"price\"", "name = \"cost\"");
     std::fs::write(&c, text).unwrap();
     let e = fails(&["check", "--config", s(&c)]).stderr;
-    assert!(e.contains("features[1].column") && e.contains("cost"), "{e}");
+    assert!(
+        e.contains("features[1].column") && e.contains("cost"),
+        "{e}"
+    );
 }
 
 #[test]
 fn empty_train_split_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let c = setup(tmp.path(), LOG, "");
-    let text = std::fs::read_to_string(&c).unwrap().replace("day <= 2", "day <= 0");
+    let text = std::fs::read_to_string(&c)
+        .unwrap()
+        .replace("day <= 2", "day <= 0");
     std::fs::write(&c, text).unwrap();
-    let e = fails(&["train", "--config", s(&c), "--out", s(&tmp.path().join("m")), "--quiet"]).stderr;
+    let e = fails(&[
+        "train",
+        "--config",
+        s(&c),
+        "--out",
+        s(&tmp.path().join("m")),
+        "--quiet",
+    ])
+    .stderr;
     assert!(e.contains("train split") && e.contains("empty"), "{e}");
 }
 
@@ -171,20 +193,39 @@ fn truncated_gzip_is_named() {
     std::fs::write(tmp.path().join("log.csv"), &bytes[..bytes.len() / 2]).unwrap();
     let c = tmp.path().join("c.toml");
     std::fs::write(&c, config("log.csv", "")).unwrap();
-    let e = fails(&["train", "--config", s(&c), "--out", s(&tmp.path().join("m")), "--quiet"]).stderr;
-    assert!(e.contains("log.csv") && e.contains("truncated or corrupt"), "{e}");
+    let e = fails(&[
+        "train",
+        "--config",
+        s(&c),
+        "--out",
+        s(&tmp.path().join("m")),
+        "--quiet",
+    ])
+    .stderr;
+    assert!(
+        e.contains("log.csv") && e.contains("truncated or corrupt"),
+        "{e}"
+    );
 }
 
 #[test]
 fn headerless_file_with_named_columns_and_missing_tokens() {
     let tmp = tempfile::tempdir().unwrap();
-    let body: String = LOG.lines().skip(1).map(|l| format!("{}\n", l.replace(",", ";").replace("u2", "?"))).collect();
+    let body: String = LOG
+        .lines()
+        .skip(1)
+        .map(|l| format!("{}\n", l.replace(",", ";").replace("u2", "?")))
+        .collect();
     std::fs::write(tmp.path().join("log.csv"), body).unwrap();
     let extra = "[data.csv]\nheader = false\ncolumns = [\"uid\", \"item\", \"day\", \"price\", \"clicked\"]\ndelimiter = \";\"\nmissing = [\"\", \"?\"]";
     let c = tmp.path().join("c.toml");
     std::fs::write(&c, config("log.csv", extra)).unwrap();
     let o = ok(&["check", "--config", s(&c), "--count"]);
-    assert!(o.stdout.contains("split train: day <= 2: 4 rows"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("split train: day <= 2: 4 rows"),
+        "{}",
+        o.stdout
+    );
 }
 
 #[test]
@@ -193,10 +234,21 @@ fn eval_every_n_steps_evaluates_mid_epoch_and_keeps_training() {
     let c = setup(tmp.path(), LOG, "");
     let text = std::fs::read_to_string(&c).unwrap().replace("epochs = 1", "epochs = 2\neval_every = 1\nshuffle_buffer = 0\nearly_stopping = { metric = \"loss\", patience = 0 }");
     std::fs::write(&c, text).unwrap();
-    let o = ok(&["train", "--config", s(&c), "--out", s(&tmp.path().join("m")), "--quiet"]);
+    let o = ok(&[
+        "train",
+        "--config",
+        s(&c),
+        "--out",
+        s(&tmp.path().join("m")),
+        "--quiet",
+    ]);
     // 4 train rows, batch 2: 2 steps per epoch, an evaluation after each.
     for step in 1..=4 {
-        assert!(o.stderr.contains(&format!("step {step}:")), "step {step}:\n{}", o.stderr);
+        assert!(
+            o.stderr.contains(&format!("step {step}:")),
+            "step {step}:\n{}",
+            o.stderr
+        );
     }
     assert!(o.stdout.contains("of 4"), "{}", o.stdout);
 }

@@ -31,25 +31,52 @@ fn prepare_train_eval_reproduces_and_reports_test_split() {
     let tmp = tempfile::tempdir().unwrap();
     let (extra, n_extra) = redated_log(tmp.path());
     let data = tmp.path().join("data");
-    ok(&["prepare", "kuairand", "--raw", s(&bundled_raw()), "--extra-log", s(&extra), "--out", s(&data)]);
+    ok(&[
+        "prepare",
+        "kuairand",
+        "--raw",
+        s(&bundled_raw()),
+        "--extra-log",
+        s(&extra),
+        "--out",
+        s(&data),
+    ]);
     let cfg_path = data.join("kuairand.toml");
     // A short run: a small MMoE and a few hundred steps.
     let cfg = std::fs::read_to_string(&cfg_path)
         .unwrap()
         .replace("epochs = 4", "epochs = 1\nmax_steps = 120")
-        .replace("experts = 4\nexpert_layers = [256, 128]", "experts = 2\nexpert_layers = [32]");
+        .replace(
+            "experts = 4\nexpert_layers = [256, 128]",
+            "experts = 2\nexpert_layers = [32]",
+        );
     std::fs::write(&cfg_path, cfg).unwrap();
 
     let check = ok(&["check", "--config", s(&cfg_path)]);
-    assert!(check.stdout.contains("3 behaviours × 4 cells = 12 tasks"), "{}", check.stdout);
+    assert!(
+        check.stdout.contains("3 behaviours × 4 cells = 12 tasks"),
+        "{}",
+        check.stdout
+    );
 
     let model = tmp.path().join("model");
-    let t = ok(&["train", "--config", s(&cfg_path), "--model", "mmoe", "--out", s(&model), "--quiet"]);
+    let t = ok(&[
+        "train",
+        "--config",
+        s(&cfg_path),
+        "--model",
+        "mmoe",
+        "--out",
+        s(&model),
+        "--quiet",
+    ]);
     assert!(t.stdout.contains("user=new,item=tail"), "{}", t.stdout);
 
     // Eval reproduces the saved valid metrics exactly.
     let e = ok(&["eval", "--model-dir", s(&model), "--json"]);
-    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("metrics.json")).unwrap()).unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("metrics.json")).unwrap())
+            .unwrap();
     let again: serde_json::Value = serde_json::from_str(&e.stdout).unwrap();
     assert_eq!(saved, again);
     let recs = again.as_array().unwrap();
@@ -61,10 +88,22 @@ fn prepare_train_eval_reproduces_and_reports_test_split() {
         .unwrap()["value"]
         .as_f64()
         .unwrap();
-    assert!(click_auc > 0.6, "click AUC {click_auc} is not clearly above chance");
+    assert!(
+        click_auc > 0.6,
+        "click AUC {click_auc} is not clearly above chance"
+    );
 
     // The re-dated rows make the test split, which eval reports.
-    let e = ok(&["eval", "--model-dir", s(&model), "--config", s(&cfg_path), "--split", "test", "--json"]);
+    let e = ok(&[
+        "eval",
+        "--model-dir",
+        s(&model),
+        "--config",
+        s(&cfg_path),
+        "--split",
+        "test",
+        "--json",
+    ]);
     let recs: serde_json::Value = serde_json::from_str(&e.stdout).unwrap();
     let pooled = recs
         .as_array()
@@ -78,27 +117,62 @@ fn prepare_train_eval_reproduces_and_reports_test_split() {
 
     // Predictions: one line per valid row plus the header.
     let pred = tmp.path().join("pred.csv");
-    ok(&["predict", "--model-dir", s(&model), "--config", s(&cfg_path), "--split", "test", "--out", s(&pred)]);
+    ok(&[
+        "predict",
+        "--model-dir",
+        s(&model),
+        "--config",
+        s(&cfg_path),
+        "--split",
+        "test",
+        "--out",
+        s(&pred),
+    ]);
     let lines = std::fs::read_to_string(&pred).unwrap().lines().count();
     assert_eq!(lines, n_extra + 1);
 
     let i = ok(&["inspect", "--model-dir", s(&model)]);
-    assert!(i.stdout.contains("MMoE") && i.stdout.contains("user_id"), "{}", i.stdout);
+    assert!(
+        i.stdout.contains("MMoE") && i.stdout.contains("user_id"),
+        "{}",
+        i.stdout
+    );
 }
 
 #[test]
 fn empty_test_split_is_a_warning_for_eval() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    ok(&["prepare", "kuairand", "--raw", s(&bundled_raw()), "--out", s(&data)]);
+    ok(&[
+        "prepare",
+        "kuairand",
+        "--raw",
+        s(&bundled_raw()),
+        "--out",
+        s(&data),
+    ]);
     let cfg_path = data.join("kuairand.toml");
     let cfg = std::fs::read_to_string(&cfg_path)
         .unwrap()
         .replace("epochs = 4", "epochs = 1\nmax_steps = 10")
-        .replace("experts = 4\nexpert_layers = [256, 128]", "experts = 2\nexpert_layers = [16]");
+        .replace(
+            "experts = 4\nexpert_layers = [256, 128]",
+            "experts = 2\nexpert_layers = [16]",
+        );
     std::fs::write(&cfg_path, cfg).unwrap();
     let model = tmp.path().join("m");
-    ok(&["train", "--config", s(&cfg_path), "--out", s(&model), "--quiet"]);
+    ok(&[
+        "train",
+        "--config",
+        s(&cfg_path),
+        "--out",
+        s(&model),
+        "--quiet",
+    ]);
     let e = ok(&["eval", "--model-dir", s(&model), "--split", "test"]);
-    assert!(e.stderr.contains("warning") && e.stderr.contains("empty"), "{}", e.stderr);
+    assert!(
+        e.stderr.contains("warning") && e.stderr.contains("empty"),
+        "{}",
+        e.stderr
+    );
 }

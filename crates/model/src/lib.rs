@@ -6,6 +6,10 @@
 //! Gradient convention (shared with `mfh-nn`): parameter gradients and input gradients
 //! accumulate; zero them before a backward pass.
 
+// The parameter visitors spell out `dyn FnMut(&str, &mut [T], &mut [T])` so that every
+// implementor of `Module` writes the same signature; an alias would change its lifetimes.
+#![allow(clippy::type_complexity)]
+
 pub mod mmoe;
 pub mod net;
 pub mod shared_bottom;

@@ -36,7 +36,14 @@ impl<T: Float> Mmoe<T> {
         batch_norm: bool,
         rng: &mut Rng,
     ) -> Self {
-        let bank = ExpertBank::new(n_in, experts, expert_layers, Activation::Relu, batch_norm, rng);
+        let bank = ExpertBank::new(
+            n_in,
+            experts,
+            expert_layers,
+            Activation::Relu,
+            batch_norm,
+            rng,
+        );
         let gates = (0..n_outputs)
             .map(|_| Gate::new(n_in, gate_hidden, experts, gate, rng))
             .collect();
@@ -63,16 +70,24 @@ impl<T: Float> Mmoe<T> {
 
 impl<T: Float> Module<T> for Mmoe<T> {
     fn visit_params(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut [T], &mut [T])) {
-        with_name(prefix, format_args!("experts."), |p| self.bank.visit_params(p, f));
+        with_name(prefix, format_args!("experts."), |p| {
+            self.bank.visit_params(p, f)
+        });
         for (k, gate) in self.gates.iter_mut().enumerate() {
-            with_name(prefix, format_args!("gates.{k}."), |p| gate.visit_params(p, f));
+            with_name(prefix, format_args!("gates.{k}."), |p| {
+                gate.visit_params(p, f)
+            });
         }
     }
 
     fn visit_buffers(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut [T])) {
-        with_name(prefix, format_args!("experts."), |p| self.bank.visit_buffers(p, f));
+        with_name(prefix, format_args!("experts."), |p| {
+            self.bank.visit_buffers(p, f)
+        });
         for (k, gate) in self.gates.iter_mut().enumerate() {
-            with_name(prefix, format_args!("gates.{k}."), |p| gate.visit_buffers(p, f));
+            with_name(prefix, format_args!("gates.{k}."), |p| {
+                gate.visit_buffers(p, f)
+            });
         }
     }
 }
@@ -94,7 +109,12 @@ impl<T: Float> Switcher<T> for Mmoe<T> {
         self.n = n;
         let (e, d) = (self.bank.n_experts(), self.bank.out_dim());
         let experts = self.bank.forward(x, n, train);
-        for ((gate, out), d_out) in self.gates.iter_mut().zip(&mut self.outputs).zip(&mut self.d_outputs) {
+        for ((gate, out), d_out) in self
+            .gates
+            .iter_mut()
+            .zip(&mut self.outputs)
+            .zip(&mut self.d_outputs)
+        {
             let g = gate.forward(x, n, train);
             gated_sum_forward(g, experts, n, e, d, ensure_len(out, n * d));
             ensure_len(d_out, n * d).fill(T::zero());
@@ -123,7 +143,16 @@ impl<T: Float> Switcher<T> for Mmoe<T> {
         for (gate, d_out) in self.gates.iter_mut().zip(&self.d_outputs) {
             let dg = ensure_len(&mut self.d_gate, n * e);
             dg.fill(T::zero());
-            gated_sum_backward(gate.weights(), experts, &d_out[..n * d], n, e, d, dg, d_bank);
+            gated_sum_backward(
+                gate.weights(),
+                experts,
+                &d_out[..n * d],
+                n,
+                e,
+                d,
+                dg,
+                d_bank,
+            );
             gate.backward(x, dg, dx.as_deref_mut(), n);
         }
         self.bank.backward(x, d_bank, dx, n);

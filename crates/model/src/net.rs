@@ -17,10 +17,23 @@ pub struct MultiTaskNet<T: Float> {
 impl<T: Float> MultiTaskNet<T> {
     /// One tower per switcher output: ReLU layers of widths `tower_hidden` (BatchNorm
     /// after each when `batch_norm`), then a linear map to one logit.
-    pub fn new(switcher: Box<dyn Switcher<T>>, tower_hidden: &[usize], batch_norm: bool, rng: &mut Rng) -> Self {
+    pub fn new(
+        switcher: Box<dyn Switcher<T>>,
+        tower_hidden: &[usize],
+        batch_norm: bool,
+        rng: &mut Rng,
+    ) -> Self {
         let widths: Vec<usize> = tower_hidden.iter().copied().chain([1]).collect();
         let towers = (0..switcher.n_outputs())
-            .map(|_| Mlp::new(switcher.out_dim(), &widths, Activation::Identity, batch_norm, rng))
+            .map(|_| {
+                Mlp::new(
+                    switcher.out_dim(),
+                    &widths,
+                    Activation::Identity,
+                    batch_norm,
+                    rng,
+                )
+            })
             .collect();
         MultiTaskNet {
             switcher,
@@ -45,7 +58,10 @@ impl<T: Float> MultiTaskNet<T> {
 
     /// Logits for `n` rows of `x` (n × n_in), as n × n_tasks.
     pub fn forward(&mut self, x: &[T], n: usize, train: bool) -> &[T] {
-        assert!(x.len() >= n * self.n_in(), "MultiTaskNet::forward: input too short");
+        assert!(
+            x.len() >= n * self.n_in(),
+            "MultiTaskNet::forward: input too short"
+        );
         self.n = n;
         let t_count = self.towers.len();
         self.switcher.forward(x, n, train);
@@ -63,8 +79,14 @@ impl<T: Float> MultiTaskNet<T> {
     /// and `dx` (n × n_in) accumulate.
     pub fn backward(&mut self, x: &[T], d_logits: &[T], dx: Option<&mut [T]>, n: usize) {
         let t_count = self.towers.len();
-        assert!(d_logits.len() >= n * t_count, "MultiTaskNet::backward: d_logits too short");
-        debug_assert_eq!(n, self.n, "MultiTaskNet::backward: batch differs from forward");
+        assert!(
+            d_logits.len() >= n * t_count,
+            "MultiTaskNet::backward: d_logits too short"
+        );
+        debug_assert_eq!(
+            n, self.n,
+            "MultiTaskNet::backward: batch differs from forward"
+        );
         for (t, tower) in self.towers.iter_mut().enumerate() {
             let dy = ensure_len(&mut self.d_tower, n);
             for (i, d) in dy.iter_mut().enumerate() {
@@ -94,7 +116,11 @@ impl<T: Float> MultiTaskNet<T> {
                 .chain(t.layers().iter().map(|l| l.n_out()))
                 .map(|d| d.to_string())
                 .collect();
-            let bn = if t.has_batch_norm() { ", batch norm" } else { "" };
+            let bn = if t.has_batch_norm() {
+                ", batch norm"
+            } else {
+                ""
+            };
             s.push_str(&format!(
                 "  towers: {} × {}{bn} ({tower_params} params)\n",
                 self.towers.len(),
@@ -107,16 +133,24 @@ impl<T: Float> MultiTaskNet<T> {
 
 impl<T: Float> Module<T> for MultiTaskNet<T> {
     fn visit_params(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut [T], &mut [T])) {
-        with_name(prefix, format_args!("switcher."), |p| self.switcher.visit_params(p, f));
+        with_name(prefix, format_args!("switcher."), |p| {
+            self.switcher.visit_params(p, f)
+        });
         for (t, tower) in self.towers.iter_mut().enumerate() {
-            with_name(prefix, format_args!("towers.{t}."), |p| tower.visit_params(p, f));
+            with_name(prefix, format_args!("towers.{t}."), |p| {
+                tower.visit_params(p, f)
+            });
         }
     }
 
     fn visit_buffers(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut [T])) {
-        with_name(prefix, format_args!("switcher."), |p| self.switcher.visit_buffers(p, f));
+        with_name(prefix, format_args!("switcher."), |p| {
+            self.switcher.visit_buffers(p, f)
+        });
         for (t, tower) in self.towers.iter_mut().enumerate() {
-            with_name(prefix, format_args!("towers.{t}."), |p| tower.visit_buffers(p, f));
+            with_name(prefix, format_args!("towers.{t}."), |p| {
+                tower.visit_buffers(p, f)
+            });
         }
     }
 }

@@ -18,7 +18,13 @@ pub struct SharedBottom<T> {
 impl<T: Float> SharedBottom<T> {
     /// `widths` are the bottom's layer widths; every layer uses ReLU (plus BatchNorm when
     /// `batch_norm`).
-    pub fn new(n_in: usize, n_outputs: usize, widths: &[usize], batch_norm: bool, rng: &mut Rng) -> Self {
+    pub fn new(
+        n_in: usize,
+        n_outputs: usize,
+        widths: &[usize],
+        batch_norm: bool,
+        rng: &mut Rng,
+    ) -> Self {
         SharedBottom {
             mlp: Mlp::new(n_in, widths, Activation::Relu, batch_norm, rng),
             k: n_outputs,
@@ -30,11 +36,15 @@ impl<T: Float> SharedBottom<T> {
 
 impl<T: Float> Module<T> for SharedBottom<T> {
     fn visit_params(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut [T], &mut [T])) {
-        with_name(prefix, format_args!("bottom."), |p| self.mlp.visit_params(p, f));
+        with_name(prefix, format_args!("bottom."), |p| {
+            self.mlp.visit_params(p, f)
+        });
     }
 
     fn visit_buffers(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut [T])) {
-        with_name(prefix, format_args!("bottom."), |p| self.mlp.visit_buffers(p, f));
+        with_name(prefix, format_args!("bottom."), |p| {
+            self.mlp.visit_buffers(p, f)
+        });
     }
 }
 
@@ -90,9 +100,17 @@ impl<T: Float> Switcher<T> for SharedBottom<T> {
             .chain(self.mlp.layers().iter().map(|l| l.n_out()))
             .map(|d| d.to_string())
             .collect();
-        let bn = if self.mlp.has_batch_norm() { ", batch norm" } else { "" };
+        let bn = if self.mlp.has_batch_norm() {
+            ", batch norm"
+        } else {
+            ""
+        };
         vec![
-            format!("shared bottom → {} outputs ({} params)", self.k, self.param_count()),
+            format!(
+                "shared bottom → {} outputs ({} params)",
+                self.k,
+                self.param_count()
+            ),
             format!("  bottom: {}{bn}", dims.join("→")),
         ]
     }

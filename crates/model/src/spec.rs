@@ -108,7 +108,13 @@ pub fn build<T: Float>(
             tower,
             batch_norm,
         } => (
-            Box::new(SharedBottom::new(n_in, n_tasks, bottom, *batch_norm, &mut rng)),
+            Box::new(SharedBottom::new(
+                n_in,
+                n_tasks,
+                bottom,
+                *batch_norm,
+                &mut rng,
+            )),
             tower,
             *batch_norm,
         ),

@@ -68,7 +68,12 @@ fn shared_bottom_net_gradients() {
 fn same_seed_same_outputs_different_seed_differs() {
     let spec = mmoe(GateKind::Softmax, vec![], true);
     let x = randn(&mut Rng::new(5), 8 * 7);
-    let run = |seed| build::<f64>(&spec, 7, 4, seed).unwrap().forward(&x, 8, true).to_vec();
+    let run = |seed| {
+        build::<f64>(&spec, 7, 4, seed)
+            .unwrap()
+            .forward(&x, 8, true)
+            .to_vec()
+    };
     assert_eq!(run(1), run(1));
     assert_ne!(run(1), run(2));
 }
@@ -107,7 +112,10 @@ fn parameter_and_buffer_names() {
         "towers.3.bn0.gamma",
         "towers.0.layer1.b",
     ] {
-        assert!(names.iter().any(|n| n == want), "missing {want} in {names:?}");
+        assert!(
+            names.iter().any(|n| n == want),
+            "missing {want} in {names:?}"
+        );
     }
     let mut sorted = names.clone();
     sorted.sort();
@@ -134,10 +142,9 @@ fn eval_mode_is_deterministic_and_batch_independent() {
 
 #[test]
 fn spec_serde_defaults_and_errors() {
-    let spec: ModelSpec = toml::from_str(
-        "type = \"mmoe\"\nexperts = 8\nexpert_layers = [256, 128]\ntower = [64]\n",
-    )
-    .unwrap();
+    let spec: ModelSpec =
+        toml::from_str("type = \"mmoe\"\nexperts = 8\nexpert_layers = [256, 128]\ntower = [64]\n")
+            .unwrap();
     assert_eq!(
         spec,
         ModelSpec::Mmoe {
@@ -150,12 +157,21 @@ fn spec_serde_defaults_and_errors() {
         }
     );
     let json = serde_json::to_string(&mmoe(GateKind::SigmoidOverN, vec![2], true)).unwrap();
-    assert!(json.contains("\"type\":\"mmoe\"") && json.contains("\"sigmoid_over_n\""), "{json}");
+    assert!(
+        json.contains("\"type\":\"mmoe\"") && json.contains("\"sigmoid_over_n\""),
+        "{json}"
+    );
     let back: ModelSpec = serde_json::from_str(&json).unwrap();
     assert_eq!(back, mmoe(GateKind::SigmoidOverN, vec![2], true));
     let sb: ModelSpec =
         serde_json::from_str(r#"{"type":"shared_bottom","bottom":[8],"tower":[]}"#).unwrap();
-    assert!(matches!(sb, ModelSpec::SharedBottom { batch_norm: false, .. }));
+    assert!(matches!(
+        sb,
+        ModelSpec::SharedBottom {
+            batch_norm: false,
+            ..
+        }
+    ));
 
     let unknown = r#"{"type":"shared_bottom","bottom":[8],"tower":[],"dropout":0.1}"#;
     assert!(serde_json::from_str::<ModelSpec>(unknown).is_err());

@@ -103,13 +103,27 @@ impl<T: Float> BatchNorm<T> {
             self.scale[j] = gamma[j] * self.inv_std[j];
             self.shift[j] = beta[j] - self.mean[j] * self.scale[j];
         }
-        col_affine(x.data, x.stride, n, &self.scale, &self.shift, y.data, y.stride);
+        col_affine(
+            x.data,
+            x.stride,
+            n,
+            &self.scale,
+            &self.shift,
+            y.data,
+            y.stride,
+        );
     }
 
     /// Accumulates gamma/beta gradients and `dx` for the last forward (`x` its input).
     pub fn backward(&mut self, x: &[T], dy: &[T], dx: &mut [T], n: usize) {
         let d = self.dim;
-        self.backward_strided(Rows::new(x, d), Rows::new(dy, d), RowsMut::new(dx, d), true, n);
+        self.backward_strided(
+            Rows::new(x, d),
+            Rows::new(dy, d),
+            RowsMut::new(dx, d),
+            true,
+            n,
+        );
     }
 
     /// [`BatchNorm::backward`] over strided views; `accumulate == false` overwrites `dx`.

@@ -39,7 +39,10 @@ impl<T: Float> ExpertBank<T> {
         batch_norm: bool,
         rng: &mut Rng,
     ) -> Self {
-        assert!(!widths.is_empty() && n_experts > 0, "ExpertBank: empty shape");
+        assert!(
+            !widths.is_empty() && n_experts > 0,
+            "ExpertBank: empty shape"
+        );
         let act_of = |l: usize| {
             if l + 1 == widths.len() {
                 last
@@ -59,7 +62,9 @@ impl<T: Float> ExpertBank<T> {
             })
             .collect();
         let norms = (0..widths.len())
-            .map(|l| (batch_norm && act_of(l) == Activation::Relu).then(|| BatchNorm::new(e * widths[l])))
+            .map(|l| {
+                (batch_norm && act_of(l) == Activation::Relu).then(|| BatchNorm::new(e * widths[l]))
+            })
             .collect();
         let l = widths.len();
         ExpertBank {
@@ -96,7 +101,12 @@ impl<T: Float> ExpertBank<T> {
 
     pub fn param_count(&self) -> usize {
         let rest: usize = self.rest.iter().flatten().map(Linear::param_count).sum();
-        let bn: usize = self.norms.iter().flatten().map(BatchNorm::param_count).sum();
+        let bn: usize = self
+            .norms
+            .iter()
+            .flatten()
+            .map(BatchNorm::param_count)
+            .sum();
         self.first.param_count() + rest + bn
     }
 
@@ -116,7 +126,10 @@ impl<T: Float> ExpertBank<T> {
     }
 
     pub fn forward(&mut self, x: &[T], n: usize, train: bool) -> &[T] {
-        assert!(x.len() >= n * self.n_in, "ExpertBank::forward: input too short");
+        assert!(
+            x.len() >= n * self.n_in,
+            "ExpertBank::forward: input too short"
+        );
         self.n = n;
         let e = self.n_experts;
         for l in 0..self.widths.len() {
@@ -150,7 +163,10 @@ impl<T: Float> ExpertBank<T> {
     /// Backward for the last forward: `dy` (n × E·d) is used as scratch and overwritten;
     /// parameter gradients and `dx` (n × n_in) accumulate.
     pub fn backward(&mut self, x: &[T], dy: &mut [T], dx: Option<&mut [T]>, n: usize) {
-        debug_assert_eq!(n, self.n, "ExpertBank::backward: batch differs from forward");
+        debug_assert_eq!(
+            n, self.n,
+            "ExpertBank::backward: batch differs from forward"
+        );
         let e = self.n_experts;
         let max_w = e * self.widths.iter().copied().max().unwrap_or(0);
         ensure_len(&mut self.grad_a, n * max_w);
@@ -183,7 +199,14 @@ impl<T: Float> ExpertBank<T> {
             if l == 0 {
                 let d = dx.take().map(|d| RowsMut::new(d, *n_in));
                 let ys = Rows::new(y, e * w);
-                first.backward_strided(Rows::new(x, *n_in), ys, RowsMut::new(src, e * w), d, true, n);
+                first.backward_strided(
+                    Rows::new(x, *n_in),
+                    ys,
+                    RowsMut::new(src, e * w),
+                    d,
+                    true,
+                    n,
+                );
             } else {
                 let wp = widths[l - 1];
                 let input: &[T] = if norms[l - 1].is_some() {
@@ -208,7 +231,9 @@ impl<T: Float> Module<T> for ExpertBank<T> {
     fn visit_params(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut [T], &mut [T])) {
         // Fused first layer and fused batch norms are shared blocks; later layers are
         // named per expert ("3.layer1.w").
-        with_name(prefix, format_args!("layer0."), |p| self.first.visit_params(p, f));
+        with_name(prefix, format_args!("layer0."), |p| {
+            self.first.visit_params(p, f)
+        });
         for (l, bn) in self.norms.iter_mut().enumerate() {
             if let Some(bn) = bn {
                 with_name(prefix, format_args!("bn{l}."), |p| bn.visit_params(p, f));
@@ -217,7 +242,9 @@ impl<T: Float> Module<T> for ExpertBank<T> {
         for (k, expert) in self.rest.iter_mut().enumerate() {
             for (i, lin) in expert.iter_mut().enumerate() {
                 let l = i + 1;
-                with_name(prefix, format_args!("{k}.layer{l}."), |p| lin.visit_params(p, f));
+                with_name(prefix, format_args!("{k}.layer{l}."), |p| {
+                    lin.visit_params(p, f)
+                });
             }
         }
     }

@@ -1,7 +1,9 @@
 //! Mixture-of-experts gate: optional hidden MLP, a linear map to one logit per expert,
 //! then softmax (weights sum to 1) or sigmoid/E (independent weights in (0, 1/E)).
 
-use crate::kernels::{sigmoid_over_n, sigmoid_over_n_backward, softmax_backward_rows, softmax_rows};
+use crate::kernels::{
+    sigmoid_over_n, sigmoid_over_n_backward, softmax_backward_rows, softmax_rows,
+};
 use crate::linear::{Activation, Linear, Rows, RowsMut};
 use crate::mlp::Mlp;
 use crate::module::{with_name, Module};
@@ -37,8 +39,8 @@ impl<T: Float> Gate<T> {
         act: GateActivation,
         rng: &mut Rng,
     ) -> Self {
-        let hidden = (!hidden.is_empty())
-            .then(|| Mlp::new(n_in, hidden, Activation::Relu, false, rng));
+        let hidden =
+            (!hidden.is_empty()).then(|| Mlp::new(n_in, hidden, Activation::Relu, false, rng));
         let proj_in = hidden.as_ref().map_or(n_in, Mlp::out_dim);
         Gate {
             hidden,
@@ -101,14 +103,16 @@ impl<T: Float> Gate<T> {
             None => {
                 let ni = self.proj.n_in();
                 let d = dx.map(|d| RowsMut::new(d, ni));
-                self.proj.backward_strided(Rows::new(x, ni), z, RowsMut::new(dz, e), d, true, n);
+                self.proj
+                    .backward_strided(Rows::new(x, ni), z, RowsMut::new(dz, e), d, true, n);
             }
             Some(mlp) => {
                 let hw = mlp.out_dim();
                 let dh = ensure_len(&mut self.d_hidden, n * hw);
                 let h = Rows::new(mlp.output(), hw);
                 let d = Some(RowsMut::new(&mut *dh, hw));
-                self.proj.backward_strided(h, z, RowsMut::new(dz, e), d, false, n);
+                self.proj
+                    .backward_strided(h, z, RowsMut::new(dz, e), d, false, n);
                 mlp.backward(x, dh, dx, n);
             }
         }
@@ -120,6 +124,8 @@ impl<T: Float> Module<T> for Gate<T> {
         if let Some(mlp) = &mut self.hidden {
             with_name(prefix, format_args!("hidden."), |p| mlp.visit_params(p, f));
         }
-        with_name(prefix, format_args!("proj."), |p| self.proj.visit_params(p, f));
+        with_name(prefix, format_args!("proj."), |p| {
+            self.proj.visit_params(p, f)
+        });
     }
 }

@@ -23,12 +23,23 @@ impl Default for Tolerance {
 pub const EPS: f64 = 1e-6;
 
 /// Compares analytic and numeric gradients; the error names the first mismatch.
-pub fn compare(name: &str, analytic: &[f64], numeric: &[f64], tol: Tolerance) -> Result<(), String> {
+pub fn compare(
+    name: &str,
+    analytic: &[f64],
+    numeric: &[f64],
+    tol: Tolerance,
+) -> Result<(), String> {
     if analytic.len() != numeric.len() {
-        return Err(format!("{name}: {} analytic vs {} numeric", analytic.len(), numeric.len()));
+        return Err(format!(
+            "{name}: {} analytic vs {} numeric",
+            analytic.len(),
+            numeric.len()
+        ));
     }
     for (i, (&a, &b)) in analytic.iter().zip(numeric).enumerate() {
-        if !((a - b).abs() <= tol.atol + tol.rtol * a.abs().max(b.abs())) {
+        // Written so that a NaN on either side fails the check.
+        let within = (a - b).abs() <= tol.atol + tol.rtol * a.abs().max(b.abs());
+        if !within {
             return Err(format!("{name}[{i}]: analytic {a:e} vs numeric {b:e}"));
         }
     }
@@ -70,7 +81,9 @@ pub fn check_module<M: Module<f64> + ?Sized>(
     tol: Tolerance,
 ) -> Result<(), String> {
     let mut analytic: Vec<(String, Vec<f64>)> = Vec::new();
-    module.visit_params("", &mut |name, _, g| analytic.push((name.to_string(), g.to_vec())));
+    module.visit_params("", &mut |name, _, g| {
+        analytic.push((name.to_string(), g.to_vec()))
+    });
     for (s, (name, grad)) in analytic.iter().enumerate() {
         let mut numeric = vec![0.0; grad.len()];
         for (j, num) in numeric.iter_mut().enumerate() {

@@ -242,7 +242,8 @@ pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     for (&x, &y) in ar.iter().zip(br) {
         tail += x * y;
     }
-    let s = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    let s = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
     s + tail
 }
 
@@ -296,14 +297,7 @@ pub fn sigmoid_over_n_backward<T: Float>(p: &[T], dp: &[T], dz: &mut [T], e: usi
 /// Gated sum of expert outputs: `out[i, c] = Σ_j g[i, j] · x[i, j·d + c]`.
 ///
 /// Shapes: `g` n × e, `x` n × (e·d), `out` n × d (overwritten).
-pub fn gated_sum_forward<T: Float>(
-    g: &[T],
-    x: &[T],
-    n: usize,
-    e: usize,
-    d: usize,
-    out: &mut [T],
-) {
+pub fn gated_sum_forward<T: Float>(g: &[T], x: &[T], n: usize, e: usize, d: usize, out: &mut [T]) {
     assert!(g.len() >= n * e && x.len() >= n * e * d && out.len() >= n * d);
     for i in 0..n {
         let o = &mut out[i * d..(i + 1) * d];

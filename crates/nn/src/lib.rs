@@ -12,6 +12,10 @@
 //! The engine is generic over [`Float`] so that gradient checks can run in `f64` while
 //! training runs in `f32`.
 
+// The parameter visitors spell out `dyn FnMut(&str, &mut [T], &mut [T])` so that every
+// implementor of `Module` writes the same signature; an alias would change its lifetimes.
+#![allow(clippy::type_complexity)]
+
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
 use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};

@@ -68,7 +68,13 @@ impl<T: Float> Linear<T> {
 
     /// A layer with weights uniform in `[-bound, bound)` (row-major draw order) and a
     /// zero bias. Expert banks use it to initialise a fused block as separate experts.
-    pub fn with_bound(n_in: usize, n_out: usize, act: Activation, bound: f64, rng: &mut Rng) -> Self {
+    pub fn with_bound(
+        n_in: usize,
+        n_out: usize,
+        act: Activation,
+        bound: f64,
+        rng: &mut Rng,
+    ) -> Self {
         let nw = n_in * n_out;
         let mut params = vec![T::zero(); nw + n_out];
         for w in &mut params[..nw] {
@@ -145,7 +151,13 @@ impl<T: Float> Linear<T> {
             y.stride,
         );
         // Bias and ReLU in one pass over the output, right after the GEMM wrote it.
-        bias_act_rows(y.data, y.stride, n, self.bias(), self.act == Activation::Relu);
+        bias_act_rows(
+            y.data,
+            y.stride,
+            n,
+            self.bias(),
+            self.act == Activation::Relu,
+        );
     }
 
     /// Accumulates parameter gradients and `dx += dy'·Wᵀ`, where `dy'` is `dy` masked
@@ -180,7 +192,18 @@ impl<T: Float> Linear<T> {
         let (gw, gb) = self.grads.split_at_mut(ni * no);
         // dW += xᵀ·dy
         matmul(
-            ni, no, n, T::one(), x.data, x.stride, true, dy.data, dy.stride, false, T::one(), gw,
+            ni,
+            no,
+            n,
+            T::one(),
+            x.data,
+            x.stride,
+            true,
+            dy.data,
+            dy.stride,
+            false,
+            T::one(),
+            gw,
             no,
         );
         col_sums_acc(gb, dy.data, dy.stride, n);

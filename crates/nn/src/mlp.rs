@@ -100,7 +100,12 @@ impl<T: Float> Mlp<T> {
 
     pub fn param_count(&self) -> usize {
         let lin: usize = self.layers.iter().map(Linear::param_count).sum();
-        let bn: usize = self.norms.iter().flatten().map(BatchNorm::param_count).sum();
+        let bn: usize = self
+            .norms
+            .iter()
+            .flatten()
+            .map(BatchNorm::param_count)
+            .sum();
         lin + bn
     }
 
@@ -150,7 +155,12 @@ impl<T: Float> Mlp<T> {
     /// overwritten; parameter gradients and `dx` (n × n_in) accumulate.
     pub fn backward(&mut self, x: &[T], dy: &mut [T], mut dx: Option<&mut [T]>, n: usize) {
         debug_assert_eq!(n, self.n, "Mlp::backward: batch differs from forward");
-        let max_w = self.layers.iter().map(|l| l.n_out().max(l.n_in())).max().unwrap_or(0);
+        let max_w = self
+            .layers
+            .iter()
+            .map(|l| l.n_out().max(l.n_in()))
+            .max()
+            .unwrap_or(0);
         ensure_len(&mut self.grad_a, n * max_w);
         ensure_len(&mut self.grad_b, n * max_w);
         let Mlp {
@@ -195,7 +205,9 @@ impl<T: Float> Mlp<T> {
 impl<T: Float> Module<T> for Mlp<T> {
     fn visit_params(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut [T], &mut [T])) {
         for (l, (lin, bn)) in self.layers.iter_mut().zip(&mut self.norms).enumerate() {
-            with_name(prefix, format_args!("layer{l}."), |p| lin.visit_params(p, f));
+            with_name(prefix, format_args!("layer{l}."), |p| {
+                lin.visit_params(p, f)
+            });
             if let Some(bn) = bn {
                 with_name(prefix, format_args!("bn{l}."), |p| bn.visit_params(p, f));
             }

@@ -81,9 +81,9 @@ fn linear_dx_accumulates() {
     let mut y = vec![0.0; 4];
     lin.forward(&x, 2, &mut y);
     let mut dx1 = vec![0.0; 6];
-    lin.backward(&x, &y, &mut vec![1.0; 4], Some(&mut dx1), 2);
+    lin.backward(&x, &y, &mut [1.0; 4], Some(&mut dx1), 2);
     let mut dx2 = vec![1.0; 6];
-    lin.backward(&x, &y, &mut vec![1.0; 4], Some(&mut dx2), 2);
+    lin.backward(&x, &y, &mut [1.0; 4], Some(&mut dx2), 2);
     for (a, b) in dx1.iter().zip(&dx2) {
         assert!((a + 1.0 - b).abs() < 1e-12);
     }
@@ -99,7 +99,9 @@ fn batchnorm_train_and_eval_gradients() {
         bn.visit_params("", &mut |_, p, _| {
             p.iter_mut().for_each(|v| *v = 1.0 + 0.3 * rng.normal())
         });
-        bn.visit_buffers("", &mut |_, b| b.iter_mut().for_each(|v| *v = 1.0 + 0.2 * rng.uniform()));
+        bn.visit_buffers("", &mut |_, b| {
+            b.iter_mut().for_each(|v| *v = 1.0 + 0.2 * rng.uniform())
+        });
         let x = randn(&mut rng, n * d);
         check_layer(
             &mut bn,
@@ -124,7 +126,9 @@ fn batchnorm_train_and_eval_gradients() {
 fn batchnorm_normalises_and_tracks_running_stats() {
     let mut rng = Rng::new(6);
     let (n, d) = (64, 2);
-    let x: Vec<f64> = (0..n * d).map(|i| 3.0 + 2.0 * rng.normal() + (i % 2) as f64).collect();
+    let x: Vec<f64> = (0..n * d)
+        .map(|i| 3.0 + 2.0 * rng.normal() + (i % 2) as f64)
+        .collect();
     let mut bn = BatchNorm::<f64>::new(d);
     let mut y = vec![0.0; n * d];
     bn.forward(&x, n, &mut y, true);
@@ -178,7 +182,10 @@ fn gate_weights_are_well_formed() {
         assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12);
     }
     let mut sig = Gate::<f64>::new(5, &[], 4, GateActivation::SigmoidOverN, &mut rng);
-    assert!(sig.forward(&x, 4, false).iter().all(|&w| w > 0.0 && w < 0.25));
+    assert!(sig
+        .forward(&x, 4, false)
+        .iter()
+        .all(|&w| w > 0.0 && w < 0.25));
 }
 
 #[test]
@@ -203,7 +210,11 @@ fn gated_sum_gradients() {
 
 #[test]
 fn mlp_gradients_with_and_without_batch_norm() {
-    for (bn, last) in [(false, Activation::Identity), (true, Activation::Relu), (true, Activation::Identity)] {
+    for (bn, last) in [
+        (false, Activation::Identity),
+        (true, Activation::Relu),
+        (true, Activation::Identity),
+    ] {
         let (n, ni) = (6, 5);
         let mut rng = Rng::new(11);
         let mut mlp = Mlp::<f64>::new(ni, &[7, 4, 3], last, bn, &mut rng);
@@ -320,8 +331,12 @@ fn threaded_matmul_is_deterministic_and_correct() {
     // Row split (m ≥ n) and column split (m < n), with transposes and strides.
     for (m, n, k, ta, tb) in [(300, 257, 113, false, false), (70, 530, 90, true, true)] {
         let (lda, ldb) = (if ta { m } else { k } + 3, if tb { k } else { n } + 5);
-        let a: Vec<f64> = (0..(if ta { k } else { m }) * lda).map(|_| rng.normal()).collect();
-        let b: Vec<f64> = (0..(if tb { n } else { k }) * ldb).map(|_| rng.normal()).collect();
+        let a: Vec<f64> = (0..(if ta { k } else { m }) * lda)
+            .map(|_| rng.normal())
+            .collect();
+        let b: Vec<f64> = (0..(if tb { n } else { k }) * ldb)
+            .map(|_| rng.normal())
+            .collect();
         let run = || {
             let mut c = vec![1.0f64; m * n];
             matmul(m, n, k, 1.0, &a, lda, ta, &b, ldb, tb, 0.5, &mut c, n);
@@ -355,7 +370,9 @@ fn adam_matches_hand_computation_for_two_steps() {
     let mut want = [0.5f64, -0.2];
     let (mut m, mut v) = ([0.0f64; 2], [0.0f64; 2]);
     for (t, g) in grads.iter().enumerate() {
-        lin.visit_params("", &mut |name, _, gr| gr[0] = if name == "w" { g[0] } else { g[1] });
+        lin.visit_params("", &mut |name, _, gr| {
+            gr[0] = if name == "w" { g[0] } else { g[1] }
+        });
         adam.step(&mut lin, lr);
         let t = (t + 1) as i32;
         for i in 0..2 {
@@ -385,7 +402,7 @@ fn adam_state_round_trips() {
     let step = |m: &mut Mlp<f64>, opt: &mut Adam<f64>| {
         m.zero_grad();
         m.forward(&x, 2, true);
-        m.backward(&x, &mut vec![1.0; 4], None, 2);
+        m.backward(&x, &mut [1.0; 4], None, 2);
         opt.step(m, 0.01);
     };
     step(&mut a, &mut opt_a);
@@ -403,8 +420,10 @@ fn adam_state_round_trips() {
 #[test]
 fn f32_and_f64_forward_agree() {
     let (n, ni) = (16, 20);
-    let mut m64 = ExpertBank::<f64>::new(ni, 3, &[12, 6], Activation::Relu, true, &mut Rng::new(20));
-    let mut m32 = ExpertBank::<f32>::new(ni, 3, &[12, 6], Activation::Relu, true, &mut Rng::new(20));
+    let mut m64 =
+        ExpertBank::<f64>::new(ni, 3, &[12, 6], Activation::Relu, true, &mut Rng::new(20));
+    let mut m32 =
+        ExpertBank::<f32>::new(ni, 3, &[12, 6], Activation::Relu, true, &mut Rng::new(20));
     let x64 = randn(&mut Rng::new(21), n * ni);
     let x32: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
     let y64 = m64.forward(&x64, n, true).to_vec();
@@ -431,5 +450,13 @@ fn param_names_and_counts() {
     assert_eq!(bank.param_count(), want);
     let mut bufs = Vec::new();
     bank.visit_buffers("", &mut |n, _| bufs.push(n.to_string()));
-    assert_eq!(bufs, ["bn0.running_mean", "bn0.running_var", "bn1.running_mean", "bn1.running_var"]);
+    assert_eq!(
+        bufs,
+        [
+            "bn0.running_mean",
+            "bn0.running_var",
+            "bn1.running_mean",
+            "bn1.running_var"
+        ]
+    );
 }

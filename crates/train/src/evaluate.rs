@@ -50,12 +50,23 @@ fn behaviour_infos(state: &ModelState) -> Vec<BehaviourInfo> {
         .behaviours
         .iter()
         .zip(&state.grid.binary)
-        .map(|(n, &b)| if b { BehaviourInfo::binary(n.clone()) } else { BehaviourInfo::regression(n.clone()) })
+        .map(|(n, &b)| {
+            if b {
+                BehaviourInfo::binary(n.clone())
+            } else {
+                BehaviourInfo::regression(n.clone())
+            }
+        })
         .collect()
 }
 
 /// Scores every row of `split` in file order.
-pub fn evaluate(state: &mut ModelState, pipeline: &Arc<Pipeline>, split: &str, batch_size: usize) -> Result<EvalResult> {
+pub fn evaluate(
+    state: &mut ModelState,
+    pipeline: &Arc<Pipeline>,
+    split: &str,
+    batch_size: usize,
+) -> Result<EvalResult> {
     let mut ev = Evaluator::new(behaviour_infos(state), state.grid.cell_names());
     let use_groups = pipeline.config().data.gauc_column.is_some();
     let mut preds = Vec::new();
@@ -68,20 +79,36 @@ pub fn evaluate(state: &mut ModelState, pipeline: &Arc<Pipeline>, split: &str, b
         active += lv.active;
         rows += batch.n as u64;
         state.loss.predict(&logits, &batch.cells, &mut preds);
-        ev.add_batch(&preds, &batch.labels, &batch.cells, use_groups.then_some(&batch.groups[..]))
-            .map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
+        ev.add_batch(
+            &preds,
+            &batch.labels,
+            &batch.cells,
+            use_groups.then_some(&batch.groups[..]),
+        )
+        .map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
     }
     Ok(EvalResult {
         report: ev.finish(split),
-        loss: if active > 0 { loss_sum / active as f64 } else { 0.0 },
+        loss: if active > 0 {
+            loss_sum / active as f64
+        } else {
+            0.0
+        },
         rows,
     })
 }
 
 /// Writes one CSV line per row of `split`: row index, cell, then per behaviour the
 /// prediction (from the row's own cell's head) and the label (empty when missing).
-pub fn predict_to_csv(state: &mut ModelState, pipeline: &Arc<Pipeline>, split: &str, batch_size: usize, out: &Path) -> Result<u64> {
-    let file = std::fs::File::create(out).with_context(|| format!("{}: cannot create", out.display()))?;
+pub fn predict_to_csv(
+    state: &mut ModelState,
+    pipeline: &Arc<Pipeline>,
+    split: &str,
+    batch_size: usize,
+    out: &Path,
+) -> Result<u64> {
+    let file =
+        std::fs::File::create(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let mut w = std::io::BufWriter::new(file);
     let cells = state.grid.cell_names();
     let mut header = vec!["row".to_string(), "cell".to_string()];
@@ -98,7 +125,11 @@ pub fn predict_to_csv(state: &mut ModelState, pipeline: &Arc<Pipeline>, split: &
         let logits = state.forward(&mut batch).to_vec();
         state.loss.predict(&logits, &batch.cells, &mut preds);
         for i in 0..batch.n {
-            write!(w, "{},\"{}\"", batch.rows[i], cells[batch.cells[i] as usize])?;
+            write!(
+                w,
+                "{},\"{}\"",
+                batch.rows[i], cells[batch.cells[i] as usize]
+            )?;
             for b in 0..nb {
                 let y = batch.labels[i * nb + b];
                 if y.is_finite() {
@@ -111,6 +142,7 @@ pub fn predict_to_csv(state: &mut ModelState, pipeline: &Arc<Pipeline>, split: &
         }
         rows += batch.n as u64;
     }
-    w.flush().with_context(|| format!("{}: cannot write", out.display()))?;
+    w.flush()
+        .with_context(|| format!("{}: cannot write", out.display()))?;
     Ok(rows)
 }

@@ -76,7 +76,9 @@ fn dense_bytes(state: &mut ModelState) -> Vec<u8> {
             out.extend_from_slice(&x.to_le_bytes());
         }
     };
-    state.net.visit_params("", &mut |name, p, _| put(name, 0, p));
+    state
+        .net
+        .visit_params("", &mut |name, p, _| put(name, 0, p));
     state.net.visit_buffers("", &mut |name, b| put(name, 1, b));
     let sum = xxh3_64(&out);
     out.extend_from_slice(&sum.to_le_bytes());
@@ -90,22 +92,33 @@ fn load_dense(state: &mut ModelState, bytes: &[u8], file: &Path) -> Result<()> {
     }
     let (body, tail) = bytes.split_at(bytes.len() - 8);
     if xxh3_64(body) != u64::from_le_bytes(tail.try_into().unwrap()) {
-        return Err(bad("checksum mismatch: the file is corrupt or truncated".into()));
+        return Err(bad(
+            "checksum mismatch: the file is corrupt or truncated".into()
+        ));
     }
     let mut entries = Vec::new();
     let mut pos = 8;
     let take = |pos: &mut usize, n: usize| -> Result<&[u8]> {
-        let s = body.get(*pos..*pos + n).ok_or_else(|| bad("truncated entry".into()))?;
+        let s = body
+            .get(*pos..*pos + n)
+            .ok_or_else(|| bad("truncated entry".into()))?;
         *pos += n;
         Ok(s)
     };
     while pos < body.len() {
         let kind = take(&mut pos, 1)?[0];
         let len = u32::from_le_bytes(take(&mut pos, 4)?.try_into().unwrap()) as usize;
-        let name = String::from_utf8(take(&mut pos, len)?.to_vec()).map_err(|_| bad("bad tensor name".into()))?;
+        let name = String::from_utf8(take(&mut pos, len)?.to_vec())
+            .map_err(|_| bad("bad tensor name".into()))?;
         let n = u64::from_le_bytes(take(&mut pos, 8)?.try_into().unwrap()) as usize;
-        let raw = take(&mut pos, n.checked_mul(4).ok_or_else(|| bad("bad length".into()))?)?;
-        let vals: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let raw = take(
+            &mut pos,
+            n.checked_mul(4).ok_or_else(|| bad("bad length".into()))?,
+        )?;
+        let vals: Vec<f32> = raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         entries.push((kind, name, vals));
     }
     let mut it = entries.into_iter();
@@ -115,7 +128,9 @@ fn load_dense(state: &mut ModelState, bytes: &[u8], file: &Path) -> Result<()> {
             return;
         }
         match it.next() {
-            Some((k, n, v)) if k == kind && n == name && v.len() == dst.len() => dst.copy_from_slice(&v),
+            Some((k, n, v)) if k == kind && n == name && v.len() == dst.len() => {
+                dst.copy_from_slice(&v)
+            }
             Some((_, n, v)) => {
                 err = Some(format!(
                     "tensor `{n}` ({} values) does not match the model's `{name}` ({} values)",
@@ -126,7 +141,9 @@ fn load_dense(state: &mut ModelState, bytes: &[u8], file: &Path) -> Result<()> {
             None => err = Some(format!("tensor `{name}` is missing")),
         }
     };
-    state.net.visit_params("", &mut |name, p, _| fill(0, name, p));
+    state
+        .net
+        .visit_params("", &mut |name, p, _| fill(0, name, p));
     state.net.visit_buffers("", &mut |name, b| fill(1, name, b));
     if let Some(e) = err {
         return Err(bad(e));
@@ -152,13 +169,20 @@ pub struct SaveInfo<'a> {
 
 /// Saves the model into `dir` (created if needed).
 pub fn save_model(dir: &Path, state: &mut ModelState, info: &SaveInfo) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the model folder", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create the model folder", dir.display()))?;
     let dense = dense_bytes(state);
     let mut emb = Vec::new();
-    state.emb.save(&mut emb).context("cannot serialise the embeddings")?;
+    state
+        .emb
+        .save(&mut emb)
+        .context("cannot serialise the embeddings")?;
     let mut checksums = std::collections::BTreeMap::new();
     checksums.insert("dense.bin".to_string(), format!("{:016x}", xxh3_64(&dense)));
-    checksums.insert("embeddings.bin".to_string(), format!("{:016x}", xxh3_64(&emb)));
+    checksums.insert(
+        "embeddings.bin".to_string(),
+        format!("{:016x}", xxh3_64(&emb)),
+    );
     let meta = ModelMeta {
         format_version: FORMAT_VERSION,
         mfh_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -178,11 +202,19 @@ pub fn save_model(dir: &Path, state: &mut ModelState, info: &SaveInfo) -> Result
         checksums,
     };
     write_atomic(dir, "config.toml", info.cfg.to_toml_string().as_bytes())?;
-    write_atomic(dir, "transforms.json", serde_json::to_string_pretty(info.transforms)?.as_bytes())?;
+    write_atomic(
+        dir,
+        "transforms.json",
+        serde_json::to_string_pretty(info.transforms)?.as_bytes(),
+    )?;
     write_atomic(dir, "dense.bin", &dense)?;
     write_atomic(dir, "embeddings.bin", &emb)?;
     write_atomic(dir, "metrics.json", info.metrics_json.as_bytes())?;
-    write_atomic(dir, "model.json", serde_json::to_string_pretty(&meta)?.as_bytes())?;
+    write_atomic(
+        dir,
+        "model.json",
+        serde_json::to_string_pretty(&meta)?.as_bytes(),
+    )?;
     Ok(())
 }
 
@@ -199,14 +231,22 @@ fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {
     let mut v = Vec::new();
     std::fs::File::open(&p)
         .and_then(|mut f| f.read_to_end(&mut v))
-        .with_context(|| format!("{}: cannot read (is this a model folder written by `mfh train`?)", p.display()))?;
+        .with_context(|| {
+            format!(
+                "{}: cannot read (is this a model folder written by `mfh train`?)",
+                p.display()
+            )
+        })?;
     Ok(v)
 }
 
 /// Loads a model folder, checking its format version and file checksums.
 pub fn load_model(dir: &Path) -> Result<LoadedModel> {
     if !dir.is_dir() {
-        bail!("{}: not a folder (expected a model folder written by `mfh train`)", dir.display());
+        bail!(
+            "{}: not a folder (expected a model folder written by `mfh train`)",
+            dir.display()
+        );
     }
     let meta_bytes = read(dir, "model.json")?;
     let meta: ModelMeta = serde_json::from_slice(&meta_bytes)
@@ -230,11 +270,24 @@ pub fn load_model(dir: &Path) -> Result<LoadedModel> {
             bail!("{}: checksum {got} does not match model.json's {want}: the folder is incomplete or corrupt", dir.join(name).display());
         }
     }
-    let emb = EmbeddingLayer::load(&mut &emb_bytes[..]).map_err(|e| anyhow!("{}: {e}", dir.join("embeddings.bin").display()))?;
+    let emb = EmbeddingLayer::load(&mut &emb_bytes[..])
+        .map_err(|e| anyhow!("{}: {e}", dir.join("embeddings.bin").display()))?;
     let loss = grid_loss(&config, &meta.grid);
-    let mut state = ModelState::new(meta.grid.clone(), meta.spec.clone(), emb, meta.dense_features.len(), loss, meta.seed)?;
+    let mut state = ModelState::new(
+        meta.grid.clone(),
+        meta.spec.clone(),
+        emb,
+        meta.dense_features.len(),
+        loss,
+        meta.seed,
+    )?;
     if state.n_in() != meta.n_in {
-        bail!("{}: input width {} but model.json says {}", dir.display(), state.n_in(), meta.n_in);
+        bail!(
+            "{}: input width {} but model.json says {}",
+            dir.display(),
+            state.n_in(),
+            meta.n_in
+        );
     }
     load_dense(&mut state, &dense, &dir.join("dense.bin"))?;
     Ok(LoadedModel {
@@ -263,8 +316,15 @@ impl LoadedModel {
             );
         }
         let l = p.layout();
-        if l.single != self.meta.single_fields || l.multi != self.meta.multi_fields || l.dense != self.meta.dense_features {
-            bail!("{}: its features differ from the model's (compare with {})", cfg.source_file.display(), self.dir.join("config.toml").display());
+        if l.single != self.meta.single_fields
+            || l.multi != self.meta.multi_fields
+            || l.dense != self.meta.dense_features
+        {
+            bail!(
+                "{}: its features differ from the model's (compare with {})",
+                cfg.source_file.display(),
+                self.dir.join("config.toml").display()
+            );
         }
         p.set_transforms(self.transforms.clone())?;
         Ok(p)
@@ -272,7 +332,12 @@ impl LoadedModel {
 }
 
 /// Builds a fresh state for a config and model section.
-pub fn fresh_state(cfg: &Config, layout: &FieldLayout, spec: ModelSpec, seed: u64) -> Result<ModelState> {
+pub fn fresh_state(
+    cfg: &Config,
+    layout: &FieldLayout,
+    spec: ModelSpec,
+    seed: u64,
+) -> Result<ModelState> {
     let grid = cfg.grid();
     let emb = embedding_layer(layout, &cfg.train.embedding, seed)?;
     let loss = grid_loss(cfg, &grid);

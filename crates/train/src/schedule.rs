@@ -25,7 +25,10 @@ mod tests {
     use super::*;
     #[test]
     fn warmup_then_kinds() {
-        let mut s = ScheduleConfig { warmup_steps: 4, ..Default::default() };
+        let mut s = ScheduleConfig {
+            warmup_steps: 4,
+            ..Default::default()
+        };
         assert_eq!(learning_rate(&s, 1.0, 0, 100), 0.25);
         assert_eq!(learning_rate(&s, 1.0, 3, 100), 1.0);
         assert_eq!(learning_rate(&s, 1.0, 50, 100), 1.0);

@@ -4,7 +4,9 @@
 use anyhow::{anyhow, Result};
 use mfh_config::{Config, EmbeddingOptConfig, RowOptimizerKind, TaskGrid};
 use mfh_data::{Batch, FieldLayout};
-use mfh_embedding::{EmbeddingLayer, FieldSpec, MultiIds, Pooling, RowOptimizer, SparseInput, TableSpec};
+use mfh_embedding::{
+    EmbeddingLayer, FieldSpec, MultiIds, Pooling, RowOptimizer, SparseInput, TableSpec,
+};
 use mfh_loss::{GridLoss, LossValue};
 use mfh_model::{ModelSpec, MultiTaskNet};
 
@@ -23,7 +25,11 @@ pub struct ModelState {
 
 /// Embedding tables and fields for a layout: one table per distinct table name, in order
 /// of first use; each table's rows seeded by (run seed, table name).
-pub fn embedding_layer(layout: &FieldLayout, opt: &EmbeddingOptConfig, seed: u64) -> Result<EmbeddingLayer> {
+pub fn embedding_layer(
+    layout: &FieldLayout,
+    opt: &EmbeddingOptConfig,
+    seed: u64,
+) -> Result<EmbeddingLayer> {
     let optimizer = match opt.optimizer {
         RowOptimizerKind::Adagrad => RowOptimizer::Adagrad {
             lr: opt.lr as f32,
@@ -57,7 +63,12 @@ pub fn embedding_layer(layout: &FieldLayout, opt: &EmbeddingOptConfig, seed: u64
     }
     for (name, table, dim, mean) in &layout.multi {
         let pooling = if *mean { Pooling::Mean } else { Pooling::Sum };
-        fields.push(FieldSpec::multi(name.clone(), table_of(table, *dim), *dim, pooling));
+        fields.push(FieldSpec::multi(
+            name.clone(),
+            table_of(table, *dim),
+            *dim,
+            pooling,
+        ));
     }
     EmbeddingLayer::new(tables, fields).map_err(|e| anyhow!("embedding tables: {e}"))
 }
@@ -75,7 +86,14 @@ pub fn grid_loss(cfg: &Config, grid: &TaskGrid) -> GridLoss {
 }
 
 impl ModelState {
-    pub fn new(grid: TaskGrid, spec: ModelSpec, emb: EmbeddingLayer, n_dense: usize, loss: GridLoss, seed: u64) -> Result<Self> {
+    pub fn new(
+        grid: TaskGrid,
+        spec: ModelSpec,
+        emb: EmbeddingLayer,
+        n_dense: usize,
+        loss: GridLoss,
+        seed: u64,
+    ) -> Result<Self> {
         let n_in = emb.width() + n_dense;
         let net = mfh_model::build::<f32>(&spec, n_in, grid.n_tasks(), seed)
             .map_err(|e| anyhow!("cannot build the model: {e}"))?;
@@ -116,7 +134,11 @@ impl ModelState {
         };
         self.emb.forward(&input, train, &mut self.x, n_in);
         if self.n_dense > 0 {
-            for (row, d) in self.x.chunks_exact_mut(n_in).zip(batch.dense.chunks_exact(self.n_dense)) {
+            for (row, d) in self
+                .x
+                .chunks_exact_mut(n_in)
+                .zip(batch.dense.chunks_exact(self.n_dense))
+            {
                 row[w..].copy_from_slice(d);
             }
         }
@@ -131,7 +153,8 @@ impl ModelState {
     /// Loss of a batch without training (for validation loss).
     pub fn eval_loss(&mut self, batch: &Batch, logits: &[f32]) -> LossValue {
         self.d_logits.resize(logits.len(), 0.0);
-        self.loss.compute(logits, &batch.labels, &batch.cells, &mut self.d_logits)
+        self.loss
+            .compute(logits, &batch.labels, &batch.cells, &mut self.d_logits)
     }
 
     /// One forward and backward pass; dense gradients accumulate in the net (the caller
@@ -141,9 +164,12 @@ impl ModelState {
         let n = batch.n;
         let logits = self.net.forward(&self.x, n, true);
         self.d_logits.resize(logits.len(), 0.0);
-        let value = self.loss.compute(logits, &batch.labels, &batch.cells, &mut self.d_logits);
+        let value = self
+            .loss
+            .compute(logits, &batch.labels, &batch.cells, &mut self.d_logits);
         self.dx.resize(self.x.len(), 0.0);
-        self.net.backward(&self.x, &self.d_logits, Some(&mut self.dx), n);
+        self.net
+            .backward(&self.x, &self.d_logits, Some(&mut self.dx), n);
         let input = SparseInput {
             n,
             single: &batch.single,

@@ -49,9 +49,16 @@ pub struct CheckSummary {
 /// Parses the model section `name` (or the default) into a spec.
 pub fn model_spec(cfg: &Config, name: Option<&str>) -> Result<(String, ModelSpec)> {
     let (name, table) = cfg.model_section(name)?;
-    let spec: ModelSpec = toml::Value::Table(table.clone())
-        .try_into()
-        .map_err(|e: toml::de::Error| anyhow!("{}: key `models.{name}`: {}", cfg.source_file.display(), e.message()))?;
+    let spec: ModelSpec =
+        toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                anyhow!(
+                    "{}: key `models.{name}`: {}",
+                    cfg.source_file.display(),
+                    e.message()
+                )
+            })?;
     Ok((name.to_string(), spec))
 }
 
@@ -62,9 +69,25 @@ pub fn check(cfg: &Config, count_rows: bool) -> Result<CheckSummary> {
     let mut s = String::new();
     use std::fmt::Write;
     writeln!(s, "config: {}", cfg.source_file.display())?;
-    writeln!(s, "sources: {}", cfg.data.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))?;
+    writeln!(
+        s,
+        "sources: {}",
+        cfg.data
+            .sources
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
     for t in &cfg.data.side_tables {
-        writeln!(s, "side table `{}`: {} joined on {} = {}", t.name, t.path.display(), t.join_column(), t.key)?;
+        writeln!(
+            s,
+            "side table `{}`: {} joined on {} = {}",
+            t.name,
+            t.path.display(),
+            t.join_column(),
+            t.key
+        )?;
     }
     writeln!(
         s,
@@ -74,14 +97,23 @@ pub fn check(cfg: &Config, count_rows: bool) -> Result<CheckSummary> {
         grid.n_tasks()
     )?;
     for (b, bin) in grid.behaviours.iter().zip(&grid.binary) {
-        writeln!(s, "  behaviour {b} ({})", if *bin { "binary, logloss" } else { "regression, MSE" })?;
+        writeln!(
+            s,
+            "  behaviour {b} ({})",
+            if *bin {
+                "binary, logloss"
+            } else {
+                "regression, MSE"
+            }
+        )?;
     }
     for (f, vals) in &grid.facets {
         writeln!(s, "  facet {f}: {}", vals.join(" | "))?;
     }
     writeln!(s, "  cells: {}", grid.cell_names().join("; "))?;
     let l = p.layout();
-    let emb_width: usize = l.single.iter().map(|f| f.2).sum::<usize>() + l.multi.iter().map(|f| f.2).sum::<usize>();
+    let emb_width: usize =
+        l.single.iter().map(|f| f.2).sum::<usize>() + l.multi.iter().map(|f| f.2).sum::<usize>();
     writeln!(
         s,
         "features: {} embedded ({} multi-valued), {} numeric; network input width {}",
@@ -93,10 +125,17 @@ pub fn check(cfg: &Config, count_rows: bool) -> Result<CheckSummary> {
     for f in &cfg.features {
         let what = match f {
             mfh_config::FeatureConfig::Categorical { dim, .. } => format!("categorical, dim {dim}"),
-            mfh_config::FeatureConfig::Multi { dim, separator, pooling, .. } => {
+            mfh_config::FeatureConfig::Multi {
+                dim,
+                separator,
+                pooling,
+                ..
+            } => {
                 format!("multi-valued (`{separator}`), {pooling:?} pooling, dim {dim}")
             }
-            mfh_config::FeatureConfig::Numeric { transform, .. } => format!("numeric {transform:?}"),
+            mfh_config::FeatureConfig::Numeric { transform, .. } => {
+                format!("numeric {transform:?}")
+            }
             mfh_config::FeatureConfig::Bucketized { dim, .. } => format!("bucketized, dim {dim}"),
         };
         writeln!(s, "  {} ← {}: {what}", f.name(), f.column())?;
@@ -106,9 +145,14 @@ pub fn check(cfg: &Config, count_rows: bool) -> Result<CheckSummary> {
         writeln!(s, "model `{name}`: {spec:?}")?;
     }
     for (name, sp) in &cfg.splits {
-        let how = sp.predicate.clone().unwrap_or_else(|| format!("rows from {}", sp.rows.as_ref().unwrap().display()));
+        let how = sp
+            .predicate
+            .clone()
+            .unwrap_or_else(|| format!("rows from {}", sp.rows.as_ref().unwrap().display()));
         if count_rows {
-            let stats = p.fit(name).with_context(|| format!("reading split `{name}`"))?;
+            let stats = p
+                .fit(name)
+                .with_context(|| format!("reading split `{name}`"))?;
             writeln!(s, "split {name}: {how}: {} rows", stats.rows_used)?;
             if stats.skipped.total() > 0 {
                 write!(s, "{}", stats.skipped.report())?;
@@ -126,9 +170,11 @@ fn bar(total: u64, show: bool) -> ProgressBar {
     }
     let pb = ProgressBar::new(total);
     pb.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} rows {per_sec} ETA {eta} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} rows {per_sec} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     pb
 }
@@ -141,14 +187,21 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
     mfh_nn::kernels::init_thread_pool(tc.threads);
     mfh_nn::kernels::set_threads(tc.threads);
     let (model_name, spec) = model_spec(cfg, opts.model.as_deref())?;
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("{}: cannot create the output folder", opts.out.display()))?;
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("{}: cannot create the output folder", opts.out.display()))?;
     probe_writable(&opts.out)?;
 
     let mut pipeline = Pipeline::new(cfg)?;
-    let fit = pipeline.fit(&tc.train_split).with_context(|| format!("reading the train split `{}`", tc.train_split))?;
+    let fit = pipeline
+        .fit(&tc.train_split)
+        .with_context(|| format!("reading the train split `{}`", tc.train_split))?;
     let transforms = pipeline.transforms.clone();
     if transforms.rows == 0 {
-        bail!("the train split `{}` is empty: no row matches it ({} rows read)", tc.train_split, fit.rows_read);
+        bail!(
+            "the train split `{}` is empty: no row matches it ({} rows read)",
+            tc.train_split,
+            fit.rows_read
+        );
     }
     for b in &cfg.behaviours {
         let c = transforms.label_counts.get(b.name()).copied().unwrap_or(0);
@@ -156,7 +209,11 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             bail!(
                 "behaviour `{}` has no {} in the train split `{}`: it cannot be learned",
                 b.name(),
-                if b.is_binary() { "positive label" } else { "label" },
+                if b.is_binary() {
+                    "positive label"
+                } else {
+                    "label"
+                },
                 tc.train_split
             );
         }
@@ -168,7 +225,11 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let mut adam = Adam::<f32>::new(0.9, 0.999, 1e-8, tc.weight_decay);
     let metric = tc.early_stopping.metric.clone();
     let steps_per_epoch = transforms.rows.div_ceil(tc.batch_size as u64);
-    let total_steps = if tc.max_steps > 0 { tc.max_steps.min(steps_per_epoch * tc.epochs as u64) } else { steps_per_epoch * tc.epochs as u64 };
+    let total_steps = if tc.max_steps > 0 {
+        tc.max_steps.min(steps_per_epoch * tc.epochs as u64)
+    } else {
+        steps_per_epoch * tc.epochs as u64
+    };
 
     let mut step = 0u64;
     let mut sel = Selection {
@@ -182,9 +243,22 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let mut seen = 0u64;
     let mut train_time = 0.0;
     let mut skipped = mfh_data::SkipCounts::default();
-    let mut save = |state: &mut crate::ModelState, step: u64, value: Option<f64>, res: &EvalResult| {
-        save_best(cfg, &model_name, &layout, &transforms, seed, step, &metric, value, res, state, opts)
-    };
+    let mut save =
+        |state: &mut crate::ModelState, step: u64, value: Option<f64>, res: &EvalResult| {
+            save_best(
+                cfg,
+                &model_name,
+                &layout,
+                &transforms,
+                seed,
+                step,
+                &metric,
+                value,
+                res,
+                state,
+                opts,
+            )
+        };
     eprintln!(
         "training `{model_name}` ({params} dense parameters) on {} rows × {} epochs, {} tasks",
         transforms.rows,
@@ -211,7 +285,12 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             state.net.zero_grad();
             let lv = state.train_step(&mut batch, step + 1);
             if !lv.loss.is_finite() {
-                bail!("the loss became {} at step {}; the last saved model in {} is intact", lv.loss, step + 1, opts.out.display());
+                bail!(
+                    "the loss became {} at step {}; the last saved model in {} is intact",
+                    lv.loss,
+                    step + 1,
+                    opts.out.display()
+                );
             }
             adam.step(&mut state.net, lr);
             step += 1;
@@ -227,7 +306,17 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             if tc.eval_every > 0 && step % tc.eval_every == 0 {
                 train_time += te.elapsed().as_secs_f64();
                 let res = evaluate(&mut state, &pipeline, &tc.valid_split, tc.batch_size)?;
-                pb.suspend(|| log_eval(epoch, step, loss_ema, &tc.valid_split, &res, &metric, &state.grid));
+                pb.suspend(|| {
+                    log_eval(
+                        epoch,
+                        step,
+                        loss_ema,
+                        &tc.valid_split,
+                        &res,
+                        &metric,
+                        &state.grid,
+                    )
+                });
                 stop = sel.update(&mut state, step, res, &mut save)?;
                 evaluated_at = step;
                 te = Instant::now();
@@ -250,15 +339,27 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         pb.finish_and_clear();
         if evaluated_at != step {
             let res = evaluate(&mut state, &pipeline, &tc.valid_split, tc.batch_size)?;
-            log_eval(epoch, step, loss_ema, &tc.valid_split, &res, &metric, &state.grid);
+            log_eval(
+                epoch,
+                step,
+                loss_ema,
+                &tc.valid_split,
+                &res,
+                &metric,
+                &state.grid,
+            );
             stop |= sel.update(&mut state, step, res, &mut save)?;
         }
         if stop {
             break 'epochs;
         }
     }
-    let Selection { best, last_report, .. } = sel;
-    let (best_value, best_step, report) = best.map(|(v, s, r)| (Some(v).filter(|x| x.is_finite()), s, r)).unwrap_or((None, 0, last_report));
+    let Selection {
+        best, last_report, ..
+    } = sel;
+    let (best_value, best_step, report) = best
+        .map(|(v, s, r)| (Some(v).filter(|x| x.is_finite()), s, r))
+        .unwrap_or((None, 0, last_report));
     if skipped.total() > 0 {
         eprintln!("skipped rows (on_error = \"skip\"):\n{}", skipped.report());
     }
@@ -272,7 +373,11 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         report,
         train_rows: transforms.rows,
         seconds: t0.elapsed().as_secs_f64(),
-        samples_per_sec: if train_time > 0.0 { seen as f64 / train_time } else { 0.0 },
+        samples_per_sec: if train_time > 0.0 {
+            seen as f64 / train_time
+        } else {
+            0.0
+        },
         skipped,
     })
 }
@@ -313,15 +418,24 @@ fn probe_writable(dir: &std::path::Path) -> Result<()> {
         .with_context(|| format!("{}: the output folder is not writable", dir.display()))
 }
 
-
-fn log_eval(epoch: usize, step: u64, loss: Option<f64>, split: &str, res: &EvalResult, metric: &str, grid: &mfh_config::TaskGrid) {
+fn log_eval(
+    epoch: usize,
+    step: u64,
+    loss: Option<f64>,
+    split: &str,
+    res: &EvalResult,
+    metric: &str,
+    grid: &mfh_config::TaskGrid,
+) {
     let (value, _) = res.metric(metric, grid);
     eprintln!(
         "epoch {} step {step}: train loss {:.4}, {split} loss {:.4}, {metric} {}",
         epoch + 1,
         loss.unwrap_or(f64::NAN),
         res.loss,
-        value.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into())
+        value
+            .map(|v| format!("{v:.4}"))
+            .unwrap_or_else(|| "-".into())
     );
 }
 
@@ -370,7 +484,10 @@ impl Selection {
         }
         self.since_best += 1;
         if self.patience > 0 && self.since_best >= self.patience {
-            eprintln!("early stop: {} has not improved for {} evaluation(s)", self.metric, self.since_best);
+            eprintln!(
+                "early stop: {} has not improved for {} evaluation(s)",
+                self.metric, self.since_best
+            );
             return Ok(true);
         }
         Ok(false)

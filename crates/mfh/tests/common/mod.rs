@@ -31,13 +31,21 @@ pub fn mfh(args: &[&str]) -> Out {
 
 pub fn ok(args: &[&str]) -> Out {
     let o = mfh(args);
-    assert_eq!(o.code, 0, "mfh {args:?} failed:\n{}\n{}", o.stdout, o.stderr);
+    assert_eq!(
+        o.code, 0,
+        "mfh {args:?} failed:\n{}\n{}",
+        o.stdout, o.stderr
+    );
     o
 }
 
 pub fn fails(args: &[&str]) -> Out {
     let o = mfh(args);
-    assert_ne!(o.code, 0, "mfh {args:?} should fail:\n{}\n{}", o.stdout, o.stderr);
+    assert_ne!(
+        o.code, 0,
+        "mfh {args:?} should fail:\n{}\n{}",
+        o.stdout, o.stderr
+    );
     o
 }
 
