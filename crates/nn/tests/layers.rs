@@ -383,8 +383,8 @@ fn adam_matches_hand_computation_for_two_steps() {
             let vhat = v[i] / (1.0 - b2.powi(t));
             want[i] -= lr * mhat / (vhat.sqrt() + eps);
         }
-        for i in 0..2 {
-            assert!((lin.params()[i] - want[i]).abs() < 1e-9, "step {t}");
+        for (got, w) in lin.params().iter().zip(&want) {
+            assert!((got - w).abs() < 1e-9, "step {t}");
         }
     }
     let (steps, ms, vs) = adam.state();
