@@ -60,6 +60,15 @@ pub(crate) enum CompiledSplit {
     Rows(HashSet<u64>),
 }
 
+impl CompiledSplit {
+    pub fn uses_side(&self) -> bool {
+        match self {
+            CompiledSplit::Where(c) => c.iter().any(|(col, _, _)| matches!(col, ColRef::Side(..))),
+            CompiledSplit::Rows(_) => false,
+        }
+    }
+}
+
 /// Which embedded field reads which table, in the order the batch holds them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldLayout {

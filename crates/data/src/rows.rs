@@ -56,7 +56,90 @@ pub(crate) fn csv_reader(
             csv::Trim::None
         })
         .buffer_capacity(1 << 16)
-        .from_reader(r)
+        .from_reader(Box::new(CrlfToLf::new(r)) as Box<dyn Read + Send>)
+}
+
+/// Turns CRLF line ends into LF before the CSV parser sees them: the parser's line
+/// numbers lag behind on CRLF files, and errors must name the right line.
+struct CrlfToLf<R> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// A `\r` held back from the previous chunk (it may precede a `\n`).
+    pending_cr: bool,
+}
+
+impl<R: Read> CrlfToLf<R> {
+    fn new(inner: R) -> Self {
+        CrlfToLf {
+            inner,
+            buf: vec![0; 1 << 16],
+            start: 0,
+            end: 0,
+            pending_cr: false,
+        }
+    }
+}
+
+impl<R: Read> Read for CrlfToLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.start < self.end {
+                let mut w = 0;
+                while self.start < self.end && w < out.len() {
+                    let b = self.buf[self.start];
+                    if self.pending_cr {
+                        self.pending_cr = false;
+                        if b != b'\n' {
+                            out[w] = b'\r';
+                            w += 1;
+                            continue;
+                        }
+                    }
+                    if b == b'\r' {
+                        self.pending_cr = true;
+                        self.start += 1;
+                        continue;
+                    }
+                    out[w] = b;
+                    w += 1;
+                    self.start += 1;
+                }
+                if w > 0 {
+                    return Ok(w);
+                }
+                continue;
+            }
+            let n = self.inner.read(&mut self.buf)?;
+            if n == 0 {
+                if self.pending_cr && !out.is_empty() {
+                    self.pending_cr = false;
+                    out[0] = b'\r';
+                    return Ok(1);
+                }
+                return Ok(0);
+            }
+            self.start = 0;
+            self.end = n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn crlf_becomes_lf_and_lone_cr_survives() {
+        for chunk in [1usize, 2, 3, 64] {
+            let data = b"a,b\r\nc\rd\r\n\r\ne\r".to_vec();
+            let mut r = CrlfToLf::new(data.as_slice());
+            r.buf = vec![0; chunk];
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).unwrap();
+            assert_eq!(out, b"a,b\nc\rd\n\ne\r", "chunk {chunk}");
+        }
+    }
 }
 
 /// Turns a csv crate error into ours, keeping the position.

@@ -78,7 +78,11 @@ pub(crate) fn scan(
                 rec: &reader.record,
                 side: &side,
             };
-            // A row outside the split may fail to join without consequence.
+            // A row outside the split may fail to join without consequence, unless the
+            // split itself reads a side-table column: then membership is unknown.
+            if compiled.uses_side() {
+                join.clone()?;
+            }
             if !p.in_split(compiled, &row)? {
                 return Ok(Some(true));
             }

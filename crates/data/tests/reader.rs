@@ -1,0 +1,174 @@
+//! The reader on small files made here: joins, facets, splits, shuffling, and the cases
+//! real logs throw at it (BOM, CRLF, quoted cells, missing values, duplicate keys).
+
+use mfh_config::Config;
+use mfh_data::{hash_value, Pipeline, StreamOptions, MISSING_ID};
+use std::path::Path;
+use std::sync::Arc;
+
+fn cfg(dir: &Path, extra_facets: &str) -> Config {
+    let text = format!(
+        r#"
+[data]
+sources = ["log.csv"]
+gauc_column = "uid"
+[[data.side_tables]]
+name = "user"
+path = "users.csv"
+key = "uid"
+[splits]
+train = {{ where = "day <= 2" }}
+valid = {{ where = "day == 3 and user.tier != \"x\"" }}
+[[features]]
+type = "categorical"
+name = "uid"
+dim = 4
+[[features]]
+type = "multi"
+name = "tags"
+dim = 4
+separator = "|"
+[[features]]
+type = "numeric"
+name = "age"
+transform = ["standardize"]
+[[behaviours]]
+type = "binary"
+name = "click"
+column = "clicked"
+[[behaviours]]
+type = "regression"
+name = "ratio"
+expr = "play / dur"
+clip = [0.0, 2.0]
+[[facets]]
+name = "tier"
+column = "user.tier"
+groups = [{{ name = "gold", values = ["a", "b"] }}]
+default = "rest"
+{extra_facets}
+"#
+    );
+    Config::from_toml_str(&text, Path::new("t.toml"), dir).unwrap()
+}
+
+fn write(dir: &Path, log: &str, users: &str) {
+    std::fs::write(dir.join("log.csv"), log).unwrap();
+    std::fs::write(dir.join("users.csv"), users).unwrap();
+}
+
+const USERS: &str = "\u{feff}uid,tier,age\r\nu1,a,30\r\nu2,c,\r\nu3,\"b\",50\r\n";
+const LOG: &str = "uid,day,tags,clicked,play,dur\n\
+u1,1,t1|t2,1,5,10\n\
+u2,1,,0,3,0\n\
+u3,2,t2,1,30,10\n\
+u1,3,t3,0,1,2\n";
+
+#[test]
+fn joins_facets_labels_and_missing_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), LOG, USERS);
+    let mut p = Pipeline::new(&cfg(tmp.path(), "")).unwrap();
+    let fit = p.fit("train").unwrap();
+    assert_eq!(fit.rows_used, 3);
+    assert_eq!(fit.rows_read, 4);
+    let p = Arc::new(p);
+    let b: Vec<_> = p
+        .stream("train", StreamOptions::in_order(8))
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    let b = &b[0];
+    assert_eq!(b.n, 3);
+    assert_eq!(
+        b.single,
+        vec![hash_value(b"u1"), hash_value(b"u2"), hash_value(b"u3")]
+    );
+    assert_eq!(b.multi[0].offsets, vec![0, 2, 2, 3]);
+    assert_eq!(b.multi[0].ids[2], hash_value(b"t2"));
+    // u2's age is missing: fill 0; the others standardised over the train rows (30, 50).
+    let sd = (200.0f64).sqrt();
+    assert!((b.dense[0] as f64 - (30.0 - 40.0) / sd).abs() < 1e-6);
+    assert_eq!(b.dense[1], 0.0);
+    // Labels: click, ratio (play/dur; dur 0 masks it; 3.0 is clipped to 2).
+    assert_eq!(b.labels[0..2], [1.0, 0.5]);
+    assert!(b.labels[3].is_nan());
+    assert_eq!(b.labels[4..6], [1.0, 2.0]);
+    // Facet: a, b → gold (0); c → rest (1).
+    assert_eq!(b.cells, vec![0, 1, 0]);
+    assert_eq!(b.groups[0], hash_value(b"u1"));
+    assert_ne!(b.groups[1], MISSING_ID);
+}
+
+#[test]
+fn shuffling_is_deterministic_per_seed_and_loses_no_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut log = String::from("uid,day,tags,clicked,play,dur\n");
+    for i in 0..500 {
+        log.push_str(&format!("u{},1,t{},{},1,2\n", 1 + i % 3, i, i % 2));
+    }
+    write(tmp.path(), &log, USERS);
+    let mut p = Pipeline::new(&cfg(tmp.path(), "")).unwrap();
+    p.fit("train").unwrap();
+    let p = Arc::new(p);
+    let order = |seed: u64, buffer: usize| -> Vec<u64> {
+        let opts = StreamOptions {
+            batch_size: 64,
+            shuffle_buffer: buffer,
+            seed,
+            prefetch: 2,
+        };
+        p.stream("train", opts)
+            .unwrap()
+            .flat_map(|b| b.unwrap().rows)
+            .collect()
+    };
+    let a = order(1, 200);
+    assert_eq!(a, order(1, 200));
+    assert_ne!(a, order(2, 200));
+    let mut sorted = a.clone();
+    sorted.sort();
+    assert_eq!(sorted, (0..500).collect::<Vec<u64>>());
+    assert_eq!(order(0, 0), (0..500).collect::<Vec<u64>>());
+}
+
+#[test]
+fn duplicate_side_key_names_both_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), LOG, "uid,tier,age\nu1,a,1\nu2,b,2\nu1,c,3\n");
+    let e = Pipeline::new(&cfg(tmp.path(), ""))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("users.csv:4:1") && e.contains("first on line 2"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_side_key_is_a_row_error_only_inside_the_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    // u9 is on day 3 (valid only): the train pass does not care.
+    write(tmp.path(), &LOG.replace("u1,3,t3", "u9,3,t3"), USERS);
+    let mut p = Pipeline::new(&cfg(tmp.path(), "")).unwrap();
+    assert_eq!(p.fit("train").unwrap().rows_used, 3);
+    let e = p.fit("valid").err().unwrap().to_string();
+    assert!(
+        e.contains("log.csv:5:1") && e.contains("u9") && e.contains("side table `user`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn threshold_facet_without_default_refuses_missing_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), LOG, USERS);
+    let extra = "[[facets]]\nname = \"age\"\ncolumn = \"user.age\"\nthresholds = [40]\nnames = [\"young\", \"old\"]\n";
+    let mut p = Pipeline::new(&cfg(tmp.path(), extra)).unwrap();
+    let e = p.fit("train").err().unwrap().to_string();
+    assert!(
+        e.contains("users.csv:3:3") && e.contains("facet `age`"),
+        "{e}"
+    );
+}
