@@ -252,3 +252,53 @@ fn eval_every_n_steps_evaluates_mid_epoch_and_keeps_training() {
     }
     assert!(o.stdout.contains("of 4"), "{}", o.stdout);
 }
+
+#[test]
+fn same_seed_same_model_bit_for_bit_and_other_seed_differs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = setup(tmp.path(), LOG, "");
+    let run = |name: &str, seed: &str| {
+        let out = tmp.path().join(name);
+        ok(&["train", "--config", s(&c), "--out", s(&out), "--quiet", "--seed", seed]);
+        (std::fs::read(out.join("dense.bin")).unwrap(), std::fs::read(out.join("embeddings.bin")).unwrap())
+    };
+    let a = run("a", "7");
+    assert_eq!(a, run("b", "7"));
+    assert_ne!(a, run("c", "8"));
+}
+
+#[test]
+fn corrupt_or_foreign_model_folders_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = setup(tmp.path(), LOG, "");
+    let out = tmp.path().join("m");
+    ok(&["train", "--config", s(&c), "--out", s(&out), "--quiet"]);
+    let mut bytes = std::fs::read(out.join("dense.bin")).unwrap();
+    let k = bytes.len() / 2;
+    bytes[k] ^= 0x40;
+    std::fs::write(out.join("dense.bin"), &bytes).unwrap();
+    let e = fails(&["eval", "--model-dir", s(&out)]).stderr;
+    assert!(e.contains("dense.bin") && e.contains("checksum"), "{e}");
+
+    let meta = out.join("model.json");
+    let text = std::fs::read_to_string(&meta).unwrap().replace("\"format_version\": 1", "\"format_version\": 99");
+    std::fs::write(&meta, text).unwrap();
+    let e = fails(&["inspect", "--model-dir", s(&out)]).stderr;
+    assert!(e.contains("format version 99"), "{e}");
+
+    let e = fails(&["eval", "--model-dir", s(tmp.path())]).stderr;
+    assert!(e.contains("model.json"), "{e}");
+}
+
+#[test]
+fn eval_with_another_schema_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = setup(tmp.path(), LOG, "");
+    let out = tmp.path().join("m");
+    ok(&["train", "--config", s(&c), "--out", s(&out), "--quiet"]);
+    let other = tmp.path().join("other.toml");
+    let text = std::fs::read_to_string(&c).unwrap().replace("dim = 4", "dim = 5");
+    std::fs::write(&other, text).unwrap();
+    let e = fails(&["eval", "--model-dir", s(&out), "--config", s(&other)]).stderr;
+    assert!(e.contains("features differ"), "{e}");
+}
