@@ -167,6 +167,8 @@ impl ModelState {
         let value = self
             .loss
             .compute(logits, &batch.labels, &batch.cells, &mut self.d_logits);
+        // The network accumulates into dx, so it starts from zero every step.
+        self.dx.clear();
         self.dx.resize(self.x.len(), 0.0);
         self.net
             .backward(&self.x, &self.d_logits, Some(&mut self.dx), n);
