@@ -61,7 +61,7 @@ impl Batch {
 
     /// Appends rows `idx` of `src` (same layout) to `self`.
     pub fn extend_from(&mut self, src: &Batch, idx: &[usize]) {
-        let w = |v: usize| if src.n == 0 { 0 } else { v / src.n };
+        let w = |v: usize| v.checked_div(src.n).unwrap_or(0);
         let (ws, wd, wl) = (w(src.single.len()), w(src.dense.len()), w(src.labels.len()));
         for &i in idx {
             self.single

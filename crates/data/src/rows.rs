@@ -126,22 +126,6 @@ impl<R: Read> Read for CrlfToLf<R> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[test]
-    fn crlf_becomes_lf_and_lone_cr_survives() {
-        for chunk in [1usize, 2, 3, 64] {
-            let data = b"a,b\r\nc\rd\r\n\r\ne\r".to_vec();
-            let mut r = CrlfToLf::new(data.as_slice());
-            r.buf = vec![0; chunk];
-            let mut out = Vec::new();
-            r.read_to_end(&mut out).unwrap();
-            assert_eq!(out, b"a,b\nc\rd\n\ne\r", "chunk {chunk}");
-        }
-    }
-}
-
 /// Turns a csv crate error into ours, keeping the position.
 pub(crate) fn csv_error(path: &Path, e: csv::Error) -> DataError {
     let line = e.position().map(|p| p.line());
@@ -384,4 +368,20 @@ enum Source {
     Csv(csv::Reader<Box<dyn Read + Send>>),
     #[cfg(feature = "parquet")]
     Parquet(crate::parquet::ParquetRows),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn crlf_becomes_lf_and_lone_cr_survives() {
+        for chunk in [1usize, 2, 3, 64] {
+            let data = b"a,b\r\nc\rd\r\n\r\ne\r".to_vec();
+            let mut r = CrlfToLf::new(data.as_slice());
+            r.buf = vec![0; chunk];
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).unwrap();
+            assert_eq!(out, b"a,b\nc\rd\n\ne\r", "chunk {chunk}");
+        }
+    }
 }

@@ -259,8 +259,20 @@ fn same_seed_same_model_bit_for_bit_and_other_seed_differs() {
     let c = setup(tmp.path(), LOG, "");
     let run = |name: &str, seed: &str| {
         let out = tmp.path().join(name);
-        ok(&["train", "--config", s(&c), "--out", s(&out), "--quiet", "--seed", seed]);
-        (std::fs::read(out.join("dense.bin")).unwrap(), std::fs::read(out.join("embeddings.bin")).unwrap())
+        ok(&[
+            "train",
+            "--config",
+            s(&c),
+            "--out",
+            s(&out),
+            "--quiet",
+            "--seed",
+            seed,
+        ]);
+        (
+            std::fs::read(out.join("dense.bin")).unwrap(),
+            std::fs::read(out.join("embeddings.bin")).unwrap(),
+        )
     };
     let a = run("a", "7");
     assert_eq!(a, run("b", "7"));
@@ -281,7 +293,9 @@ fn corrupt_or_foreign_model_folders_are_refused() {
     assert!(e.contains("dense.bin") && e.contains("checksum"), "{e}");
 
     let meta = out.join("model.json");
-    let text = std::fs::read_to_string(&meta).unwrap().replace("\"format_version\": 1", "\"format_version\": 99");
+    let text = std::fs::read_to_string(&meta)
+        .unwrap()
+        .replace("\"format_version\": 1", "\"format_version\": 99");
     std::fs::write(&meta, text).unwrap();
     let e = fails(&["inspect", "--model-dir", s(&out)]).stderr;
     assert!(e.contains("format version 99"), "{e}");
@@ -297,7 +311,9 @@ fn eval_with_another_schema_is_refused() {
     let out = tmp.path().join("m");
     ok(&["train", "--config", s(&c), "--out", s(&out), "--quiet"]);
     let other = tmp.path().join("other.toml");
-    let text = std::fs::read_to_string(&c).unwrap().replace("dim = 4", "dim = 5");
+    let text = std::fs::read_to_string(&c)
+        .unwrap()
+        .replace("dim = 4", "dim = 5");
     std::fs::write(&other, text).unwrap();
     let e = fails(&["eval", "--model-dir", s(&out), "--config", s(&other)]).stderr;
     assert!(e.contains("features differ"), "{e}");

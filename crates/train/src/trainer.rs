@@ -300,10 +300,10 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
                 Some(e) => 0.98 * e + 0.02 * lv.loss,
             });
             pb.inc(batch.n as u64);
-            if step % 20 == 0 {
+            if step.is_multiple_of(20) {
                 pb.set_message(format!("loss {:.4}", loss_ema.unwrap_or(0.0)));
             }
-            if tc.eval_every > 0 && step % tc.eval_every == 0 {
+            if tc.eval_every > 0 && step.is_multiple_of(tc.eval_every) {
                 train_time += te.elapsed().as_secs_f64();
                 let res = evaluate(&mut state, &pipeline, &tc.valid_split, tc.batch_size)?;
                 pb.suspend(|| {
@@ -439,6 +439,10 @@ fn log_eval(
     );
 }
 
+/// Saves the model at a step with its selection value and metrics.
+type SaveFn<'a> =
+    dyn FnMut(&mut crate::ModelState, u64, Option<f64>, &EvalResult) -> Result<()> + 'a;
+
 /// Model selection on the valid split: keeps the best value, saves on improvement, and
 /// says when patience has run out.
 struct Selection {
@@ -457,7 +461,7 @@ impl Selection {
         state: &mut crate::ModelState,
         step: u64,
         res: EvalResult,
-        save: &mut dyn FnMut(&mut crate::ModelState, u64, Option<f64>, &EvalResult) -> Result<()>,
+        save: &mut SaveFn,
     ) -> Result<bool> {
         let (value, higher) = res.metric(&self.metric, &state.grid);
         if res.rows == 0 && !self.empty_warned {
