@@ -172,3 +172,44 @@ fn threshold_facet_without_default_refuses_missing_values() {
         "{e}"
     );
 }
+
+#[test]
+fn split_from_a_file_of_row_indices() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), LOG, USERS);
+    std::fs::write(tmp.path().join("rows.txt"), "# rows 0 and 3\n0\n3\n").unwrap();
+    let mut c = cfg(tmp.path(), "");
+    c.splits.get_mut("valid").unwrap().predicate = None;
+    c.splits.get_mut("valid").unwrap().rows = Some(tmp.path().join("rows.txt"));
+    let p = Arc::new(Pipeline::new(&c).unwrap());
+    let rows: Vec<u64> = p
+        .stream("valid", StreamOptions::in_order(8))
+        .unwrap()
+        .flat_map(|b| b.unwrap().rows)
+        .collect();
+    assert_eq!(rows, vec![0, 3]);
+    std::fs::write(tmp.path().join("rows.txt"), "0\nx\n").unwrap();
+    let e = Pipeline::new(&c).err().unwrap().to_string();
+    assert!(e.contains("rows.txt:2:1"), "{e}");
+}
+
+#[test]
+fn kuairand_config_never_feeds_an_outcome_column() {
+    let c = Config::from_toml_str(
+        mfh_data::kuairand::CONFIG,
+        Path::new("k.toml"),
+        Path::new("/x"),
+    )
+    .unwrap();
+    for f in &c.features {
+        let col = f.column().rsplit('.').next().unwrap();
+        // User-table attributes such as is_video_author are inputs; the log's labels are not.
+        assert!(
+            !mfh_data::kuairand::OUTCOME_COLUMNS.contains(&col),
+            "feature {} reads outcome column {col}",
+            f.name()
+        );
+    }
+    let g = c.grid();
+    assert_eq!((g.n_behaviours(), g.n_cells()), (3, 4));
+}
