@@ -441,6 +441,16 @@ pub struct LossConfig {
     /// Per-behaviour weights by behaviour name (default 1).
     #[serde(default)]
     pub weights: BTreeMap<String, f64>,
+    /// Per-task weights by task name (`click[user=new,item=tail]`), overriding `weights`.
+    #[serde(default)]
+    pub task_weights: BTreeMap<String, f64>,
+    /// Learn one log-variance per task and weight each task's mean loss by it
+    /// (uncertainty weighting; needs `reduction = "task_mean"`).
+    #[serde(default)]
+    pub uncertainty: bool,
+    /// Funnel heads over behaviour pairs where `to` implies `from` (click → like).
+    #[serde(default)]
+    pub funnels: Vec<FunnelConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -449,6 +459,26 @@ pub enum Reduction {
     /// Mean over active (sample, task) pairs.
     #[default]
     ActiveMean,
+    /// Sum over tasks of each task's mean over its own active rows.
+    TaskMean,
+    /// Sum over tasks of the task's loss summed over its active rows, divided by the
+    /// batch size (masked rows count in the denominator).
+    BatchMean,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelConfig {
+    /// `esmm`: p(to) = p(from) · p(to | from), trained on every row.
+    pub kind: FunnelKind,
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FunnelKind {
+    Esmm,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -683,6 +713,40 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
                     );
                 }
             }
+        }
+    }
+    let loss = &cfg.train.loss;
+    if loss.uncertainty && loss.reduction != Reduction::TaskMean {
+        return bad(
+            "train.loss.uncertainty".into(),
+            "uncertainty weighting weighs each task's mean loss: set `reduction = \"task_mean\"`"
+                .into(),
+        );
+    }
+    let mut funnel_to = BTreeSet::new();
+    for (i, f) in loss.funnels.iter().enumerate() {
+        for (k, b) in [("from", &f.from), ("to", &f.to)] {
+            match cfg.behaviours.iter().find(|x| x.name() == b) {
+                None => {
+                    return bad(
+                        format!("train.loss.funnels[{i}].{k}"),
+                        format!("names no behaviour: `{b}`"),
+                    )
+                }
+                Some(x) if !x.is_binary() => {
+                    return bad(
+                        format!("train.loss.funnels[{i}].{k}"),
+                        format!("`{b}` is not a binary behaviour"),
+                    )
+                }
+                _ => {}
+            }
+        }
+        if f.from == f.to || !funnel_to.insert(f.to.as_str()) {
+            return bad(
+                format!("train.loss.funnels[{i}].to"),
+                format!("`{}` is the end of another funnel, or of itself", f.to),
+            );
         }
     }
     for name in cfg.train.loss.weights.keys() {

@@ -25,6 +25,10 @@ pub struct FittedTransforms {
     pub rows: u64,
     /// Positives (binary) or labelled rows (regression) per behaviour in that split.
     pub label_counts: BTreeMap<String, u64>,
+    /// Per configured funnel `from->to`: rows with `to` = 1 but `from` = 0, which break the
+    /// implication the funnel assumes.
+    #[serde(default)]
+    pub funnel_violations: BTreeMap<String, u64>,
 }
 
 const RESERVOIR: usize = 100_000;
@@ -77,6 +81,22 @@ impl Pipeline {
         let mut rng = SplitMix(0xf17);
         let nb = self.behaviours.len();
         let mut counts = vec![0u64; nb];
+        let bidx = |name: &str| {
+            self.cfg
+                .behaviours
+                .iter()
+                .position(|b| b.name() == name)
+                .unwrap_or(0)
+        };
+        let funnels: Vec<(usize, usize)> = self
+            .cfg
+            .train
+            .loss
+            .funnels
+            .iter()
+            .map(|f| (bidx(&f.from), bidx(&f.to)))
+            .collect();
+        let mut violations = vec![0u64; funnels.len()];
         let mut scratch =
             crate::Batch::with_layout(self.layout.single.len(), self.layout.multi.len());
         let this = &*self;
@@ -91,6 +111,9 @@ impl Pipeline {
                     y.is_finite()
                 };
                 counts[b] += positive as u64;
+            }
+            for (v, (a, b)) in violations.iter_mut().zip(&funnels) {
+                *v += (scratch.labels[*b] > 0.5 && scratch.labels[*a] < 0.5) as u64;
             }
             for (i, acc) in accs.iter_mut() {
                 let f = &this.features[*i];
@@ -154,6 +177,10 @@ impl Pipeline {
                 }
             };
             t.features.insert(name, fitted);
+        }
+        for (f, v) in self.cfg.train.loss.funnels.iter().zip(violations) {
+            t.funnel_violations
+                .insert(format!("{}->{}", f.from, f.to), v);
         }
         for (b, c) in counts.into_iter().enumerate() {
             t.label_counts

@@ -13,7 +13,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use mfh_config::{Config, EmbeddingOptConfig, TaskGrid};
 use mfh_data::{Batch, FieldLayout, Pipeline, SplitMix, StreamOptions};
-use mfh_loss::GridLoss;
+use mfh_loss::{GridLoss, LossSpec};
 use mfh_model::ModelSpec;
 use mfh_nn::{Adam, Module};
 use mfh_train::{embedding_layer, ModelState};
@@ -154,11 +154,7 @@ fn bench_train(threads: usize, windows: usize, steps: usize) -> Result<()> {
     let spec: ModelSpec =
         toml::from_str("type = \"mmoe\"\nexperts = 8\nexpert_layers = [256, 128]\ntower = [64]\n")?;
     let emb = embedding_layer(&layout, &EmbeddingOptConfig::default(), 7)?;
-    let loss = GridLoss {
-        n_cells: 1,
-        binary: vec![true; 4],
-        weights: vec![1.0; 4],
-    };
+    let loss = GridLoss::new(LossSpec::new(1, vec![true; 4])).map_err(anyhow::Error::msg)?;
     let mut state = ModelState::new(grid, spec, emb, DENSE, loss, 7)?;
     outln!(
         "MMoE-ref: input {} → 8 experts 256→128, 4 tasks, towers 64→1; {} dense parameters; batch {BATCH}; {threads} threads",
@@ -175,7 +171,7 @@ fn bench_train(threads: usize, windows: usize, steps: usize) -> Result<()> {
             let b = &mut batches[i];
             state.net.zero_grad();
             state.train_step(b, step + 1);
-            adam.step(&mut state.net, 1e-3);
+            adam.step(state.net.as_mut(), 1e-3);
             step += 1;
         }
     };

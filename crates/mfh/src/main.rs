@@ -102,7 +102,7 @@ enum Cmd {
         #[arg(long)]
         model_dir: PathBuf,
     },
-    /// Prepare the bundled KuaiRand slice, train MMoE on it and print its metrics.
+    /// Prepare the bundled KuaiRand slice, train MMoE and MFH on it, print them per cell.
     Quickstart {
         /// Working folder for the prepared data and the model.
         #[arg(long, default_value = "mfh-quickstart")]
@@ -325,30 +325,39 @@ fn quickstart(out: &Path, raw: Option<PathBuf>) -> Result<()> {
     let data_dir = out.join("data");
     let config = prepare_kuairand(&raw, Vec::new(), &data_dir)?;
     let cfg = Config::load(&config)?;
-    let model_dir = out.join("mmoe");
-    let s = train(
-        &cfg,
-        &TrainOptions {
-            model: Some("mmoe".into()),
-            out: model_dir.clone(),
-            seed: None,
-            progress: true,
-        },
-    )
-    .context("training MMoE")?;
-    outln!("\nMMoE on KuaiRand (valid split, dates 20220505..06), per behaviour × cell:\n");
-    out!("{}", s.report.render_table());
+    let mut results = Vec::new();
+    for name in ["mmoe", "mfh"] {
+        let model_dir = out.join(name);
+        let s = train(
+            &cfg,
+            &TrainOptions {
+                model: Some(name.into()),
+                out: model_dir.clone(),
+                seed: None,
+                progress: true,
+            },
+        )
+        .with_context(|| format!("training `{name}`"))?;
+        outln!(
+            "{name}: {} dense parameters, best at step {} of {}, {:.0} training samples/s, model in {}",
+            s.params,
+            s.best_step,
+            s.steps,
+            s.samples_per_sec,
+            model_dir.display()
+        );
+        results.push((name, s.report));
+    }
+    let reports: Vec<(&str, &mfh_metrics::Report)> = results.iter().map(|(n, r)| (*n, r)).collect();
+    outln!("\nKuaiRand valid split (dates 20220505..06), per behaviour × cell (user new/old × item tail/head):\n");
+    for metric in ["auc", "logloss"] {
+        out!("{}", mfh_metrics::render_side_by_side(&reports, metric));
+        outln!();
+    }
     outln!(
-        "\n{} dense parameters, {} steps, {:.0} training samples/s, {:.0} s in all. Model: {}",
-        s.params,
-        s.steps,
-        s.samples_per_sec,
+        "{:.0} s in all. Re-score a model with: mfh eval --model-dir {}",
         t0.elapsed().as_secs_f64(),
-        model_dir.display()
-    );
-    outln!(
-        "Re-score it with: mfh eval --model-dir {}",
-        model_dir.display()
+        out.join("mfh").display()
     );
     Ok(())
 }

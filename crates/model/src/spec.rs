@@ -1,10 +1,14 @@
 //! Serialisable architecture description ([`ModelSpec`]) and [`build`], which validates
 //! it against the data's input width and task count and constructs the network.
 
+use crate::identity::Identity;
 use crate::mmoe::Mmoe;
+use crate::model::{GridShape, MultiTaskModel};
 use crate::net::MultiTaskNet;
 use crate::shared_bottom::SharedBottom;
 use crate::switcher::Switcher;
+use crate::tree::{TreeNet, TreeSpec};
+use crate::unit::UnitSpec;
 use mfh_nn::{Float, GateActivation, Rng};
 use serde::{Deserialize, Serialize};
 
@@ -48,9 +52,48 @@ pub enum ModelSpec {
         #[serde(default)]
         batch_norm: bool,
     },
+    /// One tower per task straight on the input (an [`Identity`] switcher): no sharing
+    /// beyond the input features.
+    Single {
+        tower: Vec<usize>,
+        #[serde(default)]
+        batch_norm: bool,
+    },
+    /// Customized gate control: per-task experts plus shared experts ([`crate::Cgc`]).
+    Cgc {
+        task_experts: usize,
+        shared_experts: usize,
+        expert_layers: Vec<usize>,
+        #[serde(default)]
+        gate: GateKind,
+        #[serde(default)]
+        gate_hidden: Vec<usize>,
+        tower: Vec<usize>,
+        #[serde(default)]
+        batch_norm: bool,
+    },
+    /// Progressive layered extraction: `levels` stacked CGC levels ([`crate::Ple`]).
+    Ple {
+        levels: usize,
+        task_experts: usize,
+        shared_experts: usize,
+        expert_layers: Vec<usize>,
+        #[serde(default)]
+        gate: GateKind,
+        #[serde(default)]
+        gate_hidden: Vec<usize>,
+        tower: Vec<usize>,
+        #[serde(default)]
+        batch_norm: bool,
+    },
+    /// One tree of switchers, split first on one grid dimension ([`TreeNet`]).
+    Hmtl(TreeSpec),
+    /// Multi-faceted hierarchical: several trees over the grid, leaves fused per task
+    /// ([`TreeNet`]).
+    Mfh(TreeSpec),
 }
 
-fn check_widths(what: &str, widths: &[usize], required: bool) -> Result<(), String> {
+pub(crate) fn check_widths(what: &str, widths: &[usize], required: bool) -> Result<(), String> {
     if required && widths.is_empty() {
         return Err(format!("{what} needs at least one layer"));
     }
@@ -82,12 +125,77 @@ impl ModelSpec {
                 check_widths("gate_hidden", gate_hidden, false)?;
                 check_widths("tower", tower, false)
             }
+            // Without a hidden layer each task would be a plain logistic regression.
+            ModelSpec::Single { tower, .. } => check_widths("single tower", tower, true),
+            ModelSpec::Cgc { tower, .. } | ModelSpec::Ple { tower, .. } => {
+                self.unit().map_or(Ok(()), |u| u.validate())?;
+                check_widths("tower", tower, false)
+            }
+            ModelSpec::Hmtl(t) | ModelSpec::Mfh(t) => {
+                t.level1.validate().map_err(|e| format!("level1: {e}"))?;
+                t.level2.validate().map_err(|e| format!("level2: {e}"))?;
+                check_widths("bottom", &t.bottom, false)?;
+                check_widths("tower", &t.tower, false)
+            }
+        }
+    }
+
+    /// The switcher of a CGC or PLE spec (the same knobs as a tree level's).
+    fn unit(&self) -> Option<UnitSpec> {
+        match self.clone() {
+            ModelSpec::Cgc {
+                task_experts,
+                shared_experts,
+                expert_layers,
+                gate,
+                gate_hidden,
+                ..
+            } => Some(UnitSpec::Cgc {
+                task_experts,
+                shared_experts,
+                expert_layers,
+                gate,
+                gate_hidden,
+            }),
+            ModelSpec::Ple {
+                levels,
+                task_experts,
+                shared_experts,
+                expert_layers,
+                gate,
+                gate_hidden,
+                ..
+            } => Some(UnitSpec::Ple {
+                levels,
+                task_experts,
+                shared_experts,
+                expert_layers,
+                gate,
+                gate_hidden,
+            }),
+            _ => None,
         }
     }
 }
 
-/// Builds the network for `n_in` input features and `n_tasks` task logits, initialised
-/// deterministically from `seed`.
+/// Builds any model of the zoo over the grid `shape` for `n_in` input features,
+/// initialised deterministically from `seed`.
+pub fn build_model<T: Float>(
+    spec: &ModelSpec,
+    shape: &GridShape,
+    n_in: usize,
+    seed: u64,
+) -> Result<Box<dyn MultiTaskModel<T>>, String> {
+    match spec {
+        ModelSpec::Hmtl(t) => Ok(Box::new(TreeNet::new(t, shape, n_in, true, seed)?)),
+        ModelSpec::Mfh(t) => Ok(Box::new(TreeNet::new(t, shape, n_in, false, seed)?)),
+        flat => Ok(Box::new(build::<T>(flat, n_in, shape.n_tasks(), seed)?)),
+    }
+}
+
+/// Builds a flat network (one switcher over all tasks, one tower per task) for `n_in`
+/// input features and `n_tasks` task logits, initialised deterministically from `seed`.
+/// Tree models need the grid: see [`build_model`].
 pub fn build<T: Float>(
     spec: &ModelSpec,
     n_in: usize,
@@ -139,6 +247,22 @@ pub fn build<T: Float>(
             tower,
             *batch_norm,
         ),
+        ModelSpec::Single { tower, batch_norm } => {
+            (Box::new(Identity::new(n_in, n_tasks)), tower, *batch_norm)
+        }
+        ModelSpec::Cgc {
+            tower, batch_norm, ..
+        }
+        | ModelSpec::Ple {
+            tower, batch_norm, ..
+        } => {
+            let unit = spec.unit().ok_or("not a cgc/ple spec")?;
+            let switcher = unit.build(n_in, n_tasks, *batch_norm, &mut rng);
+            (switcher, tower, *batch_norm)
+        }
+        ModelSpec::Hmtl(_) | ModelSpec::Mfh(_) => {
+            return Err("tree models are built over the grid's dimensions (build_model)".into())
+        }
     };
     Ok(MultiTaskNet::new(switcher, tower, batch_norm, &mut rng))
 }

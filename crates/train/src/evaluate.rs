@@ -74,9 +74,11 @@ pub fn evaluate(
     for batch in pipeline.stream(split, StreamOptions::in_order(batch_size))? {
         let mut batch = batch?;
         let logits = state.forward(&mut batch).to_vec();
+        // Reported as the plain mean logloss/MSE over active pairs, whatever the
+        // training reduction and weights, so that models stay comparable.
         let lv = state.eval_loss(&batch, &logits);
-        loss_sum += lv.loss * lv.active as f64;
-        active += lv.active;
+        loss_sum += lv.per_task.iter().map(|(s, _)| s).sum::<f64>();
+        active += lv.per_task.iter().map(|(_, c)| c).sum::<usize>();
         rows += batch.n as u64;
         state.loss.predict(&logits, &batch.cells, &mut preds);
         ev.add_batch(

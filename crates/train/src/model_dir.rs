@@ -80,6 +80,9 @@ fn dense_bytes(state: &mut ModelState) -> Vec<u8> {
         .net
         .visit_params("", &mut |name, p, _| put(name, 0, p));
     state.net.visit_buffers("", &mut |name, b| put(name, 1, b));
+    state
+        .loss
+        .visit_params("loss.", &mut |name, p, _| put(name, 0, p));
     let sum = xxh3_64(&out);
     out.extend_from_slice(&sum.to_le_bytes());
     out
@@ -145,6 +148,9 @@ fn load_dense(state: &mut ModelState, bytes: &[u8], file: &Path) -> Result<()> {
         .net
         .visit_params("", &mut |name, p, _| fill(0, name, p));
     state.net.visit_buffers("", &mut |name, b| fill(1, name, b));
+    state
+        .loss
+        .visit_params("loss.", &mut |name, p, _| fill(0, name, p));
     if let Some(e) = err {
         return Err(bad(e));
     }
@@ -272,7 +278,7 @@ pub fn load_model(dir: &Path) -> Result<LoadedModel> {
     }
     let emb = EmbeddingLayer::load(&mut &emb_bytes[..])
         .map_err(|e| anyhow!("{}: {e}", dir.join("embeddings.bin").display()))?;
-    let loss = grid_loss(&config, &meta.grid);
+    let loss = grid_loss(&config, &meta.grid)?;
     let mut state = ModelState::new(
         meta.grid.clone(),
         meta.spec.clone(),
@@ -340,6 +346,6 @@ pub fn fresh_state(
 ) -> Result<ModelState> {
     let grid = cfg.grid();
     let emb = embedding_layer(layout, &cfg.train.embedding, seed)?;
-    let loss = grid_loss(cfg, &grid);
+    let loss = grid_loss(cfg, &grid)?;
     ModelState::new(grid, spec, emb, layout.dense.len(), loss, seed)
 }

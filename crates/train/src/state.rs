@@ -7,14 +7,14 @@ use mfh_data::{Batch, FieldLayout};
 use mfh_embedding::{
     EmbeddingLayer, FieldSpec, MultiIds, Pooling, RowOptimizer, SparseInput, TableSpec,
 };
-use mfh_loss::{GridLoss, LossValue};
-use mfh_model::{ModelSpec, MultiTaskNet};
+use mfh_loss::{task_weights, GridLoss, LossSpec, LossValue, Reduction};
+use mfh_model::{GridShape, ModelSpec, MultiTaskModel};
 
 pub struct ModelState {
     pub grid: TaskGrid,
     pub spec: ModelSpec,
     pub emb: EmbeddingLayer,
-    pub net: MultiTaskNet<f32>,
+    pub net: Box<dyn MultiTaskModel<f32>>,
     pub loss: GridLoss,
     pub n_dense: usize,
     x: Vec<f32>,
@@ -73,16 +73,53 @@ pub fn embedding_layer(
     EmbeddingLayer::new(tables, fields).map_err(|e| anyhow!("embedding tables: {e}"))
 }
 
-pub fn grid_loss(cfg: &Config, grid: &TaskGrid) -> GridLoss {
-    GridLoss {
-        n_cells: grid.n_cells(),
-        binary: grid.binary.clone(),
-        weights: grid
-            .behaviours
-            .iter()
-            .map(|b| cfg.train.loss.weights.get(b).copied().unwrap_or(1.0))
-            .collect(),
+/// The grid's loss as the config describes it: reduction, weights per behaviour and per
+/// task, uncertainty weighting, funnel heads.
+pub fn grid_loss(cfg: &Config, grid: &TaskGrid) -> Result<GridLoss> {
+    let lc = &cfg.train.loss;
+    let per_behaviour: Vec<f64> = grid
+        .behaviours
+        .iter()
+        .map(|b| lc.weights.get(b).copied().unwrap_or(1.0))
+        .collect();
+    let mut overrides = Vec::new();
+    for (name, w) in &lc.task_weights {
+        let t = (0..grid.n_tasks()).find(|&t| grid.task_name(t) == *name).ok_or_else(|| {
+            anyhow!(
+                "{}: key `train.loss.task_weights.\"{name}\"`: no such task (tasks are named like `{}`)",
+                cfg.source_file.display(),
+                grid.task_name(0)
+            )
+        })?;
+        overrides.push((t, *w));
     }
+    let weights = task_weights(grid.n_cells(), &per_behaviour, &overrides)
+        .map_err(|e| anyhow!("train.loss: {e}"))?;
+    let idx = |name: &str| grid.behaviours.iter().position(|b| b == name).unwrap_or(0);
+    let reduction = match lc.reduction {
+        mfh_config::Reduction::ActiveMean => Reduction::ActiveMean,
+        mfh_config::Reduction::TaskMean => Reduction::TaskMean,
+        mfh_config::Reduction::BatchMean => Reduction::BatchMean,
+    };
+    let spec = LossSpec {
+        weights,
+        reduction,
+        uncertainty: lc.uncertainty,
+        funnels: lc
+            .funnels
+            .iter()
+            .map(|f| (idx(&f.from), idx(&f.to)))
+            .collect(),
+        ..LossSpec::new(grid.n_cells(), grid.binary.clone())
+    };
+    GridLoss::new(spec).map_err(|e| anyhow!("train.loss: {e}"))
+}
+
+/// The grid's dimensions as the models see them: behaviours first, then the facets.
+pub fn grid_shape(grid: &TaskGrid) -> GridShape {
+    let mut dims = vec![("behaviour".to_string(), grid.behaviours.clone())];
+    dims.extend(grid.facets.iter().cloned());
+    GridShape { dims }
 }
 
 impl ModelState {
@@ -95,7 +132,7 @@ impl ModelState {
         seed: u64,
     ) -> Result<Self> {
         let n_in = emb.width() + n_dense;
-        let net = mfh_model::build::<f32>(&spec, n_in, grid.n_tasks(), seed)
+        let net = mfh_model::build_model::<f32>(&spec, &grid_shape(&grid), n_in, seed)
             .map_err(|e| anyhow!("cannot build the model: {e}"))?;
         Ok(ModelState {
             grid,
@@ -147,14 +184,12 @@ impl ModelState {
     /// Scores a batch: logits rows × tasks (valid until the next call).
     pub fn forward(&mut self, batch: &mut Batch) -> &[f32] {
         self.assemble(batch, false);
-        self.net.forward(&self.x, batch.n, false)
+        self.net.forward(&self.x, &batch.cells, batch.n, false)
     }
 
-    /// Loss of a batch without training (for validation loss).
-    pub fn eval_loss(&mut self, batch: &Batch, logits: &[f32]) -> LossValue {
-        self.d_logits.resize(logits.len(), 0.0);
-        self.loss
-            .compute(logits, &batch.labels, &batch.cells, &mut self.d_logits)
+    /// Loss of a batch without gradients (for validation loss).
+    pub fn eval_loss(&self, batch: &Batch, logits: &[f32]) -> LossValue {
+        self.loss.value(logits, &batch.labels, &batch.cells)
     }
 
     /// One forward and backward pass; dense gradients accumulate in the net (the caller
@@ -162,7 +197,7 @@ impl ModelState {
     pub fn train_step(&mut self, batch: &mut Batch, step: u64) -> LossValue {
         self.assemble(batch, true);
         let n = batch.n;
-        let logits = self.net.forward(&self.x, n, true);
+        let logits = self.net.forward(&self.x, &batch.cells, n, true);
         self.d_logits.resize(logits.len(), 0.0);
         let value = self
             .loss
@@ -171,7 +206,7 @@ impl ModelState {
         self.dx.clear();
         self.dx.resize(self.x.len(), 0.0);
         self.net
-            .backward(&self.x, &self.d_logits, Some(&mut self.dx), n);
+            .backward(&self.x, &batch.cells, &self.d_logits, Some(&mut self.dx), n);
         let input = SparseInput {
             n,
             single: &batch.single,

@@ -218,11 +218,21 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             );
         }
     }
+    for (pair, &bad) in &transforms.funnel_violations {
+        if bad > 0 {
+            let (from, to) = pair.split_once("->").unwrap_or((pair, pair));
+            let total = transforms.label_counts.get(to).copied().unwrap_or(0);
+            bail!(
+                "funnel {from} → {to} assumes every `{to}` implies `{from}`, but {bad} of the {total} `{to}` positives in the train split have no `{from}`: refusing the pair (remove it from train.loss.funnels)"
+            );
+        }
+    }
     let layout = pipeline.layout().clone();
     let pipeline = Arc::new(pipeline);
     let mut state = fresh_state(cfg, &layout, spec, seed)?;
     let params = state.net.num_params();
     let mut adam = Adam::<f32>::new(0.9, 0.999, 1e-8, tc.weight_decay);
+    let mut adam_loss = Adam::<f32>::new(0.9, 0.999, 1e-8, 0.0);
     let metric = tc.early_stopping.metric.clone();
     let steps_per_epoch = transforms.rows.div_ceil(tc.batch_size as u64);
     let total_steps = if tc.max_steps > 0 {
@@ -283,6 +293,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             let mut batch = batch?;
             let lr = learning_rate(&tc.schedule, tc.lr, step, total_steps) as f32;
             state.net.zero_grad();
+            state.loss.zero_grad();
             let lv = state.train_step(&mut batch, step + 1);
             if !lv.loss.is_finite() {
                 bail!(
@@ -292,7 +303,9 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
                     opts.out.display()
                 );
             }
-            adam.step(&mut state.net, lr);
+            adam.step(state.net.as_mut(), lr);
+            // Uncertainty weighting's log-variances (no parameters otherwise).
+            adam_loss.step(&mut state.loss, lr);
             step += 1;
             seen += batch.n as u64;
             loss_ema = Some(match loss_ema {

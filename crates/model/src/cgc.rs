@@ -1,0 +1,447 @@
+//! Customized Gate Control switcher (CGC, a single-level PLE): per output k its own
+//! task experts plus experts shared by all outputs, and one gate per output mixing only
+//! [its own experts, the shared experts]. [`crate::Ple`] stacks CGC levels.
+
+use crate::switcher::Switcher;
+use mfh_nn::kernels::dot;
+use mfh_nn::{
+    ensure_len, with_name, Activation, ExpertBank, Float, Gate, GateActivation, Module, Rng,
+};
+
+/// CGC; shapes: x n × in_dim → K × (n × d), output k = Σ_j gate_k(x)_j · expert_j(x) over
+/// j in [task k's experts, shared experts].
+#[derive(Clone, Debug)]
+pub struct Cgc<T> {
+    /// One fused bank over x holding every expert (task 0's, …, task K−1's, then the
+    /// shared ones); above PLE level 1 instead one bank per task then the shared bank.
+    banks: Vec<ExpertBank<T>>,
+    /// Input group bank b reads: task k's bank reads group k, the shared bank group K.
+    bank_src: Vec<usize>,
+    /// K task gates, then the shared gate when this level feeds another PLE level.
+    gates: Vec<Gate<T>>,
+    /// Experts gate j mixes, in the order of its weights.
+    members: Vec<Vec<Slot>>,
+    k: usize,
+    task_experts: usize,
+    shared_experts: usize,
+    split_inputs: bool,
+    /// One per gate (the shared gate's output is the next level's shared input).
+    outputs: Vec<Vec<T>>,
+    d_outputs: Vec<Vec<T>>,
+    /// ∂loss/∂(bank outputs), one n × E_b·d buffer per bank, summed over all gates.
+    d_banks: Vec<Vec<T>>,
+    /// ∂loss/∂(gate weights) of one gate, n × (its expert count).
+    d_gate: Vec<T>,
+    n_in: usize,
+    n: usize,
+}
+
+/// Where one expert's output lives: bank `bank`, expert `expert` within it.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    bank: usize,
+    expert: usize,
+}
+
+/// The knobs shared by CGC and every PLE level.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LevelShape<'a> {
+    pub n_outputs: usize,
+    pub task_experts: usize,
+    pub shared_experts: usize,
+    pub expert_layers: &'a [usize],
+    pub gate: GateActivation,
+    pub gate_hidden: &'a [usize],
+    pub batch_norm: bool,
+}
+
+/// What one level reads, per input group (0..K task groups, K the shared group).
+pub(crate) enum Upstream<'a, T> {
+    /// The switcher input, read by every expert and gate (CGC, PLE level 1).
+    Input(&'a [T]),
+    /// The previous PLE level's outputs: its K task outputs, then its shared output.
+    Level(&'a [Vec<T>]),
+}
+
+impl<T> Upstream<'_, T> {
+    fn get(&self, group: usize, len: usize) -> &[T] {
+        match self {
+            Upstream::Input(x) => &x[..len],
+            Upstream::Level(outs) => &outs[group][..len],
+        }
+    }
+}
+
+/// Where a level's input gradients go, per input group (accumulating).
+pub(crate) enum UpstreamGrad<'a, T> {
+    Input(Option<&'a mut [T]>),
+    Level(&'a mut [Vec<T>]),
+}
+
+impl<T> UpstreamGrad<'_, T> {
+    fn get(&mut self, group: usize, len: usize) -> Option<&mut [T]> {
+        match self {
+            UpstreamGrad::Input(dx) => dx.as_deref_mut().map(|d| &mut d[..len]),
+            UpstreamGrad::Level(d_outs) => Some(&mut d_outs[group][..len]),
+        }
+    }
+}
+
+impl<T: Float> Cgc<T> {
+    /// `expert_layers` are each expert's widths (every layer ReLU, plus BatchNorm when
+    /// `batch_norm`); `gate_hidden` are ReLU layers inside each gate. Each output needs at
+    /// least one expert: `task_experts + shared_experts ≥ 1`.
+    #[allow(clippy::too_many_arguments)] // the architecture's independent knobs
+    pub fn new(
+        n_in: usize,
+        n_outputs: usize,
+        task_experts: usize,
+        shared_experts: usize,
+        expert_layers: &[usize],
+        gate: GateActivation,
+        gate_hidden: &[usize],
+        batch_norm: bool,
+        rng: &mut Rng,
+    ) -> Self {
+        let shape = LevelShape {
+            n_outputs,
+            task_experts,
+            shared_experts,
+            expert_layers,
+            gate,
+            gate_hidden,
+            batch_norm,
+        };
+        Self::level(n_in, &shape, false, false, rng)
+    }
+
+    /// One extraction level. `split_inputs`: task k's experts read input group k and the
+    /// shared experts group K (PLE above level 1), so they cannot share one GEMM.
+    /// `shared_gate`: add a gate over all experts producing the shared output (every PLE
+    /// level but the last; pointless without shared experts, which would read it).
+    pub(crate) fn level(
+        n_in: usize,
+        s: &LevelShape<'_>,
+        split_inputs: bool,
+        shared_gate: bool,
+        rng: &mut Rng,
+    ) -> Self {
+        let (k, t, sh) = (s.n_outputs, s.task_experts, s.shared_experts);
+        assert!(t + sh > 0, "Cgc: every output needs at least one expert");
+        let bank = |experts: usize, rng: &mut Rng| {
+            let (layers, bn) = (s.expert_layers, s.batch_norm);
+            ExpertBank::new(n_in, experts, layers, Activation::Relu, bn, rng)
+        };
+        // Expert i (task k's j-th is i = k·t + j, shared j-th is K·t + j) → its slot.
+        let (mut banks, mut bank_src, mut slots) = (Vec::new(), Vec::new(), Vec::new());
+        if split_inputs {
+            for (src, count) in (0..k).map(|g| (g, t)).chain([(k, sh)]) {
+                if count > 0 {
+                    slots.extend((0..count).map(|expert| Slot {
+                        bank: banks.len(),
+                        expert,
+                    }));
+                    banks.push(bank(count, rng));
+                    bank_src.push(src);
+                }
+            }
+        } else {
+            banks.push(bank(k * t + sh, rng));
+            bank_src.push(k);
+            slots.extend((0..k * t + sh).map(|expert| Slot { bank: 0, expert }));
+        }
+        let shared = &slots[k * t..];
+        let mut members: Vec<Vec<Slot>> = (0..k)
+            .map(|g| {
+                slots[g * t..(g + 1) * t]
+                    .iter()
+                    .chain(shared)
+                    .copied()
+                    .collect()
+            })
+            .collect();
+        if shared_gate && sh > 0 {
+            members.push(slots.clone());
+        }
+        let gates = members
+            .iter()
+            .map(|m| Gate::new(n_in, s.gate_hidden, m.len(), s.gate, rng))
+            .collect();
+        let n_gates = members.len();
+        Cgc {
+            d_banks: vec![Vec::new(); banks.len()],
+            banks,
+            bank_src,
+            gates,
+            members,
+            k,
+            task_experts: t,
+            shared_experts: sh,
+            split_inputs,
+            outputs: vec![Vec::new(); n_gates],
+            d_outputs: vec![Vec::new(); n_gates],
+            d_gate: Vec::new(),
+            n_in,
+            n: 0,
+        }
+    }
+
+    /// Gate weights of output k from the last forward, n × (task_experts + shared).
+    pub fn gate_weights(&self, k: usize) -> &[T] {
+        self.gates[k].weights()
+    }
+
+    pub fn task_experts(&self) -> usize {
+        self.task_experts
+    }
+
+    pub fn shared_experts(&self) -> usize {
+        self.shared_experts
+    }
+
+    /// All gate outputs (K task outputs, then the shared one) and their gradients.
+    pub(crate) fn outputs_and_grads(&mut self) -> (&[Vec<T>], &mut [Vec<T>]) {
+        (&self.outputs, &mut self.d_outputs)
+    }
+
+    pub(crate) fn all_outputs(&self) -> &[Vec<T>] {
+        &self.outputs
+    }
+
+    fn len(&self) -> usize {
+        self.n * self.out_dim()
+    }
+
+    pub(crate) fn forward_level(&mut self, up: Upstream<'_, T>, n: usize, train: bool) {
+        self.n = n;
+        let (d, len_in) = (self.out_dim(), n * self.n_in);
+        for (bank, &src) in self.banks.iter_mut().zip(&self.bank_src) {
+            bank.forward(up.get(src, len_in), n, train);
+        }
+        // Gate j reads input group j: task gate k its task's input, the shared gate K.
+        for (j, gate) in self.gates.iter_mut().enumerate() {
+            let g = gate.forward(up.get(j, len_in), n, train);
+            let out = ensure_len(&mut self.outputs[j], n * d);
+            mix_forward(g, &self.members[j], &self.banks, n, d, out);
+            ensure_len(&mut self.d_outputs[j], n * d).fill(T::zero());
+        }
+    }
+
+    pub(crate) fn backward_level(
+        &mut self,
+        up: Upstream<'_, T>,
+        mut d_up: UpstreamGrad<'_, T>,
+        n: usize,
+    ) {
+        let (d, len_in) = (self.out_dim(), n * self.n_in);
+        for (bank, d_bank) in self.banks.iter().zip(&mut self.d_banks) {
+            ensure_len(d_bank, n * bank.n_experts() * d).fill(T::zero());
+        }
+        for (j, gate) in self.gates.iter_mut().enumerate() {
+            let members = &self.members[j];
+            let dg = ensure_len(&mut self.d_gate, n * members.len());
+            dg.fill(T::zero());
+            let d_out = &self.d_outputs[j][..n * d];
+            mix_backward(
+                gate.weights(),
+                members,
+                &self.banks,
+                d_out,
+                n,
+                d,
+                dg,
+                &mut self.d_banks,
+            );
+            gate.backward(up.get(j, len_in), dg, d_up.get(j, len_in), n);
+        }
+        for ((bank, d_bank), &src) in self
+            .banks
+            .iter_mut()
+            .zip(&mut self.d_banks)
+            .zip(&self.bank_src)
+        {
+            let len = n * bank.n_experts() * d;
+            bank.backward(
+                up.get(src, len_in),
+                &mut d_bank[..len],
+                d_up.get(src, len_in),
+                n,
+            );
+        }
+    }
+
+    /// Describe lines of the parts, unindented: experts, task gates, shared gate.
+    pub(crate) fn part_lines(&self) -> Vec<String> {
+        let (k, t, s) = (self.n_outputs(), self.task_experts, self.shared_experts);
+        let first = &self.banks[0];
+        let dims: Vec<String> = std::iter::once(first.n_in())
+            .chain(first.widths().iter().copied())
+            .map(|d| d.to_string())
+            .collect();
+        let bank_params: usize = self.banks.iter().map(ExpertBank::param_count).sum();
+        let gate_kind = match self.gates[0].activation() {
+            GateActivation::SigmoidOverN => "sigmoid/n",
+            GateActivation::Softmax => "softmax",
+        };
+        let mut lines = vec![
+            format!(
+                "experts: {k} × {t} task + {s} shared = {} × {} ({bank_params} params)",
+                k * t + s,
+                dims.join("→")
+            ),
+            format!(
+                "gates: {k} × {gate_kind} over {} experts ({} params each)",
+                t + s,
+                self.gates[0].param_count()
+            ),
+        ];
+        if let Some(g) = self.gates.get(k) {
+            lines.push(format!(
+                "shared gate: {gate_kind} over {} experts ({} params)",
+                g.n_experts(),
+                g.param_count()
+            ));
+        }
+        lines
+    }
+
+    /// Calls `f(name, bank)` for every bank: "experts." for the fused bank, else
+    /// "task_experts.{k}." and "shared_experts.".
+    fn visit_banks(&mut self, prefix: &str, mut f: impl FnMut(&str, &mut ExpertBank<T>)) {
+        for (bank, &src) in self.banks.iter_mut().zip(&self.bank_src) {
+            if !self.split_inputs {
+                with_name(prefix, format_args!("experts."), |p| f(p, bank));
+            } else if src < self.k {
+                with_name(prefix, format_args!("task_experts.{src}."), |p| f(p, bank));
+            } else {
+                with_name(prefix, format_args!("shared_experts."), |p| f(p, bank));
+            }
+        }
+    }
+}
+
+/// Gated sum over a subset of experts: `out[i, :] = Σ_j g[i, j] · expert_{members[j]}[i, :]`.
+/// Shapes: `g` n × members.len(), `out` n × d (overwritten).
+fn mix_forward<T: Float>(
+    g: &[T],
+    members: &[Slot],
+    banks: &[ExpertBank<T>],
+    n: usize,
+    d: usize,
+    out: &mut [T],
+) {
+    let m = members.len();
+    for i in 0..n {
+        let o = &mut out[i * d..(i + 1) * d];
+        o.fill(T::zero());
+        for (&gv, slot) in g[i * m..(i + 1) * m].iter().zip(members) {
+            let bank = &banks[slot.bank];
+            let at = (i * bank.n_experts() + slot.expert) * d;
+            for (ov, &xv) in o.iter_mut().zip(&bank.output()[at..at + d]) {
+                *ov += gv * xv;
+            }
+        }
+    }
+}
+
+/// Backward of [`mix_forward`], accumulating `dg` (n × members.len()) and the experts'
+/// output gradients in `d_banks` (bank layout, like the banks' outputs).
+#[allow(clippy::too_many_arguments)] // mirrors the forward's shapes plus two gradients
+fn mix_backward<T: Float>(
+    g: &[T],
+    members: &[Slot],
+    banks: &[ExpertBank<T>],
+    dout: &[T],
+    n: usize,
+    d: usize,
+    dg: &mut [T],
+    d_banks: &mut [Vec<T>],
+) {
+    let m = members.len();
+    for i in 0..n {
+        let dor = &dout[i * d..(i + 1) * d];
+        for (j, slot) in members.iter().enumerate() {
+            let bank = &banks[slot.bank];
+            let at = (i * bank.n_experts() + slot.expert) * d;
+            dg[i * m + j] += dot(dor, &bank.output()[at..at + d]);
+            let gv = g[i * m + j];
+            for (dv, &o) in d_banks[slot.bank][at..at + d].iter_mut().zip(dor) {
+                *dv += gv * o;
+            }
+        }
+    }
+}
+
+impl<T: Float> Module<T> for Cgc<T> {
+    fn visit_params(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut [T], &mut [T])) {
+        self.visit_banks(prefix, |p, bank| bank.visit_params(p, f));
+        for (j, gate) in self.gates.iter_mut().enumerate() {
+            if j < self.k {
+                with_name(prefix, format_args!("gates.{j}."), |p| {
+                    gate.visit_params(p, f)
+                });
+            } else {
+                with_name(prefix, format_args!("shared_gate."), |p| {
+                    gate.visit_params(p, f)
+                });
+            }
+        }
+    }
+
+    fn visit_buffers(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut [T])) {
+        // Gates have no buffers (no batch norm inside them).
+        self.visit_banks(prefix, |p, bank| bank.visit_buffers(p, f));
+    }
+}
+
+impl<T: Float> Switcher<T> for Cgc<T> {
+    fn in_dim(&self) -> usize {
+        self.n_in
+    }
+
+    fn n_outputs(&self) -> usize {
+        self.k
+    }
+
+    fn out_dim(&self) -> usize {
+        self.banks[0].out_dim()
+    }
+
+    fn forward(&mut self, x: &[T], n: usize, train: bool) {
+        self.forward_level(Upstream::Input(x), n, train);
+    }
+
+    fn output(&self, k: usize) -> &[T] {
+        &self.outputs[k][..self.len()]
+    }
+
+    fn d_output_mut(&mut self, k: usize) -> &mut [T] {
+        let len = self.len();
+        &mut self.d_outputs[k][..len]
+    }
+
+    fn output_and_grad(&mut self, k: usize) -> (&[T], &mut [T]) {
+        let len = self.len();
+        (&self.outputs[k][..len], &mut self.d_outputs[k][..len])
+    }
+
+    fn backward(&mut self, x: &[T], n: usize, dx: Option<&mut [T]>) {
+        self.backward_level(Upstream::Input(x), UpstreamGrad::Input(dx), n);
+    }
+
+    fn param_count(&self) -> usize {
+        let banks: usize = self.banks.iter().map(ExpertBank::param_count).sum();
+        banks + self.gates.iter().map(Gate::param_count).sum::<usize>()
+    }
+
+    fn describe(&self) -> Vec<String> {
+        let head = format!(
+            "CGC → {} outputs ({} params)",
+            self.n_outputs(),
+            self.param_count()
+        );
+        std::iter::once(head)
+            .chain(self.part_lines().into_iter().map(|l| format!("  {l}")))
+            .collect()
+    }
+}

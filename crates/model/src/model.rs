@@ -1,0 +1,118 @@
+//! What the trainer sees of any model: [`MultiTaskModel`] (input rows and their cells in,
+//! one logit per task out), and [`GridShape`], the task grid's dimensions as the models
+//! need them (the behaviour dimension first, then the facets).
+
+use crate::net::MultiTaskNet;
+use mfh_nn::{Float, Module};
+
+/// The task grid's dimensions: `dims[0]` is the behaviour dimension, the rest are facets.
+/// A task is one value per dimension, indexed mixed-radix with the first dimension most
+/// significant, so task = behaviour · n_cells + cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridShape {
+    pub dims: Vec<(String, Vec<String>)>,
+}
+
+impl GridShape {
+    /// Behaviours only (no facets): one cell.
+    pub fn flat(n_behaviours: usize) -> GridShape {
+        GridShape {
+            dims: vec![(
+                "behaviour".into(),
+                (0..n_behaviours).map(|b| format!("b{b}")).collect(),
+            )],
+        }
+    }
+
+    pub fn sizes(&self) -> Vec<usize> {
+        self.dims.iter().map(|(_, v)| v.len()).collect()
+    }
+
+    pub fn n_tasks(&self) -> usize {
+        self.sizes().iter().product()
+    }
+
+    pub fn n_cells(&self) -> usize {
+        self.sizes()[1..].iter().product()
+    }
+
+    /// One value index per dimension of task `t`.
+    pub fn task_coords(&self, mut t: usize) -> Vec<usize> {
+        let sizes = self.sizes();
+        let mut c = vec![0; sizes.len()];
+        for d in (0..sizes.len()).rev() {
+            c[d] = t % sizes[d];
+            t /= sizes[d];
+        }
+        c
+    }
+
+    pub fn task_index(&self, coords: &[usize]) -> usize {
+        self.sizes()
+            .iter()
+            .zip(coords)
+            .fold(0, |acc, (s, c)| acc * s + c)
+    }
+
+    /// Value of facet dimension `d` (≥ 1) in cell `cell`.
+    pub fn cell_value(&self, cell: usize, d: usize) -> usize {
+        let sizes = self.sizes();
+        let below: usize = sizes[d + 1..].iter().product();
+        (cell / below) % sizes[d]
+    }
+
+    pub fn dim_index(&self, name: &str) -> Option<usize> {
+        self.dims.iter().position(|(n, _)| n == name)
+    }
+
+    /// `behaviour[user=new,item=tail]`-style task name.
+    pub fn task_name(&self, t: usize) -> String {
+        let c = self.task_coords(t);
+        let facets: Vec<String> = (1..self.dims.len())
+            .map(|d| format!("{}={}", self.dims[d].0, self.dims[d].1[c[d]]))
+            .collect();
+        format!("{}[{}]", self.dims[0].1[c[0]], facets.join(","))
+    }
+}
+
+/// A multi-task network over a task grid.
+///
+/// `forward` gets each row's cell (`cells[i] < n_cells`) so that a model may compute only
+/// what a row needs (its cell's towers, its facet value's subtrees); logits of tasks
+/// outside a row's cell are then 0 and their gradients are ignored.
+pub trait MultiTaskModel<T: Float>: Module<T> + Send {
+    fn n_in(&self) -> usize;
+    fn n_tasks(&self) -> usize;
+    /// Logits n × n_tasks for `n` rows of `x` (n × n_in).
+    fn forward(&mut self, x: &[T], cells: &[u32], n: usize, train: bool) -> &[T];
+    /// Backward from `d_logits` (n × n_tasks) for the last forward; parameter gradients
+    /// and `dx` (n × n_in) accumulate.
+    fn backward(&mut self, x: &[T], cells: &[u32], d_logits: &[T], dx: Option<&mut [T]>, n: usize);
+    /// A text tree of the model's parts with parameter counts.
+    fn describe(&self) -> String;
+}
+
+impl<T: Float> MultiTaskModel<T> for MultiTaskNet<T> {
+    fn n_in(&self) -> usize {
+        MultiTaskNet::n_in(self)
+    }
+    fn n_tasks(&self) -> usize {
+        MultiTaskNet::n_tasks(self)
+    }
+    fn forward(&mut self, x: &[T], _cells: &[u32], n: usize, train: bool) -> &[T] {
+        MultiTaskNet::forward(self, x, n, train)
+    }
+    fn backward(
+        &mut self,
+        x: &[T],
+        _cells: &[u32],
+        d_logits: &[T],
+        dx: Option<&mut [T]>,
+        n: usize,
+    ) {
+        MultiTaskNet::backward(self, x, d_logits, dx, n)
+    }
+    fn describe(&self) -> String {
+        MultiTaskNet::describe(self)
+    }
+}

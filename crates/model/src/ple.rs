@@ -1,0 +1,154 @@
+//! Progressive Layered Extraction switcher (PLE): a stack of CGC levels. Every level but
+//! the last also has a shared gate over all its experts; its output u_s is what the next
+//! level's shared experts (and shared gate) read, while the next level's task-k experts
+//! and gate read u_k, task k's output of this level.
+
+use crate::cgc::{Cgc, LevelShape, Upstream, UpstreamGrad};
+use crate::switcher::Switcher;
+use mfh_nn::{with_name, Float, GateActivation, Module, Rng};
+
+/// PLE; shapes: x n × in_dim → K × (n × d), the last level's K task outputs.
+#[derive(Clone, Debug)]
+pub struct Ple<T> {
+    /// Level 1 reads x (one fused expert bank, exactly a [`Cgc`]); level l ≥ 2 reads the
+    /// outputs of level l − 1 (width d).
+    levels: Vec<Cgc<T>>,
+}
+
+impl<T: Float> Ple<T> {
+    /// `levels ≥ 1`; every level has the same experts (`expert_layers` widths, ReLU,
+    /// BatchNorm when `batch_norm`) and gates. `levels = 1` is the same network (same
+    /// parameters, drawn in the same order) as [`Cgc::new`].
+    #[allow(clippy::too_many_arguments)] // the architecture's independent knobs
+    pub fn new(
+        n_in: usize,
+        n_outputs: usize,
+        levels: usize,
+        task_experts: usize,
+        shared_experts: usize,
+        expert_layers: &[usize],
+        gate: GateActivation,
+        gate_hidden: &[usize],
+        batch_norm: bool,
+        rng: &mut Rng,
+    ) -> Self {
+        assert!(levels > 0, "Ple needs at least one level");
+        let shape = LevelShape {
+            n_outputs,
+            task_experts,
+            shared_experts,
+            expert_layers,
+            gate,
+            gate_hidden,
+            batch_norm,
+        };
+        let d = expert_layers.last().copied().unwrap_or(n_in);
+        let levels = (0..levels)
+            .map(|l| {
+                let (input, split_inputs, shared_gate) =
+                    (if l == 0 { n_in } else { d }, l > 0, l + 1 < levels);
+                Cgc::level(input, &shape, split_inputs, shared_gate, rng)
+            })
+            .collect();
+        Ple { levels }
+    }
+
+    pub fn levels(&self) -> &[Cgc<T>] {
+        &self.levels
+    }
+
+    fn last(&self) -> &Cgc<T> {
+        &self.levels[self.levels.len() - 1]
+    }
+
+    fn last_mut(&mut self) -> &mut Cgc<T> {
+        let l = self.levels.len() - 1;
+        &mut self.levels[l]
+    }
+}
+
+impl<T: Float> Module<T> for Ple<T> {
+    fn visit_params(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut [T], &mut [T])) {
+        for (l, level) in self.levels.iter_mut().enumerate() {
+            with_name(prefix, format_args!("levels.{l}."), |p| {
+                level.visit_params(p, f)
+            });
+        }
+    }
+
+    fn visit_buffers(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut [T])) {
+        for (l, level) in self.levels.iter_mut().enumerate() {
+            with_name(prefix, format_args!("levels.{l}."), |p| {
+                level.visit_buffers(p, f)
+            });
+        }
+    }
+}
+
+impl<T: Float> Switcher<T> for Ple<T> {
+    fn in_dim(&self) -> usize {
+        self.levels[0].in_dim()
+    }
+
+    fn n_outputs(&self) -> usize {
+        self.levels[0].n_outputs()
+    }
+
+    fn out_dim(&self) -> usize {
+        self.levels[0].out_dim()
+    }
+
+    fn forward(&mut self, x: &[T], n: usize, train: bool) {
+        self.levels[0].forward_level(Upstream::Input(x), n, train);
+        for l in 1..self.levels.len() {
+            let (done, rest) = self.levels.split_at_mut(l);
+            let up = Upstream::Level(done[l - 1].all_outputs());
+            rest[0].forward_level(up, n, train);
+        }
+    }
+
+    fn output(&self, k: usize) -> &[T] {
+        self.last().output(k)
+    }
+
+    fn d_output_mut(&mut self, k: usize) -> &mut [T] {
+        self.last_mut().d_output_mut(k)
+    }
+
+    fn output_and_grad(&mut self, k: usize) -> (&[T], &mut [T]) {
+        self.last_mut().output_and_grad(k)
+    }
+
+    fn backward(&mut self, x: &[T], n: usize, dx: Option<&mut [T]>) {
+        // Top down: level l adds its input gradients into level l − 1's output gradients
+        // before level l − 1 runs its own backward.
+        for l in (1..self.levels.len()).rev() {
+            let (done, rest) = self.levels.split_at_mut(l);
+            let (outs, d_outs) = done[l - 1].outputs_and_grads();
+            rest[0].backward_level(Upstream::Level(outs), UpstreamGrad::Level(d_outs), n);
+        }
+        self.levels[0].backward_level(Upstream::Input(x), UpstreamGrad::Input(dx), n);
+    }
+
+    fn param_count(&self) -> usize {
+        self.levels.iter().map(Cgc::param_count).sum()
+    }
+
+    fn describe(&self) -> Vec<String> {
+        let mut lines = vec![format!(
+            "PLE → {} outputs, {} levels ({} params)",
+            self.n_outputs(),
+            self.levels.len(),
+            self.param_count()
+        )];
+        for (l, level) in self.levels.iter().enumerate() {
+            lines.push(format!(
+                "  level {} ({} params)",
+                l + 1,
+                level.param_count()
+            ));
+            lines.extend(level.part_lines().into_iter().map(|s| format!("    {s}")));
+        }
+        lines
+    }
+}

@@ -1,0 +1,789 @@
+//! Trees of switchers over the task grid: H-MTL (one tree, split first on one grid
+//! dimension) and MFH (several trees over the same grid, one per first dimension).
+//!
+//! A tree that splits first on dimension d has two levels: level 1 is one switcher whose
+//! outputs are the values of d; level 2, under each value v, is a switcher whose outputs
+//! are the combinations of the remaining dimensions. Each task (one value per dimension)
+//! thus gets one leaf per tree; its leaves are fused (summed, or concatenated) and fed to
+//! its own tower. A level with a single output is dropped (its input passes through).
+//!
+//! Cell routing: a row needs only its own cell's towers and, in a tree split first on a
+//! facet, only its facet value's level-2 subtree. With `routing` on, the rows of each
+//! cell (and of each facet value) are gathered, run through only those parts, and
+//! scattered back; without batch norm this gives the same loss and gradients as running
+//! every part on every row (`routing = false`, kept for fidelity tests). With batch norm,
+//! routed parts normalise with the statistics of their own rows (per cell / per value).
+
+use crate::model::{GridShape, MultiTaskModel};
+use crate::switcher::Switcher;
+use crate::unit::UnitSpec;
+use mfh_nn::{ensure_len, with_name, Activation, Float, Mlp, Module, Rng};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// How a task's leaves from several trees are combined.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Fusion {
+    #[default]
+    Sum,
+    Concat,
+}
+
+/// Which trees MFH builds: `"auto"` (one per grid dimension, behaviour included) or a list
+/// of dimension orderings (each tree splits first on its ordering's first dimension).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(untagged)]
+pub enum Trees {
+    Named(String),
+    Orderings(Vec<Vec<String>>),
+}
+
+impl Default for Trees {
+    fn default() -> Self {
+        Trees::Named("auto".into())
+    }
+}
+
+/// A tree model's architecture (`type = "mfh"` or `type = "hmtl"`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TreeSpec {
+    /// MFH only: the trees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trees: Option<Trees>,
+    /// H-MTL only: the dimension split first (`behaviour` or a facet name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
+    #[serde(default = "default_level1")]
+    pub level1: UnitSpec,
+    #[serde(default = "default_level2")]
+    pub level2: UnitSpec,
+    /// Optional shared bottom MLP before the trees.
+    #[serde(default)]
+    pub bottom: Vec<usize>,
+    #[serde(default)]
+    pub fusion: Fusion,
+    /// Append the row's cell as a one-hot vector to every tower's input.
+    #[serde(default)]
+    pub condition: bool,
+    /// Hidden widths of each task tower.
+    pub tower: Vec<usize>,
+    /// Tower widths for the tasks of one dimension value, e.g. `{ "user=new" = [128, 64] }`
+    /// (`behaviour=like` works too); the first matching key in name order wins.
+    #[serde(default)]
+    pub tower_overrides: BTreeMap<String, Vec<usize>>,
+    #[serde(default)]
+    pub batch_norm: bool,
+    /// Compute only each row's own branches (see the module docs).
+    #[serde(default = "yes")]
+    pub routing: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_level1() -> UnitSpec {
+    UnitSpec::Cgc {
+        task_experts: 2,
+        shared_experts: 2,
+        expert_layers: vec![256, 128],
+        gate: Default::default(),
+        gate_hidden: Vec::new(),
+    }
+}
+
+fn default_level2() -> UnitSpec {
+    UnitSpec::Cgc {
+        task_experts: 2,
+        shared_experts: 2,
+        expert_layers: vec![128],
+        gate: Default::default(),
+        gate_hidden: Vec::new(),
+    }
+}
+
+/// One tree: level 1 over the values of `dim`, level 2 per value over the rest.
+struct Tree<T: Float> {
+    dim: usize,
+    level1: Option<Box<dyn Switcher<T>>>,
+    level2: Vec<Option<Box<dyn Switcher<T>>>>,
+    /// Level 2 runs on its value's rows only (routing, split on a facet).
+    gathered: bool,
+    /// Per value: the gathered level-2 input and its gradient.
+    gin: Vec<Vec<T>>,
+    gdin: Vec<Vec<T>>,
+    /// Per task: (value of `dim`, output index within that value's level-2 switcher).
+    leaf_of_task: Vec<(usize, usize)>,
+    l1_out: usize,
+}
+
+/// H-MTL / MFH network over a task grid; shapes: x n × n_in → logits n × n_tasks.
+pub struct TreeNet<T: Float> {
+    shape: GridShape,
+    n_in: usize,
+    bottom: Option<Mlp<T>>,
+    trees: Vec<Tree<T>>,
+    towers: Vec<Mlp<T>>,
+    fusion: Fusion,
+    condition: bool,
+    routing: bool,
+    h_dim: usize,
+    leaf_dim: usize,
+    z_dim: usize,
+    n: usize,
+    /// [dim][value] → rows with that value (facet dimensions only).
+    groups: Vec<Vec<Vec<usize>>>,
+    /// [dim][row] → the row's position within its value's group.
+    pos: Vec<Vec<usize>>,
+    /// [cell] → rows of the cell; `all_rows` is 0..n for the dense mode.
+    cell_rows: Vec<Vec<usize>>,
+    all_rows: Vec<usize>,
+    z: Vec<Vec<T>>,
+    dz: Vec<Vec<T>>,
+    dy: Vec<T>,
+    logits: Vec<T>,
+    dh: Vec<T>,
+}
+
+fn dims_of(shape: &GridShape, names: &[String]) -> Result<Vec<usize>, String> {
+    names
+        .iter()
+        .map(|n| {
+            shape.dim_index(n).ok_or_else(|| {
+                let known: Vec<&str> = shape.dims.iter().map(|(d, _)| d.as_str()).collect();
+                format!(
+                    "no grid dimension `{n}` (the grid has: {})",
+                    known.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+impl TreeSpec {
+    /// The first dimension of each tree.
+    fn first_dims(&self, shape: &GridShape, hmtl: bool) -> Result<Vec<usize>, String> {
+        if hmtl {
+            if self.trees.is_some() {
+                return Err("hmtl takes `split` (one dimension), not `trees`".into());
+            }
+            let split = self
+                .split
+                .as_ref()
+                .ok_or("hmtl needs `split`: the dimension its tree splits first")?;
+            return dims_of(shape, std::slice::from_ref(split));
+        }
+        if self.split.is_some() {
+            return Err("mfh takes `trees`, not `split` (use type = \"hmtl\" for one tree)".into());
+        }
+        match self.trees.clone().unwrap_or_default() {
+            Trees::Named(s) if s == "auto" => Ok((0..shape.dims.len()).collect()),
+            Trees::Named(s) => Err(format!(
+                "trees = \"{s}\": expected \"auto\" or a list of dimension orderings"
+            )),
+            Trees::Orderings(list) => {
+                if list.is_empty() {
+                    return Err("trees is an empty list".into());
+                }
+                let mut firsts = Vec::new();
+                for ord in &list {
+                    let d = dims_of(shape, ord)?;
+                    let mut sorted = d.clone();
+                    sorted.sort_unstable();
+                    sorted.dedup();
+                    if sorted.len() != d.len() || d.len() != shape.dims.len() {
+                        return Err(format!(
+                            "tree ordering {ord:?} must name every grid dimension once"
+                        ));
+                    }
+                    if firsts.contains(&d[0]) {
+                        return Err(format!("two trees split first on `{}`", ord[0]));
+                    }
+                    firsts.push(d[0]);
+                }
+                Ok(firsts)
+            }
+        }
+    }
+}
+
+fn check_widths(what: &str, w: &[usize]) -> Result<(), String> {
+    match w.iter().position(|&x| x == 0) {
+        Some(i) => Err(format!("{what} layer {i} has width 0")),
+        None => Ok(()),
+    }
+}
+
+impl<T: Float> TreeNet<T> {
+    /// Builds the trees (`hmtl`: one tree from `split`) over `shape` for `n_in` inputs.
+    pub fn new(
+        spec: &TreeSpec,
+        shape: &GridShape,
+        n_in: usize,
+        hmtl: bool,
+        seed: u64,
+    ) -> Result<Self, String> {
+        if n_in == 0 {
+            return Err("input width is 0".into());
+        }
+        spec.level1.validate().map_err(|e| format!("level1: {e}"))?;
+        spec.level2.validate().map_err(|e| format!("level2: {e}"))?;
+        check_widths("bottom", &spec.bottom)?;
+        check_widths("tower", &spec.tower)?;
+        let firsts = spec.first_dims(shape, hmtl)?;
+        let sizes = shape.sizes();
+        let n_tasks = shape.n_tasks();
+        let bn = spec.batch_norm;
+        let mut rng = Rng::new(seed);
+        let bottom = (!spec.bottom.is_empty())
+            .then(|| Mlp::new(n_in, &spec.bottom, Activation::Relu, bn, &mut rng));
+        let h_dim = bottom.as_ref().map_or(n_in, |b: &Mlp<T>| b.out_dim());
+        let mut trees = Vec::new();
+        for &d in &firsts {
+            let k1 = sizes[d];
+            let k2 = n_tasks / k1;
+            let level1 = (k1 > 1).then(|| spec.level1.build::<T>(h_dim, k1, bn, &mut rng));
+            let l1_out = level1.as_ref().map_or(h_dim, |s| s.out_dim());
+            let level2: Vec<Option<Box<dyn Switcher<T>>>> = (0..k1)
+                .map(|_| (k2 > 1).then(|| spec.level2.build::<T>(l1_out, k2, bn, &mut rng)))
+                .collect();
+            let leaf_of_task = (0..n_tasks)
+                .map(|t| {
+                    let c = shape.task_coords(t);
+                    let k = (0..sizes.len())
+                        .filter(|&e| e != d)
+                        .fold(0, |acc, e| acc * sizes[e] + c[e]);
+                    (c[d], k)
+                })
+                .collect();
+            trees.push(Tree {
+                dim: d,
+                gathered: spec.routing && d != 0 && k2 > 1,
+                gin: vec![Vec::new(); k1],
+                gdin: vec![Vec::new(); k1],
+                level1,
+                level2,
+                leaf_of_task,
+                l1_out,
+            });
+        }
+        let leaf_dims: Vec<usize> = trees
+            .iter()
+            .map(|t| t.level2[0].as_ref().map_or(t.l1_out, |s| s.out_dim()))
+            .collect();
+        let leaf_dim = leaf_dims[0];
+        let fused = match spec.fusion {
+            Fusion::Sum => {
+                if leaf_dims.iter().any(|&w| w != leaf_dim) {
+                    return Err(format!(
+                        "the trees' leaves have different widths {leaf_dims:?}; sum fusion needs equal widths (use fusion = \"concat\")"
+                    ));
+                }
+                leaf_dim
+            }
+            Fusion::Concat => leaf_dims.iter().sum(),
+        };
+        let n_cells = shape.n_cells();
+        let z_dim = fused + if spec.condition { n_cells } else { 0 };
+        let mut overrides = Vec::new();
+        for (key, widths) in &spec.tower_overrides {
+            check_widths(&format!("tower_overrides.\"{key}\""), widths)?;
+            let (dname, vname) = key.split_once('=').ok_or_else(|| {
+                format!("tower_overrides key `{key}`: expected `dimension=value`")
+            })?;
+            let d = dims_of(shape, &[dname.to_string()])?[0];
+            let v = shape.dims[d]
+                .1
+                .iter()
+                .position(|x| x == vname)
+                .ok_or_else(|| {
+                    format!("tower_overrides key `{key}`: `{vname}` is not a value of `{dname}`")
+                })?;
+            overrides.push((d, v, widths.clone()));
+        }
+        let towers = (0..n_tasks)
+            .map(|t| {
+                let c = shape.task_coords(t);
+                let hidden = overrides
+                    .iter()
+                    .find(|(d, v, _)| c[*d] == *v)
+                    .map_or(&spec.tower, |o| &o.2);
+                let widths: Vec<usize> = hidden.iter().copied().chain([1]).collect();
+                Mlp::new(z_dim, &widths, Activation::Identity, bn, &mut rng)
+            })
+            .collect();
+        Ok(TreeNet {
+            shape: shape.clone(),
+            n_in,
+            bottom,
+            trees,
+            towers,
+            fusion: spec.fusion,
+            condition: spec.condition,
+            routing: spec.routing,
+            h_dim,
+            leaf_dim,
+            z_dim,
+            n: 0,
+            groups: sizes.iter().map(|&s| vec![Vec::new(); s]).collect(),
+            pos: vec![Vec::new(); sizes.len()],
+            cell_rows: vec![Vec::new(); n_cells],
+            all_rows: Vec::new(),
+            z: vec![Vec::new(); n_tasks],
+            dz: vec![Vec::new(); n_tasks],
+            dy: Vec::new(),
+            logits: Vec::new(),
+            dh: Vec::new(),
+        })
+    }
+
+    /// Groups rows by cell and by each facet value (reusing the buffers).
+    fn group_rows(&mut self, cells: &[u32], n: usize) {
+        let n_cells = self.shape.n_cells();
+        self.all_rows.clear();
+        self.all_rows.extend(0..n);
+        for r in &mut self.cell_rows {
+            r.clear();
+        }
+        for (i, &c) in cells[..n].iter().enumerate() {
+            assert!(
+                (c as usize) < n_cells,
+                "cell {c} out of range (the grid has {n_cells})"
+            );
+            self.cell_rows[c as usize].push(i);
+        }
+        for d in 1..self.shape.dims.len() {
+            for g in &mut self.groups[d] {
+                g.clear();
+            }
+            self.pos[d].clear();
+            for &c in &cells[..n] {
+                let v = self.shape.cell_value(c as usize, d);
+                self.pos[d].push(self.groups[d][v].len());
+                self.groups[d][v].push(self.pos[d].len() - 1);
+            }
+        }
+    }
+
+    /// Rows that task `t`'s tower runs on.
+    fn task_rows(&self, t: usize) -> &[usize] {
+        if self.routing {
+            &self.cell_rows[t % self.shape.n_cells()]
+        } else {
+            &self.all_rows
+        }
+    }
+}
+
+impl<T: Float> MultiTaskModel<T> for TreeNet<T> {
+    fn n_in(&self) -> usize {
+        self.n_in
+    }
+
+    fn n_tasks(&self) -> usize {
+        self.towers.len()
+    }
+
+    fn forward(&mut self, x: &[T], cells: &[u32], n: usize, train: bool) -> &[T] {
+        assert!(
+            x.len() >= n * self.n_in && cells.len() >= n,
+            "TreeNet::forward: short input"
+        );
+        self.n = n;
+        self.group_rows(cells, n);
+        if let Some(b) = &mut self.bottom {
+            b.forward(x, n, train);
+        }
+        let h: &[T] = self.bottom.as_ref().map_or(x, |b| b.output());
+        for tree in &mut self.trees {
+            let Tree {
+                dim,
+                level1,
+                level2,
+                gathered,
+                gin,
+                l1_out,
+                ..
+            } = tree;
+            if let Some(l1) = level1 {
+                l1.forward(h, n, train);
+            }
+            for (v, l2) in level2.iter_mut().enumerate() {
+                let Some(l2) = l2 else { continue };
+                let input: &[T] = level1.as_ref().map_or(h, |l1| l1.output(v));
+                if *gathered {
+                    let rows = &self.groups[*dim][v];
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let buf = ensure_len(&mut gin[v], rows.len() * *l1_out);
+                    gather(input, *l1_out, rows, buf);
+                    l2.forward(&gin[v][..rows.len() * *l1_out], rows.len(), train);
+                } else {
+                    l2.forward(input, n, train);
+                }
+            }
+        }
+        let n_tasks = self.towers.len();
+        let n_cells = self.shape.n_cells();
+        let fused = self.z_dim - if self.condition { n_cells } else { 0 };
+        self.logits.clear();
+        self.logits.resize(n * n_tasks, T::zero());
+        for t in 0..n_tasks {
+            let rows: &[usize] = if self.routing {
+                &self.cell_rows[t % n_cells]
+            } else {
+                &self.all_rows
+            };
+            let m = rows.len();
+            if m == 0 {
+                continue;
+            }
+            let z = ensure_len(&mut self.z[t], m * self.z_dim);
+            z.fill(T::zero());
+            let mut offset = 0;
+            for tree in &self.trees {
+                let (v, k) = tree.leaf_of_task[t];
+                let (src, w, by_group): (&[T], usize, bool) = match (&tree.level2[v], &tree.level1)
+                {
+                    (Some(l2), _) => (l2.output(k), l2.out_dim(), tree.gathered),
+                    (None, Some(l1)) => (l1.output(v), l1.out_dim(), false),
+                    (None, None) => (h, self.h_dim, false),
+                };
+                for (j, &r) in rows.iter().enumerate() {
+                    let sr = if by_group { self.pos[tree.dim][r] } else { r };
+                    let dst = &mut z[j * self.z_dim + offset..j * self.z_dim + offset + w];
+                    for (d, s) in dst.iter_mut().zip(&src[sr * w..(sr + 1) * w]) {
+                        *d += *s;
+                    }
+                }
+                if self.fusion == Fusion::Concat {
+                    offset += w;
+                }
+            }
+            if self.condition {
+                for (j, &r) in rows.iter().enumerate() {
+                    z[j * self.z_dim + fused + cells[r] as usize] = T::one();
+                }
+            }
+            let y = self.towers[t].forward(&self.z[t][..m * self.z_dim], m, train);
+            for (j, &r) in rows.iter().enumerate() {
+                self.logits[r * n_tasks + t] = y[j];
+            }
+        }
+        &self.logits[..n * n_tasks]
+    }
+
+    fn backward(
+        &mut self,
+        x: &[T],
+        _cells: &[u32],
+        d_logits: &[T],
+        dx: Option<&mut [T]>,
+        n: usize,
+    ) {
+        debug_assert_eq!(n, self.n, "TreeNet::backward: batch differs from forward");
+        let n_tasks = self.towers.len();
+        assert!(
+            d_logits.len() >= n * n_tasks,
+            "TreeNet::backward: d_logits too short"
+        );
+        let dh = ensure_len(&mut self.dh, n * self.h_dim);
+        dh.fill(T::zero());
+        for t in 0..n_tasks {
+            let rows: &[usize] = if self.routing {
+                &self.cell_rows[t % self.shape.n_cells()]
+            } else {
+                &self.all_rows
+            };
+            let m = rows.len();
+            if m == 0 {
+                continue;
+            }
+            let dy = ensure_len(&mut self.dy, m);
+            for (j, &r) in rows.iter().enumerate() {
+                dy[j] = d_logits[r * n_tasks + t];
+            }
+            let dz = ensure_len(&mut self.dz[t], m * self.z_dim);
+            dz.fill(T::zero());
+            self.towers[t].backward(&self.z[t][..m * self.z_dim], dy, Some(dz), m);
+            let mut offset = 0;
+            for tree in &mut self.trees {
+                let (v, k) = tree.leaf_of_task[t];
+                let (g, w, by_group): (&mut [T], usize, bool) =
+                    match (&mut tree.level2[v], &mut tree.level1) {
+                        (Some(l2), _) => {
+                            let w = l2.out_dim();
+                            (l2.d_output_mut(k), w, tree.gathered)
+                        }
+                        (None, Some(l1)) => {
+                            let w = l1.out_dim();
+                            (l1.d_output_mut(v), w, false)
+                        }
+                        (None, None) => (&mut self.dh[..], self.h_dim, false),
+                    };
+                for (j, &r) in rows.iter().enumerate() {
+                    let sr = if by_group { self.pos[tree.dim][r] } else { r };
+                    let src = &self.dz[t][j * self.z_dim + offset..j * self.z_dim + offset + w];
+                    for (d, s) in g[sr * w..(sr + 1) * w].iter_mut().zip(src) {
+                        *d += *s;
+                    }
+                }
+                if self.fusion == Fusion::Concat {
+                    offset += w;
+                }
+            }
+        }
+        let h: &[T] = self.bottom.as_ref().map_or(x, |b| b.output());
+        for tree in &mut self.trees {
+            let Tree {
+                dim,
+                level1,
+                level2,
+                gathered,
+                gin,
+                gdin,
+                l1_out,
+                ..
+            } = tree;
+            for (v, l2) in level2.iter_mut().enumerate() {
+                let Some(l2) = l2 else { continue };
+                if *gathered {
+                    let rows = &self.groups[*dim][v];
+                    let m = rows.len();
+                    if m == 0 {
+                        continue;
+                    }
+                    let g = ensure_len(&mut gdin[v], m * *l1_out);
+                    g.fill(T::zero());
+                    l2.backward(&gin[v][..m * *l1_out], m, Some(&mut gdin[v][..m * *l1_out]));
+                    let target: &mut [T] = match level1 {
+                        Some(l1) => l1.d_output_mut(v),
+                        None => &mut self.dh[..],
+                    };
+                    scatter_add(&gdin[v][..m * *l1_out], *l1_out, rows, target);
+                } else {
+                    match level1 {
+                        Some(l1) => {
+                            let (input, d_input) = l1.output_and_grad(v);
+                            l2.backward(input, n, Some(d_input));
+                        }
+                        None => l2.backward(h, n, Some(&mut self.dh[..n * self.h_dim])),
+                    }
+                }
+            }
+            if let Some(l1) = level1 {
+                l1.backward(h, n, Some(&mut self.dh[..n * self.h_dim]));
+            }
+        }
+        match (&mut self.bottom, dx) {
+            (Some(b), dx) => b.backward(x, &mut self.dh[..n * self.h_dim], dx, n),
+            (None, Some(dx)) => {
+                for (d, s) in dx[..n * self.n_in]
+                    .iter_mut()
+                    .zip(&self.dh[..n * self.h_dim])
+                {
+                    *d += *s;
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut s = String::new();
+        let total: usize = self.bottom.as_ref().map_or(0, |b| b.param_count())
+            + self
+                .trees
+                .iter()
+                .map(|t| {
+                    t.level1.as_ref().map_or(0, |l| l.param_count())
+                        + t.level2
+                            .iter()
+                            .flatten()
+                            .map(|l| l.param_count())
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
+            + self.towers.iter().map(Mlp::param_count).sum::<usize>();
+        let kind = if self.trees.len() == 1 {
+            "H-MTL"
+        } else {
+            "MFH"
+        };
+        s.push_str(&format!(
+            "{kind}: {} inputs → {} task logits over {} ({total} params; {}, {:?} fusion{})\n",
+            self.n_in,
+            self.towers.len(),
+            self.shape
+                .dims
+                .iter()
+                .map(|(d, v)| format!("{d}×{}", v.len()))
+                .collect::<Vec<_>>()
+                .join(" "),
+            if self.routing {
+                "cell routing"
+            } else {
+                "dense"
+            },
+            self.fusion,
+            if self.condition {
+                ", cell one-hot into towers"
+            } else {
+                ""
+            }
+        ));
+        if let Some(b) = &self.bottom {
+            s.push_str(&format!(
+                "  bottom: {}→{} ({} params)\n",
+                self.n_in,
+                b.out_dim(),
+                b.param_count()
+            ));
+        }
+        for (i, t) in self.trees.iter().enumerate() {
+            let (dname, values) = &self.shape.dims[t.dim];
+            let p1 = t.level1.as_ref().map_or(0, |l| l.param_count());
+            let p2: usize = t.level2.iter().flatten().map(|l| l.param_count()).sum();
+            s.push_str(&format!(
+                "  tree {i}: split on {dname} ({} params)\n",
+                p1 + p2
+            ));
+            match &t.level1 {
+                Some(l1) => {
+                    for line in l1.describe() {
+                        s.push_str(&format!("    level 1: {line}\n"));
+                    }
+                }
+                None => s.push_str("    level 1: dropped (one value)\n"),
+            }
+            for (v, l2) in t.level2.iter().enumerate() {
+                match l2 {
+                    Some(l2) => {
+                        let lines = l2.describe();
+                        s.push_str(&format!(
+                            "    level 2 [{dname}={}]: {}\n",
+                            values[v],
+                            lines.first().cloned().unwrap_or_default()
+                        ));
+                        for line in lines.iter().skip(1) {
+                            s.push_str(&format!("      {line}\n"));
+                        }
+                    }
+                    None => {
+                        s.push_str(&format!(
+                            "    level 2 [{dname}={}]: dropped (one output)\n",
+                            values[v]
+                        ));
+                    }
+                }
+            }
+        }
+        let tower_params: usize = self.towers.iter().map(Mlp::param_count).sum();
+        let mut shapes: BTreeMap<String, usize> = BTreeMap::new();
+        for tw in &self.towers {
+            let dims: Vec<String> = std::iter::once(tw.n_in())
+                .chain(tw.layers().iter().map(|l| l.n_out()))
+                .map(|d| d.to_string())
+                .collect();
+            *shapes.entry(dims.join("→")).or_default() += 1;
+        }
+        let shapes: Vec<String> = shapes
+            .into_iter()
+            .map(|(k, c)| format!("{c} × {k}"))
+            .collect();
+        s.push_str(&format!(
+            "  towers: {} ({tower_params} params)\n",
+            shapes.join(", ")
+        ));
+        s
+    }
+}
+
+impl<T: Float> TreeNet<T> {
+    pub fn leaf_dim(&self) -> usize {
+        self.leaf_dim
+    }
+    pub fn n_trees(&self) -> usize {
+        self.trees.len()
+    }
+    /// For tests: the (value, output) leaf of task `t` in tree `tree`.
+    pub fn leaf_of_task(&self, tree: usize, t: usize) -> (usize, usize) {
+        self.trees[tree].leaf_of_task[t]
+    }
+    /// For tests: the split dimension of each tree.
+    pub fn tree_dims(&self) -> Vec<usize> {
+        self.trees.iter().map(|t| t.dim).collect()
+    }
+}
+
+fn gather<T: Float>(src: &[T], w: usize, rows: &[usize], dst: &mut [T]) {
+    for (j, &r) in rows.iter().enumerate() {
+        dst[j * w..(j + 1) * w].copy_from_slice(&src[r * w..(r + 1) * w]);
+    }
+}
+
+fn scatter_add<T: Float>(src: &[T], w: usize, rows: &[usize], dst: &mut [T]) {
+    for (j, &r) in rows.iter().enumerate() {
+        for (d, s) in dst[r * w..(r + 1) * w]
+            .iter_mut()
+            .zip(&src[j * w..(j + 1) * w])
+        {
+            *d += *s;
+        }
+    }
+}
+
+impl<T: Float> Module<T> for TreeNet<T> {
+    fn visit_params(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut [T], &mut [T])) {
+        if let Some(b) = &mut self.bottom {
+            with_name(prefix, format_args!("bottom."), |p| b.visit_params(p, f));
+        }
+        for (i, tree) in self.trees.iter_mut().enumerate() {
+            if let Some(l1) = &mut tree.level1 {
+                with_name(prefix, format_args!("trees.{i}.level1."), |p| {
+                    l1.visit_params(p, f)
+                });
+            }
+            for (v, l2) in tree.level2.iter_mut().enumerate() {
+                if let Some(l2) = l2 {
+                    with_name(prefix, format_args!("trees.{i}.level2.{v}."), |p| {
+                        l2.visit_params(p, f)
+                    });
+                }
+            }
+        }
+        for (t, tower) in self.towers.iter_mut().enumerate() {
+            with_name(prefix, format_args!("towers.{t}."), |p| {
+                tower.visit_params(p, f)
+            });
+        }
+    }
+
+    fn visit_buffers(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut [T])) {
+        if let Some(b) = &mut self.bottom {
+            with_name(prefix, format_args!("bottom."), |p| b.visit_buffers(p, f));
+        }
+        for (i, tree) in self.trees.iter_mut().enumerate() {
+            if let Some(l1) = &mut tree.level1 {
+                with_name(prefix, format_args!("trees.{i}.level1."), |p| {
+                    l1.visit_buffers(p, f)
+                });
+            }
+            for (v, l2) in tree.level2.iter_mut().enumerate() {
+                if let Some(l2) = l2 {
+                    with_name(prefix, format_args!("trees.{i}.level2.{v}."), |p| {
+                        l2.visit_buffers(p, f)
+                    });
+                }
+            }
+        }
+        for (t, tower) in self.towers.iter_mut().enumerate() {
+            with_name(prefix, format_args!("towers.{t}."), |p| {
+                tower.visit_buffers(p, f)
+            });
+        }
+    }
+}
