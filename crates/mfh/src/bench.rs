@@ -15,7 +15,7 @@ use mfh_config::{Config, EmbeddingOptConfig, TaskGrid};
 use mfh_data::{Batch, FieldLayout, Pipeline, SplitMix, StreamOptions};
 use mfh_loss::{GridLoss, LossSpec};
 use mfh_model::ModelSpec;
-use mfh_nn::{Adam, Module};
+use mfh_nn::Adam;
 use mfh_train::{embedding_layer, ModelState};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +31,21 @@ pub enum BenchCmd {
         split: String,
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+    },
+    /// Training samples/s of a tree model (MFH, H-MTL) with cell routing on and off, on
+    /// the first batches of a config's train split held in memory.
+    Routing {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value = "mfh")]
+        model: String,
+        /// Batches held in memory and cycled through.
+        #[arg(long, default_value_t = 40)]
+        batches: usize,
+        #[arg(long, default_value_t = 7)]
+        windows: usize,
+        #[arg(long, default_value_t = 20)]
+        steps_per_window: usize,
     },
     /// Training samples/s on MMoE-ref (synthetic, in-memory batches).
     Train {
@@ -92,6 +107,13 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             windows,
             steps_per_window,
         } => bench_train(threads, windows, steps_per_window)?,
+        BenchCmd::Routing {
+            config,
+            model,
+            batches,
+            windows,
+            steps_per_window,
+        } => bench_routing(&config, &model, batches, windows, steps_per_window)?,
     }
     Ok(())
 }
@@ -185,5 +207,120 @@ fn bench_train(threads: usize, windows: usize, steps: usize) -> Result<()> {
     summary("MMoE-ref training", "samples/s", rates);
     let rows: usize = state.emb.tables().iter().map(|t| t.len()).sum();
     outln!("embedding rows created: {rows}");
+    Ok(())
+}
+
+/// Times `steps` training steps over `batches` (cycled), returning samples/s.
+fn time_steps(
+    state: &mut ModelState,
+    adam: &mut Adam<f32>,
+    batches: &mut [Batch],
+    step: &mut u64,
+    steps: usize,
+) -> f64 {
+    let t = Instant::now();
+    let mut rows = 0;
+    for _ in 0..steps {
+        let i = *step as usize % batches.len();
+        state.net.zero_grad();
+        state.train_step(&mut batches[i], *step + 1);
+        adam.step(state.net.as_mut(), 1e-3);
+        rows += batches[i].n;
+        *step += 1;
+    }
+    rows as f64 / t.elapsed().as_secs_f64()
+}
+
+fn bench_routing(
+    config: &std::path::Path,
+    model: &str,
+    n_batches: usize,
+    windows: usize,
+    steps: usize,
+) -> Result<()> {
+    let cfg = Config::load(config)?;
+    mfh_nn::kernels::init_thread_pool(cfg.train.threads);
+    mfh_nn::kernels::set_threads(cfg.train.threads);
+    let (_, table) = cfg.model_section(Some(model))?;
+    let spec: ModelSpec = toml::Value::Table(table.clone()).try_into()?;
+    let with_routing = |on: bool| -> Result<ModelSpec> {
+        Ok(match spec.clone() {
+            ModelSpec::Mfh(mut t) => {
+                t.routing = on;
+                ModelSpec::Mfh(t)
+            }
+            ModelSpec::Hmtl(mut t) => {
+                t.routing = on;
+                ModelSpec::Hmtl(t)
+            }
+            _ => anyhow::bail!("model `{model}` is not a tree model (mfh or hmtl)"),
+        })
+    };
+    let mut p = Pipeline::new(&cfg)?;
+    p.fit(&cfg.train.train_split)?;
+    let layout = p.layout().clone();
+    let p = Arc::new(p);
+    let mut batches = Vec::new();
+    for b in p.stream(
+        &cfg.train.train_split,
+        StreamOptions::in_order(cfg.train.batch_size),
+    )? {
+        batches.push(b?);
+        if batches.len() == n_batches {
+            break;
+        }
+    }
+    let grid = cfg.grid();
+    let mut states = Vec::new();
+    for on in [true, false] {
+        let emb = embedding_layer(&layout, &cfg.train.embedding, cfg.train.seed)?;
+        let loss = mfh_train::grid_loss(&cfg, &grid)?;
+        states.push(ModelState::new(
+            grid.clone(),
+            with_routing(on)?,
+            emb,
+            layout.dense.len(),
+            loss,
+            cfg.train.seed,
+        )?);
+    }
+    outln!(
+        "{model} on {}: {} tasks, {} cells, batch {}, {} threads; {} batches in memory",
+        config.display(),
+        grid.n_tasks(),
+        grid.n_cells(),
+        cfg.train.batch_size,
+        cfg.train.threads,
+        batches.len()
+    );
+    let mut adams = [
+        Adam::<f32>::new(0.9, 0.999, 1e-8, 0.0),
+        Adam::<f32>::new(0.9, 0.999, 1e-8, 0.0),
+    ];
+    let mut steps_done = [0u64; 2];
+    let mut rates = [Vec::new(), Vec::new()];
+    for w in 0..=windows {
+        // Alternate the two modes window by window so drift affects both alike.
+        for k in 0..2 {
+            let r = time_steps(
+                &mut states[k],
+                &mut adams[k],
+                &mut batches,
+                &mut steps_done[k],
+                steps,
+            );
+            if w > 0 {
+                rates[k].push(r);
+            }
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (r_on, r_off) = (med(&mut rates[0].clone()), med(&mut rates[1].clone()));
+    summary("routed", "samples/s", rates[0].clone());
+    summary("dense ", "samples/s", rates[1].clone());
+    outln!("routed / dense: {:.2}×", r_on / r_off);
     Ok(())
 }

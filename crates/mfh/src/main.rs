@@ -258,7 +258,6 @@ fn prepare_kuairand(raw: &Path, extra_logs: Vec<PathBuf>, out: &Path) -> Result<
 }
 
 fn inspect(m: &mut mfh_train::LoadedModel) -> String {
-    use mfh_nn::Module;
     use std::fmt::Write;
     let mut s = String::new();
     let meta = &m.meta;

@@ -318,3 +318,37 @@ fn eval_with_another_schema_is_refused() {
     let e = fails(&["eval", "--model-dir", s(&out), "--config", s(&other)]).stderr;
     assert!(e.contains("features differ"), "{e}");
 }
+
+#[test]
+fn esmm_funnel_and_uncertainty_weighting_train_and_reload() {
+    let tmp = tempfile::tempdir().unwrap();
+    // `buy` implies `clicked` on every row.
+    let mut log = String::from("uid,item,day,price,clicked,buy\n");
+    for i in 0..60 {
+        let click = (i % 3 != 0) as u8;
+        let buy = click * (i % 2) as u8;
+        log.push_str(&format!(
+            "u{},i{},{},{}.5,{click},{buy}\n",
+            i % 5,
+            i % 4,
+            1 + i % 3,
+            i % 7
+        ));
+    }
+    let c = setup(tmp.path(), &log, "");
+    let text = std::fs::read_to_string(&c).unwrap()
+        + "[[behaviours]]\ntype = \"binary\"\nname = \"buy\"\ncolumn = \"buy\"\n\
+           [train.loss]\nreduction = \"task_mean\"\nuncertainty = true\n\
+           [[train.loss.funnels]]\nkind = \"esmm\"\nfrom = \"click\"\nto = \"buy\"\n";
+    std::fs::write(&c, text).unwrap();
+    let out = tmp.path().join("m");
+    ok(&["train", "--config", s(&c), "--out", s(&out), "--quiet"]);
+    let e = ok(&["eval", "--model-dir", s(&out), "--json"]);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let again: serde_json::Value = serde_json::from_str(&e.stdout).unwrap();
+    assert_eq!(
+        saved, again,
+        "the log-variances and funnel survive the model folder"
+    );
+}

@@ -176,3 +176,85 @@ fn empty_test_split_is_a_warning_for_eval() {
         e.stderr
     );
 }
+
+#[test]
+fn every_model_of_the_zoo_trains_and_reports_all_twelve_cells() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(&[
+        "prepare",
+        "kuairand",
+        "--raw",
+        s(&bundled_raw()),
+        "--out",
+        s(&data),
+    ]);
+    let cfg_path = data.join("kuairand.toml");
+    let cfg = std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .replace("epochs = 4", "epochs = 1\nmax_steps = 15")
+        .replace("eval_every = 125", "eval_every = 0");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    for model in ["single", "sb", "mmoe", "cgc", "ple", "hmtl", "mfh"] {
+        let dir = tmp.path().join(model);
+        ok(&[
+            "train",
+            "--config",
+            s(&cfg_path),
+            "--model",
+            model,
+            "--out",
+            s(&dir),
+            "--quiet",
+        ]);
+        let e = ok(&["eval", "--model-dir", s(&dir), "--json"]);
+        let recs: serde_json::Value = serde_json::from_str(&e.stdout).unwrap();
+        let cells: std::collections::BTreeSet<String> = recs
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["metric"] == "auc" && r["cell"] != "all")
+            .map(|r| format!("{}/{}", r["behaviour"], r["cell"]))
+            .collect();
+        assert_eq!(cells.len(), 12, "{model}: {cells:?}");
+        let i = ok(&["inspect", "--model-dir", s(&dir)]);
+        assert!(i.stdout.contains("params"), "{model}: {}", i.stdout);
+    }
+}
+
+#[test]
+fn a_funnel_over_pairs_that_break_the_implication_is_refused_with_the_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(&[
+        "prepare",
+        "kuairand",
+        "--raw",
+        s(&bundled_raw()),
+        "--out",
+        s(&data),
+    ]);
+    let cfg_path = data.join("kuairand.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap().replace(
+        "[models.single]",
+        "[[train.loss.funnels]]\nkind = \"esmm\"\nfrom = \"click\"\nto = \"like\"\n\n[models.single]",
+    );
+    // Appending to [train] through a sub-table must come after its keys: put it at the end.
+    let cfg = cfg.replace(
+        "[[train.loss.funnels]]\nkind = \"esmm\"\nfrom = \"click\"\nto = \"like\"\n\n",
+        "",
+    ) + "\n[[train.loss.funnels]]\nkind = \"esmm\"\nfrom = \"click\"\nto = \"like\"\n";
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let e = fails(&[
+        "train",
+        "--config",
+        s(&cfg_path),
+        "--model",
+        "mmoe",
+        "--out",
+        s(&tmp.path().join("m")),
+        "--quiet",
+    ])
+    .stderr;
+    assert!(e.contains("click → like") && e.contains("positives"), "{e}");
+}

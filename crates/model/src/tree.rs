@@ -366,15 +366,6 @@ impl<T: Float> TreeNet<T> {
             }
         }
     }
-
-    /// Rows that task `t`'s tower runs on.
-    fn task_rows(&self, t: usize) -> &[usize] {
-        if self.routing {
-            &self.cell_rows[t % self.shape.n_cells()]
-        } else {
-            &self.all_rows
-        }
-    }
 }
 
 impl<T: Float> MultiTaskModel<T> for TreeNet<T> {

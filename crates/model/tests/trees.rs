@@ -141,7 +141,7 @@ fn leaves_carry_each_tasks_own_representation() {
     }
 }
 
-fn grads_by_name(net: &mut dyn MultiTaskModel<f64>) -> Vec<(String, Vec<f64>)> {
+fn grads_by_name(net: &mut dyn MultiTaskModel<f64>) -> NamedGrads {
     let mut out = Vec::new();
     net.visit_params("", &mut |name, _, g| {
         out.push((name.to_string(), g.to_vec()))
@@ -235,6 +235,9 @@ fn degenerate_mfh_is_flat_mmoe() {
     assert_eq!(a, b);
 }
 
+/// Parameter gradients by name, in visit order.
+type NamedGrads = Vec<(String, Vec<f64>)>;
+
 /// Loss Σ r·logits with r masked to each row's cell; returns (loss, param grads, dx).
 fn run(
     net: &mut TreeNet<f64>,
@@ -243,7 +246,7 @@ fn run(
     r: &[f64],
     n: usize,
     n_in: usize,
-) -> (f64, Vec<(String, Vec<f64>)>, Vec<f64>) {
+) -> (f64, NamedGrads, Vec<f64>) {
     net.zero_grad();
     let loss = dot(net.forward(x, cells, n, true), r);
     let mut dx = vec![0.0; n * n_in];

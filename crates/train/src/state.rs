@@ -181,9 +181,19 @@ impl ModelState {
         }
     }
 
+    /// Hands the multi-valued ID columns borrowed by `assemble` back to the batch, so a
+    /// batch can be used again (benchmarks replay batches from memory).
+    fn restore(&mut self, batch: &mut Batch) {
+        for (m, ids) in batch.multi.iter_mut().zip(self.multi.drain(..)) {
+            m.offsets = ids.offsets;
+            m.ids = ids.ids;
+        }
+    }
+
     /// Scores a batch: logits rows × tasks (valid until the next call).
     pub fn forward(&mut self, batch: &mut Batch) -> &[f32] {
         self.assemble(batch, false);
+        self.restore(batch);
         self.net.forward(&self.x, &batch.cells, batch.n, false)
     }
 
@@ -213,6 +223,7 @@ impl ModelState {
             multi: &self.multi,
         };
         self.emb.backward(&input, &self.dx, self.n_in(), step);
+        self.restore(batch);
         value
     }
 }
