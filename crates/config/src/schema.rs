@@ -22,9 +22,23 @@ pub struct Config {
     pub train: TrainConfig,
     #[serde(default)]
     pub models: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    pub compare: CompareConfig,
     /// The file this config was read from (not part of the TOML).
     #[serde(skip)]
     pub source_file: PathBuf,
+}
+
+/// How `mfh compare` selects and reports when the `test` split is empty: select each
+/// model on `select`, report on `report` (with a non-empty `test` split: select on
+/// `train.valid_split`, report on `test`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CompareConfig {
+    #[serde(default)]
+    pub select: Option<String>,
+    #[serde(default)]
+    pub report: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -469,16 +483,26 @@ pub enum Reduction {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FunnelConfig {
-    /// `esmm`: p(to) = p(from) · p(to | from), trained on every row.
+    /// `esmm`: p(to) = p(from) · p(to | from), trained on every row. `aitm`: the `to`
+    /// tower attends to information transferred from the `from` tower, with a penalty
+    /// `calibration` · max(p(to) − p(from), 0).
     pub kind: FunnelKind,
     pub from: String,
     pub to: String,
+    /// AITM's calibration weight.
+    #[serde(default = "d_calibration")]
+    pub calibration: f64,
+}
+
+fn d_calibration() -> f64 {
+    0.6
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FunnelKind {
     Esmm,
+    Aitm,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -603,10 +627,20 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
             (None, Some(_)) => {}
         }
     }
+    let compare_splits: Vec<(&str, &String)> = [
+        ("compare.select", cfg.compare.select.as_ref()),
+        ("compare.report", cfg.compare.report.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect();
     for (key, split) in [
         ("train.train_split", &cfg.train.train_split),
         ("train.valid_split", &cfg.train.valid_split),
-    ] {
+    ]
+    .into_iter()
+    .chain(compare_splits)
+    {
         if !cfg.splits.contains_key(split) {
             return bad(
                 key.into(),

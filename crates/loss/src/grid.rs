@@ -1,4 +1,5 @@
-//! [`GridLoss`]: the masked, reduced, optionally uncertainty-weighted loss of a batch,
+//! [`GridLoss`]: the masked, reduced, optionally uncertainty-weighted loss of a batch
+//! (with ESMM funnels and an AITM calibration penalty),
 //! its gradient with respect to the logits and the learned log-variances, and the
 //! predictions read from the same logits.
 
@@ -30,6 +31,16 @@ use mfh_nn::{with_name, Float, Module};
 /// Chains multiply on: `a → b → c` gives `p̂_c = σ(z_a)·σ(z_b)·σ(z_c)`. `a`'s own
 /// loss is unchanged.
 ///
+/// **AITM calibration.** For a pair `(a, b, α)`, every row `i` of cell `c` with both
+/// labels present adds `α·max(σ(z_b) − σ(z_a), 0)` (z the logits of tasks `(a, c)` and
+/// `(b, c)`), divided by the denominator the reduction uses for task `(b, c)`: the batch's
+/// active pairs (`ActiveMean`), task `(b, c)`'s active rows (`TaskMean`) or the batch's
+/// rows (`BatchMean`). So for each cell the penalty is a mean over the same rows as task
+/// `(b, c)`'s loss, rows lacking the `a` label counting as 0. It is not multiplied by the
+/// static weight `w_t` (α is its weight) nor by the uncertainty factor, and adds nothing
+/// to `per_task` / `per_behaviour`; [`LossValue::calibration`] reports it. At a tie
+/// `σ(z_b) = σ(z_a)` the gradient taken is 0. Predictions are unchanged.
+///
 /// The log-variances are the loss's only parameters: it implements [`Module`] so the
 /// trainer's optimiser steps them, and [`GridLoss::compute`] accumulates their gradients.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,11 +67,14 @@ pub struct LossValue {
     pub per_task: Vec<(f64, usize)>,
     /// Rows whose cell index is outside the grid; they train nothing.
     pub skipped_rows: usize,
+    /// The AITM calibration penalty's share of `loss` (already reduced and scaled by α).
+    pub calibration: f64,
 }
 
 impl<T: Float> GridLoss<T> {
     /// Validates `spec`: grid not empty, one finite non-negative weight per task, funnel
-    /// members binary and in range, each behaviour the `b` of at most one pair, no cycles.
+    /// members binary and in range, each behaviour the `b` of at most one pair, no cycles;
+    /// calibration pairs binary, distinct, not ESMM, with a finite `α ≥ 0`.
     pub fn new(spec: LossSpec) -> Result<Self, String> {
         let parent = spec.funnel_parents()?;
         let k = if spec.uncertainty { spec.n_tasks() } else { 0 };
@@ -223,7 +237,34 @@ impl<T: Float> GridLoss<T> {
             }
         }
 
-        let mut loss = 0.0;
+        // Pass 3: AITM calibration, outside the uncertainty weighting.
+        let mut calibration = 0.0;
+        for &(a, b, alpha) in &self.spec.calibration {
+            for (i, (row, &c)) in labels.chunks_exact(nb).zip(cells).enumerate() {
+                let c = c as usize;
+                if c >= nc || !(row[a].is_finite() && row[b].is_finite()) {
+                    continue;
+                }
+                let (ta, tb) = (a * nc + c, b * nc + c);
+                let denom = match self.spec.reduction {
+                    Reduction::ActiveMean => active,
+                    Reduction::TaskMean => count[tb],
+                    Reduction::BatchMean => n,
+                };
+                let k = alpha / denom as f64;
+                let (za, zb) = (logits[i * nt + ta].to_f64(), logits[i * nt + tb].to_f64());
+                let (pa, pb) = (sigmoid(za), sigmoid(zb));
+                if pb > pa {
+                    calibration += k * (pb - pa);
+                    if let Some(d) = d_logits.as_deref_mut() {
+                        d[i * nt + tb] += T::from_f64(k * pb * (1.0 - pb));
+                        d[i * nt + ta] -= T::from_f64(k * pa * (1.0 - pa));
+                    }
+                }
+            }
+        }
+
+        let mut loss = calibration;
         let mut d_s = vec![0.0; self.log_vars.len()];
         for t in (0..nt).filter(|&t| count[t] > 0) {
             let r = coef[t] * sum[t];
@@ -246,6 +287,7 @@ impl<T: Float> GridLoss<T> {
             per_behaviour,
             per_task,
             skipped_rows,
+            calibration,
         };
         (value, d_s)
     }

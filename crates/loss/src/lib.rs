@@ -2,7 +2,8 @@
 //! `t = behaviour·n_cells + cell`). Each row trains only its own cell's tasks, and only
 //! those whose label is present: logloss on logits for binary behaviours, squared error
 //! for regression ones. On top: a choice of [`Reduction`], static per-task weights,
-//! learned uncertainty weighting and ESMM funnels; see [`GridLoss`].
+//! learned uncertainty weighting, ESMM funnels and the AITM calibration penalty; see
+//! [`GridLoss`].
 //!
 //! Inputs come from the model (`logits`, rows × tasks) and the reader (labels rows ×
 //! behaviours with NaN for missing, and each row's cell).

@@ -69,6 +69,10 @@ pub struct LossSpec {
     /// ESMM pairs `(a, b)` of binary behaviours where `b` implies `a` (click → like): the
     /// logit of `b` is read as `logit p(b | a)`.
     pub funnels: Vec<(usize, usize)>,
+    /// AITM calibration `(a, b, α)` of binary behaviours where `b` implies `a` (click →
+    /// buy): adds `α·max(σ(z_b) − σ(z_a), 0)` on rows with both labels; see
+    /// [`GridLoss`](crate::GridLoss).
+    pub calibration: Vec<(usize, usize, f64)>,
 }
 
 impl LossSpec {
@@ -83,6 +87,7 @@ impl LossSpec {
             reduction: Reduction::default(),
             uncertainty: false,
             funnels: Vec::new(),
+            calibration: Vec::new(),
         }
     }
 
@@ -155,7 +160,52 @@ impl LossSpec {
                 }
             }
         }
+        self.check_calibration(&parent)?;
         Ok(parent)
+    }
+
+    /// Calibration pairs: binary, distinct and in range, `α` finite and ≥ 0, no pair twice,
+    /// and neither logit an ESMM conditional (`σ(z)` must be a marginal probability).
+    fn check_calibration(&self, parent: &[Option<usize>]) -> Result<(), String> {
+        let nb = self.n_behaviours();
+        for (i, &(a, b, alpha)) in self.calibration.iter().enumerate() {
+            if a >= nb || b >= nb {
+                return Err(format!("calibration ({a}, {b}): only {nb} behaviours"));
+            }
+            if a == b {
+                return Err(format!(
+                    "calibration ({a}, {b}): a behaviour cannot bound itself"
+                ));
+            }
+            if !self.binary[a] || !self.binary[b] {
+                return Err(format!(
+                    "calibration ({a}, {b}): both behaviours must be binary"
+                ));
+            }
+            if !(alpha.is_finite() && alpha >= 0.0) {
+                return Err(format!(
+                    "calibration ({a}, {b}): α = {alpha} is not a finite non-negative number"
+                ));
+            }
+            if self.calibration[..i]
+                .iter()
+                .any(|&(x, y, _)| (x, y) == (a, b))
+            {
+                return Err(format!("calibration ({a}, {b}) is given twice"));
+            }
+            if self.funnels.contains(&(a, b)) {
+                return Err(format!(
+                    "({a}, {b}) is both an ESMM funnel and an AITM calibration pair; pick one"
+                ));
+            }
+            if let Some(k) = [a, b].into_iter().find(|&k| parent[k].is_some()) {
+                return Err(format!(
+                    "calibration ({a}, {b}): behaviour {k}'s logit is an ESMM conditional (funnel ({}, {k})), not a probability of its own",
+                    parent[k].unwrap_or_default()
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -595,3 +595,191 @@ fn reduction_names_round_trip() {
     }
     assert!("mean".parse::<Reduction>().is_err());
 }
+
+// The AITM batch: click (0) → buy (1), both binary, α = 0.5; rows in cells 0, 1, 0.
+#[rustfmt::skip]
+const AITM_LOGITS: [f64; 12] = [
+    0.2, 9.0, 0.9, 9.0,
+    9.0, 1.0, 9.0, -0.5,
+    -1.0, 9.0, 2.0, 9.0,
+];
+// Row 0: both labels, σ(z_buy) > σ(z_click): penalised. Row 1: both labels, σ(z_buy) <
+// σ(z_click): no penalty. Row 2: buy label only: no penalty although σ(z_buy) > σ(z_click).
+const AITM_LABELS: [f32; 6] = [1.0, 0.0, 1.0, 1.0, NAN, 0.0];
+
+fn aitm(reduction: Reduction, uncertainty: bool) -> GridLoss<f64> {
+    loss(LossSpec {
+        reduction,
+        uncertainty,
+        calibration: vec![(0, 1, 0.5)],
+        ..LossSpec::new(2, vec![true, true])
+    })
+}
+
+#[test]
+fn calibration_penalty_by_hand() {
+    let dsig = |z: f64| sig(z) * (1.0 - sig(z));
+    // Active pairs: b0c0 row 0; b0c1 row 1; b1c0 rows 0, 2; b1c1 row 1 (5 in all).
+    let pair = [
+        (0, ll(0.2, 1.0), sig(0.2) - 1.0),
+        (5, ll(1.0, 1.0), sig(1.0) - 1.0),
+        (2, ll(0.9, 0.0), sig(0.9)),
+        (10, ll(2.0, 0.0), sig(2.0)),
+        (7, ll(-0.5, 1.0), sig(-0.5) - 1.0),
+    ];
+    let penalty = 0.5 * (sig(0.9) - sig(0.2));
+    for r in Reduction::ALL {
+        // Denominator of each pair's task, and of task b1c0 for the penalty.
+        let denom = |k: usize| match r {
+            Reduction::ActiveMean => 5.0,
+            Reduction::TaskMean => [1.0, 1.0, 2.0, 2.0, 1.0][k],
+            Reduction::BatchMean => 3.0,
+        };
+        let pen_denom = denom(2);
+        let mut g = aitm(r, false);
+        let mut d = [0.0; 12];
+        let v = g.compute(&AITM_LOGITS, &AITM_LABELS, &CELLS, &mut d);
+        let base: f64 = pair.iter().enumerate().map(|(k, p)| p.1 / denom(k)).sum();
+        assert!(close(v.calibration, penalty / pen_denom), "{r}");
+        assert!(close(v.loss, base + penalty / pen_denom), "{r}: {}", v.loss);
+        // The penalty leaves the task sums alone.
+        assert!(close(v.per_task[2].0, ll(0.9, 0.0) + ll(2.0, 0.0)));
+        let mut expect: Vec<(usize, f64)> = pair
+            .iter()
+            .enumerate()
+            .map(|(k, p)| (p.0, p.2 / denom(k)))
+            .collect();
+        expect[0].1 -= 0.5 * dsig(0.2) / pen_denom;
+        expect[2].1 += 0.5 * dsig(0.9) / pen_denom;
+        assert_grads(&d, &expect);
+        assert_eq!(v, g.value(&AITM_LOGITS, &AITM_LABELS, &CELLS), "{r}");
+    }
+    // α = 0 is the plain loss; predictions are plain sigmoids either way.
+    let mut zero = loss(LossSpec {
+        calibration: vec![(0, 1, 0.0)],
+        ..LossSpec::new(2, vec![true, true])
+    });
+    let plain = loss(LossSpec::new(2, vec![true, true]));
+    let mut d = [0.0; 12];
+    let v = zero.compute(&AITM_LOGITS, &AITM_LABELS, &CELLS, &mut d);
+    assert_eq!(v, plain.value(&AITM_LOGITS, &AITM_LABELS, &CELLS));
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    aitm(Reduction::ActiveMean, false).predict(&AITM_LOGITS, &CELLS, &mut a);
+    plain.predict(&AITM_LOGITS, &CELLS, &mut b);
+    assert_eq!(a, b);
+    assert!((a[1] as f64 - sig(0.9)).abs() < 1e-7);
+}
+
+#[test]
+fn calibration_is_not_uncertainty_weighted() {
+    let mut g = aitm(Reduction::TaskMean, true);
+    let s = [0.5, -0.3, 0.2, 0.7];
+    set_log_vars(&mut g, &s);
+    let mut d = [0.0; 12];
+    let v = g.compute(&AITM_LOGITS, &AITM_LABELS, &CELLS, &mut d);
+    let task_means = [
+        ll(0.2, 1.0),
+        ll(1.0, 1.0),
+        (ll(0.9, 0.0) + ll(2.0, 0.0)) / 2.0,
+        ll(-0.5, 1.0),
+    ];
+    let penalty = 0.5 * (sig(0.9) - sig(0.2)) / 2.0;
+    let expect: f64 = (0..4).map(|t| (-s[t]).exp() * task_means[t] + s[t]).sum();
+    assert!(
+        close(v.loss, expect + penalty),
+        "{} vs {}",
+        v.loss,
+        expect + penalty
+    );
+    for t in 0..4 {
+        let want = 1.0 - (-s[t]).exp() * task_means[t];
+        assert!(close(g.log_var_grads()[t], want), "s_{t}");
+    }
+}
+
+#[test]
+fn calibration_gradients_match_finite_differences() {
+    // 3 behaviours × 2 cells; rows in cells 1, 0, 1, 0; no logit pair tied.
+    let cells = [1u32, 0, 1, 0];
+    #[rustfmt::skip]
+    let logits = [
+        0.3, -1.0, 1.5, 0.4, -0.2, 0.8,
+        2.0, -0.7, 0.1, 0.2, 1.1, -0.9,
+        -0.6, 0.9, -1.3, 1.7, 0.5, 2.2,
+        0.7, 0.3, 1.4, -0.1, -0.8, 0.6,
+    ];
+    #[rustfmt::skip]
+    let labels = [
+        1.0, 0.0, 1.0,
+        1.0, 1.0, NAN,
+        0.0, 1.0, 1.0,
+        NAN, 0.0, 0.0,
+    ];
+    let s = [0.3, -0.4, 0.1, 0.6, -0.2, 0.5];
+    for r in Reduction::ALL {
+        for uncertainty in [false, true] {
+            // A calibration chain 0 → 1 → 2, or ESMM 0 → 1 beside a calibration 0 → 2.
+            for esmm in [false, true] {
+                let (funnels, calibration) = if esmm {
+                    (vec![(0, 1)], vec![(0, 2, 0.8)])
+                } else {
+                    (vec![], vec![(0, 1, 0.5), (1, 2, 1.5)])
+                };
+                let mut g = loss(LossSpec {
+                    weights: vec![0.7, 1.3, 0.4, 2.0, 1.1, 0.6],
+                    reduction: r,
+                    uncertainty,
+                    funnels,
+                    calibration,
+                    ..LossSpec::new(2, vec![true; 3])
+                });
+                if uncertainty {
+                    set_log_vars(&mut g, &s);
+                }
+                let v = g.value(&logits, &labels, &cells);
+                assert!(v.calibration > 0.0);
+                let what = format!("calibration: {r}, uncertainty {uncertainty}, esmm {esmm}");
+                finite_difference_check(g, &logits, &labels, &cells, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn invalid_calibrations_are_refused() {
+    let base = || LossSpec::new(2, vec![true, true, false, true]);
+    type Case = (&'static str, Vec<(usize, usize)>, Vec<(usize, usize, f64)>);
+    let bad: [Case; 9] = [
+        ("out of range", vec![], vec![(0, 4, 1.0)]),
+        ("self", vec![], vec![(1, 1, 1.0)]),
+        ("regression", vec![], vec![(0, 2, 1.0)]),
+        ("negative α", vec![], vec![(0, 1, -0.1)]),
+        ("NaN α", vec![], vec![(0, 1, f64::NAN)]),
+        ("infinite α", vec![], vec![(0, 1, f64::INFINITY)]),
+        ("twice", vec![], vec![(0, 1, 1.0), (0, 1, 2.0)]),
+        ("ESMM and AITM", vec![(0, 1)], vec![(0, 1, 1.0)]),
+        ("ESMM conditional", vec![(0, 1)], vec![(1, 3, 1.0)]),
+    ];
+    for (what, funnels, calibration) in bad {
+        let spec = LossSpec {
+            funnels,
+            calibration,
+            ..base()
+        };
+        assert!(GridLoss::<f32>::new(spec).is_err(), "{what} accepted");
+    }
+    let e = GridLoss::<f32>::new(LossSpec {
+        funnels: vec![(0, 1)],
+        calibration: vec![(0, 1, 1.0)],
+        ..base()
+    })
+    .unwrap_err();
+    assert!(e.contains("both an ESMM funnel and an AITM"), "{e}");
+    // ESMM on one pair, AITM on another sharing the funnel's `a`; chains; α = 0.
+    let ok = LossSpec {
+        funnels: vec![(0, 1)],
+        calibration: vec![(0, 3, 0.0), (3, 0, 1.0)],
+        ..base()
+    };
+    assert!(GridLoss::<f32>::new(ok).is_ok());
+}

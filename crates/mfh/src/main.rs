@@ -72,6 +72,23 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Train several model sections over several seeds; write table.md and results.json.
+    Compare {
+        #[arg(long)]
+        config: PathBuf,
+        /// Comma-separated model sections (default: every section of the config).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        #[arg(long, default_value_t = 3)]
+        seeds: usize,
+        #[arg(long, default_value = "mfh-compare")]
+        out: PathBuf,
+        /// Bootstrap resamples for the AUC intervals.
+        #[arg(long, default_value_t = 200)]
+        bootstrap: usize,
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Score a trained model on a split and print its metrics per behaviour × cell.
     Eval {
         #[arg(long)]
@@ -187,6 +204,41 @@ fn run(cli: Cli) -> Result<()> {
                 s.steps,
                 s.samples_per_sec,
                 out.display()
+            );
+        }
+        Cmd::Compare {
+            config,
+            models,
+            seeds,
+            out,
+            bootstrap,
+            quiet,
+        } => {
+            let cfg = Config::load(&config)?;
+            let models = if models.is_empty() {
+                cfg.models.keys().cloned().collect()
+            } else {
+                models
+            };
+            if seeds == 0 {
+                bail!("--seeds must be at least 1");
+            }
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("{}: cannot create", out.display()))?;
+            let opts = mfh_train::compare::CompareOptions {
+                models,
+                seeds,
+                out: out.clone(),
+                bootstrap,
+                progress: !quiet,
+            };
+            mfh_train::compare::compare(&cfg, &opts)?;
+            let table = std::fs::read_to_string(out.join("table.md"))?;
+            out!("{table}");
+            outln!(
+                "written: {} and {}",
+                out.join("table.md").display(),
+                out.join("results.json").display()
             );
         }
         Cmd::Eval {

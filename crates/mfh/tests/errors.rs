@@ -352,3 +352,121 @@ fn esmm_funnel_and_uncertainty_weighting_train_and_reload() {
         "the log-variances and funnel survive the model folder"
     );
 }
+
+#[test]
+fn aitm_funnel_trains_and_reloads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut log = String::from("uid,item,day,price,clicked,buy\n");
+    for i in 0..60 {
+        let click = (i % 3 != 0) as u8;
+        let buy = click * (i % 2) as u8;
+        log.push_str(&format!(
+            "u{},i{},{},{}.5,{click},{buy}\n",
+            i % 5,
+            i % 4,
+            1 + i % 3,
+            i % 7
+        ));
+    }
+    let c = setup(tmp.path(), &log, "");
+    let text = std::fs::read_to_string(&c).unwrap()
+        + "[[behaviours]]\ntype = \"binary\"\nname = \"buy\"\ncolumn = \"buy\"\n\
+           [[train.loss.funnels]]\nkind = \"aitm\"\nfrom = \"click\"\nto = \"buy\"\ncalibration = 0.5\n";
+    std::fs::write(&c, text).unwrap();
+    let out = tmp.path().join("m");
+    ok(&["train", "--config", s(&c), "--out", s(&out), "--quiet"]);
+    let i = ok(&["inspect", "--model-dir", s(&out)]);
+    assert!(i.stdout.contains("AITM"), "{}", i.stdout);
+    let e = ok(&["eval", "--model-dir", s(&out), "--json"]);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let again: serde_json::Value = serde_json::from_str(&e.stdout).unwrap();
+    assert_eq!(saved, again);
+}
+
+#[test]
+fn compare_writes_tables_and_resumes_finished_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut log = String::from("uid,item,day,price,clicked\n");
+    for i in 0..80 {
+        log.push_str(&format!(
+            "u{},i{},{},{}.5,{}\n",
+            i % 6,
+            i % 5,
+            1 + i % 4,
+            i % 7,
+            (i % 3 == 0) as u8
+        ));
+    }
+    let c = setup(tmp.path(), &log, "");
+    let text = std::fs::read_to_string(&c).unwrap().replace(
+        "valid = { where = \"day == 3\" }",
+        "valid = { where = \"day >= 3\" }\nv1 = { where = \"day == 3\" }\nv2 = { where = \"day == 4\" }",
+    ) + "[models.sb2]\ntype = \"single\"\ntower = [4]\n[compare]\nselect = \"v1\"\nreport = \"v2\"\n";
+    std::fs::write(&c, text).unwrap();
+    let out = tmp.path().join("cmp");
+    let args = [
+        "compare",
+        "--config",
+        s(&c),
+        "--models",
+        "sb,sb2",
+        "--seeds",
+        "2",
+        "--out",
+        s(&out),
+        "--quiet",
+    ];
+    let o = ok(&args);
+    let table = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(
+        table.contains("selected on split `v1` and reported on split `v2`"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| sb | shared_bottom |") && table.contains("| sb2 | single |"),
+        "{table}"
+    );
+    assert!(o.stdout.contains("auc: click"));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let seeds: std::collections::BTreeSet<u64> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seeds.len(), 2);
+    assert!(results
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["split"] == "v2"));
+    // A second run finds every run finished and only rewrites the reports.
+    let again = ok(&args);
+    assert_eq!(
+        again.stderr.matches("already done").count(),
+        4,
+        "{}",
+        again.stderr
+    );
+    // Same split for selection and report is refused.
+    let text = std::fs::read_to_string(&c)
+        .unwrap()
+        .replace("report = \"v2\"", "report = \"v1\"");
+    std::fs::write(&c, text).unwrap();
+    let e = fails(&[
+        "compare",
+        "--config",
+        s(&c),
+        "--models",
+        "sb",
+        "--seeds",
+        "1",
+        "--out",
+        s(&tmp.path().join("c2")),
+        "--quiet",
+    ])
+    .stderr;
+    assert!(e.contains("two different splits"), "{e}");
+}

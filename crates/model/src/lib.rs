@@ -1,7 +1,8 @@
 //! Multi-task ranking networks over a task grid: *switchers* turn one input
 //! representation into K child representations (shared bottom, MMoE, CGC, PLE, identity;
 //! later trees of switchers), and [`MultiTaskNet`] puts one tower per task on top of a
-//! switcher, producing one logit per task.
+//! switcher, producing one logit per task; [`Towers`] optionally passes information
+//! between the towers of funnel pairs (AITM).
 //!
 //! Gradient convention (shared with `mfh-nn`): parameter gradients and input gradients
 //! accumulate; zero them before a backward pass.
@@ -18,6 +19,7 @@ pub mod ple;
 pub mod shared_bottom;
 pub mod spec;
 pub mod switcher;
+pub mod towers;
 pub mod unit;
 
 pub use cgc::Cgc;
@@ -26,8 +28,9 @@ pub use mmoe::Mmoe;
 pub use net::MultiTaskNet;
 pub use ple::Ple;
 pub use shared_bottom::SharedBottom;
-pub use spec::{build, build_model, GateKind, ModelSpec};
+pub use spec::{build, build_model, build_model_with_transfers, GateKind, ModelSpec};
 pub use switcher::Switcher;
+pub use towers::Towers;
 pub use unit::UnitSpec;
 
 // Trees of switchers and the model trait the trainer uses.

@@ -65,6 +65,47 @@ impl GridShape {
         self.dims.iter().position(|(n, _)| n == name)
     }
 
+    /// The task pairs of AITM transfers between behaviours: `(a, b)` (a → b, b implies a)
+    /// becomes `(a·n_cells + c, b·n_cells + c)` for every cell c. Checks that behaviours
+    /// are in range and distinct, that each `b` has one `a`, and that there is no cycle.
+    pub fn transfer_tasks(&self, pairs: &[(usize, usize)]) -> Result<Vec<(usize, usize)>, String> {
+        let values = &self.dims[0].1;
+        let nb = values.len();
+        let mut src: Vec<Option<usize>> = vec![None; nb];
+        for &(a, b) in pairs {
+            if a >= nb || b >= nb {
+                return Err(format!("transfer ({a}, {b}): only {nb} behaviours"));
+            }
+            if a == b {
+                return Err(format!("transfer from `{}` into itself", values[a]));
+            }
+            if let Some(p) = src[b] {
+                return Err(format!(
+                    "`{}` receives two transfers (from `{}` and `{}`)",
+                    values[b], values[p], values[a]
+                ));
+            }
+            src[b] = Some(a);
+        }
+        for (start, name) in values.iter().enumerate() {
+            let mut k = start;
+            for _ in 0..nb {
+                match src[k] {
+                    Some(p) if p == start => {
+                        return Err(format!("transfers form a cycle through `{name}`"))
+                    }
+                    Some(p) => k = p,
+                    None => break,
+                }
+            }
+        }
+        let nc = self.n_cells();
+        Ok(pairs
+            .iter()
+            .flat_map(|&(a, b)| (0..nc).map(move |c| (a * nc + c, b * nc + c)))
+            .collect())
+    }
+
     /// `behaviour[user=new,item=tail]`-style task name.
     pub fn task_name(&self, t: usize) -> String {
         let c = self.task_coords(t);

@@ -1,13 +1,15 @@
 //! [`MultiTaskNet`]: a switcher with one output per task and one tower per task, each
-//! tower ending in a single logit.
+//! tower ending in a single logit, optionally with AITM transfers between towers
+//! ([`Towers`]).
 
 use crate::switcher::Switcher;
-use mfh_nn::{ensure_len, with_name, Activation, Float, Mlp, Module, Rng};
+use crate::towers::Towers;
+use mfh_nn::{ensure_len, with_name, Float, Module, Rng};
 
 /// Multi-task network; shapes: x n × n_in → logits n × n_tasks (row-major).
 pub struct MultiTaskNet<T: Float> {
     switcher: Box<dyn Switcher<T>>,
-    towers: Vec<Mlp<T>>,
+    towers: Towers<T>,
     logits: Vec<T>,
     /// One task's column of the logit gradient, n × 1.
     d_tower: Vec<T>,
@@ -23,25 +25,35 @@ impl<T: Float> MultiTaskNet<T> {
         batch_norm: bool,
         rng: &mut Rng,
     ) -> Self {
-        let widths: Vec<usize> = tower_hidden.iter().copied().chain([1]).collect();
-        let towers = (0..switcher.n_outputs())
-            .map(|_| {
-                Mlp::new(
-                    switcher.out_dim(),
-                    &widths,
-                    Activation::Identity,
-                    batch_norm,
-                    rng,
-                )
-            })
-            .collect();
-        MultiTaskNet {
+        Self::with_transfers(switcher, tower_hidden, batch_norm, &[], rng)
+            .expect("towers without transfers cannot be refused")
+    }
+
+    /// [`MultiTaskNet::new`] plus AITM transfers between task pairs `(s, t)` (s → t, task
+    /// indices; see [`Towers`]). Every row runs every tower, so a pair shares its rows.
+    pub fn with_transfers(
+        switcher: Box<dyn Switcher<T>>,
+        tower_hidden: &[usize],
+        batch_norm: bool,
+        transfers: &[(usize, usize)],
+        rng: &mut Rng,
+    ) -> Result<Self, String> {
+        let hidden = vec![tower_hidden.to_vec(); switcher.n_outputs()];
+        let towers = Towers::new(
+            switcher.out_dim(),
+            &hidden,
+            batch_norm,
+            transfers,
+            &|t| format!("task {t}"),
+            rng,
+        )?;
+        Ok(MultiTaskNet {
             switcher,
             towers,
             logits: Vec::new(),
             d_tower: Vec::new(),
             n: 0,
-        }
+        })
     }
 
     pub fn n_in(&self) -> usize {
@@ -49,11 +61,15 @@ impl<T: Float> MultiTaskNet<T> {
     }
 
     pub fn n_tasks(&self) -> usize {
-        self.towers.len()
+        self.towers.n_tasks()
     }
 
     pub fn switcher(&self) -> &dyn Switcher<T> {
         self.switcher.as_ref()
+    }
+
+    pub fn towers(&self) -> &Towers<T> {
+        &self.towers
     }
 
     /// Logits for `n` rows of `x` (n × n_in), as n × n_tasks.
@@ -63,11 +79,14 @@ impl<T: Float> MultiTaskNet<T> {
             "MultiTaskNet::forward: input too short"
         );
         self.n = n;
-        let t_count = self.towers.len();
+        let t_count = self.n_tasks();
         self.switcher.forward(x, n, train);
         let logits = ensure_len(&mut self.logits, n * t_count);
-        for (t, tower) in self.towers.iter_mut().enumerate() {
-            let y = tower.forward(self.switcher.output(t), n, train);
+        for j in 0..t_count {
+            let t = self.towers.order()[j];
+            let y = self
+                .towers
+                .forward_task(t, self.switcher.output(t), n, train);
             for (i, &v) in y.iter().enumerate() {
                 logits[i * t_count + t] = v;
             }
@@ -78,7 +97,7 @@ impl<T: Float> MultiTaskNet<T> {
     /// Backward from `d_logits` (n × n_tasks) for the last forward: parameter gradients
     /// and `dx` (n × n_in) accumulate.
     pub fn backward(&mut self, x: &[T], d_logits: &[T], dx: Option<&mut [T]>, n: usize) {
-        let t_count = self.towers.len();
+        let t_count = self.n_tasks();
         assert!(
             d_logits.len() >= n * t_count,
             "MultiTaskNet::backward: d_logits too short"
@@ -87,21 +106,24 @@ impl<T: Float> MultiTaskNet<T> {
             n, self.n,
             "MultiTaskNet::backward: batch differs from forward"
         );
-        for (t, tower) in self.towers.iter_mut().enumerate() {
+        // Receivers before their sources, so a source's representation gradient is whole.
+        for j in (0..t_count).rev() {
+            let t = self.towers.order()[j];
             let dy = ensure_len(&mut self.d_tower, n);
             for (i, d) in dy.iter_mut().enumerate() {
                 *d = d_logits[i * t_count + t];
             }
             let (input, d_input) = self.switcher.output_and_grad(t);
-            tower.backward(input, dy, Some(d_input), n);
+            self.towers.backward_task(t, input, dy, d_input, n);
         }
         self.switcher.backward(x, n, dx);
     }
 
     /// Short text tree of the parts with parameter counts.
     pub fn describe(&self) -> String {
-        let tower_params: usize = self.towers.iter().map(Mlp::param_count).sum();
-        let total = self.switcher.param_count() + tower_params;
+        let tower_params = self.towers.tower_param_count();
+        let transfer_params = self.towers.transfer_param_count();
+        let total = self.switcher.param_count() + tower_params + transfer_params;
         let mut s = format!(
             "MultiTaskNet: {} inputs → {} task logits ({total} params)\n",
             self.n_in(),
@@ -111,20 +133,25 @@ impl<T: Float> MultiTaskNet<T> {
             let head = if i == 0 { "switcher: " } else { "" };
             s.push_str(&format!("  {head}{line}\n"));
         }
-        if let Some(t) = self.towers.first() {
-            let dims: Vec<String> = std::iter::once(t.n_in())
-                .chain(t.layers().iter().map(|l| l.n_out()))
-                .map(|d| d.to_string())
-                .collect();
-            let bn = if t.has_batch_norm() {
+        if self.n_tasks() > 0 {
+            let dims: Vec<String> = self.towers.dims(0).iter().map(|d| d.to_string()).collect();
+            let bn = if self.towers.has_batch_norm() {
                 ", batch norm"
             } else {
                 ""
             };
             s.push_str(&format!(
                 "  towers: {} × {}{bn} ({tower_params} params)\n",
-                self.towers.len(),
+                self.n_tasks(),
                 dims.join("→")
+            ));
+        }
+        let pairs = self.towers.transfers();
+        if !pairs.is_empty() {
+            let list: Vec<String> = pairs.iter().map(|(a, b)| format!("{a}→{b}")).collect();
+            s.push_str(&format!(
+                "  AITM transfers: {} ({transfer_params} params)\n",
+                list.join(", ")
             ));
         }
         s
@@ -136,21 +163,13 @@ impl<T: Float> Module<T> for MultiTaskNet<T> {
         with_name(prefix, format_args!("switcher."), |p| {
             self.switcher.visit_params(p, f)
         });
-        for (t, tower) in self.towers.iter_mut().enumerate() {
-            with_name(prefix, format_args!("towers.{t}."), |p| {
-                tower.visit_params(p, f)
-            });
-        }
+        self.towers.visit_params(prefix, f);
     }
 
     fn visit_buffers(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut [T])) {
         with_name(prefix, format_args!("switcher."), |p| {
             self.switcher.visit_buffers(p, f)
         });
-        for (t, tower) in self.towers.iter_mut().enumerate() {
-            with_name(prefix, format_args!("towers.{t}."), |p| {
-                tower.visit_buffers(p, f)
-            });
-        }
+        self.towers.visit_buffers(prefix, f);
     }
 }

@@ -186,10 +186,37 @@ pub fn build_model<T: Float>(
     n_in: usize,
     seed: u64,
 ) -> Result<Box<dyn MultiTaskModel<T>>, String> {
+    build_model_with_transfers(spec, shape, n_in, seed, &[])
+}
+
+/// [`build_model`] with AITM transfers between the towers of behaviour pairs `(a, b)`
+/// (a → b, b implies a; behaviour indices into `shape.dims[0]`), one per cell: tower
+/// `(b, c)` receives from tower `(a, c)` (see [`crate::Towers`]). Without transfers the
+/// model, its parameter names and its initialisation are those of [`build_model`].
+pub fn build_model_with_transfers<T: Float>(
+    spec: &ModelSpec,
+    shape: &GridShape,
+    n_in: usize,
+    seed: u64,
+    transfers: &[(usize, usize)],
+) -> Result<Box<dyn MultiTaskModel<T>>, String> {
     match spec {
-        ModelSpec::Hmtl(t) => Ok(Box::new(TreeNet::new(t, shape, n_in, true, seed)?)),
-        ModelSpec::Mfh(t) => Ok(Box::new(TreeNet::new(t, shape, n_in, false, seed)?)),
-        flat => Ok(Box::new(build::<T>(flat, n_in, shape.n_tasks(), seed)?)),
+        ModelSpec::Hmtl(t) => Ok(Box::new(TreeNet::with_transfers(
+            t, shape, n_in, true, seed, transfers,
+        )?)),
+        ModelSpec::Mfh(t) => Ok(Box::new(TreeNet::with_transfers(
+            t, shape, n_in, false, seed, transfers,
+        )?)),
+        flat => {
+            let pairs = shape.transfer_tasks(transfers)?;
+            Ok(Box::new(build_flat::<T>(
+                flat,
+                n_in,
+                shape.n_tasks(),
+                seed,
+                &pairs,
+            )?))
+        }
     }
 }
 
@@ -201,6 +228,17 @@ pub fn build<T: Float>(
     n_in: usize,
     n_tasks: usize,
     seed: u64,
+) -> Result<MultiTaskNet<T>, String> {
+    build_flat(spec, n_in, n_tasks, seed, &[])
+}
+
+/// [`build`] with transfers between task pairs `(s, t)` (task indices).
+fn build_flat<T: Float>(
+    spec: &ModelSpec,
+    n_in: usize,
+    n_tasks: usize,
+    seed: u64,
+    transfers: &[(usize, usize)],
 ) -> Result<MultiTaskNet<T>, String> {
     if n_in == 0 {
         return Err("input width is 0".into());
@@ -264,5 +302,5 @@ pub fn build<T: Float>(
             return Err("tree models are built over the grid's dimensions (build_model)".into())
         }
     };
-    Ok(MultiTaskNet::new(switcher, tower, batch_norm, &mut rng))
+    MultiTaskNet::with_transfers(switcher, tower, batch_norm, transfers, &mut rng)
 }

@@ -13,9 +13,13 @@
 //! scattered back; without batch norm this gives the same loss and gradients as running
 //! every part on every row (`routing = false`, kept for fidelity tests). With batch norm,
 //! routed parts normalise with the statistics of their own rows (per cell / per value).
+//!
+//! AITM transfers ([`Towers`]) between the towers of behaviours `a → b` are built per
+//! cell: tower `(b, c)` receives from tower `(a, c)`, both run on the same rows.
 
 use crate::model::{GridShape, MultiTaskModel};
 use crate::switcher::Switcher;
+use crate::towers::Towers;
 use crate::unit::UnitSpec;
 use mfh_nn::{ensure_len, with_name, Activation, Float, Mlp, Module, Rng};
 use serde::{Deserialize, Serialize};
@@ -125,7 +129,7 @@ pub struct TreeNet<T: Float> {
     n_in: usize,
     bottom: Option<Mlp<T>>,
     trees: Vec<Tree<T>>,
-    towers: Vec<Mlp<T>>,
+    towers: Towers<T>,
     fusion: Fusion,
     condition: bool,
     routing: bool,
@@ -225,6 +229,21 @@ impl<T: Float> TreeNet<T> {
         hmtl: bool,
         seed: u64,
     ) -> Result<Self, String> {
+        Self::with_transfers(spec, shape, n_in, hmtl, seed, &[])
+    }
+
+    /// [`TreeNet::new`] plus AITM transfers for behaviour pairs `(a, b)` (a → b), in every
+    /// cell (see [`GridShape::transfer_tasks`]); the two towers of a pair must end in
+    /// hidden layers of the same width.
+    pub fn with_transfers(
+        spec: &TreeSpec,
+        shape: &GridShape,
+        n_in: usize,
+        hmtl: bool,
+        seed: u64,
+        transfers: &[(usize, usize)],
+    ) -> Result<Self, String> {
+        let transfers = shape.transfer_tasks(transfers)?;
         if n_in == 0 {
             return Err("input width is 0".into());
         }
@@ -303,17 +322,24 @@ impl<T: Float> TreeNet<T> {
                 })?;
             overrides.push((d, v, widths.clone()));
         }
-        let towers = (0..n_tasks)
+        let hidden: Vec<Vec<usize>> = (0..n_tasks)
             .map(|t| {
                 let c = shape.task_coords(t);
-                let hidden = overrides
+                overrides
                     .iter()
                     .find(|(d, v, _)| c[*d] == *v)
-                    .map_or(&spec.tower, |o| &o.2);
-                let widths: Vec<usize> = hidden.iter().copied().chain([1]).collect();
-                Mlp::new(z_dim, &widths, Activation::Identity, bn, &mut rng)
+                    .map_or(&spec.tower, |o| &o.2)
+                    .clone()
             })
             .collect();
+        let towers = Towers::new(
+            z_dim,
+            &hidden,
+            bn,
+            &transfers,
+            &|t| format!("`{}`", shape.task_name(t)),
+            &mut rng,
+        )?;
         Ok(TreeNet {
             shape: shape.clone(),
             n_in,
@@ -374,7 +400,7 @@ impl<T: Float> MultiTaskModel<T> for TreeNet<T> {
     }
 
     fn n_tasks(&self) -> usize {
-        self.towers.len()
+        self.towers.n_tasks()
     }
 
     fn forward(&mut self, x: &[T], cells: &[u32], n: usize, train: bool) -> &[T] {
@@ -417,12 +443,13 @@ impl<T: Float> MultiTaskModel<T> for TreeNet<T> {
                 }
             }
         }
-        let n_tasks = self.towers.len();
+        let n_tasks = self.towers.n_tasks();
         let n_cells = self.shape.n_cells();
         let fused = self.z_dim - if self.condition { n_cells } else { 0 };
         self.logits.clear();
         self.logits.resize(n * n_tasks, T::zero());
-        for t in 0..n_tasks {
+        for j in 0..n_tasks {
+            let t = self.towers.order()[j];
             let rows: &[usize] = if self.routing {
                 &self.cell_rows[t % n_cells]
             } else {
@@ -459,7 +486,9 @@ impl<T: Float> MultiTaskModel<T> for TreeNet<T> {
                     z[j * self.z_dim + fused + cells[r] as usize] = T::one();
                 }
             }
-            let y = self.towers[t].forward(&self.z[t][..m * self.z_dim], m, train);
+            let y = self
+                .towers
+                .forward_task(t, &self.z[t][..m * self.z_dim], m, train);
             for (j, &r) in rows.iter().enumerate() {
                 self.logits[r * n_tasks + t] = y[j];
             }
@@ -476,14 +505,16 @@ impl<T: Float> MultiTaskModel<T> for TreeNet<T> {
         n: usize,
     ) {
         debug_assert_eq!(n, self.n, "TreeNet::backward: batch differs from forward");
-        let n_tasks = self.towers.len();
+        let n_tasks = self.towers.n_tasks();
         assert!(
             d_logits.len() >= n * n_tasks,
             "TreeNet::backward: d_logits too short"
         );
         let dh = ensure_len(&mut self.dh, n * self.h_dim);
         dh.fill(T::zero());
-        for t in 0..n_tasks {
+        // Receivers before their transfer sources (see `Towers`).
+        for j in (0..n_tasks).rev() {
+            let t = self.towers.order()[j];
             let rows: &[usize] = if self.routing {
                 &self.cell_rows[t % self.shape.n_cells()]
             } else {
@@ -499,7 +530,8 @@ impl<T: Float> MultiTaskModel<T> for TreeNet<T> {
             }
             let dz = ensure_len(&mut self.dz[t], m * self.z_dim);
             dz.fill(T::zero());
-            self.towers[t].backward(&self.z[t][..m * self.z_dim], dy, Some(dz), m);
+            self.towers
+                .backward_task(t, &self.z[t][..m * self.z_dim], dy, dz, m);
             let mut offset = 0;
             for tree in &mut self.trees {
                 let (v, k) = tree.leaf_of_task[t];
@@ -598,7 +630,8 @@ impl<T: Float> MultiTaskModel<T> for TreeNet<T> {
                             .sum::<usize>()
                 })
                 .sum::<usize>()
-            + self.towers.iter().map(Mlp::param_count).sum::<usize>();
+            + self.towers.tower_param_count()
+            + self.towers.transfer_param_count();
         let kind = if self.trees.len() == 1 {
             "H-MTL"
         } else {
@@ -607,7 +640,7 @@ impl<T: Float> MultiTaskModel<T> for TreeNet<T> {
         s.push_str(&format!(
             "{kind}: {} inputs → {} task logits over {} ({total} params; {}, {:?} fusion{})\n",
             self.n_in,
-            self.towers.len(),
+            self.towers.n_tasks(),
             self.shape
                 .dims
                 .iter()
@@ -672,13 +705,10 @@ impl<T: Float> MultiTaskModel<T> for TreeNet<T> {
                 }
             }
         }
-        let tower_params: usize = self.towers.iter().map(Mlp::param_count).sum();
+        let tower_params = self.towers.tower_param_count();
         let mut shapes: BTreeMap<String, usize> = BTreeMap::new();
-        for tw in &self.towers {
-            let dims: Vec<String> = std::iter::once(tw.n_in())
-                .chain(tw.layers().iter().map(|l| l.n_out()))
-                .map(|d| d.to_string())
-                .collect();
+        for t in 0..self.towers.n_tasks() {
+            let dims: Vec<String> = self.towers.dims(t).iter().map(|d| d.to_string()).collect();
             *shapes.entry(dims.join("→")).or_default() += 1;
         }
         let shapes: Vec<String> = shapes
@@ -689,6 +719,24 @@ impl<T: Float> MultiTaskModel<T> for TreeNet<T> {
             "  towers: {} ({tower_params} params)\n",
             shapes.join(", ")
         ));
+        let pairs = self.towers.transfers();
+        if !pairs.is_empty() {
+            let names: Vec<String> = pairs
+                .iter()
+                .filter(|&&(a, _)| a % self.shape.n_cells() == 0)
+                .map(|&(a, b)| {
+                    let nc = self.shape.n_cells();
+                    let values = &self.shape.dims[0].1;
+                    format!("{}→{}", values[a / nc], values[b / nc])
+                })
+                .collect();
+            s.push_str(&format!(
+                "  AITM transfers: {} in each of {} cells ({} params)\n",
+                names.join(", "),
+                self.shape.n_cells(),
+                self.towers.transfer_param_count()
+            ));
+        }
         s
     }
 }
@@ -746,11 +794,7 @@ impl<T: Float> Module<T> for TreeNet<T> {
                 }
             }
         }
-        for (t, tower) in self.towers.iter_mut().enumerate() {
-            with_name(prefix, format_args!("towers.{t}."), |p| {
-                tower.visit_params(p, f)
-            });
-        }
+        self.towers.visit_params(prefix, f);
     }
 
     fn visit_buffers(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut [T])) {
@@ -771,10 +815,6 @@ impl<T: Float> Module<T> for TreeNet<T> {
                 }
             }
         }
-        for (t, tower) in self.towers.iter_mut().enumerate() {
-            with_name(prefix, format_args!("towers.{t}."), |p| {
-                tower.visit_buffers(p, f)
-            });
-        }
+        self.towers.visit_buffers(prefix, f);
     }
 }

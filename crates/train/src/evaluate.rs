@@ -148,3 +148,147 @@ pub fn predict_to_csv(
         .with_context(|| format!("{}: cannot write", out.display()))?;
     Ok(rows)
 }
+
+/// Every row's predictions (rows × behaviours, from its own cell's heads), labels, cell
+/// and GAUC group, in file order: what comparisons resample for their intervals.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Predictions {
+    pub n_behaviours: usize,
+    pub preds: Vec<f32>,
+    pub labels: Vec<f32>,
+    pub cells: Vec<u32>,
+    pub groups: Vec<u64>,
+}
+
+impl Predictions {
+    pub fn rows(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// Metrics of these rows (all of them, or the subset `rows`).
+    pub fn report(
+        &self,
+        state_grid: &mfh_config::TaskGrid,
+        split: &str,
+        use_groups: bool,
+        rows: Option<&[usize]>,
+    ) -> Report {
+        let infos = state_grid
+            .behaviours
+            .iter()
+            .zip(&state_grid.binary)
+            .map(|(n, &b)| {
+                if b {
+                    BehaviourInfo::binary(n.clone())
+                } else {
+                    BehaviourInfo::regression(n.clone())
+                }
+            })
+            .collect();
+        let mut ev = Evaluator::new(infos, state_grid.cell_names());
+        let nb = self.n_behaviours;
+        match rows {
+            None => {
+                let _ = ev.add_batch(
+                    &self.preds,
+                    &self.labels,
+                    &self.cells,
+                    use_groups.then_some(&self.groups[..]),
+                );
+            }
+            Some(rows) => {
+                let mut p = Vec::with_capacity(rows.len() * nb);
+                let mut l = Vec::with_capacity(rows.len() * nb);
+                let mut c = Vec::with_capacity(rows.len());
+                let mut g = Vec::with_capacity(rows.len());
+                for &r in rows {
+                    p.extend_from_slice(&self.preds[r * nb..(r + 1) * nb]);
+                    l.extend_from_slice(&self.labels[r * nb..(r + 1) * nb]);
+                    c.push(self.cells[r]);
+                    g.push(self.groups[r]);
+                }
+                let _ = ev.add_batch(&p, &l, &c, use_groups.then_some(&g[..]));
+            }
+        }
+        ev.finish(split)
+    }
+
+    /// Little-endian binary: n, behaviours, then the four columns.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.rows() * (8 * self.n_behaviours + 12));
+        out.extend_from_slice(&(self.rows() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.n_behaviours as u64).to_le_bytes());
+        self.preds
+            .iter()
+            .chain(&self.labels)
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+        self.cells
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+        self.groups
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+        out
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<Predictions> {
+        let u64_at = |i: usize| {
+            b.get(i..i + 8)
+                .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
+        };
+        let n = u64_at(0)? as usize;
+        let nb = u64_at(8)? as usize;
+        let need = 16usize.checked_add(n.checked_mul(8 * nb + 12)?)?;
+        if b.len() != need {
+            return None;
+        }
+        let f32s = |from: usize, k: usize| -> Vec<f32> {
+            b[from..from + 4 * k]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        };
+        let preds = f32s(16, n * nb);
+        let labels = f32s(16 + 4 * n * nb, n * nb);
+        let at = 16 + 8 * n * nb;
+        let cells = b[at..at + 4 * n]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let groups = b[at + 4 * n..]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        Some(Predictions {
+            n_behaviours: nb,
+            preds,
+            labels,
+            cells,
+            groups,
+        })
+    }
+}
+
+/// Scores every row of `split` and keeps the predictions.
+pub fn collect_predictions(
+    state: &mut ModelState,
+    pipeline: &Arc<Pipeline>,
+    split: &str,
+    batch_size: usize,
+) -> Result<Predictions> {
+    let mut out = Predictions {
+        n_behaviours: state.grid.n_behaviours(),
+        ..Default::default()
+    };
+    let mut preds = Vec::new();
+    for batch in pipeline.stream(split, StreamOptions::in_order(batch_size))? {
+        let mut batch = batch?;
+        let logits = state.forward(&mut batch).to_vec();
+        state.loss.predict(&logits, &batch.cells, &mut preds);
+        out.preds.extend_from_slice(&preds);
+        out.labels.extend_from_slice(&batch.labels);
+        out.cells.extend_from_slice(&batch.cells);
+        out.groups.extend_from_slice(&batch.groups);
+    }
+    Ok(out)
+}

@@ -11,7 +11,8 @@ mod schedule;
 mod state;
 mod trainer;
 
-pub use evaluate::{evaluate, predict_to_csv, EvalResult};
+pub use evaluate::{collect_predictions, evaluate, predict_to_csv, EvalResult, Predictions};
+pub mod compare;
 pub use model_dir::{load_model, LoadedModel, ModelMeta, FORMAT_VERSION};
 pub use schedule::learning_rate;
 pub use state::{embedding_layer, grid_loss, ModelState};

@@ -2,7 +2,7 @@
 //! buffers of one step. Both training and scoring run through [`ModelState::forward`].
 
 use anyhow::{anyhow, Result};
-use mfh_config::{Config, EmbeddingOptConfig, RowOptimizerKind, TaskGrid};
+use mfh_config::{Config, EmbeddingOptConfig, FunnelKind, RowOptimizerKind, TaskGrid};
 use mfh_data::{Batch, FieldLayout};
 use mfh_embedding::{
     EmbeddingLayer, FieldSpec, MultiIds, Pooling, RowOptimizer, SparseInput, TableSpec,
@@ -108,7 +108,14 @@ pub fn grid_loss(cfg: &Config, grid: &TaskGrid) -> Result<GridLoss> {
         funnels: lc
             .funnels
             .iter()
+            .filter(|f| f.kind == FunnelKind::Esmm)
             .map(|f| (idx(&f.from), idx(&f.to)))
+            .collect(),
+        calibration: lc
+            .funnels
+            .iter()
+            .filter(|f| f.kind == FunnelKind::Aitm)
+            .map(|f| (idx(&f.from), idx(&f.to), f.calibration))
             .collect(),
         ..LossSpec::new(grid.n_cells(), grid.binary.clone())
     };
@@ -132,8 +139,22 @@ impl ModelState {
         seed: u64,
     ) -> Result<Self> {
         let n_in = emb.width() + n_dense;
-        let net = mfh_model::build_model::<f32>(&spec, &grid_shape(&grid), n_in, seed)
-            .map_err(|e| anyhow!("cannot build the model: {e}"))?;
+        // AITM's funnel pairs live in the loss (its calibration penalty); the towers
+        // transfer information along the same pairs.
+        let transfers: Vec<(usize, usize)> = loss
+            .spec()
+            .calibration
+            .iter()
+            .map(|&(a, b, _)| (a, b))
+            .collect();
+        let net = mfh_model::build_model_with_transfers::<f32>(
+            &spec,
+            &grid_shape(&grid),
+            n_in,
+            seed,
+            &transfers,
+        )
+        .map_err(|e| anyhow!("cannot build the model: {e}"))?;
         Ok(ModelState {
             grid,
             spec,

@@ -1,0 +1,432 @@
+//! `mfh compare`: several models × seeds on the same data, budget and stopping rule,
+//! selected on one split and reported on another, side by side per behaviour × cell.
+//!
+//! Selection and report never share rows: with a non-empty `test` split each model is
+//! selected on `train.valid_split` and reported on `test`; otherwise on the config's
+//! `[compare] select` and `report` splits (for KuaiRand: the first and second valid day).
+//!
+//! Each (model, seed) run lives in `OUT/runs/MODEL/seedS/` (its model folder, its report
+//! split predictions and `run.json`, written last); a rerun skips finished runs, so an
+//! interrupted comparison resumes. `OUT/table.md` and `OUT/results.json` are rewritten
+//! from all finished runs at the end.
+
+use crate::evaluate::{collect_predictions, Predictions};
+use crate::model_dir::{load_model, write_atomic};
+use crate::trainer::{train, TrainOptions};
+use anyhow::{bail, Context, Result};
+use mfh_config::{Config, TaskGrid};
+use mfh_data::{Pipeline, SplitMix, StreamOptions};
+use mfh_metrics::{MetricRecord, POOLED_CELL};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Models without facet-aware structure: the baselines MFH is measured against.
+pub const FLAT_MODELS: &[&str] = &["single", "shared_bottom", "mmoe", "cgc", "ple"];
+
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    /// Model section names.
+    pub models: Vec<String>,
+    pub seeds: usize,
+    pub out: PathBuf,
+    /// Bootstrap resamples for the 95 % intervals.
+    pub bootstrap: usize,
+    pub progress: bool,
+}
+
+/// One finished (model, seed) run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub model: String,
+    /// The model section's `type`.
+    pub kind: String,
+    pub seed: u64,
+    pub params: usize,
+    pub train_seconds: f64,
+    pub steps: u64,
+    pub best_step: u64,
+    pub select_split: String,
+    pub report_split: String,
+    /// Metrics on the report split.
+    pub records: Vec<MetricRecord>,
+}
+
+/// The splits a comparison selects and reports on.
+pub fn protocol(cfg: &Config) -> Result<(String, String)> {
+    if cfg.splits.contains_key("test") {
+        let p = Arc::new(Pipeline::new(cfg)?);
+        let mut rows = 0;
+        for b in p.stream("test", StreamOptions::in_order(4096))? {
+            rows += b?.n;
+        }
+        if rows > 0 {
+            return Ok((cfg.train.valid_split.clone(), "test".into()));
+        }
+    }
+    match (&cfg.compare.select, &cfg.compare.report) {
+        (Some(s), Some(r)) if s != r => Ok((s.clone(), r.clone())),
+        _ => bail!(
+            "{}: the `test` split is empty or missing, so a comparison needs `[compare] select` and `report`: two different splits (e.g. the first and second valid day)",
+            cfg.source_file.display()
+        ),
+    }
+}
+
+fn run_dir(out: &Path, model: &str, seed: u64) -> PathBuf {
+    out.join("runs").join(model).join(format!("seed{seed}"))
+}
+
+/// Trains and scores every (model, seed) not finished yet, then writes the reports.
+pub fn compare(cfg: &Config, opts: &CompareOptions) -> Result<Vec<RunRecord>> {
+    for m in &opts.models {
+        cfg.model_section(Some(m))?;
+    }
+    let (select, report) = protocol(cfg)?;
+    eprintln!(
+        "comparing {} on {} seeds: selected on `{select}`, reported on `{report}`",
+        opts.models.join(", "),
+        opts.seeds
+    );
+    let mut sel_cfg = cfg.clone();
+    sel_cfg.train.valid_split = select.clone();
+    let total = opts.models.len() * opts.seeds;
+    let mut runs = Vec::new();
+    let mut k = 0;
+    for model in &opts.models {
+        for s in 0..opts.seeds {
+            k += 1;
+            let seed = cfg.train.seed + s as u64;
+            let dir = run_dir(&opts.out, model, seed);
+            let done = dir.join("run.json");
+            if let Ok(text) = std::fs::read_to_string(&done) {
+                if let Ok(r) = serde_json::from_str::<RunRecord>(&text) {
+                    eprintln!("[{k}/{total}] {model} seed {seed}: already done, kept");
+                    runs.push(r);
+                    continue;
+                }
+            }
+            eprintln!("[{k}/{total}] {model} seed {seed}: training");
+            let r = one_run(&sel_cfg, model, seed, &dir, &report, opts.progress)
+                .with_context(|| format!("model `{model}` seed {seed}"))?;
+            runs.push(r);
+        }
+    }
+    write_reports(cfg, &opts.out, &runs, opts.bootstrap)?;
+    Ok(runs)
+}
+
+fn one_run(
+    cfg: &Config,
+    model: &str,
+    seed: u64,
+    dir: &Path,
+    report: &str,
+    progress: bool,
+) -> Result<RunRecord> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let model_dir = dir.join("model");
+    let summary = train(
+        cfg,
+        &TrainOptions {
+            model: Some(model.into()),
+            out: model_dir.clone(),
+            seed: Some(seed),
+            progress,
+        },
+    )?;
+    let mut m = load_model(&model_dir)?;
+    let p = Arc::new(m.pipeline(cfg)?);
+    let preds = collect_predictions(&mut m.state, &p, report, cfg.train.batch_size)?;
+    let use_groups = cfg.data.gauc_column.is_some();
+    let rep = preds.report(&m.meta.grid, report, use_groups, None);
+    write_atomic(dir, "predictions.bin", &preds.to_bytes())?;
+    let kind = cfg.models[model]
+        .get("type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    let r = RunRecord {
+        model: model.into(),
+        kind,
+        seed,
+        params: summary.params,
+        train_seconds: summary.seconds,
+        steps: summary.steps,
+        best_step: summary.best_step,
+        select_split: cfg.train.valid_split.clone(),
+        report_split: report.into(),
+        records: rep.records,
+    };
+    write_atomic(
+        dir,
+        "run.json",
+        serde_json::to_string_pretty(&r)?.as_bytes(),
+    )?;
+    Ok(r)
+}
+
+#[derive(Default)]
+struct Cell {
+    values: Vec<f64>,
+    n: u64,
+    positives: u64,
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+/// (behaviour, cell) → (low, high).
+type Intervals = BTreeMap<(String, String), (f64, f64)>;
+
+/// 95 % bootstrap interval of the seed-mean AUC per (behaviour, cell): rows are resampled
+/// within each cell (and pooled), each seed's predictions scored on the same resample.
+fn auc_intervals(
+    grid: &TaskGrid,
+    preds: &[Predictions],
+    reps: usize,
+) -> BTreeMap<(String, String), (f64, f64)> {
+    let mut out = BTreeMap::new();
+    if preds.is_empty() || reps == 0 {
+        return out;
+    }
+    let rows = preds[0].rows();
+    let mut by_cell: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for r in 0..rows {
+        by_cell
+            .entry(grid.cell_name(preds[0].cells[r] as usize))
+            .or_default()
+            .push(r);
+    }
+    by_cell.insert(POOLED_CELL.into(), (0..rows).collect());
+    let mut rng = SplitMix(0xb007);
+    for (cell, idx) in &by_cell {
+        for (b, name) in grid.behaviours.iter().enumerate() {
+            if !grid.binary[b] {
+                continue;
+            }
+            let mut samples = Vec::with_capacity(reps);
+            let (mut s, mut l) = (Vec::with_capacity(idx.len()), Vec::with_capacity(idx.len()));
+            for _ in 0..reps {
+                let pick: Vec<usize> = (0..idx.len()).map(|_| idx[rng.below(idx.len())]).collect();
+                let mut sum = 0.0;
+                let mut ok = true;
+                for p in preds {
+                    s.clear();
+                    l.clear();
+                    for &r in &pick {
+                        s.push(p.preds[r * p.n_behaviours + b]);
+                        l.push(p.labels[r * p.n_behaviours + b]);
+                    }
+                    match mfh_metrics::auc(&s, &l) {
+                        Some(a) => sum += a,
+                        None => ok = false,
+                    }
+                }
+                if ok {
+                    samples.push(sum / preds.len() as f64);
+                }
+            }
+            if samples.len() >= reps / 2 {
+                samples.sort_by(f64::total_cmp);
+                let q = |f: f64| samples[((samples.len() - 1) as f64 * f).round() as usize];
+                out.insert((name.clone(), cell.clone()), (q(0.025), q(0.975)));
+            }
+        }
+    }
+    out
+}
+
+/// Writes `table.md` and `results.json` from the finished runs.
+pub fn write_reports(cfg: &Config, out: &Path, runs: &[RunRecord], bootstrap: usize) -> Result<()> {
+    let grid = cfg.grid();
+    let models: Vec<String> = {
+        let mut v: Vec<String> = Vec::new();
+        for r in runs {
+            if !v.contains(&r.model) {
+                v.push(r.model.clone());
+            }
+        }
+        v
+    };
+    // results.json: one record per model, seed, split, behaviour, cell and metric.
+    let mut json = Vec::new();
+    for r in runs {
+        for rec in &r.records {
+            json.push(serde_json::json!({
+                "model": r.model, "seed": r.seed, "split": rec.split, "behaviour": rec.behaviour,
+                "cell": rec.cell, "metric": rec.metric, "value": rec.value, "n": rec.n, "positives": rec.positives,
+            }));
+        }
+    }
+    write_atomic(
+        out,
+        "results.json",
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+
+    // (model, behaviour, cell, metric) → values over seeds.
+    let mut agg: BTreeMap<(String, String, String, String), Cell> = BTreeMap::new();
+    for r in runs {
+        for rec in &r.records {
+            let c = agg
+                .entry((
+                    r.model.clone(),
+                    rec.behaviour.clone(),
+                    rec.cell.clone(),
+                    rec.metric.clone(),
+                ))
+                .or_default();
+            if let Some(v) = rec.value {
+                c.values.push(v);
+            }
+            c.n = rec.n;
+            c.positives = rec.positives;
+        }
+    }
+    let mut intervals: BTreeMap<String, Intervals> = BTreeMap::new();
+    for m in &models {
+        let preds: Vec<Predictions> = runs
+            .iter()
+            .filter(|r| &r.model == m)
+            .filter_map(|r| {
+                std::fs::read(run_dir(out, &r.model, r.seed).join("predictions.bin")).ok()
+            })
+            .filter_map(|b| Predictions::from_bytes(&b))
+            .collect();
+        intervals.insert(m.clone(), auc_intervals(&grid, &preds, bootstrap));
+    }
+    let kinds: BTreeMap<&str, &str> = runs
+        .iter()
+        .map(|r| (r.model.as_str(), r.kind.as_str()))
+        .collect();
+    let flat: Vec<&String> = models
+        .iter()
+        .filter(|m| FLAT_MODELS.contains(&kinds[m.as_str()]))
+        .collect();
+    let mut cells = grid.cell_names();
+    cells.push(POOLED_CELL.into());
+    let seeds = runs.iter().filter(|r| r.model == models[0]).count();
+    let (select, report) = runs
+        .first()
+        .map(|r| (r.select_split.clone(), r.report_split.clone()))
+        .unwrap_or_default();
+
+    let mut md = String::new();
+    writeln!(md, "# Comparison\n")?;
+    writeln!(
+        md,
+        "Config `{}`; models selected on split `{select}` and reported on split `{report}`; {seeds} seed(s) each; same data, step budget and early-stopping rule (`{}`, patience {}). Values are mean ± sd over seeds; brackets give a 95 % bootstrap interval of the seed-mean AUC ({bootstrap} resamples of the report rows); **bold** marks the best mean in a row; ⚠ flags cells with fewer than 100 positives.\n",
+        cfg.source_file.display(),
+        cfg.train.early_stopping.metric,
+        cfg.train.early_stopping.patience
+    )?;
+    for metric in ["auc", "gauc", "logloss"] {
+        for (b, bname) in grid.behaviours.iter().enumerate() {
+            if !grid.binary[b] {
+                continue;
+            }
+            writeln!(md, "## {metric}: {bname}\n")?;
+            let mut head = "| cell | n | positives |".to_string();
+            let mut rule = "|---|---:|---:|".to_string();
+            for m in &models {
+                write!(head, " {m} |")?;
+                rule.push_str("---|");
+            }
+            if metric == "auc" && !flat.is_empty() {
+                for m in models.iter().filter(|m| !flat.contains(m)) {
+                    write!(head, " {m} − best flat |")?;
+                    rule.push_str("---:|");
+                }
+            }
+            writeln!(md, "{head}\n{rule}")?;
+            for cell in &cells {
+                let key = |m: &String| (m.clone(), bname.clone(), cell.clone(), metric.to_string());
+                let means: Vec<Option<(f64, f64)>> = models
+                    .iter()
+                    .map(|m| {
+                        agg.get(&key(m))
+                            .filter(|c| !c.values.is_empty())
+                            .map(|c| mean_sd(&c.values))
+                    })
+                    .collect();
+                let lower_better = metric == "logloss";
+                let best =
+                    means
+                        .iter()
+                        .flatten()
+                        .map(|(m, _)| *m)
+                        .fold(None, |acc: Option<f64>, v| {
+                            Some(match acc {
+                                None => v,
+                                Some(a) if lower_better => a.min(v),
+                                Some(a) => a.max(v),
+                            })
+                        });
+                let any = agg.get(&key(&models[0]));
+                let (n, pos) = any.map(|c| (c.n, c.positives)).unwrap_or((0, 0));
+                let flag = if pos < 100 { " ⚠" } else { "" };
+                let mut line = format!("| {cell}{flag} | {n} | {pos} |");
+                for (m, ms) in models.iter().zip(&means) {
+                    match ms {
+                        Some((mean, sd)) => {
+                            let mut txt = format!("{mean:.4} ± {sd:.4}");
+                            if metric == "auc" {
+                                if let Some((lo, hi)) =
+                                    intervals[m].get(&(bname.clone(), cell.clone()))
+                                {
+                                    write!(txt, " [{lo:.3}, {hi:.3}]")?;
+                                }
+                            }
+                            if Some(*mean) == best {
+                                txt = format!("**{txt}**");
+                            }
+                            write!(line, " {txt} |")?;
+                        }
+                        None => line.push_str(" - |"),
+                    }
+                }
+                if metric == "auc" && !flat.is_empty() {
+                    let best_flat = models
+                        .iter()
+                        .zip(&means)
+                        .filter(|(m, _)| flat.contains(m))
+                        .filter_map(|(_, v)| v.map(|x| x.0))
+                        .fold(f64::NAN, f64::max);
+                    for (_, ms) in models.iter().zip(&means).filter(|(m, _)| !flat.contains(m)) {
+                        match ms {
+                            Some((mean, _)) if best_flat.is_finite() => {
+                                write!(line, " {:+.4} |", mean - best_flat)?
+                            }
+                            _ => line.push_str(" - |"),
+                        }
+                    }
+                }
+                writeln!(md, "{line}")?;
+            }
+            writeln!(md)?;
+        }
+    }
+    writeln!(md, "## Models\n\n| model | type | dense parameters | training time (s, mean) | best step (mean) |\n|---|---|---:|---:|---:|")?;
+    for m in &models {
+        let rs: Vec<&RunRecord> = runs.iter().filter(|r| &r.model == m).collect();
+        let t = rs.iter().map(|r| r.train_seconds).sum::<f64>() / rs.len() as f64;
+        let s = rs.iter().map(|r| r.best_step as f64).sum::<f64>() / rs.len() as f64;
+        writeln!(
+            md,
+            "| {m} | {} | {} | {t:.1} | {s:.0} |",
+            rs[0].kind, rs[0].params
+        )?;
+    }
+    write_atomic(out, "table.md", md.as_bytes())?;
+    Ok(())
+}
