@@ -191,6 +191,7 @@ fn run(cli: Cli) -> Result<()> {
                     out: out.clone(),
                     seed,
                     progress: !quiet,
+                    keep_checkpoints: false,
                 },
             )?;
             out!("{}", s.report.render_table());
@@ -386,6 +387,7 @@ fn quickstart(out: &Path, raw: Option<PathBuf>) -> Result<()> {
                 out: model_dir.clone(),
                 seed: None,
                 progress: true,
+                keep_checkpoints: false,
             },
         )
         .with_context(|| format!("training `{name}`"))?;

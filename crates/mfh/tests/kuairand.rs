@@ -80,8 +80,12 @@ fn prepare_train_eval_reproduces_and_reports_test_split() {
     let again: serde_json::Value = serde_json::from_str(&e.stdout).unwrap();
     assert_eq!(saved, again);
     let recs = again.as_array().unwrap();
-    // 3 behaviours × (4 cells + pooled), each with auc, gauc, logloss, calibration.
-    assert_eq!(recs.len(), 3 * 5 * 4);
+    // 3 behaviours × (4 cells + pooled + 4 facet values), each with auc, gauc, logloss,
+    // calibration.
+    assert_eq!(recs.len(), 3 * 9 * 4);
+    assert!(recs
+        .iter()
+        .any(|r| r["cell"] == "user=new" && r["metric"] == "auc"));
     let click_auc = recs
         .iter()
         .find(|r| r["behaviour"] == "click" && r["cell"] == "all" && r["metric"] == "auc")
@@ -213,7 +217,7 @@ fn every_model_of_the_zoo_trains_and_reports_all_twelve_cells() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|r| r["metric"] == "auc" && r["cell"] != "all")
+            .filter(|r| r["metric"] == "auc" && r["cell"].as_str().unwrap().contains(','))
             .map(|r| format!("{}/{}", r["behaviour"], r["cell"]))
             .collect();
         assert_eq!(cells.len(), 12, "{model}: {cells:?}");

@@ -52,6 +52,53 @@ pub struct RunRecord {
     pub report_split: String,
     /// Metrics on the report split.
     pub records: Vec<MetricRecord>,
+    /// Selection-split metrics at every evaluation: (step, records).
+    #[serde(default)]
+    pub history: Vec<(u64, Vec<MetricRecord>)>,
+    /// Per-cell checkpoint selection (tree models): each cell answered by the checkpoint
+    /// where its own selection metric peaked.
+    #[serde(default)]
+    pub cellsel: Option<CellSelection>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellSelection {
+    /// (cell, chosen step).
+    pub steps: Vec<(String, u64)>,
+    /// Metrics on the report split.
+    pub records: Vec<MetricRecord>,
+}
+
+/// Mean AUC over binary behaviours of one segment in a report's records (None if any is
+/// undefined).
+fn segment_auc(records: &[MetricRecord], grid: &TaskGrid, segment: &str) -> Option<f64> {
+    let mut vals = Vec::new();
+    for (b, bin) in grid.behaviours.iter().zip(&grid.binary) {
+        if !bin {
+            continue;
+        }
+        let v = records
+            .iter()
+            .find(|r| &r.behaviour == b && r.cell == segment && r.metric == "auc")
+            .and_then(|r| r.value)?;
+        vals.push(v);
+    }
+    (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64)
+}
+
+/// The step of `history` where `segment`'s mean AUC peaked, with the value.
+fn peak(
+    history: &[(u64, Vec<MetricRecord>)],
+    grid: &TaskGrid,
+    segment: &str,
+) -> Option<(u64, f64)> {
+    history
+        .iter()
+        .filter_map(|(step, recs)| segment_auc(recs, grid, segment).map(|v| (*step, v)))
+        .fold(None, |best, (s, v)| match best {
+            Some((_, bv)) if bv >= v => best,
+            _ => Some((s, v)),
+        })
 }
 
 /// The splits a comparison selects and reports on.
@@ -127,6 +174,12 @@ fn one_run(
     progress: bool,
 ) -> Result<RunRecord> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let kind = cfg.models[model]
+        .get("type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    let cellsel = kind == "mfh" || kind == "hmtl";
     let model_dir = dir.join("model");
     let summary = train(
         cfg,
@@ -135,6 +188,7 @@ fn one_run(
             out: model_dir.clone(),
             seed: Some(seed),
             progress,
+            keep_checkpoints: cellsel,
         },
     )?;
     let mut m = load_model(&model_dir)?;
@@ -143,11 +197,24 @@ fn one_run(
     let use_groups = cfg.data.gauc_column.is_some();
     let rep = preds.report(&m.meta.grid, report, use_groups, None);
     write_atomic(dir, "predictions.bin", &preds.to_bytes())?;
-    let kind = cfg.models[model]
-        .get("type")
-        .and_then(|v| v.as_str())
-        .unwrap_or("")
-        .to_string();
+    let history: Vec<(u64, Vec<MetricRecord>)> = summary
+        .history
+        .iter()
+        .map(|(s, r)| (*s, r.records.clone()))
+        .collect();
+    let cellsel = if cellsel {
+        Some(cell_selection(
+            cfg,
+            &m.meta.grid,
+            &model_dir,
+            &history,
+            &p,
+            report,
+            use_groups,
+        )?)
+    } else {
+        None
+    };
     let r = RunRecord {
         model: model.into(),
         kind,
@@ -159,6 +226,8 @@ fn one_run(
         select_split: cfg.train.valid_split.clone(),
         report_split: report.into(),
         records: rep.records,
+        history,
+        cellsel,
     };
     write_atomic(
         dir,
@@ -166,6 +235,47 @@ fn one_run(
         serde_json::to_string_pretty(&r)?.as_bytes(),
     )?;
     Ok(r)
+}
+
+/// Answers each cell with the checkpoint where that cell's own selection metric peaked.
+fn cell_selection(
+    cfg: &Config,
+    grid: &TaskGrid,
+    model_dir: &Path,
+    history: &[(u64, Vec<MetricRecord>)],
+    pipeline: &Arc<Pipeline>,
+    report: &str,
+    use_groups: bool,
+) -> Result<CellSelection> {
+    let cells = grid.cell_names();
+    let global = peak(history, grid, POOLED_CELL).map(|p| p.0);
+    let steps: Vec<u64> = cells
+        .iter()
+        .map(|c| peak(history, grid, c).map(|p| p.0).or(global).unwrap_or(0))
+        .collect();
+    let mut by_step: BTreeMap<u64, Predictions> = BTreeMap::new();
+    for &s in &steps {
+        if let std::collections::btree_map::Entry::Vacant(e) = by_step.entry(s) {
+            let mut m = load_model(&model_dir.join("checkpoints").join(format!("step{s}")))?;
+            e.insert(collect_predictions(
+                &mut m.state,
+                pipeline,
+                report,
+                cfg.train.batch_size,
+            )?);
+        }
+    }
+    let first = by_step.values().next().cloned().unwrap_or_default();
+    let mut combined = first.clone();
+    let nb = combined.n_behaviours;
+    for r in 0..combined.rows() {
+        let from = &by_step[&steps[combined.cells[r] as usize]];
+        combined.preds[r * nb..(r + 1) * nb].copy_from_slice(&from.preds[r * nb..(r + 1) * nb]);
+    }
+    Ok(CellSelection {
+        steps: cells.into_iter().zip(steps).collect(),
+        records: combined.report(grid, report, use_groups, None).records,
+    })
 }
 
 #[derive(Default)]
@@ -249,6 +359,22 @@ fn auc_intervals(
 /// Writes `table.md` and `results.json` from the finished runs.
 pub fn write_reports(cfg: &Config, out: &Path, runs: &[RunRecord], bootstrap: usize) -> Result<()> {
     let grid = cfg.grid();
+    let base_runs = runs;
+    // Per-cell checkpoint selection shows as its own variant, `MODEL+cellsel`.
+    let mut with_variants: Vec<RunRecord> = runs.to_vec();
+    for r in runs {
+        if let Some(cs) = &r.cellsel {
+            with_variants.push(RunRecord {
+                model: format!("{}+cellsel", r.model),
+                kind: format!("{}+cellsel", r.kind),
+                records: cs.records.clone(),
+                history: Vec::new(),
+                cellsel: None,
+                ..r.clone()
+            });
+        }
+    }
+    let runs = &with_variants[..];
     let models: Vec<String> = {
         let mut v: Vec<String> = Vec::new();
         for r in runs {
@@ -295,7 +421,7 @@ pub fn write_reports(cfg: &Config, out: &Path, runs: &[RunRecord], bootstrap: us
     }
     let mut intervals: BTreeMap<String, Intervals> = BTreeMap::new();
     for m in &models {
-        let preds: Vec<Predictions> = runs
+        let preds: Vec<Predictions> = base_runs
             .iter()
             .filter(|r| &r.model == m)
             .filter_map(|r| {
@@ -416,6 +542,7 @@ pub fn write_reports(cfg: &Config, out: &Path, runs: &[RunRecord], bootstrap: us
             writeln!(md)?;
         }
     }
+    local_overfitting(&mut md, &grid, base_runs)?;
     writeln!(md, "## Models\n\n| model | type | dense parameters | training time (s, mean) | best step (mean) |\n|---|---|---:|---:|---:|")?;
     for m in &models {
         let rs: Vec<&RunRecord> = runs.iter().filter(|r| &r.model == m).collect();
@@ -428,5 +555,77 @@ pub fn write_reports(cfg: &Config, out: &Path, runs: &[RunRecord], bootstrap: us
         )?;
     }
     write_atomic(out, "table.md", md.as_bytes())?;
+    Ok(())
+}
+
+/// The local-overfitting view: per segment, the step where its own selection metric
+/// (mean AUC over binary behaviours) peaked against the step the model was stopped at
+/// (the pooled peak), and what the segment lost by stopping there. Means over seeds.
+fn local_overfitting(md: &mut String, grid: &TaskGrid, runs: &[RunRecord]) -> Result<()> {
+    if runs.iter().all(|r| r.history.is_empty()) {
+        return Ok(());
+    }
+    let mut segments = grid.cell_names();
+    for (f, values) in &grid.facets {
+        if grid.facets.len() > 1 {
+            segments.extend(values.iter().map(|v| format!("{f}={v}")));
+        }
+    }
+    segments.push(POOLED_CELL.into());
+    writeln!(
+        md,
+        "## Local overfitting (selection split)\n\nPer segment: the step where its own mean AUC (over binary behaviours) peaked, the step the model was stopped at (the pooled peak), and the AUC it lost by stopping there. Means over seeds.\n"
+    )?;
+    let mut models: Vec<&str> = Vec::new();
+    for r in runs {
+        if !models.contains(&r.model.as_str()) {
+            models.push(&r.model);
+        }
+    }
+    writeln!(md, "| model | segment | own peak step | stopped at | AUC lost at stop |\n|---|---|---:|---:|---:|")?;
+    for m in models {
+        let rs: Vec<&RunRecord> = runs
+            .iter()
+            .filter(|r| r.model == m && !r.history.is_empty())
+            .collect();
+        if rs.is_empty() {
+            continue;
+        }
+        for seg in &segments {
+            let mut peaks = Vec::new();
+            let mut stops = Vec::new();
+            let mut lost = Vec::new();
+            for r in &rs {
+                let Some((ps, pv)) = peak(&r.history, grid, seg) else {
+                    continue;
+                };
+                let Some((gs, _)) = peak(&r.history, grid, POOLED_CELL) else {
+                    continue;
+                };
+                let at_stop = r
+                    .history
+                    .iter()
+                    .find(|(s, _)| *s == gs)
+                    .and_then(|(_, recs)| segment_auc(recs, grid, seg));
+                if let Some(v) = at_stop {
+                    peaks.push(ps as f64);
+                    stops.push(gs as f64);
+                    lost.push(pv - v);
+                }
+            }
+            if peaks.is_empty() {
+                continue;
+            }
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            writeln!(
+                md,
+                "| {m} | {seg} | {:.0} | {:.0} | {:.4} |",
+                mean(&peaks),
+                mean(&stops),
+                mean(&lost)
+            )?;
+        }
+    }
+    writeln!(md)?;
     Ok(())
 }

@@ -44,12 +44,10 @@ impl EvalResult {
     }
 }
 
-fn behaviour_infos(state: &ModelState) -> Vec<BehaviourInfo> {
-    state
-        .grid
-        .behaviours
+fn behaviour_infos(grid: &mfh_config::TaskGrid) -> Vec<BehaviourInfo> {
+    grid.behaviours
         .iter()
-        .zip(&state.grid.binary)
+        .zip(&grid.binary)
         .map(|(n, &b)| {
             if b {
                 BehaviourInfo::binary(n.clone())
@@ -67,8 +65,11 @@ pub fn evaluate(
     split: &str,
     batch_size: usize,
 ) -> Result<EvalResult> {
-    let mut ev = Evaluator::new(behaviour_infos(state), state.grid.cell_names());
     let use_groups = pipeline.config().data.gauc_column.is_some();
+    let mut all = Predictions {
+        n_behaviours: state.grid.n_behaviours(),
+        ..Default::default()
+    };
     let mut preds = Vec::new();
     let (mut loss_sum, mut active, mut rows) = (0.0, 0usize, 0u64);
     for batch in pipeline.stream(split, StreamOptions::in_order(batch_size))? {
@@ -81,16 +82,14 @@ pub fn evaluate(
         active += lv.per_task.iter().map(|(_, c)| c).sum::<usize>();
         rows += batch.n as u64;
         state.loss.predict(&logits, &batch.cells, &mut preds);
-        ev.add_batch(
-            &preds,
-            &batch.labels,
-            &batch.cells,
-            use_groups.then_some(&batch.groups[..]),
-        )
-        .map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
+        all.preds.extend_from_slice(&preds);
+        all.labels.extend_from_slice(&batch.labels);
+        all.cells.extend_from_slice(&batch.cells);
+        all.groups.extend_from_slice(&batch.groups);
     }
+    let ev_report = all.report(&state.grid, split, use_groups, None);
     Ok(EvalResult {
-        report: ev.finish(split),
+        report: ev_report,
         loss: if active > 0 {
             loss_sum / active as f64
         } else {
@@ -173,18 +172,7 @@ impl Predictions {
         use_groups: bool,
         rows: Option<&[usize]>,
     ) -> Report {
-        let infos = state_grid
-            .behaviours
-            .iter()
-            .zip(&state_grid.binary)
-            .map(|(n, &b)| {
-                if b {
-                    BehaviourInfo::binary(n.clone())
-                } else {
-                    BehaviourInfo::regression(n.clone())
-                }
-            })
-            .collect();
+        let infos = behaviour_infos(state_grid);
         let mut ev = Evaluator::new(infos, state_grid.cell_names());
         let nb = self.n_behaviours;
         match rows {
@@ -210,7 +198,38 @@ impl Predictions {
                 let _ = ev.add_batch(&p, &l, &c, use_groups.then_some(&g[..]));
             }
         }
-        ev.finish(split)
+        let mut report = ev.finish(split);
+        // Each facet value pooled over the other facets ("user=new"): the segments whose
+        // fit the local-overfitting view follows.
+        if state_grid.facets.len() > 1 {
+            let pick: Vec<usize> = match rows {
+                None => (0..self.rows()).collect(),
+                Some(r) => r.to_vec(),
+            };
+            for (d, (fname, values)) in state_grid.facets.iter().enumerate() {
+                let infos = behaviour_infos(state_grid);
+                let names = values.iter().map(|v| format!("{fname}={v}")).collect();
+                let mut fev = Evaluator::new(infos, names);
+                let mut p = Vec::with_capacity(pick.len() * nb);
+                let mut l = Vec::with_capacity(pick.len() * nb);
+                let mut c = Vec::with_capacity(pick.len());
+                let mut g = Vec::with_capacity(pick.len());
+                for &r in &pick {
+                    p.extend_from_slice(&self.preds[r * nb..(r + 1) * nb]);
+                    l.extend_from_slice(&self.labels[r * nb..(r + 1) * nb]);
+                    c.push(state_grid.cell_values(self.cells[r] as usize)[d] as u32);
+                    g.push(self.groups[r]);
+                }
+                let _ = fev.add_batch(&p, &l, &c, use_groups.then_some(&g[..]));
+                report.extend(
+                    fev.finish(split)
+                        .records
+                        .into_iter()
+                        .filter(|r| r.cell != mfh_metrics::POOLED_CELL),
+                );
+            }
+        }
+        report
     }
 
     /// Little-endian binary: n, behaviours, then the four columns.

@@ -12,7 +12,7 @@ use mfh_data::{Pipeline, StreamOptions};
 use mfh_metrics::Report;
 use mfh_model::ModelSpec;
 use mfh_nn::{Adam, Module};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,6 +23,9 @@ pub struct TrainOptions {
     pub seed: Option<u64>,
     /// Show progress bars (they also hide themselves when stderr is not a terminal).
     pub progress: bool,
+    /// Also save the model at every evaluation, to `out/checkpoints/stepN` (for per-cell
+    /// checkpoint selection).
+    pub keep_checkpoints: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +42,8 @@ pub struct TrainSummary {
     pub seconds: f64,
     pub samples_per_sec: f64,
     pub skipped: mfh_data::SkipCounts,
+    /// The selection split's metrics at every evaluation (step, report).
+    pub history: Vec<(u64, Report)>,
 }
 
 /// What `mfh check` prints: the resolved grid, features and splits.
@@ -249,26 +254,32 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         since_best: 0,
         last_report: Report::default(),
         empty_warned: false,
+        out: opts.out.clone(),
+        checkpoints: opts.keep_checkpoints.then(|| opts.out.join("checkpoints")),
+        history: Vec::new(),
     };
     let mut seen = 0u64;
     let mut train_time = 0.0;
     let mut skipped = mfh_data::SkipCounts::default();
-    let mut save =
-        |state: &mut crate::ModelState, step: u64, value: Option<f64>, res: &EvalResult| {
-            save_best(
-                cfg,
-                &model_name,
-                &layout,
-                &transforms,
-                seed,
-                step,
-                &metric,
-                value,
-                res,
-                state,
-                opts,
-            )
-        };
+    let mut save = |state: &mut crate::ModelState,
+                    step: u64,
+                    value: Option<f64>,
+                    res: &EvalResult,
+                    dir: &Path| {
+        save_best(
+            cfg,
+            &model_name,
+            &layout,
+            &transforms,
+            seed,
+            step,
+            &metric,
+            value,
+            res,
+            state,
+            dir,
+        )
+    };
     eprintln!(
         "training `{model_name}` ({params} dense parameters) on {} rows × {} epochs, {} tasks",
         transforms.rows,
@@ -368,7 +379,10 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         }
     }
     let Selection {
-        best, last_report, ..
+        best,
+        last_report,
+        history,
+        ..
     } = sel;
     let (best_value, best_step, report) = best
         .map(|(v, s, r)| (Some(v).filter(|x| x.is_finite()), s, r))
@@ -392,6 +406,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             0.0
         },
         skipped,
+        history,
     })
 }
 
@@ -407,7 +422,7 @@ fn save_best(
     value: Option<f64>,
     res: &EvalResult,
     state: &mut crate::ModelState,
-    opts: &TrainOptions,
+    dir: &Path,
 ) -> Result<()> {
     let info = SaveInfo {
         cfg,
@@ -421,7 +436,7 @@ fn save_best(
         selection_value: value,
         metrics_json: &res.report.to_json(),
     };
-    save_model(&opts.out, state, &info)
+    save_model(dir, state, &info)
 }
 
 fn probe_writable(dir: &std::path::Path) -> Result<()> {
@@ -454,7 +469,7 @@ fn log_eval(
 
 /// Saves the model at a step with its selection value and metrics.
 type SaveFn<'a> =
-    dyn FnMut(&mut crate::ModelState, u64, Option<f64>, &EvalResult) -> Result<()> + 'a;
+    dyn FnMut(&mut crate::ModelState, u64, Option<f64>, &EvalResult, &Path) -> Result<()> + 'a;
 
 /// Model selection on the valid split: keeps the best value, saves on improvement, and
 /// says when patience has run out.
@@ -465,6 +480,12 @@ struct Selection {
     since_best: usize,
     last_report: Report,
     empty_warned: bool,
+    /// Where the best model goes.
+    out: PathBuf,
+    /// Where every evaluation's model goes, when kept.
+    checkpoints: Option<PathBuf>,
+    /// The selection split's report at every evaluation.
+    history: Vec<(u64, Report)>,
 }
 
 impl Selection {
@@ -477,6 +498,10 @@ impl Selection {
         save: &mut SaveFn,
     ) -> Result<bool> {
         let (value, higher) = res.metric(&self.metric, &state.grid);
+        self.history.push((step, res.report.clone()));
+        if let Some(dir) = &self.checkpoints {
+            save(state, step, value, &res, &dir.join(format!("step{step}")))?;
+        }
         if res.rows == 0 && !self.empty_warned {
             eprintln!("warning: the selection split is empty; keeping the last model");
             self.empty_warned = true;
@@ -494,7 +519,7 @@ impl Selection {
         };
         self.last_report = res.report.clone();
         if improved {
-            save(state, step, value, &res)?;
+            save(state, step, value, &res, &self.out)?;
             self.best = Some((value.unwrap_or(f64::NAN), step, res.report));
             self.since_best = 0;
             return Ok(false);
