@@ -543,6 +543,9 @@ pub fn write_reports(cfg: &Config, out: &Path, runs: &[RunRecord], bootstrap: us
         }
     }
     local_overfitting(&mut md, &grid, base_runs)?;
+    plots(
+        &mut md, out, &grid, base_runs, &models, &cells, &agg, &intervals,
+    )?;
     writeln!(md, "## Models\n\n| model | type | dense parameters | training time (s, mean) | best step (mean) |\n|---|---|---:|---:|---:|")?;
     for m in &models {
         let rs: Vec<&RunRecord> = runs.iter().filter(|r| &r.model == m).collect();
@@ -625,6 +628,125 @@ fn local_overfitting(md: &mut String, grid: &TaskGrid, runs: &[RunRecord]) -> Re
                 mean(&lost)
             )?;
         }
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+/// Validation AUC per segment over steps (one chart per model, first seed) and per-cell
+/// AUC by model with intervals (one chart per binary behaviour), as SVG and PNG.
+#[allow(clippy::too_many_arguments)]
+fn plots(
+    md: &mut String,
+    out: &Path,
+    grid: &TaskGrid,
+    runs: &[RunRecord],
+    models: &[String],
+    cells: &[String],
+    agg: &BTreeMap<(String, String, String, String), Cell>,
+    intervals: &BTreeMap<String, Intervals>,
+) -> Result<()> {
+    if !mfh_report::fonts_available() {
+        writeln!(
+            md,
+            "(No charts: no TrueType font was found; install fonts-dejavu-core or set MFH_FONT.)\n"
+        )?;
+        return Ok(());
+    }
+    let dir = out.join("plots");
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let mut files = Vec::new();
+    let mut segments: Vec<String> = grid.cell_names();
+    segments.push(POOLED_CELL.into());
+    for m in models {
+        let Some(r) = runs.iter().find(|r| &r.model == m && !r.history.is_empty()) else {
+            continue;
+        };
+        let curves: Vec<mfh_report::Curve> = segments
+            .iter()
+            .map(|seg| mfh_report::Curve {
+                label: seg.clone(),
+                points: r
+                    .history
+                    .iter()
+                    .filter_map(|(s, recs)| segment_auc(recs, grid, seg).map(|v| (*s as f64, v)))
+                    .collect(),
+            })
+            .collect();
+        let title = format!("{m}: {} AUC per segment (seed {})", r.select_split, r.seed);
+        files.extend(
+            mfh_report::line_chart(
+                &dir.join(format!("curves_{}", m.replace('+', "_"))),
+                &title,
+                "step",
+                "mean AUC",
+                &curves,
+            )
+            .map_err(|e| anyhow::anyhow!("chart: {e}"))?,
+        );
+    }
+    let all_models: Vec<String> = {
+        let mut v: Vec<String> = Vec::new();
+        for (m, _, _, _) in agg.keys() {
+            if !v.contains(m) {
+                v.push(m.clone());
+            }
+        }
+        models
+            .iter()
+            .filter(|m| v.contains(m))
+            .cloned()
+            .chain(v.iter().filter(|m| !models.contains(m)).cloned())
+            .collect()
+    };
+    for (b, bname) in grid.behaviours.iter().enumerate() {
+        if !grid.binary[b] {
+            continue;
+        }
+        let bars: Vec<Vec<Option<mfh_report::Bar>>> = cells
+            .iter()
+            .map(|cell| {
+                all_models
+                    .iter()
+                    .map(|m| {
+                        let c = agg.get(&(m.clone(), bname.clone(), cell.clone(), "auc".into()))?;
+                        if c.values.is_empty() {
+                            return None;
+                        }
+                        Some(mfh_report::Bar {
+                            value: mean_sd(&c.values).0,
+                            interval: intervals
+                                .get(m)
+                                .and_then(|i| i.get(&(bname.clone(), cell.clone())))
+                                .copied(),
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let title = format!(
+            "{bname} AUC per cell on {} (mean over seeds, 95 % interval)",
+            runs.first().map(|r| r.report_split.as_str()).unwrap_or("")
+        );
+        files.extend(
+            mfh_report::bar_chart(
+                &dir.join(format!("bars_{bname}")),
+                &title,
+                "AUC",
+                cells,
+                &all_models,
+                &bars,
+            )
+            .map_err(|e| anyhow::anyhow!("chart: {e}"))?,
+        );
+    }
+    writeln!(md, "## Charts\n")?;
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "png"))
+    {
+        let rel = f.strip_prefix(out).unwrap_or(f);
+        writeln!(md, "![{}]({})", rel.display(), rel.display())?;
     }
     writeln!(md)?;
     Ok(())
