@@ -374,6 +374,7 @@ pub fn write_reports(cfg: &Config, out: &Path, runs: &[RunRecord], bootstrap: us
             });
         }
     }
+    with_variants.extend(load_peers(out)?);
     let runs = &with_variants[..];
     let models: Vec<String> = {
         let mut v: Vec<String> = Vec::new();
@@ -750,4 +751,66 @@ fn plots(
     }
     writeln!(md)?;
     Ok(())
+}
+
+/// Results of peer scripts (`bench/peers/`): `OUT/peers/*.json`, records in the shape of
+/// results.json, one (model, seed) run each, shown as their own rows.
+fn load_peers(out: &Path) -> Result<Vec<RunRecord>> {
+    let dir = out.join("peers");
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    #[derive(Deserialize)]
+    struct PeerRecord {
+        model: String,
+        seed: u64,
+        split: String,
+        behaviour: String,
+        cell: String,
+        metric: String,
+        value: Option<f64>,
+        n: u64,
+        positives: u64,
+    }
+    let mut runs: BTreeMap<(String, u64), RunRecord> = BTreeMap::new();
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("{}: cannot read", f.display()))?;
+        let recs: Vec<PeerRecord> = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a list of result records", f.display()))?;
+        for r in recs {
+            let run = runs
+                .entry((r.model.clone(), r.seed))
+                .or_insert_with(|| RunRecord {
+                    model: r.model.clone(),
+                    kind: "peer".into(),
+                    seed: r.seed,
+                    params: 0,
+                    train_seconds: 0.0,
+                    steps: 0,
+                    best_step: 0,
+                    select_split: String::new(),
+                    report_split: r.split.clone(),
+                    records: Vec::new(),
+                    history: Vec::new(),
+                    cellsel: None,
+                });
+            run.records.push(MetricRecord {
+                split: r.split,
+                behaviour: r.behaviour,
+                cell: r.cell,
+                metric: r.metric,
+                value: r.value,
+                n: r.n,
+                positives: r.positives,
+                missing: 0,
+            });
+        }
+    }
+    Ok(runs.into_values().collect())
 }
