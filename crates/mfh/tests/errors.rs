@@ -442,8 +442,20 @@ fn compare_writes_tables_and_resumes_finished_runs() {
         .unwrap()
         .iter()
         .all(|r| r["split"] == "v2"));
-    // A second run finds every run finished and only rewrites the reports.
+    // A second run finds every run finished and only rewrites the reports, now with a
+    // peer script's results as a row of its own.
+    std::fs::create_dir_all(out.join("peers")).unwrap();
+    std::fs::write(
+        out.join("peers/gbdt.json"),
+        r#"[{"model": "gbdt", "seed": 1, "split": "v2", "behaviour": "click", "cell": "any", "metric": "auc", "value": 0.61234, "n": 20, "positives": 7}]"#,
+    )
+    .unwrap();
     let again = ok(&args);
+    let table = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(
+        table.contains("0.6123 ± 0.0000") && table.contains("| gbdt | peer script |"),
+        "{table}"
+    );
     assert_eq!(
         again.stderr.matches("already done").count(),
         4,

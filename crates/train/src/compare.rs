@@ -552,11 +552,15 @@ pub fn write_reports(cfg: &Config, out: &Path, runs: &[RunRecord], bootstrap: us
         let rs: Vec<&RunRecord> = runs.iter().filter(|r| &r.model == m).collect();
         let t = rs.iter().map(|r| r.train_seconds).sum::<f64>() / rs.len() as f64;
         let s = rs.iter().map(|r| r.best_step as f64).sum::<f64>() / rs.len() as f64;
-        writeln!(
-            md,
-            "| {m} | {} | {} | {t:.1} | {s:.0} |",
-            rs[0].kind, rs[0].params
-        )?;
+        if rs[0].kind == "peer" {
+            writeln!(md, "| {m} | peer script | - | - | - |")?;
+        } else {
+            writeln!(
+                md,
+                "| {m} | {} | {} | {t:.1} | {s:.0} |",
+                rs[0].kind, rs[0].params
+            )?;
+        }
     }
     write_atomic(out, "table.md", md.as_bytes())?;
     Ok(())
