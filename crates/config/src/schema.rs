@@ -254,7 +254,14 @@ pub enum NumericTransform {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BehaviourConfig {
     /// A 0/1 label column; logloss head.
-    Binary { name: String, column: String },
+    Binary {
+        name: String,
+        column: String,
+        /// Cell values that mean 1; every other value means 0. Without it the cell must
+        /// be 0/1 (or true/false).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        positive: Vec<String>,
+    },
     /// A real target from an expression over columns, clipped; MSE head.
     Regression {
         name: String,

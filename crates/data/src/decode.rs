@@ -259,8 +259,15 @@ impl Pipeline {
         }
         for (bi, b) in self.behaviours.iter().enumerate() {
             let y = match b {
-                CompiledBehaviour::Binary(c) => match self.value(row, *c) {
+                CompiledBehaviour::Binary(c, positive) => match self.value(row, *c) {
                     None => f32::NAN,
+                    Some(v) if !positive.is_empty() => {
+                        if positive.iter().any(|p| p.as_slice() == v.trim_ascii()) {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    }
                     Some(v) => match canonical(v) {
                         b"0" | b"false" | b"False" => 0.0,
                         b"1" | b"true" | b"True" => 1.0,

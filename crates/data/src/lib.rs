@@ -11,6 +11,7 @@
 //! Not here: embedding lookups (`mfh-embedding`), anything about models.
 
 mod batch;
+pub mod census;
 mod decode;
 mod error;
 mod fit;

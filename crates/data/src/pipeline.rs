@@ -46,7 +46,8 @@ pub(crate) struct CompiledFeature {
 }
 
 pub(crate) enum CompiledBehaviour {
-    Binary(ColRef),
+    /// The column, and the values meaning 1 when the config lists them.
+    Binary(ColRef, Vec<Vec<u8>>),
     Regression(Expr, Vec<(String, ColRef)>, Option<[f64; 2]>),
 }
 
@@ -268,8 +269,14 @@ impl Pipeline {
         }
         for (i, b) in cfg.behaviours.iter().enumerate() {
             self.behaviours.push(match b {
-                BehaviourConfig::Binary { column, .. } => CompiledBehaviour::Binary(
+                BehaviourConfig::Binary {
+                    column, positive, ..
+                } => CompiledBehaviour::Binary(
                     self.resolve(&format!("behaviours[{i}].column"), column)?,
+                    positive
+                        .iter()
+                        .map(|p| p.trim().as_bytes().to_vec())
+                        .collect(),
                 ),
                 BehaviourConfig::Regression { expr, clip, .. } => {
                     let e = Expr::parse(expr).map_err(DataError::config)?;

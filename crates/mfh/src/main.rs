@@ -137,6 +137,16 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum Dataset {
+    /// UCI Census-Income (KDD): income and never-married, a seeded 60/20/20 split.
+    Census {
+        /// Folder with census-income.test(.gz).
+        #[arg(long, default_value = "../shared/data/census-income-kdd")]
+        raw: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 2022)]
+        seed: u64,
+    },
     /// KuaiRand-Pure: behaviours click, long_view, like × user new/old × item tail/head.
     Kuairand {
         /// Folder with log_*.csv(.gz), user_features_pure.csv(.gz), video_features_basic_pure.csv(.gz).
@@ -169,6 +179,19 @@ fn run(cli: Cli) -> Result<()> {
                 },
         } => {
             prepare_kuairand(&raw, extra_log, &out)?;
+        }
+        Cmd::Prepare {
+            dataset: Dataset::Census { raw, out, seed },
+        } => {
+            let r = mfh_data::census::prepare(&mfh_data::census::CensusOptions { raw, out, seed })?;
+            eprintln!(
+                "prepared {} rows: train {}, valid {}, test {}; config: {}",
+                r.rows,
+                r.split_rows[0],
+                r.split_rows[1],
+                r.split_rows[2],
+                r.config.display()
+            );
         }
         Cmd::Check { config, count } => {
             let cfg = Config::load(&config)?;
