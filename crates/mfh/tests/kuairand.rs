@@ -26,31 +26,57 @@ fn redated_log(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
     (path, n)
 }
 
+/// Prepares the bundled slice into `tmp/data` (with `extra` logs) and applies `edits`
+/// (pairs of text replacements) to its config; returns the config path.
+fn prepared(
+    tmp: &std::path::Path,
+    extra: &[&std::path::Path],
+    edits: &[(&str, &str)],
+) -> std::path::PathBuf {
+    let data = tmp.join("data");
+    let raw = bundled_raw();
+    let mut args = vec![
+        "prepare",
+        "kuairand",
+        "--raw",
+        s(&raw),
+        "--out",
+        s(&data),
+    ];
+    for e in extra {
+        args.push("--extra-log");
+        args.push(s(e));
+    }
+    ok(&args);
+    let cfg_path = data.join("kuairand.toml");
+    let mut cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    for (from, to) in edits {
+        assert!(
+            cfg.contains(from),
+            "the bundled config no longer has `{from}`"
+        );
+        cfg = cfg.replace(from, to);
+    }
+    std::fs::write(&cfg_path, cfg).unwrap();
+    cfg_path
+}
+
 #[test]
 fn prepare_train_eval_reproduces_and_reports_test_split() {
     let tmp = tempfile::tempdir().unwrap();
     let (extra, n_extra) = redated_log(tmp.path());
-    let data = tmp.path().join("data");
-    ok(&[
-        "prepare",
-        "kuairand",
-        "--raw",
-        s(&bundled_raw()),
-        "--extra-log",
-        s(&extra),
-        "--out",
-        s(&data),
-    ]);
-    let cfg_path = data.join("kuairand.toml");
-    // A short run: a small MMoE and a few hundred steps.
-    let cfg = std::fs::read_to_string(&cfg_path)
-        .unwrap()
-        .replace("epochs = 4", "epochs = 1\nmax_steps = 120")
-        .replace(
-            "experts = 4\nexpert_layers = [256, 128]",
-            "experts = 2\nexpert_layers = [32]",
-        );
-    std::fs::write(&cfg_path, cfg).unwrap();
+    // A short run: a small MMoE and a hundred-odd steps.
+    let cfg_path = prepared(
+        tmp.path(),
+        &[&extra],
+        &[
+            ("epochs = 4", "epochs = 1\nmax_steps = 120"),
+            (
+                "experts = 4\nexpert_layers = [256, 128]",
+                "experts = 2\nexpert_layers = [32]",
+            ),
+        ],
+    );
 
     let check = ok(&["check", "--config", s(&cfg_path)]);
     assert!(
@@ -146,24 +172,17 @@ fn prepare_train_eval_reproduces_and_reports_test_split() {
 #[test]
 fn empty_test_split_is_a_warning_for_eval() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    ok(&[
-        "prepare",
-        "kuairand",
-        "--raw",
-        s(&bundled_raw()),
-        "--out",
-        s(&data),
-    ]);
-    let cfg_path = data.join("kuairand.toml");
-    let cfg = std::fs::read_to_string(&cfg_path)
-        .unwrap()
-        .replace("epochs = 4", "epochs = 1\nmax_steps = 10")
-        .replace(
-            "experts = 4\nexpert_layers = [256, 128]",
-            "experts = 2\nexpert_layers = [16]",
-        );
-    std::fs::write(&cfg_path, cfg).unwrap();
+    let cfg_path = prepared(
+        tmp.path(),
+        &[],
+        &[
+            ("epochs = 4", "epochs = 1\nmax_steps = 10"),
+            (
+                "experts = 4\nexpert_layers = [256, 128]",
+                "experts = 2\nexpert_layers = [16]",
+            ),
+        ],
+    );
     let model = tmp.path().join("m");
     ok(&[
         "train",
@@ -184,21 +203,14 @@ fn empty_test_split_is_a_warning_for_eval() {
 #[test]
 fn every_model_of_the_zoo_trains_and_reports_all_twelve_cells() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    ok(&[
-        "prepare",
-        "kuairand",
-        "--raw",
-        s(&bundled_raw()),
-        "--out",
-        s(&data),
-    ]);
-    let cfg_path = data.join("kuairand.toml");
-    let cfg = std::fs::read_to_string(&cfg_path)
-        .unwrap()
-        .replace("epochs = 4", "epochs = 1\nmax_steps = 15")
-        .replace("eval_every = 125", "eval_every = 0");
-    std::fs::write(&cfg_path, cfg).unwrap();
+    let cfg_path = prepared(
+        tmp.path(),
+        &[],
+        &[
+            ("epochs = 4", "epochs = 1\nmax_steps = 15"),
+            ("eval_every = 125", "eval_every = 0"),
+        ],
+    );
     for model in ["single", "sb", "mmoe", "cgc", "ple", "hmtl", "mfh"] {
         let dir = tmp.path().join(model);
         ok(&[
