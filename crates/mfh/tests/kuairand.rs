@@ -35,14 +35,7 @@ fn prepared(
 ) -> std::path::PathBuf {
     let data = tmp.join("data");
     let raw = bundled_raw();
-    let mut args = vec![
-        "prepare",
-        "kuairand",
-        "--raw",
-        s(&raw),
-        "--out",
-        s(&data),
-    ];
+    let mut args = vec!["prepare", "kuairand", "--raw", s(&raw), "--out", s(&data)];
     for e in extra {
         args.push("--extra-log");
         args.push(s(e));

@@ -440,7 +440,12 @@ pub fn write_reports(cfg: &Config, out: &Path, runs: &[RunRecord], bootstrap: us
         .iter()
         .filter(|m| FLAT_MODELS.contains(&kinds[m.as_str()]))
         .collect();
-    let mut cells = grid.cell_names();
+    // With one cell (no facets) the cell and the pooled rows are the same numbers.
+    let mut cells = if grid.n_cells() > 1 {
+        grid.cell_names()
+    } else {
+        Vec::new()
+    };
     cells.push(POOLED_CELL.into());
     let seeds = runs.iter().filter(|r| r.model == models[0]).count();
     let (select, report) = runs
