@@ -86,6 +86,9 @@ enum Cmd {
         /// Bootstrap resamples for the AUC intervals.
         #[arg(long, default_value_t = 200)]
         bootstrap: usize,
+        /// Also write TensorBoard event files to OUT/tensorboard.
+        #[arg(long)]
+        tensorboard: bool,
         #[arg(long)]
         quiet: bool,
     },
@@ -236,6 +239,7 @@ fn run(cli: Cli) -> Result<()> {
             seeds,
             out,
             bootstrap,
+            tensorboard,
             quiet,
         } => {
             let cfg = Config::load(&config)?;
@@ -254,6 +258,7 @@ fn run(cli: Cli) -> Result<()> {
                 seeds,
                 out: out.clone(),
                 bootstrap,
+                tensorboard,
                 progress: !quiet,
             };
             mfh_train::compare::compare(&cfg, &opts)?;

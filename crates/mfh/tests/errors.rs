@@ -447,10 +447,16 @@ fn compare_writes_tables_and_resumes_finished_runs() {
     std::fs::create_dir_all(out.join("peers")).unwrap();
     std::fs::write(
         out.join("peers/gbdt.json"),
-        r#"[{"model": "gbdt", "seed": 1, "split": "v2", "behaviour": "click", "cell": "any", "metric": "auc", "value": 0.61234, "n": 20, "positives": 7}]"#,
+        r#"[{"model": "gbdt", "seed": 1, "split": "v2", "behaviour": "click", "cell": "all", "metric": "auc", "value": 0.61234, "n": 20, "positives": 7}]"#,
     )
     .unwrap();
-    let again = ok(&args);
+    let mut with_tb = args.to_vec();
+    with_tb.push("--tensorboard");
+    let again = ok(&with_tb);
+    let events: Vec<_> = std::fs::read_dir(out.join("tensorboard/sb-seed42"))
+        .unwrap()
+        .collect();
+    assert_eq!(events.len(), 1, "one event file per run");
     let table = std::fs::read_to_string(out.join("table.md")).unwrap();
     assert!(
         table.contains("0.6123 ± 0.0000") && table.contains("| gbdt | peer script |"),

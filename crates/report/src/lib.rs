@@ -6,6 +6,8 @@
 //! few usual system fonts (Debian: `fonts-dejavu-core`). Without one no chart is drawn
 //! and [`fonts_available`] says why; the numbers are all in the tables anyway.
 
+pub mod tensorboard;
+
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};

@@ -34,6 +34,8 @@ pub struct CompareOptions {
     pub out: PathBuf,
     /// Bootstrap resamples for the 95 % intervals.
     pub bootstrap: usize,
+    /// Also write TensorBoard event files (`OUT/tensorboard/MODEL-seedS/`).
+    pub tensorboard: bool,
     pub progress: bool,
 }
 
@@ -162,6 +164,9 @@ pub fn compare(cfg: &Config, opts: &CompareOptions) -> Result<Vec<RunRecord>> {
         }
     }
     write_reports(cfg, &opts.out, &runs, opts.bootstrap)?;
+    if opts.tensorboard {
+        write_tensorboard(&cfg.grid(), &opts.out, &runs)?;
+    }
     Ok(runs)
 }
 
@@ -822,4 +827,46 @@ fn load_peers(out: &Path) -> Result<Vec<RunRecord>> {
         }
     }
     Ok(runs.into_values().collect())
+}
+
+/// The selection split's AUC per behaviour and segment at every evaluation, one event
+/// folder per (model, seed): `tensorboard --logdir OUT/tensorboard`.
+fn write_tensorboard(grid: &TaskGrid, out: &Path, runs: &[RunRecord]) -> Result<()> {
+    let root = out.join("tensorboard");
+    if root.exists() {
+        std::fs::remove_dir_all(&root)
+            .with_context(|| format!("{}: cannot replace", root.display()))?;
+    }
+    for r in runs.iter().filter(|r| !r.history.is_empty()) {
+        let dir = root.join(format!("{}-seed{}", r.model, r.seed));
+        let mut w = mfh_report::tensorboard::EventWriter::create(&dir)
+            .with_context(|| format!("{}: cannot write", dir.display()))?;
+        for (step, recs) in &r.history {
+            for rec in recs
+                .iter()
+                .filter(|x| x.metric == "auc" || x.metric == "logloss")
+            {
+                if let Some(v) = rec.value {
+                    let tag = format!(
+                        "{}/{}/{}/{}",
+                        r.select_split, rec.metric, rec.behaviour, rec.cell
+                    );
+                    w.scalar(&tag, *step as i64, v as f32)?;
+                }
+            }
+            let mut segs = grid.cell_names();
+            segs.push(POOLED_CELL.into());
+            for seg in segs {
+                if let Some(v) = segment_auc(recs, grid, &seg) {
+                    w.scalar(
+                        &format!("{}/mean_auc/{seg}", r.select_split),
+                        *step as i64,
+                        v as f32,
+                    )?;
+                }
+            }
+        }
+        w.flush()?;
+    }
+    Ok(())
 }
