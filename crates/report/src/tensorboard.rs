@@ -159,8 +159,11 @@ fn read_varint(d: &[u8], pos: &mut usize) -> Result<u64, String> {
     Err("varint too long".into())
 }
 
-/// (field, wire type, payload range or value) of every field of a message.
-fn fields(d: &[u8]) -> Result<Vec<(u64, u64, usize, usize, u64)>, String> {
+/// One field of a message: number, wire type, payload byte range, varint value.
+type Field = (u64, u64, usize, usize, u64);
+
+/// Every field of a message.
+fn fields(d: &[u8]) -> Result<Vec<Field>, String> {
     let mut pos = 0;
     let mut out = Vec::new();
     while pos < d.len() {
