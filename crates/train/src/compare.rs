@@ -472,6 +472,12 @@ pub fn write_reports(cfg: &Config, out: &Path, runs: &[RunRecord], bootstrap: us
             if !grid.binary[b] {
                 continue;
             }
+            let measured = agg
+                .iter()
+                .any(|((_, b, _, m), c)| b == bname && m == metric && !c.values.is_empty());
+            if !measured {
+                continue;
+            }
             writeln!(md, "## {metric}: {bname}\n")?;
             let mut head = "| cell | n | positives |".to_string();
             let mut rule = "|---|---:|---:|".to_string();
