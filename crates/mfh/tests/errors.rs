@@ -319,26 +319,28 @@ fn eval_with_another_schema_is_refused() {
     assert!(e.contains("features differ"), "{e}");
 }
 
-#[test]
-fn esmm_funnel_and_uncertainty_weighting_train_and_reload() {
-    let tmp = tempfile::tempdir().unwrap();
-    // `buy` implies `clicked` on every row.
+/// The tiny config with a second behaviour, `buy`, that implies `clicked` on every row.
+fn funnel_setup(dir: &Path) -> std::path::PathBuf {
     let mut log = String::from("uid,item,day,price,clicked,buy\n");
     for i in 0..60 {
         let click = (i % 3 != 0) as u8;
         let buy = click * (i % 2) as u8;
-        log.push_str(&format!(
-            "u{},i{},{},{}.5,{click},{buy}\n",
-            i % 5,
-            i % 4,
-            1 + i % 3,
-            i % 7
-        ));
+        let (u, it, day, p) = (i % 5, i % 4, 1 + i % 3, i % 7);
+        log.push_str(&format!("u{u},i{it},{day},{p}.5,{click},{buy}\n"));
     }
-    let c = setup(tmp.path(), &log, "");
+    let c = setup(dir, &log, "");
     let text = std::fs::read_to_string(&c).unwrap()
-        + "[[behaviours]]\ntype = \"binary\"\nname = \"buy\"\ncolumn = \"buy\"\n\
-           [train.loss]\nreduction = \"task_mean\"\nuncertainty = true\n\
+        + "[[behaviours]]\ntype = \"binary\"\nname = \"buy\"\ncolumn = \"buy\"\n";
+    std::fs::write(&c, text).unwrap();
+    c
+}
+
+#[test]
+fn esmm_funnel_and_uncertainty_weighting_train_and_reload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = funnel_setup(tmp.path());
+    let text = std::fs::read_to_string(&c).unwrap()
+        + "[train.loss]\nreduction = \"task_mean\"\nuncertainty = true\n\
            [[train.loss.funnels]]\nkind = \"esmm\"\nfrom = \"click\"\nto = \"buy\"\n";
     std::fs::write(&c, text).unwrap();
     let out = tmp.path().join("m");
@@ -356,22 +358,9 @@ fn esmm_funnel_and_uncertainty_weighting_train_and_reload() {
 #[test]
 fn aitm_funnel_trains_and_reloads() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut log = String::from("uid,item,day,price,clicked,buy\n");
-    for i in 0..60 {
-        let click = (i % 3 != 0) as u8;
-        let buy = click * (i % 2) as u8;
-        log.push_str(&format!(
-            "u{},i{},{},{}.5,{click},{buy}\n",
-            i % 5,
-            i % 4,
-            1 + i % 3,
-            i % 7
-        ));
-    }
-    let c = setup(tmp.path(), &log, "");
+    let c = funnel_setup(tmp.path());
     let text = std::fs::read_to_string(&c).unwrap()
-        + "[[behaviours]]\ntype = \"binary\"\nname = \"buy\"\ncolumn = \"buy\"\n\
-           [[train.loss.funnels]]\nkind = \"aitm\"\nfrom = \"click\"\nto = \"buy\"\ncalibration = 0.5\n";
+        + "[[train.loss.funnels]]\nkind = \"aitm\"\nfrom = \"click\"\nto = \"buy\"\ncalibration = 0.5\n";
     std::fs::write(&c, text).unwrap();
     let out = tmp.path().join("m");
     ok(&["train", "--config", s(&c), "--out", s(&out), "--quiet"]);

@@ -6,21 +6,8 @@ use mfh_model::{build, GridShape, ModelSpec, MultiTaskModel, TreeNet, TreeSpec, 
 use mfh_nn::gradcheck::{check_module, compare, numeric_grad, Tolerance};
 use mfh_nn::{Module, Rng};
 
-fn shape(sizes: &[usize]) -> GridShape {
-    let names = ["behaviour", "user", "item", "scene"];
-    GridShape {
-        dims: sizes
-            .iter()
-            .enumerate()
-            .map(|(d, &s)| {
-                (
-                    names[d].to_string(),
-                    (0..s).map(|v| format!("{}{v}", &names[d][..1])).collect(),
-                )
-            })
-            .collect(),
-    }
-}
+mod common;
+use common::*;
 
 fn cgc(width: usize) -> UnitSpec {
     UnitSpec::Cgc {
@@ -32,55 +19,11 @@ fn cgc(width: usize) -> UnitSpec {
     }
 }
 
-fn spec(toml_extra: &str) -> TreeSpec {
-    let text = format!(
-        "level1 = {{ type = \"cgc\", task_experts = 1, shared_experts = 1, expert_layers = [5] }}\n\
-         level2 = {{ type = \"cgc\", task_experts = 1, shared_experts = 1, expert_layers = [4] }}\n\
-         tower = [3]\n{toml_extra}"
-    );
-    toml::from_str(&text).unwrap()
-}
-
-fn randn(rng: &mut Rng, len: usize) -> Vec<f64> {
-    (0..len).map(|_| rng.normal()).collect()
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// Rows covering every cell (cell i % n_cells), then some random ones.
-fn cells_for(g: &GridShape, n: usize, rng: &mut Rng) -> Vec<u32> {
-    (0..n)
-        .map(|i| {
-            if i < g.n_cells() {
-                i as u32
-            } else {
-                rng.below(g.n_cells() as u64) as u32
-            }
-        })
-        .collect()
-}
-
-/// A random gradient of the logits, zero outside each row's own cell (as the loss gives).
-fn masked_weights(g: &GridShape, cells: &[u32], rng: &mut Rng) -> Vec<f64> {
-    let nt = g.n_tasks();
-    let mut r = vec![0.0; cells.len() * nt];
-    for (i, &c) in cells.iter().enumerate() {
-        for t in 0..nt {
-            if t % g.n_cells() == c as usize {
-                r[i * nt + t] = rng.normal();
-            }
-        }
-    }
-    r
-}
-
 #[test]
 fn every_task_gets_one_leaf_per_tree_in_order() {
     for sizes in [vec![3, 2, 2], vec![2, 3, 4]] {
         let g = shape(&sizes);
-        let net: TreeNet<f64> = TreeNet::new(&spec(""), &g, 6, false, 1).unwrap();
+        let net: TreeNet<f64> = TreeNet::new(&tree_spec(""), &g, 6, false, 1).unwrap();
         assert_eq!(
             net.tree_dims(),
             (0..sizes.len()).collect::<Vec<_>>(),
@@ -117,7 +60,7 @@ fn leaves_carry_each_tasks_own_representation() {
     // task's logit depends on its own level-2 subtree in the user-first tree and on no
     // other value's subtree.
     let g = shape(&[3, 2, 2]);
-    let mut net: TreeNet<f64> = TreeNet::new(&spec(""), &g, 6, false, 2).unwrap();
+    let mut net: TreeNet<f64> = TreeNet::new(&tree_spec(""), &g, 6, false, 2).unwrap();
     let mut rng = Rng::new(9);
     let n = 8;
     let x = randn(&mut rng, n * 6);
@@ -153,7 +96,7 @@ fn grads_by_name(net: &mut dyn MultiTaskModel<f64>) -> NamedGrads {
 fn one_user_group_leaves_the_others_with_zero_gradient() {
     let g = shape(&[3, 2, 2]);
     for routing in [true, false] {
-        let s = spec(&format!("routing = {routing}"));
+        let s = tree_spec(&format!("routing = {routing}"));
         let mut net: TreeNet<f64> = TreeNet::new(&s, &g, 6, false, 3).unwrap();
         let mut rng = Rng::new(5);
         let n = 10;
@@ -203,7 +146,7 @@ fn degenerate_mfh_is_flat_mmoe() {
     let tree_spec = TreeSpec {
         level1: mmoe_unit.clone(),
         level2: mmoe_unit,
-        ..spec("")
+        ..tree_spec("")
     };
     let mut tree: TreeNet<f64> = TreeNet::new(&tree_spec, &g, 7, false, 11).unwrap();
     let flat_spec = ModelSpec::Mmoe {
@@ -234,9 +177,6 @@ fn degenerate_mfh_is_flat_mmoe() {
     let b = tree.forward(&x, &cells, n, false).to_vec();
     assert_eq!(a, b);
 }
-
-/// Parameter gradients by name, in visit order.
-type NamedGrads = Vec<(String, Vec<f64>)>;
 
 /// Loss Σ r·logits with r masked to each row's cell; returns (loss, param grads, dx).
 fn run(
@@ -272,7 +212,7 @@ fn routed_equals_dense_loss_and_every_gradient() {
         let cells = cells_for(&g, n, &mut rng);
         let r = masked_weights(&g, &cells, &mut rng);
         let mut routed: TreeNet<f64> = TreeNet::new(
-            &spec(&format!("routing = true\n{extra}")),
+            &tree_spec(&format!("routing = true\n{extra}")),
             &g,
             n_in,
             false,
@@ -280,7 +220,7 @@ fn routed_equals_dense_loss_and_every_gradient() {
         )
         .unwrap();
         let mut dense: TreeNet<f64> = TreeNet::new(
-            &spec(&format!("routing = false\n{extra}")),
+            &tree_spec(&format!("routing = false\n{extra}")),
             &g,
             n_in,
             false,
@@ -327,10 +267,14 @@ fn fd_check(mut net: TreeNet<f64>, g: &GridShape, n_in: usize) {
 #[test]
 fn mfh_gradients_match_finite_differences() {
     let g = shape(&[3, 2, 2]);
-    fd_check(TreeNet::new(&spec(""), &g, 5, false, 6).unwrap(), &g, 5);
+    fd_check(
+        TreeNet::new(&tree_spec(""), &g, 5, false, 6).unwrap(),
+        &g,
+        5,
+    );
     let g = shape(&[2, 3, 4]);
     fd_check(
-        TreeNet::new(&spec("bottom = [6]\nfusion = \"concat\"\ncondition = true\ntrees = [[\"user\", \"behaviour\", \"item\"], [\"item\", \"user\", \"behaviour\"]]"), &g, 5, false, 7).unwrap(),
+        TreeNet::new(&tree_spec("bottom = [6]\nfusion = \"concat\"\ncondition = true\ntrees = [[\"user\", \"behaviour\", \"item\"], [\"item\", \"user\", \"behaviour\"]]"), &g, 5, false, 7).unwrap(),
         &g,
         5,
     );
@@ -341,13 +285,13 @@ fn hmtl_gradients_match_finite_differences() {
     let g = shape(&[3, 2, 2]);
     for split in ["user", "behaviour"] {
         fd_check(
-            TreeNet::new(&spec(&format!("split = \"{split}\"")), &g, 5, true, 6).unwrap(),
+            TreeNet::new(&tree_spec(&format!("split = \"{split}\"")), &g, 5, true, 6).unwrap(),
             &g,
             5,
         );
     }
     // PLE at level 1, MMoE at level 2.
-    let mut s = spec("split = \"item\"");
+    let mut s = tree_spec("split = \"item\"");
     s.level1 = UnitSpec::Ple {
         levels: 2,
         task_experts: 1,
@@ -368,13 +312,17 @@ fn hmtl_gradients_match_finite_differences() {
 #[test]
 fn bad_tree_specs_are_refused_with_reasons() {
     let g = shape(&[3, 2, 2]);
-    let e = |s: &str, hmtl: bool| TreeNet::<f64>::new(&spec(s), &g, 5, hmtl, 1).err().unwrap();
+    let e = |s: &str, hmtl: bool| {
+        TreeNet::<f64>::new(&tree_spec(s), &g, 5, hmtl, 1)
+            .err()
+            .unwrap()
+    };
     assert!(e("split = \"region\"", true).contains("region"));
     assert!(e("", true).contains("split"));
     assert!(e("trees = \"some\"", false).contains("auto"));
     assert!(e("trees = [[\"user\", \"item\"]]", false).contains("every grid dimension"));
     assert!(e("tower_overrides = { \"user=zz\" = [2] }", false).contains("zz"));
-    let mut s = spec("");
+    let mut s = tree_spec("");
     s.level2 = cgc(7);
     s.fusion = Default::default();
     // The behaviour tree's leaves come from level 2 (width 7), as do the others: fine.
