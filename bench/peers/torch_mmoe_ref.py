@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""PyTorch peers for the MMoE-ref workload, for side-by-side training throughput.
+
+MMoE-ref: batch 1024; 26 categorical fields × dim 16 over 100,000 IDs each (skewed) plus
+13 dense features → 429 inputs; 8 experts 429→256→128 (ReLU); 4 binary tasks with softmax
+gates over the experts and 128→64→1 towers; Adam for dense parameters.
+
+Variants:
+  dense  — nn.Embedding with dense gradients, one Adam over everything (what most
+           torch-rechub users run);
+  sparse — nn.Embedding(sparse=True) with SparseAdam for the tables, Adam for the rest
+           (the best plain PyTorch offers).
+Experts are batched (stacked weights, one batched matmul per layer), so no peer is
+written to lose. Prints median and min–max samples/s over timed windows after warm-up.
+
+    bench/.venv/bin/python bench/peers/torch_mmoe_ref.py --variant sparse --threads 2
+"""
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+FIELDS, DIM, DENSE, VOCAB, TASKS, BATCH = 26, 16, 13, 100_000, 4, 1024
+
+
+class BatchedExperts(nn.Module):
+    """E experts of identical shape as stacked weights: x → [E, n, d_out]."""
+
+    def __init__(self, n_in, widths, n_experts):
+        super().__init__()
+        dims = [n_in] + widths
+        self.w = nn.ParameterList()
+        self.b = nn.ParameterList()
+        for a, b in zip(dims[:-1], dims[1:]):
+            w = torch.empty(n_experts, a, b)
+            for e in range(n_experts):
+                nn.init.kaiming_uniform_(w[e].T, nonlinearity="relu")
+            self.w.append(nn.Parameter(w))
+            self.b.append(nn.Parameter(torch.zeros(n_experts, 1, b)))
+
+    def forward(self, x):
+        h = torch.relu(torch.matmul(x.unsqueeze(0), self.w[0]) + self.b[0])
+        for w, b in zip(list(self.w)[1:], list(self.b)[1:]):
+            h = torch.relu(torch.bmm(h, w) + b)
+        return h
+
+
+class Mmoe(nn.Module):
+    def __init__(self, sparse):
+        super().__init__()
+        self.emb = nn.ModuleList(nn.Embedding(VOCAB, DIM, sparse=sparse) for _ in range(FIELDS))
+        n_in = FIELDS * DIM + DENSE
+        self.experts = BatchedExperts(n_in, [256, 128], 8)
+        self.gates = nn.Linear(n_in, 8 * TASKS)
+        self.towers = nn.ModuleList(nn.Sequential(nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 1)) for _ in range(TASKS))
+
+    def forward(self, ids, dense):
+        x = torch.cat([e(ids[:, f]) for f, e in enumerate(self.emb)] + [dense], dim=1)
+        experts = self.experts(x)  # [E, n, 128]
+        gates = torch.softmax(self.gates(x).view(-1, TASKS, 8), dim=2)  # [n, T, E]
+        mixed = torch.einsum("nte,end->tnd", gates, experts)
+        return torch.cat([t(mixed[i]) for i, t in enumerate(self.towers)], dim=1)
+
+
+def batches(count, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        ids = (rng.random((BATCH, FIELDS)) ** 3 * VOCAB).astype(np.int64)
+        dense = (rng.random((BATCH, DENSE)) * 2 - 1).astype(np.float32)
+        labels = (rng.random((BATCH, TASKS)) < (0.1 + 0.1 * np.arange(TASKS))).astype(np.float32)
+        out.append((torch.from_numpy(ids), torch.from_numpy(dense), torch.from_numpy(labels)))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variant", choices=["dense", "sparse"], default="sparse")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--windows", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=20)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(7)
+    model = Mmoe(args.variant == "sparse")
+    emb_params = list(model.emb.parameters())
+    other = [p for n, p in model.named_parameters() if not n.startswith("emb.")]
+    if args.variant == "sparse":
+        opts = [torch.optim.SparseAdam(emb_params, lr=1e-3), torch.optim.Adam(other, lr=1e-3)]
+    else:
+        opts = [torch.optim.Adam(model.parameters(), lr=1e-3)]
+    loss_fn = nn.BCEWithLogitsLoss()
+    data = batches(32, 1)
+    step = 0
+
+    def run(k):
+        nonlocal step
+        for _ in range(k):
+            ids, dense, y = data[step % len(data)]
+            for o in opts:
+                o.zero_grad(set_to_none=True)
+            loss = loss_fn(model(ids, dense), y)
+            loss.backward()
+            for o in opts:
+                o.step()
+            step += 1
+
+    run(args.steps)  # warm-up
+    rates = []
+    for _ in range(args.windows):
+        t = time.perf_counter()
+        run(args.steps)
+        rates.append(args.steps * BATCH / (time.perf_counter() - t))
+    model.eval()
+    with torch.no_grad():
+        ids, dense, _ = data[0]
+        for _ in range(5):
+            model(ids, dense)
+        inf = []
+        for _ in range(args.windows):
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                model(ids, dense)
+            inf.append(args.steps * BATCH / (time.perf_counter() - t))
+    n_params = sum(p.numel() for p in other)
+    print(f"torch {torch.__version__} MMoE-ref ({args.variant} embeddings), {n_params} dense parameters, {args.threads} threads")
+    print(f"training: median {statistics.median(rates):.0f} samples/s (min {min(rates):.0f}, max {max(rates):.0f}, {len(rates)} windows)")
+    print(f"inference (batch {BATCH}): median {statistics.median(inf):.0f} samples/s (min {min(inf):.0f}, max {max(inf):.0f})")
+
+
+if __name__ == "__main__":
+    main()
