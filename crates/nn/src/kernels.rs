@@ -10,7 +10,9 @@
 //! whole reduction (k) dimension. No element's sum is ever split across threads, so with
 //! a fixed thread count results are bit-for-bit reproducible. (gemm's own rayon mode
 //! only splits output tiles too, but measured about half as fast on the MMoE shapes.)
-//! The elementwise kernels here are sequential.
+//! The larger elementwise kernels split whole rows (or, for column sums, whole columns)
+//! across the same threads, so each element is still computed by one thread in a fixed
+//! order and results stay reproducible.
 
 use crate::Float;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,6 +41,41 @@ pub fn init_thread_pool(n: usize) {
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(n.max(1))
         .build_global();
+}
+
+/// Below this many elements an elementwise kernel runs on one thread.
+const PAR_MIN_ELEMS: usize = 1 << 16;
+
+/// Rows per block when `n` rows of `w` elements are split over the product threads, or
+/// `None` when the work is too small to be worth a fork/join.
+fn row_blocks(n: usize, w: usize) -> Option<usize> {
+    let t = threads();
+    (t > 1 && n >= 2 && n * w >= PAR_MIN_ELEMS).then(|| n.div_ceil(t))
+}
+
+/// Runs `f(first_row, rows, block)` over blocks of whole rows of the strided matrix
+/// `data` (`n` rows of width `w`, stride `ld`), in parallel when large enough. Each row
+/// is handled by exactly one call, so results do not depend on the split.
+fn for_row_blocks<T: Send>(
+    data: &mut [T],
+    ld: usize,
+    n: usize,
+    w: usize,
+    f: impl Fn(usize, usize, &mut [T]) + Sync,
+) {
+    let data = &mut data[..span(n, w, ld)];
+    match row_blocks(n, w) {
+        Some(chunk) if ld > 0 => {
+            use rayon::prelude::*;
+            data.par_chunks_mut(chunk * ld)
+                .enumerate()
+                .for_each(|(b, c)| {
+                    let lo = b * chunk;
+                    f(lo, chunk.min(n - lo), c)
+                });
+        }
+        _ => f(0, n, data),
+    }
 }
 
 /// Elements a row-major `rows × cols` matrix with row stride `ld` spans.
@@ -181,6 +218,16 @@ pub fn matmul<T: Float>(
 /// `y[i, :] = act(y[i, :] + bias)` for `n` rows of width `bias.len()` at stride `ldy`.
 pub fn bias_act_rows<T: Float>(y: &mut [T], ldy: usize, n: usize, bias: &[T], relu: bool) {
     let w = bias.len();
+    if n == 0 || w == 0 {
+        return;
+    }
+    for_row_blocks(y, ldy, n, w, |_, rows, y| {
+        bias_act_block(y, ldy, rows, bias, relu)
+    });
+}
+
+fn bias_act_block<T: Float>(y: &mut [T], ldy: usize, n: usize, bias: &[T], relu: bool) {
+    let w = bias.len();
     for i in 0..n {
         let row = &mut y[i * ldy..i * ldy + w];
         if relu {
@@ -204,6 +251,16 @@ pub fn relu_mask_rows<T: Float>(
     n: usize,
     w: usize,
 ) {
+    if n == 0 || w == 0 {
+        return;
+    }
+    assert!(y.len() >= span(n, w, ldy), "relu_mask_rows: y too short");
+    for_row_blocks(dy, lddy, n, w, |lo, rows, dy| {
+        relu_mask_block(dy, lddy, &y[lo * ldy..], ldy, rows, w)
+    });
+}
+
+fn relu_mask_block<T: Float>(dy: &mut [T], lddy: usize, y: &[T], ldy: usize, n: usize, w: usize) {
     for i in 0..n {
         let d = &mut dy[i * lddy..i * lddy + w];
         let yr = &y[i * ldy..i * ldy + w];
@@ -216,6 +273,25 @@ pub fn relu_mask_rows<T: Float>(
 
 /// `acc[j] += Σ_i m[i, j]` over `n` rows of width `acc.len()` at stride `ld`.
 pub fn col_sums_acc<T: Float>(acc: &mut [T], m: &[T], ld: usize, n: usize) {
+    let w = acc.len();
+    if n == 0 || w == 0 {
+        return;
+    }
+    assert!(m.len() >= span(n, w, ld), "col_sums_acc: m too short");
+    // Split by columns: every column is still summed over all rows in row order.
+    match row_blocks(w, n) {
+        Some(chunk) if w >= 64 => {
+            use rayon::prelude::*;
+            let chunk = chunk.div_ceil(16) * 16;
+            acc.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(b, a)| col_sums_block(a, &m[b * chunk..], ld, n));
+        }
+        _ => col_sums_block(acc, m, ld, n),
+    }
+}
+
+fn col_sums_block<T: Float>(acc: &mut [T], m: &[T], ld: usize, n: usize) {
     let w = acc.len();
     for i in 0..n {
         for (a, &v) in acc.iter_mut().zip(&m[i * ld..i * ld + w]) {
@@ -299,6 +375,22 @@ pub fn sigmoid_over_n_backward<T: Float>(p: &[T], dp: &[T], dz: &mut [T], e: usi
 /// Shapes: `g` n × e, `x` n × (e·d), `out` n × d (overwritten).
 pub fn gated_sum_forward<T: Float>(g: &[T], x: &[T], n: usize, e: usize, d: usize, out: &mut [T]) {
     assert!(g.len() >= n * e && x.len() >= n * e * d && out.len() >= n * d);
+    if n == 0 || d == 0 {
+        return;
+    }
+    for_row_blocks(out, d, n, d, |lo, rows, out| {
+        gated_sum_forward_block(&g[lo * e..], &x[lo * e * d..], rows, e, d, out)
+    });
+}
+
+fn gated_sum_forward_block<T: Float>(
+    g: &[T],
+    x: &[T],
+    n: usize,
+    e: usize,
+    d: usize,
+    out: &mut [T],
+) {
     for i in 0..n {
         let o = &mut out[i * d..(i + 1) * d];
         o.fill(T::zero());
@@ -326,6 +418,46 @@ pub fn gated_sum_backward<T: Float>(
 ) {
     assert!(g.len() >= n * e && x.len() >= n * e * d && dout.len() >= n * d);
     assert!(dg.len() >= n * e && dx.len() >= n * e * d);
+    if n == 0 || e == 0 {
+        return;
+    }
+    let (dg, dx) = (&mut dg[..n * e], &mut dx[..n * e * d]);
+    match row_blocks(n, e * d) {
+        Some(chunk) if d > 0 => {
+            use rayon::prelude::*;
+            dg.par_chunks_mut(chunk * e)
+                .zip(dx.par_chunks_mut(chunk * e * d))
+                .enumerate()
+                .for_each(|(b, (dg, dx))| {
+                    let lo = b * chunk;
+                    let rows = chunk.min(n - lo);
+                    gated_sum_backward_block(
+                        &g[lo * e..],
+                        &x[lo * e * d..],
+                        &dout[lo * d..],
+                        rows,
+                        e,
+                        d,
+                        dg,
+                        dx,
+                    )
+                });
+        }
+        _ => gated_sum_backward_block(g, x, dout, n, e, d, dg, dx),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gated_sum_backward_block<T: Float>(
+    g: &[T],
+    x: &[T],
+    dout: &[T],
+    n: usize,
+    e: usize,
+    d: usize,
+    dg: &mut [T],
+    dx: &mut [T],
+) {
     for i in 0..n {
         let dor = &dout[i * d..(i + 1) * d];
         let xr = &x[i * e * d..(i + 1) * e * d];
@@ -466,6 +598,39 @@ pub fn adam_update<T: Float>(
     let decay = one - lr * weight_decay;
     let step = lr / bc1;
     let inv_sqrt_bc2 = one / bc2.sqrt();
+    let len = p.len();
+    assert!(g.len() >= len && m.len() >= len && v.len() >= len);
+    let update = |p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]| {
+        adam_block(p, g, m, v, beta1, beta2, eps, decay, step, inv_sqrt_bc2)
+    };
+    match row_blocks(len, 1) {
+        Some(chunk) => {
+            use rayon::prelude::*;
+            let chunk = chunk.div_ceil(16) * 16;
+            p.par_chunks_mut(chunk)
+                .zip(m[..len].par_chunks_mut(chunk))
+                .zip(v[..len].par_chunks_mut(chunk))
+                .zip(g[..len].par_chunks(chunk))
+                .for_each(|(((p, m), v), g)| update(p, g, m, v));
+        }
+        None => update(p, g, m, v),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn adam_block<T: Float>(
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    beta1: T,
+    beta2: T,
+    eps: T,
+    decay: T,
+    step: T,
+    inv_sqrt_bc2: T,
+) {
+    let one = T::one();
     for (((pv, &gv), mv), vv) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
         *mv = beta1 * *mv + (one - beta1) * gv;
         *vv = beta2 * *vv + (one - beta2) * gv * gv;

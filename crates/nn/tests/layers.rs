@@ -460,3 +460,88 @@ fn param_names_and_counts() {
         ]
     );
 }
+
+#[test]
+#[allow(clippy::needless_range_loop)] // index arithmetic mirrors the strided layout
+fn threaded_elementwise_kernels_match_scalar_reference() {
+    use mfh_nn::kernels::{adam_update, bias_act_rows, col_sums_acc, relu_mask_rows};
+    mfh_nn::init_thread_pool(2);
+    mfh_nn::set_threads(2);
+    let mut rng = Rng::new(23);
+    // Large enough to take the threaded paths; odd sizes and strides for the edges.
+    let (n, w, ld) = (301, 333, 340);
+    let y: Vec<f64> = (0..n * ld).map(|_| rng.normal()).collect();
+    let dy0: Vec<f64> = (0..n * ld).map(|_| rng.normal()).collect();
+    let bias: Vec<f64> = (0..w).map(|_| rng.normal()).collect();
+
+    let mut dy = dy0.clone();
+    relu_mask_rows(&mut dy, ld, &y, ld, n, w);
+    let mut b = y.clone();
+    bias_act_rows(&mut b, ld, n, &bias, true);
+    let mut acc = vec![0.5f64; w];
+    col_sums_acc(&mut acc, &dy0, ld, n);
+    for i in 0..n {
+        for j in 0..w {
+            let k = i * ld + j;
+            let want = if y[k] > 0.0 { dy0[k] } else { 0.0 };
+            assert_eq!(dy[k], want);
+            assert_eq!(b[k], (y[k] + bias[j]).max(0.0));
+        }
+        // Padding between rows is never touched.
+        for j in w..ld.min(n * ld - i * ld) {
+            assert_eq!(dy[i * ld + j], dy0[i * ld + j]);
+            assert_eq!(b[i * ld + j], y[i * ld + j]);
+        }
+    }
+    for (j, &a) in acc.iter().enumerate() {
+        let mut s = 0.5;
+        for i in 0..n {
+            s += dy0[i * ld + j];
+        }
+        assert_eq!(a, s);
+    }
+
+    let (e, d) = (5, 67);
+    let g: Vec<f64> = (0..n * e).map(|_| rng.normal()).collect();
+    let x: Vec<f64> = (0..n * e * d).map(|_| rng.normal()).collect();
+    let dout: Vec<f64> = (0..n * d).map(|_| rng.normal()).collect();
+    let mut out = vec![0.0; n * d];
+    gated_sum_forward(&g, &x, n, e, d, &mut out);
+    let (mut dg, mut dx) = (vec![0.25; n * e], vec![0.75; n * e * d]);
+    gated_sum_backward(&g, &x, &dout, n, e, d, &mut dg, &mut dx);
+    for i in 0..n {
+        for c in 0..d {
+            let mut s = 0.0;
+            for j in 0..e {
+                s += g[i * e + j] * x[i * e * d + j * d + c];
+            }
+            assert!((out[i * d + c] - s).abs() < 1e-12);
+        }
+        for j in 0..e {
+            let mut s = 0.0;
+            for c in 0..d {
+                s += dout[i * d + c] * x[i * e * d + j * d + c];
+                let k = i * e * d + j * d + c;
+                assert_eq!(dx[k], 0.75 + g[i * e + j] * dout[i * d + c]);
+            }
+            assert!((dg[i * e + j] - 0.25 - s).abs() < 1e-12);
+        }
+    }
+
+    let len = 100_003;
+    let p0: Vec<f64> = (0..len).map(|_| rng.normal()).collect();
+    let gr: Vec<f64> = (0..len).map(|_| rng.normal()).collect();
+    let (mut p, mut m, mut v) = (p0.clone(), vec![0.1; len], vec![0.2; len]);
+    adam_update(
+        &mut p, &gr, &mut m, &mut v, 1e-3, 0.9, 0.999, 1e-8, 0.01, 0.1, 0.001,
+    );
+    for i in 0..len {
+        let mi = 0.9 * 0.1 + 0.1 * gr[i];
+        let vi = 0.999 * 0.2 + 0.001 * gr[i] * gr[i];
+        let pi =
+            p0[i] * (1.0 - 1e-3 * 0.01) - (1e-3 / 0.1) * mi / (vi.sqrt() / 0.001f64.sqrt() + 1e-8);
+        assert!((m[i] - mi).abs() < 1e-12);
+        assert!((v[i] - vi).abs() < 1e-12);
+        assert!((p[i] - pi).abs() < 1e-12);
+    }
+}
