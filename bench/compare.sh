@@ -13,7 +13,7 @@ rounds="${1:-2}"
 echo "# $(date -u +%F) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
 for r in $(seq 1 "$rounds"); do
   echo "## round $r"
-  "$root/target/release/mfh" bench train --threads 2 | grep -E "training|MMoE-ref:"
+  "$root/target/release/mfh" bench train --threads 2 | grep -E "training|inference|MMoE-ref:"
   "$venv/bin/python" "$here/peers/torch_mmoe_ref.py" --variant sparse --threads 2
   "$venv/bin/python" "$here/peers/torch_mmoe_ref.py" --variant dense --threads 2
 done

@@ -207,6 +207,19 @@ fn bench_train(threads: usize, windows: usize, steps: usize) -> Result<()> {
     summary("MMoE-ref training", "samples/s", rates);
     let rows: usize = state.emb.tables().iter().map(|t| t.len()).sum();
     outln!("embedding rows created: {rows}");
+    // Scoring: embedding lookups (no row creation) and the forward pass, batch 1024.
+    let mut rates = Vec::new();
+    for w in 0..=windows {
+        let t = Instant::now();
+        for k in 0..steps {
+            let i = k % batches.len();
+            std::hint::black_box(state.forward(&mut batches[i]));
+        }
+        if w > 0 {
+            rates.push((steps * BATCH) as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    summary("MMoE-ref inference (batch 1024)", "samples/s", rates);
     Ok(())
 }
 
