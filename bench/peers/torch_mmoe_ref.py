@@ -13,10 +13,12 @@ Variants:
 Experts are batched (stacked weights, one batched matmul per layer), so no peer is
 written to lose. Prints median and min–max samples/s over timed windows after warm-up.
 
-    bench/.venv/bin/python bench/peers/torch_mmoe_ref.py --variant sparse --threads 2
+    mfh bench gen --out mmoe_ref.bin
+    bench/.venv/bin/python bench/peers/torch_mmoe_ref.py --data mmoe_ref.bin --variant sparse
 """
 import argparse
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -65,19 +67,28 @@ class Mmoe(nn.Module):
         return torch.cat([t(mixed[i]) for i, t in enumerate(self.towers)], dim=1)
 
 
-def batches(count, seed):
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(count):
-        ids = (rng.random((BATCH, FIELDS)) ** 3 * VOCAB).astype(np.int64)
-        dense = (rng.random((BATCH, DENSE)) * 2 - 1).astype(np.float32)
-        labels = (rng.random((BATCH, TASKS)) < (0.1 + 0.1 * np.arange(TASKS))).astype(np.float32)
-        out.append((torch.from_numpy(ids), torch.from_numpy(dense), torch.from_numpy(labels)))
+def batches(path):
+    """The batches `mfh bench gen` wrote: the same bytes mfh trains on."""
+    raw = open(path, "rb").read()
+    if raw[:8] != b"MFHBENCH":
+        sys.exit(f"{path}: not a file written by `mfh bench gen`")
+    n, bs, fields, dense_n, tasks = np.frombuffer(raw, dtype="<u8", count=5, offset=8)
+    assert (bs, fields, dense_n, tasks) == (BATCH, FIELDS, DENSE, TASKS), "unexpected shape"
+    out, pos = [], 48
+    for _ in range(int(n)):
+        ids = np.frombuffer(raw, dtype="<u4", count=BATCH * FIELDS, offset=pos).reshape(BATCH, FIELDS)
+        pos += 4 * BATCH * FIELDS
+        dense = np.frombuffer(raw, dtype="<f4", count=BATCH * DENSE, offset=pos).reshape(BATCH, DENSE)
+        pos += 4 * BATCH * DENSE
+        labels = np.frombuffer(raw, dtype="<f4", count=BATCH * TASKS, offset=pos).reshape(BATCH, TASKS)
+        pos += 4 * BATCH * TASKS
+        out.append((torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(dense.copy()), torch.from_numpy(labels.copy())))
     return out
 
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True, help="file written by `mfh bench gen`")
     ap.add_argument("--variant", choices=["dense", "sparse"], default="sparse")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--windows", type=int, default=7)
@@ -93,7 +104,7 @@ def main():
     else:
         opts = [torch.optim.Adam(model.parameters(), lr=1e-3)]
     loss_fn = nn.BCEWithLogitsLoss()
-    data = batches(32, 1)
+    data = batches(args.data)
     step = 0
 
     def run(k):

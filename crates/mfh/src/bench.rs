@@ -55,6 +55,18 @@ pub enum BenchCmd {
         windows: usize,
         #[arg(long, default_value_t = 20)]
         steps_per_window: usize,
+        /// Batches from a file written by `mfh bench gen` (the peers read the same file).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Writes MMoE-ref batches to a file that mfh and the PyTorch peers both read.
+    Gen {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        batches: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -106,7 +118,15 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             threads,
             windows,
             steps_per_window,
-        } => bench_train(threads, windows, steps_per_window)?,
+            data,
+        } => bench_train(threads, windows, steps_per_window, data.as_deref())?,
+        BenchCmd::Gen { out, batches, seed } => {
+            write_raw(&raw_data(batches, seed), &out)?;
+            outln!(
+                "{batches} MMoE-ref batches of {BATCH} rows → {}",
+                out.display()
+            );
+        }
         BenchCmd::Routing {
             config,
             model,
@@ -124,41 +144,139 @@ const DENSE: usize = 13;
 const BATCH: usize = 1024;
 const VOCAB: u64 = 100_000;
 
-/// Pre-generated batches: Zipf-like skewed IDs, normal-ish dense values, 4 binary labels.
-fn synthetic_batches(count: usize, seed: u64) -> Vec<Batch> {
+/// Raw MMoE-ref data: what both mfh and the PyTorch peers read (the same bytes).
+/// File layout (little-endian): `MFHBENCH`, then u64 batches, batch size, fields, dense,
+/// tasks; then per batch: ids u32 [batch × fields], dense f32 [batch × dense], labels f32
+/// [batch × tasks].
+struct RawData {
+    batches: usize,
+    ids: Vec<u32>,
+    dense: Vec<f32>,
+    labels: Vec<f32>,
+}
+
+const MAGIC: &[u8; 8] = b"MFHBENCH";
+
+/// Skewed IDs (u³ · 100,000 puts most mass on small IDs), uniform dense values in
+/// [−1, 1), 4 binary labels at rates 0.1, 0.2, 0.3, 0.4; seeded.
+fn raw_data(count: usize, seed: u64) -> RawData {
     let mut rng = SplitMix(seed);
     let mut unif = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    (0..count)
-        .map(|_| {
+    let mut d = RawData {
+        batches: count,
+        ids: Vec::new(),
+        dense: Vec::new(),
+        labels: Vec::new(),
+    };
+    for _ in 0..count * BATCH {
+        for _ in 0..FIELDS {
+            d.ids.push((unif().powi(3) * VOCAB as f64) as u32);
+        }
+        for _ in 0..DENSE {
+            d.dense.push((unif() * 2.0 - 1.0) as f32);
+        }
+        for t in 0..4 {
+            d.labels.push(if unif() < 0.1 + 0.1 * t as f64 {
+                1.0
+            } else {
+                0.0
+            });
+        }
+    }
+    d
+}
+
+fn write_raw(d: &RawData, path: &std::path::Path) -> Result<()> {
+    let mut out = Vec::with_capacity(48 + d.ids.len() * 4 + (d.dense.len() + d.labels.len()) * 4);
+    out.extend_from_slice(MAGIC);
+    for v in [d.batches, BATCH, FIELDS, DENSE, 4] {
+        out.extend_from_slice(&(v as u64).to_le_bytes());
+    }
+    for b in 0..d.batches {
+        let r = b * BATCH..(b + 1) * BATCH;
+        d.ids[r.start * FIELDS..r.end * FIELDS]
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+        d.dense[r.start * DENSE..r.end * DENSE]
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+        d.labels[r.start * 4..r.end * 4]
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+    }
+    std::fs::write(path, out).map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", path.display()))
+}
+
+fn read_raw(path: &std::path::Path) -> Result<RawData> {
+    let b =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+    let bad = || {
+        anyhow::anyhow!(
+            "{}: not an MMoE-ref data file written by `mfh bench gen`",
+            path.display()
+        )
+    };
+    if b.len() < 48 || &b[..8] != MAGIC {
+        return Err(bad());
+    }
+    let h: Vec<usize> = (0..5)
+        .map(|i| u64::from_le_bytes(b[8 + 8 * i..16 + 8 * i].try_into().unwrap()) as usize)
+        .collect();
+    if h[1..] != [BATCH, FIELDS, DENSE, 4]
+        || b.len() != 48 + h[0] * BATCH * (FIELDS + DENSE + 4) * 4
+    {
+        return Err(bad());
+    }
+    let mut d = RawData {
+        batches: h[0],
+        ids: Vec::new(),
+        dense: Vec::new(),
+        labels: Vec::new(),
+    };
+    let mut pos = 48;
+    let mut word = || {
+        let w: [u8; 4] = b[pos..pos + 4].try_into().unwrap();
+        pos += 4;
+        w
+    };
+    for _ in 0..d.batches {
+        (0..BATCH * FIELDS).for_each(|_| d.ids.push(u32::from_le_bytes(word())));
+        (0..BATCH * DENSE).for_each(|_| d.dense.push(f32::from_le_bytes(word())));
+        (0..BATCH * 4).for_each(|_| d.labels.push(f32::from_le_bytes(word())));
+    }
+    Ok(d)
+}
+
+/// Batches for the trainer: each field's raw ID hashed as `field:id`.
+fn to_batches(d: &RawData) -> Vec<Batch> {
+    (0..d.batches)
+        .map(|k| {
             let mut b = Batch::with_layout(FIELDS, 0);
             b.n = BATCH;
-            for _ in 0..BATCH {
+            for i in k * BATCH..(k + 1) * BATCH {
                 for f in 0..FIELDS {
-                    // Skew: u^3 puts most mass on small IDs.
-                    let id = (unif().powi(3) * VOCAB as f64) as u64;
+                    let id = d.ids[i * FIELDS + f];
                     b.single
                         .push(mfh_data::hash_value(format!("{f}:{id}").as_bytes()));
                 }
-                for _ in 0..DENSE {
-                    b.dense.push((unif() * 2.0 - 1.0) as f32);
-                }
-                for t in 0..4 {
-                    b.labels.push(if unif() < 0.1 + 0.1 * t as f64 {
-                        1.0
-                    } else {
-                        0.0
-                    });
-                }
+                b.dense
+                    .extend_from_slice(&d.dense[i * DENSE..(i + 1) * DENSE]);
+                b.labels.extend_from_slice(&d.labels[i * 4..(i + 1) * 4]);
                 b.cells.push(0);
                 b.groups.push(0);
-                b.rows.push(0);
+                b.rows.push(i as u64);
             }
             b
         })
         .collect()
 }
 
-fn bench_train(threads: usize, windows: usize, steps: usize) -> Result<()> {
+fn bench_train(
+    threads: usize,
+    windows: usize,
+    steps: usize,
+    data: Option<&std::path::Path>,
+) -> Result<()> {
     mfh_nn::kernels::init_thread_pool(threads);
     mfh_nn::kernels::set_threads(threads);
     let layout = FieldLayout {
@@ -183,7 +301,11 @@ fn bench_train(threads: usize, windows: usize, steps: usize) -> Result<()> {
         state.n_in(),
         state.net.num_params()
     );
-    let mut batches = synthetic_batches(32, 1);
+    let raw = match data {
+        Some(p) => read_raw(p)?,
+        None => raw_data(32, 1),
+    };
+    let mut batches = to_batches(&raw);
     let mut adam = Adam::<f32>::new(0.9, 0.999, 1e-8, 0.0);
     let mut step = 0u64;
     let mut run_steps = |k: usize, state: &mut ModelState| {
