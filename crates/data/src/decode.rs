@@ -166,15 +166,15 @@ impl Pipeline {
     /// Appends the decoded row to `out`; on error `out` is left as it was.
     pub(crate) fn decode_into(&self, row: &Row, out: &mut Batch) -> Result<(), DataError> {
         let mark = (out.single.len(), out.dense.len(), out.labels.len());
-        let multi_mark: Vec<usize> = out.multi.iter().map(|m| m.ids.len()).collect();
         let res = self.decode_parts(row, out);
         if res.is_err() {
             out.single.truncate(mark.0);
             out.dense.truncate(mark.1);
             out.labels.truncate(mark.2);
-            for (m, &k) in out.multi.iter_mut().zip(&multi_mark) {
-                m.ids.truncate(k);
+            // The row's start in a multi-valued column is its last complete offset.
+            for m in &mut out.multi {
                 m.offsets.truncate(out.n + 1);
+                m.ids.truncate(m.offsets[out.n] as usize);
             }
         }
         res
@@ -286,15 +286,21 @@ impl Pipeline {
                     },
                 },
                 CompiledBehaviour::Regression(e, cols, clip) => {
-                    let mut vals = Vec::with_capacity(cols.len());
-                    for (name, c) in cols {
-                        vals.push((name.as_str(), self.number(row, *c)?.unwrap_or(f64::NAN)));
+                    // A stack buffer: expressions read a few columns, and this runs per row.
+                    let (mut stack, mut heap) = ([f64::NAN; 8], Vec::new());
+                    let vals: &mut [f64] = if cols.len() <= stack.len() {
+                        &mut stack[..cols.len()]
+                    } else {
+                        heap.resize(cols.len(), f64::NAN);
+                        &mut heap
+                    };
+                    for (v, (_, c)) in vals.iter_mut().zip(cols) {
+                        *v = self.number(row, *c)?.unwrap_or(f64::NAN);
                     }
                     let y = e.eval(&|c| {
-                        vals.iter()
-                            .find(|(n, _)| *n == c)
-                            .map(|v| v.1)
-                            .unwrap_or(f64::NAN)
+                        cols.iter()
+                            .position(|(n, _)| n == c)
+                            .map_or(f64::NAN, |i| vals[i])
                     });
                     if y.is_finite() {
                         let y = match clip {
