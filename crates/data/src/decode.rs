@@ -7,6 +7,7 @@ use crate::hash::{bucket_id, canonical, hash_value, MISSING_ID};
 use crate::pipeline::{
     ColRef, CompiledBehaviour, CompiledFacet, CompiledSplit, FeatureKind, Pipeline,
 };
+use crate::record::Record;
 use mfh_config::{Literal, NumericTransform};
 use std::path::Path;
 
@@ -15,7 +16,7 @@ pub(crate) struct Row<'a> {
     pub path: &'a Path,
     pub line: u64,
     pub index: u64,
-    pub rec: &'a csv::ByteRecord,
+    pub rec: &'a Record,
     /// Per side table: the joined row, if the join succeeded.
     pub side: &'a [Option<u32>],
 }
@@ -26,7 +27,7 @@ impl Pipeline {
         &self,
         path: &Path,
         line: u64,
-        rec: &csv::ByteRecord,
+        rec: &Record,
         out: &mut Vec<Option<u32>>,
     ) -> Result<(), DataError> {
         out.clear();
@@ -97,7 +98,7 @@ impl Pipeline {
             ColRef::Side(t, i) => {
                 let side = &self.cfg.data.side_tables[t];
                 let line = row.side[t]
-                    .and_then(|r| self.side[t].rows[r as usize].position().map(|p| p.line()))
+                    .map(|r| self.side[t].rows[r as usize].line())
                     .unwrap_or(0);
                 DataError {
                     file: side.path.clone(),

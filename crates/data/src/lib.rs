@@ -20,6 +20,7 @@ pub mod kuairand;
 #[cfg(feature = "parquet")]
 mod parquet;
 mod pipeline;
+mod record;
 mod rows;
 mod stream;
 

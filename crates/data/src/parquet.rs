@@ -5,6 +5,7 @@
 //! 1-based row number where CSV errors give the line.
 
 use crate::error::DataError;
+use crate::record::Record;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::reader::RowIter;
 use parquet::record::Field;
@@ -51,7 +52,7 @@ impl ParquetRows {
     }
 
     /// Reads the next row into `rec` as text cells. `Ok(false)` at the end.
-    pub fn next_into(&mut self, rec: &mut csv::ByteRecord) -> Result<bool, DataError> {
+    pub fn next_into(&mut self, rec: &mut Record) -> Result<bool, DataError> {
         let Some(row) = self.iter.next() else {
             return Ok(false);
         };
@@ -64,6 +65,7 @@ impl ParquetRows {
             message: format!("cannot decode row {}: {e}", self.row),
         })?;
         rec.clear();
+        rec.set_line(self.row);
         for (i, (name, field)) in row.get_column_iter().enumerate() {
             self.buf.clear();
             write_field(field, &mut self.buf).map_err(|m| DataError {

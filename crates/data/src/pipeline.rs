@@ -5,6 +5,7 @@
 use crate::error::DataError;
 use crate::fit::FittedTransforms;
 use crate::hash::canonical;
+use crate::record::Record;
 use crate::rows::read_header;
 use mfh_config::{
     BehaviourConfig, Config, CsvOptions, Expr, FacetConfig, FeatureConfig, Literal,
@@ -24,7 +25,7 @@ pub(crate) struct SideTable {
     pub name: String,
     pub columns: Vec<String>,
     pub join: usize,
-    pub rows: Vec<csv::ByteRecord>,
+    pub rows: Vec<Record>,
     pub index: HashMap<Vec<u8>, u32>,
 }
 
@@ -379,7 +380,7 @@ fn load_side_table(
     })?;
     let mut reader =
         crate::rows::RowReader::new(vec![path.to_path_buf()], opts.clone(), columns.len());
-    let mut rows: Vec<csv::ByteRecord> = Vec::new();
+    let mut rows: Vec<Record> = Vec::new();
     let mut index = HashMap::new();
     while reader.advance()? {
         let rec = &reader.record;
@@ -395,10 +396,7 @@ fn load_side_table(
             });
         }
         if let Some(prev) = index.insert(k, rows.len() as u32) {
-            let prev_line = rows[prev as usize]
-                .position()
-                .map(|p| p.line())
-                .unwrap_or(0);
+            let prev_line = rows[prev as usize].line();
             return Err(DataError {
                 file: path.to_path_buf(),
                 line,

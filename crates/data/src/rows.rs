@@ -3,6 +3,7 @@
 //! later error can say where it came from.
 
 use crate::error::DataError;
+use crate::record::{CsvSource, Record};
 use mfh_config::CsvOptions;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -126,6 +127,22 @@ impl<R: Read> Read for CrlfToLf<R> {
     }
 }
 
+/// A read error of the fast reader: a broken gzip stream, or an I/O error.
+pub(crate) fn io_error(path: &Path, io: std::io::Error) -> DataError {
+    let gz = io.kind() == std::io::ErrorKind::UnexpectedEof
+        || io.to_string().contains("corrupt deflate")
+        || io.to_string().contains("invalid gzip");
+    if gz {
+        DataError::file(
+            path,
+            "gzip",
+            format!("truncated or corrupt compressed data: {io}"),
+        )
+    } else {
+        DataError::file(path, "io", format!("read error: {io}"))
+    }
+}
+
 /// Turns a csv crate error into ours, keeping the position.
 pub(crate) fn csv_error(path: &Path, e: csv::Error) -> DataError {
     let line = e.position().map(|p| p.line());
@@ -181,9 +198,9 @@ pub(crate) fn read_header(path: &Path, opts: &CsvOptions) -> Result<Vec<String>,
         open_maybe_gz(path)?;
         return Ok(opts.columns.clone());
     }
-    let mut rdr = csv_reader(open_maybe_gz(path)?, opts);
-    let mut rec = csv::ByteRecord::new();
-    match rdr.read_byte_record(&mut rec) {
+    let mut src = CsvSource::new(open_maybe_gz(path)?, opts);
+    let mut rec = Record::new();
+    match src.read_record(&mut rec) {
         Ok(true) => {}
         Ok(false) => {
             return Err(DataError::file(
@@ -192,7 +209,7 @@ pub(crate) fn read_header(path: &Path, opts: &CsvOptions) -> Result<Vec<String>,
                 "the file is empty: no header line",
             ))
         }
-        Err(e) => return Err(csv_error(path, e)),
+        Err(e) => return Err(io_error(path, e)),
     }
     let mut names = Vec::with_capacity(rec.len());
     for (i, field) in rec.iter().enumerate() {
@@ -239,12 +256,10 @@ pub(crate) struct RowReader {
     n_columns: usize,
     next_file: usize,
     current: Option<Source>,
-    #[cfg_attr(not(feature = "parquet"), allow(dead_code))]
-    parquet_row: u64,
     /// Data-row index over all files (0-based).
     pub row_index: u64,
     pub file_idx: usize,
-    pub record: csv::ByteRecord,
+    pub record: Record,
 }
 
 impl RowReader {
@@ -255,10 +270,9 @@ impl RowReader {
             n_columns,
             next_file: 0,
             current: None,
-            parquet_row: 0,
             row_index: 0,
             file_idx: 0,
-            record: csv::ByteRecord::new(),
+            record: Record::new(),
         }
     }
 
@@ -268,11 +282,7 @@ impl RowReader {
 
     /// The line of the current row (for Parquet files: its 1-based row number).
     pub fn line(&self) -> u64 {
-        match self.current {
-            #[cfg(feature = "parquet")]
-            Some(Source::Parquet(_)) => self.parquet_row,
-            _ => self.record.position().map(|p| p.line()).unwrap_or(0),
-        }
+        self.record.line()
     }
 
     /// Advances to the next data row. `Ok(false)` at the end of the last file. A row with
@@ -296,10 +306,10 @@ impl RowReader {
                     #[cfg(not(feature = "parquet"))]
                     return Err(no_parquet(path));
                 }
-                let mut rdr = csv_reader(open_maybe_gz(path)?, &self.opts);
+                let mut src = CsvSource::new(open_maybe_gz(path)?, &self.opts);
                 if self.opts.header {
-                    let mut h = csv::ByteRecord::new();
-                    match rdr.read_byte_record(&mut h) {
+                    let mut h = Record::new();
+                    match src.read_record(&mut h) {
                         Ok(true) => {}
                         Ok(false) => {
                             return Err(DataError::file(
@@ -308,21 +318,17 @@ impl RowReader {
                                 "the file is empty: no header line",
                             ))
                         }
-                        Err(e) => return Err(csv_error(path, e)),
+                        Err(e) => return Err(io_error(path, e)),
                     }
                 }
-                self.current = Some(Source::Csv(rdr));
+                self.current = Some(Source::Csv(src));
             }
             let next = match self.current.as_mut().unwrap() {
-                Source::Csv(rdr) => rdr
-                    .read_byte_record(&mut self.record)
-                    .map_err(|e| csv_error(&self.files[self.file_idx], e)),
+                Source::Csv(src) => src
+                    .read_record(&mut self.record)
+                    .map_err(|e| io_error(&self.files[self.file_idx], e)),
                 #[cfg(feature = "parquet")]
-                Source::Parquet(pq) => {
-                    let r = pq.next_into(&mut self.record);
-                    self.parquet_row = pq.row;
-                    r
-                }
+                Source::Parquet(pq) => pq.next_into(&mut self.record),
             };
             match next {
                 Ok(true) => {
@@ -365,7 +371,7 @@ impl RowReader {
 }
 
 enum Source {
-    Csv(csv::Reader<Box<dyn Read + Send>>),
+    Csv(CsvSource),
     #[cfg(feature = "parquet")]
     Parquet(crate::parquet::ParquetRows),
 }
