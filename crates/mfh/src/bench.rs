@@ -47,8 +47,17 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 20)]
         steps_per_window: usize,
     },
-    /// Training samples/s on MMoE-ref (synthetic, in-memory batches).
+    /// Training and inference samples/s on a synthetic workload (in-memory batches),
+    /// peak RSS, and for dense models the achieved FLOP rate.
     Train {
+        #[arg(long, value_enum, default_value = "mmoe-ref")]
+        workload: Workload,
+        /// MFH workloads: compute every branch on every row (routing off).
+        #[arg(long)]
+        dense: bool,
+        /// Create every embedding row (vocab × fields) before timing, for the memory figure.
+        #[arg(long)]
+        all_rows: bool,
         #[arg(long, default_value_t = 2)]
         threads: usize,
         #[arg(long, default_value_t = 7)]
@@ -59,14 +68,32 @@ pub enum BenchCmd {
         #[arg(long)]
         data: Option<PathBuf>,
     },
-    /// Writes MMoE-ref batches to a file that mfh and the PyTorch peers both read.
+    /// Writes a workload's synthetic batches to a file that mfh and the PyTorch peers
+    /// both read.
     Gen {
         #[arg(long)]
         out: PathBuf,
+        #[arg(long, value_enum, default_value = "mmoe-ref")]
+        workload: Workload,
         #[arg(long, default_value_t = 32)]
         batches: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// IDs per categorical field.
+        #[arg(long, default_value_t = 100_000)]
+        vocab: u64,
+        /// ID = ⌊u^skew · vocab⌋ for uniform u (1: uniform; 3: most mass on small IDs).
+        #[arg(long, default_value_t = 3.0)]
+        skew: f64,
+    },
+    /// sgemm throughput (n × n × n f32) through mfh's product kernel.
+    Sgemm {
+        #[arg(long, default_value_t = 2048)]
+        n: usize,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
     },
 }
 
@@ -115,18 +142,51 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             );
         }
         BenchCmd::Train {
+            workload,
+            dense,
+            all_rows,
             threads,
             windows,
             steps_per_window,
             data,
-        } => bench_train(threads, windows, steps_per_window, data.as_deref())?,
-        BenchCmd::Gen { out, batches, seed } => {
-            write_raw(&raw_data(batches, seed), &out)?;
+        } => bench_train(
+            workload,
+            threads,
+            windows,
+            steps_per_window,
+            data.as_deref(),
+            !dense,
+            all_rows,
+        )?,
+        BenchCmd::Gen {
+            out,
+            workload,
+            batches,
+            seed,
+            vocab,
+            skew,
+        } => {
+            if vocab == 0 || vocab > u32::MAX as u64 || !(skew > 0.0 && skew.is_finite()) {
+                anyhow::bail!("--vocab must be in 1..=2^32−1 and --skew positive");
+            }
+            let g = GenSpec {
+                batches,
+                seed,
+                vocab,
+                skew,
+            };
+            write_raw(&raw_data(workload, &g), &out)?;
             outln!(
-                "{batches} MMoE-ref batches of {BATCH} rows → {}",
+                "{batches} {} batches of {BATCH} rows → {}",
+                workload.name(),
                 out.display()
             );
         }
+        BenchCmd::Sgemm {
+            n,
+            threads,
+            repeats,
+        } => bench_sgemm(n, threads, repeats),
         BenchCmd::Routing {
             config,
             model,
@@ -142,98 +202,219 @@ const FIELDS: usize = 26;
 const DIM: usize = 16;
 const DENSE: usize = 13;
 const BATCH: usize = 1024;
-const VOCAB: u64 = 100_000;
 
-/// Raw MMoE-ref data: what both mfh and the PyTorch peers read (the same bytes).
-/// File layout (little-endian): `MFHBENCH`, then u64 batches, batch size, fields, dense,
-/// tasks; then per batch: ids u32 [batch × fields], dense f32 [batch × dense], labels f32
-/// [batch × tasks].
+/// A named synthetic workload: the inputs of MMoE-ref (26 categorical fields × dim 16,
+/// 13 dense) with a task grid and a model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// 4 tasks, MMoE with 8 experts 429→256→128, towers 128→64→1.
+    MmoeRef,
+    /// 3 behaviours × 4 user groups × 4 item groups (48 tasks, 16 cells), MFH.
+    MfhRef,
+    /// 3 behaviours × 2 user groups × 2 item groups (12 tasks, 4 cells), MFH.
+    #[value(name = "mfh-ref-2x2")]
+    MfhRef2x2,
+}
+
+impl Workload {
+    /// (behaviours, user groups, item groups).
+    fn grid(self) -> (usize, usize, usize) {
+        match self {
+            Workload::MmoeRef => (4, 1, 1),
+            Workload::MfhRef => (3, 4, 4),
+            Workload::MfhRef2x2 => (3, 2, 2),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Workload::MmoeRef => "MMoE-ref",
+            Workload::MfhRef => "MFH-ref",
+            Workload::MfhRef2x2 => "MFH-ref 2×2",
+        }
+    }
+
+    /// The model section of the workload (MFH-ref: CGC units with 2 task + 2 shared
+    /// experts, 429→256→128 at level 1 and 128→128 at level 2).
+    fn model(self, routing: bool) -> String {
+        match self {
+            Workload::MmoeRef => {
+                "type = \"mmoe\"\nexperts = 8\nexpert_layers = [256, 128]\ntower = [64]\n".into()
+            }
+            _ => format!(
+                "type = \"mfh\"\ntrees = \"auto\"\ntower = [64]\nrouting = {routing}\n\
+                 level1 = {{ type = \"cgc\", task_experts = 2, shared_experts = 2, expert_layers = [256, 128] }}\n\
+                 level2 = {{ type = \"cgc\", task_experts = 2, shared_experts = 2, expert_layers = [128] }}\n"
+            ),
+        }
+    }
+}
+
+/// How `mfh bench gen` draws the synthetic data.
+#[derive(Clone, Copy, Debug)]
+pub struct GenSpec {
+    pub batches: usize,
+    pub seed: u64,
+    /// IDs per categorical field.
+    pub vocab: u64,
+    /// ID = ⌊u^skew · vocab⌋ for uniform u: 1 is uniform, larger puts more mass on small IDs.
+    pub skew: f64,
+}
+
+/// Raw synthetic data: what both mfh and the PyTorch peers read (the same bytes).
+/// File layout (little-endian): `MFHBENC2`, then u64 batches, batch size, fields, dense,
+/// behaviours, user groups, item groups, vocab; then per batch: ids u32 [batch × fields],
+/// dense f32 [batch × dense], labels f32 [batch × behaviours], user group u32 [batch],
+/// item group u32 [batch].
 struct RawData {
     batches: usize,
+    behaviours: usize,
+    user_groups: usize,
+    item_groups: usize,
+    vocab: u64,
     ids: Vec<u32>,
     dense: Vec<f32>,
     labels: Vec<f32>,
+    user: Vec<u32>,
+    item: Vec<u32>,
 }
 
-const MAGIC: &[u8; 8] = b"MFHBENCH";
+const MAGIC: &[u8; 8] = b"MFHBENC2";
+const HEADER: usize = 8 + 8 * 8;
 
-/// Skewed IDs (u³ · 100,000 puts most mass on small IDs), uniform dense values in
-/// [−1, 1), 4 binary labels at rates 0.1, 0.2, 0.3, 0.4; seeded.
-fn raw_data(count: usize, seed: u64) -> RawData {
-    let mut rng = SplitMix(seed);
+/// Draws group g of `k` with probability ∝ 1/(g+1): the first group is the largest (old
+/// users, head items), the last the smallest.
+fn draw_group(u: f64, k: usize) -> u32 {
+    let total: f64 = (1..=k).map(|g| 1.0 / g as f64).sum();
+    let mut acc = 0.0;
+    for g in 0..k {
+        acc += 1.0 / (g + 1) as f64 / total;
+        if u < acc {
+            return g as u32;
+        }
+    }
+    (k - 1) as u32
+}
+
+/// Skewed IDs, uniform dense values in [−1, 1), groups by [`draw_group`], binary labels
+/// at rate 0.1·(b+1) shifted by the groups (smaller groups act less); seeded.
+fn raw_data(w: Workload, g: &GenSpec) -> RawData {
+    let (behaviours, ug, ig) = w.grid();
+    let mut rng = SplitMix(g.seed);
     let mut unif = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
     let mut d = RawData {
-        batches: count,
+        batches: g.batches,
+        behaviours,
+        user_groups: ug,
+        item_groups: ig,
+        vocab: g.vocab,
         ids: Vec::new(),
         dense: Vec::new(),
         labels: Vec::new(),
+        user: Vec::new(),
+        item: Vec::new(),
     };
-    for _ in 0..count * BATCH {
+    for _ in 0..g.batches * BATCH {
         for _ in 0..FIELDS {
-            d.ids.push((unif().powi(3) * VOCAB as f64) as u32);
+            let id = (unif().powf(g.skew) * g.vocab as f64) as u64;
+            d.ids.push(id.min(g.vocab - 1) as u32);
         }
         for _ in 0..DENSE {
             d.dense.push((unif() * 2.0 - 1.0) as f32);
         }
-        for t in 0..4 {
-            d.labels.push(if unif() < 0.1 + 0.1 * t as f64 {
-                1.0
-            } else {
-                0.0
-            });
+        let (u, i) = (draw_group(unif(), ug), draw_group(unif(), ig));
+        for b in 0..behaviours {
+            let rate = 0.1 * (b + 1) as f64 * (1.0 - 0.05 * (u + i) as f64);
+            d.labels.push(if unif() < rate { 1.0 } else { 0.0 });
         }
+        d.user.push(u);
+        d.item.push(i);
     }
     d
 }
 
 fn write_raw(d: &RawData, path: &std::path::Path) -> Result<()> {
-    let mut out = Vec::with_capacity(48 + d.ids.len() * 4 + (d.dense.len() + d.labels.len()) * 4);
+    let mut out = Vec::with_capacity(HEADER + (d.ids.len() + d.dense.len() + d.labels.len()) * 4);
     out.extend_from_slice(MAGIC);
-    for v in [d.batches, BATCH, FIELDS, DENSE, 4] {
+    let header = [
+        d.batches,
+        BATCH,
+        FIELDS,
+        DENSE,
+        d.behaviours,
+        d.user_groups,
+        d.item_groups,
+        d.vocab as usize,
+    ];
+    for v in header {
         out.extend_from_slice(&(v as u64).to_le_bytes());
     }
+    let nb = d.behaviours;
     for b in 0..d.batches {
         let r = b * BATCH..(b + 1) * BATCH;
-        d.ids[r.start * FIELDS..r.end * FIELDS]
+        let words = d.ids[r.start * FIELDS..r.end * FIELDS]
             .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
-        d.dense[r.start * DENSE..r.end * DENSE]
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
-        d.labels[r.start * 4..r.end * 4]
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+            .map(|x| x.to_le_bytes())
+            .chain(
+                d.dense[r.start * DENSE..r.end * DENSE]
+                    .iter()
+                    .map(|x| x.to_le_bytes()),
+            )
+            .chain(
+                d.labels[r.start * nb..r.end * nb]
+                    .iter()
+                    .map(|x| x.to_le_bytes()),
+            )
+            .chain(d.user[r.clone()].iter().map(|x| x.to_le_bytes()))
+            .chain(d.item[r].iter().map(|x| x.to_le_bytes()));
+        words.for_each(|w| out.extend_from_slice(&w));
     }
     std::fs::write(path, out).map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", path.display()))
 }
 
-fn read_raw(path: &std::path::Path) -> Result<RawData> {
+fn read_raw(path: &std::path::Path, w: Workload) -> Result<RawData> {
     let b =
         std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
-    let bad = || {
+    let bad = |why: String| {
         anyhow::anyhow!(
-            "{}: not an MMoE-ref data file written by `mfh bench gen`",
-            path.display()
+            "{}: not a {} data file written by `mfh bench gen --workload {}`: {why}",
+            path.display(),
+            w.name(),
+            clap::ValueEnum::to_possible_value(&w)
+                .map_or(String::new(), |v| v.get_name().to_string())
         )
     };
-    if b.len() < 48 || &b[..8] != MAGIC {
-        return Err(bad());
+    if b.len() < HEADER || &b[..8] != MAGIC {
+        return Err(bad("no MFHBENC2 header".into()));
     }
-    let h: Vec<usize> = (0..5)
+    let h: Vec<usize> = (0..8)
         .map(|i| u64::from_le_bytes(b[8 + 8 * i..16 + 8 * i].try_into().unwrap()) as usize)
         .collect();
-    if h[1..] != [BATCH, FIELDS, DENSE, 4]
-        || b.len() != 48 + h[0] * BATCH * (FIELDS + DENSE + 4) * 4
-    {
-        return Err(bad());
+    let (nb, ug, ig) = w.grid();
+    if h[1..7] != [BATCH, FIELDS, DENSE, nb, ug, ig] {
+        return Err(bad(format!(
+            "shape {:?}, expected {:?}",
+            &h[1..7],
+            [BATCH, FIELDS, DENSE, nb, ug, ig]
+        )));
+    }
+    let per_row = FIELDS + DENSE + nb + 2;
+    if b.len() != HEADER + h[0] * BATCH * per_row * 4 {
+        return Err(bad(format!("{} bytes, not {} batches", b.len(), h[0])));
     }
     let mut d = RawData {
         batches: h[0],
+        behaviours: nb,
+        user_groups: ug,
+        item_groups: ig,
+        vocab: h[7] as u64,
         ids: Vec::new(),
         dense: Vec::new(),
         labels: Vec::new(),
+        user: Vec::new(),
+        item: Vec::new(),
     };
-    let mut pos = 48;
+    let mut pos = HEADER;
     let mut word = || {
         let w: [u8; 4] = b[pos..pos + 4].try_into().unwrap();
         pos += 4;
@@ -242,13 +423,39 @@ fn read_raw(path: &std::path::Path) -> Result<RawData> {
     for _ in 0..d.batches {
         (0..BATCH * FIELDS).for_each(|_| d.ids.push(u32::from_le_bytes(word())));
         (0..BATCH * DENSE).for_each(|_| d.dense.push(f32::from_le_bytes(word())));
-        (0..BATCH * 4).for_each(|_| d.labels.push(f32::from_le_bytes(word())));
+        (0..BATCH * nb).for_each(|_| d.labels.push(f32::from_le_bytes(word())));
+        (0..BATCH).for_each(|_| d.user.push(u32::from_le_bytes(word())));
+        (0..BATCH).for_each(|_| d.item.push(u32::from_le_bytes(word())));
+    }
+    if d.user.iter().any(|&u| u as usize >= ug) || d.item.iter().any(|&i| i as usize >= ig) {
+        return Err(bad("a group index out of range".into()));
     }
     Ok(d)
 }
 
-/// Batches for the trainer: each field's raw ID hashed as `field:id`.
+/// The task grid of a workload: behaviours × user × item (a facet with one value is left
+/// out).
+fn workload_grid(d: &RawData) -> TaskGrid {
+    let facet =
+        |name: &str, k: usize| (name.to_string(), (0..k).map(|g| format!("g{g}")).collect());
+    let mut facets = Vec::new();
+    if d.user_groups > 1 {
+        facets.push(facet("user", d.user_groups));
+    }
+    if d.item_groups > 1 {
+        facets.push(facet("item", d.item_groups));
+    }
+    TaskGrid {
+        behaviours: (0..d.behaviours).map(|t| format!("task{t}")).collect(),
+        binary: vec![true; d.behaviours],
+        facets,
+    }
+}
+
+/// Batches for the trainer: each field's raw ID hashed as `field:id`; cell = user ·
+/// item groups + item.
 fn to_batches(d: &RawData) -> Vec<Batch> {
+    let nb = d.behaviours;
     (0..d.batches)
         .map(|k| {
             let mut b = Batch::with_layout(FIELDS, 0);
@@ -261,8 +468,8 @@ fn to_batches(d: &RawData) -> Vec<Batch> {
                 }
                 b.dense
                     .extend_from_slice(&d.dense[i * DENSE..(i + 1) * DENSE]);
-                b.labels.extend_from_slice(&d.labels[i * 4..(i + 1) * 4]);
-                b.cells.push(0);
+                b.labels.extend_from_slice(&d.labels[i * nb..(i + 1) * nb]);
+                b.cells.push(d.user[i] * d.item_groups as u32 + d.item[i]);
                 b.groups.push(0);
                 b.rows.push(i as u64);
             }
@@ -271,14 +478,15 @@ fn to_batches(d: &RawData) -> Vec<Batch> {
         .collect()
 }
 
-fn bench_train(
-    threads: usize,
-    windows: usize,
-    steps: usize,
-    data: Option<&std::path::Path>,
-) -> Result<()> {
-    mfh_nn::kernels::init_thread_pool(threads);
-    mfh_nn::kernels::set_threads(threads);
+/// Peak resident set size of this process (VmHWM), in bytes, where /proc has it.
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn build_state(w: Workload, d: &RawData, routing: bool) -> Result<ModelState> {
     let layout = FieldLayout {
         single: (0..FIELDS)
             .map(|f| (format!("c{f}"), format!("c{f}"), DIM))
@@ -286,49 +494,117 @@ fn bench_train(
         multi: vec![],
         dense: (0..DENSE).map(|d| format!("d{d}")).collect(),
     };
-    let grid = TaskGrid {
-        behaviours: (0..4).map(|t| format!("task{t}")).collect(),
-        binary: vec![true; 4],
-        facets: vec![],
-    };
-    let spec: ModelSpec =
-        toml::from_str("type = \"mmoe\"\nexperts = 8\nexpert_layers = [256, 128]\ntower = [64]\n")?;
+    let grid = workload_grid(d);
+    let spec: ModelSpec = toml::from_str(&w.model(routing))?;
     let emb = embedding_layer(&layout, &EmbeddingOptConfig::default(), 7)?;
-    let loss = GridLoss::new(LossSpec::new(1, vec![true; 4])).map_err(anyhow::Error::msg)?;
-    let mut state = ModelState::new(grid, spec, emb, DENSE, loss, 7)?;
-    outln!(
-        "MMoE-ref: input {} → 8 experts 256→128, 4 tasks, towers 64→1; {} dense parameters; batch {BATCH}; {threads} threads",
-        state.n_in(),
-        state.net.num_params()
-    );
+    let loss = GridLoss::new(LossSpec::new(grid.n_cells(), vec![true; d.behaviours]))
+        .map_err(anyhow::Error::msg)?;
+    ModelState::new(grid, spec, emb, DENSE, loss, 7)
+}
+
+#[allow(clippy::too_many_arguments)] // the bench's independent knobs
+fn bench_train(
+    w: Workload,
+    threads: usize,
+    windows: usize,
+    steps: usize,
+    data: Option<&std::path::Path>,
+    routing: bool,
+    all_rows: bool,
+) -> Result<()> {
+    mfh_nn::kernels::init_thread_pool(threads);
+    mfh_nn::kernels::set_threads(threads);
     let raw = match data {
-        Some(p) => read_raw(p)?,
-        None => raw_data(32, 1),
+        Some(p) => read_raw(p, w)?,
+        None => raw_data(
+            w,
+            &GenSpec {
+                batches: 32,
+                seed: 1,
+                vocab: 100_000,
+                skew: 3.0,
+            },
+        ),
     };
+    let mut state = build_state(w, &raw, routing)?;
+    let params = state.net.num_params();
+    outln!(
+        "{}: input {} → {}; {params} dense parameters; batch {BATCH}; {threads} threads{}",
+        w.name(),
+        state.n_in(),
+        match w {
+            Workload::MmoeRef => "8 experts 256→128, 4 tasks, towers 64→1".to_string(),
+            _ => format!(
+                "MFH, {} tasks over {} cells, CGC 2+2 experts 256→128 / 128, towers 64→1, {}",
+                state.net.n_tasks(),
+                raw.user_groups * raw.item_groups,
+                if routing {
+                    "cell routing"
+                } else {
+                    "dense (every branch on every row)"
+                }
+            ),
+        },
+        ""
+    );
+    if all_rows {
+        // Every ID of every field gets its row (and optimizer state) before timing: the
+        // memory figure then covers the full tables, vocab × fields rows.
+        let t = Instant::now();
+        let mut slots = Vec::new();
+        for (f, table) in state.emb.tables_mut().iter_mut().enumerate() {
+            let ids: Vec<u64> = (0..raw.vocab)
+                .map(|id| mfh_data::hash_value(format!("{f}:{id}").as_bytes()))
+                .collect();
+            table.lookup_train(&ids, &mut slots);
+        }
+        outln!(
+            "created every embedding row ({} in {:.1} s)",
+            raw.vocab as usize * FIELDS,
+            t.elapsed().as_secs_f64()
+        );
+    }
     let mut batches = to_batches(&raw);
     let mut adam = Adam::<f32>::new(0.9, 0.999, 1e-8, 0.0);
     let mut step = 0u64;
-    let mut run_steps = |k: usize, state: &mut ModelState| {
-        for _ in 0..k {
-            let i = step as usize % batches.len();
-            // train_step consumes multi-valued columns; single-valued batches are reusable.
-            let b = &mut batches[i];
-            state.net.zero_grad();
-            state.train_step(b, step + 1);
-            adam.step(state.net.as_mut(), 1e-3);
-            step += 1;
-        }
-    };
-    run_steps(steps, &mut state); // warm-up: rows created, buffers grown
+    time_steps(&mut state, &mut adam, &mut batches, &mut step, steps); // warm-up
     let mut rates = Vec::new();
     for _ in 0..windows {
-        let t = Instant::now();
-        run_steps(steps, &mut state);
-        rates.push((steps * BATCH) as f64 / t.elapsed().as_secs_f64());
+        rates.push(time_steps(
+            &mut state,
+            &mut adam,
+            &mut batches,
+            &mut step,
+            steps,
+        ));
     }
-    summary("MMoE-ref training", "samples/s", rates);
-    let rows: usize = state.emb.tables().iter().map(|t| t.len()).sum();
-    outln!("embedding rows created: {rows}");
+    let mut sorted = rates.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    summary(&format!("{} training", w.name()), "samples/s", rates);
+    if w == Workload::MmoeRef || !routing {
+        // Forward + backward of a dense network: 2 FLOPs per weight per row forward, twice
+        // that backward (input and weight gradients).
+        let gflops = 6.0 * params as f64 * median / 1e9;
+        outln!("dense compute: {gflops:.1} GFLOP/s (6 × {params} FLOPs per sample at the median)");
+    }
+    let tables = state.emb.tables();
+    let rows: usize = tables.iter().map(|t| t.len()).sum();
+    // The rows and their optimizer state themselves, without any index or slack.
+    let bytes: usize = tables
+        .iter()
+        .map(|t| t.len() * (t.dim() + t.state_width()) * 4)
+        .sum();
+    outln!(
+        "embedding rows: {rows}; rows + optimizer state: {:.1} MB (tables hold {:.1} MB with index and slack); peak RSS: {}",
+        bytes as f64 / 1e6,
+        state.emb.bytes() as f64 / 1e6,
+        peak_rss().map_or("unknown".into(), |b| format!(
+            "{:.1} MB ({:.2}× the rows and their state)",
+            b as f64 / 1e6,
+            b as f64 / bytes.max(1) as f64
+        ))
+    );
     // Scoring: embedding lookups (no row creation) and the forward pass, batch 1024.
     let mut rates = Vec::new();
     for w in 0..=windows {
@@ -341,8 +617,42 @@ fn bench_train(
             rates.push((steps * BATCH) as f64 / t.elapsed().as_secs_f64());
         }
     }
-    summary("MMoE-ref inference (batch 1024)", "samples/s", rates);
+    summary(
+        &format!("{} inference (batch 1024)", w.name()),
+        "samples/s",
+        rates,
+    );
     Ok(())
+}
+
+/// sgemm throughput of the `gemm` crate on n × n × n f32 through mfh's product kernel
+/// (row blocks over the compute threads), in GFLOP/s per repetition.
+fn bench_sgemm(n: usize, threads: usize, repeats: usize) {
+    mfh_nn::kernels::init_thread_pool(threads);
+    mfh_nn::kernels::set_threads(threads);
+    let mut rng = SplitMix(3);
+    let mut m = || -> Vec<f32> {
+        (0..n * n)
+            .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+            .collect()
+    };
+    let (a, b) = (m(), m());
+    let mut c = vec![0f32; n * n];
+    let mut rates = Vec::new();
+    for r in 0..=repeats {
+        let t = Instant::now();
+        mfh_nn::kernels::matmul(n, n, n, 1.0, &a, n, false, &b, n, false, 0.0, &mut c, n);
+        let dt = t.elapsed().as_secs_f64();
+        if r > 0 {
+            rates.push(2.0 * (n as f64).powi(3) / dt / 1e9);
+        }
+    }
+    std::hint::black_box(&c);
+    summary(
+        &format!("sgemm {n}³ f32, {threads} threads"),
+        "GFLOP/s",
+        rates,
+    );
 }
 
 /// Times `steps` training steps over `batches` (cycled), returning samples/s.

@@ -24,7 +24,17 @@ pub struct Cgc<T> {
     k: usize,
     task_experts: usize,
     shared_experts: usize,
+    /// One bank per task group plus one shared bank (PLE above level 1, or a routable
+    /// CGC) rather than one fused bank.
     split_inputs: bool,
+    /// Built for cell routing: separate banks over the one input, so that task k's
+    /// experts can run on the rows of output k alone ([`Switcher::forward_routed`]).
+    routable: bool,
+    /// Per output: rows of the last routed forward (`None` after a dense forward).
+    routed_rows: Option<Vec<usize>>,
+    /// Per output: the gathered input rows of the last routed forward and their gradient.
+    xk: Vec<Vec<T>>,
+    dxk: Vec<Vec<T>>,
     /// One per gate (the shared gate's output is the next level's shared input).
     outputs: Vec<Vec<T>>,
     d_outputs: Vec<Vec<T>>,
@@ -126,6 +136,44 @@ impl<T: Float> Cgc<T> {
         shared_gate: bool,
         rng: &mut Rng,
     ) -> Self {
+        Self::build_level(n_in, s, split_inputs, shared_gate, false, rng)
+    }
+
+    /// A CGC built for cell routing (see [`Switcher::forward_routed`]): task k's experts
+    /// in a bank of their own and the shared experts in another, all over the one input.
+    /// Parameters are named `task_experts.{k}.` and `shared_experts.`.
+    #[allow(clippy::too_many_arguments)] // as `new`
+    pub fn routable(
+        n_in: usize,
+        n_outputs: usize,
+        task_experts: usize,
+        shared_experts: usize,
+        expert_layers: &[usize],
+        gate: GateActivation,
+        gate_hidden: &[usize],
+        batch_norm: bool,
+        rng: &mut Rng,
+    ) -> Self {
+        let shape = LevelShape {
+            n_outputs,
+            task_experts,
+            shared_experts,
+            expert_layers,
+            gate,
+            gate_hidden,
+            batch_norm,
+        };
+        Self::build_level(n_in, &shape, true, false, true, rng)
+    }
+
+    fn build_level(
+        n_in: usize,
+        s: &LevelShape<'_>,
+        split_inputs: bool,
+        shared_gate: bool,
+        routable: bool,
+        rng: &mut Rng,
+    ) -> Self {
         let (k, t, sh) = (s.n_outputs, s.task_experts, s.shared_experts);
         assert!(t + sh > 0, "Cgc: every output needs at least one expert");
         let bank = |experts: usize, rng: &mut Rng| {
@@ -178,6 +226,10 @@ impl<T: Float> Cgc<T> {
             task_experts: t,
             shared_experts: sh,
             split_inputs,
+            routable,
+            routed_rows: None,
+            xk: vec![Vec::new(); k],
+            dxk: vec![Vec::new(); k],
             outputs: vec![Vec::new(); n_gates],
             d_outputs: vec![Vec::new(); n_gates],
             d_gate: Vec::new(),
@@ -212,8 +264,31 @@ impl<T: Float> Cgc<T> {
         self.n * self.out_dim()
     }
 
+    /// Length of output k: its routed rows after a routed forward, else all n rows.
+    fn out_len(&self, k: usize) -> usize {
+        match &self.routed_rows {
+            Some(lens) => lens[k] * self.out_dim(),
+            None => self.len(),
+        }
+    }
+
+    /// With separate banks: the bank of each output's task experts and the shared bank.
+    fn bank_index(&self) -> (Vec<Option<usize>>, Option<usize>) {
+        let mut task = vec![None; self.k];
+        let mut shared = None;
+        for (b, &src) in self.bank_src.iter().enumerate() {
+            if src < self.k {
+                task[src] = Some(b);
+            } else {
+                shared = Some(b);
+            }
+        }
+        (task, shared)
+    }
+
     pub(crate) fn forward_level(&mut self, up: Upstream<'_, T>, n: usize, train: bool) {
         self.n = n;
+        self.routed_rows = None;
         let (d, len_in) = (self.out_dim(), n * self.n_in);
         for (bank, &src) in self.banks.iter_mut().zip(&self.bank_src) {
             bank.forward(up.get(src, len_in), n, train);
@@ -320,6 +395,20 @@ impl<T: Float> Cgc<T> {
     }
 }
 
+/// `y += a·x`.
+fn axpy<T: Float>(a: T, x: &[T], y: &mut [T]) {
+    for (yv, &xv) in y.iter_mut().zip(x) {
+        *yv += a * xv;
+    }
+}
+
+/// `dst[j, :] = src[rows[j], :]` for rows of width `w`.
+fn gather_rows<T: Float>(src: &[T], w: usize, rows: &[usize], dst: &mut [T]) {
+    for (j, &r) in rows.iter().enumerate() {
+        dst[j * w..(j + 1) * w].copy_from_slice(&src[r * w..(r + 1) * w]);
+    }
+}
+
 /// Gated sum over a subset of experts: `out[i, :] = Σ_j g[i, j] · expert_{members[j]}[i, :]`.
 /// Shapes: `g` n × members.len(), `out` n × d (overwritten).
 fn mix_forward<T: Float>(
@@ -412,17 +501,159 @@ impl<T: Float> Switcher<T> for Cgc<T> {
     }
 
     fn output(&self, k: usize) -> &[T] {
-        &self.outputs[k][..self.len()]
+        &self.outputs[k][..self.out_len(k)]
     }
 
     fn d_output_mut(&mut self, k: usize) -> &mut [T] {
-        let len = self.len();
+        let len = self.out_len(k);
         &mut self.d_outputs[k][..len]
     }
 
     fn output_and_grad(&mut self, k: usize) -> (&[T], &mut [T]) {
-        let len = self.len();
+        let len = self.out_len(k);
         (&self.outputs[k][..len], &mut self.d_outputs[k][..len])
+    }
+
+    fn forward_routed(&mut self, x: &[T], n: usize, sel: &[Vec<usize>], train: bool) -> bool {
+        if !self.routable {
+            return false;
+        }
+        assert_eq!(
+            sel.len(),
+            self.k,
+            "Cgc::forward_routed: one row list per output"
+        );
+        assert!(x.len() >= n * self.n_in, "Cgc::forward_routed: short input");
+        self.n = n;
+        let (d, n_in, t, sh) = (
+            self.out_dim(),
+            self.n_in,
+            self.task_experts,
+            self.shared_experts,
+        );
+        let (task_bank, shared_bank) = self.bank_index();
+        if let Some(b) = shared_bank {
+            self.banks[b].forward(x, n, train);
+        }
+        let mut lens = Vec::with_capacity(self.k);
+        for (g, rows) in sel.iter().enumerate() {
+            let m = rows.len();
+            lens.push(m);
+            ensure_len(&mut self.outputs[g], m * d);
+            ensure_len(&mut self.d_outputs[g], m * d).fill(T::zero());
+            if m == 0 {
+                continue;
+            }
+            assert!(
+                rows.iter().all(|&r| r < n),
+                "Cgc::forward_routed: row out of range"
+            );
+            let xg = ensure_len(&mut self.xk[g], m * n_in);
+            gather_rows(x, n_in, rows, xg);
+            let xg = &self.xk[g][..m * n_in];
+            if let Some(b) = task_bank[g] {
+                self.banks[b].forward(xg, m, train);
+            }
+            let gw = self.gates[g].forward(xg, m, train);
+            let task_out = task_bank[g].map(|b| self.banks[b].output());
+            let shared_out = shared_bank.map(|b| self.banks[b].output());
+            let out = &mut self.outputs[g][..m * d];
+            out.fill(T::zero());
+            for (j, &r) in rows.iter().enumerate() {
+                let o = &mut out[j * d..(j + 1) * d];
+                let gj = &gw[j * (t + sh)..(j + 1) * (t + sh)];
+                if let Some(te) = task_out {
+                    for e in 0..t {
+                        axpy(gj[e], &te[(j * t + e) * d..(j * t + e + 1) * d], o);
+                    }
+                }
+                if let Some(se) = shared_out {
+                    for e in 0..sh {
+                        axpy(gj[t + e], &se[(r * sh + e) * d..(r * sh + e + 1) * d], o);
+                    }
+                }
+            }
+        }
+        self.routed_rows = Some(lens);
+        true
+    }
+
+    fn backward_routed(&mut self, x: &[T], n: usize, sel: &[Vec<usize>], mut dx: Option<&mut [T]>) {
+        assert!(
+            self.routed_rows.is_some(),
+            "Cgc::backward_routed without a routed forward"
+        );
+        let (d, n_in, t, sh) = (
+            self.out_dim(),
+            self.n_in,
+            self.task_experts,
+            self.shared_experts,
+        );
+        let (task_bank, shared_bank) = self.bank_index();
+        if let Some(b) = shared_bank {
+            ensure_len(&mut self.d_banks[b], n * sh * d).fill(T::zero());
+        }
+        let Cgc {
+            banks,
+            gates,
+            d_banks,
+            d_gate,
+            d_outputs,
+            xk,
+            dxk,
+            ..
+        } = self;
+        for (g, rows) in sel.iter().enumerate() {
+            let m = rows.len();
+            if m == 0 {
+                continue;
+            }
+            // Task and shared expert-output gradients, and the gate-weight gradient.
+            let dg = ensure_len(d_gate, m * (t + sh));
+            dg.fill(T::zero());
+            if let Some(b) = task_bank[g] {
+                ensure_len(&mut d_banks[b], m * t * d).fill(T::zero());
+            }
+            let gw = gates[g].weights();
+            let dout = &d_outputs[g][..m * d];
+            for (j, &r) in rows.iter().enumerate() {
+                let dor = &dout[j * d..(j + 1) * d];
+                for e in 0..t + sh {
+                    let (b, at) = if e < t {
+                        (task_bank[g].unwrap_or(0), (j * t + e) * d)
+                    } else {
+                        (shared_bank.unwrap_or(0), (r * sh + e - t) * d)
+                    };
+                    dg[j * (t + sh) + e] += dot(dor, &banks[b].output()[at..at + d]);
+                    axpy(gw[j * (t + sh) + e], dor, &mut d_banks[b][at..at + d]);
+                }
+            }
+            let xg = &xk[g][..m * n_in];
+            let mut dxg = match dx {
+                Some(_) => {
+                    let buf = ensure_len(&mut dxk[g], m * n_in);
+                    buf.fill(T::zero());
+                    Some(buf)
+                }
+                None => None,
+            };
+            gates[g].backward(xg, &d_gate[..m * (t + sh)], dxg.as_deref_mut(), m);
+            if let Some(b) = task_bank[g] {
+                banks[b].backward(xg, &mut d_banks[b][..m * t * d], dxg.as_deref_mut(), m);
+            }
+            if let (Some(dx), Some(dxg)) = (dx.as_deref_mut(), dxg) {
+                for (j, &r) in rows.iter().enumerate() {
+                    axpy(
+                        T::one(),
+                        &dxg[j * n_in..(j + 1) * n_in],
+                        &mut dx[r * n_in..(r + 1) * n_in],
+                    );
+                }
+            }
+        }
+        if let Some(b) = shared_bank {
+            banks[b].backward(x, &mut d_banks[b][..n * sh * d], dx, n);
+        }
     }
 
     fn backward(&mut self, x: &[T], n: usize, dx: Option<&mut [T]>) {

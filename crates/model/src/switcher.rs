@@ -28,6 +28,19 @@ pub trait Switcher<T: Float>: Module<T> + Send {
     /// Backward from the accumulated output gradients: parameter gradients and `dx`
     /// (n × in_dim) accumulate.
     fn backward(&mut self, x: &[T], n: usize, dx: Option<&mut [T]>);
+    /// Cell routing: computes output k only for the rows `sel[k]` (indices into `x`,
+    /// ascending), stored compactly: `output(k)` and its gradient are then
+    /// `sel[k].len() × out_dim`, row j standing for input row `sel[k][j]`. Returns false,
+    /// having done nothing, when this switcher cannot route; the caller then runs
+    /// `forward`. A switcher that routes computes per-output parts (task experts, gates)
+    /// on their own rows only.
+    fn forward_routed(&mut self, _x: &[T], _n: usize, _sel: &[Vec<usize>], _train: bool) -> bool {
+        false
+    }
+    /// Backward of a `forward_routed` that returned true, with the same `sel`.
+    fn backward_routed(&mut self, _x: &[T], _n: usize, _sel: &[Vec<usize>], _dx: Option<&mut [T]>) {
+        unreachable!("backward_routed called on a switcher that does not route")
+    }
     /// Number of trainable scalars.
     fn param_count(&self) -> usize;
     /// Human-readable summary: one line per part, children indented by two spaces.

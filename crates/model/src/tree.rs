@@ -120,7 +120,28 @@ struct Tree<T: Float> {
     gdin: Vec<Vec<T>>,
     /// Per task: (value of `dim`, output index within that value's level-2 switcher).
     leaf_of_task: Vec<(usize, usize)>,
+    /// [value][level-2 output] → the cell whose rows that leaf serves.
+    leaf_cell: Vec<Vec<usize>>,
     l1_out: usize,
+    /// Last forward: level 1 routed (output v holds the rows `sel1[v]` only) and, per
+    /// value, level 2 routed (output k holds the rows of its cell only).
+    l1_routed: bool,
+    l2_routed: Vec<bool>,
+    /// Per value: the rows (global) level 1 computes output v for when routing.
+    sel1: Vec<Vec<usize>>,
+    /// [value][output]: rows (positions in level 2's input) of each level-2 output.
+    sel2: Vec<Vec<Vec<usize>>>,
+}
+
+/// Where row r of a task's cell sits in a leaf's output.
+#[derive(Clone, Copy)]
+enum RowMap {
+    /// Compact over the cell's rows: the task's j-th row.
+    Cell,
+    /// Compact over the rows of one value of dimension d: `pos[d][r]`.
+    Value(usize),
+    /// Every row: r.
+    All,
 }
 
 /// H-MTL / MFH network over a task grid; shapes: x n × n_in → logits n × n_tasks.
@@ -263,12 +284,17 @@ impl<T: Float> TreeNet<T> {
         for &d in &firsts {
             let k1 = sizes[d];
             let k2 = n_tasks / k1;
-            let level1 = (k1 > 1).then(|| spec.level1.build::<T>(h_dim, k1, bn, &mut rng));
+            // Routable layouts whether or not routing is on, so that both modes have the
+            // same parameters for the same seed.
+            let level1 =
+                (k1 > 1).then(|| spec.level1.build_with::<T>(h_dim, k1, bn, true, &mut rng));
             let l1_out = level1.as_ref().map_or(h_dim, |s| s.out_dim());
             let level2: Vec<Option<Box<dyn Switcher<T>>>> = (0..k1)
-                .map(|_| (k2 > 1).then(|| spec.level2.build::<T>(l1_out, k2, bn, &mut rng)))
+                .map(|_| {
+                    (k2 > 1).then(|| spec.level2.build_with::<T>(l1_out, k2, bn, true, &mut rng))
+                })
                 .collect();
-            let leaf_of_task = (0..n_tasks)
+            let leaf_of_task: Vec<(usize, usize)> = (0..n_tasks)
                 .map(|t| {
                     let c = shape.task_coords(t);
                     let k = (0..sizes.len())
@@ -277,7 +303,16 @@ impl<T: Float> TreeNet<T> {
                     (c[d], k)
                 })
                 .collect();
+            let mut leaf_cell = vec![vec![0; k2]; k1];
+            for (t, &(v, k)) in leaf_of_task.iter().enumerate() {
+                leaf_cell[v][k] = t % shape.n_cells();
+            }
             trees.push(Tree {
+                leaf_cell,
+                l1_routed: false,
+                l2_routed: vec![false; k1],
+                sel1: vec![Vec::new(); k1],
+                sel2: vec![vec![Vec::new(); k2]; k1],
                 dim: d,
                 gathered: spec.routing && d != 0 && k2 > 1,
                 gin: vec![Vec::new(); k1],
@@ -422,24 +457,74 @@ impl<T: Float> MultiTaskModel<T> for TreeNet<T> {
                 gathered,
                 gin,
                 l1_out,
+                leaf_cell,
+                l1_routed,
+                l2_routed,
+                sel1,
+                sel2,
                 ..
             } = tree;
+            let d = *dim;
+            *l1_routed = false;
+            if self.routing {
+                for (v, rows) in sel1.iter_mut().enumerate() {
+                    rows.clear();
+                    if d == 0 {
+                        rows.extend(0..n);
+                    } else {
+                        rows.extend_from_slice(&self.groups[d][v]);
+                    }
+                }
+                if let Some(l1) = level1 {
+                    *l1_routed = l1.forward_routed(h, n, sel1, train);
+                }
+            }
             if let Some(l1) = level1 {
-                l1.forward(h, n, train);
+                if !*l1_routed {
+                    l1.forward(h, n, train);
+                }
             }
             for (v, l2) in level2.iter_mut().enumerate() {
+                l2_routed[v] = false;
                 let Some(l2) = l2 else { continue };
-                let input: &[T] = level1.as_ref().map_or(h, |l1| l1.output(v));
-                if *gathered {
-                    let rows = &self.groups[*dim][v];
-                    if rows.is_empty() {
-                        continue;
-                    }
-                    let buf = ensure_len(&mut gin[v], rows.len() * *l1_out);
-                    gather(input, *l1_out, rows, buf);
-                    l2.forward(&gin[v][..rows.len() * *l1_out], rows.len(), train);
+                // Level 2's input: level 1's output v (compact over sel1[v] when level 1
+                // routed), the gathered rows of value v, or every row.
+                let compact = *l1_routed || *gathered;
+                let m = if compact {
+                    sel1_len(sel1, &self.groups, d, v, *l1_routed)
                 } else {
-                    l2.forward(input, n, train);
+                    n
+                };
+                if compact && m == 0 {
+                    continue;
+                }
+                let input: &[T] = if *l1_routed {
+                    level1.as_ref().map_or(h, |l1| l1.output(v))
+                } else {
+                    let input: &[T] = level1.as_ref().map_or(h, |l1| l1.output(v));
+                    if *gathered {
+                        let rows = &self.groups[d][v];
+                        let buf = ensure_len(&mut gin[v], m * *l1_out);
+                        gather(input, *l1_out, rows, buf);
+                        &gin[v][..m * *l1_out]
+                    } else {
+                        input
+                    }
+                };
+                if self.routing {
+                    for (k, rows) in sel2[v].iter_mut().enumerate() {
+                        rows.clear();
+                        let cell = &self.cell_rows[leaf_cell[v][k]];
+                        if compact && d != 0 {
+                            rows.extend(cell.iter().map(|&r| self.pos[d][r]));
+                        } else {
+                            rows.extend_from_slice(cell);
+                        }
+                    }
+                    l2_routed[v] = l2.forward_routed(input, m, &sel2[v], train);
+                }
+                if !l2_routed[v] {
+                    l2.forward(input, m, train);
                 }
             }
         }
@@ -464,14 +549,14 @@ impl<T: Float> MultiTaskModel<T> for TreeNet<T> {
             let mut offset = 0;
             for tree in &self.trees {
                 let (v, k) = tree.leaf_of_task[t];
-                let (src, w, by_group): (&[T], usize, bool) = match (&tree.level2[v], &tree.level1)
-                {
-                    (Some(l2), _) => (l2.output(k), l2.out_dim(), tree.gathered),
-                    (None, Some(l1)) => (l1.output(v), l1.out_dim(), false),
-                    (None, None) => (h, self.h_dim, false),
+                let map = tree.row_map(v);
+                let (src, w): (&[T], usize) = match (&tree.level2[v], &tree.level1) {
+                    (Some(l2), _) => (l2.output(k), l2.out_dim()),
+                    (None, Some(l1)) => (l1.output(v), l1.out_dim()),
+                    (None, None) => (h, self.h_dim),
                 };
                 for (j, &r) in rows.iter().enumerate() {
-                    let sr = if by_group { self.pos[tree.dim][r] } else { r };
+                    let sr = map.index(j, r, &self.pos);
                     let dst = &mut z[j * self.z_dim + offset..j * self.z_dim + offset + w];
                     for (d, s) in dst.iter_mut().zip(&src[sr * w..(sr + 1) * w]) {
                         *d += *s;
@@ -535,20 +620,20 @@ impl<T: Float> MultiTaskModel<T> for TreeNet<T> {
             let mut offset = 0;
             for tree in &mut self.trees {
                 let (v, k) = tree.leaf_of_task[t];
-                let (g, w, by_group): (&mut [T], usize, bool) =
-                    match (&mut tree.level2[v], &mut tree.level1) {
-                        (Some(l2), _) => {
-                            let w = l2.out_dim();
-                            (l2.d_output_mut(k), w, tree.gathered)
-                        }
-                        (None, Some(l1)) => {
-                            let w = l1.out_dim();
-                            (l1.d_output_mut(v), w, false)
-                        }
-                        (None, None) => (&mut self.dh[..], self.h_dim, false),
-                    };
+                let map = tree.row_map(v);
+                let (g, w): (&mut [T], usize) = match (&mut tree.level2[v], &mut tree.level1) {
+                    (Some(l2), _) => {
+                        let w = l2.out_dim();
+                        (l2.d_output_mut(k), w)
+                    }
+                    (None, Some(l1)) => {
+                        let w = l1.out_dim();
+                        (l1.d_output_mut(v), w)
+                    }
+                    (None, None) => (&mut self.dh[..], self.h_dim),
+                };
                 for (j, &r) in rows.iter().enumerate() {
-                    let sr = if by_group { self.pos[tree.dim][r] } else { r };
+                    let sr = map.index(j, r, &self.pos);
                     let src = &self.dz[t][j * self.z_dim + offset..j * self.z_dim + offset + w];
                     for (d, s) in g[sr * w..(sr + 1) * w].iter_mut().zip(src) {
                         *d += *s;
@@ -569,36 +654,61 @@ impl<T: Float> MultiTaskModel<T> for TreeNet<T> {
                 gin,
                 gdin,
                 l1_out,
+                l1_routed,
+                l2_routed,
+                sel1,
+                sel2,
                 ..
             } = tree;
+            let d = *dim;
             for (v, l2) in level2.iter_mut().enumerate() {
                 let Some(l2) = l2 else { continue };
-                if *gathered {
-                    let rows = &self.groups[*dim][v];
-                    let m = rows.len();
-                    if m == 0 {
-                        continue;
+                let compact = *l1_routed || *gathered;
+                let m = if compact {
+                    sel1_len(sel1, &self.groups, d, v, *l1_routed)
+                } else {
+                    n
+                };
+                if compact && m == 0 {
+                    continue;
+                }
+                let routed = l2_routed[v];
+                let run = |l2: &mut Box<dyn Switcher<T>>, input: &[T], di: &mut [T]| {
+                    if routed {
+                        l2.backward_routed(input, m, &sel2[v], Some(di));
+                    } else {
+                        l2.backward(input, m, Some(di));
                     }
+                };
+                if *l1_routed {
+                    let l1 = level1.as_mut().expect("routed level 1");
+                    let (input, d_input) = l1.output_and_grad(v);
+                    run(l2, input, d_input);
+                } else if *gathered {
                     let g = ensure_len(&mut gdin[v], m * *l1_out);
                     g.fill(T::zero());
-                    l2.backward(&gin[v][..m * *l1_out], m, Some(&mut gdin[v][..m * *l1_out]));
+                    run(l2, &gin[v][..m * *l1_out], &mut gdin[v][..m * *l1_out]);
                     let target: &mut [T] = match level1 {
                         Some(l1) => l1.d_output_mut(v),
                         None => &mut self.dh[..],
                     };
-                    scatter_add(&gdin[v][..m * *l1_out], *l1_out, rows, target);
+                    scatter_add(&gdin[v][..m * *l1_out], *l1_out, &self.groups[d][v], target);
                 } else {
                     match level1 {
                         Some(l1) => {
                             let (input, d_input) = l1.output_and_grad(v);
-                            l2.backward(input, n, Some(d_input));
+                            run(l2, input, d_input);
                         }
-                        None => l2.backward(h, n, Some(&mut self.dh[..n * self.h_dim])),
+                        None => run(l2, h, &mut self.dh[..n * self.h_dim]),
                     }
                 }
             }
             if let Some(l1) = level1 {
-                l1.backward(h, n, Some(&mut self.dh[..n * self.h_dim]));
+                if *l1_routed {
+                    l1.backward_routed(h, n, sel1, Some(&mut self.dh[..n * self.h_dim]));
+                } else {
+                    l1.backward(h, n, Some(&mut self.dh[..n * self.h_dim]));
+                }
             }
         }
         match (&mut self.bottom, dx) {
@@ -755,6 +865,45 @@ impl<T: Float> TreeNet<T> {
     /// For tests: the split dimension of each tree.
     pub fn tree_dims(&self) -> Vec<usize> {
         self.trees.iter().map(|t| t.dim).collect()
+    }
+}
+
+impl<T: Float> Tree<T> {
+    /// Where a task's rows sit in the leaf of value v after the last forward.
+    fn row_map(&self, v: usize) -> RowMap {
+        let compact_in = self.l1_routed || self.gathered;
+        match (&self.level2[v], &self.level1) {
+            (Some(_), _) if self.l2_routed[v] => RowMap::Cell,
+            (Some(_), _) if compact_in && self.dim != 0 => RowMap::Value(self.dim),
+            (None, Some(_)) if self.l1_routed && self.dim != 0 => RowMap::Value(self.dim),
+            _ => RowMap::All,
+        }
+    }
+}
+
+impl RowMap {
+    fn index(self, j: usize, r: usize, pos: &[Vec<usize>]) -> usize {
+        match self {
+            RowMap::Cell => j,
+            RowMap::Value(d) => pos[d][r],
+            RowMap::All => r,
+        }
+    }
+}
+
+/// Rows level 2 of value v reads when its input is compact: the routed level-1 rows, or
+/// the gathered rows of the value.
+fn sel1_len(
+    sel1: &[Vec<usize>],
+    groups: &[Vec<Vec<usize>>],
+    d: usize,
+    v: usize,
+    l1_routed: bool,
+) -> usize {
+    if l1_routed {
+        sel1[v].len()
+    } else {
+        groups[d][v].len()
     }
 }
 

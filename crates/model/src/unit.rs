@@ -122,6 +122,19 @@ impl UnitSpec {
         batch_norm: bool,
         rng: &mut Rng,
     ) -> Box<dyn Switcher<T>> {
+        self.build_with(n_in, k, batch_norm, false, rng)
+    }
+
+    /// [`UnitSpec::build`]; with `routable`, a unit that can route rows per output is
+    /// built in its routable layout (CGC: separate task and shared expert banks).
+    pub fn build_with<T: Float>(
+        &self,
+        n_in: usize,
+        k: usize,
+        batch_norm: bool,
+        routable: bool,
+        rng: &mut Rng,
+    ) -> Box<dyn Switcher<T>> {
         if let Err(e) = self.validate() {
             panic!("UnitSpec::build: {e}");
         }
@@ -150,7 +163,7 @@ impl UnitSpec {
                 expert_layers,
                 gate,
                 gate_hidden,
-            } => Box::new(Cgc::new(
+            } => Box::new((if routable { Cgc::routable } else { Cgc::new })(
                 n_in,
                 k,
                 *task_experts,

@@ -61,6 +61,13 @@ fn leaves_carry_each_tasks_own_representation() {
     // other value's subtree.
     let g = shape(&[3, 2, 2]);
     let mut net: TreeNet<f64> = TreeNet::new(&tree_spec(""), &g, 6, false, 2).unwrap();
+    // Positive tower weights and biases over the (non-negative) leaves: no tower ReLU is
+    // dead, so a changed leaf always shows in the logit.
+    net.visit_params("", &mut |name, p, _| {
+        if name.starts_with("towers.") {
+            p.iter_mut().for_each(|v| *v = v.abs() + 0.1);
+        }
+    });
     let mut rng = Rng::new(9);
     let n = 8;
     let x = randn(&mut rng, n * 6);
@@ -239,6 +246,61 @@ fn routed_equals_dense_loss_and_every_gradient() {
         for ((na, a), (nb, b)) in ga.iter().zip(&gb) {
             assert_eq!(na, nb);
             compare(na, a, b, tol).unwrap();
+        }
+    }
+}
+
+/// Routing with units that route (CGC) and units that do not (MMoE, PLE, Shared-Bottom)
+/// mixed across the levels, and with empty cells and an empty facet value: the same loss
+/// and gradients as the dense mode.
+#[test]
+fn routed_equals_dense_with_mixed_units_and_empty_cells() {
+    let units = [
+        ("cgc", "{ type = \"cgc\", task_experts = 1, shared_experts = 2, expert_layers = [5] }"),
+        ("cgc-no-task", "{ type = \"cgc\", task_experts = 0, shared_experts = 2, expert_layers = [5] }"),
+        ("mmoe", "{ type = \"mmoe\", experts = 2, expert_layers = [5] }"),
+        ("ple", "{ type = \"ple\", levels = 2, task_experts = 1, shared_experts = 1, expert_layers = [5] }"),
+        ("sb", "{ type = \"shared_bottom\", layers = [5] }"),
+    ];
+    let g = shape(&[3, 2, 3]);
+    let n_in = 6;
+    let tol = Tolerance {
+        atol: 1e-8,
+        rtol: 1e-6,
+    };
+    for (i, (n1, u1)) in units.iter().enumerate() {
+        for (n2, u2) in units.iter().skip(i % 2) {
+            let mut rng = Rng::new(5);
+            let n = 30;
+            let x = randn(&mut rng, n * n_in);
+            // User value 0 never appears; cell (u1, i2) neither.
+            let cells: Vec<u32> = (0..n)
+                .map(|_| loop {
+                    let c = rng.below(g.n_cells() as u64) as usize;
+                    if g.cell_value(c, 1) == 1 && g.cell_value(c, 2) != 2 {
+                        break c as u32;
+                    }
+                })
+                .collect();
+            let r = masked_weights(&g, &cells, &mut rng);
+            let spec = |routing: bool| -> TreeSpec {
+                toml::from_str(&format!(
+                    "level1 = {u1}\nlevel2 = {u2}\ntower = [3]\nrouting = {routing}\n"
+                ))
+                .unwrap()
+            };
+            let mut routed: TreeNet<f64> = TreeNet::new(&spec(true), &g, n_in, false, 8).unwrap();
+            let mut dense: TreeNet<f64> = TreeNet::new(&spec(false), &g, n_in, false, 8).unwrap();
+            let (la, ga, dxa) = run(&mut routed, &x, &cells, &r, n, n_in);
+            let (lb, gb, dxb) = run(&mut dense, &x, &cells, &r, n, n_in);
+            let what = format!("level1 {n1}, level2 {n2}");
+            compare(&format!("{what}: loss"), &[la], &[lb], tol).unwrap();
+            compare(&format!("{what}: dx"), &dxa, &dxb, tol).unwrap();
+            assert_eq!(ga.len(), gb.len());
+            for ((na, a), (nb, b)) in ga.iter().zip(&gb) {
+                assert_eq!(na, nb);
+                compare(&format!("{what}: {na}"), a, b, tol).unwrap();
+            }
         }
     }
 }
