@@ -43,6 +43,31 @@ impl Batch {
         }
     }
 
+    /// An empty batch of the same layout, with room for as many rows as `self` has.
+    pub fn empty_like(&self) -> Batch {
+        Batch {
+            n: 0,
+            single: Vec::with_capacity(self.single.len()),
+            multi: self
+                .multi
+                .iter()
+                .map(|m| {
+                    let mut offsets = Vec::with_capacity(m.offsets.len());
+                    offsets.push(0);
+                    MultiColumn {
+                        offsets,
+                        ids: Vec::with_capacity(m.ids.len()),
+                    }
+                })
+                .collect(),
+            dense: Vec::with_capacity(self.dense.len()),
+            labels: Vec::with_capacity(self.labels.len()),
+            cells: Vec::with_capacity(self.cells.len()),
+            groups: Vec::with_capacity(self.groups.len()),
+            rows: Vec::with_capacity(self.rows.len()),
+        }
+    }
+
     /// Removes everything, keeping the allocations.
     pub fn clear(&mut self) {
         self.n = 0;

@@ -3,6 +3,7 @@
 
 use crate::batch::Batch;
 use crate::error::{preview, DataError};
+use crate::fit::FittedFeature;
 use crate::hash::{bucket_id, canonical, hash_value, MISSING_ID};
 use crate::pipeline::{
     ColRef, CompiledBehaviour, CompiledFacet, CompiledSplit, FeatureKind, Pipeline,
@@ -10,6 +11,55 @@ use crate::pipeline::{
 use crate::record::Record;
 use mfh_config::{Literal, NumericTransform};
 use std::path::Path;
+
+/// Per feature (in config order), what decoding needs of the fitted statistics.
+pub(crate) struct Fitted(Vec<Fit>);
+
+enum Fit {
+    None,
+    Standardize(f64, f64),
+    Buckets(Vec<f64>),
+}
+
+/// A cell as a number, exactly as `str::parse::<f64>` reads it (`1e3`, `+2`, `inf`…),
+/// with a fast path for plain decimals (`-12`, `3.25`).
+#[inline]
+pub(crate) fn parse_f64(v: &[u8]) -> Option<f64> {
+    match plain_decimal(v) {
+        Some(x) => Some(x),
+        None => std::str::from_utf8(v).ok()?.parse().ok(),
+    }
+}
+
+/// `-?D+(.D+)?` with at most 15 digits: m / 10^k with m < 2^53 and 10^k both exact, so
+/// the one division rounds the decimal correctly, as the full parser does.
+#[inline]
+fn plain_decimal(v: &[u8]) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (neg, digits) = match v.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, v),
+    };
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    let (mut m, mut dot) = (0u64, None);
+    for (i, &b) in digits.iter().enumerate() {
+        match b {
+            b'0'..=b'9' => m = m * 10 + (b - b'0') as u64,
+            b'.' if dot.is_none() && i > 0 && i + 1 < digits.len() => dot = Some(i),
+            _ => return None,
+        }
+    }
+    let frac = dot.map_or(0, |i| digits.len() - 1 - i);
+    if digits.len() - dot.is_some() as usize > 15 {
+        return None;
+    }
+    let x = m as f64 / POW10[frac];
+    Some(if neg { -x } else { x })
+}
 
 /// The current row: its main record and the side-table rows it joined to.
 pub(crate) struct Row<'a> {
@@ -59,7 +109,23 @@ impl Pipeline {
 
     #[inline]
     pub(crate) fn is_missing(&self, v: &[u8]) -> bool {
-        self.missing.iter().any(|m| m.as_slice() == v)
+        if self.missing_is_empty {
+            v.is_empty()
+        } else {
+            self.missing.iter().any(|m| m.as_slice() == v)
+        }
+    }
+
+    /// Whether cell `v` of column `c` is valid UTF-8 (no check when its record is ASCII).
+    #[inline]
+    fn is_utf8(&self, row: &Row, c: ColRef, v: &[u8]) -> bool {
+        let ascii = match c {
+            ColRef::Main(_) => row.rec.is_ascii(),
+            ColRef::Side(t, _) => {
+                row.side[t].is_some_and(|r| self.side[t].rows[r as usize].is_ascii())
+            }
+        };
+        ascii || std::str::from_utf8(v).is_ok()
     }
 
     /// The cell a column reference points at, or None when missing.
@@ -120,10 +186,7 @@ impl Pipeline {
         let Some(v) = self.value(row, c) else {
             return Ok(None);
         };
-        let parsed = std::str::from_utf8(v)
-            .ok()
-            .and_then(|s| s.parse::<f64>().ok());
-        match parsed {
+        match parse_f64(v) {
             Some(x) if x.is_finite() => Ok(Some(x)),
             Some(_) => Err(self.cell_error(
                 row,
@@ -164,10 +227,38 @@ impl Pipeline {
         }
     }
 
-    /// Appends the decoded row to `out`; on error `out` is left as it was.
-    pub(crate) fn decode_into(&self, row: &Row, out: &mut Batch) -> Result<(), DataError> {
+    /// The fitted statistics of every feature, for [`Pipeline::decode_into`]: looked up
+    /// once per pass rather than by name on every row.
+    pub(crate) fn fitted(&self) -> Fitted {
+        Fitted(
+            self.features
+                .iter()
+                .map(|f| match &f.kind {
+                    FeatureKind::Numeric(..) => match self.transforms.features.get(&f.name) {
+                        Some(FittedFeature::Standardize { mean, std }) => {
+                            Fit::Standardize(*mean, *std)
+                        }
+                        _ => Fit::None,
+                    },
+                    FeatureKind::Bucketized { .. } => {
+                        Fit::Buckets(self.boundaries(&f.name).to_vec())
+                    }
+                    _ => Fit::None,
+                })
+                .collect(),
+        )
+    }
+
+    /// Appends the decoded row to `out`; on error `out` is left as it was. `fit` is
+    /// [`Pipeline::fitted`] of this pipeline.
+    pub(crate) fn decode_into(
+        &self,
+        row: &Row,
+        fit: &Fitted,
+        out: &mut Batch,
+    ) -> Result<(), DataError> {
         let mark = (out.single.len(), out.dense.len(), out.labels.len());
-        let res = self.decode_parts(row, out);
+        let res = self.decode_parts(row, fit, out);
         if res.is_err() {
             out.single.truncate(mark.0);
             out.dense.truncate(mark.1);
@@ -181,15 +272,16 @@ impl Pipeline {
         res
     }
 
-    fn decode_parts(&self, row: &Row, out: &mut Batch) -> Result<(), DataError> {
+    fn decode_parts(&self, row: &Row, fit: &Fitted, out: &mut Batch) -> Result<(), DataError> {
         let cell = self.cell_of(row)?;
-        for f in &self.features {
+        let single_start = out.single.len();
+        for (f, fit) in self.features.iter().zip(&fit.0) {
             match &f.kind {
                 FeatureKind::Categorical => {
                     let id = match self.value(row, f.col) {
                         None => MISSING_ID,
                         Some(v) => {
-                            if std::str::from_utf8(v).is_err() {
+                            if !self.is_utf8(row, f.col, v) {
                                 return Err(self.cell_error(
                                     row,
                                     f.col,
@@ -205,7 +297,7 @@ impl Pipeline {
                 FeatureKind::Multi(sep) => {
                     let m = &mut out.multi[f.slot];
                     if let Some(v) = self.value(row, f.col) {
-                        if std::str::from_utf8(v).is_err() {
+                        if !self.is_utf8(row, f.col, v) {
                             return Err(self.cell_error(
                                 row,
                                 f.col,
@@ -230,15 +322,10 @@ impl Pipeline {
                             for t in tr {
                                 x = match t {
                                     NumericTransform::Log1p => x.max(0.0).ln_1p(),
-                                    NumericTransform::Standardize => {
-                                        match self.transforms.features.get(&f.name) {
-                                            Some(crate::fit::FittedFeature::Standardize {
-                                                mean,
-                                                std,
-                                            }) => (x - mean) / std,
-                                            _ => x,
-                                        }
-                                    }
+                                    NumericTransform::Standardize => match fit {
+                                        Fit::Standardize(mean, std) => (x - mean) / std,
+                                        _ => x,
+                                    },
                                 };
                             }
                             x
@@ -251,7 +338,11 @@ impl Pipeline {
                         None => MISSING_ID,
                         Some(x) => {
                             let x = if *log1p { x.max(0.0).ln_1p() } else { x };
-                            bucket_id(self.bucket_of(&f.name, x))
+                            let bounds = match fit {
+                                Fit::Buckets(b) => b.as_slice(),
+                                _ => &[],
+                            };
+                            bucket_id(bounds.partition_point(|&t| t < x))
                         }
                     };
                     out.single.push(id);
@@ -316,9 +407,10 @@ impl Pipeline {
             };
             out.labels.push(y);
         }
-        let group = match self.gauc {
-            Some(c) => self.value(row, c).map(hash_value).unwrap_or(MISSING_ID),
-            None => 0,
+        let group = match (self.gauc, self.gauc_slot) {
+            (Some(_), Some(slot)) => out.single[single_start + slot],
+            (Some(c), None) => self.value(row, c).map(hash_value).unwrap_or(MISSING_ID),
+            (None, _) => 0,
         };
         out.cells.push(cell);
         out.groups.push(group);
@@ -327,15 +419,15 @@ impl Pipeline {
         Ok(())
     }
 
-    pub(crate) fn bucket_of(&self, feature: &str, x: f64) -> usize {
-        let b: &[f64] = match self.transforms.features.get(feature) {
-            Some(crate::fit::FittedFeature::Buckets { boundaries }) => boundaries,
+    /// A bucketised feature's boundaries: fitted quantiles, else the configured ones.
+    fn boundaries(&self, feature: &str) -> &[f64] {
+        match self.transforms.features.get(feature) {
+            Some(FittedFeature::Buckets { boundaries }) => boundaries,
             _ => match self.cfg.features.iter().find(|f| f.name() == feature) {
                 Some(mfh_config::FeatureConfig::Bucketized { boundaries, .. }) => boundaries,
                 _ => &[],
             },
-        };
-        b.partition_point(|&t| t < x)
+        }
     }
 
     /// The row's facet cell (mixed radix, first facet most significant).
@@ -378,5 +470,81 @@ impl Pipeline {
 fn facet_col(f: &CompiledFacet) -> ColRef {
     match f {
         CompiledFacet::Thresholds(c, ..) | CompiledFacet::Groups(c, ..) => *c,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_f64;
+
+    #[test]
+    fn numbers_parse_as_the_standard_parser_does() {
+        let cases = [
+            "0",
+            "-0",
+            "7",
+            "-12",
+            "20220425",
+            "1650812741436",
+            "999999999999999",
+            "9999999999999999",
+            "12345678901234567890",
+            "0.1",
+            "-0.3",
+            "3.25",
+            "12.0",
+            "0.000000000000001",
+            "1.23456789012345",
+            "123456789.012345",
+            "5.",
+            ".5",
+            "-.5",
+            "+5",
+            "1e3",
+            "-1E-2",
+            "inf",
+            "-inf",
+            "NaN",
+            "nan",
+            "",
+            "-",
+            ".",
+            "1.2.3",
+            "1-2",
+            "0x10",
+            " 1",
+            "1 ",
+            "00012",
+            "-00.50",
+            "1,5",
+            "٣",
+        ];
+        for c in cases {
+            let want = c.parse::<f64>().ok();
+            let got = parse_f64(c.as_bytes());
+            assert_eq!(
+                got.map(f64::to_bits),
+                want.map(f64::to_bits),
+                "{c:?}: {got:?} vs {want:?}"
+            );
+        }
+        // Every short decimal with up to 4 + 4 digits, both signs.
+        let mut r = crate::SplitMix(7);
+        for _ in 0..200_000 {
+            let ip = r.below(100_000);
+            let fp = r.below(100_000);
+            let fd = r.below(6);
+            let s = match (fd, r.below(2)) {
+                (0, 0) => format!("{ip}"),
+                (0, _) => format!("-{ip}"),
+                (d, 0) => format!("{ip}.{fp:05}")[..format!("{ip}").len() + 1 + d].to_string(),
+                (d, _) => format!("-{ip}.{fp:05}")[..format!("{ip}").len() + 2 + d].to_string(),
+            };
+            assert_eq!(
+                parse_f64(s.as_bytes()).map(f64::to_bits),
+                s.parse::<f64>().ok().map(f64::to_bits),
+                "{s}"
+            );
+        }
     }
 }

@@ -100,10 +100,11 @@ impl Pipeline {
         let mut scratch =
             crate::Batch::with_layout(self.layout.single.len(), self.layout.multi.len());
         let this = &*self;
+        let fitted = this.fitted();
         let stats = scan(this, split, |row| {
             // Decoding validates the row exactly as training will (and yields its labels).
             scratch.clear();
-            this.decode_into(row, &mut scratch)?;
+            this.decode_into(row, &fitted, &mut scratch)?;
             for (b, y) in scratch.labels.iter().enumerate() {
                 let positive = if this.cfg.behaviours[b].is_binary() {
                     *y > 0.5

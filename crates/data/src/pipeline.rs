@@ -90,9 +90,14 @@ pub struct Pipeline {
     pub(crate) behaviours: Vec<CompiledBehaviour>,
     pub(crate) facets: Vec<CompiledFacet>,
     pub(crate) gauc: Option<ColRef>,
+    /// The single-valued slot of a categorical feature over the GAUC column, if any: its
+    /// ID is the row's group key (the same hash), so it is not hashed twice.
+    pub(crate) gauc_slot: Option<usize>,
     pub(crate) splits: BTreeMap<String, CompiledSplit>,
     pub(crate) layout: FieldLayout,
     pub(crate) missing: Vec<Vec<u8>>,
+    /// `missing` is `[""]` (the default): only an empty cell is missing.
+    pub(crate) missing_is_empty: bool,
     pub transforms: FittedTransforms,
 }
 
@@ -122,6 +127,7 @@ impl Pipeline {
             behaviours: Vec::new(),
             facets: Vec::new(),
             gauc: None,
+            gauc_slot: None,
             splits: BTreeMap::new(),
             layout: FieldLayout {
                 single: vec![],
@@ -134,6 +140,7 @@ impl Pipeline {
                 .iter()
                 .map(|m| m.as_bytes().to_vec())
                 .collect(),
+            missing_is_empty: d.csv.missing.len() == 1 && d.csv.missing[0].is_empty(),
             transforms: FittedTransforms::default(),
         };
         for (i, t) in d.side_tables.iter().enumerate() {
@@ -294,7 +301,13 @@ impl Pipeline {
             self.facets.push(self.compile_facet(i, f)?);
         }
         if let Some(g) = &cfg.data.gauc_column {
-            self.gauc = Some(self.resolve("data.gauc_column", g)?);
+            let col = self.resolve("data.gauc_column", g)?;
+            self.gauc = Some(col);
+            self.gauc_slot = self
+                .features
+                .iter()
+                .find(|f| f.col == col && matches!(f.kind, FeatureKind::Categorical))
+                .map(|f| f.slot);
         }
         for (name, s) in &cfg.splits {
             let compiled = if let Some(pred) = s.parsed_predicate() {

@@ -23,18 +23,30 @@ pub(crate) struct Record {
     /// Bytes between one cell's end and the next one's start: 1 when `data` is the line
     /// as read (delimiters included), 0 when it holds the cells alone.
     gap: usize,
+    /// Every byte is ASCII (so every cell is valid UTF-8).
+    ascii: bool,
     line: u64,
 }
 
 impl Record {
     pub fn new() -> Record {
-        Record::default()
+        Record {
+            ascii: true,
+            ..Record::default()
+        }
     }
 
     pub fn clear(&mut self) {
         self.data.clear();
         self.ends.clear();
         self.gap = 0;
+        self.ascii = true;
+    }
+
+    /// Whether every cell is ASCII: then no cell needs a UTF-8 check.
+    #[inline]
+    pub fn is_ascii(&self) -> bool {
+        self.ascii
     }
 
     #[inline]
@@ -55,6 +67,7 @@ impl Record {
 
     #[cfg_attr(not(any(feature = "parquet", test)), allow(dead_code))]
     pub fn push_field(&mut self, field: &[u8]) {
+        self.ascii &= field.is_ascii();
         self.data.extend_from_slice(field);
         self.ends.push(self.data.len());
     }
@@ -288,6 +301,7 @@ impl CsvSource {
                 Record | End => {
                     rec.data.truncate(nout);
                     rec.ends.truncate(nend);
+                    rec.ascii = rec.data.is_ascii();
                     return Ok(());
                 }
             }
@@ -313,11 +327,13 @@ fn zero_lanes(x: u64) -> u64 {
 #[inline]
 fn split_plain(line: &[u8], delimiter: u8, rec: &mut Record) -> bool {
     let (d, q, r) = (splat(delimiter), splat(b'"'), splat(b'\r'));
+    let mut high = 0u64;
     debug_assert!(rec.data.is_empty() && rec.ends.is_empty());
     let mut chunks = line.chunks_exact(8);
     let mut at = 0;
     for c in &mut chunks {
         let w = u64::from_le_bytes(c.try_into().unwrap());
+        high |= w;
         if zero_lanes(w ^ q) | zero_lanes(w ^ r) != 0 {
             return false;
         }
@@ -329,6 +345,7 @@ fn split_plain(line: &[u8], delimiter: u8, rec: &mut Record) -> bool {
         at += 8;
     }
     for &b in chunks.remainder() {
+        high |= b as u64;
         if b == b'"' || b == b'\r' {
             return false;
         }
@@ -340,6 +357,7 @@ fn split_plain(line: &[u8], delimiter: u8, rec: &mut Record) -> bool {
     rec.ends.push(at);
     rec.data.extend_from_slice(line);
     rec.gap = 1;
+    rec.ascii = high & splat(0x80) == 0;
     true
 }
 
@@ -443,6 +461,20 @@ mod tests {
         assert_eq!(lines(b"a\n\n\nb\n"), [1, 4]);
         assert_eq!(lines(b"\"x\ny\",1\nb\n"), [1, 3]);
         assert_eq!(lines(b"a\rb\nc"), [1, 1, 2]);
+    }
+
+    #[test]
+    fn ascii_flag_follows_the_bytes() {
+        let opts = CsvOptions::default();
+        let text =
+            "plain,ascii,line,of,some,length\nnot,ascii,é,here,at,all\n\"q\",é\n\"q\",x\nab,é\n";
+        let mut r = CsvSource::new(Box::new(text.as_bytes()), &opts);
+        let mut rec = Record::new();
+        let mut got = Vec::new();
+        while r.read_record(&mut rec).unwrap() {
+            got.push(rec.is_ascii());
+        }
+        assert_eq!(got, [true, false, false, true, false]);
     }
 
     #[test]

@@ -145,6 +145,12 @@ impl Pipeline {
                 let shuffle = opts.shuffle_buffer > 0;
                 // Emits full batches from the pool; keeps the remainder (all rows at the end).
                 let mut drain = |pool: &mut Batch, last: bool| -> bool {
+                    if !shuffle && pool.n == bs {
+                        // In file order a full pool is the batch: hand it over as is.
+                        let next = pool.empty_like();
+                        let b = std::mem::replace(pool, next);
+                        return tx.send(Msg::Batch(b)).is_ok();
+                    }
                     order.clear();
                     order.extend(0..pool.n);
                     if shuffle {
@@ -166,8 +172,9 @@ impl Pipeline {
                     true
                 };
                 let mut alive = true;
+                let fitted = p.fitted();
                 let res = scan(&p, &split, |row| {
-                    p.decode_into(row, &mut pool)?;
+                    p.decode_into(row, &fitted, &mut pool)?;
                     if pool.n >= hold {
                         alive = drain(&mut pool, false);
                     }
