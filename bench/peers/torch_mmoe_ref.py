@@ -67,23 +67,47 @@ class Mmoe(nn.Module):
         return torch.cat([t(mixed[i]) for i, t in enumerate(self.towers)], dim=1)
 
 
-def batches(path):
-    """The batches `mfh bench gen` wrote: the same bytes mfh trains on."""
+HEADER = ("batches", "batch_size", "fields", "dense", "behaviours", "user_groups", "item_groups", "vocab")
+
+
+def read_v2(path):
+    """A file written by `mfh bench gen` (format v2, little-endian): `MFHBENC2`, 8 × u64
+    (batches, batch size, fields, dense, behaviours, user groups, item groups, vocab), then
+    per batch ids u32 [bs × fields], dense f32 [bs × dense], labels f32 [bs × behaviours],
+    user group u32 [bs], item group u32 [bs]. Returns (header dict, [(ids int64, dense,
+    labels, user int64, item int64)]) as torch tensors: the same bytes mfh trains on."""
     raw = open(path, "rb").read()
-    if raw[:8] != b"MFHBENCH":
-        sys.exit(f"{path}: not a file written by `mfh bench gen`")
-    n, bs, fields, dense_n, tasks = np.frombuffer(raw, dtype="<u8", count=5, offset=8)
-    assert (bs, fields, dense_n, tasks) == (BATCH, FIELDS, DENSE, TASKS), "unexpected shape"
-    out, pos = [], 48
-    for _ in range(int(n)):
-        ids = np.frombuffer(raw, dtype="<u4", count=BATCH * FIELDS, offset=pos).reshape(BATCH, FIELDS)
-        pos += 4 * BATCH * FIELDS
-        dense = np.frombuffer(raw, dtype="<f4", count=BATCH * DENSE, offset=pos).reshape(BATCH, DENSE)
-        pos += 4 * BATCH * DENSE
-        labels = np.frombuffer(raw, dtype="<f4", count=BATCH * TASKS, offset=pos).reshape(BATCH, TASKS)
-        pos += 4 * BATCH * TASKS
-        out.append((torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(dense.copy()), torch.from_numpy(labels.copy())))
-    return out
+    if raw[:8] != b"MFHBENC2":
+        sys.exit(f"{path}: not a file written by `mfh bench gen` (format v2)")
+    h = dict(zip(HEADER, (int(v) for v in np.frombuffer(raw, dtype="<u8", count=8, offset=8))))
+    bs, nf, nd, nb = h["batch_size"], h["fields"], h["dense"], h["behaviours"]
+    out, pos = [], 72
+
+    def take(dtype, count):
+        nonlocal pos
+        a = np.frombuffer(raw, dtype=dtype, count=count, offset=pos)
+        pos += 4 * count
+        return a
+
+    for _ in range(h["batches"]):
+        ids = take("<u4", bs * nf).reshape(bs, nf).astype(np.int64)
+        dense = take("<f4", bs * nd).reshape(bs, nd).copy()
+        labels = take("<f4", bs * nb).reshape(bs, nb).copy()
+        user = take("<u4", bs).astype(np.int64)
+        item = take("<u4", bs).astype(np.int64)
+        out.append(tuple(torch.from_numpy(a) for a in (ids, dense, labels, user, item)))
+    if pos != len(raw):
+        sys.exit(f"{path}: {len(raw) - pos} bytes left over after {h['batches']} batches")
+    return h, out
+
+
+def batches(path):
+    """The MMoE-ref batches `mfh bench gen` wrote: (ids, dense, labels)."""
+    h, data = read_v2(path)
+    got = (h["batch_size"], h["fields"], h["dense"], h["behaviours"], h["user_groups"], h["item_groups"])
+    assert got == (BATCH, FIELDS, DENSE, TASKS, 1, 1), f"unexpected shape {h}"
+    assert h["vocab"] <= VOCAB, f"vocab {h['vocab']} > {VOCAB}"
+    return [(ids, dense, labels) for ids, dense, labels, _, _ in data]
 
 
 def main():
