@@ -1,21 +1,74 @@
 #!/usr/bin/env bash
-# MMoE-ref training and inference throughput, mfh against PyTorch peers on the same
-# generated batches (one file both read), alternating in one run on this machine. Installs torch into bench/.venv on demand (a large download). Not part of CI.
-#   bench/compare.sh [ROUNDS]
+# mfh against PyTorch peers on the same generated batches (one file per workload, read by
+# both sides), alternating in one run on this machine; then sgemm, memory and ingest.
+# Installs torch into bench/.venv on demand (a large download). Not part of CI.
+#   bench/compare.sh [ROUNDS]      (prints the log, then the ratios mfh / peer)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 venv="$here/.venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -c "import torch" 2>/dev/null || "$venv/bin/pip" install -q torch numpy
-(cd "$root" && cargo build --release -q -p mfh)
+(cd "$root" && cargo build --release -q -p mfh --features parquet)
 rounds="${1:-2}"
-data="$root/target/mmoe_ref.bin"
-"$root/target/release/mfh" bench gen --out "$data" > /dev/null
+mfh="$root/target/release/mfh"
+py="$venv/bin/python"
+log="$root/target/compare.log"
+for w in mmoe-ref mfh-ref mfh-ref-2x2; do
+  "$mfh" bench gen --workload "$w" --out "$root/target/$w.bin" > /dev/null
+done
+# MFH-ref is slow on the PyTorch side: fewer, shorter windows.
+mfh_win=(--windows 5 --steps-per-window 5)
+peer_win=(--windows 5 --steps 5)
+{
 echo "# $(date -u +%F) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+"$mfh" bench sgemm --threads 2
 for r in $(seq 1 "$rounds"); do
   echo "## round $r"
-  "$root/target/release/mfh" bench train --threads 2 --data "$data" | grep -E "training|inference|MMoE-ref:"
-  "$venv/bin/python" "$here/peers/torch_mmoe_ref.py" --data "$data" --variant sparse --threads 2
-  "$venv/bin/python" "$here/peers/torch_mmoe_ref.py" --data "$data" --variant dense --threads 2
+  "$mfh" bench train --threads 2 --data "$root/target/mmoe-ref.bin" | grep -E "training|inference|MMoE-ref:|dense compute"
+  "$py" "$here/peers/torch_mmoe_ref.py" --data "$root/target/mmoe-ref.bin" --variant sparse --threads 2
+  "$py" "$here/peers/torch_mmoe_ref.py" --data "$root/target/mmoe-ref.bin" --variant dense --threads 2
+  "$mfh" bench train --workload mfh-ref --threads 2 "${mfh_win[@]}" --data "$root/target/mfh-ref.bin" | grep -E "training|inference|MFH-ref"
+  "$mfh" bench train --workload mfh-ref-2x2 --threads 2 "${mfh_win[@]}" --data "$root/target/mfh-ref-2x2.bin" | grep -E "training|inference|MFH-ref"
+  "$py" "$here/peers/torch_mfh_ref.py" --data "$root/target/mfh-ref.bin" --threads 2 "${peer_win[@]}"
 done
+echo "## memory: MMoE-ref with every embedding row created"
+"$mfh" bench train --threads 2 --all-rows --windows 3 --data "$root/target/mmoe-ref.bin" | grep -E "created|embedding rows"
+echo "## ingest: the raw KuaiRand log, one reader thread, no joins"
+"$mfh" bench ingest --config "$here/kuairand-log.toml" 2>/dev/null
+if [ -f "$here/kuairand-log-parquet.toml" ]; then
+  "$py" "$here/make_parquet.py" > /dev/null
+  "$mfh" bench ingest --config "$here/kuairand-log-parquet.toml" 2>/dev/null
+fi
+} | tee "$log"
+echo
+echo "## ratios (medians, mfh / peer, same run)"
+python3 - "$log" <<'PY'
+import re, statistics, sys
+text = open(sys.argv[1]).read()
+def med(pattern):
+    v = [float(x) for x in re.findall(pattern, text)]
+    return statistics.median(v) if v else float("nan")
+num = r"median (\d+) samples/s"
+rows = {
+    "MMoE-ref training": med(r"MMoE-ref training: " + num),
+    "MMoE-ref inference": med(r"MMoE-ref inference \(batch 1024\): " + num),
+    "torch sparse training": med(r"\(sparse embeddings\)[^\n]*\ntraining: " + num),
+    "torch sparse inference": med(r"\(sparse embeddings\)[^\n]*\n[^\n]*\ninference \(batch 1024\): " + num),
+    "torch dense training": med(r"\(dense embeddings\)[^\n]*\ntraining: " + num),
+    "torch dense inference": med(r"\(dense embeddings\)[^\n]*\n[^\n]*\ninference \(batch 1024\): " + num),
+    "MFH-ref training": med(r"MFH-ref training: " + num),
+    "MFH-ref 2x2 training": med(r"MFH-ref 2×2 training: " + num),
+    "torch MFH-ref training": med(r"torch [^\n]*MFH-ref[^\n]*\ntraining: " + num),
+}
+sgemm = med(r"sgemm [^:]*: median (\d+) GFLOP/s")
+dense = med(r"dense compute: ([\d.]+) GFLOP/s")
+r = rows
+print(f"MMoE-ref training / torch sparse:   {r['MMoE-ref training'] / r['torch sparse training']:.2f}×  (target ≥ 1.5×)")
+print(f"MMoE-ref training / torch dense:    {r['MMoE-ref training'] / r['torch dense training']:.2f}×  (target ≥ 4×)")
+print(f"MMoE-ref inference / torch sparse:  {r['MMoE-ref inference'] / r['torch sparse inference']:.2f}×  (target ≥ 1.2×)")
+print(f"MMoE-ref inference / torch dense:   {r['MMoE-ref inference'] / r['torch dense inference']:.2f}×")
+print(f"MFH-ref training / torch MFH:       {r['MFH-ref training'] / r['torch MFH-ref training']:.2f}×  (target ≥ 3×)")
+print(f"MFH-ref time per sample, 16 cells / 4 cells: {r['MFH-ref 2x2 training'] / r['MFH-ref training']:.2f}×  (target ≤ 1.5×)")
+print(f"dense compute / sgemm:              {dense / sgemm:.0%}  (target ≥ 50 %)")
+PY

@@ -94,6 +94,10 @@ pub enum BenchCmd {
         threads: usize,
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Also time the products of one MMoE-ref training step (batch 1024), each shape
+        /// on its own.
+        #[arg(long)]
+        shapes: bool,
     },
 }
 
@@ -186,7 +190,13 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             n,
             threads,
             repeats,
-        } => bench_sgemm(n, threads, repeats),
+            shapes,
+        } => {
+            bench_sgemm(n, threads, repeats);
+            if shapes {
+                bench_shapes(repeats);
+            }
+        }
         BenchCmd::Routing {
             config,
             model,
@@ -623,6 +633,150 @@ fn bench_train(
         rates,
     );
     Ok(())
+}
+
+/// GFLOP/s of each product in one MMoE-ref training step: (name, m, n, k, lda, trans_a,
+/// ldb, trans_b, ldc, count per step).
+fn bench_shapes(repeats: usize) {
+    type Shape = (
+        &'static str,
+        usize,
+        usize,
+        usize,
+        usize,
+        bool,
+        usize,
+        bool,
+        usize,
+        usize,
+    );
+    let b = BATCH;
+    let shapes: [Shape; 10] = [
+        (
+            "fwd experts layer 1 (fused)",
+            b,
+            2048,
+            429,
+            429,
+            false,
+            2048,
+            false,
+            2048,
+            1,
+        ),
+        (
+            "fwd expert layer 2",
+            b,
+            128,
+            256,
+            2048,
+            false,
+            128,
+            false,
+            1024,
+            8,
+        ),
+        ("fwd gate", b, 8, 429, 429, false, 8, false, 8, 4),
+        (
+            "fwd tower layer 1",
+            b,
+            64,
+            128,
+            128,
+            false,
+            64,
+            false,
+            64,
+            4,
+        ),
+        (
+            "bwd dW experts layer 1",
+            429,
+            2048,
+            b,
+            429,
+            true,
+            2048,
+            false,
+            2048,
+            1,
+        ),
+        (
+            "bwd dx experts layer 1",
+            b,
+            429,
+            2048,
+            2048,
+            false,
+            2048,
+            true,
+            429,
+            1,
+        ),
+        (
+            "bwd dW expert layer 2",
+            256,
+            128,
+            b,
+            2048,
+            true,
+            1024,
+            false,
+            128,
+            8,
+        ),
+        (
+            "bwd dx expert layer 2",
+            b,
+            256,
+            128,
+            1024,
+            false,
+            128,
+            true,
+            2048,
+            8,
+        ),
+        ("bwd dW gate", 429, 8, b, 429, true, 8, false, 8, 4),
+        ("bwd dx gate", b, 429, 8, 8, false, 8, true, 429, 4),
+    ];
+    let mut total_flops = 0.0;
+    let mut total_time = 0.0;
+    for (name, m, n, k, lda, ta, ldb, tb, ldc, count) in shapes {
+        let a_len = if ta { k * lda } else { m * lda };
+        let b_len = if tb { n * ldb } else { k * ldb };
+        let a: Vec<f32> = (0..a_len).map(|i| (i % 7) as f32 * 0.1).collect();
+        let bm: Vec<f32> = (0..b_len).map(|i| (i % 5) as f32 * 0.1).collect();
+        let mut c = vec![0f32; m * ldc];
+        let mut times = Vec::new();
+        for r in 0..=repeats.max(3) * 4 {
+            let t = Instant::now();
+            mfh_nn::kernels::matmul(m, n, k, 1.0, &a, lda, ta, &bm, ldb, tb, 0.0, &mut c, ldc);
+            if r > 0 {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let t = times[times.len() / 2];
+        let flops = 2.0 * (m * n * k) as f64;
+        total_flops += flops * count as f64;
+        total_time += t * count as f64;
+        outln!(
+            "  {name:<28} {m}×{n}×{k}{}: {:.1} GFLOP/s ({:.2} ms × {count})",
+            match (ta, tb) {
+                (true, _) => " (Aᵀ)",
+                (_, true) => " (Bᵀ)",
+                _ => "",
+            },
+            flops / t / 1e9,
+            t * 1e3
+        );
+    }
+    outln!(
+        "  these products: {:.1} ms per step, {:.1} GFLOP/s together",
+        total_time * 1e3,
+        total_flops / total_time / 1e9
+    );
 }
 
 /// sgemm throughput of the `gemm` crate on n × n × n f32 through mfh's product kernel
