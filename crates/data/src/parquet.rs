@@ -6,6 +6,8 @@
 
 use crate::error::DataError;
 use crate::record::Record;
+use parquet::basic::{ConvertedType, Type as PhysicalType};
+use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::reader::RowIter;
 use parquet::record::Field;
@@ -34,18 +36,27 @@ pub(crate) fn header(path: &Path) -> Result<Vec<String>, DataError> {
 
 pub(crate) struct ParquetRows {
     path: PathBuf,
-    iter: RowIter<'static>,
+    rows: Rows,
     pub row: u64,
     buf: Vec<u8>,
 }
 
+enum Rows {
+    /// Flat files of plain columns: read column by column, a block of rows at a time.
+    Columns(Box<Columns>),
+    /// Anything else (lists, groups, decimals…): the record API.
+    Records(RowIter<'static>),
+}
+
 impl ParquetRows {
     pub fn open(path: &Path) -> Result<ParquetRows, DataError> {
-        let r = open(path)?;
-        let iter = RowIter::from_file_into(Box::new(r));
+        let rows = match Columns::new(open(path)?) {
+            Ok(c) => Rows::Columns(Box::new(c)),
+            Err(r) => Rows::Records(RowIter::from_file_into(Box::new(r))),
+        };
         Ok(ParquetRows {
             path: path.to_path_buf(),
-            iter,
+            rows,
             row: 0,
             buf: Vec::new(),
         })
@@ -53,7 +64,39 @@ impl ParquetRows {
 
     /// Reads the next row into `rec` as text cells. `Ok(false)` at the end.
     pub fn next_into(&mut self, rec: &mut Record) -> Result<bool, DataError> {
-        let Some(row) = self.iter.next() else {
+        let iter = match &mut self.rows {
+            Rows::Columns(c) => {
+                let at = self.row + 1;
+                let fail = |column: Option<(usize, String)>, e: String| DataError {
+                    file: self.path.clone(),
+                    line: Some(at),
+                    column,
+                    kind: "parquet",
+                    message: format!("cannot decode row {at}: {e}"),
+                };
+                if c.next >= c.len && !c.read_block().map_err(|e| fail(None, e.to_string()))? {
+                    return Ok(false);
+                }
+                self.row += 1;
+                rec.clear();
+                rec.set_line(self.row);
+                let r = c.next;
+                c.next += 1;
+                for (i, col) in c.cols.iter().enumerate() {
+                    if col.bad == Some(r) {
+                        return Err(fail(
+                            Some((i + 1, col.name.clone())),
+                            "a UTF-8 string column holds bytes that are not UTF-8".into(),
+                        ));
+                    }
+                    let a = if r == 0 { 0 } else { col.ends[r - 1] as usize };
+                    rec.push_field(&col.text[a..col.ends[r] as usize]);
+                }
+                return Ok(true);
+            }
+            Rows::Records(iter) => iter,
+        };
+        let Some(row) = iter.next() else {
             return Ok(false);
         };
         self.row += 1;
@@ -79,6 +122,280 @@ impl ParquetRows {
         }
         Ok(true)
     }
+}
+
+/// Rows decoded per column at a time.
+const BLOCK: usize = 4096;
+
+/// The column-wise reader: per column, a block of cells as text, exactly as `write_field`
+/// writes the record API's fields for these types.
+struct Columns {
+    file: SerializedFileReader<std::fs::File>,
+    /// Next row group to open.
+    group: usize,
+    /// Rows of the open row group not yet read.
+    left: usize,
+    cols: Vec<Column>,
+    /// Rows in the current block, and the next one to hand out.
+    len: usize,
+    next: usize,
+}
+
+struct Column {
+    name: String,
+    kind: Kind,
+    max_def: i16,
+    reader: Option<ColumnReader>,
+    defs: Vec<i16>,
+    /// The block's cells: `text[ends[r - 1]..ends[r]]`.
+    text: Vec<u8>,
+    ends: Vec<u32>,
+    /// First row of the block whose string is not UTF-8.
+    bad: Option<usize>,
+}
+
+/// How a column's values become text (the record API's `Field` for its converted type).
+#[derive(Clone, Copy)]
+enum Kind {
+    Bool,
+    I32,
+    I8,
+    I16,
+    U8,
+    U16,
+    U32,
+    I64,
+    U64,
+    F32,
+    F64,
+    Utf8,
+    Bytes,
+}
+
+impl Columns {
+    /// The reader back unless every top-level column is a plain, non-repeated value of a
+    /// type the column path handles.
+    #[allow(clippy::result_large_err)]
+    fn new(
+        file: SerializedFileReader<std::fs::File>,
+    ) -> Result<Columns, SerializedFileReader<std::fs::File>> {
+        let schema = file.metadata().file_metadata().schema_descr_ptr();
+        let fields = schema.root_schema().get_fields();
+        if fields.len() != schema.num_columns() {
+            return Err(file);
+        }
+        let mut cols = Vec::with_capacity(fields.len());
+        for (i, f) in fields.iter().enumerate() {
+            let d = schema.column(i);
+            if !f.is_primitive() || d.max_rep_level() != 0 || d.max_def_level() > 1 {
+                return Err(file);
+            }
+            let kind = match (d.physical_type(), d.converted_type()) {
+                (PhysicalType::BOOLEAN, _) => Kind::Bool,
+                (
+                    PhysicalType::INT32,
+                    ConvertedType::NONE
+                    | ConvertedType::INT_32
+                    | ConvertedType::DATE
+                    | ConvertedType::TIME_MILLIS,
+                ) => Kind::I32,
+                (PhysicalType::INT32, ConvertedType::INT_8) => Kind::I8,
+                (PhysicalType::INT32, ConvertedType::INT_16) => Kind::I16,
+                (PhysicalType::INT32, ConvertedType::UINT_8) => Kind::U8,
+                (PhysicalType::INT32, ConvertedType::UINT_16) => Kind::U16,
+                (PhysicalType::INT32, ConvertedType::UINT_32) => Kind::U32,
+                (
+                    PhysicalType::INT64,
+                    ConvertedType::NONE
+                    | ConvertedType::INT_64
+                    | ConvertedType::TIME_MICROS
+                    | ConvertedType::TIMESTAMP_MILLIS
+                    | ConvertedType::TIMESTAMP_MICROS,
+                ) => Kind::I64,
+                (PhysicalType::INT64, ConvertedType::UINT_64) => Kind::U64,
+                (PhysicalType::FLOAT, _) => Kind::F32,
+                (PhysicalType::DOUBLE, _) => Kind::F64,
+                (
+                    PhysicalType::BYTE_ARRAY,
+                    ConvertedType::UTF8 | ConvertedType::ENUM | ConvertedType::JSON,
+                ) => Kind::Utf8,
+                (PhysicalType::BYTE_ARRAY, ConvertedType::NONE | ConvertedType::BSON) => {
+                    Kind::Bytes
+                }
+                _ => return Err(file),
+            };
+            cols.push(Column {
+                name: f.name().to_string(),
+                kind,
+                max_def: d.max_def_level(),
+                reader: None,
+                defs: Vec::new(),
+                text: Vec::new(),
+                ends: Vec::new(),
+                bad: None,
+            });
+        }
+        Ok(Columns {
+            file,
+            group: 0,
+            left: 0,
+            cols,
+            len: 0,
+            next: 0,
+        })
+    }
+
+    /// Decodes the next block of rows. `Ok(false)` after the last row group.
+    fn read_block(&mut self) -> parquet::errors::Result<bool> {
+        while self.left == 0 {
+            if self.group == self.file.num_row_groups() {
+                return Ok(false);
+            }
+            let rg = self.file.get_row_group(self.group)?;
+            self.left = rg.metadata().num_rows().max(0) as usize;
+            for (i, c) in self.cols.iter_mut().enumerate() {
+                c.reader = Some(rg.get_column_reader(i)?);
+            }
+            self.group += 1;
+        }
+        let n = self.left.min(BLOCK);
+        for c in &mut self.cols {
+            c.read(n)?;
+        }
+        self.left -= n;
+        self.len = n;
+        self.next = 0;
+        Ok(true)
+    }
+}
+
+impl Column {
+    /// Reads `n` rows of the open row group into text cells.
+    fn read(&mut self, n: usize) -> parquet::errors::Result<()> {
+        self.text.clear();
+        self.ends.clear();
+        self.bad = None;
+        let reader = self.reader.as_mut().expect("a row group is open");
+        match reader {
+            ColumnReader::BoolColumnReader(r) => {
+                let v = read_n(r, n, self.max_def, &mut self.defs)?;
+                self.cells(&v, |out, x| out.push(b'0' + *x as u8));
+            }
+            ColumnReader::Int32ColumnReader(r) => {
+                let v = read_n(r, n, self.max_def, &mut self.defs)?;
+                match self.kind {
+                    Kind::I8 => self.cells(&v, |o, x| int(o, *x as i8 as i64)),
+                    Kind::I16 => self.cells(&v, |o, x| int(o, *x as i16 as i64)),
+                    Kind::U8 => self.cells(&v, |o, x| int(o, *x as u8 as i64)),
+                    Kind::U16 => self.cells(&v, |o, x| int(o, *x as u16 as i64)),
+                    Kind::U32 => self.cells(&v, |o, x| int(o, *x as u32 as i64)),
+                    _ => self.cells(&v, |o, x| int(o, *x as i64)),
+                }
+            }
+            ColumnReader::Int64ColumnReader(r) => {
+                let v = read_n(r, n, self.max_def, &mut self.defs)?;
+                match self.kind {
+                    Kind::U64 => self.cells(&v, |o, x| {
+                        let _ = write!(o, "{}", *x as u64);
+                    }),
+                    _ => self.cells(&v, |o, x| int(o, *x)),
+                }
+            }
+            ColumnReader::FloatColumnReader(r) => {
+                let v = read_n(r, n, self.max_def, &mut self.defs)?;
+                self.cells(&v, |o, x| {
+                    let _ = write!(o, "{x}");
+                });
+            }
+            ColumnReader::DoubleColumnReader(r) => {
+                let v = read_n(r, n, self.max_def, &mut self.defs)?;
+                self.cells(&v, |o, x| {
+                    let _ = write!(o, "{x}");
+                });
+            }
+            ColumnReader::ByteArrayColumnReader(r) => {
+                let v = read_n(r, n, self.max_def, &mut self.defs)?;
+                self.cells(&v, |o, x| o.extend_from_slice(x.data()));
+                if matches!(self.kind, Kind::Utf8) && !self.text.is_ascii() {
+                    self.bad = (0..self.ends.len()).find(|&r| {
+                        let a = if r == 0 { 0 } else { self.ends[r - 1] as usize };
+                        std::str::from_utf8(&self.text[a..self.ends[r] as usize]).is_err()
+                    });
+                }
+            }
+            _ => unreachable!("only the kinds `Columns::new` accepts are read"),
+        }
+        Ok(())
+    }
+
+    /// Appends one cell per row: the value's text, or nothing for a null.
+    fn cells<T>(&mut self, values: &[T], mut put: impl FnMut(&mut Vec<u8>, &T)) {
+        if self.max_def == 0 {
+            for x in values {
+                put(&mut self.text, x);
+                self.ends.push(self.text.len() as u32);
+            }
+        } else {
+            let mut it = values.iter();
+            for &d in &self.defs {
+                if d == self.max_def {
+                    put(
+                        &mut self.text,
+                        it.next().expect("one value per defined level"),
+                    );
+                }
+                self.ends.push(self.text.len() as u32);
+            }
+        }
+    }
+}
+
+/// Reads exactly `n` records of one column (fewer only if the row group ends early: an
+/// error), with their definition levels when the column is optional.
+fn read_n<T: parquet::data_type::DataType>(
+    r: &mut ColumnReaderImpl<T>,
+    n: usize,
+    max_def: i16,
+    defs: &mut Vec<i16>,
+) -> parquet::errors::Result<Vec<T::T>> {
+    let mut values = Vec::with_capacity(n);
+    defs.clear();
+    let mut got = 0;
+    while got < n {
+        let (records, _, _) = r.read_records(
+            n - got,
+            (max_def > 0).then_some(&mut *defs),
+            None,
+            &mut values,
+        )?;
+        if records == 0 {
+            return Err(parquet::errors::ParquetError::General(format!(
+                "a column chunk ends after {got} of {n} rows"
+            )));
+        }
+        got += records;
+    }
+    Ok(values)
+}
+
+/// Writes an integer in decimal, as `{x}` does.
+#[inline]
+fn int(out: &mut Vec<u8>, x: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut u = x.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    if x < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 fn write_field(f: &Field, out: &mut Vec<u8>) -> Result<(), String> {
@@ -132,4 +449,148 @@ fn write_field(f: &Field, out: &mut Vec<u8>) -> Result<(), String> {
         ),
     };
     r.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::data_type::{
+        BoolType, ByteArray, ByteArrayType, DoubleType, FloatType, Int32Type, Int64Type,
+    };
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+    use std::sync::Arc;
+
+    const SCHEMA: &str = "message t {
+        REQUIRED INT32 a (INT_8); OPTIONAL INT32 b (UINT_32); REQUIRED INT32 c (DATE);
+        REQUIRED INT64 d; OPTIONAL INT64 e (UINT_64); REQUIRED BOOLEAN f;
+        OPTIONAL FLOAT g; REQUIRED DOUBLE h; OPTIONAL BYTE_ARRAY i (UTF8);
+        REQUIRED BYTE_ARRAY j; }";
+
+    /// Two row groups (3000 and 2500 rows), every type the column path reads, nulls.
+    fn write(path: &Path) {
+        let schema = Arc::new(parse_message_type(SCHEMA).unwrap());
+        let props = Arc::new(WriterProperties::builder().build());
+        let mut w =
+            SerializedFileWriter::new(std::fs::File::create(path).unwrap(), schema, props).unwrap();
+        let mut rng = crate::SplitMix(3);
+        for n in [3000usize, 2500] {
+            let mut rg = w.next_row_group().unwrap();
+            let mut idx = 0;
+            let defs: Vec<i16> = (0..n).map(|_| (rng.below(4) != 0) as i16).collect();
+            let k = defs.iter().filter(|&&d| d == 1).count();
+            let mut ints = |m: usize, signed: bool| -> Vec<i64> {
+                (0..m)
+                    .map(|_| {
+                        let x = rng.next_u64() >> rng.below(64);
+                        if signed {
+                            x as i64
+                        } else {
+                            x as i64 & i64::MAX
+                        }
+                    })
+                    .collect()
+            };
+            let (i32s, i64s) = (ints(n, true), ints(n, true));
+            while let Some(mut col) = rg.next_column().unwrap() {
+                match idx {
+                    0 => {
+                        let v: Vec<i32> = i32s.iter().map(|x| *x as i8 as i32).collect();
+                        col.typed::<Int32Type>()
+                            .write_batch(&v, None, None)
+                            .unwrap();
+                    }
+                    1 => {
+                        let v: Vec<i32> = i32s[..k].iter().map(|x| *x as i32).collect();
+                        col.typed::<Int32Type>()
+                            .write_batch(&v, Some(&defs), None)
+                            .unwrap();
+                    }
+                    2 => {
+                        let v: Vec<i32> = i32s.iter().map(|x| (*x % 30000) as i32).collect();
+                        col.typed::<Int32Type>()
+                            .write_batch(&v, None, None)
+                            .unwrap();
+                    }
+                    3 => {
+                        col.typed::<Int64Type>()
+                            .write_batch(&i64s, None, None)
+                            .unwrap();
+                    }
+                    4 => {
+                        col.typed::<Int64Type>()
+                            .write_batch(&i64s[..k], Some(&defs), None)
+                            .unwrap();
+                    }
+                    5 => {
+                        let v: Vec<bool> = i64s.iter().map(|x| x & 1 == 1).collect();
+                        col.typed::<BoolType>().write_batch(&v, None, None).unwrap();
+                    }
+                    6 => {
+                        let v: Vec<f32> = i64s[..k].iter().map(|x| *x as f32 / 7e9).collect();
+                        col.typed::<FloatType>()
+                            .write_batch(&v, Some(&defs), None)
+                            .unwrap();
+                    }
+                    7 => {
+                        let v: Vec<f64> = i64s.iter().map(|x| *x as f64 / 3e7).collect();
+                        col.typed::<DoubleType>()
+                            .write_batch(&v, None, None)
+                            .unwrap();
+                    }
+                    8 => {
+                        let v: Vec<ByteArray> = i32s[..k]
+                            .iter()
+                            .map(|x| ByteArray::from(format!("s{}é,", x % 97).as_str()))
+                            .collect();
+                        col.typed::<ByteArrayType>()
+                            .write_batch(&v, Some(&defs), None)
+                            .unwrap();
+                    }
+                    _ => {
+                        let v: Vec<ByteArray> = i64s
+                            .iter()
+                            .map(|x| ByteArray::from(x.to_le_bytes()[..(*x as usize % 5)].to_vec()))
+                            .collect();
+                        col.typed::<ByteArrayType>()
+                            .write_batch(&v, None, None)
+                            .unwrap();
+                    }
+                }
+                col.close().unwrap();
+                idx += 1;
+            }
+            rg.close().unwrap();
+        }
+        w.close().unwrap();
+    }
+
+    fn all(mut rows: ParquetRows) -> Vec<Record> {
+        let mut out = Vec::new();
+        let mut rec = Record::new();
+        while rows.next_into(&mut rec).unwrap() {
+            out.push(rec.clone());
+        }
+        out
+    }
+
+    #[test]
+    fn column_path_reads_what_the_record_api_reads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("t.parquet");
+        write(&path);
+        let fast = ParquetRows::open(&path).unwrap();
+        assert!(matches!(fast.rows, Rows::Columns(_)));
+        let slow = ParquetRows {
+            path: path.clone(),
+            rows: Rows::Records(RowIter::from_file_into(Box::new(open(&path).unwrap()))),
+            row: 0,
+            buf: Vec::new(),
+        };
+        let (a, b) = (all(fast), all(slow));
+        assert_eq!(a.len(), 5500);
+        assert_eq!(a, b);
+        assert!(a.iter().any(|r| r[1].is_empty()) && a.iter().any(|r| !r[8].is_empty()));
+    }
 }

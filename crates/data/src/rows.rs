@@ -321,7 +321,7 @@ impl RowReader {
                         Err(e) => return Err(io_error(path, e)),
                     }
                 }
-                self.current = Some(Source::Csv(src));
+                self.current = Some(Source::Csv(Box::new(src)));
             }
             let next = match self.current.as_mut().unwrap() {
                 Source::Csv(src) => src
@@ -371,7 +371,7 @@ impl RowReader {
 }
 
 enum Source {
-    Csv(CsvSource),
+    Csv(Box<CsvSource>),
     #[cfg(feature = "parquet")]
     Parquet(crate::parquet::ParquetRows),
 }
