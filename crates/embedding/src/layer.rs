@@ -4,7 +4,7 @@
 use std::io::{self, Read, Write};
 
 use crate::codec::{Decoder, Encoder};
-use crate::table::{EmbeddingTable, TableSpec};
+use crate::table::{EmbeddingTable, TableSpec, NO_ROW};
 
 const MAGIC: [u8; 8] = *b"MFHEMBLY";
 const VERSION: u32 = 1;
@@ -304,7 +304,12 @@ impl EmbeddingLayer {
                         column_ids.extend((0..n).map(id_at));
                         table.lookup_train(column_ids, &mut slots[f]);
                         for (i, &s) in slots[f].iter().enumerate() {
-                            out[i * row_stride + col..][..dim].copy_from_slice(table.row(s));
+                            let dst = &mut out[i * row_stride + col..][..dim];
+                            if s == NO_ROW {
+                                dst.fill(0.0);
+                            } else {
+                                dst.copy_from_slice(table.row(s));
+                            }
                         }
                     } else {
                         for i in 0..n {
@@ -327,7 +332,7 @@ impl EmbeddingLayer {
                         dst.fill(0.0);
                         for (j, &id) in m.ids[a..b].iter().enumerate() {
                             let slot = if train {
-                                Some(slots[f][a + j])
+                                Some(slots[f][a + j]).filter(|&s| s != NO_ROW)
                             } else {
                                 table.lookup_eval(id)
                             };

@@ -13,4 +13,4 @@ mod table;
 pub use hash::{IdHashBuilder, IdHasher};
 pub use layer::{EmbeddingLayer, FieldSpec, MultiIds, Pooling, SparseInput};
 pub use optimizer::RowOptimizer;
-pub use table::{EmbeddingTable, TableSpec};
+pub use table::{EmbeddingTable, Lifecycle, LifecycleStats, TableSpec, NO_ROW};

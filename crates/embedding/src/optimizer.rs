@@ -23,6 +23,21 @@ pub enum RowOptimizer {
         beta2: f32,
         eps: f32,
     },
+    /// FTRL-Proximal (McMahan et al., KDD 2013), per element, with L1 and L2
+    /// regularisation: L1 drives weak elements to exactly zero. State per element: `z`
+    /// and `n` (the sum of squared gradients).
+    ///
+    /// `σ = (sqrt(n + g²) − sqrt(n)) / α`, `z += g − σ·w`, `n += g²`, then
+    /// `w = 0` if `|z| ≤ l1`, else `w = −(z − sign(z)·l1) / ((β + sqrt(n)) / α + l2)`.
+    ///
+    /// A new row keeps its random initialisation: its `z` starts at the value for which
+    /// the closed form above gives the initial weight.
+    Ftrl {
+        alpha: f32,
+        beta: f32,
+        l1: f32,
+        l2: f32,
+    },
 }
 
 impl RowOptimizer {
@@ -41,17 +56,67 @@ impl RowOptimizer {
             RowOptimizer::Adagrad { .. } => 1,
             // Layout: m[0..dim] then v[0..dim].
             RowOptimizer::Adam { .. } => 2 * dim,
+            // Layout: z[0..dim] then n[0..dim].
+            RowOptimizer::Ftrl { .. } => 2 * dim,
         }
     }
 
-    /// Writes the state of a freshly created row.
-    pub(crate) fn init_state(&self, state: &mut [f32]) {
-        match self {
+    /// Checks the hyper-parameters: finite, learning rates positive, the rest in range.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = match *self {
+            RowOptimizer::Adagrad {
+                lr,
+                eps,
+                initial_accumulator,
+            } => lr > 0.0 && eps >= 0.0 && initial_accumulator >= 0.0,
+            RowOptimizer::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
+                lr > 0.0 && (0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2) && eps >= 0.0
+            }
+            RowOptimizer::Ftrl {
+                alpha,
+                beta,
+                l1,
+                l2,
+            } => alpha > 0.0 && beta >= 0.0 && l1 >= 0.0 && l2 >= 0.0,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("invalid row optimizer hyper-parameters {self:?}"))
+        }
+    }
+
+    /// Writes the state of a freshly created row whose initial weights are `row`.
+    pub(crate) fn init_state(&self, state: &mut [f32], row: &[f32]) {
+        match *self {
             RowOptimizer::Adagrad {
                 initial_accumulator,
                 ..
-            } => state.fill(*initial_accumulator),
+            } => state.fill(initial_accumulator),
             RowOptimizer::Adam { .. } => state.fill(0.0),
+            RowOptimizer::Ftrl {
+                alpha,
+                beta,
+                l1,
+                l2,
+            } => {
+                let (z, n) = state.split_at_mut(row.len());
+                n.fill(0.0);
+                let q = beta / alpha + l2;
+                for (z, &w) in z.iter_mut().zip(row) {
+                    // The z for which the closed form gives w back (n = 0).
+                    *z = if w == 0.0 {
+                        0.0
+                    } else {
+                        -w * q - w.signum() * l1
+                    };
+                }
+            }
         }
     }
 
@@ -61,6 +126,7 @@ impl RowOptimizer {
     pub(crate) fn step_size(&self, step: u64) -> f32 {
         match *self {
             RowOptimizer::Adagrad { lr, .. } => lr,
+            RowOptimizer::Ftrl { alpha, .. } => alpha,
             RowOptimizer::Adam {
                 lr, beta1, beta2, ..
             } => {
@@ -100,6 +166,25 @@ impl RowOptimizer {
                     *m = beta1 * *m + (1.0 - beta1) * g;
                     *v = beta2 * *v + (1.0 - beta2) * g * g;
                     *w -= step_size * *m / (v.sqrt() + eps);
+                }
+            }
+            RowOptimizer::Ftrl {
+                alpha,
+                beta,
+                l1,
+                l2,
+            } => {
+                let (z, n) = state.split_at_mut(row.len());
+                for (((w, &g), z), n) in row.iter_mut().zip(grad).zip(z).zip(n) {
+                    let n_new = *n + g * g;
+                    let sigma = (n_new.sqrt() - n.sqrt()) / alpha;
+                    *z += g - sigma * *w;
+                    *n = n_new;
+                    *w = if z.abs() <= l1 {
+                        0.0
+                    } else {
+                        -(*z - z.signum() * l1) / ((beta + n_new.sqrt()) / alpha + l2)
+                    };
                 }
             }
         }

@@ -8,7 +8,8 @@ use crate::hash::{init_row, IdHashBuilder};
 use crate::optimizer::RowOptimizer;
 
 const MAGIC: [u8; 8] = *b"MFHEMBTB";
-const VERSION: u32 = 1;
+/// Version 2 added the lifecycle settings and FTRL; version 1 files still load.
+const VERSION: u32 = 2;
 /// Upper bounds used to reject corrupted headers before allocating from them.
 const MAX_DIM: usize = 1 << 20;
 const MAX_NAME: usize = 1 << 16;
@@ -18,6 +19,88 @@ const MAX_PRERESERVE_ROWS: u64 = 1 << 20;
 
 const TAG_ADAGRAD: u8 = 1;
 const TAG_ADAM: u8 = 2;
+const TAG_FTRL: u8 = 3;
+
+/// The slot a lookup returns for an id that has no row yet (admission pending): it
+/// reads the all-zero default row and receives no update.
+pub const NO_ROW: u32 = u32::MAX;
+
+/// Admission and expiry of rows; everything off by default.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Lifecycle {
+    /// A new id gets a row only once training has looked it up this many times (counted
+    /// in a count-min sketch, so a count may be overestimated, never under); until then
+    /// it reads the default all-zero row. 0 or 1: a row at first sight.
+    pub admit_after: u32,
+    /// [`EmbeddingTable::evict`] removes rows not looked up in the last `ttl_steps`
+    /// steps (0: never).
+    pub ttl_steps: u64,
+    /// [`EmbeddingTable::evict`] removes the least frequently looked-up rows (ties: the
+    /// least recently) beyond this many (0: no cap).
+    pub max_rows: u64,
+}
+
+impl Lifecycle {
+    fn tracks_rows(&self) -> bool {
+        self.ttl_steps > 0 || self.max_rows > 0
+    }
+}
+
+/// Count-min sketch over ids: `DEPTH` rows of saturating u16 counters.
+#[derive(Clone, Debug)]
+struct CountMin {
+    counters: Vec<u16>,
+    width_bits: u32,
+}
+
+const SKETCH_DEPTH: usize = 4;
+const SKETCH_WIDTH_BITS: u32 = 18;
+
+impl CountMin {
+    fn new() -> Self {
+        CountMin {
+            counters: vec![0; SKETCH_DEPTH << SKETCH_WIDTH_BITS],
+            width_bits: SKETCH_WIDTH_BITS,
+        }
+    }
+
+    /// Counts one more sighting of `id` and returns its estimated count.
+    fn add(&mut self, id: u64) -> u32 {
+        let mut est = u16::MAX;
+        for d in 0..SKETCH_DEPTH {
+            // Ids are already hashes; a multiply per row decorrelates the rows.
+            let h = (id ^ (d as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                .wrapping_mul(0xD6E8_FEB8_6659_FD93);
+            let at = (d << self.width_bits) + (h >> (64 - self.width_bits)) as usize;
+            let c = &mut self.counters[at];
+            *c = c.saturating_add(1);
+            est = est.min(*c);
+        }
+        u32::from(est)
+    }
+}
+
+/// Per-row bookkeeping for expiry and the row cap.
+#[derive(Clone, Debug, Default)]
+struct RowMeta {
+    /// Slot → id.
+    ids: Vec<u64>,
+    /// Slot → step of the last lookup.
+    last: Vec<u64>,
+    /// Slot → lookups.
+    freq: Vec<u32>,
+}
+
+/// Lifecycle counters of a table since it was created or loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LifecycleStats {
+    /// Rows created by admission (ids that reached `admit_after`).
+    pub admitted: u64,
+    /// Lookups of ids still waiting for admission (they read the default row).
+    pub pending_lookups: u64,
+    /// Rows removed by [`EmbeddingTable::evict`].
+    pub evicted: u64,
+}
 
 /// Configuration of one embedding table.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,6 +112,8 @@ pub struct TableSpec {
     pub optimizer: RowOptimizer,
     /// Keys row initialisation together with the id.
     pub seed: u64,
+    /// Admission and expiry (off by default).
+    pub lifecycle: Lifecycle,
 }
 
 impl TableSpec {
@@ -40,6 +125,7 @@ impl TableSpec {
             init_scale: 0.05,
             optimizer: RowOptimizer::default_adagrad(),
             seed: 0,
+            lifecycle: Lifecycle::default(),
         }
     }
 }
@@ -59,6 +145,13 @@ pub struct EmbeddingTable {
     order: Vec<(u32, u32)>,
     /// Scratch for `apply_gradients`: the summed gradient of a duplicated slot.
     grad_sum: Vec<f32>,
+    /// Admission counts (when `admit_after > 1`).
+    sketch: Option<CountMin>,
+    /// Expiry / cap bookkeeping (when `ttl_steps` or `max_rows` is set).
+    meta: Option<RowMeta>,
+    /// The current step, set by [`EmbeddingTable::set_clock`].
+    now: u64,
+    stats: LifecycleStats,
 }
 
 /// Makes room for `add` more floats, growing large slabs by a quarter rather than
@@ -85,9 +178,16 @@ impl EmbeddingTable {
                 spec.name, spec.init_scale
             ));
         }
+        spec.optimizer
+            .validate()
+            .map_err(|e| format!("embedding table '{}': {e}", spec.name))?;
         Ok(EmbeddingTable {
             state_width: spec.optimizer.state_width(spec.dim),
             grad_sum: Vec::with_capacity(spec.dim),
+            sketch: (spec.lifecycle.admit_after > 1).then(CountMin::new),
+            meta: spec.lifecycle.tracks_rows().then(RowMeta::default),
+            now: 0,
+            stats: LifecycleStats::default(),
             spec,
             index: HashMap::with_hasher(IdHashBuilder),
             rows: Vec::new(),
@@ -118,14 +218,104 @@ impl EmbeddingTable {
         self.index.is_empty()
     }
 
-    /// Approximate heap bytes: row slab, state slab, hash map buckets and scratch.
+    /// Approximate heap bytes: row slab, state slab, hash map buckets, lifecycle
+    /// bookkeeping and scratch.
     pub fn bytes(&self) -> usize {
         let f = std::mem::size_of::<f32>();
+        (self.rows.capacity() + self.grad_sum.capacity()) * f
+            + self.state_bytes()
+            + self.index_bytes()
+            + self.order.capacity() * std::mem::size_of::<(u32, u32)>()
+    }
+
+    /// Heap bytes of the rows' optimizer state.
+    pub fn state_bytes(&self) -> usize {
+        self.state.capacity() * std::mem::size_of::<f32>()
+    }
+
+    /// Heap bytes of the id → row index, the admission sketch and the expiry
+    /// bookkeeping.
+    pub fn index_bytes(&self) -> usize {
         // Each hashbrown bucket stores the (key, value) pair plus one control byte.
         let bucket = std::mem::size_of::<(u64, u32)>() + 1;
-        (self.rows.capacity() + self.state.capacity() + self.grad_sum.capacity()) * f
-            + self.index.capacity() * bucket
-            + self.order.capacity() * std::mem::size_of::<(u32, u32)>()
+        self.index.capacity() * bucket
+            + self.sketch.as_ref().map_or(0, |s| s.counters.len() * 2)
+            + self.meta.as_ref().map_or(0, |m| {
+                m.ids.capacity() * 8 + m.last.capacity() * 8 + m.freq.capacity() * 4
+            })
+    }
+
+    /// Sets the current step (for expiry): lookups after this are stamped with it.
+    pub fn set_clock(&mut self, step: u64) {
+        self.now = step;
+    }
+
+    /// Admission and eviction counters.
+    pub fn lifecycle_stats(&self) -> LifecycleStats {
+        self.stats
+    }
+
+    /// Removes expired rows (not looked up in `ttl_steps`) and, over `max_rows`, the
+    /// least frequently used (ties: least recently used); returns how many. Call between
+    /// steps: slots of surviving rows may change, so slots from an earlier lookup are
+    /// invalid afterwards.
+    pub fn evict(&mut self) -> usize {
+        let Some(meta) = &self.meta else { return 0 };
+        let (ttl, cap) = (self.spec.lifecycle.ttl_steps, self.spec.lifecycle.max_rows);
+        let n = meta.ids.len();
+        let mut doomed = vec![false; n];
+        let mut count = 0;
+        if ttl > 0 {
+            for (slot, &last) in meta.last.iter().enumerate() {
+                if self.now.saturating_sub(last) > ttl {
+                    doomed[slot] = true;
+                    count += 1;
+                }
+            }
+        }
+        if cap > 0 && (n - count) as u64 > cap {
+            let excess = (n - count) - cap as usize;
+            let mut alive: Vec<u32> = (0..n as u32).filter(|&s| !doomed[s as usize]).collect();
+            // Least frequent first; among equals the least recent, then the lower id
+            // (a total order, so the choice does not depend on the slab layout).
+            let key = |s: &u32| {
+                let s = *s as usize;
+                (meta.freq[s], meta.last[s], meta.ids[s])
+            };
+            alive.select_nth_unstable_by_key(excess - 1, key);
+            for &s in &alive[..excess] {
+                doomed[s as usize] = true;
+            }
+            count += excess;
+        }
+        for slot in (0..n).rev().filter(|&s| doomed[s]) {
+            self.remove_slot(slot);
+        }
+        self.stats.evicted += count as u64;
+        count
+    }
+
+    /// Removes one row by moving the last row into its slot.
+    fn remove_slot(&mut self, slot: usize) {
+        let (dim, sw) = (self.spec.dim, self.state_width);
+        let meta = self.meta.as_mut().expect("eviction bookkeeping");
+        let last = meta.ids.len() - 1;
+        self.index.remove(&meta.ids[slot]);
+        if slot != last {
+            self.rows
+                .copy_within(last * dim..(last + 1) * dim, slot * dim);
+            self.state
+                .copy_within(last * sw..(last + 1) * sw, slot * sw);
+            meta.ids[slot] = meta.ids[last];
+            meta.last[slot] = meta.last[last];
+            meta.freq[slot] = meta.freq[last];
+            self.index.insert(meta.ids[slot], slot as u32);
+        }
+        meta.ids.pop();
+        meta.last.pop();
+        meta.freq.pop();
+        self.rows.truncate(last * dim);
+        self.state.truncate(last * sw);
     }
 
     /// Slot of every id, creating (and initialising) rows for ids seen for the first
@@ -137,26 +327,56 @@ impl EmbeddingTable {
             index,
             rows,
             state,
+            sketch,
+            meta,
+            now,
+            stats,
             ..
         } = self;
         let dim = spec.dim;
         slots.clear();
         slots.reserve(ids.len());
         for &id in ids {
-            let next = index.len();
-            let slot = *index.entry(id).or_insert_with(|| {
-                // 2^32 rows is far beyond any memory this table could hold.
-                let slot = u32::try_from(next).expect("embedding table exceeds 2^32 rows");
-                let start = rows.len();
-                grow(rows, dim);
-                rows.resize(start + dim, 0.0);
-                init_row(spec.seed, id, spec.init_scale, &mut rows[start..]);
-                let start = state.len();
-                grow(state, *state_width);
-                state.resize(start + *state_width, 0.0);
-                spec.optimizer.init_state(&mut state[start..]);
-                slot
-            });
+            let slot = match index.get(&id) {
+                Some(&slot) => slot,
+                None => {
+                    if let Some(sk) = sketch.as_mut() {
+                        if sk.add(id) < spec.lifecycle.admit_after {
+                            stats.pending_lookups += 1;
+                            slots.push(NO_ROW);
+                            continue;
+                        }
+                        stats.admitted += 1;
+                    }
+                    // 2^32 − 1 rows (NO_ROW is reserved) is far beyond any memory this
+                    // table could hold.
+                    let slot = u32::try_from(index.len())
+                        .ok()
+                        .filter(|&s| s != NO_ROW)
+                        .expect("embedding table exceeds 2^32 − 1 rows");
+                    let start = rows.len();
+                    grow(rows, dim);
+                    rows.resize(start + dim, 0.0);
+                    init_row(spec.seed, id, spec.init_scale, &mut rows[start..]);
+                    let s0 = state.len();
+                    grow(state, *state_width);
+                    state.resize(s0 + *state_width, 0.0);
+                    spec.optimizer
+                        .init_state(&mut state[s0..], &rows[start..start + dim]);
+                    index.insert(id, slot);
+                    if let Some(m) = meta.as_mut() {
+                        m.ids.push(id);
+                        m.last.push(*now);
+                        m.freq.push(0);
+                    }
+                    slot
+                }
+            };
+            if let Some(m) = meta.as_mut() {
+                let s = slot as usize;
+                m.last[s] = *now;
+                m.freq[s] = m.freq[s].saturating_add(1);
+            }
             slots.push(slot);
         }
     }
@@ -225,6 +445,10 @@ impl EmbeddingTable {
         let mut i = 0;
         while i < order.len() {
             let slot = order[i].0;
+            if slot == NO_ROW {
+                // Pending ids sort last; they have no row to update.
+                break;
+            }
             assert!(
                 (slot as usize) < n_rows,
                 "apply_gradients on '{}': slot {slot} but the table has {n_rows} rows",
@@ -298,7 +522,20 @@ impl EmbeddingTable {
                 enc.u8(TAG_ADAM);
                 enc.f32s(&[lr, beta1, beta2, eps]);
             }
+            RowOptimizer::Ftrl {
+                alpha,
+                beta,
+                l1,
+                l2,
+            } => {
+                enc.u8(TAG_FTRL);
+                enc.f32s(&[alpha, beta, l1, l2]);
+            }
         }
+        let lc = &self.spec.lifecycle;
+        enc.u32(lc.admit_after);
+        enc.u64(lc.ttl_steps);
+        enc.u64(lc.max_rows);
         enc.u32(sw as u32);
         enc.u64(self.len() as u64);
 
@@ -329,7 +566,7 @@ impl EmbeddingTable {
             ));
         }
         let version = dec.u32("version")?;
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(format!(
                 "embedding table: unsupported format version {version} (this build reads {VERSION})"
             ));
@@ -357,13 +594,28 @@ impl EmbeddingTable {
                 beta2: dec.f32("adam beta2")?,
                 eps: dec.f32("adam eps")?,
             },
+            TAG_FTRL if version >= 2 => RowOptimizer::Ftrl {
+                alpha: dec.f32("ftrl alpha")?,
+                beta: dec.f32("ftrl beta")?,
+                l1: dec.f32("ftrl l1")?,
+                l2: dec.f32("ftrl l2")?,
+            },
             tag => {
                 return Err(format!(
-                    "{}: unknown optimizer tag {tag} (expected {TAG_ADAGRAD} = Adagrad or \
-                     {TAG_ADAM} = Adam)",
+                    "{}: unknown optimizer tag {tag} (expected {TAG_ADAGRAD} = Adagrad, \
+                     {TAG_ADAM} = Adam or {TAG_FTRL} = FTRL)",
                     dec.what()
                 ))
             }
+        };
+        let lifecycle = if version >= 2 {
+            Lifecycle {
+                admit_after: dec.u32("admit_after")?,
+                ttl_steps: dec.u64("ttl_steps")?,
+                max_rows: dec.u64("max_rows")?,
+            }
+        } else {
+            Lifecycle::default()
         };
         let sw = dec.u32("state width")? as usize;
         let expected_sw = optimizer.state_width(dim);
@@ -387,6 +639,7 @@ impl EmbeddingTable {
             init_scale,
             optimizer,
             seed,
+            lifecycle,
         };
         let mut table = EmbeddingTable::new(spec).map_err(|e| format!("loading: {e}"))?;
         let pre = n_rows.min(MAX_PRERESERVE_ROWS) as usize;
@@ -418,6 +671,12 @@ impl EmbeddingTable {
             table.rows.extend(floats.by_ref().take(dim));
             table.state.extend(floats);
             table.index.insert(id, k as u32);
+            if let Some(m) = table.meta.as_mut() {
+                // Recency and frequency restart at load.
+                m.ids.push(id);
+                m.last.push(0);
+                m.freq.push(0);
+            }
         }
         dec.finish()?;
         if let Some(e) = order_error {

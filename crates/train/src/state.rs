@@ -54,6 +54,7 @@ pub fn embedding_layer(
             init_scale: opt.init_scale as f32,
             optimizer: optimizer.clone(),
             seed: seed ^ xxhash_rust::xxh3::xxh3_64(name.as_bytes()),
+            lifecycle: Default::default(),
         });
         tables.len() - 1
     };
