@@ -377,6 +377,12 @@ pub struct TrainConfig {
     /// Evaluate every N steps (0 = at the end of each epoch).
     #[serde(default)]
     pub eval_every: u64,
+    /// Also write a resumable checkpoint every N steps (0 = only at evaluations).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    /// Resumable checkpoints kept in OUT/checkpoints (0 = write none).
+    #[serde(default = "d_keep_last")]
+    pub keep_last: usize,
     #[serde(default)]
     pub early_stopping: EarlyStoppingConfig,
 }
@@ -552,6 +558,9 @@ fn d_seed() -> u64 {
     42
 }
 fn d_threads() -> usize {
+    2
+}
+fn d_keep_last() -> usize {
     2
 }
 fn d_lr() -> f64 {

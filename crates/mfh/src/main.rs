@@ -68,6 +68,10 @@ enum Cmd {
         out: PathBuf,
         #[arg(long)]
         seed: Option<u64>,
+        /// Continue an interrupted run from the newest intact checkpoint in
+        /// OUT/checkpoints (same config; starts from the beginning when there is none).
+        #[arg(long)]
+        resume: bool,
         /// Hide the progress bars.
         #[arg(long)]
         quiet: bool,
@@ -207,6 +211,7 @@ fn run(cli: Cli) -> Result<()> {
             model,
             out,
             seed,
+            resume,
             quiet,
         } => {
             let cfg = Config::load(&config)?;
@@ -218,6 +223,7 @@ fn run(cli: Cli) -> Result<()> {
                     seed,
                     progress: !quiet,
                     keep_checkpoints: false,
+                    resume,
                 },
             )?;
             out!("{}", s.report.render_table());
@@ -416,6 +422,7 @@ fn quickstart(out: &Path, raw: Option<PathBuf>) -> Result<()> {
                 seed: None,
                 progress: true,
                 keep_checkpoints: false,
+                resume: false,
             },
         )
         .with_context(|| format!("training `{name}`"))?;

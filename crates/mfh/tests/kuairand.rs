@@ -26,34 +26,6 @@ fn redated_log(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
     (path, n)
 }
 
-/// Prepares the bundled slice into `tmp/data` (with `extra` logs) and applies `edits`
-/// (pairs of text replacements) to its config; returns the config path.
-fn prepared(
-    tmp: &std::path::Path,
-    extra: &[&std::path::Path],
-    edits: &[(&str, &str)],
-) -> std::path::PathBuf {
-    let data = tmp.join("data");
-    let raw = bundled_raw();
-    let mut args = vec!["prepare", "kuairand", "--raw", s(&raw), "--out", s(&data)];
-    for e in extra {
-        args.push("--extra-log");
-        args.push(s(e));
-    }
-    ok(&args);
-    let cfg_path = data.join("kuairand.toml");
-    let mut cfg = std::fs::read_to_string(&cfg_path).unwrap();
-    for (from, to) in edits {
-        assert!(
-            cfg.contains(from),
-            "the bundled config no longer has `{from}`"
-        );
-        cfg = cfg.replace(from, to);
-    }
-    std::fs::write(&cfg_path, cfg).unwrap();
-    cfg_path
-}
-
 #[test]
 fn prepare_train_eval_reproduces_and_reports_test_split() {
     let tmp = tempfile::tempdir().unwrap();

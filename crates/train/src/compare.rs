@@ -194,6 +194,7 @@ fn one_run(
             seed: Some(seed),
             progress,
             keep_checkpoints: cellsel,
+            resume: false,
         },
     )?;
     let mut m = load_model(&model_dir)?;

@@ -5,9 +5,12 @@
 //! Inputs: a checked `mfh_config::Config`. Outputs: a model folder (see [`model_dir`]) and
 //! metric reports (`mfh_metrics::Report`).
 
+mod checkpoint;
 mod evaluate;
 pub mod model_dir;
 mod schedule;
+pub mod serving;
+mod selection;
 mod state;
 mod trainer;
 

@@ -2,9 +2,11 @@
 //! dense optimiser and the embedding rows, evaluate on the valid split each epoch (or every
 //! N steps), keep the best model on disk, stop early when the metric stops improving.
 
+use crate::checkpoint::{self, guard_params, Checkpointer, Progress};
 use crate::evaluate::{evaluate, EvalResult};
 use crate::model_dir::{fresh_state, save_model, SaveInfo};
 use crate::schedule::learning_rate;
+use crate::selection::Selection;
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mfh_config::Config;
@@ -15,6 +17,7 @@ use mfh_nn::{Adam, Module};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+use xxhash_rust::xxh3::xxh3_64;
 
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -26,6 +29,9 @@ pub struct TrainOptions {
     /// Also save the model at every evaluation, to `out/checkpoints/stepN` (for per-cell
     /// checkpoint selection).
     pub keep_checkpoints: bool,
+    /// Continue from the newest intact checkpoint in `out/checkpoints` (see
+    /// [`crate::checkpoint`]); train from the beginning when there is none.
+    pub resume: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -184,28 +190,399 @@ fn bar(total: u64, show: bool) -> ProgressBar {
     pb
 }
 
-/// Trains the chosen model section of `cfg` and saves the best model to `opts.out`.
+/// Trains the chosen model section of `cfg` and saves the best model to `opts.out`;
+/// with `opts.resume`, continues from the newest intact checkpoint in `out/checkpoints`.
 pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let t0 = Instant::now();
     let tc = &cfg.train;
-    let seed = opts.seed.unwrap_or(tc.seed);
     mfh_nn::kernels::init_thread_pool(tc.threads);
     mfh_nn::kernels::set_threads(tc.threads);
     let (model_name, spec) = model_spec(cfg, opts.model.as_deref())?;
-    std::fs::create_dir_all(&opts.out)
-        .with_context(|| format!("{}: cannot create the output folder", opts.out.display()))?;
-    probe_writable(&opts.out)?;
+    prepare_out(&opts.out, tc.keep_last > 0)?;
+    let ckpt_root = checkpoint::root(&opts.out);
+    let restored = if opts.resume {
+        let r = checkpoint::latest(&ckpt_root)?;
+        if r.is_none() {
+            eprintln!(
+                "warning: no checkpoint in {}; training from the beginning",
+                ckpt_root.display()
+            );
+        }
+        r
+    } else {
+        checkpoint::clear(&ckpt_root)?;
+        None
+    };
+    let seed = match &restored {
+        Some(r) => check_resumable(cfg, &model_name, opts.seed, r)?,
+        None => opts.seed.unwrap_or(tc.seed),
+    };
 
     let mut pipeline = Pipeline::new(cfg)?;
     let fit = pipeline
         .fit(&tc.train_split)
         .with_context(|| format!("reading the train split `{}`", tc.train_split))?;
     let transforms = pipeline.transforms.clone();
+    check_trainable(cfg, &transforms, fit.rows_read)?;
+    let transforms_sum = format!(
+        "{:016x}",
+        xxh3_64(serde_json::to_string(&transforms)?.as_bytes())
+    );
+    let layout = pipeline.layout().clone();
+    let pipeline = Arc::new(pipeline);
+    let (mut state, mut adam, mut adam_loss, resumed) = match restored {
+        Some(r) => {
+            if r.trainer.transforms != transforms_sum {
+                bail!(
+                    "{}: the train split `{}` no longer reads as it did when the checkpoint was written (its fitted statistics differ): the data changed; train again without --resume",
+                    r.dir.display(),
+                    tc.train_split
+                );
+            }
+            eprintln!(
+                "resuming from {} (step {})",
+                r.dir.display(),
+                r.trainer.step
+            );
+            (r.state, r.adam, r.adam_loss, Some((r.dir, r.trainer)))
+        }
+        None => (
+            fresh_state(cfg, &layout, spec, seed)?,
+            Adam::<f32>::new(0.9, 0.999, 1e-8, tc.weight_decay),
+            Adam::<f32>::new(0.9, 0.999, 1e-8, 0.0),
+            None,
+        ),
+    };
+    let params = state.net.num_params();
+    let metric = tc.early_stopping.metric.clone();
+    let steps_per_epoch = transforms.rows.div_ceil(tc.batch_size as u64);
+    let total_steps = if tc.max_steps > 0 {
+        tc.max_steps.min(steps_per_epoch * tc.epochs as u64)
+    } else {
+        steps_per_epoch * tc.epochs as u64
+    };
+
+    let mut sel = Selection {
+        metric: metric.clone(),
+        patience: tc.early_stopping.patience,
+        best: None,
+        since_best: 0,
+        last_report: Report::default(),
+        empty_warned: false,
+        out: opts.out.clone(),
+        checkpoints: opts.keep_checkpoints.then(|| opts.out.join("checkpoints")),
+        history: Vec::new(),
+    };
+    let mut ck = Checkpointer {
+        root: ckpt_root,
+        keep_last: tc.keep_last,
+        model_name: &model_name,
+        seed,
+        config: checkpoint::config_fingerprint(cfg),
+        transforms: transforms_sum,
+        last: None,
+    };
+    let mut p = Progress::default();
+    let mut skipped = mfh_data::SkipCounts::default();
+    // Where the resumed epoch picks up: batches to skip, and the loop's flags then.
+    let mut resume_at: Option<(u64, bool, bool)> = None;
+    if let Some((dir, t)) = resumed {
+        sel.restore(&t.selection);
+        for (k, n, ex) in &t.skipped {
+            skipped.by_kind.insert(k.clone(), (*n, ex.clone()));
+        }
+        p = Progress {
+            step: t.step,
+            epoch: t.epoch,
+            batches_done: t.batches_done,
+            evaluated_now: t.evaluated_now,
+            stop: t.stop,
+            finished: t.finished,
+            loss_ema: t.loss_ema.map(f64::from_bits),
+            seen: t.seen,
+        };
+        resume_at = Some((t.batches_done, t.evaluated_now, t.stop));
+        ck.last = Some(dir);
+    }
+    let mut train_time = 0.0;
+    let mut save = |state: &mut crate::ModelState,
+                    step: u64,
+                    value: Option<f64>,
+                    res: &EvalResult,
+                    dir: &Path| {
+        save_best(
+            cfg,
+            &model_name,
+            &layout,
+            &transforms,
+            seed,
+            step,
+            &metric,
+            value,
+            res,
+            state,
+            dir,
+        )
+    };
+    let checkpoint = |ck: &mut Checkpointer,
+                      state: &mut crate::ModelState,
+                      adam: &Adam<f32>,
+                      adam_loss: &Adam<f32>,
+                      sel: &Selection,
+                      skipped: &mfh_data::SkipCounts,
+                      p: &Progress| {
+        ck.save(
+            cfg,
+            &layout,
+            &transforms,
+            &metric,
+            state,
+            (adam, adam_loss),
+            sel,
+            skipped,
+            p,
+        )
+    };
+    eprintln!(
+        "training `{model_name}` ({params} dense parameters) on {} rows × {} epochs, {} tasks",
+        transforms.rows,
+        tc.epochs,
+        state.grid.n_tasks()
+    );
+    let start_epoch = if p.finished { tc.epochs } else { p.epoch };
+    'epochs: for epoch in start_epoch..tc.epochs {
+        p.epoch = epoch;
+        let (skip, mut evaluated_at, mut stop) = match resume_at.take() {
+            Some((b, ev, stop)) => (b, if ev { p.step } else { u64::MAX }, stop),
+            None => (0, u64::MAX, false),
+        };
+        p.batches_done = skip;
+        let pb = bar(transforms.rows, opts.progress);
+        pb.set_prefix(format!("epoch {}/{}", epoch + 1, tc.epochs));
+        let stream_opts = StreamOptions {
+            batch_size: tc.batch_size,
+            shuffle_buffer: tc.shuffle_buffer,
+            seed: seed.wrapping_add(epoch as u64 * 0x9e37_79b9),
+            prefetch: 4,
+        };
+        // A run resumed after its batch loop stopped early does not read the epoch again
+        // (the uninterrupted run did not finish reading it either).
+        let mut stream = if stop {
+            None
+        } else {
+            Some(pipeline.stream(&tc.train_split, stream_opts)?)
+        };
+        let mut te = Instant::now();
+        let mut to_skip = skip;
+        for batch in stream.iter_mut().flatten() {
+            let mut batch = batch?;
+            if to_skip > 0 {
+                // Already trained on before the checkpoint this run resumed from.
+                to_skip -= 1;
+                pb.inc(batch.n as u64);
+                te = Instant::now();
+                continue;
+            }
+            let step = p.step;
+            let lr = learning_rate(&tc.schedule, tc.lr, step, total_steps) as f32;
+            state.net.zero_grad();
+            state.loss.zero_grad();
+            let lv = state.train_step(&mut batch, step + 1);
+            if !lv.loss.is_finite() {
+                bail!(
+                    "training diverged at step {}: the loss became {} (try a lower train.lr or train.embedding.lr); {}",
+                    step + 1,
+                    lv.loss,
+                    ck.last_good()
+                );
+            }
+            adam.step(state.net.as_mut(), lr);
+            // Uncertainty weighting's log-variances (no parameters otherwise).
+            adam_loss.step(&mut state.loss, lr);
+            p.step += 1;
+            p.batches_done += 1;
+            p.seen += batch.n as u64;
+            p.loss_ema = Some(match p.loss_ema {
+                None => lv.loss,
+                Some(e) => 0.98 * e + 0.02 * lv.loss,
+            });
+            let step = p.step;
+            pb.inc(batch.n as u64);
+            if step.is_multiple_of(20) {
+                pb.set_message(format!("loss {:.4}", p.loss_ema.unwrap_or(0.0)));
+            }
+            p.evaluated_now = false;
+            if tc.eval_every > 0 && step.is_multiple_of(tc.eval_every) {
+                train_time += te.elapsed().as_secs_f64();
+                guard_params(&mut state, step, &ck)?;
+                let res = evaluate(&mut state, &pipeline, &tc.valid_split, tc.batch_size)?;
+                pb.suspend(|| {
+                    log_eval(
+                        epoch,
+                        step,
+                        p.loss_ema,
+                        &tc.valid_split,
+                        &res,
+                        &metric,
+                        &state.grid,
+                    )
+                });
+                stop = sel.update(&mut state, step, res, &mut save)?;
+                evaluated_at = step;
+                p.evaluated_now = true;
+                te = Instant::now();
+            }
+            if tc.max_steps > 0 && step >= tc.max_steps {
+                stop = true;
+            }
+            let every = tc.checkpoint_every > 0 && step.is_multiple_of(tc.checkpoint_every);
+            if every || p.evaluated_now {
+                p.stop = stop;
+                pb.suspend(|| {
+                    checkpoint(&mut ck, &mut state, &adam, &adam_loss, &sel, &skipped, &p)
+                })?;
+                te = Instant::now();
+            }
+            if stop {
+                break;
+            }
+        }
+        if evaluated_at != p.step {
+            train_time += te.elapsed().as_secs_f64();
+        }
+        if let Some(s) = stream.as_ref().and_then(|s| s.stats()) {
+            skipped.merge(&s.skipped);
+        }
+        drop(stream);
+        pb.finish_and_clear();
+        if evaluated_at != p.step {
+            guard_params(&mut state, p.step, &ck)?;
+            let res = evaluate(&mut state, &pipeline, &tc.valid_split, tc.batch_size)?;
+            log_eval(
+                epoch,
+                p.step,
+                p.loss_ema,
+                &tc.valid_split,
+                &res,
+                &metric,
+                &state.grid,
+            );
+            stop |= sel.update(&mut state, p.step, res, &mut save)?;
+            let after = Progress {
+                epoch: epoch + 1,
+                batches_done: 0,
+                evaluated_now: true,
+                stop: false,
+                finished: stop,
+                ..p.clone()
+            };
+            checkpoint(
+                &mut ck, &mut state, &adam, &adam_loss, &sel, &skipped, &after,
+            )?;
+        }
+        if stop {
+            break 'epochs;
+        }
+    }
+    let Selection {
+        best,
+        last_report,
+        history,
+        ..
+    } = sel;
+    let (best_value, best_step, report) = best
+        .map(|(v, s, r)| (Some(v).filter(|x| x.is_finite()), s, r))
+        .unwrap_or((None, 0, last_report));
+    if skipped.total() > 0 {
+        eprintln!("skipped rows (on_error = \"skip\"):\n{}", skipped.report());
+    }
+    Ok(TrainSummary {
+        model_name,
+        params,
+        steps: p.step,
+        best_step,
+        best_value,
+        metric,
+        report,
+        train_rows: transforms.rows,
+        seconds: t0.elapsed().as_secs_f64(),
+        samples_per_sec: if train_time > 0.0 {
+            p.seen as f64 / train_time
+        } else {
+            0.0
+        },
+        skipped,
+        history,
+    })
+}
+
+/// Creates the output folder (and the checkpoint folder) and checks that both take files,
+/// so that a bad `--out` fails before the first pass over the data.
+fn prepare_out(out: &Path, checkpoints: bool) -> Result<()> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("{}: cannot create the output folder", out.display()))?;
+    probe_writable(out)?;
+    if checkpoints {
+        let root = checkpoint::root(out);
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("{}: cannot create the checkpoint folder", root.display()))?;
+        probe_writable(&root)?;
+    }
+    Ok(())
+}
+
+/// Refuses a checkpoint that would not continue the same run; returns its seed.
+fn check_resumable(
+    cfg: &Config,
+    model_name: &str,
+    seed: Option<u64>,
+    r: &checkpoint::Restored,
+) -> Result<u64> {
+    let t = &r.trainer;
+    if t.model_name != model_name {
+        bail!(
+            "{}: the checkpoint trains model section `{}`, not `{model_name}` (pass --model {})",
+            r.dir.display(),
+            t.model_name,
+            t.model_name
+        );
+    }
+    if let Some(s) = seed.filter(|&s| s != t.seed) {
+        bail!(
+            "{}: the checkpoint was trained with seed {}, not {s}",
+            r.dir.display(),
+            t.seed
+        );
+    }
+    let now = checkpoint::config_fingerprint(cfg);
+    if now != t.config {
+        let diff = now
+            .lines()
+            .zip(t.config.lines())
+            .find(|(a, b)| a != b)
+            .map(|(a, b)| format!("now `{a}`, then `{b}`"))
+            .unwrap_or_else(|| "a key was added or removed".into());
+        bail!(
+            "{}: the config differs from the one the checkpoint was trained with ({diff}); only train.checkpoint_every and train.keep_last may change on resume",
+            r.dir.display()
+        );
+    }
+    Ok(t.seed)
+}
+
+/// Refuses a train split that cannot be learned from: empty, a behaviour without labels,
+/// a funnel the data contradicts.
+fn check_trainable(
+    cfg: &Config,
+    transforms: &mfh_data::FittedTransforms,
+    rows_read: u64,
+) -> Result<()> {
+    let tc = &cfg.train;
     if transforms.rows == 0 {
         bail!(
             "the train split `{}` is empty: no row matches it ({} rows read)",
             tc.train_split,
-            fit.rows_read
+            rows_read
         );
     }
     for b in &cfg.behaviours {
@@ -232,182 +609,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             );
         }
     }
-    let layout = pipeline.layout().clone();
-    let pipeline = Arc::new(pipeline);
-    let mut state = fresh_state(cfg, &layout, spec, seed)?;
-    let params = state.net.num_params();
-    let mut adam = Adam::<f32>::new(0.9, 0.999, 1e-8, tc.weight_decay);
-    let mut adam_loss = Adam::<f32>::new(0.9, 0.999, 1e-8, 0.0);
-    let metric = tc.early_stopping.metric.clone();
-    let steps_per_epoch = transforms.rows.div_ceil(tc.batch_size as u64);
-    let total_steps = if tc.max_steps > 0 {
-        tc.max_steps.min(steps_per_epoch * tc.epochs as u64)
-    } else {
-        steps_per_epoch * tc.epochs as u64
-    };
-
-    let mut step = 0u64;
-    let mut sel = Selection {
-        metric: metric.clone(),
-        patience: tc.early_stopping.patience,
-        best: None,
-        since_best: 0,
-        last_report: Report::default(),
-        empty_warned: false,
-        out: opts.out.clone(),
-        checkpoints: opts.keep_checkpoints.then(|| opts.out.join("checkpoints")),
-        history: Vec::new(),
-    };
-    let mut seen = 0u64;
-    let mut train_time = 0.0;
-    let mut skipped = mfh_data::SkipCounts::default();
-    let mut save = |state: &mut crate::ModelState,
-                    step: u64,
-                    value: Option<f64>,
-                    res: &EvalResult,
-                    dir: &Path| {
-        save_best(
-            cfg,
-            &model_name,
-            &layout,
-            &transforms,
-            seed,
-            step,
-            &metric,
-            value,
-            res,
-            state,
-            dir,
-        )
-    };
-    eprintln!(
-        "training `{model_name}` ({params} dense parameters) on {} rows × {} epochs, {} tasks",
-        transforms.rows,
-        tc.epochs,
-        state.grid.n_tasks()
-    );
-    'epochs: for epoch in 0..tc.epochs {
-        let pb = bar(transforms.rows, opts.progress);
-        pb.set_prefix(format!("epoch {}/{}", epoch + 1, tc.epochs));
-        let stream_opts = StreamOptions {
-            batch_size: tc.batch_size,
-            shuffle_buffer: tc.shuffle_buffer,
-            seed: seed.wrapping_add(epoch as u64 * 0x9e37_79b9),
-            prefetch: 4,
-        };
-        let mut stream = pipeline.stream(&tc.train_split, stream_opts)?;
-        let mut loss_ema = None::<f64>;
-        let mut te = Instant::now();
-        let mut evaluated_at = u64::MAX;
-        let mut stop = false;
-        for batch in stream.by_ref() {
-            let mut batch = batch?;
-            let lr = learning_rate(&tc.schedule, tc.lr, step, total_steps) as f32;
-            state.net.zero_grad();
-            state.loss.zero_grad();
-            let lv = state.train_step(&mut batch, step + 1);
-            if !lv.loss.is_finite() {
-                bail!(
-                    "the loss became {} at step {}; the last saved model in {} is intact",
-                    lv.loss,
-                    step + 1,
-                    opts.out.display()
-                );
-            }
-            adam.step(state.net.as_mut(), lr);
-            // Uncertainty weighting's log-variances (no parameters otherwise).
-            adam_loss.step(&mut state.loss, lr);
-            step += 1;
-            seen += batch.n as u64;
-            loss_ema = Some(match loss_ema {
-                None => lv.loss,
-                Some(e) => 0.98 * e + 0.02 * lv.loss,
-            });
-            pb.inc(batch.n as u64);
-            if step.is_multiple_of(20) {
-                pb.set_message(format!("loss {:.4}", loss_ema.unwrap_or(0.0)));
-            }
-            if tc.eval_every > 0 && step.is_multiple_of(tc.eval_every) {
-                train_time += te.elapsed().as_secs_f64();
-                let res = evaluate(&mut state, &pipeline, &tc.valid_split, tc.batch_size)?;
-                pb.suspend(|| {
-                    log_eval(
-                        epoch,
-                        step,
-                        loss_ema,
-                        &tc.valid_split,
-                        &res,
-                        &metric,
-                        &state.grid,
-                    )
-                });
-                stop = sel.update(&mut state, step, res, &mut save)?;
-                evaluated_at = step;
-                te = Instant::now();
-                if stop {
-                    break;
-                }
-            }
-            if tc.max_steps > 0 && step >= tc.max_steps {
-                stop = true;
-                break;
-            }
-        }
-        if evaluated_at != step {
-            train_time += te.elapsed().as_secs_f64();
-        }
-        if let Some(s) = stream.stats() {
-            skipped.merge(&s.skipped);
-        }
-        drop(stream);
-        pb.finish_and_clear();
-        if evaluated_at != step {
-            let res = evaluate(&mut state, &pipeline, &tc.valid_split, tc.batch_size)?;
-            log_eval(
-                epoch,
-                step,
-                loss_ema,
-                &tc.valid_split,
-                &res,
-                &metric,
-                &state.grid,
-            );
-            stop |= sel.update(&mut state, step, res, &mut save)?;
-        }
-        if stop {
-            break 'epochs;
-        }
-    }
-    let Selection {
-        best,
-        last_report,
-        history,
-        ..
-    } = sel;
-    let (best_value, best_step, report) = best
-        .map(|(v, s, r)| (Some(v).filter(|x| x.is_finite()), s, r))
-        .unwrap_or((None, 0, last_report));
-    if skipped.total() > 0 {
-        eprintln!("skipped rows (on_error = \"skip\"):\n{}", skipped.report());
-    }
-    Ok(TrainSummary {
-        model_name,
-        params,
-        steps: step,
-        best_step,
-        best_value,
-        metric,
-        report,
-        train_rows: transforms.rows,
-        seconds: t0.elapsed().as_secs_f64(),
-        samples_per_sec: if train_time > 0.0 {
-            seen as f64 / train_time
-        } else {
-            0.0
-        },
-        skipped,
-        history,
-    })
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -465,73 +667,4 @@ fn log_eval(
             .map(|v| format!("{v:.4}"))
             .unwrap_or_else(|| "-".into())
     );
-}
-
-/// Saves the model at a step with its selection value and metrics.
-type SaveFn<'a> =
-    dyn FnMut(&mut crate::ModelState, u64, Option<f64>, &EvalResult, &Path) -> Result<()> + 'a;
-
-/// Model selection on the valid split: keeps the best value, saves on improvement, and
-/// says when patience has run out.
-struct Selection {
-    metric: String,
-    patience: usize,
-    best: Option<(f64, u64, Report)>,
-    since_best: usize,
-    last_report: Report,
-    empty_warned: bool,
-    /// Where the best model goes.
-    out: PathBuf,
-    /// Where every evaluation's model goes, when kept.
-    checkpoints: Option<PathBuf>,
-    /// The selection split's report at every evaluation.
-    history: Vec<(u64, Report)>,
-}
-
-impl Selection {
-    /// Returns true when training should stop early.
-    fn update(
-        &mut self,
-        state: &mut crate::ModelState,
-        step: u64,
-        res: EvalResult,
-        save: &mut SaveFn,
-    ) -> Result<bool> {
-        let (value, higher) = res.metric(&self.metric, &state.grid);
-        self.history.push((step, res.report.clone()));
-        if let Some(dir) = &self.checkpoints {
-            save(state, step, value, &res, &dir.join(format!("step{step}")))?;
-        }
-        if res.rows == 0 && !self.empty_warned {
-            eprintln!("warning: the selection split is empty; keeping the last model");
-            self.empty_warned = true;
-        }
-        let improved = match (&self.best, value) {
-            (None, _) => true,
-            (Some((b, _, _)), Some(v)) => {
-                if higher {
-                    v > *b
-                } else {
-                    v < *b
-                }
-            }
-            (Some(_), None) => res.rows == 0,
-        };
-        self.last_report = res.report.clone();
-        if improved {
-            save(state, step, value, &res, &self.out)?;
-            self.best = Some((value.unwrap_or(f64::NAN), step, res.report));
-            self.since_best = 0;
-            return Ok(false);
-        }
-        self.since_best += 1;
-        if self.patience > 0 && self.since_best >= self.patience {
-            eprintln!(
-                "early stop: {} has not improved for {} evaluation(s)",
-                self.metric, self.since_best
-            );
-            return Ok(true);
-        }
-        Ok(false)
-    }
 }

@@ -1,0 +1,558 @@
+//! Resumable checkpoints: everything the training loop needs to continue exactly where it
+//! stopped, so that a killed run resumed with `mfh train --resume` ends with the same model
+//! as an uninterrupted one (same seed and thread count).
+//!
+//! A checkpoint is a folder `OUT/checkpoints/ckpt-<step>`: a complete model folder (see
+//! [`crate::model_dir`]: dense parameters and buffers, embedding rows with their row
+//! optimiser state), plus `optimizer.bin` (the dense Adam moments and step counts),
+//! `trainer.json` (reader position, selection and early-stopping state, history, skip
+//! counts) and `checkpoint.json` (the xxh3 of every other file), written last. The folder
+//! is written under a temporary name, every file and the folder fsynced, then renamed
+//! into place; only then are checkpoints beyond the last K removed, so a crash or a
+//! failed write never touches the previous checkpoint.
+//!
+//! There is no random state to save besides the seed: embedding rows are initialised from
+//! (seed, table, ID), and each epoch's shuffle from (seed, epoch). The reader position is
+//! restored by streaming the epoch again and skipping the batches already trained on.
+
+use crate::model_dir::{load_model, save_model, write_atomic, SaveInfo};
+use crate::state::ModelState;
+use anyhow::{anyhow, bail, Context, Result};
+use mfh_config::Config;
+use mfh_metrics::{MetricRecord, Report};
+use mfh_nn::Adam;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use xxhash_rust::xxh3::xxh3_64;
+
+const PREFIX: &str = "ckpt-";
+const OPT_MAGIC: &[u8; 8] = b"MFHOPTS1";
+pub(crate) const TRAINER_FORMAT: u32 = 1;
+
+/// Where the training loop stands, and what model selection has seen so far.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LoopState {
+    pub format_version: u32,
+    pub model_name: String,
+    pub seed: u64,
+    /// The resolved config with the checkpoint keys blanked: a resume under another
+    /// config would not continue the same run.
+    pub config: String,
+    /// xxh3 of the fitted transforms' JSON: the train split must read the same.
+    pub transforms: String,
+    /// Optimiser steps taken.
+    pub step: u64,
+    /// The epoch being trained, and how many of its batches were trained on.
+    pub epoch: usize,
+    pub batches_done: u64,
+    /// The valid split was evaluated after the last step.
+    pub evaluated_now: bool,
+    /// The epoch's batch loop stops here (early stop or `max_steps`).
+    pub stop: bool,
+    /// Training is over (early stop at an end-of-epoch evaluation).
+    pub finished: bool,
+    /// Train-loss moving average (for the logs), as f64 bits.
+    pub loss_ema: Option<u64>,
+    /// Rows seen (for samples/s).
+    pub seen: u64,
+    /// Rows skipped (`on_error = "skip"`) in the completed epochs: kind, count, example.
+    pub skipped: Vec<(String, u64, String)>,
+    pub selection: SelectionState,
+}
+
+/// The part of model selection that changes during training.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SelectionState {
+    /// Best value (f64 bits; NaN when undefined), its step and report.
+    pub best: Option<(u64, u64, Vec<MetricRecord>)>,
+    pub since_best: usize,
+    pub last_report: Vec<MetricRecord>,
+    pub empty_warned: bool,
+    pub history: Vec<(u64, Vec<MetricRecord>)>,
+}
+
+impl SelectionState {
+    pub fn best(&self) -> Option<(f64, u64, Report)> {
+        self.best
+            .as_ref()
+            .map(|(v, s, r)| (f64::from_bits(*v), *s, Report::new(r.clone())))
+    }
+    pub fn history(&self) -> Vec<(u64, Report)> {
+        self.history
+            .iter()
+            .map(|(s, r)| (*s, Report::new(r.clone())))
+            .collect()
+    }
+}
+
+/// The resolved config as a resume compares it: checkpoint keys do not change the run.
+pub(crate) fn config_fingerprint(cfg: &mfh_config::Config) -> String {
+    let mut c = cfg.clone();
+    c.train.checkpoint_every = 0;
+    c.train.keep_last = 0;
+    c.to_toml_string()
+}
+
+/// A checkpoint read back and verified.
+pub(crate) struct Restored {
+    pub dir: PathBuf,
+    pub state: ModelState,
+    pub adam: Adam<f32>,
+    pub adam_loss: Adam<f32>,
+    pub trainer: LoopState,
+}
+
+pub(crate) fn root(out: &Path) -> PathBuf {
+    out.join("checkpoints")
+}
+
+fn name(step: u64) -> String {
+    format!("{PREFIX}{step:012}")
+}
+
+/// Checkpoint folders under `root`, oldest first.
+pub(crate) fn list(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut v = Vec::new();
+    let rd = match std::fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot list", root.display())),
+    };
+    for e in rd {
+        let e = e.with_context(|| format!("{}: cannot list", root.display()))?;
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(PREFIX) && e.path().is_dir() {
+            v.push(e.path());
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// Removes the checkpoints (and unfinished temporary ones) of an earlier run in `root`.
+pub(crate) fn clear(root: &Path) -> Result<()> {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let ours = n.starts_with(PREFIX) || (n.starts_with(".ckpt-") && n.ends_with(".tmp"));
+        if ours && e.path().is_dir() {
+            std::fs::remove_dir_all(e.path())
+                .with_context(|| format!("{}: cannot remove", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn put_adam(out: &mut Vec<u8>, a: &Adam<f32>) {
+    let (step, m, v) = a.state();
+    out.extend_from_slice(&step.to_le_bytes());
+    out.extend_from_slice(&(m.len() as u64).to_le_bytes());
+    for (m, v) in m.iter().zip(v) {
+        out.extend_from_slice(&(m.len() as u64).to_le_bytes());
+        for x in m.iter().chain(v) {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+}
+
+fn optimizer_bytes(adam: &Adam<f32>, adam_loss: &Adam<f32>) -> Vec<u8> {
+    let mut out = OPT_MAGIC.to_vec();
+    put_adam(&mut out, adam);
+    put_adam(&mut out, adam_loss);
+    let sum = xxh3_64(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out
+}
+
+type AdamState = (u64, Vec<Vec<f32>>, Vec<Vec<f32>>);
+
+fn parse_optimizer(bytes: &[u8]) -> Result<(AdamState, AdamState), String> {
+    if bytes.len() < 16 || &bytes[..8] != OPT_MAGIC {
+        return Err("not an mfh optimizer-state file (bad magic)".into());
+    }
+    let (body, tail) = bytes.split_at(bytes.len() - 8);
+    if xxh3_64(body).to_le_bytes() != tail {
+        return Err("checksum mismatch: the file is corrupt or truncated".into());
+    }
+    let mut pos = 8;
+    let u64_at = |pos: &mut usize| -> Result<u64, String> {
+        let b = body.get(*pos..*pos + 8).ok_or("truncated")?;
+        *pos += 8;
+        Ok(u64::from_le_bytes(b.try_into().unwrap()))
+    };
+    let one = |pos: &mut usize| -> Result<AdamState, String> {
+        let step = u64_at(pos)?;
+        let n = u64_at(pos)? as usize;
+        let (mut m, mut v) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let len = u64_at(pos)? as usize;
+            let bytes = len.checked_mul(8).ok_or("bad length")?;
+            let raw = body.get(*pos..*pos + bytes).ok_or("truncated")?;
+            *pos += bytes;
+            let f: Vec<f32> = raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            m.push(f[..len].to_vec());
+            v.push(f[len..].to_vec());
+        }
+        Ok((step, m, v))
+    };
+    let a = one(&mut pos)?;
+    let b = one(&mut pos)?;
+    if pos != body.len() {
+        return Err("trailing bytes".into());
+    }
+    Ok((a, b))
+}
+
+/// Writes a checkpoint of `step` under `root` and keeps the newest `keep_last`.
+/// Returns its folder. On failure the previous checkpoints are left as they were.
+pub(crate) fn write(
+    root: &Path,
+    state: &mut ModelState,
+    info: &SaveInfo,
+    adam: &Adam<f32>,
+    adam_loss: &Adam<f32>,
+    trainer: &LoopState,
+    keep_last: usize,
+) -> Result<PathBuf> {
+    let name = name(trainer.step);
+    let tmp = root.join(format!(".{name}.tmp"));
+    let dst = root.join(&name);
+    let res = (|| -> Result<()> {
+        if tmp.is_dir() {
+            std::fs::remove_dir_all(&tmp)
+                .with_context(|| format!("{}: cannot remove", tmp.display()))?;
+        }
+        save_model(&tmp, state, info)?;
+        write_atomic(&tmp, "optimizer.bin", &optimizer_bytes(adam, adam_loss))?;
+        write_atomic(&tmp, "trainer.json", &serde_json::to_vec_pretty(trainer)?)?;
+        let mut sums = BTreeMap::new();
+        for f in [
+            "config.toml",
+            "transforms.json",
+            "dense.bin",
+            "embeddings.bin",
+            "metrics.json",
+            "model.json",
+            "optimizer.bin",
+            "trainer.json",
+        ] {
+            let p = tmp.join(f);
+            let b =
+                std::fs::read(&p).with_context(|| format!("{}: cannot read back", p.display()))?;
+            sums.insert(f.to_string(), format!("{:016x}", xxh3_64(&b)));
+        }
+        write_atomic(&tmp, "checkpoint.json", &serde_json::to_vec_pretty(&sums)?)?;
+        if dst.is_dir() {
+            std::fs::remove_dir_all(&dst)
+                .with_context(|| format!("{}: cannot replace", dst.display()))?;
+        }
+        std::fs::rename(&tmp, &dst)
+            .with_context(|| format!("{}: cannot rename to {}", tmp.display(), dst.display()))?;
+        sync_dir(root);
+        Ok(())
+    })();
+    if let Err(e) = res {
+        if tmp.is_dir() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        return Err(e.context(format!(
+            "cannot write the checkpoint of step {} to {}",
+            trainer.step,
+            dst.display()
+        )));
+    }
+    let all = list(root)?;
+    if all.len() > keep_last {
+        for old in &all[..all.len() - keep_last] {
+            std::fs::remove_dir_all(old)
+                .with_context(|| format!("{}: cannot remove an old checkpoint", old.display()))?;
+        }
+        sync_dir(root);
+    }
+    Ok(dst)
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Reads and verifies one checkpoint folder.
+pub(crate) fn read(dir: &Path) -> Result<Restored> {
+    let sums_path = dir.join("checkpoint.json");
+    let sums: BTreeMap<String, String> = serde_json::from_slice(
+        &std::fs::read(&sums_path)
+            .with_context(|| format!("{}: cannot read", sums_path.display()))?,
+    )
+    .with_context(|| format!("{}: cannot parse", sums_path.display()))?;
+    for (f, want) in &sums {
+        let p = dir.join(f);
+        let b = std::fs::read(&p).with_context(|| format!("{}: cannot read", p.display()))?;
+        let got = format!("{:016x}", xxh3_64(&b));
+        if &got != want {
+            bail!(
+                "{}: checksum {got} does not match checkpoint.json's {want}",
+                p.display()
+            );
+        }
+    }
+    for f in ["optimizer.bin", "trainer.json"] {
+        if !sums.contains_key(f) {
+            bail!("{}: does not list {f}", sums_path.display());
+        }
+    }
+    let trainer: LoopState = serde_json::from_slice(&std::fs::read(dir.join("trainer.json"))?)
+        .with_context(|| format!("{}: cannot parse", dir.join("trainer.json").display()))?;
+    if trainer.format_version != TRAINER_FORMAT {
+        bail!(
+            "{}: format version {} but this mfh reads version {TRAINER_FORMAT}",
+            dir.join("trainer.json").display(),
+            trainer.format_version
+        );
+    }
+    let mut m = load_model(dir)?;
+    let opt_path = dir.join("optimizer.bin");
+    let (a, b) = parse_optimizer(&std::fs::read(&opt_path)?)
+        .map_err(|e| anyhow!("{}: {e}", opt_path.display()))?;
+    let mut adam = Adam::<f32>::new(0.9, 0.999, 1e-8, m.config.train.weight_decay);
+    let mut adam_loss = Adam::<f32>::new(0.9, 0.999, 1e-8, 0.0);
+    if a.0 > 0 {
+        adam.set_state(m.state.net.as_mut(), a.0, a.1, a.2)
+            .map_err(|e| anyhow!("{}: {e}", opt_path.display()))?;
+    }
+    if b.0 > 0 {
+        adam_loss
+            .set_state(&mut m.state.loss, b.0, b.1, b.2)
+            .map_err(|e| anyhow!("{}: {e}", opt_path.display()))?;
+    }
+    Ok(Restored {
+        dir: dir.to_path_buf(),
+        state: m.state,
+        adam,
+        adam_loss,
+        trainer,
+    })
+}
+
+/// The newest checkpoint under `root` that verifies, falling back to older ones (and
+/// saying why); `None` when there is none. Fails when every checkpoint is unusable.
+pub(crate) fn latest(root: &Path) -> Result<Option<Restored>> {
+    let all = list(root)?;
+    let mut problems = Vec::new();
+    for dir in all.iter().rev() {
+        match read(dir) {
+            Ok(r) => {
+                if !problems.is_empty() {
+                    eprintln!("resuming from the previous checkpoint {}", dir.display());
+                }
+                return Ok(Some(r));
+            }
+            Err(e) => {
+                eprintln!("warning: checkpoint {} is unusable: {e:#}", dir.display());
+                problems.push(format!("{}: {e:#}", dir.display()));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(None)
+    } else {
+        bail!(
+            "no usable checkpoint in {}:\n  {}",
+            root.display(),
+            problems.join("\n  ")
+        )
+    }
+}
+
+/// The first non-finite dense parameter, by name.
+pub(crate) fn non_finite_param(state: &mut ModelState) -> Option<String> {
+    use mfh_nn::Module;
+    let mut bad = None;
+    let mut check = |name: &str, p: &[f32]| {
+        if bad.is_none() && !p.iter().all(|x| x.is_finite()) {
+            bad = Some(name.to_string());
+        }
+    };
+    state.net.visit_params("", &mut |n, p, _| check(n, p));
+    state.loss.visit_params("loss.", &mut |n, p, _| check(n, p));
+    bad
+}
+
+/// Stops a run whose dense parameters are no longer finite, before it is evaluated or
+/// checkpointed.
+pub(crate) fn guard_params(state: &mut ModelState, step: u64, ck: &Checkpointer) -> Result<()> {
+    if let Some(name) = non_finite_param(state) {
+        bail!(
+            "training diverged by step {step}: dense parameter `{name}` is no longer finite (try a lower train.lr or train.embedding.lr); {}",
+            ck.last_good()
+        );
+    }
+    Ok(())
+}
+
+/// Where the loop stands, as a checkpoint records it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Progress {
+    pub step: u64,
+    pub epoch: usize,
+    pub batches_done: u64,
+    pub evaluated_now: bool,
+    pub stop: bool,
+    pub finished: bool,
+    pub loss_ema: Option<f64>,
+    pub seen: u64,
+}
+
+/// Writes resumable checkpoints and remembers the last good one.
+pub(crate) struct Checkpointer<'a> {
+    pub root: PathBuf,
+    pub keep_last: usize,
+    pub model_name: &'a str,
+    pub seed: u64,
+    pub config: String,
+    pub transforms: String,
+    /// The newest checkpoint written or resumed from.
+    pub last: Option<PathBuf>,
+}
+
+impl Checkpointer<'_> {
+    pub fn last_good(&self) -> String {
+        match &self.last {
+            Some(d) => format!(
+                "the last good checkpoint, {}, is intact (`mfh eval --model-dir` loads it)",
+                d.display()
+            ),
+            None => "no checkpoint had been written yet".into(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn save(
+        &mut self,
+        cfg: &Config,
+        layout: &mfh_data::FieldLayout,
+        transforms: &mfh_data::FittedTransforms,
+        metric: &str,
+        state: &mut ModelState,
+        (adam, adam_loss): (&Adam<f32>, &Adam<f32>),
+        sel: &crate::selection::Selection,
+        skipped: &mfh_data::SkipCounts,
+        p: &Progress,
+    ) -> Result<()> {
+        if self.keep_last == 0 {
+            return Ok(());
+        }
+        guard_params(state, p.step, self)?;
+        let loop_state = LoopState {
+            format_version: TRAINER_FORMAT,
+            model_name: self.model_name.to_string(),
+            seed: self.seed,
+            config: self.config.clone(),
+            transforms: self.transforms.clone(),
+            step: p.step,
+            epoch: p.epoch,
+            batches_done: p.batches_done,
+            evaluated_now: p.evaluated_now,
+            stop: p.stop,
+            finished: p.finished,
+            loss_ema: p.loss_ema.map(f64::to_bits),
+            seen: p.seen,
+            skipped: skipped
+                .by_kind
+                .iter()
+                .map(|(k, (n, ex))| (k.clone(), *n, ex.clone()))
+                .collect(),
+            selection: sel.snapshot(),
+        };
+        let metrics_json = sel.last_report.to_json();
+        let info = SaveInfo {
+            cfg,
+            model_name: self.model_name,
+            layout,
+            transforms,
+            seed: self.seed,
+            step: p.step,
+            selection_split: &cfg.train.valid_split,
+            selection_metric: metric,
+            selection_value: None,
+            metrics_json: &metrics_json,
+        };
+        let dir = write(
+            &self.root,
+            state,
+            &info,
+            adam,
+            adam_loss,
+            &loop_state,
+            self.keep_last,
+        )
+        .map_err(|e| {
+            let prev = match &self.last {
+                Some(d) => format!("the previous checkpoint, {}, is intact", d.display()),
+                None => "there is no previous checkpoint".into(),
+            };
+            e.context(format!("training stopped at step {}; {prev}", p.step))
+        })?;
+        self.last = Some(dir);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optimizer_state_round_trips_and_detects_corruption() {
+        let mut a = Adam::<f32>::new(0.9, 0.999, 1e-8, 0.0);
+        let b = Adam::<f32>::new(0.9, 0.999, 1e-8, 0.0);
+        let mut lin = mfh_nn::Linear::<f32>::new(
+            3,
+            2,
+            mfh_nn::Activation::Identity,
+            &mut mfh_nn::Rng::new(1),
+        );
+        use mfh_nn::Module;
+        lin.visit_params("", &mut |_, _, g| g.fill(0.5));
+        a.step(&mut lin, 0.1);
+        let bytes = optimizer_bytes(&a, &b);
+        let ((s, m, v), (s2, m2, _)) = parse_optimizer(&bytes).unwrap();
+        let (s0, m0, v0) = a.state();
+        assert_eq!((s, m.as_slice(), v.as_slice()), (s0, m0, v0));
+        assert_eq!((s2, m2.len()), (0, 0));
+        let mut bad = bytes.clone();
+        bad[20] ^= 1;
+        assert!(parse_optimizer(&bad).unwrap_err().contains("checksum"));
+        assert!(parse_optimizer(&bytes[..bytes.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn reports_round_trip_exactly_through_json() {
+        let r = MetricRecord {
+            split: "valid".into(),
+            behaviour: "click".into(),
+            cell: "all".into(),
+            metric: "auc".into(),
+            value: Some(0.123_456_789_012_345_68),
+            n: 3,
+            positives: 1,
+            missing: 0,
+        };
+        let mut recs = vec![r.clone()];
+        for i in 0..200u64 {
+            let mut r = r.clone();
+            r.value = Some(f64::from_bits(0x3fe0_0000_0000_0000 + i * 0x0001_2345_6789));
+            recs.push(r);
+        }
+        let json = serde_json::to_string(&recs).unwrap();
+        let back: Vec<MetricRecord> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, recs);
+    }
+}
