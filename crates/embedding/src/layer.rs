@@ -11,6 +11,16 @@ const VERSION: u32 = 1;
 const MAX_NAME: usize = 1 << 16;
 const MAX_COUNT: u32 = 1 << 20;
 
+/// Divides a summed pool by its length for [`Pooling::Mean`] (an empty list stays zero).
+fn finish_pool(pooling: Pooling, len: usize, dst: &mut [f32]) {
+    if pooling == Pooling::Mean && len > 0 {
+        let k = len as f32;
+        for o in dst.iter_mut() {
+            *o /= k;
+        }
+    }
+}
+
 /// How a multi-valued field's embeddings are combined into one vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pooling {
@@ -283,6 +293,10 @@ impl EmbeddingLayer {
         let n = input.n;
         self.check_out("EmbeddingLayer::forward", n, out.len(), row_stride);
         self.train_batch = None;
+        if !train {
+            self.forward_eval(input, out, row_stride);
+            return;
+        }
         let EmbeddingLayer {
             tables,
             fields,
@@ -298,62 +312,98 @@ impl EmbeddingLayer {
             let dim = field.dim;
             match field.pooling {
                 None => {
-                    let id_at = |i: usize| input.single[i * *n_single + k];
-                    if train {
-                        column_ids.clear();
-                        column_ids.extend((0..n).map(id_at));
-                        table.lookup_train(column_ids, &mut slots[f]);
-                        for (i, &s) in slots[f].iter().enumerate() {
-                            let dst = &mut out[i * row_stride + col..][..dim];
-                            if s == NO_ROW {
-                                dst.fill(0.0);
-                            } else {
-                                dst.copy_from_slice(table.row(s));
-                            }
-                        }
-                    } else {
-                        for i in 0..n {
-                            let dst = &mut out[i * row_stride + col..][..dim];
-                            match table.lookup_eval(id_at(i)) {
-                                Some(s) => dst.copy_from_slice(table.row(s)),
-                                None => dst.fill(0.0),
-                            }
+                    column_ids.clear();
+                    column_ids.extend((0..n).map(|i| input.single[i * *n_single + k]));
+                    table.lookup_train(column_ids, &mut slots[f]);
+                    for (i, &s) in slots[f].iter().enumerate() {
+                        let dst = &mut out[i * row_stride + col..][..dim];
+                        if s == NO_ROW {
+                            dst.fill(0.0);
+                        } else {
+                            dst.copy_from_slice(table.row(s));
                         }
                     }
                 }
                 Some(pooling) => {
                     let m = &input.multi[k];
-                    if train {
-                        table.lookup_train(&m.ids, &mut slots[f]);
-                    }
+                    table.lookup_train(&m.ids, &mut slots[f]);
                     for i in 0..n {
                         let (a, b) = (m.offsets[i] as usize, m.offsets[i + 1] as usize);
                         let dst = &mut out[i * row_stride + col..][..dim];
                         dst.fill(0.0);
-                        for (j, &id) in m.ids[a..b].iter().enumerate() {
-                            let slot = if train {
-                                Some(slots[f][a + j]).filter(|&s| s != NO_ROW)
-                            } else {
-                                table.lookup_eval(id)
-                            };
-                            if let Some(s) = slot {
+                        for &s in &slots[f][a..b] {
+                            if s != NO_ROW {
                                 for (o, v) in dst.iter_mut().zip(table.row(s)) {
                                     *o += v;
                                 }
                             }
                         }
-                        if pooling == Pooling::Mean && b > a {
-                            let k = (b - a) as f32;
-                            for o in dst.iter_mut() {
-                                *o /= k;
-                            }
-                        }
+                        finish_pool(pooling, b - a, dst);
                     }
                 }
             }
         }
-        if train {
-            self.train_batch = Some(n);
+        self.train_batch = Some(n);
+    }
+
+    /// Eval-mode forward: read-only lookups, rows split in blocks over rayon's threads
+    /// (each row written by one thread, so the result does not depend on the split).
+    fn forward_eval(&self, input: &SparseInput, out: &mut [f32], row_stride: usize) {
+        let n = input.n;
+        let work = n * self.fields.len();
+        let threads = rayon::current_num_threads();
+        if threads <= 1 || work < 1 << 13 || row_stride == 0 {
+            self.eval_rows(input, 0, n, out, row_stride);
+            return;
+        }
+        use rayon::prelude::*;
+        let chunk = n.div_ceil(threads);
+        let used = (n - 1) * row_stride + self.width;
+        out[..used]
+            .par_chunks_mut(chunk * row_stride)
+            .enumerate()
+            .for_each(|(b, block)| {
+                let lo = b * chunk;
+                self.eval_rows(input, lo, chunk.min(n - lo), block, row_stride)
+            });
+    }
+
+    /// Eval-mode embeddings of rows `lo..lo + len` into `out` (whose row 0 is row `lo`).
+    fn eval_rows(
+        &self,
+        input: &SparseInput,
+        lo: usize,
+        len: usize,
+        out: &mut [f32],
+        row_stride: usize,
+    ) {
+        for (f, field) in self.fields.iter().enumerate() {
+            let table = &self.tables[field.table];
+            let FieldLayout { input: k, col } = self.layout[f];
+            let dim = field.dim;
+            for r in 0..len {
+                let i = lo + r;
+                let dst = &mut out[r * row_stride + col..][..dim];
+                match field.pooling {
+                    None => match table.lookup_eval(input.single[i * self.n_single + k]) {
+                        Some(s) => dst.copy_from_slice(table.row(s)),
+                        None => dst.fill(0.0),
+                    },
+                    Some(pooling) => {
+                        let m = &input.multi[k];
+                        let (a, b) = (m.offsets[i] as usize, m.offsets[i + 1] as usize);
+                        dst.fill(0.0);
+                        for &id in &m.ids[a..b] {
+                            if let Some(s) = table.lookup_eval(id) {
+                                for (o, v) in dst.iter_mut().zip(table.row(s)) {
+                                    *o += v;
+                                }
+                            }
+                        }
+                        finish_pool(pooling, b - a, dst);
+                    }
+                }
+            }
         }
     }
 
@@ -428,11 +478,17 @@ impl EmbeddingLayer {
         }
         self.check_out("EmbeddingLayer::backward", input.n, d_out.len(), row_stride);
         self.collect_gradients(input, d_out, row_stride);
-        for (t, table) in self.tables.iter_mut().enumerate() {
-            if !self.table_slots[t].is_empty() {
-                table.apply_gradients(&self.table_slots[t], &self.table_grads[t], step);
-            }
-        }
+        // Tables are independent: one thread per table, each in its own fixed order.
+        use rayon::prelude::*;
+        self.tables
+            .par_iter_mut()
+            .zip(&self.table_slots)
+            .zip(&self.table_grads)
+            .for_each(|((table, slots), grads)| {
+                if !slots.is_empty() {
+                    table.apply_gradients(slots, grads, step);
+                }
+            });
     }
 
     /// Streams the field list (with its own checksum) followed by every table.

@@ -394,3 +394,51 @@ fn layer_save_load_round_trip_and_corruption() {
         );
     }
 }
+
+#[test]
+fn eval_forward_of_a_large_batch_equals_row_by_row_lookups() {
+    // Large enough for the row blocks to run on several threads.
+    let n = 1500;
+    let fields = 8;
+    let mut layer = EmbeddingLayer::new(
+        vec![spec("a", 4, 1), spec("b", 4, 2)],
+        (0..fields)
+            .map(|f| FieldSpec::single(format!("f{f}"), f % 2, 4))
+            .collect(),
+    )
+    .unwrap();
+    let single: Vec<u64> = (0..n * fields).map(|i| (i as u64 * 7919) % 3001).collect();
+    let multi = vec![];
+    let input = SparseInput {
+        n,
+        single: &single,
+        multi: &multi,
+    };
+    let stride = fields * 4 + 3;
+    let mut out = vec![0.0; n * stride];
+    layer.forward(&input, true, &mut out, stride);
+    // Half the ids again plus unseen ones, in eval mode.
+    let eval_ids: Vec<u64> = single.iter().map(|&id| id * 2).collect();
+    let input = SparseInput {
+        n,
+        single: &eval_ids,
+        multi: &multi,
+    };
+    let mut got = vec![-1.0; n * stride];
+    layer.forward(&input, false, &mut got, stride);
+    for i in 0..n {
+        for f in 0..fields {
+            let t = &layer.tables()[f % 2];
+            let want: Vec<f32> = match t.lookup_eval(eval_ids[i * fields + f]) {
+                Some(s) => t.row(s).to_vec(),
+                None => vec![0.0; 4],
+            };
+            assert_eq!(
+                &got[i * stride + f * 4..][..4],
+                want.as_slice(),
+                "row {i} field {f}"
+            );
+        }
+        assert_eq!(&got[i * stride + fields * 4..(i + 1) * stride], &[-1.0; 3]);
+    }
+}
