@@ -69,6 +69,9 @@ pub(crate) struct Row<'a> {
     pub rec: &'a Record,
     /// Per side table: the joined row, if the join succeeded.
     pub side: &'a [Option<u32>],
+    /// Per side table, a row that replaces the joined one (a request that carries some of
+    /// the table's columns); empty when reading files.
+    pub patch: &'a [Option<&'a Record>],
 }
 
 impl Pipeline {
@@ -121,9 +124,10 @@ impl Pipeline {
     fn is_utf8(&self, row: &Row, c: ColRef, v: &[u8]) -> bool {
         let ascii = match c {
             ColRef::Main(_) => row.rec.is_ascii(),
-            ColRef::Side(t, _) => {
-                row.side[t].is_some_and(|r| self.side[t].rows[r as usize].is_ascii())
-            }
+            ColRef::Side(t, _) => match row.patch.get(t) {
+                Some(Some(rec)) => rec.is_ascii(),
+                _ => row.side[t].is_some_and(|r| self.side[t].rows[r as usize].is_ascii()),
+            },
         };
         ascii || std::str::from_utf8(v).is_ok()
     }
@@ -133,10 +137,13 @@ impl Pipeline {
     pub(crate) fn value<'a>(&'a self, row: &Row<'a>, c: ColRef) -> Option<&'a [u8]> {
         let v: &[u8] = match c {
             ColRef::Main(i) => &row.rec[i],
-            ColRef::Side(t, i) => {
-                let r = row.side[t]?;
-                &self.side[t].rows[r as usize][i]
-            }
+            ColRef::Side(t, i) => match row.patch.get(t) {
+                Some(Some(rec)) => &rec[i],
+                _ => {
+                    let r = row.side[t]?;
+                    &self.side[t].rows[r as usize][i]
+                }
+            },
         };
         if self.is_missing(v) {
             None

@@ -255,6 +255,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport, DataError> {
             .and_then(|mut b| b.flush())
             .map_err(|e| DataError::file(&log_out, "io", format!("cannot write: {e}")))?;
     }
+    write_item_counts(&per_video, &opts.out.join("item_counts.csv.gz"))?;
     gzip_copy(&users, &opts.out.join("users.csv.gz"))?;
     gzip_copy(&videos, &opts.out.join("videos.csv.gz"))?;
     let config = opts.out.join("kuairand.toml");
@@ -268,6 +269,31 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport, DataError> {
         rows_by_date: by_date.into_iter().collect(),
         config,
     })
+}
+
+/// Each video's impressions over every logged date: its `item_prior_impressions` on the
+/// day after the log ends, which a server fills in for requests that do not carry it.
+fn write_item_counts(
+    per_video: &HashMap<u64, Vec<(u32, u64)>>,
+    dst: &Path,
+) -> Result<(), DataError> {
+    let mut totals: Vec<(u64, u64)> = per_video
+        .iter()
+        .map(|(v, days)| (*v, days.iter().map(|(_, n)| n).sum()))
+        .collect();
+    totals.sort_unstable();
+    let mut text = String::from("video_id,item_prior_impressions\n");
+    for (v, n) in totals {
+        text.push_str(&format!("{v},{n}\n"));
+    }
+    let f = std::fs::File::create(dst)
+        .map_err(|e| DataError::file(dst, "io", format!("cannot create: {e}")))?;
+    let mut gz =
+        flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::fast());
+    gz.write_all(text.as_bytes())
+        .and_then(|_| gz.finish())
+        .and_then(|mut b| b.flush())
+        .map_err(|e| DataError::file(dst, "io", format!("cannot write: {e}")))
 }
 
 fn itoa_buf() -> Vec<u8> {
@@ -291,7 +317,8 @@ const NOTICE: &str = "Derived from KuaiRand (Gao et al., \"KuaiRand: An Unbiased
 Recommendation Dataset with Randomly Exposed Videos\", CIKM 2022, doi 10.1145/3511808.3557624), \
 licensed CC BY-SA 4.0 (https://creativecommons.org/licenses/by-sa/4.0/). Changes: rows of \
 dates from 20220428 on, with a derived column item_prior_impressions (impressions of the video \
-on strictly earlier dates); the user and video tables gzipped. This derived data is also \
+on strictly earlier dates); the user and video tables gzipped; item_counts.csv.gz, each \
+video's impressions over all logged dates. This derived data is also \
 CC BY-SA 4.0.\n";
 
 /// The config written beside the prepared data.

@@ -21,6 +21,7 @@ pub mod kuairand;
 mod parquet;
 mod pipeline;
 mod record;
+mod request;
 mod rows;
 mod stream;
 
@@ -28,7 +29,8 @@ pub use batch::{Batch, MultiColumn};
 pub use error::{DataError, SkipCounts};
 pub use fit::{FittedFeature, FittedTransforms};
 pub use hash::{hash_value, MISSING_ID};
-pub use pipeline::{FieldLayout, Pipeline};
+pub use pipeline::{source_header, FieldLayout, Pipeline};
+pub use request::{Input, InputInfo, InputKind, RequestDecoder, RequestError};
 pub use stream::{BatchStream, ReadStats, StreamOptions};
 
 /// A small deterministic generator (SplitMix64) for shuffling and sampling.

@@ -25,6 +25,8 @@ pub(crate) struct SideTable {
     pub name: String,
     pub columns: Vec<String>,
     pub join: usize,
+    /// The key column's index in this table.
+    pub key: usize,
     pub rows: Vec<Record>,
     pub index: HashMap<Vec<u8>, u32>,
 }
@@ -119,6 +121,18 @@ impl Pipeline {
                 ));
             }
         }
+        Pipeline::build(cfg, main_columns, true)
+    }
+
+    /// A pipeline over rows that do not come from the config's sources (a server's
+    /// requests): the main table's columns are given, the side tables are loaded, and no
+    /// split is compiled, so the sources and row-index files need not exist.
+    pub fn with_header(cfg: &Config, main_columns: Vec<String>) -> Result<Pipeline, DataError> {
+        Pipeline::build(cfg, main_columns, false)
+    }
+
+    fn build(cfg: &Config, main_columns: Vec<String>, splits: bool) -> Result<Pipeline, DataError> {
+        let d = &cfg.data;
         let mut p = Pipeline {
             cfg: cfg.clone(),
             main_columns,
@@ -159,7 +173,7 @@ impl Pipeline {
             p.side
                 .push(load_side_table(&t.name, &t.path, &t.key, &t.csv, main_idx)?);
         }
-        p.compile()?;
+        p.compile(splits)?;
         Ok(p)
     }
 
@@ -228,7 +242,7 @@ impl Pipeline {
         }
     }
 
-    fn compile(&mut self) -> Result<(), DataError> {
+    fn compile(&mut self, splits: bool) -> Result<(), DataError> {
         let cfg = self.cfg.clone();
         let (mut ns, mut nm, mut nd) = (0, 0, 0);
         for (i, f) in cfg.features.iter().enumerate() {
@@ -309,7 +323,7 @@ impl Pipeline {
                 .find(|f| f.col == col && matches!(f.kind, FeatureKind::Categorical))
                 .map(|f| f.slot);
         }
-        for (name, s) in &cfg.splits {
+        for (name, s) in cfg.splits.iter().filter(|_| splits) {
             let compiled = if let Some(pred) = s.parsed_predicate() {
                 self.compile_predicate(name, &pred)?
             } else {
@@ -373,6 +387,11 @@ impl Pipeline {
     }
 }
 
+/// The main table's columns, read from the config's first source.
+pub fn source_header(cfg: &Config) -> Result<Vec<String>, DataError> {
+    read_header(&cfg.data.sources[0], &cfg.data.csv)
+}
+
 fn load_side_table(
     name: &str,
     path: &Path,
@@ -427,6 +446,7 @@ fn load_side_table(
         name: name.to_string(),
         columns,
         join,
+        key: key_idx,
         rows,
         index,
     })

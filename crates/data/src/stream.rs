@@ -77,6 +77,7 @@ pub(crate) fn scan(
                 index: reader.row_index - 1,
                 rec: &reader.record,
                 side: &side,
+                patch: &[],
             };
             // A row outside the split may fail to join without consequence, unless the
             // split itself reads a side-table column: then membership is unknown.

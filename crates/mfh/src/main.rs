@@ -140,6 +140,40 @@ enum Cmd {
         #[command(subcommand)]
         what: bench::BenchCmd,
     },
+    /// Answer ranking requests over HTTP (KServe v2 and TF-Serving REST) with a model folder.
+    #[cfg(feature = "serve")]
+    Serve(ServeArgs),
+}
+
+#[cfg(feature = "serve")]
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// A model folder, or a root of numbered version folders (each published by a DONE file).
+    #[arg(long)]
+    model_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
+    /// Served model name (default: the model's config section).
+    #[arg(long)]
+    name: Option<String>,
+    /// Requests scored at once.
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
+    /// Requests that may wait for a scorer; more are answered 503.
+    #[arg(long, default_value_t = 64)]
+    queue: usize,
+    /// Largest request body in bytes; larger ones are answered 413.
+    #[arg(long, default_value_t = 16 << 20)]
+    body_limit: usize,
+    /// Request timeout in milliseconds (504 past it).
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// How often to look for a newer version, in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    poll_ms: u64,
+    /// Log one line per request on stderr (level=debug).
+    #[arg(long)]
+    debug: bool,
 }
 
 #[derive(Subcommand)]
@@ -323,6 +357,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Quickstart { out, raw } => quickstart(&out, raw)?,
         Cmd::Bench { what } => bench::run(what)?,
+        #[cfg(feature = "serve")]
+        Cmd::Serve(a) => mfh_serve::run(mfh_serve::ServeOptions {
+            addr: a.addr,
+            name: a.name,
+            concurrency: a.concurrency,
+            queue: a.queue,
+            body_limit: a.body_limit,
+            timeout: std::time::Duration::from_millis(a.timeout_ms),
+            poll: std::time::Duration::from_millis(a.poll_ms),
+            debug_log: a.debug,
+            ..mfh_serve::ServeOptions::new(a.model_dir)
+        })?,
     }
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! Files: `config.toml` (the resolved config, absolute paths), `transforms.json` (the
 //! fitted numeric statistics), `dense.bin` (named dense tensors, checksummed),
 //! `embeddings.bin` (embedding tables, checksummed), `metrics.json` (the selection
-//! split's metrics at save time) and `model.json` (format version, model spec, grid,
+//! split's metrics at save time), `serving.json` and `tables/` (what a server needs
+//! beyond the model: see [`crate::serving`]) and `model.json` (format version, model spec, grid,
 //! input layout, and the checksums of the other files), written last. Each file goes to
 //! a temp file, is fsynced and renamed into place.
 
@@ -216,6 +217,7 @@ pub fn save_model(dir: &Path, state: &mut ModelState, info: &SaveInfo) -> Result
     write_atomic(dir, "dense.bin", &dense)?;
     write_atomic(dir, "embeddings.bin", &emb)?;
     write_atomic(dir, "metrics.json", info.metrics_json.as_bytes())?;
+    crate::serving::write_serving_files(dir, info.cfg)?;
     write_atomic(
         dir,
         "model.json",
@@ -309,7 +311,12 @@ impl LoadedModel {
     /// A reader for `cfg` (the model's own config, or another with the same schema) with
     /// the model's fitted transforms. Refuses data whose features, grid or layout differ.
     pub fn pipeline(&self, cfg: &Config) -> Result<Pipeline> {
-        let mut p = Pipeline::new(cfg)?;
+        self.fitted_pipeline(cfg, Pipeline::new(cfg)?)
+    }
+
+    /// Checks that `p` (built over `cfg`) reads what the model was trained on and
+    /// installs the model's fitted transforms.
+    pub(crate) fn fitted_pipeline(&self, cfg: &Config, mut p: Pipeline) -> Result<Pipeline> {
         let grid = cfg.grid();
         if grid != self.meta.grid {
             bail!(

@@ -1,0 +1,101 @@
+//! What a server needs of a model folder beyond the model itself: the main table's column
+//! names and copies of the side tables (user and item attributes, KuaiRand's item
+//! impression counts), so that requests are joined and transformed exactly as training
+//! rows were, without the training data.
+//!
+//! Files: `serving.json` (the main header and, per side table, its copy's file name and
+//! xxh3-64) and `tables/NAME.EXT` (the side tables, byte for byte). Written by
+//! [`crate::model_dir::save_model`]; a folder without them (written by an older mfh)
+//! serves from the data its config names.
+
+use crate::model_dir::{write_atomic, LoadedModel};
+use anyhow::{bail, Context, Result};
+use mfh_config::Config;
+use mfh_data::Pipeline;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use xxhash_rust::xxh3::xxh3_64;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServingFiles {
+    pub main_columns: Vec<String>,
+    pub side_tables: Vec<ServedTable>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServedTable {
+    pub name: String,
+    /// Relative to the model folder.
+    pub file: String,
+    pub xxh3: String,
+}
+
+/// Writes `serving.json` and `tables/` into the model folder `dir`.
+pub fn write_serving_files(dir: &Path, cfg: &Config) -> Result<()> {
+    let main_columns = mfh_data::source_header(cfg)?;
+    let tables = dir.join("tables");
+    std::fs::create_dir_all(&tables)
+        .with_context(|| format!("{}: cannot create", tables.display()))?;
+    let mut side_tables = Vec::new();
+    for t in &cfg.data.side_tables {
+        let bytes = std::fs::read(&t.path).with_context(|| {
+            format!("{}: cannot read side table `{}`", t.path.display(), t.name)
+        })?;
+        let src_name = t.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let ext = src_name.split_once('.').map_or("csv", |(_, e)| e);
+        let file = format!("{}.{ext}", t.name);
+        write_atomic(&tables, &file, &bytes)?;
+        side_tables.push(ServedTable {
+            name: t.name.clone(),
+            file: format!("tables/{file}"),
+            xxh3: format!("{:016x}", xxh3_64(&bytes)),
+        });
+    }
+    let files = ServingFiles {
+        main_columns,
+        side_tables,
+    };
+    write_atomic(
+        dir,
+        "serving.json",
+        serde_json::to_string_pretty(&files)?.as_bytes(),
+    )
+}
+
+impl LoadedModel {
+    /// A pipeline for a server's requests: over the folder's own side tables when it has
+    /// `serving.json`, else over the data the model's config names.
+    pub fn serving_pipeline(&self) -> Result<Pipeline> {
+        let path = self.dir.join("serving.json");
+        if !path.is_file() {
+            return self.pipeline(&self.config).with_context(|| {
+                format!(
+                    "{}: no serving.json (a folder from an older mfh): serving from the data its config names",
+                    self.dir.display()
+                )
+            });
+        }
+        let files: ServingFiles = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?,
+        )
+        .with_context(|| format!("{}: cannot parse", path.display()))?;
+        let mut cfg = self.config.clone();
+        for t in &mut cfg.data.side_tables {
+            let Some(s) = files.side_tables.iter().find(|s| s.name == t.name) else {
+                bail!("{}: no copy of side table `{}`", path.display(), t.name);
+            };
+            let p = self.dir.join(&s.file);
+            let bytes =
+                std::fs::read(&p).with_context(|| format!("{}: cannot read", p.display()))?;
+            if format!("{:016x}", xxh3_64(&bytes)) != s.xxh3 {
+                bail!(
+                    "{}: checksum does not match serving.json: the folder is incomplete or corrupt",
+                    p.display()
+                );
+            }
+            t.path = p;
+        }
+        let p = Pipeline::with_header(&cfg, files.main_columns)?;
+        self.fitted_pipeline(&cfg, p)
+    }
+}
