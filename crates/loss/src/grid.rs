@@ -127,7 +127,21 @@ impl<T: Float> GridLoss<T> {
         cells: &[u32],
         d_logits: &mut [T],
     ) -> LossValue {
-        let (value, d_s) = self.pass(logits, labels, cells, Some(d_logits));
+        self.compute_weighted(logits, labels, cells, &[], d_logits)
+    }
+
+    /// [`GridLoss::compute`] with a weight per row multiplying every term of that row's
+    /// loss (its tasks and its calibration penalty); the reductions' denominators stay
+    /// counts, as Keras' `sample_weight` does. An empty `weights` means all ones.
+    pub fn compute_weighted(
+        &mut self,
+        logits: &[T],
+        labels: &[f32],
+        cells: &[u32],
+        weights: &[f32],
+        d_logits: &mut [T],
+    ) -> LossValue {
+        let (value, d_s) = self.pass(logits, labels, cells, weights, Some(d_logits));
         for (g, d) in self.log_var_grads.iter_mut().zip(d_s) {
             *g += T::from_f64(d);
         }
@@ -136,7 +150,18 @@ impl<T: Float> GridLoss<T> {
 
     /// Loss of a batch without any gradient (validation).
     pub fn value(&self, logits: &[T], labels: &[f32], cells: &[u32]) -> LossValue {
-        self.pass(logits, labels, cells, None).0
+        self.pass(logits, labels, cells, &[], None).0
+    }
+
+    /// [`GridLoss::value`] with row weights (see [`GridLoss::compute_weighted`]).
+    pub fn value_weighted(
+        &self,
+        logits: &[T],
+        labels: &[f32],
+        cells: &[u32],
+        weights: &[f32],
+    ) -> LossValue {
+        self.pass(logits, labels, cells, weights, None).0
     }
 
     /// The loss and, when `d_logits` is given, its gradients; returns d loss / d `s_t`.
@@ -145,10 +170,17 @@ impl<T: Float> GridLoss<T> {
         logits: &[T],
         labels: &[f32],
         cells: &[u32],
+        weights: &[f32],
         mut d_logits: Option<&mut [T]>,
     ) -> (LossValue, Vec<f64>) {
         let (nb, nc, nt) = (self.n_behaviours(), self.n_cells(), self.n_tasks());
         let n = cells.len();
+        assert!(
+            weights.is_empty() || weights.len() == n,
+            "{} row weights for {n} rows",
+            weights.len()
+        );
+        let w_of = |i: usize| weights.get(i).map_or(1.0, |&w| w as f64);
         assert_eq!(logits.len(), n * nt, "logits shape");
         assert_eq!(labels.len(), n * nb, "labels shape");
         if let Some(d) = d_logits.as_deref_mut() {
@@ -201,12 +233,13 @@ impl<T: Float> GridLoss<T> {
                 continue;
             }
             let z = &logits[i * nt..(i + 1) * nt];
+            let w = w_of(i);
             for (b, &y) in row.iter().enumerate() {
                 if !y.is_finite() {
                     continue;
                 }
                 let (y, t) = (y as f64, b * nc + c);
-                let g = coef[t] * scale[t];
+                let g = coef[t] * scale[t] * w;
                 let l = if self.parent[b].is_some() {
                     let p = self
                         .chain(b)
@@ -233,7 +266,7 @@ impl<T: Float> GridLoss<T> {
                     }
                     l
                 };
-                sum[t] += l;
+                sum[t] += w * l;
             }
         }
 
@@ -251,7 +284,7 @@ impl<T: Float> GridLoss<T> {
                     Reduction::TaskMean => count[tb],
                     Reduction::BatchMean => n,
                 };
-                let k = alpha / denom as f64;
+                let k = alpha / denom as f64 * w_of(i);
                 let (za, zb) = (logits[i * nt + ta].to_f64(), logits[i * nt + tb].to_f64());
                 let (pa, pb) = (sigmoid(za), sigmoid(zb));
                 if pb > pa {
@@ -313,9 +346,18 @@ impl<T: Float> GridLoss<T> {
             }
             for b in 0..nb {
                 let v = if self.spec.binary[b] {
-                    self.chain(b)
+                    let p: f64 = self
+                        .chain(b)
                         .map(|k| sigmoid(z[k * nc + c].to_f64()))
-                        .product()
+                        .product();
+                    let r = self.spec.negative_rate(b);
+                    if r < 1.0 {
+                        // Trained on negatives kept at rate r: odds are r times too
+                        // high; undo it.
+                        p / (p + (1.0 - p) / r)
+                    } else {
+                        p
+                    }
                 } else {
                     z[b * nc + c].to_f64()
                 };

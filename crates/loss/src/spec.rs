@@ -73,6 +73,10 @@ pub struct LossSpec {
     /// buy): adds `α·max(σ(z_b) − σ(z_a), 0)` on rows with both labels; see
     /// [`GridLoss`](crate::GridLoss).
     pub calibration: Vec<(usize, usize, f64)>,
+    /// Per behaviour: the rate r at which negatives were kept when the data was
+    /// down-sampled (empty or 1: no sampling). Predictions of a binary behaviour with
+    /// r < 1 are mapped back to the unsampled scale, `p / (p + (1 − p) / r)`.
+    pub negative_rates: Vec<f64>,
 }
 
 impl LossSpec {
@@ -88,7 +92,13 @@ impl LossSpec {
             uncertainty: false,
             funnels: Vec::new(),
             calibration: Vec::new(),
+            negative_rates: Vec::new(),
         }
+    }
+
+    /// The negative keep rate of behaviour `b` (1 when not sampled).
+    pub fn negative_rate(&self, b: usize) -> f64 {
+        self.negative_rates.get(b).copied().unwrap_or(1.0)
     }
 
     pub fn n_behaviours(&self) -> usize {
@@ -126,6 +136,24 @@ impl LossSpec {
                 "task {t}: weight {} is not a finite non-negative number",
                 self.weights[t]
             ));
+        }
+        if !self.negative_rates.is_empty() && self.negative_rates.len() != nb {
+            return Err(format!(
+                "{} negative sampling rates for {nb} behaviours",
+                self.negative_rates.len()
+            ));
+        }
+        for (b, &r) in self.negative_rates.iter().enumerate() {
+            if !(r > 0.0 && r <= 1.0) {
+                return Err(format!(
+                    "behaviour {b}: negative sampling rate {r} is not in (0, 1]"
+                ));
+            }
+            if r < 1.0 && !self.binary[b] {
+                return Err(format!(
+                    "behaviour {b}: negative sampling needs a binary behaviour"
+                ));
+            }
         }
         let mut parent = vec![None; nb];
         for &(a, b) in &self.funnels {

@@ -783,3 +783,100 @@ fn invalid_calibrations_are_refused() {
     };
     assert!(GridLoss::<f32>::new(ok).is_ok());
 }
+
+#[test]
+fn row_weights_multiply_each_rows_terms_by_hand() {
+    let (la, lb, lc, ld) = pair_losses();
+    let mut g = mixed(Reduction::ActiveMean);
+    let w = [2.0f32, 0.5, 3.0];
+    let mut d = [0.0; 12];
+    let v = g.compute_weighted(&LOGITS, &LABELS, &CELLS, &w, &mut d);
+    // Rows 0 (pairs a, b), 1 (pair c), 2 (pair d); denominators stay the count, 4.
+    let want = (2.0 * la + 2.0 * 0.5 * lb + 0.5 * 2.0 * lc + 3.0 * 0.5 * ld) / 4.0;
+    assert!(close(v.loss, want), "{} vs {want}", v.loss);
+    assert_grads(
+        &d,
+        &[
+            (0, 2.0 * (sig(0.3) - 1.0) / 4.0),
+            (2, 2.0 * 0.5 * 2.0 * (1.5 - 2.0) / 4.0),
+            (5, 0.5 * 2.0 * sig(-0.7) / 4.0),
+            (10, 3.0 * 0.5 * 2.0 * (0.2 - 0.5) / 4.0),
+        ],
+    );
+    // Unit weights are the unweighted loss.
+    let plain = g.value(&LOGITS, &LABELS, &CELLS).loss;
+    let ones = g.value_weighted(&LOGITS, &LABELS, &CELLS, &[1.0; 3]).loss;
+    assert_eq!(plain, ones);
+}
+
+#[test]
+fn weighted_gradients_match_finite_differences() {
+    let cells = [1u32, 0, 1];
+    #[rustfmt::skip]
+    let logits = [
+        0.3, -1.0, 1.5, 0.4,
+        2.0, -0.7, 0.1, 0.2,
+        -0.6, 0.9, -1.3, 0.5,
+    ];
+    let labels = [1.0, 1.0, NAN, 0.0, 0.0, 1.0];
+    let w = [0.3f32, 2.5, 1.7];
+    for r in Reduction::ALL {
+        let mut g = loss(LossSpec {
+            reduction: r,
+            calibration: vec![(0, 1, 0.8)],
+            ..LossSpec::new(2, vec![true, true])
+        });
+        let h = 1e-6;
+        let mut d = vec![0.0; logits.len()];
+        g.compute_weighted(&logits, &labels, &cells, &w, &mut d);
+        let mut p = logits.to_vec();
+        for k in 0..p.len() {
+            p[k] = logits[k] + h;
+            let up = g.value_weighted(&p, &labels, &cells, &w).loss;
+            p[k] = logits[k] - h;
+            let down = g.value_weighted(&p, &labels, &cells, &w).loss;
+            p[k] = logits[k];
+            let fd = (up - down) / (2.0 * h);
+            assert!(
+                (d[k] - fd).abs() <= 1e-8 + 1e-6 * fd.abs(),
+                "{r}: logit {k}: {} vs {fd}",
+                d[k]
+            );
+        }
+    }
+}
+
+#[test]
+fn negative_sampling_correction_restores_the_odds() {
+    // Negatives kept at r = 0.2: a model trained on the sample predicts odds 5× too
+    // high; p = 0.5 on the sample is p = 1/6 on the full data.
+    let g = loss(LossSpec {
+        negative_rates: vec![0.2, 1.0],
+        ..LossSpec::new(1, vec![true, true])
+    });
+    let mut out = Vec::new();
+    g.predict(&[0.0, 0.0], &[0], &mut out);
+    assert!((out[0] as f64 - 1.0 / 6.0).abs() < 1e-7, "{}", out[0]);
+    assert_eq!(out[1], 0.5, "an unsampled behaviour is untouched");
+    for (rates, binary, why) in [
+        (vec![0.0, 1.0], vec![true, true], "not in (0, 1]"),
+        (vec![1.5, 1.0], vec![true, true], "not in (0, 1]"),
+        (
+            vec![0.5],
+            vec![true, true],
+            "1 negative sampling rates for 2 behaviours",
+        ),
+        (
+            vec![1.0, 0.5],
+            vec![true, false],
+            "needs a binary behaviour",
+        ),
+    ] {
+        let e = GridLoss::<f64>::new(LossSpec {
+            negative_rates: rates,
+            ..LossSpec::new(1, binary)
+        })
+        .unwrap_err();
+        assert!(e.contains(why), "{e}");
+    }
+}
