@@ -304,6 +304,14 @@ fn a_failed_checkpoint_write_stops_and_keeps_the_previous_one() {
     assert_eq!(checkpoints(&out), vec![prev.clone()]);
     ok(&["eval", "--model-dir", s(&prev)]);
 
+    // A fresh run would throw the interrupted run's checkpoints away: refused.
+    let e = fails(&["train", "--config", s(&c), "--out", s(&out), "--quiet"]).stderr;
+    assert!(
+        e.contains("an interrupted run's checkpoints are here") && e.contains("--resume"),
+        "{e}"
+    );
+    assert_eq!(checkpoints(&out), vec![prev.clone()]);
+
     // With the obstacle gone the run resumes and ends as if nothing had happened.
     std::fs::remove_file(&blocker).unwrap();
     ok(&[
@@ -316,4 +324,6 @@ fn a_failed_checkpoint_write_stops_and_keeps_the_previous_one() {
         "--quiet",
     ]);
     assert_same_model(&straight, &out);
+    // A finished run's folder takes a fresh run.
+    ok(&["train", "--config", s(&c), "--out", s(&out), "--quiet"]);
 }

@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::xxh3_64;
 
 const PREFIX: &str = "ckpt-";
+/// Written when a run ends normally; a fresh run may then discard its checkpoints.
+const COMPLETE: &str = "complete";
 const OPT_MAGIC: &[u8; 8] = b"MFHOPTS1";
 pub(crate) const TRAINER_FORMAT: u32 = 1;
 
@@ -130,8 +132,37 @@ pub(crate) fn list(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// Marks the run whose checkpoints are in `root` as finished (`done`) or not.
+pub(crate) fn mark_complete(root: &Path, done: bool) -> Result<()> {
+    let marker = root.join(COMPLETE);
+    if done {
+        return write_atomic(root, COMPLETE, b"training finished\n");
+    }
+    if marker.is_file() {
+        std::fs::remove_file(&marker)
+            .with_context(|| format!("{}: cannot remove", marker.display()))?;
+    }
+    Ok(())
+}
+
+/// Before a fresh run into the same folder: removes a finished earlier run's checkpoints,
+/// and refuses to discard those of an interrupted one.
+pub(crate) fn clear_finished(root: &Path) -> Result<()> {
+    let old = list(root)?;
+    if let Some(newest) = old.last() {
+        if !root.join(COMPLETE).exists() {
+            bail!(
+                "{}: an interrupted run's checkpoints are here (newest: {}); continue it with --resume, or delete the folder to start over",
+                root.display(),
+                newest.display()
+            );
+        }
+    }
+    clear(root)
+}
+
 /// Removes the checkpoints (and unfinished temporary ones) of an earlier run in `root`.
-pub(crate) fn clear(root: &Path) -> Result<()> {
+fn clear(root: &Path) -> Result<()> {
     let Ok(rd) = std::fs::read_dir(root) else {
         return Ok(());
     };

@@ -194,7 +194,8 @@ fn one_run(
             seed: Some(seed),
             progress,
             keep_checkpoints: cellsel,
-            resume: false,
+            // A comparison interrupted mid-run continues that run.
+            resume: true,
         },
     )?;
     let mut m = load_model(&model_dir)?;

@@ -204,15 +204,16 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         let r = checkpoint::latest(&ckpt_root)?;
         if r.is_none() {
             eprintln!(
-                "warning: no checkpoint in {}; training from the beginning",
+                "no checkpoint in {}: training from the beginning",
                 ckpt_root.display()
             );
         }
         r
     } else {
-        checkpoint::clear(&ckpt_root)?;
+        checkpoint::clear_finished(&ckpt_root)?;
         None
     };
+    checkpoint::mark_complete(&ckpt_root, false)?;
     let seed = match &restored {
         Some(r) => check_resumable(cfg, &model_name, opts.seed, r)?,
         None => opts.seed.unwrap_or(tc.seed),
@@ -495,6 +496,9 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         .unwrap_or((None, 0, last_report));
     if skipped.total() > 0 {
         eprintln!("skipped rows (on_error = \"skip\"):\n{}", skipped.report());
+    }
+    if tc.keep_last > 0 {
+        checkpoint::mark_complete(&ck.root, true)?;
     }
     Ok(TrainSummary {
         model_name,
