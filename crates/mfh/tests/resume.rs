@@ -190,6 +190,14 @@ fn killed_mid_epoch_resumes_to_the_same_model_bit_for_bit() {
         o.stderr
     );
     assert_same_model(&straight, &again);
+    let name = newest.file_name().unwrap().to_string_lossy();
+    assert!(
+        again
+            .join("checkpoints")
+            .join(format!("unusable-{name}"))
+            .is_dir(),
+        "the corrupt checkpoint was not set aside"
+    );
 
     // A finished run resumes to itself; another config is refused.
     let o = ok(&[

@@ -168,7 +168,9 @@ fn clear(root: &Path) -> Result<()> {
     };
     for e in rd.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
-        let ours = n.starts_with(PREFIX) || (n.starts_with(".ckpt-") && n.ends_with(".tmp"));
+        let ours = n.starts_with(PREFIX)
+            || n.starts_with("unusable-ckpt-")
+            || (n.starts_with(".ckpt-") && n.ends_with(".tmp"));
         if ours && e.path().is_dir() {
             std::fs::remove_dir_all(e.path())
                 .with_context(|| format!("{}: cannot remove", e.path().display()))?;
@@ -377,9 +379,20 @@ pub(crate) fn read(dir: &Path) -> Result<Restored> {
 pub(crate) fn latest(root: &Path) -> Result<Option<Restored>> {
     let all = list(root)?;
     let mut problems = Vec::new();
-    for dir in all.iter().rev() {
+    for (i, dir) in all.iter().enumerate().rev() {
         match read(dir) {
             Ok(r) => {
+                // Set the unusable newer ones aside (kept for inspection), so that they
+                // neither count among the last K nor are tried again.
+                for bad in &all[i + 1..] {
+                    let name = bad.file_name().unwrap_or_default().to_string_lossy();
+                    let aside = root.join(format!("unusable-{name}"));
+                    let _ = std::fs::remove_dir_all(&aside);
+                    std::fs::rename(bad, &aside).with_context(|| {
+                        format!("{}: cannot rename to {}", bad.display(), aside.display())
+                    })?;
+                    eprintln!("set aside as {}", aside.display());
+                }
                 if !problems.is_empty() {
                     eprintln!("resuming from the previous checkpoint {}", dir.display());
                 }
