@@ -335,3 +335,31 @@ fn a_failed_checkpoint_write_stops_and_keeps_the_previous_one() {
     // A finished run's folder takes a fresh run.
     ok(&["train", "--config", s(&c), "--out", s(&out), "--quiet"]);
 }
+
+#[test]
+fn a_full_disk_while_saving_the_best_model_stops_and_keeps_the_checkpoints() {
+    let full = Path::new("/dev/full");
+    if !full.exists() {
+        eprintln!("skipped: no /dev/full on this system");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let c = tiny(tmp.path(), "checkpoint_every = 2\nshuffle_buffer = 0");
+    // The best model's dense.bin goes through `.dense.bin.tmp`: pointed at /dev/full,
+    // its write fails with ENOSPC at the first evaluation (end of epoch 1, step 20).
+    let out = tmp.path().join("m");
+    std::fs::create_dir_all(&out).unwrap();
+    std::os::unix::fs::symlink(full, out.join(".dense.bin.tmp")).unwrap();
+    let e = fails(&["train", "--config", s(&c), "--out", s(&out), "--quiet"]).stderr;
+    assert!(
+        e.contains(s(&out.join("dense.bin")))
+            && e.contains("No space left on device")
+            && e.contains("training stopped at step 20")
+            && e.contains("ckpt-000000000020, is intact"),
+        "{e}"
+    );
+    let left = checkpoints(&out);
+    let last = left.last().expect("checkpoints before the evaluation");
+    assert!(last.ends_with("ckpt-000000000020"), "{left:?}");
+    ok(&["eval", "--model-dir", s(last)]);
+}

@@ -428,7 +428,9 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
                         &state.grid,
                     )
                 });
-                stop = sel.update(&mut state, step, res, &mut save)?;
+                stop = sel
+                    .update(&mut state, step, res, &mut save)
+                    .map_err(|e| stopped(e, step, &ck))?;
                 evaluated_at = step;
                 p.evaluated_now = true;
                 te = Instant::now();
@@ -468,7 +470,9 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
                 &metric,
                 &state.grid,
             );
-            stop |= sel.update(&mut state, p.step, res, &mut save)?;
+            stop |= sel
+                .update(&mut state, p.step, res, &mut save)
+                .map_err(|e| stopped(e, p.step, &ck))?;
             let after = Progress {
                 epoch: epoch + 1,
                 batches_done: 0,
@@ -518,6 +522,14 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         skipped,
         history,
     })
+}
+
+/// A failure to save the model at an evaluation, with where training can resume from.
+fn stopped(e: anyhow::Error, step: u64, ck: &Checkpointer) -> anyhow::Error {
+    e.context(format!(
+        "training stopped at step {step}: cannot save the model; {}",
+        ck.last_good()
+    ))
 }
 
 /// Creates the output folder (and the checkpoint folder) and checks that both take files,
