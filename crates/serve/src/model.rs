@@ -80,6 +80,32 @@ impl ServedModel {
     }
 }
 
+impl ServedModel {
+    /// Median milliseconds of the forward pass alone (no decoding) over `reps` runs on
+    /// the decoded `rows`: the compute a request's latency is compared with.
+    pub fn time_forward<V: AsRef<[u8]>, R: AsRef<[(Input, V)]>>(
+        &self,
+        context: &[(Input, V)],
+        rows: &[R],
+        reps: usize,
+    ) -> f64 {
+        let mut batch = self.decoder.batch();
+        if self.decoder.decode(context, rows, &mut batch).is_err() || batch.n == 0 {
+            return f64::NAN;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t: Vec<f64> = (0..reps.max(1))
+            .map(|_| {
+                let t0 = std::time::Instant::now();
+                let _ = st.forward(&mut batch);
+                t0.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    }
+}
+
 /// Where versions come from.
 #[derive(Debug, Clone)]
 pub enum ModelSource {

@@ -1,0 +1,252 @@
+//! Load generator for `mfh serve` (bench/, not a test): replays ranking requests — one
+//! user × N candidate videos, TF-Serving `:regress` — over loopback keep-alive connections
+//! and reports latency percentiles and throughput, next to the in-process cost of scoring
+//! the same N rows on the same model; then a storm of malformed requests that must be
+//! answered 4xx only, leaving the server healthy.
+//!
+//! ```sh
+//! cargo run --profile fastrel -p mfh-serve --example loadgen -- MODEL_DIR [CANDIDATES] [SECONDS]
+//! ```
+//! MODEL_DIR is a KuaiRand model folder (`mfh train` on data from `mfh prepare kuairand`).
+//! The server runs in this process on 127.0.0.1 (port picked by the OS), so client and
+//! server share the machine's cores, as on any loopback benchmark.
+
+use flate2::read::GzDecoder;
+use mfh_serve::model::ServedModel;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn column(dir: &Path, table: &str, col: &str, limit: usize) -> Vec<String> {
+    let f = std::fs::File::open(dir.join("tables").join(format!("{table}.csv.gz")))
+        .unwrap_or_else(|e| panic!("{}: tables/{table}.csv.gz: {e}", dir.display()));
+    let r = BufReader::new(GzDecoder::new(f));
+    let mut lines = r.lines();
+    let header = lines.next().unwrap().unwrap();
+    let i = header.split(',').position(|c| c == col).unwrap();
+    lines
+        .take(limit)
+        .map(|l| l.unwrap().split(',').nth(i).unwrap().to_string())
+        .collect()
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct Conn {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Conn {
+    fn open(addr: SocketAddr) -> Conn {
+        let w = TcpStream::connect(addr).unwrap();
+        w.set_nodelay(true).unwrap();
+        w.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        Conn {
+            r: BufReader::new(w.try_clone().unwrap()),
+            w,
+        }
+    }
+
+    /// Sends one request and reads the answer: (status, body).
+    fn send(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: l\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.w.write_all(head.as_bytes())?;
+        // A server may answer 413 without reading a large body: read the answer anyway.
+        let wrote = self.w.write_all(body);
+        let mut line = String::new();
+        self.r.read_line(&mut line)?;
+        if line.is_empty() {
+            wrote?;
+        }
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.r.read_line(&mut line)?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        self.r.read_exact(&mut body)?;
+        Ok((status, body))
+    }
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Closed loop: `clients` connections, each sending back to back for `secs`.
+fn load(addr: SocketAddr, path: &str, body: &[u8], clients: usize, secs: f64) -> (Vec<f64>, f64) {
+    let t0 = Instant::now();
+    let lat: Vec<Vec<f64>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut c = Conn::open(addr);
+                    let mut lat = Vec::new();
+                    while t0.elapsed().as_secs_f64() < secs {
+                        let t = Instant::now();
+                        let (code, b) = c.send("POST", path, body).unwrap();
+                        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&b));
+                        lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    lat
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let wall = t0.elapsed().as_secs_f64();
+    let mut all: Vec<f64> = lat.into_iter().flatten().collect();
+    all.sort_by(f64::total_cmp);
+    (all, wall)
+}
+
+fn storm(addr: SocketAddr, name: &str, n: usize) -> std::collections::BTreeMap<u16, usize> {
+    let predict = format!("/v1/models/{name}:predict");
+    let regress = format!("/v1/models/{name}:regress");
+    let infer = format!("/v2/models/{name}/infer");
+    let big = vec![b' '; 20 << 20];
+    let bad: Vec<(&str, String, Vec<u8>)> = vec![
+        ("POST", predict.clone(), b"{\"instances\": [".to_vec()),
+        ("POST", predict.clone(), b"\xff\xfe not utf8".to_vec()),
+        ("POST", predict.clone(), b"[]".to_vec()),
+        ("POST", predict.clone(), br#"{"instances": 3}"#.to_vec()),
+        ("POST", predict.clone(), br#"{"instances": [{"video_id": "1"}]}"#.to_vec()),
+        ("POST", predict.clone(), br#"{"instances": [{"user_id": {"a": 1}, "video_id": "1", "tab": 1, "hourmin": 1}]}"#.to_vec()),
+        ("POST", predict.clone(), br#"{"instances": [{"user_id": "0", "video_id": "1", "tab": 1, "hourmin": 1, "nope": 1}]}"#.to_vec()),
+        ("POST", predict.clone(), br#"{"instances": [{"user_id": "0", "video_id": "1", "tab": 1, "hourmin": 1, "item_prior_impressions": "many"}]}"#.to_vec()),
+        ("POST", regress.clone(), br#"{"context": [], "examples": []}"#.to_vec()),
+        ("POST", regress.clone(), br#"{"context": {"user_id": "no-such-user"}, "examples": [{"video_id": "1", "tab": 1, "hourmin": 1}]}"#.to_vec()),
+        ("POST", infer.clone(), br#"{"inputs": [{"name": "user_id", "datatype": "FP32", "data": ["x"]}]}"#.to_vec()),
+        ("POST", infer.clone(), br#"{"inputs": [{"name": "user_id", "data": [1, 2]}, {"name": "video_id", "data": [1]}]}"#.to_vec()),
+        ("POST", "/v1/models/nobody:predict".into(), br#"{"instances": []}"#.to_vec()),
+        ("POST", "/v2/models/nobody/infer".into(), br#"{"inputs": []}"#.to_vec()),
+        ("GET", "/v2/models/nobody".into(), Vec::new()),
+        ("POST", format!("/v1/models/{name}:explode"), b"{}".to_vec()),
+        ("GET", "/no/such/route".into(), Vec::new()),
+    ];
+    let mut codes = std::collections::BTreeMap::new();
+    let mut c = Conn::open(addr);
+    for i in 0..n {
+        // One in 500 is over the body limit (16 MiB).
+        let (m, p, b) = if i % 500 == 499 {
+            ("POST", &predict, &big)
+        } else {
+            let (m, p, b) = &bad[i % bad.len()];
+            (*m, p, b)
+        };
+        let code = match c.send(m, p, b) {
+            Ok((code, _)) => code,
+            Err(_) => 0,
+        };
+        *codes.entry(code).or_insert(0) += 1;
+        // The server closes a connection after a 413 (the body was not read): reconnect.
+        if code == 413 || code == 0 {
+            c = Conn::open(addr);
+        }
+    }
+    codes
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = Path::new(
+        args.get(1)
+            .expect("usage: loadgen MODEL_DIR [CANDIDATES] [SECONDS]"),
+    );
+    let n: usize = args.get(2).map_or(500, |s| s.parse().unwrap());
+    let secs: f64 = args.get(3).map_or(10.0, |s| s.parse().unwrap());
+    let users = column(dir, "user", "user_id", 1);
+    let videos = column(dir, "video", "video_id", n);
+    let context = json!({"user_id": users[0], "tab": 1, "hourmin": 1300});
+    let examples: Vec<Value> = videos.iter().map(|v| json!({"video_id": v})).collect();
+    let body = json!({"context": context, "examples": examples}).to_string();
+
+    // In process: the same N rows, decode + forward, then forward alone.
+    let m = ServedModel::load(dir, 1).unwrap();
+    let parsed =
+        mfh_serve::protocol::parse_regress(&m.decoder, &serde_json::from_str(&body).unwrap())
+            .unwrap();
+    let mut t = Vec::new();
+    for _ in 0..200 {
+        let t0 = Instant::now();
+        let s = m.score(&parsed.context, &parsed.rows).unwrap();
+        assert_eq!(s.n, n);
+        t.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    t.sort_by(f64::total_cmp);
+    let forward = m.time_forward(&parsed.context, &parsed.rows, 200);
+    println!(
+        "in process, {n} rows: decode+score median {:.3} ms ({:.0} rows/s); forward alone median {:.3} ms ({:.0} rows/s)",
+        pct(&t, 0.5),
+        n as f64 / pct(&t, 0.5) * 1e3,
+        forward,
+        n as f64 / forward * 1e3
+    );
+    drop(m);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt
+        .block_on(mfh_serve::start(mfh_serve::ServeOptions {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..mfh_serve::ServeOptions::new(dir.to_path_buf())
+        }))
+        .unwrap();
+    let addr = server.addr;
+    let name = server.store.current().model_name.clone();
+    let path = format!("/v1/models/{name}:regress");
+    println!(
+        "request: 1 user x {n} candidates, {} bytes of JSON, :regress",
+        body.len()
+    );
+    for clients in [1, 2, 4] {
+        let (lat, wall) = load(addr, &path, body.as_bytes(), clients, secs);
+        println!(
+            "{clients} client(s), {secs:.0} s: {} requests, p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms, {:.1} requests/s = {:.0} candidates/s",
+            lat.len(),
+            pct(&lat, 0.5),
+            pct(&lat, 0.99),
+            pct(&lat, 0.999),
+            lat.len() as f64 / wall,
+            (lat.len() * n) as f64 / wall
+        );
+    }
+    let t0 = Instant::now();
+    let codes = storm(addr, &name, 10_000);
+    println!(
+        "storm: 10000 malformed requests in {:.1} s, answered {codes:?}",
+        t0.elapsed().as_secs_f64()
+    );
+    let mut c = Conn::open(addr);
+    let live = c.send("GET", "/v2/health/live", b"").unwrap().0;
+    let ok = c.send("POST", &path, body.as_bytes()).unwrap().0;
+    println!("after the storm: live {live}, a valid request {ok}");
+    let only_4xx = codes.keys().all(|c| (400..500).contains(c));
+    println!(
+        "storm left the server healthy with only 4xx: {}",
+        only_4xx && live == 200 && ok == 200
+    );
+    rt.block_on(server.shutdown()).unwrap();
+    std::thread::sleep(Duration::from_millis(10));
+}
