@@ -226,6 +226,8 @@ fn killed_mid_epoch_resumes_to_the_same_model_bit_for_bit() {
         e.contains("config differs") && e.contains("lr = 0.002"),
         "{e}"
     );
+    // The refused resume left the finished run finished: a fresh run may replace it.
+    assert!(straight.join("checkpoints/complete").is_file());
 }
 
 /// Writes the tiny data set and a config with `train_extra`; returns the config path.

@@ -213,7 +213,6 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         checkpoint::clear_finished(&ckpt_root)?;
         None
     };
-    checkpoint::mark_complete(&ckpt_root, false)?;
     let seed = match &restored {
         Some(r) => check_resumable(cfg, &model_name, opts.seed, r)?,
         None => opts.seed.unwrap_or(tc.seed),
@@ -254,6 +253,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             None,
         ),
     };
+    // From here on the checkpoints are this run's, unfinished until it ends.
+    checkpoint::mark_complete(&ckpt_root, false)?;
     let params = state.net.num_params();
     let metric = tc.early_stopping.metric.clone();
     let steps_per_epoch = transforms.rows.div_ceil(tc.batch_size as u64);
