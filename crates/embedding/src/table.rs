@@ -485,6 +485,38 @@ impl EmbeddingTable {
         }
     }
 
+    /// Every id with a row and its slot, in no particular order (for moving rows between
+    /// shards of a distributed table).
+    pub fn ids(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.index.iter().map(|(&id, &slot)| (id, slot))
+    }
+
+    /// Sets the row of `id` and its optimizer state, creating the row if needed (for
+    /// assembling a table from the shards of a distributed one).
+    ///
+    /// Panics if `row` or `state` has the wrong width.
+    pub fn insert_row(&mut self, id: u64, row: &[f32], state: &[f32]) {
+        let (dim, sw) = (self.spec.dim, self.state_width);
+        assert!(row.len() == dim && state.len() == sw, "insert_row: wrong width");
+        let slot = match self.index.get(&id) {
+            Some(&s) => s as usize,
+            None => {
+                let s = self.index.len();
+                self.index.insert(id, s as u32);
+                self.rows.resize((s + 1) * dim, 0.0);
+                self.state.resize((s + 1) * sw, 0.0);
+                if let Some(m) = self.meta.as_mut() {
+                    m.ids.push(id);
+                    m.last.push(self.now);
+                    m.freq.push(0);
+                }
+                s
+            }
+        };
+        self.rows[slot * dim..(slot + 1) * dim].copy_from_slice(row);
+        self.state[slot * sw..(slot + 1) * sw].copy_from_slice(state);
+    }
+
     /// Raw row slab, for finite-difference tests that perturb single values.
     #[cfg(test)]
     pub(crate) fn rows_mut_for_test(&mut self) -> &mut [f32] {

@@ -249,17 +249,23 @@ fn run(cli: Cli) -> Result<()> {
             quiet,
         } => {
             let cfg = Config::load(&config)?;
-            let s = train(
-                &cfg,
-                &TrainOptions {
-                    model,
-                    out: out.clone(),
-                    seed,
-                    progress: !quiet,
-                    keep_checkpoints: false,
-                    resume,
-                },
-            )?;
+            let opts = TrainOptions {
+                model,
+                out: out.clone(),
+                seed,
+                progress: !quiet,
+                keep_checkpoints: false,
+                resume,
+            };
+            // Under `mpirun -np N` (N > 1): data-parallel training; only rank 0 reports.
+            #[cfg(feature = "mpi")]
+            let s = match mfh_dist::train_under_mpi(&cfg, &opts)? {
+                Some(Some(s)) => s,
+                Some(None) => return Ok(()),
+                None => train(&cfg, &opts)?,
+            };
+            #[cfg(not(feature = "mpi"))]
+            let s = train(&cfg, &opts)?;
             out!("{}", s.report.render_table());
             outln!(
                 "model `{}` ({} dense parameters): best {} {} at step {} of {}; {:.0} samples/s; saved to {}",

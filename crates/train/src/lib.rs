@@ -19,4 +19,4 @@ pub mod compare;
 pub use model_dir::{load_model, LoadedModel, ModelMeta, FORMAT_VERSION};
 pub use schedule::learning_rate;
 pub use state::{embedding_layer, grid_loss, ModelState};
-pub use trainer::{check, train, CheckSummary, TrainOptions, TrainSummary};
+pub use trainer::{check, model_spec, train, CheckSummary, TrainOptions, TrainSummary};

@@ -1,0 +1,504 @@
+//! Synchronous data-parallel training over a [`Comm`]: the global batch of
+//! `train.batch_size` rows is split over the ranks, dense gradients are summed in one
+//! fused all-reduce per step and every rank steps the same Adam, embedding rows live with
+//! their owner ([`ShardedEmbeddings`]).
+//!
+//! Every rank reads the same seeded stream of global batches (the reader, shuffle buffer
+//! and seed of the single-process trainer) and keeps its contiguous slice of each batch's
+//! rows, so a run over N ranks sees exactly the batches of a one-process run with the
+//! same batch size, and its model equals that run's up to float summation order. Each
+//! rank still decodes the whole batch: reading scales with the number of ranks, the
+//! network and the embeddings do not (see docs/distributed.md).
+//!
+//! Not supported across ranks (rejected with a message): batch norm (its statistics
+//! would be per rank), `task_mean` reduction and uncertainty weighting (their
+//! normalisation is per task, not a global rescaling), `--resume`.
+
+use crate::comm::{row_range, Comm, CommStats};
+use crate::evaluate::evaluate;
+use crate::shard::ShardedEmbeddings;
+use anyhow::{bail, Context, Result};
+use mfh_config::Config;
+use mfh_data::{Batch, Pipeline, StreamOptions};
+use mfh_embedding::{EmbeddingLayer, MultiIds, SparseInput};
+use mfh_metrics::Report;
+use mfh_nn::{Adam, Module};
+use mfh_train::model_dir::{fresh_state, save_model, SaveInfo};
+use mfh_train::{learning_rate, model_spec, ModelState, TrainOptions, TrainSummary};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where the time of the training steps went (this rank), for the benchmark.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepTimes {
+    pub steps: u64,
+    /// Seconds in training steps (reading, compute and communication; not evaluation).
+    pub train_s: f64,
+    /// Of `train_s`: waiting for the next batch from the reader.
+    pub read_s: f64,
+    pub comm: CommStats,
+    /// Global rows trained on.
+    pub rows: u64,
+}
+
+/// A rank's part of one step's batch, with its buffers reused across steps.
+struct Local {
+    batch: Batch,
+    x: Vec<f32>,
+    dx: Vec<f32>,
+    d_logits: Vec<f32>,
+    multi: Vec<MultiIds>,
+    fused: Vec<f32>,
+}
+
+/// Rows `range` of `full`, as a batch of their own.
+pub(crate) fn local_rows(full: &Batch, range: std::ops::Range<usize>, out: &mut Batch) {
+    if out.multi.len() != full.multi.len() {
+        *out = full.empty_like();
+    }
+    out.clear();
+    let idx: Vec<usize> = range.collect();
+    out.extend_from(full, &idx);
+}
+
+/// Runs the embedding forward for `batch` on the shards and fills the network input `x`
+/// (embeddings, then numeric features). The batch's multi-valued ids are borrowed into
+/// `multi` until [`give_back`].
+pub(crate) fn assemble(
+    comm: &mut dyn Comm,
+    shard: &mut ShardedEmbeddings,
+    n_dense: usize,
+    batch: &mut Batch,
+    multi: &mut Vec<MultiIds>,
+    x: &mut Vec<f32>,
+    train: bool,
+) {
+    let w = shard.layer.width();
+    let n_in = w + n_dense;
+    x.clear();
+    x.resize(batch.n * n_in, 0.0);
+    multi.clear();
+    for m in &mut batch.multi {
+        multi.push(MultiIds {
+            offsets: std::mem::take(&mut m.offsets),
+            ids: std::mem::take(&mut m.ids),
+        });
+    }
+    let input = SparseInput {
+        n: batch.n,
+        single: &batch.single,
+        multi,
+    };
+    shard.forward(comm, &input, train, x, n_in);
+    if n_dense > 0 {
+        for (row, d) in x.chunks_exact_mut(n_in).zip(batch.dense.chunks_exact(n_dense)) {
+            row[w..].copy_from_slice(d);
+        }
+    }
+}
+
+pub(crate) fn give_back(batch: &mut Batch, multi: &mut Vec<MultiIds>) {
+    for (m, ids) in batch.multi.iter_mut().zip(multi.drain(..)) {
+        m.offsets = ids.offsets;
+        m.ids = ids.ids;
+    }
+}
+
+/// The loss's denominator over the whole global batch (every rank has it).
+fn global_denominator(state: &ModelState, full: &Batch) -> usize {
+    match state.loss.spec().reduction {
+        mfh_loss::Reduction::BatchMean => full.n,
+        _ => {
+            let (nb, nc) = (state.grid.n_behaviours(), state.grid.n_cells());
+            full.labels
+                .chunks_exact(nb)
+                .zip(&full.cells)
+                .filter(|(_, &c)| (c as usize) < nc)
+                .map(|(row, _)| row.iter().filter(|y| y.is_finite()).count())
+                .sum()
+        }
+    }
+}
+
+fn check_supported(cfg: &Config, state: &mut ModelState, opts: &TrainOptions) -> Result<()> {
+    let lc = &cfg.train.loss;
+    if lc.uncertainty || lc.reduction == mfh_config::Reduction::TaskMean {
+        bail!(
+            "{}: `train.loss`: distributed training supports the `active_mean` and `batch_mean` reductions without uncertainty weighting (their gradients are a global rescaling of each rank's); train on one process, or change the reduction",
+            cfg.source_file.display()
+        );
+    }
+    let mut buffers = 0;
+    state.net.visit_buffers("", &mut |_, _| buffers += 1);
+    if buffers > 0 {
+        bail!("the model uses batch norm, whose batch statistics would differ per rank: set `batch_norm = false` in the model section, or train on one process");
+    }
+    if opts.resume {
+        bail!("--resume is not supported with more than one MPI rank yet");
+    }
+    Ok(())
+}
+
+/// Trains like [`mfh_train::train`] on every rank of `comm` (collective: all ranks call
+/// it with the same config and options). Rank 0 writes the model folder, with every
+/// shard's rows gathered into it, each time the selection metric improves.
+pub fn train(
+    cfg: &Config,
+    opts: &TrainOptions,
+    comm: &mut dyn Comm,
+) -> Result<(TrainSummary, StepTimes)> {
+    let t0 = Instant::now();
+    let tc = &cfg.train;
+    mfh_nn::kernels::init_thread_pool(tc.threads);
+    mfh_nn::kernels::set_threads(tc.threads);
+    let (model_name, spec) = model_spec(cfg, opts.model.as_deref())?;
+    let seed = opts.seed.unwrap_or(tc.seed);
+    let (rank, size) = (comm.rank(), comm.size());
+    if rank == 0 {
+        std::fs::create_dir_all(&opts.out)
+            .with_context(|| format!("{}: cannot create the model folder", opts.out.display()))?;
+    }
+
+    let mut pipeline = Pipeline::new(cfg)?;
+    let fit = pipeline
+        .fit(&tc.train_split)
+        .with_context(|| format!("reading the train split `{}`", tc.train_split))?;
+    if pipeline.transforms.rows == 0 {
+        bail!(
+            "the train split `{}` is empty ({} rows read)",
+            tc.train_split,
+            fit.rows_read
+        );
+    }
+    let transforms = pipeline.transforms.clone();
+    let layout = pipeline.layout().clone();
+    let pipeline = Arc::new(pipeline);
+    let mut state = fresh_state(cfg, &layout, spec, seed)?;
+    check_supported(cfg, &mut state, opts)?;
+    let mut shard = ShardedEmbeddings::new(state.emb.clone());
+    let mut adam = Adam::<f32>::new(0.9, 0.999, 1e-8, tc.weight_decay);
+    let params = state.net.num_params();
+    let metric = tc.early_stopping.metric.clone();
+    let steps_per_epoch = transforms.rows.div_ceil(tc.batch_size as u64);
+    let total_steps = if tc.max_steps > 0 {
+        tc.max_steps.min(steps_per_epoch * tc.epochs as u64)
+    } else {
+        steps_per_epoch * tc.epochs as u64
+    };
+    if rank == 0 {
+        eprintln!(
+            "training `{model_name}` ({params} dense parameters) on {} rows × {} epochs, {} tasks, over {size} ranks ({} rows per rank per step)",
+            transforms.rows,
+            tc.epochs,
+            state.grid.n_tasks(),
+            tc.batch_size.div_ceil(size)
+        );
+    }
+
+    let mut local = Local {
+        batch: Batch::default(),
+        x: Vec::new(),
+        dx: Vec::new(),
+        d_logits: Vec::new(),
+        multi: Vec::new(),
+        fused: Vec::new(),
+    };
+    let mut times = StepTimes::default();
+    let mut best: Option<(f64, u64, Report)> = None;
+    let mut last_report = Report::default();
+    let mut since_best = 0usize;
+    let mut history = Vec::new();
+    let mut step = 0u64;
+    let mut loss_ema: Option<f64> = None;
+    let mut skipped = mfh_data::SkipCounts::default();
+    let mut eval_and_select = |state: &mut ModelState,
+                               shard: &mut ShardedEmbeddings,
+                               comm: &mut dyn Comm,
+                               step: u64,
+                               loss_ema: Option<f64>|
+     -> Result<bool> {
+        let res = evaluate(state, shard, comm, &pipeline, &tc.valid_split, tc.batch_size)?;
+        let (value, higher) = res.metric(&metric, &state.grid);
+        if comm.rank() == 0 {
+            eprintln!(
+                "step {step}: train loss {}, {} {metric} {}",
+                loss_ema.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into()),
+                tc.valid_split,
+                value.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into())
+            );
+        }
+        history.push((step, res.report.clone()));
+        last_report = res.report.clone();
+        let v = value.unwrap_or(f64::NAN);
+        let better = match &best {
+            None => true,
+            Some((b, _, _)) => v.is_finite() && (!b.is_finite() || if higher { v > *b } else { v < *b }),
+        };
+        // Every rank has the same metrics (predictions are all-gathered), so every rank
+        // takes the same branch and joins the same collectives.
+        if better {
+            best = Some((v, step, res.report.clone()));
+            since_best = 0;
+            let info = SaveInfo {
+                cfg,
+                model_name: &model_name,
+                layout: &layout,
+                transforms: &transforms,
+                seed,
+                step,
+                selection_split: &tc.valid_split,
+                selection_metric: &metric,
+                selection_value: value,
+                metrics_json: &res.report.to_json(),
+            };
+            save_gathered(state, shard, comm, &opts.out, &info)?;
+        } else {
+            since_best += 1;
+        }
+        let patience = tc.early_stopping.patience;
+        Ok(patience > 0 && since_best >= patience)
+    };
+
+    'epochs: for epoch in 0..tc.epochs {
+        let stream_opts = StreamOptions {
+            batch_size: tc.batch_size,
+            shuffle_buffer: tc.shuffle_buffer,
+            seed: seed.wrapping_add(epoch as u64 * 0x9e37_79b9),
+            prefetch: 4,
+        };
+        let mut stream = pipeline.stream(&tc.train_split, stream_opts)?;
+        let mut evaluated_at = u64::MAX;
+        let mut stop = false;
+        loop {
+            let ts = Instant::now();
+            let Some(full) = stream.next() else { break };
+            let full = full?;
+            let read = ts.elapsed().as_secs_f64();
+            let c0 = comm.stats();
+            let lr = learning_rate(&tc.schedule, tc.lr, step, total_steps) as f32;
+            let loss = train_step(&mut state, &mut shard, comm, &mut local, &mut adam, &full, rank, size, step + 1, lr);
+            if !loss.is_finite() {
+                bail!("training diverged at step {}: the loss became {loss} (try a lower train.lr or train.embedding.lr)", step + 1);
+            }
+            step += 1;
+            times.steps += 1;
+            times.rows += full.n as u64;
+            times.read_s += read;
+            times.train_s += ts.elapsed().as_secs_f64();
+            let c1 = comm.stats().since(&c0);
+            add_stats(&mut times.comm, &c1);
+            loss_ema = Some(match loss_ema {
+                None => loss,
+                Some(e) => 0.98 * e + 0.02 * loss,
+            });
+            if tc.eval_every > 0 && step.is_multiple_of(tc.eval_every) {
+                stop = eval_and_select(&mut state, &mut shard, comm, step, loss_ema)?;
+                evaluated_at = step;
+            }
+            if tc.max_steps > 0 && step >= tc.max_steps {
+                stop = true;
+            }
+            if stop {
+                break;
+            }
+        }
+        if let Some(s) = stream.stats() {
+            skipped.merge(&s.skipped);
+        }
+        drop(stream);
+        if evaluated_at != step {
+            stop |= eval_and_select(&mut state, &mut shard, comm, step, loss_ema)?;
+        }
+        if stop {
+            break 'epochs;
+        }
+    }
+    drop(eval_and_select);
+    let (best_value, best_step, report) = best
+        .map(|(v, s, r)| (Some(v).filter(|x| x.is_finite()), s, r))
+        .unwrap_or((None, 0, last_report));
+    let summary = TrainSummary {
+        model_name,
+        params,
+        steps: step,
+        best_step,
+        best_value,
+        metric,
+        report,
+        train_rows: transforms.rows,
+        seconds: t0.elapsed().as_secs_f64(),
+        samples_per_sec: if times.train_s > 0.0 {
+            times.rows as f64 / times.train_s
+        } else {
+            0.0
+        },
+        skipped,
+        history,
+    };
+    Ok((summary, times))
+}
+
+fn add_stats(acc: &mut CommStats, d: &CommStats) {
+    acc.all_reduce_s += d.all_reduce_s;
+    acc.all_reduce_bytes += d.all_reduce_bytes;
+    acc.all_reduce_calls += d.all_reduce_calls;
+    acc.all_to_all_s += d.all_to_all_s;
+    acc.all_to_all_bytes += d.all_to_all_bytes;
+    acc.all_to_all_calls += d.all_to_all_calls;
+    acc.other_s += d.other_s;
+}
+
+/// One synchronous step on this rank's slice of `full`; returns the global loss.
+#[allow(clippy::too_many_arguments)]
+fn train_step(
+    state: &mut ModelState,
+    shard: &mut ShardedEmbeddings,
+    comm: &mut dyn Comm,
+    l: &mut Local,
+    adam: &mut Adam<f32>,
+    full: &Batch,
+    rank: usize,
+    size: usize,
+    step: u64,
+    lr: f32,
+) -> f64 {
+    local_rows(full, row_range(full.n, rank, size), &mut l.batch);
+    let denom = global_denominator(state, full);
+    state.net.zero_grad();
+    state.loss.zero_grad();
+    let n_dense = state.n_dense;
+    assemble(comm, shard, n_dense, &mut l.batch, &mut l.multi, &mut l.x, true);
+    let n = l.batch.n;
+    let n_in = shard.layer.width() + n_dense;
+    let mut loss = 0.0;
+    l.dx.clear();
+    l.dx.resize(l.x.len(), 0.0);
+    if n > 0 {
+        let logits = state.net.forward(&l.x, &l.batch.cells, n, true);
+        l.d_logits.resize(logits.len(), 0.0);
+        let lv = state
+            .loss
+            .compute(logits, &l.batch.labels, &l.batch.cells, &mut l.d_logits);
+        // The local loss is a mean over this rank's denominator; rescaled to the global
+        // one, the ranks' gradients sum to the one-process gradient of the whole batch.
+        let local = match state.loss.spec().reduction {
+            mfh_loss::Reduction::BatchMean => n,
+            _ => lv.active,
+        };
+        let scale = if denom > 0 { local as f32 / denom as f32 } else { 0.0 };
+        l.d_logits.iter_mut().for_each(|g| *g *= scale);
+        loss = lv.loss * scale as f64;
+        state
+            .net
+            .backward(&l.x, &l.batch.cells, &l.d_logits, Some(&mut l.dx), n);
+    }
+    // Row gradients go to their owners, which update the rows now (as the one-process
+    // trainer does before stepping the dense optimiser).
+    {
+        let input = SparseInput {
+            n,
+            single: &l.batch.single,
+            multi: &l.multi,
+        };
+        shard.backward(comm, &input, &l.dx, n_in, step);
+    }
+    give_back(&mut l.batch, &mut l.multi);
+    // One fused all-reduce: every dense gradient, then the loss.
+    l.fused.clear();
+    state
+        .net
+        .visit_params("", &mut |_, _, g| l.fused.extend_from_slice(g));
+    l.fused.push(loss as f32);
+    comm.all_reduce_sum(&mut l.fused);
+    let mut at = 0;
+    state.net.visit_params("", &mut |_, _, g| {
+        g.copy_from_slice(&l.fused[at..at + g.len()]);
+        at += g.len();
+    });
+    adam.step(state.net.as_mut(), lr);
+    l.fused[at] as f64
+}
+
+/// A layer with the tables and fields of `layer` and no rows.
+fn empty_like(layer: &EmbeddingLayer) -> Result<EmbeddingLayer> {
+    let specs = layer.tables().iter().map(|t| t.spec().clone()).collect();
+    EmbeddingLayer::new(specs, layer.fields().to_vec())
+        .map_err(|e| anyhow::anyhow!("embedding layer: {e}"))
+}
+
+/// Gathers every shard's rows (and their optimizer state) on rank 0, which saves the
+/// whole model to `dir`; the other ranks only send. Collective.
+pub fn save_gathered(
+    state: &mut ModelState,
+    shard: &ShardedEmbeddings,
+    comm: &mut dyn Comm,
+    dir: &std::path::Path,
+    info: &SaveInfo,
+) -> Result<()> {
+    let size = comm.size();
+    let mut tables = Vec::new();
+    for t in shard.layer.tables() {
+        let (dim, sw) = (t.dim(), t.state_width());
+        let mut ids: Vec<(u64, u32)> = t.ids().collect();
+        ids.sort_unstable();
+        let mut vals = Vec::with_capacity(ids.len() * (dim + sw));
+        for &(_, s) in &ids {
+            vals.extend_from_slice(t.row(s));
+            vals.extend_from_slice(t.row_state(s));
+        }
+        let ids: Vec<u64> = ids.into_iter().map(|(id, _)| id).collect();
+        let to_root = |len: usize| {
+            let mut c = vec![0; size];
+            c[0] = len;
+            c
+        };
+        let (all_ids, _) = comm.all_to_all_v_u64(&ids, &to_root(ids.len()));
+        let (all_vals, _) = comm.all_to_all_v_f32(&vals, &to_root(vals.len()));
+        if comm.rank() == 0 {
+            let mut table = mfh_embedding::EmbeddingTable::new(t.spec().clone())
+                .map_err(|e| anyhow::anyhow!("embedding table: {e}"))?;
+            for (id, v) in all_ids.iter().zip(all_vals.chunks_exact(dim + sw)) {
+                table.insert_row(*id, &v[..dim], &v[dim..]);
+            }
+            tables.push(table);
+        }
+    }
+    let ok = if comm.rank() == 0 {
+        let fields = shard.layer.fields().to_vec();
+        state.emb = EmbeddingLayer::from_tables(tables, fields)
+            .map_err(|e| anyhow::anyhow!("embedding layer: {e}"))?;
+        let r = save_model(dir, state, info);
+        // The full tables are only for saving: drop them again.
+        state.emb = empty_like(&shard.layer)?;
+        r
+    } else {
+        Ok(())
+    };
+    // Rank 0's result reaches every rank, so a failed write stops them all.
+    let mut flag = [if ok.is_ok() { 0.0 } else { 1.0 }];
+    comm.all_reduce_sum_f64(&mut flag);
+    ok?;
+    if flag[0] > 0.0 {
+        bail!("rank 0 could not save the model to {}", dir.display());
+    }
+    Ok(())
+}
+
+/// Writes `distributed.json` (world size, per-step time split) to the model folder.
+pub fn write_step_times(dir: &std::path::Path, size: usize, t: &StepTimes) -> Result<()> {
+    let per_step = |s: f64| 1e3 * s / t.steps.max(1) as f64;
+    let v = serde_json::json!({
+        "world_size": size,
+        "steps": t.steps,
+        "rows": t.rows,
+        "samples_per_sec": if t.train_s > 0.0 { t.rows as f64 / t.train_s } else { 0.0 },
+        "step_ms": per_step(t.train_s),
+        "read_ms": per_step(t.read_s),
+        "all_reduce_ms": per_step(t.comm.all_reduce_s),
+        "all_reduce_bytes_per_step": t.comm.all_reduce_bytes / t.steps.max(1),
+        "all_to_all_ms": per_step(t.comm.all_to_all_s),
+        "all_to_all_bytes_per_step": t.comm.all_to_all_bytes / t.steps.max(1),
+        "all_to_all_calls_per_step": t.comm.all_to_all_calls / t.steps.max(1),
+    });
+    mfh_train::model_dir::write_atomic(dir, "distributed.json", serde_json::to_string_pretty(&v)?.as_bytes())
+}
