@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Serving load figures (issue 7): prepares the bundled KuaiRand slice, trains the MFH model
+# (unless WORK/mfh exists), then runs crates/serve/examples/loadgen.rs against it: 1 user ×
+# CANDIDATES candidates over loopback :regress (1, 2 and 4 clients, SECONDS each), the
+# in-process decode / forward time of the same rows, and 10,000 malformed requests.
+#   bench/serve_load.sh [WORK=target/serve-bench] [CANDIDATES=500] [SECONDS=10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=${1:-target/serve-bench}
+n=${2:-500}
+secs=${3:-10}
+cargo build --profile fastrel -p mfh -p mfh-serve --features mfh/serve --bins --examples
+mfh=target/fastrel/mfh
+if [ ! -f "$work/mfh/model.json" ]; then
+  "$mfh" prepare kuairand --raw data/kuairand-pure --out "$work/data"
+  "$mfh" train --config "$work/data/kuairand.toml" --model mfh --out "$work/mfh" --quiet
+fi
+echo "# $(date -u +%F) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+target/fastrel/examples/loadgen "$work/mfh" "$n" "$secs"
