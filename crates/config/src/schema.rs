@@ -99,6 +99,9 @@ pub struct DataConfig {
     pub gauc_column: Option<String>,
     #[serde(default)]
     pub side_tables: Vec<SideTableConfig>,
+    /// Column holding a non-negative weight per row that multiplies the row's loss.
+    #[serde(default)]
+    pub weight_column: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -261,6 +264,11 @@ pub enum BehaviourConfig {
         /// be 0/1 (or true/false).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         positive: Vec<String>,
+        /// Negative down-sampling of the train split: a row's negative label is kept with
+        /// this probability (else masked; a row left with no label is dropped), and
+        /// predictions are mapped back with p / (p + (1 − p) / r).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        negative_rate: Option<f64>,
     },
     /// A real target from an expression over columns, clipped; MSE head.
     Regression {
@@ -277,6 +285,17 @@ impl BehaviourConfig {
             BehaviourConfig::Binary { name, .. } | BehaviourConfig::Regression { name, .. } => name,
         }
     }
+    /// The rate at which negatives of the train split are kept (1: no sampling).
+    pub fn negative_rate(&self) -> f64 {
+        match self {
+            BehaviourConfig::Binary {
+                negative_rate: Some(r),
+                ..
+            } => *r,
+            _ => 1.0,
+        }
+    }
+
     pub fn is_binary(&self) -> bool {
         matches!(self, BehaviourConfig::Binary { .. })
     }
@@ -430,9 +449,29 @@ pub enum ScheduleKind {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingOptConfig {
-    /// adagrad (row-wise, default) | adam (lazy).
+    /// adagrad (row-wise, default) | adam (lazy) | ftrl (per element, `lr` is its α).
     #[serde(default)]
     pub optimizer: RowOptimizerKind,
+    /// FTRL: β, and the L1 / L2 strengths.
+    #[serde(default = "d_ftrl_beta")]
+    pub ftrl_beta: f64,
+    #[serde(default)]
+    pub l1: f64,
+    #[serde(default)]
+    pub l2: f64,
+    /// Admission: a new ID gets a row after this many sightings in training (0/1: at
+    /// once); until then it reads the all-zero default row.
+    #[serde(default)]
+    pub admit_after: u32,
+    /// Expiry: rows not looked up in this many steps are evicted (0: never).
+    #[serde(default)]
+    pub ttl_steps: u64,
+    /// Row cap per table: beyond it the least frequently used rows are evicted (0: none).
+    #[serde(default)]
+    pub max_rows: u64,
+    /// Eviction runs between batches every this many steps.
+    #[serde(default = "d_evict_every")]
+    pub evict_every: u64,
     #[serde(default = "d_emb_lr")]
     pub lr: f64,
     /// Half-width of the uniform initialisation of new rows.
@@ -444,6 +483,14 @@ pub struct EmbeddingOptConfig {
     pub beta1: f64,
     #[serde(default = "d_beta2")]
     pub beta2: f64,
+}
+
+fn d_ftrl_beta() -> f64 {
+    1.0
+}
+
+fn d_evict_every() -> u64 {
+    100
 }
 
 impl Default for EmbeddingOptConfig {
@@ -458,6 +505,7 @@ pub enum RowOptimizerKind {
     #[default]
     Adagrad,
     Adam,
+    Ftrl,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -665,6 +713,36 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
                     join_or_none(cfg.splits.keys())
                 ),
             );
+        }
+    }
+
+    let e = &cfg.train.embedding;
+    for (k, v) in [("ftrl_beta", e.ftrl_beta), ("l1", e.l1), ("l2", e.l2)] {
+        if !(v.is_finite() && v >= 0.0) {
+            return bad(
+                format!("train.embedding.{k}"),
+                format!("{v} is not a finite non-negative number"),
+            );
+        }
+    }
+    if e.evict_every == 0 && (e.ttl_steps > 0 || e.max_rows > 0) {
+        return bad(
+            "train.embedding.evict_every".into(),
+            "must be at least 1 when ttl_steps or max_rows is set".into(),
+        );
+    }
+    for (i, b) in cfg.behaviours.iter().enumerate() {
+        if let BehaviourConfig::Binary {
+            negative_rate: Some(r),
+            ..
+        } = b
+        {
+            if !(*r > 0.0 && *r <= 1.0) {
+                return bad(
+                    format!("behaviours[{i}].negative_rate"),
+                    format!("{r} is not in (0, 1]"),
+                );
+            }
         }
     }
 

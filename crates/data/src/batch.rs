@@ -26,6 +26,8 @@ pub struct Batch {
     pub groups: Vec<u64>,
     /// 0-based data-row index over all sources.
     pub rows: Vec<u64>,
+    /// Row weights (`data.weight_column`); empty when none is configured.
+    pub weights: Vec<f32>,
 }
 
 impl Batch {
@@ -65,7 +67,33 @@ impl Batch {
             cells: Vec::with_capacity(self.cells.len()),
             groups: Vec::with_capacity(self.groups.len()),
             rows: Vec::with_capacity(self.rows.len()),
+            weights: Vec::with_capacity(self.weights.len()),
         }
+    }
+
+    /// Drops every row from `n` on (`n ≤ self.n`).
+    pub fn truncate_rows(&mut self, n: usize) {
+        if n >= self.n {
+            return;
+        }
+        let w = |v: usize| v / self.n;
+        let (ws, wd, wl) = (
+            w(self.single.len()),
+            w(self.dense.len()),
+            w(self.labels.len()),
+        );
+        self.single.truncate(n * ws);
+        self.dense.truncate(n * wd);
+        self.labels.truncate(n * wl);
+        self.cells.truncate(n);
+        self.groups.truncate(n);
+        self.rows.truncate(n);
+        self.weights.truncate(n.min(self.weights.len()));
+        for m in &mut self.multi {
+            m.offsets.truncate(n + 1);
+            m.ids.truncate(m.offsets[n] as usize);
+        }
+        self.n = n;
     }
 
     /// Removes everything, keeping the allocations.
@@ -77,6 +105,7 @@ impl Batch {
         self.cells.clear();
         self.groups.clear();
         self.rows.clear();
+        self.weights.clear();
         for m in &mut self.multi {
             m.offsets.clear();
             m.offsets.push(0);
@@ -98,6 +127,9 @@ impl Batch {
             self.cells.push(src.cells[i]);
             self.groups.push(src.groups[i]);
             self.rows.push(src.rows[i]);
+            if !src.weights.is_empty() {
+                self.weights.push(src.weights[i]);
+            }
             for (dst, s) in self.multi.iter_mut().zip(&src.multi) {
                 let (a, b) = (s.offsets[i] as usize, s.offsets[i + 1] as usize);
                 dst.ids.extend_from_slice(&s.ids[a..b]);

@@ -270,6 +270,7 @@ impl Pipeline {
             out.single.truncate(mark.0);
             out.dense.truncate(mark.1);
             out.labels.truncate(mark.2);
+            out.weights.truncate(out.n.min(out.weights.len()));
             // The row's start in a multi-valued column is its last complete offset.
             for m in &mut out.multi {
                 m.offsets.truncate(out.n + 1);
@@ -419,11 +420,65 @@ impl Pipeline {
             (Some(c), None) => self.value(row, c).map(hash_value).unwrap_or(MISSING_ID),
             (None, _) => 0,
         };
+        if let Some(c) = self.weight {
+            let w = match self.number(row, c)? {
+                Some(w) if w.is_finite() && w >= 0.0 => w as f32,
+                Some(w) => {
+                    return Err(self.cell_error(
+                        row,
+                        c,
+                        "bad weight",
+                        format!("row weight {w} is not a finite non-negative number"),
+                    ))
+                }
+                None => {
+                    return Err(self.cell_error(
+                        row,
+                        c,
+                        "bad weight",
+                        "the row weight is missing".into(),
+                    ))
+                }
+            };
+            out.weights.push(w);
+        }
         out.cells.push(cell);
         out.groups.push(group);
         out.rows.push(row.index);
         out.n += 1;
         Ok(())
+    }
+
+    /// Negative down-sampling of the last decoded row of `out` (train split): each
+    /// negative label of a behaviour with rate r < 1 is kept with probability r, decided
+    /// by a hash of (seed, row index, behaviour) so that every pass and every thread
+    /// count drops the same labels; the others are masked. Returns false, having removed
+    /// the row, when no label is left.
+    pub(crate) fn sample_negatives(&self, out: &mut Batch, seed: u64) -> bool {
+        let nb = self.behaviours.len();
+        let n = out.n;
+        let Some(index) = out.rows.last().copied() else {
+            return true;
+        };
+        let labels = &mut out.labels[(n - 1) * nb..n * nb];
+        let had_any = labels.iter().any(|y| y.is_finite());
+        for (b, y) in labels.iter_mut().enumerate() {
+            let r = self.cfg.behaviours[b].negative_rate();
+            if r < 1.0 && *y == 0.0 {
+                let h = xxhash_rust::xxh3::xxh3_64_with_seed(
+                    &[index.to_le_bytes(), (b as u64).to_le_bytes()].concat(),
+                    seed,
+                );
+                if (h >> 11) as f64 / (1u64 << 53) as f64 >= r {
+                    *y = f32::NAN;
+                }
+            }
+        }
+        if had_any && labels.iter().all(|y| !y.is_finite()) {
+            out.truncate_rows(n - 1);
+            return false;
+        }
+        true
     }
 
     /// A bucketised feature's boundaries: fitted quantiles, else the configured ones.

@@ -92,6 +92,8 @@ pub struct Pipeline {
     pub(crate) behaviours: Vec<CompiledBehaviour>,
     pub(crate) facets: Vec<CompiledFacet>,
     pub(crate) gauc: Option<ColRef>,
+    /// The row-weight column (`data.weight_column`).
+    pub(crate) weight: Option<ColRef>,
     /// The single-valued slot of a categorical feature over the GAUC column, if any: its
     /// ID is the row's group key (the same hash), so it is not hashed twice.
     pub(crate) gauc_slot: Option<usize>,
@@ -141,6 +143,7 @@ impl Pipeline {
             behaviours: Vec::new(),
             facets: Vec::new(),
             gauc: None,
+            weight: None,
             gauc_slot: None,
             splits: BTreeMap::new(),
             layout: FieldLayout {
@@ -313,6 +316,9 @@ impl Pipeline {
         }
         for (i, f) in cfg.facets.iter().enumerate() {
             self.facets.push(self.compile_facet(i, f)?);
+        }
+        if let Some(w) = &cfg.data.weight_column {
+            self.weight = Some(self.resolve("data.weight_column", w)?);
         }
         if let Some(g) = &cfg.data.gauc_column {
             let col = self.resolve("data.gauc_column", g)?;

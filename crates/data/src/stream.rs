@@ -41,6 +41,8 @@ pub struct ReadStats {
     /// Rows of this split that decoded and were used.
     pub rows_used: u64,
     pub skipped: SkipCounts,
+    /// Train-split rows dropped by negative down-sampling (no label left).
+    pub sampled_out: u64,
 }
 
 /// Walks the rows of `split`, calling `on_row` for each of them; `on_row` returns
@@ -174,15 +176,26 @@ impl Pipeline {
                 };
                 let mut alive = true;
                 let fitted = p.fitted();
+                // Negative down-sampling applies to the train split only.
+                let sampling = split == p.cfg.train.train_split
+                    && p.cfg.behaviours.iter().any(|b| b.negative_rate() < 1.0);
+                let sample_seed = p.cfg.train.seed ^ 0x6e65_6773;
+                let mut sampled_out = 0u64;
                 let res = scan(&p, &split, |row| {
                     p.decode_into(row, &fitted, &mut pool)?;
+                    if sampling && !p.sample_negatives(&mut pool, sample_seed) {
+                        sampled_out += 1;
+                        return Ok(alive);
+                    }
                     if pool.n >= hold {
                         alive = drain(&mut pool, false);
                     }
                     Ok(alive)
                 });
                 match res {
-                    Ok(stats) => {
+                    Ok(mut stats) => {
+                        stats.rows_used -= sampled_out;
+                        stats.sampled_out = sampled_out;
                         if alive && drain(&mut pool, true) {
                             let _ = tx.send(Msg::Done(stats));
                         }

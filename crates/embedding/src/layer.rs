@@ -111,6 +111,8 @@ pub struct EmbeddingLayer {
     /// row shared by two fields gets one update with the summed gradient.
     table_slots: Vec<Vec<u32>>,
     table_grads: Vec<Vec<f32>>,
+    /// Eviction cadence in steps (see [`EmbeddingLayer::maintain`]).
+    evict_every: u64,
 }
 
 impl EmbeddingLayer {
@@ -174,6 +176,7 @@ impl EmbeddingLayer {
             column_ids: Vec::new(),
             table_slots: vec![Vec::new(); n_tables],
             table_grads: vec![Vec::new(); n_tables],
+            evict_every: 0,
         })
     }
 
@@ -200,6 +203,30 @@ impl EmbeddingLayer {
     pub fn tables_mut(&mut self) -> &mut [EmbeddingTable] {
         &mut self.tables
     }
+    /// Evict every this many steps in [`EmbeddingLayer::maintain`] (0: never).
+    pub fn set_evict_every(&mut self, steps: u64) {
+        self.evict_every = steps;
+    }
+
+    /// Sets every table's clock (lookups from now on are stamped with `step`).
+    pub fn set_clock(&mut self, step: u64) {
+        for t in &mut self.tables {
+            t.set_clock(step);
+        }
+    }
+
+    /// Between steps: at every `evict_every`-th step, each table drops its expired and
+    /// over-cap rows (tables without expiry or cap do nothing). Returns the rows removed.
+    /// Slots of the last forward are invalid afterwards, so call it after `backward`.
+    pub fn maintain(&mut self, step: u64) -> usize {
+        if self.evict_every == 0 || step % self.evict_every != 0 {
+            return 0;
+        }
+        self.train_batch = None;
+        use rayon::prelude::*;
+        self.tables.par_iter_mut().map(EmbeddingTable::evict).sum()
+    }
+
     /// Approximate heap bytes of all tables.
     pub fn bytes(&self) -> usize {
         self.tables.iter().map(EmbeddingTable::bytes).sum()

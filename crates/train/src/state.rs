@@ -5,7 +5,8 @@ use anyhow::{anyhow, Result};
 use mfh_config::{Config, EmbeddingOptConfig, FunnelKind, RowOptimizerKind, TaskGrid};
 use mfh_data::{Batch, FieldLayout};
 use mfh_embedding::{
-    EmbeddingLayer, FieldSpec, MultiIds, Pooling, RowOptimizer, SparseInput, TableSpec,
+    EmbeddingLayer, FieldSpec, Lifecycle, MultiIds, Pooling, RowOptimizer, SparseInput,
+    TableSpec,
 };
 use mfh_loss::{task_weights, GridLoss, LossSpec, LossValue, Reduction};
 use mfh_model::{GridShape, ModelSpec, MultiTaskModel};
@@ -42,6 +43,17 @@ pub fn embedding_layer(
             beta2: opt.beta2 as f32,
             eps: opt.eps as f32,
         },
+        RowOptimizerKind::Ftrl => RowOptimizer::Ftrl {
+            alpha: opt.lr as f32,
+            beta: opt.ftrl_beta as f32,
+            l1: opt.l1 as f32,
+            l2: opt.l2 as f32,
+        },
+    };
+    let lifecycle = Lifecycle {
+        admit_after: opt.admit_after,
+        ttl_steps: opt.ttl_steps,
+        max_rows: opt.max_rows,
     };
     let mut tables: Vec<TableSpec> = Vec::new();
     let mut table_of = |name: &str, dim: usize| -> usize {
@@ -54,7 +66,7 @@ pub fn embedding_layer(
             init_scale: opt.init_scale as f32,
             optimizer: optimizer.clone(),
             seed: seed ^ xxhash_rust::xxh3::xxh3_64(name.as_bytes()),
-            lifecycle: Default::default(),
+            lifecycle: lifecycle.clone(),
         });
         tables.len() - 1
     };
@@ -71,7 +83,10 @@ pub fn embedding_layer(
             pooling,
         ));
     }
-    EmbeddingLayer::new(tables, fields).map_err(|e| anyhow!("embedding tables: {e}"))
+    let mut layer =
+        EmbeddingLayer::new(tables, fields).map_err(|e| anyhow!("embedding tables: {e}"))?;
+    layer.set_evict_every(opt.evict_every);
+    Ok(layer)
 }
 
 /// The grid's loss as the config describes it: reduction, weights per behaviour and per
@@ -118,6 +133,11 @@ pub fn grid_loss(cfg: &Config, grid: &TaskGrid) -> Result<GridLoss> {
             .filter(|f| f.kind == FunnelKind::Aitm)
             .map(|f| (idx(&f.from), idx(&f.to), f.calibration))
             .collect(),
+        negative_rates: if cfg.behaviours.iter().any(|b| b.negative_rate() < 1.0) {
+            cfg.behaviours.iter().map(|b| b.negative_rate()).collect()
+        } else {
+            Vec::new()
+        },
         ..LossSpec::new(grid.n_cells(), grid.binary.clone())
     };
     GridLoss::new(spec).map_err(|e| anyhow!("train.loss: {e}"))
@@ -227,13 +247,18 @@ impl ModelState {
     /// One forward and backward pass; dense gradients accumulate in the net (the caller
     /// steps the optimiser), embedding rows are updated here.
     pub fn train_step(&mut self, batch: &mut Batch, step: u64) -> LossValue {
+        self.emb.set_clock(step);
         self.assemble(batch, true);
         let n = batch.n;
         let logits = self.net.forward(&self.x, &batch.cells, n, true);
         self.d_logits.resize(logits.len(), 0.0);
-        let value = self
-            .loss
-            .compute(logits, &batch.labels, &batch.cells, &mut self.d_logits);
+        let value = self.loss.compute_weighted(
+            logits,
+            &batch.labels,
+            &batch.cells,
+            &batch.weights,
+            &mut self.d_logits,
+        );
         // The network accumulates into dx, so it starts from zero every step.
         self.dx.clear();
         self.dx.resize(self.x.len(), 0.0);
@@ -245,6 +270,8 @@ impl ModelState {
             multi: &self.multi,
         };
         self.emb.backward(&input, &self.dx, self.n_in(), step);
+        // Between batches: expired and over-cap rows go (no slot is held past here).
+        self.emb.maintain(step);
         self.restore(batch);
         value
     }
