@@ -255,7 +255,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport, DataError> {
             .and_then(|mut b| b.flush())
             .map_err(|e| DataError::file(&log_out, "io", format!("cannot write: {e}")))?;
     }
-    write_item_counts(&per_video, &opts.out.join("item_counts.csv.gz"))?;
+    write_item_counts(&per_video, &videos, &opts.out.join("item_counts.csv.gz"))?;
     gzip_copy(&users, &opts.out.join("users.csv.gz"))?;
     gzip_copy(&videos, &opts.out.join("videos.csv.gz"))?;
     let config = opts.out.join("kuairand.toml");
@@ -273,14 +273,36 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport, DataError> {
 
 /// Each video's impressions over every logged date: its `item_prior_impressions` on the
 /// day after the log ends, which a server fills in for requests that do not carry it.
+/// Videos of the video table that were never shown count 0.
 fn write_item_counts(
     per_video: &HashMap<u64, Vec<(u32, u64)>>,
+    videos: &Path,
     dst: &Path,
 ) -> Result<(), DataError> {
-    let mut totals: Vec<(u64, u64)> = per_video
+    let mut totals: HashMap<u64, u64> = per_video
         .iter()
         .map(|(v, days)| (*v, days.iter().map(|(_, n)| n).sum()))
         .collect();
+    let opts = CsvOptions::default();
+    let header = read_header(videos, &opts)?;
+    if let Some(c) = header.iter().position(|h| h == "video_id") {
+        let mut rdr = csv_reader(open_maybe_gz(videos)?, &opts);
+        let mut rec = csv::ByteRecord::new();
+        rdr.read_byte_record(&mut rec)
+            .map_err(|e| csv_error(videos, e))?;
+        while rdr
+            .read_byte_record(&mut rec)
+            .map_err(|e| csv_error(videos, e))?
+        {
+            let id = std::str::from_utf8(rec.get(c).unwrap_or_default())
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            if let Some(v) = id {
+                totals.entry(v).or_insert(0);
+            }
+        }
+    }
+    let mut totals: Vec<(u64, u64)> = totals.into_iter().collect();
     totals.sort_unstable();
     let mut text = String::from("video_id,item_prior_impressions\n");
     for (v, n) in totals {
@@ -318,7 +340,7 @@ Recommendation Dataset with Randomly Exposed Videos\", CIKM 2022, doi 10.1145/35
 licensed CC BY-SA 4.0 (https://creativecommons.org/licenses/by-sa/4.0/). Changes: rows of \
 dates from 20220428 on, with a derived column item_prior_impressions (impressions of the video \
 on strictly earlier dates); the user and video tables gzipped; item_counts.csv.gz, each \
-video's impressions over all logged dates. This derived data is also \
+video's impressions over all logged dates (0 for videos of the video table never shown). This derived data is also \
 CC BY-SA 4.0.\n";
 
 /// The config written beside the prepared data.

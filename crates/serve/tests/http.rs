@@ -341,6 +341,33 @@ fn a_new_published_version_is_swapped_in() {
     copy_dir(&other, &v2);
     std::thread::sleep(Duration::from_millis(200));
     assert!(status().contains(r#""version":"1""#));
+    // A long request in flight while version 2 is published finishes on version 1.
+    let n = 30_000;
+    let uids: Vec<String> = (0..n).map(|i| format!("u{}", i % USERS)).collect();
+    let long = json!({"inputs": [
+        {"name": "uid", "data": uids},
+        {"name": "item", "data": vec!["i1"; n]},
+        {"name": "hour", "data": vec![3; n]},
+        {"name": "price", "data": vec![1.5; n]},
+    ]})
+    .to_string();
+    let addr = srv.addr;
+    let in_flight = std::thread::spawn(move || {
+        let (c, b) = http(addr, "POST", "/v2/models/mmoe/infer", long.as_bytes());
+        assert_eq!(c, 200, "{b}");
+        serde_json::from_str::<Value>(&b).unwrap()["model_version"].clone()
+    });
+    let t0 = Instant::now();
+    while srv
+        .metrics()
+        .in_flight
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+        && !in_flight.is_finished()
+    {
+        assert!(t0.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(1));
+    }
     std::fs::write(v2.join("DONE"), "").unwrap();
     let t0 = Instant::now();
     while !status().contains(r#""version":"2""#) {
@@ -348,8 +375,9 @@ fn a_new_published_version_is_swapped_in() {
             t0.elapsed() < Duration::from_secs(20),
             "version 2 never served"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
+    assert_eq!(in_flight.join().unwrap(), "1");
     let two = post_json(srv.addr, "/v1/models/mmoe:regress", &many_rows(3)).1;
     assert_ne!(one["results"], two["results"]);
     let (_, m) = get(srv.addr, "/metrics");
