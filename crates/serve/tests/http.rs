@@ -476,3 +476,68 @@ fn shutdown_lets_in_flight_requests_finish() {
     assert_eq!(c, 200, "{b}");
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
+
+#[test]
+fn a_storm_of_malformed_requests_gets_only_4xx_and_leaves_the_server_healthy() {
+    let srv = start(mfh_serve::ServeOptions {
+        body_limit: 4 << 10,
+        ..options(model())
+    });
+    let a = srv.addr;
+    let too_big = format!(
+        r#"{{"instances": [{}]}}"#,
+        vec![r#"{"uid": "u1"}"#; 1000].join(",")
+    );
+    let cases: Vec<(&str, &str, &[u8])> = vec![
+        ("POST", "/v1/models/mmoe:predict", b"{\"instances\": ["),
+        ("POST", "/v1/models/mmoe:predict", b"\xff\xfe\x00"),
+        ("POST", "/v1/models/mmoe:predict", b"{\"instances\": 7}"),
+        (
+            "POST",
+            "/v1/models/mmoe:predict",
+            br#"{"instances": [{"uid": null, "item": "i1", "hour": 1, "price": 1}]}"#,
+        ),
+        (
+            "POST",
+            "/v1/models/mmoe:predict",
+            br#"{"instances": [{"uid": "u1", "item": "i1", "hour": 1, "price": "1e999"}]}"#,
+        ),
+        (
+            "POST",
+            "/v1/models/mmoe:regress",
+            br#"{"context": "u1", "examples": []}"#,
+        ),
+        (
+            "POST",
+            "/v1/models/mmoe:regress",
+            br#"{"context": {"uid": "u1"}, "examples": [[]]}"#,
+        ),
+        (
+            "POST",
+            "/v2/models/mmoe/infer",
+            br#"{"inputs": [{"name": 3, "data": []}]}"#,
+        ),
+        (
+            "POST",
+            "/v2/models/mmoe/infer",
+            br#"{"inputs": [{"name": "uid", "datatype": "COMPLEX64", "data": [1]}]}"#,
+        ),
+        ("POST", "/v2/models/x/infer", b"{}"),
+        ("GET", "/v2/models/x", b""),
+        ("POST", "/v1/models/mmoe", b"{}"),
+        ("DELETE", "/v2/health/live", b""),
+        ("POST", "/v1/models/mmoe:predict", too_big.as_bytes()),
+    ];
+    let mut codes = std::collections::BTreeMap::new();
+    for i in 0..2000 {
+        let (m, p, b) = cases[i % cases.len()];
+        *codes.entry(http(a, m, p, b).0).or_insert(0) += 1;
+    }
+    assert!(codes.keys().all(|c| (400..500).contains(c)), "{codes:?}");
+    assert_eq!(get(a, "/v2/health/live").0, 200);
+    assert_eq!(
+        post_json(a, "/v1/models/mmoe:regress", &many_rows(5)).0,
+        200
+    );
+    srv.stop();
+}
