@@ -198,7 +198,9 @@ fn main() {
     for _ in 0..200 {
         let mut b = m.decoder.batch();
         let t0 = Instant::now();
-        m.decoder.decode(&parsed.context, &parsed.rows, &mut b).unwrap();
+        m.decoder
+            .decode(&parsed.context, &parsed.rows, &mut b)
+            .unwrap();
         d.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     d.sort_by(f64::total_cmp);

@@ -9,8 +9,8 @@ mod checkpoint;
 mod evaluate;
 pub mod model_dir;
 mod schedule;
-pub mod serving;
 mod selection;
+pub mod serving;
 mod state;
 mod trainer;
 
