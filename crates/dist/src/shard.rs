@@ -41,6 +41,8 @@ struct TableStep {
     owned_slots: Vec<u32>,
     /// Summed gradient per entry of `send_ids`.
     grads: Vec<f32>,
+    /// Owner side: every rank's gradients for `owned_slots`.
+    owned_grads: Vec<f32>,
 }
 
 /// This rank's shard of every table plus the fields that read them.
@@ -106,6 +108,9 @@ impl ShardedEmbeddings {
     /// [`EmbeddingLayer::forward`]. Collective: every rank calls it once per step. In
     /// train mode owners create missing rows and keep the slots for [`Self::backward`];
     /// in eval mode unseen ids read zeros.
+    ///
+    /// All tables travel together: one all-to-all of ids (each rank's message to an
+    /// owner starts with its id count per table) and one of rows.
     pub fn forward(
         &mut self,
         comm: &mut dyn Comm,
@@ -118,40 +123,121 @@ impl ShardedEmbeddings {
             panic!("ShardedEmbeddings::forward: {e}");
         }
         let size = comm.size();
+        let n_tables = self.steps.len();
         let mut ids = std::mem::take(&mut self.scratch);
-        for t in 0..self.steps.len() {
+        for t in 0..n_tables {
             self.occurrences(t, input, &mut ids);
-            let dim = self.layer.tables()[t].dim();
-            let st = &mut self.steps[t];
-            plan(&ids, size, st);
-            let (recv_ids, recv_counts) = comm.all_to_all_v_u64(&st.send_ids, &st.send_counts);
-            // Owner side: the requested rows, in request order.
+            plan(&ids, size, &mut self.steps[t]);
+        }
+        self.scratch = ids;
+        // Message to owner r: [count of table 0, …, count of table T−1, ids of table 0, …].
+        let mut send = Vec::new();
+        let mut counts = vec![0; size];
+        for (r, count) in counts.iter_mut().enumerate() {
+            let at = send.len();
+            send.extend(self.steps.iter().map(|st| st.send_counts[r] as u64));
+            for st in &self.steps {
+                let lo = st.send_counts[..r].iter().sum::<usize>();
+                send.extend_from_slice(&st.send_ids[lo..lo + st.send_counts[r]]);
+            }
+            *count = send.len() - at;
+        }
+        let (recv, recv_counts) = comm.all_to_all_v_u64(&send, &counts);
+        // Owner side: per table, the ids every rank asked for, rank 0's first.
+        let mut asked: Vec<Vec<u64>> = vec![Vec::new(); n_tables];
+        let mut at = 0;
+        for st in &mut self.steps {
+            st.recv_counts.clear();
+        }
+        for &len in &recv_counts {
+            let msg = &recv[at..at + len];
+            let (head, mut body) = msg.split_at(n_tables);
+            for (t, &c) in head.iter().enumerate() {
+                let c = c as usize;
+                asked[t].extend_from_slice(&body[..c]);
+                self.steps[t].recv_counts.push(c);
+                body = &body[c..];
+            }
+            at += len;
+        }
+        let mut table_rows: Vec<Vec<f32>> = Vec::with_capacity(n_tables);
+        for (t, asked) in asked.iter().enumerate() {
             let table: &mut EmbeddingTable = &mut self.layer.tables_mut()[t];
-            let mut reply = vec![0.0f32; recv_ids.len() * dim];
+            let dim = table.dim();
+            let st = &mut self.steps[t];
+            let mut rows = vec![0.0f32; asked.len() * dim];
             if train {
-                table.lookup_train(&recv_ids, &mut st.owned_slots);
-                for (dst, &s) in reply.chunks_exact_mut(dim).zip(&st.owned_slots) {
+                table.lookup_train(asked, &mut st.owned_slots);
+                for (dst, &s) in rows.chunks_exact_mut(dim).zip(&st.owned_slots) {
                     if s != NO_ROW {
                         dst.copy_from_slice(table.row(s));
                     }
                 }
             } else {
                 st.owned_slots.clear();
-                for (dst, &id) in reply.chunks_exact_mut(dim).zip(&recv_ids) {
+                for (dst, &id) in rows.chunks_exact_mut(dim).zip(asked) {
                     if let Some(s) = table.lookup_eval(id) {
                         dst.copy_from_slice(table.row(s));
                     }
                 }
             }
-            let counts: Vec<usize> = recv_counts.iter().map(|c| c * dim).collect();
-            st.recv_counts = recv_counts;
-            // Each owner answers in the order it was asked, so the rows arrive grouped by
-            // owner in `send_ids` order.
-            st.rows = comm.all_to_all_v_f32(&reply, &counts).0;
+            table_rows.push(rows);
         }
-        self.scratch = ids;
+        // Each owner answers in the order it was asked: to rank s, table by table.
+        let dims: Vec<usize> = self.layer.tables().iter().map(|t| t.dim()).collect();
+        let reply = self.by_rank(size, &dims, &table_rows, |st| &st.recv_counts);
+        let (rows, _) = comm.all_to_all_v_f32(&reply.0, &reply.1);
+        self.scatter(size, &dims, &rows, |st| &st.send_counts, |st| &mut st.rows);
         self.fill(input, out, row_stride);
         self.trained = train.then_some(input.n);
+    }
+
+    /// Packs per-table payloads (`dim` floats per id, grouped by rank as `counts` says)
+    /// into one buffer grouped by rank, table by table within a rank.
+    fn by_rank(
+        &self,
+        size: usize,
+        dims: &[usize],
+        per_table: &[Vec<f32>],
+        counts: impl Fn(&TableStep) -> &Vec<usize>,
+    ) -> (Vec<f32>, Vec<usize>) {
+        let mut out = Vec::with_capacity(per_table.iter().map(Vec::len).sum());
+        let mut sizes = vec![0; size];
+        let mut offset = vec![0usize; per_table.len()];
+        for (r, sz) in sizes.iter_mut().enumerate() {
+            let at = out.len();
+            for (t, st) in self.steps.iter().enumerate() {
+                let len = counts(st)[r] * dims[t];
+                out.extend_from_slice(&per_table[t][offset[t]..offset[t] + len]);
+                offset[t] += len;
+            }
+            *sz = out.len() - at;
+        }
+        (out, sizes)
+    }
+
+    /// Unpacks a buffer made by [`Self::by_rank`] on the other side into per-table
+    /// buffers (`dst`), rank by rank.
+    fn scatter(
+        &mut self,
+        size: usize,
+        dims: &[usize],
+        buf: &[f32],
+        counts: impl Fn(&TableStep) -> &Vec<usize>,
+        dst: impl Fn(&mut TableStep) -> &mut Vec<f32>,
+    ) {
+        for st in &mut self.steps {
+            dst(st).clear();
+        }
+        let mut at = 0;
+        for r in 0..size {
+            for (t, st) in self.steps.iter_mut().enumerate() {
+                let len = counts(st)[r] * dims[t];
+                dst(st).extend_from_slice(&buf[at..at + len]);
+                at += len;
+            }
+        }
+        debug_assert_eq!(at, buf.len());
     }
 
     /// Writes every field's embedding (pooled for multi-valued fields) from the fetched
@@ -205,14 +291,20 @@ impl ShardedEmbeddings {
             "ShardedEmbeddings::backward needs a train-mode forward on the same batch"
         );
         self.sum_gradients(input, d_out, row_stride);
-        for t in 0..self.steps.len() {
-            let dim = self.layer.tables()[t].dim();
-            let st = &self.steps[t];
-            let counts: Vec<usize> = st.send_counts.iter().map(|c| c * dim).collect();
-            let (grads, _) = comm.all_to_all_v_f32(&st.grads, &counts);
+        let size = comm.size();
+        let dims: Vec<usize> = self.layer.tables().iter().map(|t| t.dim()).collect();
+        let grads: Vec<Vec<f32>> = self.steps.iter_mut().map(|st| std::mem::take(&mut st.grads)).collect();
+        let (send, counts) = self.by_rank(size, &dims, &grads, |st| &st.send_counts);
+        for (st, g) in self.steps.iter_mut().zip(grads) {
+            st.grads = g;
+        }
+        let (recv, _) = comm.all_to_all_v_f32(&send, &counts);
+        // Per table, every rank's gradients in rank order: the order of `owned_slots`.
+        self.scatter(size, &dims, &recv, |st| &st.recv_counts, |st| &mut st.owned_grads);
+        let (tables, steps) = (self.layer.tables_mut(), &self.steps);
+        for (table, st) in tables.iter_mut().zip(steps) {
             if !st.owned_slots.is_empty() {
-                let slots = &self.steps[t].owned_slots;
-                self.layer.tables_mut()[t].apply_gradients(slots, &grads, step);
+                table.apply_gradients(&st.owned_slots, &st.owned_grads, step);
             }
         }
         self.trained = None;

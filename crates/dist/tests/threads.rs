@@ -97,6 +97,7 @@ fn opts(out: &Path) -> TrainOptions {
         progress: false,
         keep_checkpoints: false,
         resume: false,
+        init_from: None,
     }
 }
 
@@ -104,7 +105,6 @@ fn opts(out: &Path) -> TrainOptions {
 fn dense(dir: &Path) -> Vec<(String, Vec<f32>)> {
     let mut m = load_model(dir).unwrap();
     let mut out = Vec::new();
-    use mfh_nn::Module;
     m.state
         .net
         .visit_params("", &mut |n, p, _| out.push((n.to_string(), p.to_vec())));
