@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Cost model of mfh's synchronous data-parallel training (docs/distributed.md), fed
+with measured figures: the `distributed.json` of a one-rank and a two-rank run and the
+all-reduce / all-to-all timings of `examples/collectives`. Projects the step time,
+throughput, scaling efficiency and the time to train 10 B samples on N nodes.
+
+usage: dist_cost_model.py NP1.json NP2.json [N] [SAMPLES] [SKEW_MS]
+
+SKEW_MS: time per step the ranks wait for the slowest one (stragglers), added to every
+multi-node step; 0 by default (dedicated nodes), the measured loopback runs on a shared
+2-vCPU box show tens of ms.
+"""
+import json, sys
+
+one = json.load(open(sys.argv[1]))
+two = json.load(open(sys.argv[2]))
+N = int(sys.argv[3]) if len(sys.argv) > 3 else 16
+SAMPLES = float(sys.argv[4]) if len(sys.argv) > 4 else 10e9
+SKEW = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
+
+b = one["rows"] / one["steps"]                      # global batch of the measurements
+read_row = one["read_ms"] / b                       # ms to decode one row
+compute_row = (one["step_ms"] - one["read_ms"] - one["all_reduce_ms"] - one["all_to_all_ms"]) / b
+dense_bytes = two["all_reduce_bytes_per_step"]      # fused gradient buffer
+# Embedding traffic a rank sends per step at N = 2 (half of its distinct ids are
+# remote), for b / 2 rows per rank; per row and per remote fraction:
+a2a_row = two["all_to_all_bytes_per_step"] / (b / 2) / 0.5
+calls = 6                                           # 3 all-to-all-v, each counts + data
+
+nets = {
+    "25 GbE (2.5 GB/s, 20 µs)": (2.5e9, 20e-6),
+    "100 Gb/s InfiniBand (10 GB/s, 2 µs)": (10e9, 2e-6),
+}
+print(f"measured at N=1: batch {b:.0f}, read {read_row*1e3:.1f} µs/row, compute {compute_row*1e3:.1f} µs/row")
+print(f"measured at N=2: all-reduce {dense_bytes/1e6:.2f} MB/step, all-to-all {two['all_to_all_bytes_per_step']/1e3:.0f} kB/step/rank")
+per_rank = b                                        # weak scaling: b rows per rank
+single = b / ((read_row + compute_row) * b / 1e3)   # one node, samples/s
+print(f"one node: {single:.0f} samples/s; straggler allowance {SKEW:.0f} ms/step\n")
+print(f"| network | reading | N | step ms | all-reduce ms | all-to-all ms | samples/s | efficiency | 10 B samples |")
+print(f"|---|---|---|---|---|---|---|---|---|")
+for name, (bw, alpha) in nets.items():
+    for striped in (False, True):
+        for n in (2, N):
+            B = per_rank * n
+            read = read_row * (per_rank if striped else B)
+            comp = compute_row * per_rank
+            ar = (2 * (n - 1) / n * dense_bytes / bw + 2 * (n - 1) * alpha) * 1e3
+            # Distinct ids per rank grow at most linearly with its rows; (n-1)/n remote.
+            a2a = (a2a_row * per_rank * (n - 1) / n / bw + calls * (n - 1) * alpha) * 1e3
+            step = read + comp + ar + a2a + SKEW
+            tput = B / step * 1e3
+            eff = tput / (n * single)
+            hours = SAMPLES / tput / 3600
+            how = "striped by rank" if striped else "whole batch per rank"
+            print(f"| {name} | {how} | {n} | {step:.0f} | {ar:.1f} | {a2a:.1f} | {tput:,.0f} | {eff:.0%} | {hours:,.0f} h |")
