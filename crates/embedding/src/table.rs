@@ -16,6 +16,9 @@ const MAX_NAME: usize = 1 << 16;
 /// Rows reserved up front when loading; beyond this the vectors grow as rows arrive,
 /// so a corrupted row count cannot demand an absurd allocation.
 const MAX_PRERESERVE_ROWS: u64 = 1 << 20;
+/// The same bound in values (rows × (dim + state width)), since a corrupted dim times a
+/// corrupted row count can ask for terabytes well under the row cap.
+const MAX_PRERESERVE_VALUES: u64 = 1 << 24;
 
 const TAG_ADAGRAD: u8 = 1;
 const TAG_ADAM: u8 = 2;
@@ -674,7 +677,9 @@ impl EmbeddingTable {
             lifecycle,
         };
         let mut table = EmbeddingTable::new(spec).map_err(|e| format!("loading: {e}"))?;
-        let pre = n_rows.min(MAX_PRERESERVE_ROWS) as usize;
+        let pre = n_rows
+            .min(MAX_PRERESERVE_ROWS)
+            .min(MAX_PRERESERVE_VALUES / (dim + sw) as u64) as usize;
         table.index.reserve(pre);
         table.rows.reserve(pre * dim);
         table.state.reserve(pre * sw);

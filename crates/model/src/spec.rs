@@ -7,7 +7,7 @@ use crate::model::{GridShape, MultiTaskModel};
 use crate::net::MultiTaskNet;
 use crate::shared_bottom::SharedBottom;
 use crate::switcher::Switcher;
-use crate::tree::{TreeNet, TreeSpec};
+use crate::tree::{TreeNet, TreeSpec, Trees};
 use crate::unit::UnitSpec;
 use mfh_nn::{Float, GateActivation, Rng};
 use serde::{Deserialize, Serialize};
@@ -303,4 +303,108 @@ fn build_flat<T: Float>(
         }
     };
     MultiTaskNet::with_transfers(switcher, tower, batch_norm, transfers, &mut rng)
+}
+
+/// Weights and biases of an MLP with these widths on `n_in` inputs (saturating).
+fn mlp_params(n_in: usize, widths: &[usize]) -> u128 {
+    let mut total = 0u128;
+    let mut inp = n_in as u128;
+    for &w in widths {
+        let w = w as u128;
+        total = total.saturating_add(inp.saturating_mul(w).saturating_add(w));
+        inp = w;
+    }
+    total
+}
+
+/// A lower bound on a unit's parameters on `n_in` inputs: its experts (or layers) alone.
+fn unit_min_params(unit: &UnitSpec, n_in: usize) -> u128 {
+    let experts = |te: usize, se: usize, levels: usize, layers: &[usize]| {
+        let first = mlp_params(n_in, layers);
+        let later = mlp_params(1, layers).saturating_mul(levels.saturating_sub(1) as u128);
+        ((te as u128).saturating_add(se as u128)).saturating_mul(first.saturating_add(later))
+    };
+    match unit {
+        UnitSpec::SharedBottom { layers } => mlp_params(n_in, layers),
+        UnitSpec::Mmoe {
+            experts: e,
+            expert_layers,
+            ..
+        } => experts(*e, 0, 1, expert_layers),
+        UnitSpec::Cgc {
+            task_experts,
+            shared_experts,
+            expert_layers,
+            ..
+        } => experts(*task_experts, *shared_experts, 1, expert_layers),
+        UnitSpec::Ple {
+            levels,
+            task_experts,
+            shared_experts,
+            expert_layers,
+            ..
+        } => experts(*task_experts, *shared_experts, *levels, expert_layers),
+    }
+}
+
+impl ModelSpec {
+    /// A lower bound on the parameters of the model this spec builds over `shape` and
+    /// `n_in` inputs, computed without building it: counts only parts that are sure to
+    /// exist (experts, bottoms, one tower per task; a tree's levels when every grid
+    /// dimension has several values). A loader compares it with the values stored on
+    /// disk before building, so that a corrupted width cannot allocate gigabytes.
+    pub fn min_params(&self, shape: &GridShape, n_in: usize) -> u128 {
+        let n_tasks = shape.n_tasks() as u128;
+        let towers = |tower: &[usize]| mlp_params(1, tower).saturating_mul(n_tasks);
+        match self {
+            ModelSpec::SharedBottom { bottom, tower, .. } => {
+                mlp_params(n_in, bottom).saturating_add(towers(tower))
+            }
+            ModelSpec::Single { tower, .. } => mlp_params(n_in, tower).saturating_mul(n_tasks),
+            ModelSpec::Mmoe { tower, .. }
+            | ModelSpec::Cgc { tower, .. }
+            | ModelSpec::Ple { tower, .. } => {
+                let unit = match self.unit() {
+                    Some(u) => u,
+                    None => match self.clone() {
+                        ModelSpec::Mmoe {
+                            experts,
+                            expert_layers,
+                            gate,
+                            gate_hidden,
+                            ..
+                        } => UnitSpec::Mmoe {
+                            experts,
+                            expert_layers,
+                            gate,
+                            gate_hidden,
+                        },
+                        _ => return towers(tower),
+                    },
+                };
+                unit_min_params(&unit, n_in).saturating_add(towers(tower))
+            }
+            ModelSpec::Hmtl(t) | ModelSpec::Mfh(t) => {
+                // Overridden towers may be smaller: count the smallest, once.
+                let tower = std::iter::once(&t.tower)
+                    .chain(t.tower_overrides.values())
+                    .map(|w| mlp_params(1, w))
+                    .min()
+                    .unwrap_or(0);
+                let mut total = mlp_params(n_in, &t.bottom).saturating_add(tower);
+                let all_split = shape.dims.iter().all(|(_, values)| values.len() >= 2);
+                if all_split {
+                    total = total.saturating_add(unit_min_params(&t.level1, 1));
+                    let one_dim_tree = match &t.trees {
+                        Some(Trees::Orderings(o)) => o.iter().any(|dims| dims.len() < 2),
+                        _ => false,
+                    };
+                    if shape.dims.len() >= 2 && !one_dim_tree {
+                        total = total.saturating_add(unit_min_params(&t.level2, 1));
+                    }
+                }
+                total
+            }
+        }
+    }
 }

@@ -89,6 +89,30 @@ fn dense_bytes(state: &mut ModelState) -> Vec<u8> {
     out
 }
 
+/// How many values the well-formed entries of a dense.bin hold (its format is checked by
+/// [`load_dense`]; this only bounds what building the model may allocate).
+fn dense_values(bytes: &[u8]) -> u64 {
+    let body = &bytes[..bytes.len().saturating_sub(8)];
+    let (mut pos, mut total) = (DENSE_MAGIC.len(), 0u64);
+    let word = |at: usize, n: usize| body.get(at..at.checked_add(n)?);
+    while let Some(len) = word(pos + 1, 4) {
+        let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
+        let Some(n) = word(pos + 5 + len, 8) else {
+            break;
+        };
+        let n = u64::from_le_bytes(n.try_into().unwrap());
+        match (n as usize)
+            .checked_mul(4)
+            .and_then(|b| (pos + 13 + len).checked_add(b))
+        {
+            Some(next) if next <= body.len() => pos = next,
+            _ => break,
+        }
+        total = total.saturating_add(n);
+    }
+    total
+}
+
 fn load_dense(state: &mut ModelState, bytes: &[u8], file: &Path) -> Result<()> {
     let bad = |m: String| anyhow!("{}: {m}", file.display());
     if bytes.len() < 16 || &bytes[..8] != DENSE_MAGIC {
@@ -280,6 +304,20 @@ pub fn load_model(dir: &Path) -> Result<LoadedModel> {
     }
     let emb = EmbeddingLayer::load(&mut &emb_bytes[..])
         .map_err(|e| anyhow!("{}: {e}", dir.join("embeddings.bin").display()))?;
+    // A corrupted width in model.json must not allocate gigabytes: the model cannot have
+    // more parameters than dense.bin stores values.
+    let stored = dense_values(&dense);
+    let n_in = emb.width() + meta.dense_features.len();
+    let need = meta
+        .spec
+        .min_params(&crate::state::grid_shape(&meta.grid), n_in);
+    if need > u128::from(stored) {
+        bail!(
+            "{}: the model model.json describes needs at least {need} parameters but dense.bin \
+             holds {stored} values: the folder is corrupt",
+            dir.display()
+        );
+    }
     let loss = grid_loss(&config, &meta.grid)?;
     let mut state = ModelState::new(
         meta.grid.clone(),
