@@ -34,7 +34,15 @@ pub fn evaluate(
     for full in pipeline.stream(split, StreamOptions::in_order(batch_size))? {
         let full = full?;
         local_rows(&full, row_range(full.n, rank, size), &mut batch);
-        assemble(comm, shard, state.n_dense, &mut batch, &mut multi, &mut x, false);
+        assemble(
+            comm,
+            shard,
+            state.n_dense,
+            &mut batch,
+            &mut multi,
+            &mut x,
+            false,
+        );
         give_back(&mut batch, &mut multi);
         if batch.n == 0 {
             continue;
@@ -55,7 +63,11 @@ pub fn evaluate(
     let all = gather_in_order(comm, &mine, &rows_idx);
     Ok(EvalResult {
         report: all.report(&state.grid, split, use_groups, None),
-        loss: if sums[1] > 0.0 { sums[0] / sums[1] } else { 0.0 },
+        loss: if sums[1] > 0.0 {
+            sums[0] / sums[1]
+        } else {
+            0.0
+        },
         rows: sums[2] as u64,
     })
 }

@@ -10,9 +10,14 @@ use mfh_train::{TrainOptions, TrainSummary};
 /// Whether a launcher started this process as an MPI rank (OpenMPI, MPICH / PMI, PMIx),
 /// so that a plain `mfh train` never initialises MPI.
 fn launched_by_mpirun() -> bool {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some())
+    [
+        "OMPI_COMM_WORLD_SIZE",
+        "PMI_SIZE",
+        "PMIX_RANK",
+        "MPI_LOCALNRANKS",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some())
 }
 
 /// `None`: not a multi-rank run, train on one process. `Some(Some(summary))` on rank 0,

@@ -53,7 +53,11 @@ fn counts_displs(counts: &[usize]) -> (Vec<Count>, Vec<Count>) {
 impl MpiComm {
     /// The element counts every rank will send here, by one all-to-all of the counts.
     fn recv_counts(&self, send_counts: &[usize]) -> Vec<usize> {
-        assert_eq!(send_counts.len(), self.size, "all_to_all_v: one count per rank");
+        assert_eq!(
+            send_counts.len(),
+            self.size,
+            "all_to_all_v: one count per rank"
+        );
         let send: Vec<u64> = send_counts.iter().map(|&c| c as u64).collect();
         let mut recv = vec![0u64; self.size];
         self.world.all_to_all_into(&send[..], &mut recv[..]);

@@ -71,7 +71,11 @@ impl ShardedEmbeddings {
                 m += 1;
             }
         }
-        let steps = layer.tables().iter().map(|_| TableStep::default()).collect();
+        let steps = layer
+            .tables()
+            .iter()
+            .map(|_| TableStep::default())
+            .collect();
         ShardedEmbeddings {
             layer,
             steps,
@@ -293,14 +297,24 @@ impl ShardedEmbeddings {
         self.sum_gradients(input, d_out, row_stride);
         let size = comm.size();
         let dims: Vec<usize> = self.layer.tables().iter().map(|t| t.dim()).collect();
-        let grads: Vec<Vec<f32>> = self.steps.iter_mut().map(|st| std::mem::take(&mut st.grads)).collect();
+        let grads: Vec<Vec<f32>> = self
+            .steps
+            .iter_mut()
+            .map(|st| std::mem::take(&mut st.grads))
+            .collect();
         let (send, counts) = self.by_rank(size, &dims, &grads, |st| &st.send_counts);
         for (st, g) in self.steps.iter_mut().zip(grads) {
             st.grads = g;
         }
         let (recv, _) = comm.all_to_all_v_f32(&send, &counts);
         // Per table, every rank's gradients in rank order: the order of `owned_slots`.
-        self.scatter(size, &dims, &recv, |st| &st.recv_counts, |st| &mut st.owned_grads);
+        self.scatter(
+            size,
+            &dims,
+            &recv,
+            |st| &st.recv_counts,
+            |st| &mut st.owned_grads,
+        );
         let (tables, steps) = (self.layer.tables_mut(), &self.steps);
         for (table, st) in tables.iter_mut().zip(steps) {
             if !st.owned_slots.is_empty() {
@@ -411,14 +425,21 @@ mod tests {
         (single, multi)
     }
 
-    fn slice(single: &[u64], multi: &[MultiIds], rows: std::ops::Range<usize>) -> (Vec<u64>, Vec<MultiIds>) {
+    fn slice(
+        single: &[u64],
+        multi: &[MultiIds],
+        rows: std::ops::Range<usize>,
+    ) -> (Vec<u64>, Vec<MultiIds>) {
         let s = single[rows.start * 2..rows.end * 2].to_vec();
         let m = multi
             .iter()
             .map(|m| {
                 let (a, b) = (m.offsets[rows.start], m.offsets[rows.end]);
                 MultiIds {
-                    offsets: m.offsets[rows.start..=rows.end].iter().map(|o| o - a).collect(),
+                    offsets: m.offsets[rows.start..=rows.end]
+                        .iter()
+                        .map(|o| o - a)
+                        .collect(),
                     ids: m.ids[a as usize..b as usize].to_vec(),
                 }
             })
@@ -436,7 +457,11 @@ mod tests {
     fn reference(steps: u64) -> (Vec<Vec<f32>>, Vec<f32>) {
         let mut l = layer();
         let (single, multi) = batch();
-        let input = SparseInput { n: 6, single: &single, multi: &multi };
+        let input = SparseInput {
+            n: 6,
+            single: &single,
+            multi: &multi,
+        };
         let w = l.width();
         let mut outs = Vec::new();
         for step in 1..=steps {
@@ -461,7 +486,11 @@ mod tests {
                     let w = sh.layer.width();
                     let rows = crate::comm::row_range(6, comm.rank(), comm.size());
                     let (s, m) = slice(&single, &multi, rows.clone());
-                    let input = SparseInput { n: rows.len(), single: &s, multi: &m };
+                    let input = SparseInput {
+                        n: rows.len(),
+                        single: &s,
+                        multi: &m,
+                    };
                     let mut outs = Vec::new();
                     for step in 1..=steps {
                         let mut out = vec![0.0; rows.len() * w];
@@ -488,7 +517,10 @@ mod tests {
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     #[test]
@@ -497,7 +529,11 @@ mod tests {
         let mut sh = ShardedEmbeddings::new(layer());
         let mut comm = LocalComm::new();
         let (single, multi) = batch();
-        let input = SparseInput { n: 6, single: &single, multi: &multi };
+        let input = SparseInput {
+            n: 6,
+            single: &single,
+            multi: &multi,
+        };
         let w = sh.layer.width();
         for (step, want) in (1..=3).zip(&want) {
             let mut out = vec![0.0; 6 * w];

@@ -91,7 +91,10 @@ pub(crate) fn assemble(
     };
     shard.forward(comm, &input, train, x, n_in);
     if n_dense > 0 {
-        for (row, d) in x.chunks_exact_mut(n_in).zip(batch.dense.chunks_exact(n_dense)) {
+        for (row, d) in x
+            .chunks_exact_mut(n_in)
+            .zip(batch.dense.chunks_exact(n_dense))
+        {
             row[w..].copy_from_slice(d);
         }
     }
@@ -217,14 +220,25 @@ pub fn train(
                                step: u64,
                                loss_ema: Option<f64>|
      -> Result<bool> {
-        let res = evaluate(state, shard, comm, &pipeline, &tc.valid_split, tc.batch_size)?;
+        let res = evaluate(
+            state,
+            shard,
+            comm,
+            &pipeline,
+            &tc.valid_split,
+            tc.batch_size,
+        )?;
         let (value, higher) = res.metric(&metric, &state.grid);
         if comm.rank() == 0 {
             eprintln!(
                 "step {step}: train loss {}, {} {metric} {}",
-                loss_ema.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into()),
+                loss_ema
+                    .map(|l| format!("{l:.4}"))
+                    .unwrap_or_else(|| "-".into()),
                 tc.valid_split,
-                value.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into())
+                value
+                    .map(|v| format!("{v:.4}"))
+                    .unwrap_or_else(|| "-".into())
             );
         }
         history.push((step, res.report.clone()));
@@ -232,7 +246,9 @@ pub fn train(
         let v = value.unwrap_or(f64::NAN);
         let better = match &best {
             None => true,
-            Some((b, _, _)) => v.is_finite() && (!b.is_finite() || if higher { v > *b } else { v < *b }),
+            Some((b, _, _)) => {
+                v.is_finite() && (!b.is_finite() || if higher { v > *b } else { v < *b })
+            }
         };
         // Every rank has the same metrics (predictions are all-gathered), so every rank
         // takes the same branch and joins the same collectives.
@@ -276,7 +292,18 @@ pub fn train(
             let read = ts.elapsed().as_secs_f64();
             let c0 = comm.stats();
             let lr = learning_rate(&tc.schedule, tc.lr, step, total_steps) as f32;
-            let loss = train_step(&mut state, &mut shard, comm, &mut local, &mut adam, &full, rank, size, step + 1, lr);
+            let loss = train_step(
+                &mut state,
+                &mut shard,
+                comm,
+                &mut local,
+                &mut adam,
+                &full,
+                rank,
+                size,
+                step + 1,
+                lr,
+            );
             if !loss.is_finite() {
                 bail!("training diverged at step {}: the loss became {loss} (try a lower train.lr or train.embedding.lr)", step + 1);
             }
@@ -313,7 +340,6 @@ pub fn train(
             break 'epochs;
         }
     }
-    drop(eval_and_select);
     let (best_value, best_step, report) = best
         .map(|(v, s, r)| (Some(v).filter(|x| x.is_finite()), s, r))
         .unwrap_or((None, 0, last_report));
@@ -367,7 +393,15 @@ fn train_step(
     state.net.zero_grad();
     state.loss.zero_grad();
     let n_dense = state.n_dense;
-    assemble(comm, shard, n_dense, &mut l.batch, &mut l.multi, &mut l.x, true);
+    assemble(
+        comm,
+        shard,
+        n_dense,
+        &mut l.batch,
+        &mut l.multi,
+        &mut l.x,
+        true,
+    );
     let n = l.batch.n;
     let n_in = shard.layer.width() + n_dense;
     let mut loss = 0.0;
@@ -385,7 +419,11 @@ fn train_step(
             mfh_loss::Reduction::BatchMean => n,
             _ => lv.active,
         };
-        let scale = if denom > 0 { local as f32 / denom as f32 } else { 0.0 };
+        let scale = if denom > 0 {
+            local as f32 / denom as f32
+        } else {
+            0.0
+        };
         l.d_logits.iter_mut().for_each(|g| *g *= scale);
         loss = lv.loss * scale as f64;
         state
@@ -500,5 +538,9 @@ pub fn write_step_times(dir: &std::path::Path, size: usize, t: &StepTimes) -> Re
         "all_to_all_bytes_per_step": t.comm.all_to_all_bytes / t.steps.max(1),
         "all_to_all_calls_per_step": t.comm.all_to_all_calls / t.steps.max(1),
     });
-    mfh_train::model_dir::write_atomic(dir, "distributed.json", serde_json::to_string_pretty(&v)?.as_bytes())
+    mfh_train::model_dir::write_atomic(
+        dir,
+        "distributed.json",
+        serde_json::to_string_pretty(&v)?.as_bytes(),
+    )
 }

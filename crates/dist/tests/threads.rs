@@ -11,7 +11,9 @@ fn write_data(dir: &Path) -> std::path::PathBuf {
     let mut log = String::from("uid,author,item,tags,price,day,clicked,liked\n");
     for i in 0..1500u64 {
         let h = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
-        let tags: Vec<String> = (0..(h % 4)).map(|k| format!("t{}", (h + k * 7) % 13)).collect();
+        let tags: Vec<String> = (0..(h % 4))
+            .map(|k| format!("t{}", (h + k * 7) % 13))
+            .collect();
         log.push_str(&format!(
             "u{},u{},i{},\"{}\",{}.5,{},{},{}\n",
             h % 41,
@@ -21,7 +23,14 @@ fn write_data(dir: &Path) -> std::path::PathBuf {
             h % 17,
             1 + i % 3,
             ((h >> 7) % 3 == 0) as u8,
-            if i % 5 == 0 { String::new() } else { (((h >> 9) % 4) == 0).to_string().replace("true", "1").replace("false", "0") },
+            if i % 5 == 0 {
+                String::new()
+            } else {
+                (((h >> 9) % 4) == 0)
+                    .to_string()
+                    .replace("true", "1")
+                    .replace("false", "0")
+            },
         ));
     }
     std::fs::write(dir.join("log.csv"), log).unwrap();

@@ -500,7 +500,10 @@ impl EmbeddingTable {
     /// Panics if `row` or `state` has the wrong width.
     pub fn insert_row(&mut self, id: u64, row: &[f32], state: &[f32]) {
         let (dim, sw) = (self.spec.dim, self.state_width);
-        assert!(row.len() == dim && state.len() == sw, "insert_row: wrong width");
+        assert!(
+            row.len() == dim && state.len() == sw,
+            "insert_row: wrong width"
+        );
         let slot = match self.index.get(&id) {
             Some(&s) => s as usize,
             None => {

@@ -108,7 +108,12 @@ fn two_ranks_train_the_one_process_model() {
     let t = mpirun(2, &args);
     assert!(t.stderr.contains("over 2 ranks"), "{}", t.stderr);
     // Only rank 0 prints the report.
-    assert_eq!(t.stdout.matches("dense parameters): best").count(), 1, "{}", t.stdout);
+    assert_eq!(
+        t.stdout.matches("dense parameters): best").count(),
+        1,
+        "{}",
+        t.stdout
+    );
 
     let (a, b) = (dense_tensors(&one), dense_tensors(&two));
     assert_eq!(a.len(), b.len());
@@ -137,8 +142,7 @@ fn two_ranks_train_the_one_process_model() {
     let e = ok(&["eval", "--model-dir", s(&two), "--json"]);
     let again: serde_json::Value = serde_json::from_str(&e.stdout).unwrap();
     let saved: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(two.join("metrics.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(two.join("metrics.json")).unwrap()).unwrap();
     let close = again
         .as_array()
         .unwrap()
