@@ -9,8 +9,8 @@
 //! - bit 2: `on_error = "skip"` (else `"fail"`)
 //! - bit 3: the body is the side table `users.csv` (its header prepended when bit 1 is set)
 //!   and the main table is a fixed good file
-//! - flags ≥ 0xfc: valid rows fill the file up to just below the reader's 1 MiB chunk, so
-//!   that the body straddles a chunk boundary (never gzipped)
+//! - flags ≥ 0xfc (other bits ignored): the header and valid rows fill the main file up to
+//!   just below the reader's 1 MiB chunk, so that the body straddles a chunk boundary
 //!
 //! Properties beyond "no panic": every batch is well formed (lengths agree, multi offsets
 //! ascend to the id count, cells index the grid) and every numeric input is finite.
@@ -107,6 +107,20 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 fn files(flags: u8, body: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let header = flags & 2 != 0;
     let mut body_file = Vec::with_capacity(body.len() + 64);
+    if flags >= 0xfc {
+        body_file.extend_from_slice(HEADER.as_bytes());
+        let row = b"u1,1,t1|t2,1.5,1,5,10\n";
+        let target = CHUNK - 64 + (flags as usize & 3) * 9;
+        while body_file.len() + row.len() <= target {
+            body_file.extend_from_slice(row);
+        }
+        body_file.resize(target, b'\n');
+        body_file.extend_from_slice(body);
+        return (
+            body_file,
+            format!("{USERS_HEADER}{USERS_ROWS}").into_bytes(),
+        );
+    }
     if flags & 8 != 0 {
         if header {
             body_file.extend_from_slice(USERS_HEADER.as_bytes());
@@ -117,17 +131,6 @@ fn files(flags: u8, body: &[u8]) -> (Vec<u8>, Vec<u8>) {
     }
     if header {
         body_file.extend_from_slice(HEADER.as_bytes());
-    }
-    if flags >= 0xfc {
-        if !header {
-            body_file.extend_from_slice(HEADER.as_bytes());
-        }
-        let row = b"u1,1,t1|t2,1.5,1,5,10\n";
-        let target = CHUNK - 64 + (flags as usize & 3) * 9;
-        while body_file.len() + row.len() <= target {
-            body_file.extend_from_slice(row);
-        }
-        body_file.resize(target, b'\n');
     }
     body_file.extend_from_slice(body);
     let users = format!("{USERS_HEADER}{USERS_ROWS}").into_bytes();
