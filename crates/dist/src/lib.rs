@@ -9,6 +9,7 @@
 //! optimiser and metrics this crate reuses; see docs/distributed.md for the design and
 //! its cost model.
 
+mod checkpoint;
 mod comm;
 mod evaluate;
 #[cfg(feature = "mpi")]

@@ -12,8 +12,10 @@
 //!
 //! Not supported across ranks (rejected with a message): batch norm (its statistics
 //! would be per rank), `task_mean` reduction and uncertainty weighting (their
-//! normalisation is per task, not a global rescaling), `--resume`.
+//! normalisation is per task, not a global rescaling). Checkpoints: see
+//! [`crate::checkpoint`]; `--resume` needs the same number of ranks.
 
+use crate::checkpoint;
 use crate::comm::{row_range, Comm, CommStats};
 use crate::evaluate::evaluate;
 use crate::shard::ShardedEmbeddings;
@@ -39,6 +41,15 @@ pub struct StepTimes {
     pub comm: CommStats,
     /// Global rows trained on.
     pub rows: u64,
+}
+
+/// The selection state: best (value, step, report), evaluations since, every report.
+#[derive(Default)]
+struct Selection {
+    best: Option<(f64, u64, Report)>,
+    since_best: usize,
+    last_report: Report,
+    history: Vec<(u64, Report)>,
 }
 
 /// A rank's part of one step's batch, with its buffers reused across steps.
@@ -123,7 +134,7 @@ fn global_denominator(state: &ModelState, full: &Batch) -> usize {
     }
 }
 
-fn check_supported(cfg: &Config, state: &mut ModelState, opts: &TrainOptions) -> Result<()> {
+fn check_supported(cfg: &Config, state: &mut ModelState) -> Result<()> {
     let lc = &cfg.train.loss;
     if lc.uncertainty || lc.reduction == mfh_config::Reduction::TaskMean {
         bail!(
@@ -135,9 +146,6 @@ fn check_supported(cfg: &Config, state: &mut ModelState, opts: &TrainOptions) ->
     state.net.visit_buffers("", &mut |_, _| buffers += 1);
     if buffers > 0 {
         bail!("the model uses batch norm, whose batch statistics would differ per rank: set `batch_norm = false` in the model section, or train on one process");
-    }
-    if opts.resume {
-        bail!("--resume is not supported with more than one MPI rank yet");
     }
     Ok(())
 }
@@ -177,7 +185,7 @@ pub fn train(
     let layout = pipeline.layout().clone();
     let pipeline = Arc::new(pipeline);
     let mut state = fresh_state(cfg, &layout, spec, seed)?;
-    check_supported(cfg, &mut state, opts)?;
+    check_supported(cfg, &mut state)?;
     let mut shard = ShardedEmbeddings::new(state.emb.clone());
     let mut adam = Adam::<f32>::new(0.9, 0.999, 1e-8, tc.weight_decay);
     let params = state.net.num_params();
@@ -207,18 +215,52 @@ pub fn train(
         fused: Vec::new(),
     };
     let mut times = StepTimes::default();
-    let mut best: Option<(f64, u64, Report)> = None;
-    let mut last_report = Report::default();
-    let mut since_best = 0usize;
-    let mut history = Vec::new();
+    let mut sel = Selection::default();
     let mut step = 0u64;
     let mut loss_ema: Option<f64> = None;
+    // Where a resumed run picks up: epoch and batches of it already trained on.
+    let ck_root = opts.out.join("checkpoints");
+    let mut resume_at = (0usize, 0u64);
+    let restored = if opts.resume {
+        checkpoint::restore(&ck_root, rank, size, &mut state, &mut adam)?
+    } else {
+        if rank == 0 {
+            let _ = std::fs::remove_dir_all(&ck_root);
+        }
+        None
+    };
+    if rank == 0 {
+        std::fs::create_dir_all(&ck_root)
+            .with_context(|| format!("{}: cannot create", ck_root.display()))?;
+    }
+    if opts.resume && restored.is_none() && rank == 0 {
+        eprintln!(
+            "warning: no checkpoint in {}; training from the beginning",
+            ck_root.display()
+        );
+    }
+    if let Some((p, ck_seed, layer)) = restored {
+        if ck_seed != seed {
+            bail!("the checkpoint was trained with seed {ck_seed}, this run has {seed}: resume with --seed {ck_seed}");
+        }
+        shard = ShardedEmbeddings::new(layer);
+        step = p.step;
+        loss_ema = p.loss_ema;
+        sel.best = p.best.map(|(v, s)| (v, s, Report::default()));
+        sel.since_best = p.since_best;
+        resume_at = (p.epoch, p.batches_done);
+        if rank == 0 {
+            eprintln!("resuming from step {step}");
+        }
+    }
+    comm.barrier();
     let mut skipped = mfh_data::SkipCounts::default();
-    let mut eval_and_select = |state: &mut ModelState,
-                               shard: &mut ShardedEmbeddings,
-                               comm: &mut dyn Comm,
-                               step: u64,
-                               loss_ema: Option<f64>|
+    let eval_and_select = |state: &mut ModelState,
+                           shard: &mut ShardedEmbeddings,
+                           comm: &mut dyn Comm,
+                           sel: &mut Selection,
+                           step: u64,
+                           loss_ema: Option<f64>|
      -> Result<bool> {
         let res = evaluate(
             state,
@@ -241,10 +283,10 @@ pub fn train(
                     .unwrap_or_else(|| "-".into())
             );
         }
-        history.push((step, res.report.clone()));
-        last_report = res.report.clone();
+        sel.history.push((step, res.report.clone()));
+        sel.last_report = res.report.clone();
         let v = value.unwrap_or(f64::NAN);
-        let better = match &best {
+        let better = match &sel.best {
             None => true,
             Some((b, _, _)) => {
                 v.is_finite() && (!b.is_finite() || if higher { v > *b } else { v < *b })
@@ -253,8 +295,8 @@ pub fn train(
         // Every rank has the same metrics (predictions are all-gathered), so every rank
         // takes the same branch and joins the same collectives.
         if better {
-            best = Some((v, step, res.report.clone()));
-            since_best = 0;
+            sel.best = Some((v, step, res.report.clone()));
+            sel.since_best = 0;
             let info = SaveInfo {
                 cfg,
                 model_name: &model_name,
@@ -269,13 +311,41 @@ pub fn train(
             };
             save_gathered(state, shard, comm, &opts.out, &info)?;
         } else {
-            since_best += 1;
+            sel.since_best += 1;
         }
         let patience = tc.early_stopping.patience;
-        Ok(patience > 0 && since_best >= patience)
+        Ok(patience > 0 && sel.since_best >= patience)
     };
 
-    'epochs: for epoch in 0..tc.epochs {
+    #[allow(clippy::too_many_arguments)]
+    let checkpoint = |comm: &mut dyn Comm,
+                      state: &mut ModelState,
+                      adam: &Adam<f32>,
+                      shard: &ShardedEmbeddings,
+                      sel: &Selection,
+                      step: u64,
+                      loss_ema: Option<f64>,
+                      (epoch, batches_done): (usize, u64)| {
+        let p = checkpoint::Progress {
+            step,
+            epoch,
+            batches_done,
+            loss_ema,
+            best: sel.best.as_ref().map(|b| (b.0, b.1)),
+            since_best: sel.since_best,
+        };
+        checkpoint::save(
+            &ck_root,
+            comm,
+            seed,
+            &p,
+            state,
+            adam,
+            &shard.layer,
+            tc.keep_last,
+        )
+    };
+    'epochs: for epoch in resume_at.0..tc.epochs {
         let stream_opts = StreamOptions {
             batch_size: tc.batch_size,
             shuffle_buffer: tc.shuffle_buffer,
@@ -285,10 +355,21 @@ pub fn train(
         let mut stream = pipeline.stream(&tc.train_split, stream_opts)?;
         let mut evaluated_at = u64::MAX;
         let mut stop = false;
+        let mut batches_done = 0u64;
+        let skip = if epoch == resume_at.0 { resume_at.1 } else { 0 };
+        let mut exhausted = false;
         loop {
             let ts = Instant::now();
-            let Some(full) = stream.next() else { break };
+            let Some(full) = stream.next() else {
+                exhausted = true;
+                break;
+            };
             let full = full?;
+            batches_done += 1;
+            if batches_done <= skip {
+                // Trained on before the checkpoint this run resumed from.
+                continue;
+            }
             let read = ts.elapsed().as_secs_f64();
             let c0 = comm.stats();
             let lr = learning_rate(&tc.schedule, tc.lr, step, total_steps) as f32;
@@ -319,11 +400,16 @@ pub fn train(
                 Some(e) => 0.98 * e + 0.02 * loss,
             });
             if tc.eval_every > 0 && step.is_multiple_of(tc.eval_every) {
-                stop = eval_and_select(&mut state, &mut shard, comm, step, loss_ema)?;
+                stop = eval_and_select(&mut state, &mut shard, comm, &mut sel, step, loss_ema)?;
                 evaluated_at = step;
             }
             if tc.max_steps > 0 && step >= tc.max_steps {
                 stop = true;
+            }
+            let every = tc.checkpoint_every > 0 && step.is_multiple_of(tc.checkpoint_every);
+            if every || evaluated_at == step {
+                let at = (epoch, batches_done);
+                checkpoint(comm, &mut state, &adam, &shard, &sel, step, loss_ema, at)?;
             }
             if stop {
                 break;
@@ -334,12 +420,24 @@ pub fn train(
         }
         drop(stream);
         if evaluated_at != step {
-            stop |= eval_and_select(&mut state, &mut shard, comm, step, loss_ema)?;
+            stop |= eval_and_select(&mut state, &mut shard, comm, &mut sel, step, loss_ema)?;
+            let at = if exhausted {
+                (epoch + 1, 0)
+            } else {
+                (epoch, batches_done)
+            };
+            checkpoint(comm, &mut state, &adam, &shard, &sel, step, loss_ema, at)?;
         }
         if stop {
             break 'epochs;
         }
     }
+    let Selection {
+        best,
+        last_report,
+        history,
+        ..
+    } = sel;
     let (best_value, best_step, report) = best
         .map(|(v, s, r)| (Some(v).filter(|x| x.is_finite()), s, r))
         .unwrap_or((None, 0, last_report));

@@ -204,3 +204,72 @@ fn ranks_as_threads_train_the_one_process_model() {
         let _ = (&mut a, &mut b);
     }
 }
+
+/// Runs `train` on `size` thread ranks.
+fn on_threads(size: usize, cfg: &Config, opts: &TrainOptions) {
+    let handles: Vec<_> = ThreadComm::world(size)
+        .into_iter()
+        .map(|mut comm| {
+            let (cfg, opts) = (cfg.clone(), opts.clone());
+            std::thread::spawn(move || mfh_dist::train(&cfg, &opts, &mut comm).unwrap().0)
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn a_resumed_run_writes_the_uninterrupted_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_data(tmp.path());
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("max_steps = 25", "max_steps = 25\ncheckpoint_every = 5");
+    std::fs::write(&path, &text).unwrap();
+    let short = tmp.path().join("short.toml");
+    std::fs::write(&short, text.replace("max_steps = 25", "max_steps = 19")).unwrap();
+    let (full_cfg, short_cfg) = (Config::load(&path).unwrap(), Config::load(&short).unwrap());
+
+    let whole = tmp.path().join("whole");
+    on_threads(2, &full_cfg, &opts(&whole));
+    // Stopped at step 19 (its last checkpoint: step 19, mid-epoch 2), then resumed.
+    let cut = tmp.path().join("cut");
+    on_threads(2, &short_cfg, &opts(&cut));
+    assert!(cut.join("checkpoints/step19/manifest.json").is_file());
+    on_threads(
+        2,
+        &full_cfg,
+        &TrainOptions {
+            resume: true,
+            ..opts(&cut)
+        },
+    );
+    for f in ["dense.bin", "shard-0.bin", "shard-1.bin"] {
+        let a = std::fs::read(whole.join("checkpoints/step25").join(f)).unwrap();
+        let b = std::fs::read(cut.join("checkpoints/step25").join(f)).unwrap();
+        assert!(a == b, "{f} differs after resuming");
+    }
+    // A checkpoint of 2 ranks does not resume on 3.
+    let handles: Vec<_> = ThreadComm::world(3)
+        .into_iter()
+        .map(|mut comm| {
+            let (cfg, o) = (
+                full_cfg.clone(),
+                TrainOptions {
+                    resume: true,
+                    ..opts(&cut)
+                },
+            );
+            std::thread::spawn(move || {
+                mfh_dist::train(&cfg, &o, &mut comm)
+                    .err()
+                    .map(|e| e.to_string())
+            })
+        })
+        .collect();
+    for h in handles {
+        let e = h.join().unwrap().expect("resuming on 3 ranks fails");
+        assert!(e.contains("written by 2 ranks"), "{e}");
+    }
+}
