@@ -396,6 +396,10 @@ pub struct TrainConfig {
     /// Evaluate every N steps (0 = at the end of each epoch).
     #[serde(default)]
     pub eval_every: u64,
+    /// With `mfh train --init-from`: fit the feature statistics on this run's train
+    /// split instead of keeping the initial model's.
+    #[serde(default)]
+    pub refit_transforms: bool,
     /// Also write a resumable checkpoint every N steps (0 = only at evaluations).
     #[serde(default)]
     pub checkpoint_every: u64,

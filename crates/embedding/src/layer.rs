@@ -203,6 +203,15 @@ impl EmbeddingLayer {
     pub fn tables_mut(&mut self) -> &mut [EmbeddingTable] {
         &mut self.tables
     }
+    /// Gives every table `lifecycle` (see [`EmbeddingTable::set_lifecycle`]) and sets
+    /// the eviction cadence: for a warm start under a new config.
+    pub fn set_lifecycle(&mut self, lifecycle: &crate::Lifecycle, evict_every: u64) {
+        for t in &mut self.tables {
+            t.set_lifecycle(lifecycle.clone());
+        }
+        self.evict_every = evict_every;
+    }
+
     /// Evict every this many steps in [`EmbeddingLayer::maintain`] (0: never).
     pub fn set_evict_every(&mut self, steps: u64) {
         self.evict_every = steps;
@@ -225,6 +234,12 @@ impl EmbeddingLayer {
         self.train_batch = None;
         use rayon::prelude::*;
         self.tables.par_iter_mut().map(EmbeddingTable::evict).sum()
+    }
+
+    /// Runs every table's eviction now (between steps); returns the rows removed.
+    pub fn evict_now(&mut self) -> usize {
+        self.train_batch = None;
+        self.tables.iter_mut().map(EmbeddingTable::evict).sum()
     }
 
     /// Approximate heap bytes of all tables.

@@ -248,6 +248,28 @@ impl EmbeddingTable {
             })
     }
 
+    /// Replaces the admission and expiry settings (a warm start under a new config).
+    /// Existing rows count as seen at the current clock, zero times.
+    pub fn set_lifecycle(&mut self, lifecycle: Lifecycle) {
+        self.sketch = match (lifecycle.admit_after > 1, self.sketch.take()) {
+            (true, Some(s)) => Some(s),
+            (true, None) => Some(CountMin::new()),
+            (false, _) => None,
+        };
+        self.meta = lifecycle.tracks_rows().then(|| {
+            let mut ids = vec![0; self.index.len()];
+            for (&id, &slot) in &self.index {
+                ids[slot as usize] = id;
+            }
+            RowMeta {
+                last: vec![self.now; ids.len()],
+                freq: vec![0; ids.len()],
+                ids,
+            }
+        });
+        self.spec.lifecycle = lifecycle;
+    }
+
     /// Sets the current step (for expiry): lookups after this are stamped with it.
     pub fn set_clock(&mut self, step: u64) {
         self.now = step;

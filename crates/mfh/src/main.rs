@@ -72,6 +72,11 @@ enum Cmd {
         /// OUT/checkpoints (same config; starts from the beginning when there is none).
         #[arg(long)]
         resume: bool,
+        /// Warm start from a trained model folder (e.g. yesterday's): dense weights,
+        /// embedding rows and their optimizer state, and its fitted statistics (unless
+        /// `train.refit_transforms`). Same features, grid and model section required.
+        #[arg(long)]
+        init_from: Option<PathBuf>,
         /// Hide the progress bars.
         #[arg(long)]
         quiet: bool,
@@ -246,6 +251,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             seed,
             resume,
+            init_from,
             quiet,
         } => {
             let cfg = Config::load(&config)?;
@@ -256,6 +262,7 @@ fn run(cli: Cli) -> Result<()> {
                 progress: !quiet,
                 keep_checkpoints: false,
                 resume,
+                init_from,
             };
             // Under `mpirun -np N` (N > 1): data-parallel training; only rank 0 reports.
             #[cfg(feature = "mpi")]
@@ -432,17 +439,53 @@ fn inspect(m: &mut mfh_train::LoadedModel) -> String {
             .unwrap_or_else(|| "-".into())
     );
     s.push_str(&m.state.net.describe());
-    let _ = writeln!(s, "embedding tables:");
+    let _ = writeln!(
+        s,
+        "embedding tables:             dim       rows   row bytes   opt bytes  index bytes  optimizer, lifecycle"
+    );
+    let (mut rows, mut bytes) = (0, 0);
     for t in m.state.emb.tables() {
+        let row_bytes = t.len() * t.dim() * 4;
+        let opt_bytes = t.len() * t.state_width() * 4;
+        let lc = &t.spec().lifecycle;
+        let mut life = Vec::new();
+        if lc.admit_after > 1 {
+            life.push(format!("admit after {}", lc.admit_after));
+        }
+        if lc.ttl_steps > 0 {
+            life.push(format!("ttl {} steps", lc.ttl_steps));
+        }
+        if lc.max_rows > 0 {
+            life.push(format!("cap {} rows", lc.max_rows));
+        }
+        let opt = match t.spec().optimizer {
+            mfh_embedding::RowOptimizer::Adagrad { .. } => "adagrad",
+            mfh_embedding::RowOptimizer::Adam { .. } => "adam",
+            mfh_embedding::RowOptimizer::Ftrl { .. } => "ftrl",
+        };
         let _ = writeln!(
             s,
-            "  {:<24} dim {:>3}  rows {:>9}  bytes {:>11}",
+            "  {:<24} {:>5} {:>10} {:>11} {:>11} {:>12}  {opt}{}",
             t.name(),
             t.dim(),
             t.len(),
-            t.bytes()
+            row_bytes,
+            opt_bytes,
+            t.index_bytes(),
+            if life.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", life.join(", "))
+            }
         );
+        rows += t.len();
+        bytes += t.bytes();
     }
+    let _ = writeln!(
+        s,
+        "  total: {rows} rows, {:.1} MB in memory with index and slack",
+        bytes as f64 / 1e6
+    );
     s
 }
 
@@ -475,6 +518,7 @@ fn quickstart(out: &Path, raw: Option<PathBuf>) -> Result<()> {
                 progress: true,
                 keep_checkpoints: false,
                 resume: false,
+                init_from: None,
             },
         )
         .with_context(|| format!("training `{name}`"))?;

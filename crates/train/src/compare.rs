@@ -196,6 +196,7 @@ fn one_run(
             keep_checkpoints: cellsel,
             // A comparison interrupted mid-run continues that run.
             resume: true,
+            init_from: None,
         },
     )?;
     let mut m = load_model(&model_dir)?;

@@ -200,6 +200,8 @@ pub struct SaveInfo<'a> {
 
 /// Saves the model into `dir` (created if needed).
 pub fn save_model(dir: &Path, state: &mut ModelState, info: &SaveInfo) -> Result<()> {
+    // A saved model honours its tables' caps and expiry, whatever the eviction cadence.
+    state.emb.evict_now();
     std::fs::create_dir_all(dir)
         .with_context(|| format!("{}: cannot create the model folder", dir.display()))?;
     let dense = dense_bytes(state);

@@ -5,8 +5,7 @@ use anyhow::{anyhow, Result};
 use mfh_config::{Config, EmbeddingOptConfig, FunnelKind, RowOptimizerKind, TaskGrid};
 use mfh_data::{Batch, FieldLayout};
 use mfh_embedding::{
-    EmbeddingLayer, FieldSpec, Lifecycle, MultiIds, Pooling, RowOptimizer, SparseInput,
-    TableSpec,
+    EmbeddingLayer, FieldSpec, Lifecycle, MultiIds, Pooling, RowOptimizer, SparseInput, TableSpec,
 };
 use mfh_loss::{task_weights, GridLoss, LossSpec, LossValue, Reduction};
 use mfh_model::{GridShape, ModelSpec, MultiTaskModel};

@@ -4,7 +4,7 @@
 
 use crate::checkpoint::{self, guard_params, Checkpointer, Progress};
 use crate::evaluate::{evaluate, EvalResult};
-use crate::model_dir::{fresh_state, save_model, SaveInfo};
+use crate::model_dir::{fresh_state, load_model, save_model, SaveInfo};
 use crate::schedule::learning_rate;
 use crate::selection::Selection;
 use anyhow::{anyhow, bail, Context, Result};
@@ -32,6 +32,10 @@ pub struct TrainOptions {
     /// Continue from the newest intact checkpoint in `out/checkpoints` (see
     /// [`crate::checkpoint`]); train from the beginning when there is none.
     pub resume: bool,
+    /// Warm start: begin from this trained model folder (dense weights, embedding rows
+    /// and their optimizer state, fitted statistics unless `train.refit_transforms`).
+    /// Ignored when `resume` finds a checkpoint (the run being resumed began warm).
+    pub init_from: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -218,10 +222,25 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         None => opts.seed.unwrap_or(tc.seed),
     };
 
+    // Warm start (a resumed run already holds its warm-started state).
+    let init = match (&opts.init_from, &restored) {
+        (Some(dir), None) => {
+            Some(load_model(dir).with_context(|| format!("--init-from {}", dir.display()))?)
+        }
+        _ => None,
+    };
     let mut pipeline = Pipeline::new(cfg)?;
     let fit = pipeline
         .fit(&tc.train_split)
         .with_context(|| format!("reading the train split `{}`", tc.train_split))?;
+    if let Some(m) = &init {
+        if !tc.refit_transforms {
+            // Yesterday's statistics, today's row and label counts.
+            let mut t = pipeline.transforms.clone();
+            t.features = m.transforms.features.clone();
+            pipeline.set_transforms(t)?;
+        }
+    }
     let transforms = pipeline.transforms.clone();
     check_trainable(cfg, &transforms, fit.rows_read)?;
     let transforms_sum = format!(
@@ -247,7 +266,10 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             (r.state, r.adam, r.adam_loss, Some((r.dir, r.trainer)))
         }
         None => (
-            fresh_state(cfg, &layout, spec, seed)?,
+            match init {
+                Some(m) => warm_state(cfg, &layout, spec, m)?,
+                None => fresh_state(cfg, &layout, spec, seed)?,
+            },
             Adam::<f32>::new(0.9, 0.999, 1e-8, tc.weight_decay),
             Adam::<f32>::new(0.9, 0.999, 1e-8, 0.0),
             None,
@@ -684,4 +706,44 @@ fn log_eval(
             .map(|v| format!("{v:.4}"))
             .unwrap_or_else(|| "-".into())
     );
+}
+
+/// The state of a warm start: the initial model's network and embedding tables (rows and
+/// their optimizer state), checked against this config's grid, features and model
+/// section; the loss and the tables' lifecycle settings come from this config.
+fn warm_state(
+    cfg: &Config,
+    layout: &mfh_data::FieldLayout,
+    spec: ModelSpec,
+    m: crate::LoadedModel,
+) -> Result<crate::ModelState> {
+    let from = m.dir.display().to_string();
+    let grid = cfg.grid();
+    if grid != m.meta.grid {
+        bail!("--init-from {from}: the model's task grid differs from this config's");
+    }
+    if layout.single != m.meta.single_fields
+        || layout.multi != m.meta.multi_fields
+        || layout.dense != m.meta.dense_features
+    {
+        bail!("--init-from {from}: the model's features differ from this config's");
+    }
+    if spec != m.meta.spec {
+        bail!(
+            "--init-from {from}: the model section differs from the one it was trained with ({})",
+            serde_json::to_string(&m.meta.spec)?
+        );
+    }
+    let mut state = m.state;
+    state.loss = crate::grid_loss(cfg, &grid)?;
+    let e = &cfg.train.embedding;
+    state.emb.set_lifecycle(
+        &mfh_embedding::Lifecycle {
+            admit_after: e.admit_after,
+            ttl_steps: e.ttl_steps,
+            max_rows: e.max_rows,
+        },
+        e.evict_every,
+    );
+    Ok(state)
 }
