@@ -98,11 +98,20 @@ impl Pipeline {
                     line: Some(line),
                     column: Some((t.join + 1, self.main_columns[t.join].clone())),
                     kind: "missing side-table key",
-                    message: format!(
-                        "key `{}` has no row in side table `{}`",
-                        preview(key),
-                        t.name
-                    ),
+                    message: if self.is_missing(key) {
+                        // An empty (or `missing`-token) key cannot join anything.
+                        format!(
+                            "the key is missing (cell `{}`); joining side table `{}` needs one",
+                            preview(key),
+                            t.name
+                        )
+                    } else {
+                        format!(
+                            "key `{}` has no row in side table `{}`",
+                            preview(key),
+                            t.name
+                        )
+                    },
                 });
             }
             out.push(hit);

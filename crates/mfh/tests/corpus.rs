@@ -182,7 +182,11 @@ const REJECTED: &[Rejected] = &[
         side: "users.csv",
         edits: &[],
         commands: &["check", "train"],
-        names: &["empty_key.csv:4:1", "side table `user`", "uid"],
+        names: &[
+            "empty_key.csv:4:1",
+            "the key is missing (cell ``); joining side table `user` needs one",
+            "uid",
+        ],
     },
     Rejected {
         name: "empty_side_key",
