@@ -263,6 +263,14 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
                 r.dir.display(),
                 r.trainer.step
             );
+            let e = &tc.embedding;
+            if e.admit_after > 1 || e.ttl_steps > 0 || e.max_rows > 0 {
+                // embeddings.bin holds the rows and their optimiser state, not the
+                // admission sketch or the rows' use counts and ages.
+                eprintln!(
+                    "warning: with train.embedding admit_after, ttl_steps or max_rows the resumed run is close to, not bit for bit, an uninterrupted one (sighting counts and row ages start afresh)"
+                );
+            }
             (r.state, r.adam, r.adam_loss, Some((r.dir, r.trainer)))
         }
         None => (
