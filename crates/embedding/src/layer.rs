@@ -228,7 +228,7 @@ impl EmbeddingLayer {
     /// over-cap rows (tables without expiry or cap do nothing). Returns the rows removed.
     /// Slots of the last forward are invalid afterwards, so call it after `backward`.
     pub fn maintain(&mut self, step: u64) -> usize {
-        if self.evict_every == 0 || step % self.evict_every != 0 {
+        if self.evict_every == 0 || !step.is_multiple_of(self.evict_every) {
             return 0;
         }
         self.train_batch = None;
