@@ -83,6 +83,23 @@ fn a_warm_start_beats_a_cold_start_on_the_next_day_and_serves() {
         "warm {a_warm:.4} should beat cold {a_cold:.4} on day 7\n{}",
         o.stdout
     );
+    // The run reports each capped table's lifecycle counts, with evictions.
+    let report: Vec<&str> = o
+        .stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("embedding lifecycle"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .collect();
+    assert!(!report.is_empty(), "{}", o.stderr);
+    assert!(
+        report.iter().any(|l| {
+            let evicted: u64 = l.split_whitespace().last().unwrap().parse().unwrap();
+            evicted > 0
+        }),
+        "{}",
+        o.stderr
+    );
     // The warm model loads and scores: eval reproduces its metrics' AUC.
     let e = ok(&["eval", "--model-dir", s(&warm), "--json"]);
     assert!(e.stdout.contains("auc"), "{}", e.stdout);

@@ -532,6 +532,10 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
     if skipped.total() > 0 {
         eprintln!("skipped rows (on_error = \"skip\"):\n{}", skipped.report());
     }
+    let lifecycle = lifecycle_report(&state.emb);
+    if !lifecycle.is_empty() {
+        eprintln!("embedding lifecycle (this run):\n{lifecycle}");
+    }
     if tc.keep_last > 0 {
         checkpoint::mark_complete(&ck.root, true)?;
     }
@@ -754,4 +758,26 @@ fn warm_state(
         e.evict_every,
     );
     Ok(state)
+}
+
+/// Per table with admission, expiry or a cap: rows now, rows admitted, lookups still
+/// pending admission, rows evicted (empty when no table has any of these).
+fn lifecycle_report(emb: &mfh_embedding::EmbeddingLayer) -> String {
+    let mut s = String::new();
+    for t in emb.tables() {
+        let lc = &t.spec().lifecycle;
+        if lc.admit_after <= 1 && lc.ttl_steps == 0 && lc.max_rows == 0 {
+            continue;
+        }
+        let st = t.lifecycle_stats();
+        s.push_str(&format!(
+            "  {:<24} rows {:>9}  admitted {:>9}  pending lookups {:>9}  evicted {:>9}\n",
+            t.name(),
+            t.len(),
+            st.admitted,
+            st.pending_lookups,
+            st.evicted
+        ));
+    }
+    s
 }
