@@ -125,6 +125,19 @@ impl<T: Float> Cgc<T> {
         Self::level(n_in, &shape, false, false, rng)
     }
 
+    /// A CGC of `shape` over the one input; `routable`: built for cell routing (see
+    /// [`Switcher::forward_routed`]), with task k's experts in a bank of their own and the
+    /// shared experts in another, parameters named `task_experts.{k}.` and
+    /// `shared_experts.`; otherwise one fused bank, as [`Cgc::new`].
+    pub(crate) fn with_layout(
+        n_in: usize,
+        shape: &LevelShape<'_>,
+        routable: bool,
+        rng: &mut Rng,
+    ) -> Self {
+        Self::build_level(n_in, shape, routable, false, routable, rng)
+    }
+
     /// One extraction level. `split_inputs`: task k's experts read input group k and the
     /// shared experts group K (PLE above level 1), so they cannot share one GEMM.
     /// `shared_gate`: add a gate over all experts producing the shared output (every PLE
@@ -137,33 +150,6 @@ impl<T: Float> Cgc<T> {
         rng: &mut Rng,
     ) -> Self {
         Self::build_level(n_in, s, split_inputs, shared_gate, false, rng)
-    }
-
-    /// A CGC built for cell routing (see [`Switcher::forward_routed`]): task k's experts
-    /// in a bank of their own and the shared experts in another, all over the one input.
-    /// Parameters are named `task_experts.{k}.` and `shared_experts.`.
-    #[allow(clippy::too_many_arguments)] // as `new`
-    pub fn routable(
-        n_in: usize,
-        n_outputs: usize,
-        task_experts: usize,
-        shared_experts: usize,
-        expert_layers: &[usize],
-        gate: GateActivation,
-        gate_hidden: &[usize],
-        batch_norm: bool,
-        rng: &mut Rng,
-    ) -> Self {
-        let shape = LevelShape {
-            n_outputs,
-            task_experts,
-            shared_experts,
-            expert_layers,
-            gate,
-            gate_hidden,
-            batch_norm,
-        };
-        Self::build_level(n_in, &shape, true, false, true, rng)
     }
 
     fn build_level(

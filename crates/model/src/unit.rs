@@ -163,15 +163,18 @@ impl UnitSpec {
                 expert_layers,
                 gate,
                 gate_hidden,
-            } => Box::new((if routable { Cgc::routable } else { Cgc::new })(
+            } => Box::new(Cgc::with_layout(
                 n_in,
-                k,
-                *task_experts,
-                *shared_experts,
-                expert_layers,
-                (*gate).into(),
-                gate_hidden,
-                batch_norm,
+                &crate::cgc::LevelShape {
+                    n_outputs: k,
+                    task_experts: *task_experts,
+                    shared_experts: *shared_experts,
+                    expert_layers,
+                    gate: (*gate).into(),
+                    gate_hidden,
+                    batch_norm,
+                },
+                routable,
                 rng,
             )),
             UnitSpec::Ple {
