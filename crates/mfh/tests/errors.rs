@@ -13,36 +13,9 @@ u3,i1,2,4.0,0\n\
 u2,i2,3,2.5,1\n\
 u3,i3,3,0.5,0\n";
 
+/// The shared tiny config, one epoch.
 fn config(log: &str, extra: &str) -> String {
-    format!(
-        r#"
-[data]
-sources = ["{log}"]
-{extra}
-[splits]
-train = {{ where = "day <= 2" }}
-valid = {{ where = "day == 3" }}
-[[features]]
-type = "categorical"
-name = "uid"
-dim = 4
-[[features]]
-type = "numeric"
-name = "price"
-transform = ["log1p", "standardize"]
-[[behaviours]]
-type = "binary"
-name = "click"
-column = "clicked"
-[models.sb]
-type = "shared_bottom"
-bottom = [8]
-tower = [4]
-[train]
-epochs = 1
-batch_size = 2
-"#
-    )
+    tiny_config(log, extra, "epochs = 1")
 }
 
 fn setup(dir: &Path, log: &str, extra: &str) -> std::path::PathBuf {
