@@ -258,18 +258,10 @@ impl<T: Float> Cgc<T> {
         }
     }
 
-    /// With separate banks: the bank of each output's task experts and the shared bank.
-    fn bank_index(&self) -> (Vec<Option<usize>>, Option<usize>) {
-        let mut task = vec![None; self.k];
-        let mut shared = None;
-        for (b, &src) in self.bank_src.iter().enumerate() {
-            if src < self.k {
-                task[src] = Some(b);
-            } else {
-                shared = Some(b);
-            }
-        }
-        (task, shared)
+    /// With separate banks (the task groups' banks in output order, then the shared
+    /// bank; see `build_level`): the shared bank.
+    fn shared_bank(&self) -> Option<usize> {
+        (self.shared_experts > 0).then_some(if self.task_experts > 0 { self.k } else { 0 })
     }
 
     pub(crate) fn forward_level(&mut self, up: Upstream<'_, T>, n: usize, train: bool) {
@@ -517,7 +509,10 @@ impl<T: Float> Switcher<T> for Cgc<T> {
             self.task_experts,
             self.shared_experts,
         );
-        let (task_bank, shared_bank) = self.bank_index();
+        let shared_bank = self.shared_bank();
+        // With separate banks, output g's task experts are bank g (when there are any).
+        let has_task = self.task_experts > 0;
+        let task_bank = |g: usize| has_task.then_some(g);
         if let Some(b) = shared_bank {
             self.banks[b].forward(x, n, train);
         }
@@ -537,11 +532,11 @@ impl<T: Float> Switcher<T> for Cgc<T> {
             let xg = ensure_len(&mut self.xk[g], m * n_in);
             gather_rows(x, n_in, rows, xg);
             let xg = &self.xk[g][..m * n_in];
-            if let Some(b) = task_bank[g] {
+            if let Some(b) = task_bank(g) {
                 self.banks[b].forward(xg, m, train);
             }
             let gw = self.gates[g].forward(xg, m, train);
-            let task_out = task_bank[g].map(|b| self.banks[b].output());
+            let task_out = task_bank(g).map(|b| self.banks[b].output());
             let shared_out = shared_bank.map(|b| self.banks[b].output());
             let out = &mut self.outputs[g][..m * d];
             out.fill(T::zero());
@@ -575,7 +570,10 @@ impl<T: Float> Switcher<T> for Cgc<T> {
             self.task_experts,
             self.shared_experts,
         );
-        let (task_bank, shared_bank) = self.bank_index();
+        let shared_bank = self.shared_bank();
+        // With separate banks, output g's task experts are bank g (when there are any).
+        let has_task = self.task_experts > 0;
+        let task_bank = |g: usize| has_task.then_some(g);
         if let Some(b) = shared_bank {
             ensure_len(&mut self.d_banks[b], n * sh * d).fill(T::zero());
         }
@@ -597,7 +595,7 @@ impl<T: Float> Switcher<T> for Cgc<T> {
             // Task and shared expert-output gradients, and the gate-weight gradient.
             let dg = ensure_len(d_gate, m * (t + sh));
             dg.fill(T::zero());
-            if let Some(b) = task_bank[g] {
+            if let Some(b) = task_bank(g) {
                 ensure_len(&mut d_banks[b], m * t * d).fill(T::zero());
             }
             let gw = gates[g].weights();
@@ -606,7 +604,7 @@ impl<T: Float> Switcher<T> for Cgc<T> {
                 let dor = &dout[j * d..(j + 1) * d];
                 for e in 0..t + sh {
                     let (b, at) = if e < t {
-                        (task_bank[g].unwrap_or(0), (j * t + e) * d)
+                        (task_bank(g).unwrap_or(0), (j * t + e) * d)
                     } else {
                         (shared_bank.unwrap_or(0), (r * sh + e - t) * d)
                     };
@@ -624,7 +622,7 @@ impl<T: Float> Switcher<T> for Cgc<T> {
                 None => None,
             };
             gates[g].backward(xg, &d_gate[..m * (t + sh)], dxg.as_deref_mut(), m);
-            if let Some(b) = task_bank[g] {
+            if let Some(b) = task_bank(g) {
                 banks[b].backward(xg, &mut d_banks[b][..m * t * d], dxg.as_deref_mut(), m);
             }
             if let (Some(dx), Some(dxg)) = (dx.as_deref_mut(), dxg) {
