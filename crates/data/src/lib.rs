@@ -24,6 +24,7 @@ mod record;
 mod request;
 mod rows;
 mod stream;
+mod striped;
 
 pub use batch::{Batch, MultiColumn};
 pub use error::{DataError, SkipCounts};
@@ -32,6 +33,7 @@ pub use hash::{hash_value, MISSING_ID};
 pub use pipeline::{source_header, FieldLayout, Pipeline};
 pub use request::{Input, InputInfo, InputKind, RequestDecoder, RequestError};
 pub use stream::{BatchStream, ReadStats, StreamOptions};
+pub use striped::{stripe_range, Stripe, StripeCounts, StripedStream};
 
 /// A small deterministic generator (SplitMix64) for shuffling and sampling.
 #[derive(Debug, Clone)]

@@ -72,6 +72,15 @@ impl Record {
         self.ends.push(self.data.len());
     }
 
+    /// Makes `self` a copy of `other`, reusing `self`'s buffers.
+    pub fn copy_from(&mut self, other: &Record) {
+        self.data.clone_from(&other.data);
+        self.ends.clone_from(&other.ends);
+        self.gap = other.gap;
+        self.ascii = other.ascii;
+        self.line = other.line;
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
         (0..self.len()).map(move |i| &self[i])
     }
