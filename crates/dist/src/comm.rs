@@ -116,7 +116,8 @@ impl Comm for LocalComm {
 /// Splits `n` rows over `size` ranks in contiguous slices: rank `r` gets
 /// `n·r/size .. n·(r+1)/size` (sizes differ by at most one).
 pub fn row_range(n: usize, rank: usize, size: usize) -> std::ops::Range<usize> {
-    n * rank / size..n * (rank + 1) / size
+    // The striped reader decodes exactly these rows.
+    mfh_data::stripe_range(n, rank, size)
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
-//! Exact evaluation across ranks: each rank scores its slice of every batch of the split,
-//! then every rank's predictions, labels, cells and groups are gathered and put back in
+//! Exact evaluation across ranks: each rank reads (striped where the config allows, see
+//! [`crate::reader`]) and scores its slice of every batch of the split, then every rank's predictions, labels, cells and groups are gathered and put back in
 //! file order, so AUC and GAUC are computed over the whole split (not averaged over
 //! ranks) and every rank reports the same figures.
 
-use crate::comm::{row_range, Comm};
+use crate::comm::Comm;
+use crate::reader::{read_mode, RankReader};
 use crate::shard::ShardedEmbeddings;
-use crate::train::{assemble, give_back, local_rows};
+use crate::train::{assemble, fail_exchange, give_back, others_failed};
 use anyhow::Result;
 use mfh_data::{Batch, Pipeline, StreamOptions};
 use mfh_train::{EvalResult, ModelState, Predictions};
@@ -31,9 +32,17 @@ pub fn evaluate(
     let (mut x, mut multi, mut preds) = (Vec::new(), Vec::new(), Vec::new());
     let mut batch = Batch::default();
     let mut sums = [0.0f64; 3];
-    for full in pipeline.stream(split, StreamOptions::in_order(batch_size))? {
-        let full = full?;
-        local_rows(&full, row_range(full.n, rank, size), &mut batch);
+    let opts = StreamOptions::in_order(batch_size);
+    let mode = read_mode(pipeline, split).0;
+    let mut reader = RankReader::open(pipeline, split, opts, mode, rank, size)?;
+    loop {
+        match reader.next_into(&mut batch) {
+            None => break,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(fail_exchange(comm, shard, pipeline.layout(), e)),
+        }
+        // Same totals as a training step's: [denominator (unused), ranks that failed].
+        let mut totals = [0, 0];
         assemble(
             comm,
             shard,
@@ -42,8 +51,12 @@ pub fn evaluate(
             &mut multi,
             &mut x,
             false,
+            &mut totals,
         );
         give_back(&mut batch, &mut multi);
+        if totals[1] > 0 {
+            return Err(others_failed(totals[1]));
+        }
         if batch.n == 0 {
             continue;
         }

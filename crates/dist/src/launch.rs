@@ -40,14 +40,18 @@ pub fn train_under_mpi(cfg: &Config, opts: &TrainOptions) -> Result<Option<Optio
         crate::train::write_step_times(&opts.out, comm.size(), &times)?;
         let ms = |s: f64| 1e3 * s / times.steps.max(1) as f64;
         eprintln!(
-            "distributed: {} ranks, {} steps, {:.1} ms/step ({:.1} reading, {:.2} all-reduce, {:.2} all-to-all), {:.0} samples/s",
+            "distributed: {} ranks, {} steps, {:.1} ms/step ({:.1} reading, {:.2} all-reduce, {:.2} all-to-all), {:.0} samples/s; rank 0 reading {}: {} rows decoded, {:.2} ms/step decoding, {:.2} ms/step scanning",
             comm.size(),
             times.steps,
             ms(times.train_s),
             ms(times.read_s),
             ms(times.comm.all_reduce_s),
             ms(times.comm.all_to_all_s),
-            summary.samples_per_sec
+            summary.samples_per_sec,
+            times.read_mode.map_or("-", |m| m.name()),
+            times.rows_decoded,
+            ms(times.decode_s),
+            ms(times.scan_s),
         );
     }
     comm.barrier();

@@ -16,6 +16,7 @@ mod evaluate;
 mod launch;
 #[cfg(feature = "mpi")]
 mod mpi_comm;
+mod reader;
 mod shard;
 mod thread_comm;
 mod train;
@@ -26,6 +27,7 @@ pub use evaluate::evaluate;
 pub use launch::train_under_mpi;
 #[cfg(feature = "mpi")]
 pub use mpi_comm::MpiComm;
+pub use reader::ReadMode;
 pub use shard::{owner, ShardedEmbeddings};
 pub use thread_comm::ThreadComm;
 pub use train::{save_gathered, train, write_step_times, StepTimes};

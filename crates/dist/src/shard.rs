@@ -123,6 +123,22 @@ impl ShardedEmbeddings {
         out: &mut [f32],
         row_stride: usize,
     ) {
+        self.forward_summing(comm, input, train, out, row_stride, &mut []);
+    }
+
+    /// [`Self::forward`], summing `totals` over the ranks on the way: each rank's values
+    /// ride in the header of its id messages, so per-step counts (the loss's global
+    /// denominator, a rank's read error) cost no collective of their own. Integers: the
+    /// sum is exact and the same on every rank. Every rank passes as many values.
+    pub fn forward_summing(
+        &mut self,
+        comm: &mut dyn Comm,
+        input: &SparseInput,
+        train: bool,
+        out: &mut [f32],
+        row_stride: usize,
+        totals: &mut [u64],
+    ) {
         if let Err(e) = self.layer.check_input(input) {
             panic!("ShardedEmbeddings::forward: {e}");
         }
@@ -134,12 +150,15 @@ impl ShardedEmbeddings {
             plan(&ids, size, &mut self.steps[t]);
         }
         self.scratch = ids;
-        // Message to owner r: [count of table 0, …, count of table T−1, ids of table 0, …].
+        // Message to owner r: [count of table 0, …, count of table T−1, totals…, ids of
+        // table 0, …].
+        let n_totals = totals.len();
         let mut send = Vec::new();
         let mut counts = vec![0; size];
         for (r, count) in counts.iter_mut().enumerate() {
             let at = send.len();
             send.extend(self.steps.iter().map(|st| st.send_counts[r] as u64));
+            send.extend_from_slice(totals);
             for st in &self.steps {
                 let lo = st.send_counts[..r].iter().sum::<usize>();
                 send.extend_from_slice(&st.send_ids[lo..lo + st.send_counts[r]]);
@@ -153,9 +172,14 @@ impl ShardedEmbeddings {
         for st in &mut self.steps {
             st.recv_counts.clear();
         }
+        let mut sums = vec![0u64; n_totals];
         for &len in &recv_counts {
             let msg = &recv[at..at + len];
-            let (head, mut body) = msg.split_at(n_tables);
+            let (head, body) = msg.split_at(n_tables);
+            let (theirs, mut body) = body.split_at(n_totals);
+            for (s, v) in sums.iter_mut().zip(theirs) {
+                *s += v;
+            }
             for (t, &c) in head.iter().enumerate() {
                 let c = c as usize;
                 asked[t].extend_from_slice(&body[..c]);
@@ -164,6 +188,7 @@ impl ShardedEmbeddings {
             }
             at += len;
         }
+        totals.copy_from_slice(&sums);
         let mut table_rows: Vec<Vec<f32>> = Vec::with_capacity(n_tables);
         for (t, asked) in asked.iter().enumerate() {
             let table: &mut EmbeddingTable = &mut self.layer.tables_mut()[t];

@@ -3,21 +3,22 @@
 //! fused all-reduce per step and every rank steps the same Adam, embedding rows live with
 //! their owner ([`ShardedEmbeddings`]).
 //!
-//! Every rank reads the same seeded stream of global batches (the reader, shuffle buffer
-//! and seed of the single-process trainer) and keeps its contiguous slice of each batch's
-//! rows, so a run over N ranks sees exactly the batches of a one-process run with the
-//! same batch size, and its model equals that run's up to float summation order. Each
-//! rank still decodes the whole batch: reading scales with the number of ranks, the
-//! network and the embeddings do not (see docs/distributed.md).
+//! Every rank scans the same seeded sequence of global batches (the reader, shuffle
+//! buffer and seed of the single-process trainer) and trains on its contiguous slice of
+//! each batch's rows, so a run over N ranks sees exactly the batches of a one-process run
+//! with the same batch size, and its model equals that run's up to float summation
+//! order. Reading is striped ([`crate::reader`]): a rank joins and decodes only its own
+//! rows; the loss's global denominator is summed in the step's id exchange.
 //!
 //! Not supported across ranks (rejected with a message): batch norm (its statistics
 //! would be per rank), `task_mean` reduction and uncertainty weighting (their
-//! normalisation is per task, not a global rescaling). Checkpoints: see
-//! [`crate::checkpoint`]; `--resume` needs the same number of ranks.
+//! normalisation is per task, not a global rescaling), embedding admission, expiry and
+//! row caps (their counts would be per owner). Checkpoints: see [`crate::checkpoint`].
 
 use crate::checkpoint;
-use crate::comm::{row_range, Comm, CommStats};
+use crate::comm::{Comm, CommStats};
 use crate::evaluate::evaluate;
+use crate::reader::{read_mode, RankReader, ReadMode};
 use crate::shard::ShardedEmbeddings;
 use anyhow::{bail, Context, Result};
 use mfh_config::Config;
@@ -41,6 +42,16 @@ pub struct StepTimes {
     pub comm: CommStats,
     /// Global rows trained on.
     pub rows: u64,
+    /// Of those, this rank's.
+    pub rows_local: u64,
+    /// How the train split was read.
+    pub read_mode: Option<ReadMode>,
+    /// Striped reading: rows this rank joined and decoded, seconds decoding them and
+    /// seconds scanning (reading, splitting cells, split test) on the reader thread,
+    /// which overlaps the steps.
+    pub rows_decoded: u64,
+    pub decode_s: f64,
+    pub scan_s: f64,
 }
 
 /// The selection state: best (value, step, report), evaluations since, every report.
@@ -62,19 +73,11 @@ struct Local {
     fused: Vec<f32>,
 }
 
-/// Rows `range` of `full`, as a batch of their own.
-pub(crate) fn local_rows(full: &Batch, range: std::ops::Range<usize>, out: &mut Batch) {
-    if out.multi.len() != full.multi.len() {
-        *out = full.empty_like();
-    }
-    out.clear();
-    let idx: Vec<usize> = range.collect();
-    out.extend_from(full, &idx);
-}
-
 /// Runs the embedding forward for `batch` on the shards and fills the network input `x`
-/// (embeddings, then numeric features). The batch's multi-valued ids are borrowed into
-/// `multi` until [`give_back`].
+/// (embeddings, then numeric features); `totals` are summed over the ranks on the way
+/// ([`ShardedEmbeddings::forward_summing`]). The batch's multi-valued ids are borrowed
+/// into `multi` until [`give_back`].
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn assemble(
     comm: &mut dyn Comm,
     shard: &mut ShardedEmbeddings,
@@ -83,6 +86,7 @@ pub(crate) fn assemble(
     multi: &mut Vec<MultiIds>,
     x: &mut Vec<f32>,
     train: bool,
+    totals: &mut [u64],
 ) {
     let w = shard.layer.width();
     let n_in = w + n_dense;
@@ -100,7 +104,7 @@ pub(crate) fn assemble(
         single: &batch.single,
         multi,
     };
-    shard.forward(comm, &input, train, x, n_in);
+    shard.forward_summing(comm, &input, train, x, n_in, totals);
     if n_dense > 0 {
         for (row, d) in x
             .chunks_exact_mut(n_in)
@@ -118,15 +122,17 @@ pub(crate) fn give_back(batch: &mut Batch, multi: &mut Vec<MultiIds>) {
     }
 }
 
-/// The loss's denominator over the whole global batch (every rank has it).
-fn global_denominator(state: &ModelState, full: &Batch) -> usize {
+/// This rank's part of the loss's denominator (summed over the ranks: the global
+/// batch's): its rows, or its active (row, task) pairs.
+fn denominator(state: &ModelState, batch: &Batch) -> usize {
     match state.loss.spec().reduction {
-        mfh_loss::Reduction::BatchMean => full.n,
+        mfh_loss::Reduction::BatchMean => batch.n,
         _ => {
             let (nb, nc) = (state.grid.n_behaviours(), state.grid.n_cells());
-            full.labels
+            batch
+                .labels
                 .chunks_exact(nb)
-                .zip(&full.cells)
+                .zip(&batch.cells)
                 .filter(|(_, &c)| (c as usize) < nc)
                 .map(|(row, _)| row.iter().filter(|y| y.is_finite()).count())
                 .sum()
@@ -141,6 +147,19 @@ fn check_supported(cfg: &Config, state: &mut ModelState) -> Result<()> {
             "{}: `train.loss`: distributed training supports the `active_mean` and `batch_mean` reductions without uncertainty weighting (their gradients are a global rescaling of each rank's); train on one process, or change the reduction",
             cfg.source_file.display()
         );
+    }
+    let e = &cfg.train.embedding;
+    for (key, on) in [
+        ("admit_after", e.admit_after > 1),
+        ("ttl_steps", e.ttl_steps > 0),
+        ("max_rows", e.max_rows > 0),
+    ] {
+        if on {
+            bail!(
+                "{}: `train.embedding.{key}`: embedding admission, expiry and row caps are not supported by distributed training (each rank would count sightings and ages of its own shard only); remove it, or train on one process",
+                cfg.source_file.display()
+            );
+        }
     }
     let mut buffers = 0;
     state.net.visit_buffers("", &mut |_, _| buffers += 1);
@@ -215,6 +234,11 @@ pub fn train(
         fused: Vec::new(),
     };
     let mut times = StepTimes::default();
+    let (mode, why_whole) = read_mode(&pipeline, &tc.train_split);
+    times.read_mode = Some(mode);
+    if let (Some(why), 0) = (why_whole, rank) {
+        eprintln!("note: every rank decodes whole batches ({why}); striped reading needs `on_error = \"fail\"` and no negative down-sampling");
+    }
     let mut sel = Selection::default();
     let mut step = 0u64;
     let mut loss_ema: Option<f64> = None;
@@ -352,7 +376,8 @@ pub fn train(
             seed: seed.wrapping_add(epoch as u64 * 0x9e37_79b9),
             prefetch: 4,
         };
-        let mut stream = pipeline.stream(&tc.train_split, stream_opts)?;
+        let mut reader =
+            RankReader::open(&pipeline, &tc.train_split, stream_opts, mode, rank, size)?;
         let mut evaluated_at = u64::MAX;
         let mut stop = false;
         let mut batches_done = 0u64;
@@ -360,11 +385,15 @@ pub fn train(
         let mut exhausted = false;
         loop {
             let ts = Instant::now();
-            let Some(full) = stream.next() else {
-                exhausted = true;
-                break;
+            let global_rows = match reader.next_into(&mut local.batch) {
+                None => {
+                    exhausted = true;
+                    break;
+                }
+                Some(Ok(n)) => n,
+                // The other ranks learn of it in their next id exchange, and stop too.
+                Some(Err(e)) => return Err(fail_exchange(comm, &mut shard, &layout, e)),
             };
-            let full = full?;
             batches_done += 1;
             if batches_done <= skip {
                 // Trained on before the checkpoint this run resumed from.
@@ -379,18 +408,16 @@ pub fn train(
                 comm,
                 &mut local,
                 &mut adam,
-                &full,
-                rank,
-                size,
                 step + 1,
                 lr,
-            );
+            )?;
             if !loss.is_finite() {
                 bail!("training diverged at step {}: the loss became {loss} (try a lower train.lr or train.embedding.lr)", step + 1);
             }
             step += 1;
             times.steps += 1;
-            times.rows += full.n as u64;
+            times.rows += global_rows as u64;
+            times.rows_local += local.batch.n as u64;
             times.read_s += read;
             times.train_s += ts.elapsed().as_secs_f64();
             let c1 = comm.stats().since(&c0);
@@ -415,10 +442,14 @@ pub fn train(
                 break;
             }
         }
-        if let Some(s) = stream.stats() {
+        if let Some(s) = reader.stats() {
             skipped.merge(&s.skipped);
         }
-        drop(stream);
+        if let Some(c) = reader.close() {
+            times.rows_decoded += c.rows_decoded;
+            times.decode_s += c.decode_s;
+            times.scan_s += c.scan_s;
+        }
         if evaluated_at != step {
             stop |= eval_and_select(&mut state, &mut shard, comm, &mut sel, step, loss_ema)?;
             let at = if exhausted {
@@ -472,22 +503,50 @@ fn add_stats(acc: &mut CommStats, d: &CommStats) {
     acc.other_s += d.other_s;
 }
 
-/// One synchronous step on this rank's slice of `full`; returns the global loss.
-#[allow(clippy::too_many_arguments)]
+/// Tells the other ranks, in the id exchange they make next, that this rank could not
+/// read its rows (they then stop too), and returns the error. `layout` gives the empty
+/// batch's shape.
+pub(crate) fn fail_exchange(
+    comm: &mut dyn Comm,
+    shard: &mut ShardedEmbeddings,
+    layout: &mfh_data::FieldLayout,
+    e: mfh_data::DataError,
+) -> anyhow::Error {
+    let empty = vec![
+        MultiIds {
+            offsets: vec![0],
+            ids: Vec::new()
+        };
+        layout.multi.len()
+    ];
+    let input = SparseInput {
+        n: 0,
+        single: &[],
+        multi: &empty,
+    };
+    let mut totals = [0, 1];
+    shard.forward_summing(comm, &input, false, &mut [], 0, &mut totals);
+    anyhow::Error::new(e).context(format!("rank {} could not read its rows", comm.rank()))
+}
+
+/// The error of a rank whose batch read fine when `failed` others' did not.
+pub(crate) fn others_failed(failed: u64) -> anyhow::Error {
+    anyhow::anyhow!("{failed} other rank(s) could not read their rows of this batch (see their error); stopping")
+}
+
+/// One synchronous step on this rank's rows of the global batch (`l.batch`); returns
+/// the global loss.
 fn train_step(
     state: &mut ModelState,
     shard: &mut ShardedEmbeddings,
     comm: &mut dyn Comm,
     l: &mut Local,
     adam: &mut Adam<f32>,
-    full: &Batch,
-    rank: usize,
-    size: usize,
     step: u64,
     lr: f32,
-) -> f64 {
-    local_rows(full, row_range(full.n, rank, size), &mut l.batch);
-    let denom = global_denominator(state, full);
+) -> Result<f64> {
+    // Summed in the id exchange: the global denominator, and ranks that failed to read.
+    let mut totals = [denominator(state, &l.batch) as u64, 0];
     state.net.zero_grad();
     state.loss.zero_grad();
     let n_dense = state.n_dense;
@@ -499,7 +558,13 @@ fn train_step(
         &mut l.multi,
         &mut l.x,
         true,
+        &mut totals,
     );
+    let [denom, failed] = totals;
+    if failed > 0 {
+        give_back(&mut l.batch, &mut l.multi);
+        return Err(others_failed(failed));
+    }
     let n = l.batch.n;
     let n_in = shard.layer.width() + n_dense;
     let mut loss = 0.0;
@@ -552,7 +617,7 @@ fn train_step(
         at += g.len();
     });
     adam.step(state.net.as_mut(), lr);
-    l.fused[at] as f64
+    Ok(l.fused[at] as f64)
 }
 
 /// A layer with the tables and fields of `layer` and no rows.
@@ -620,7 +685,9 @@ pub fn save_gathered(
     Ok(())
 }
 
-/// Writes `distributed.json` (world size, per-step time split) to the model folder.
+/// Writes `distributed.json` (world size, per-step time split, rank 0's reading) to the
+/// model folder. `decode_ms` and `scan_ms` are per step on the reader thread, which runs
+/// alongside the steps; `read_ms` is the time a step waited for it.
 pub fn write_step_times(dir: &std::path::Path, size: usize, t: &StepTimes) -> Result<()> {
     let per_step = |s: f64| 1e3 * s / t.steps.max(1) as f64;
     let v = serde_json::json!({
@@ -635,6 +702,11 @@ pub fn write_step_times(dir: &std::path::Path, size: usize, t: &StepTimes) -> Re
         "all_to_all_ms": per_step(t.comm.all_to_all_s),
         "all_to_all_bytes_per_step": t.comm.all_to_all_bytes / t.steps.max(1),
         "all_to_all_calls_per_step": t.comm.all_to_all_calls / t.steps.max(1),
+        "read_mode": t.read_mode.map(ReadMode::name),
+        "rows_local": t.rows_local,
+        "rows_decoded": t.rows_decoded,
+        "decode_ms": per_step(t.decode_s),
+        "scan_ms": per_step(t.scan_s),
     });
     mfh_train::model_dir::write_atomic(
         dir,
