@@ -3,7 +3,7 @@
 //! multi-valued field, a numeric feature, two behaviours and a facet. Needs no MPI.
 
 use mfh_config::Config;
-use mfh_dist::{Comm, LocalComm, ThreadComm};
+use mfh_dist::{Comm, LocalComm, ReadMode, StepTimes, ThreadComm};
 use mfh_train::{load_model, TrainOptions};
 use std::path::Path;
 
@@ -271,5 +271,160 @@ fn a_resumed_run_writes_the_uninterrupted_checkpoint() {
     for h in handles {
         let e = h.join().unwrap().expect("resuming on 3 ranks fails");
         assert!(e.contains("written by 2 ranks"), "{e}");
+    }
+}
+
+/// `train` on `size` thread ranks; every rank's result, in rank order.
+fn run_ranks(
+    size: usize,
+    cfg: &Config,
+    opts: &TrainOptions,
+) -> Vec<anyhow::Result<(mfh_train::TrainSummary, StepTimes)>> {
+    let handles: Vec<_> = ThreadComm::world(size)
+        .into_iter()
+        .map(|mut comm| {
+            let (cfg, opts) = (cfg.clone(), opts.clone());
+            std::thread::spawn(move || mfh_dist::train(&cfg, &opts, &mut comm))
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// `write_data`'s config with `from` replaced by `to`.
+fn edited(dir: &Path, name: &str, edits: &[(&str, &str)]) -> Config {
+    let mut text = std::fs::read_to_string(write_data(dir)).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from}");
+        text = text.replace(from, to);
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    Config::load(&path).unwrap()
+}
+
+#[test]
+fn each_rank_decodes_only_its_rows_and_the_model_is_the_one_process_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Whole epochs (no max_steps), so that every stripe read is trained on.
+    let cfg = edited(
+        tmp.path(),
+        "epochs.toml",
+        &[("max_steps = 25", "max_steps = 0")],
+    );
+    let reference = tmp.path().join("one");
+    let s = mfh_train::train(&cfg, &opts(&reference)).unwrap();
+    let train_rows = s.train_rows;
+    assert!(train_rows > 500, "{train_rows}");
+    let local = tmp.path().join("local");
+    let (_, t1) = mfh_dist::train(&cfg, &opts(&local), &mut LocalComm::new()).unwrap();
+    assert_eq!(t1.read_mode, Some(ReadMode::Striped));
+    assert_eq!(t1.rows_decoded, 2 * train_rows);
+    assert_eq!(max_diff(&dense(&reference), &dense(&local)), 0.0);
+    for size in [2, 3] {
+        let out = tmp.path().join(format!("striped{size}"));
+        let res = run_ranks(size, &cfg, &opts(&out));
+        let mut locals = 0;
+        for (rank, r) in res.into_iter().enumerate() {
+            let (summary, t) = r.unwrap();
+            assert_eq!(summary.steps, s.steps);
+            assert_eq!(t.read_mode, Some(ReadMode::Striped));
+            // Two epochs of the global batches; this rank decoded its rows and no other.
+            assert_eq!(t.rows, 2 * train_rows);
+            assert_eq!(t.rows_decoded, t.rows_local, "rank {rank} of {size}");
+            let share = 2 * train_rows / size as u64;
+            assert!(
+                t.rows_local.abs_diff(share) <= summary.steps,
+                "rank {rank} of {size}: {} rows, share {share}",
+                t.rows_local
+            );
+            locals += t.rows_local;
+        }
+        assert_eq!(locals, 2 * train_rows);
+        let d = max_diff(&dense(&reference), &dense(&out));
+        let m = max_metric_diff(&metrics(&reference), &metrics(&out));
+        eprintln!("striped, {size} ranks: max |Δ| dense {d:e}, metrics {m:e}");
+        assert!(d < 1e-5 && m < 1e-5, "{size} ranks: dense {d}, metrics {m}");
+    }
+}
+
+#[test]
+fn skipping_bad_rows_reads_whole_batches_and_still_trains_the_one_process_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = edited(
+        tmp.path(),
+        "skip.toml",
+        &[(
+            "gauc_column = \"uid\"",
+            "gauc_column = \"uid\"\non_error = \"skip\"",
+        )],
+    );
+    let reference = tmp.path().join("one");
+    mfh_train::train(&cfg, &opts(&reference)).unwrap();
+    let out = tmp.path().join("two");
+    for r in run_ranks(2, &cfg, &opts(&out)) {
+        let (_, t) = r.unwrap();
+        assert_eq!(t.read_mode, Some(ReadMode::Whole));
+        assert_eq!(t.rows_decoded, 0, "the whole-batch stream does not count");
+    }
+    let d = max_diff(&dense(&reference), &dense(&out));
+    assert!(d < 1e-5, "dense parameters differ by {d}");
+}
+
+#[test]
+fn a_bad_row_read_by_one_rank_stops_every_rank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = Config::load(&write_data(tmp.path())).unwrap();
+    // Break a label of the valid split (day 3), which the fit pass does not read: only
+    // the rank whose stripe holds it meets it, at the first evaluation.
+    let path = tmp.path().join("log.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let at = lines
+        .iter()
+        .position(|l| l.split(',').nth_back(2) == Some("3"))
+        .unwrap();
+    let mut cells: Vec<String> = lines[at].split(',').map(String::from).collect();
+    let n = cells.len();
+    cells[n - 2] = "maybe".into();
+    lines[at] = cells.join(",");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let res = run_ranks(2, &cfg, &opts(&tmp.path().join("bad")));
+    let errs: Vec<String> = res
+        .into_iter()
+        .map(|r| format!("{:#}", r.err().expect("every rank fails")))
+        .collect();
+    let line = format!("log.csv:{}", at + 1);
+    let owners: Vec<&String> = errs.iter().filter(|e| e.contains(&line)).collect();
+    assert_eq!(owners.len(), 1, "{errs:?}");
+    assert!(owners[0].contains("maybe"), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("other rank(s) could not read")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn embedding_admission_and_expiry_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (key, value) in [
+        ("admit_after", "3"),
+        ("ttl_steps", "50"),
+        ("max_rows", "100"),
+    ] {
+        let cfg = edited(
+            tmp.path(),
+            &format!("{key}.toml"),
+            &[(
+                "optimizer = \"adagrad\",",
+                &format!("optimizer = \"adagrad\", {key} = {value},"),
+            )],
+        );
+        let out = tmp.path().join(key);
+        let e = mfh_dist::train(&cfg, &opts(&out), &mut LocalComm::new())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains(&format!("train.embedding.{key}")), "{e}");
     }
 }
