@@ -577,7 +577,17 @@ fn bench_train(
     let mut batches = to_batches(&raw);
     let mut adam = Adam::<f32>::new(0.9, 0.999, 1e-8, 0.0);
     let mut step = 0u64;
-    time_steps(&mut state, &mut adam, &mut batches, &mut step, steps); // warm-up
+    let mut adam_secs = 0.0;
+    time_steps(
+        &mut state,
+        &mut adam,
+        &mut batches,
+        &mut step,
+        steps,
+        &mut adam_secs,
+    ); // warm-up
+    state.phases = Some(Default::default());
+    adam_secs = 0.0;
     let mut rates = Vec::new();
     for _ in 0..windows {
         rates.push(time_steps(
@@ -586,7 +596,20 @@ fn bench_train(
             &mut batches,
             &mut step,
             steps,
+            &mut adam_secs,
         ));
+    }
+    if let Some(p) = state.phases.take() {
+        let mut parts: Vec<String> = p
+            .per_step_ms()
+            .into_iter()
+            .map(|(name, ms)| format!("{name} {ms:.1}"))
+            .collect();
+        parts.push(format!(
+            "dense Adam {:.1}",
+            adam_secs * 1e3 / p.steps.max(1) as f64
+        ));
+        outln!("ms per step (mean): {}", parts.join(", "));
     }
     let mut sorted = rates.clone();
     sorted.sort_by(f64::total_cmp);
@@ -816,6 +839,7 @@ fn time_steps(
     batches: &mut [Batch],
     step: &mut u64,
     steps: usize,
+    adam_secs: &mut f64,
 ) -> f64 {
     let t = Instant::now();
     let mut rows = 0;
@@ -823,7 +847,9 @@ fn time_steps(
         let i = *step as usize % batches.len();
         state.net.zero_grad();
         state.train_step(&mut batches[i], *step + 1);
+        let a = Instant::now();
         adam.step(state.net.as_mut(), 1e-3);
+        *adam_secs += a.elapsed().as_secs_f64();
         rows += batches[i].n;
         *step += 1;
     }
@@ -907,6 +933,7 @@ fn bench_routing(
                 &mut batches,
                 &mut steps_done[k],
                 steps,
+                &mut 0.0,
             );
             if w > 0 {
                 rates[k].push(r);

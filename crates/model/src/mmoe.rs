@@ -3,8 +3,8 @@
 
 use crate::switcher::Switcher;
 use mfh_nn::{
-    ensure_len, gated_sum_backward, gated_sum_forward, with_name, Activation, ExpertBank, Float,
-    Gate, GateActivation, Module, Rng,
+    ensure_len, gated_sum_backward, gated_sum_forward, gated_sums_backward, gated_sums_forward,
+    with_name, Activation, ExpertBank, Float, Gate, GateActivation, GateBank, Module, Rng,
 };
 
 /// MMoE; shapes: x n × in_dim → K × (n × d), output k = Σ_e gate_k(x)_e · expert_e(x).
@@ -12,6 +12,8 @@ use mfh_nn::{
 pub struct Mmoe<T> {
     bank: ExpertBank<T>,
     gates: Vec<Gate<T>>,
+    /// The gates run as one product when they have no hidden layers (the usual MMoE).
+    fused: Option<GateBank<T>>,
     outputs: Vec<Vec<T>>,
     d_outputs: Vec<Vec<T>>,
     /// ∂loss/∂(expert outputs), n × E·d, summed over all gates.
@@ -44,11 +46,12 @@ impl<T: Float> Mmoe<T> {
             batch_norm,
             rng,
         );
-        let gates = (0..n_outputs)
+        let gates: Vec<Gate<T>> = (0..n_outputs)
             .map(|_| Gate::new(n_in, gate_hidden, experts, gate, rng))
             .collect();
         Mmoe {
             bank,
+            fused: GateBank::fusable(&gates).then(GateBank::default),
             gates,
             outputs: vec![Vec::new(); n_outputs],
             d_outputs: vec![Vec::new(); n_outputs],
@@ -60,7 +63,10 @@ impl<T: Float> Mmoe<T> {
 
     /// Gate weights of output k from the last forward, n × E.
     pub fn gate_weights(&self, k: usize) -> &[T] {
-        self.gates[k].weights()
+        match &self.fused {
+            Some(f) => f.weights(k, self.bank.n_experts()),
+            None => self.gates[k].weights(),
+        }
     }
 
     fn len(&self) -> usize {
@@ -109,6 +115,15 @@ impl<T: Float> Switcher<T> for Mmoe<T> {
         self.n = n;
         let (e, d) = (self.bank.n_experts(), self.bank.out_dim());
         let experts = self.bank.forward(x, n, train);
+        if let Some(fused) = &mut self.fused {
+            let g = fused.forward(&self.gates, x, n);
+            for (out, d_out) in self.outputs.iter_mut().zip(&mut self.d_outputs) {
+                ensure_len(out, n * d);
+                ensure_len(d_out, n * d).fill(T::zero());
+            }
+            gated_sums_forward(g, n * e, experts, n, e, d, &mut self.outputs);
+            return;
+        }
         for ((gate, out), d_out) in self
             .gates
             .iter_mut()
@@ -138,8 +153,17 @@ impl<T: Float> Switcher<T> for Mmoe<T> {
     fn backward(&mut self, x: &[T], n: usize, mut dx: Option<&mut [T]>) {
         let (e, d) = (self.bank.n_experts(), self.bank.out_dim());
         let d_bank = ensure_len(&mut self.d_bank, n * e * d);
-        d_bank.fill(T::zero());
         let experts = self.bank.output();
+        if let Some(fused) = &mut self.fused {
+            let k = self.gates.len();
+            let dg = ensure_len(&mut self.d_gate, k * n * e);
+            let g = fused.all_weights();
+            gated_sums_backward(g, n * e, experts, &self.d_outputs, n, e, d, dg, d_bank);
+            fused.backward(&mut self.gates, x, dg, dx.as_deref_mut(), n);
+            self.bank.backward(x, d_bank, dx, n);
+            return;
+        }
+        d_bank.fill(T::zero());
         for (gate, d_out) in self.gates.iter_mut().zip(&self.d_outputs) {
             let dg = ensure_len(&mut self.d_gate, n * e);
             dg.fill(T::zero());

@@ -62,6 +62,20 @@ impl<T: Float> Gate<T> {
         self.act
     }
 
+    /// The ReLU layers before the projection, if any.
+    pub fn hidden(&self) -> Option<&Mlp<T>> {
+        self.hidden.as_ref()
+    }
+
+    /// The map to one logit per expert.
+    pub fn proj(&self) -> &Linear<T> {
+        &self.proj
+    }
+
+    pub(crate) fn proj_mut(&mut self) -> &mut Linear<T> {
+        &mut self.proj
+    }
+
     pub fn param_count(&self) -> usize {
         self.proj.param_count() + self.hidden.as_ref().map_or(0, Mlp::param_count)
     }

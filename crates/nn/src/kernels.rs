@@ -29,9 +29,32 @@ pub fn set_threads(n: usize) {
     THREADS.store(n.max(1), Ordering::Relaxed);
 }
 
-/// The number of threads the matrix products use.
+thread_local! {
+    /// Set while this thread runs inside [`serial`]: its kernels use one thread.
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The number of threads the matrix products use on this thread (1 inside [`serial`]).
 pub fn threads() -> usize {
-    THREADS.load(Ordering::Relaxed)
+    if SERIAL.with(|s| s.get()) {
+        1
+    } else {
+        THREADS.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs `f` with every kernel it calls on this thread unthreaded: for callers that
+/// already split their work across the threads (one network replica per thread).
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    /// Restores the flag even if `f` unwinds.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SERIAL.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SERIAL.with(|s| s.replace(true)));
+    f()
 }
 
 /// Builds rayon's global pool with `n` threads (the products schedule on it).
@@ -635,5 +658,179 @@ fn adam_block<T: Float>(
         *mv = beta1 * *mv + (one - beta1) * gv;
         *vv = beta2 * *vv + (one - beta2) * gv * gv;
         *pv = *pv * decay - step * *mv / (vv.sqrt() * inv_sqrt_bc2 + eps);
+    }
+}
+
+/// A raw base pointer that worker threads may share; each writes a disjoint range.
+#[derive(Clone, Copy)]
+struct SharedMut<T>(*mut T);
+// SAFETY: only used by the fused kernels below, whose workers write disjoint row blocks
+// of buffers that are uniquely borrowed for the whole call.
+unsafe impl<T> Send for SharedMut<T> {}
+unsafe impl<T> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
+    fn ptr(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Runs `f(first_row, rows)` over blocks of `n` rows (`w` elements each) on the product
+/// threads, or once over all rows when the work is small.
+fn for_row_ranges(n: usize, w: usize, f: impl Fn(usize, usize) + Sync) {
+    match row_blocks(n, w) {
+        Some(chunk) => {
+            use rayon::prelude::*;
+            let blocks = n.div_ceil(chunk);
+            (0..blocks).into_par_iter().for_each(|b| {
+                let lo = b * chunk;
+                f(lo, chunk.min(n - lo))
+            });
+        }
+        None => f(0, n),
+    }
+}
+
+/// [`gated_sum_forward`] for K gates over the same experts in one pass over `x`:
+/// `outs[k][i, c] = Σ_j g[k·gs + i·e + j] · x[i, j·d + c]` (gate k's weights are the
+/// `n × e` block at offset `k·gs` of `g`). Each output is computed exactly as
+/// [`gated_sum_forward`] computes it, so results are identical.
+pub fn gated_sums_forward<T: Float>(
+    g: &[T],
+    gs: usize,
+    x: &[T],
+    n: usize,
+    e: usize,
+    d: usize,
+    outs: &mut [Vec<T>],
+) {
+    let k = outs.len();
+    if n == 0 || d == 0 || k == 0 {
+        return;
+    }
+    assert!(gs >= n * e && g.len() >= (k - 1) * gs + n * e && x.len() >= n * e * d);
+    assert!(
+        outs.iter().all(|o| o.len() >= n * d),
+        "gated_sums_forward: short output"
+    );
+    let ptrs: Vec<SharedMut<T>> = outs.iter_mut().map(|o| SharedMut(o.as_mut_ptr())).collect();
+    for_row_ranges(n, k * d, |lo, rows| {
+        for (kk, p) in ptrs.iter().enumerate() {
+            // SAFETY: rows lo..lo+rows of output kk belong to this block alone, and the
+            // buffer holds at least n·d elements (asserted above).
+            let out = unsafe { std::slice::from_raw_parts_mut(p.ptr().add(lo * d), rows * d) };
+            gated_sum_forward_block(&g[kk * gs + lo * e..], &x[lo * e * d..], rows, e, d, out);
+        }
+    });
+}
+
+/// Backward of [`gated_sums_forward`], overwriting both gradients:
+/// `dg[k·gs + i·e + j] = Σ_c douts[k][i, c]·x[i, j·d + c]` and
+/// `dx[i, j·d + c] = Σ_k g[k·gs + i·e + j]·douts[k][i, c]` (summed over k in order, as
+/// K calls of [`gated_sum_backward`] into zeroed buffers would, so results are identical).
+#[allow(clippy::too_many_arguments)] // mirrors the forward's shapes plus two gradients
+pub fn gated_sums_backward<T: Float>(
+    g: &[T],
+    gs: usize,
+    x: &[T],
+    douts: &[Vec<T>],
+    n: usize,
+    e: usize,
+    d: usize,
+    dg: &mut [T],
+    dx: &mut [T],
+) {
+    let k = douts.len();
+    if n == 0 || e == 0 || k == 0 {
+        return;
+    }
+    assert!(gs >= n * e && g.len() >= (k - 1) * gs + n * e && x.len() >= n * e * d);
+    assert!(dg.len() >= (k - 1) * gs + n * e && dx.len() >= n * e * d);
+    assert!(
+        douts.iter().all(|o| o.len() >= n * d),
+        "gated_sums_backward: short gradient"
+    );
+    let (dgp, dxp) = (SharedMut(dg.as_mut_ptr()), SharedMut(dx.as_mut_ptr()));
+    for_row_ranges(n, e * d, |lo, rows| {
+        // SAFETY: this block alone owns rows lo..lo+rows of dx and of every gate's dg
+        // block; the extents were asserted above.
+        let dxb =
+            unsafe { std::slice::from_raw_parts_mut(dxp.ptr().add(lo * e * d), rows * e * d) };
+        for i in 0..rows {
+            let xr = &x[(lo + i) * e * d..(lo + i + 1) * e * d];
+            let dxr = &mut dxb[i * e * d..(i + 1) * e * d];
+            dxr.fill(T::zero());
+            for (kk, dout) in douts.iter().enumerate() {
+                let dor = &dout[(lo + i) * d..(lo + i + 1) * d];
+                let base = kk * gs + (lo + i) * e;
+                for j in 0..e {
+                    let gv = g[base + j];
+                    let dgv = dot(dor, &xr[j * d..(j + 1) * d]);
+                    // SAFETY: element (kk, lo + i, j) of dg is owned by this block.
+                    unsafe { *dgp.ptr().add(base + j) = dgv };
+                    for (dxv, &dv) in dxr[j * d..(j + 1) * d].iter_mut().zip(dor) {
+                        *dxv += gv * dv;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// [`relu_mask_rows`] (when `relu`) and [`col_sums_acc`] of the masked `dy` in one pass:
+/// `acc[c] += Σ_i dy'[i, c]`. Split by columns, so every column is summed over all rows
+/// in row order and the results equal the two separate kernels' exactly.
+pub fn relu_mask_col_sums<T: Float>(
+    dy: &mut [T],
+    lddy: usize,
+    y: &[T],
+    ldy: usize,
+    n: usize,
+    relu: bool,
+    acc: &mut [T],
+) {
+    let w = acc.len();
+    if n == 0 || w == 0 {
+        return;
+    }
+    assert!(
+        dy.len() >= span(n, w, lddy),
+        "relu_mask_col_sums: dy too short"
+    );
+    assert!(
+        !relu || y.len() >= span(n, w, ldy),
+        "relu_mask_col_sums: y too short"
+    );
+    let dyp = SharedMut(dy.as_mut_ptr());
+    let block = |c0: usize, acc: &mut [T]| {
+        let cw = acc.len();
+        for i in 0..n {
+            // SAFETY: columns c0..c0+cw of every row belong to this block alone, inside
+            // the asserted extent of dy.
+            let d = unsafe { std::slice::from_raw_parts_mut(dyp.ptr().add(i * lddy + c0), cw) };
+            if relu {
+                let yr = &y[i * ldy + c0..i * ldy + c0 + cw];
+                for ((dv, &yv), a) in d.iter_mut().zip(yr).zip(acc.iter_mut()) {
+                    let v = if yv > T::zero() { *dv } else { T::zero() };
+                    *dv = v;
+                    *a += v;
+                }
+            } else {
+                for (&dv, a) in d.iter().zip(acc.iter_mut()) {
+                    *a += dv;
+                }
+            }
+        }
+    };
+    match row_blocks(w, n) {
+        Some(chunk) if w >= 64 => {
+            use rayon::prelude::*;
+            let chunk = chunk.div_ceil(16) * 16;
+            acc.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(b, a)| block(b * chunk, a));
+        }
+        _ => block(0, acc),
     }
 }

@@ -24,6 +24,7 @@ pub mod adam;
 pub mod batchnorm;
 pub mod expert_bank;
 pub mod gate;
+pub mod gate_bank;
 pub mod gradcheck;
 pub mod kernels;
 pub mod linear;
@@ -35,7 +36,11 @@ pub use adam::Adam;
 pub use batchnorm::BatchNorm;
 pub use expert_bank::ExpertBank;
 pub use gate::{Gate, GateActivation};
-pub use kernels::{gated_sum_backward, gated_sum_forward, init_thread_pool, set_threads, threads};
+pub use gate_bank::GateBank;
+pub use kernels::{
+    gated_sum_backward, gated_sum_forward, gated_sums_backward, gated_sums_forward,
+    init_thread_pool, set_threads, threads,
+};
 pub use linear::{Activation, Linear, Rows, RowsMut};
 pub use mlp::Mlp;
 pub use module::{with_name, Module};

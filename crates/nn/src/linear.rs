@@ -1,7 +1,7 @@
 //! Fully connected layer `y = act(x·W + b)` with an optional fused ReLU, plus the
 //! strided row views that let a layer read or write a column block of a wider buffer.
 
-use crate::kernels::{bias_act_rows, col_sums_acc, matmul, relu_mask_rows};
+use crate::kernels::{bias_act_rows, matmul, relu_mask_col_sums};
 use crate::module::{with_name, Module};
 use crate::{Float, Rng};
 
@@ -114,6 +114,10 @@ impl<T: Float> Linear<T> {
         &self.grads
     }
 
+    pub(crate) fn grads_mut(&mut self) -> &mut [T] {
+        &mut self.grads
+    }
+
     /// `W`, row-major `n_in × n_out`.
     pub fn weight(&self) -> &[T] {
         &self.params[..self.n_in * self.n_out]
@@ -186,10 +190,10 @@ impl<T: Float> Linear<T> {
         n: usize,
     ) {
         let (ni, no) = (self.n_in, self.n_out);
-        if self.act == Activation::Relu {
-            relu_mask_rows(dy.data, dy.stride, y.data, y.stride, n, no);
-        }
         let (gw, gb) = self.grads.split_at_mut(ni * no);
+        // ReLU mask and bias gradient in one pass over dy.
+        let relu = self.act == Activation::Relu;
+        relu_mask_col_sums(dy.data, dy.stride, y.data, y.stride, n, relu, gb);
         // dW += xᵀ·dy
         matmul(
             ni,
@@ -206,7 +210,6 @@ impl<T: Float> Linear<T> {
             gw,
             no,
         );
-        col_sums_acc(gb, dy.data, dy.stride, n);
         if let Some(dx) = dx {
             let beta = if accumulate_dx { T::one() } else { T::zero() };
             // dx (+)= dy·Wᵀ

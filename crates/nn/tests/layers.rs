@@ -545,3 +545,112 @@ fn threaded_elementwise_kernels_match_scalar_reference() {
         assert!((p[i] - pi).abs() < 1e-12);
     }
 }
+
+/// Every gradient of a module, flat in visiting order.
+fn all_grads<M: Module<f64>>(m: &mut M) -> Vec<f64> {
+    let mut out = Vec::new();
+    m.visit_params("", &mut |_, _, g| out.extend_from_slice(g));
+    out
+}
+
+#[test]
+fn fused_gated_sums_equal_one_call_per_gate_bit_for_bit() {
+    use mfh_nn::{gated_sums_backward, gated_sums_forward};
+    for threads in [1, 2] {
+        mfh_nn::init_thread_pool(2);
+        mfh_nn::set_threads(threads);
+        let mut rng = Rng::new(41);
+        // Large enough for the threaded path; odd sizes for the block edges.
+        let (n, e, d, k) = (203, 5, 67, 3);
+        let gs = n * e + 7; // gate blocks at a stride larger than n·e
+        let g = randn(&mut rng, k * gs);
+        let x = randn(&mut rng, n * e * d);
+        let douts: Vec<Vec<f64>> = (0..k).map(|_| randn(&mut rng, n * d)).collect();
+        let mut outs = vec![vec![9.0; n * d]; k];
+        gated_sums_forward(&g, gs, &x, n, e, d, &mut outs);
+        let mut dg = vec![9.0; k * gs];
+        let mut dx = vec![9.0; n * e * d];
+        gated_sums_backward(&g, gs, &x, &douts, n, e, d, &mut dg, &mut dx);
+        let mut want_dx = vec![0.0; n * e * d];
+        for kk in 0..k {
+            let gk = &g[kk * gs..kk * gs + n * e];
+            let mut out = vec![0.0; n * d];
+            gated_sum_forward(gk, &x, n, e, d, &mut out);
+            assert_eq!(outs[kk], out, "output {kk}, {threads} threads");
+            let mut want_dg = vec![0.0; n * e];
+            gated_sum_backward(gk, &x, &douts[kk], n, e, d, &mut want_dg, &mut want_dx);
+            assert_eq!(&dg[kk * gs..kk * gs + n * e], &want_dg[..], "dg {kk}");
+            // The padding between gate blocks is left alone.
+            assert!(dg[kk * gs + n * e..(kk + 1) * gs.min(dg.len())]
+                .iter()
+                .all(|&v| v == 9.0));
+        }
+        assert_eq!(dx, want_dx, "dx, {threads} threads");
+    }
+}
+
+#[test]
+fn fused_relu_mask_and_column_sums_equal_the_separate_kernels() {
+    use mfh_nn::kernels::{col_sums_acc, relu_mask_col_sums, relu_mask_rows};
+    for threads in [1, 2] {
+        mfh_nn::init_thread_pool(2);
+        mfh_nn::set_threads(threads);
+        let mut rng = Rng::new(43);
+        let (n, w, ld) = (301, 333, 340);
+        let y = randn(&mut rng, n * ld);
+        let dy0 = randn(&mut rng, n * ld);
+        for relu in [true, false] {
+            let (mut a, mut b) = (dy0.clone(), dy0.clone());
+            let (mut acc_a, mut acc_b) = (vec![0.5; w], vec![0.5; w]);
+            relu_mask_col_sums(&mut a, ld, &y, ld, n, relu, &mut acc_a);
+            if relu {
+                relu_mask_rows(&mut b, ld, &y, ld, n, w);
+            }
+            col_sums_acc(&mut acc_b, &b, ld, n);
+            assert_eq!(a, b, "relu {relu}, {threads} threads");
+            assert_eq!(acc_a, acc_b, "relu {relu}, {threads} threads");
+        }
+    }
+}
+
+#[test]
+fn gate_bank_matches_separate_gates() {
+    use mfh_nn::GateBank;
+    for act in [GateActivation::Softmax, GateActivation::SigmoidOverN] {
+        let mut rng = Rng::new(47);
+        let (n, ni, e, k) = (37, 11, 4, 3);
+        let mut gates: Vec<Gate<f64>> = (0..k)
+            .map(|_| Gate::new(ni, &[], e, act, &mut rng))
+            .collect();
+        let mut fused_gates = gates.clone();
+        assert!(GateBank::fusable(&fused_gates));
+        let x = randn(&mut rng, n * ni);
+        let dp = randn(&mut rng, k * n * e);
+        let mut bank = GateBank::default();
+        let p = bank.forward(&fused_gates, &x, n).to_vec();
+        let mut dx_fused = vec![0.5; n * ni];
+        bank.backward(&mut fused_gates, &x, &dp, Some(&mut dx_fused), n);
+        let mut dx = vec![0.5; n * ni];
+        for (kk, gate) in gates.iter_mut().enumerate() {
+            let w = gate.forward(&x, n, true).to_vec();
+            let pk = &p[kk * n * e..(kk + 1) * n * e];
+            assert!(w.iter().zip(pk).all(|(a, b)| (a - b).abs() < 1e-12));
+            assert_eq!(bank.weights(kk, e), pk);
+            gate.backward(&x, &dp[kk * n * e..(kk + 1) * n * e], Some(&mut dx), n);
+            let (ga, gb) = (all_grads(gate), all_grads(&mut fused_gates[kk]));
+            assert!(ga.iter().zip(&gb).all(|(a, b)| (a - b).abs() < 1e-12));
+        }
+        assert!(dx.iter().zip(&dx_fused).all(|(a, b)| (a - b).abs() < 1e-12));
+    }
+    // Gates with hidden layers, or over different expert counts, are not fused.
+    let mut rng = Rng::new(48);
+    let hidden: Vec<Gate<f64>> = (0..2)
+        .map(|_| Gate::new(5, &[3], 4, GateActivation::Softmax, &mut rng))
+        .collect();
+    assert!(!GateBank::fusable(&hidden));
+    let mixed = vec![
+        Gate::<f64>::new(5, &[], 4, GateActivation::Softmax, &mut rng),
+        Gate::<f64>::new(5, &[], 3, GateActivation::Softmax, &mut rng),
+    ];
+    assert!(!GateBank::fusable(&mixed));
+}

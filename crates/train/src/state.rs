@@ -8,7 +8,7 @@ use mfh_embedding::{
     EmbeddingLayer, FieldSpec, Lifecycle, MultiIds, Pooling, RowOptimizer, SparseInput, TableSpec,
 };
 use mfh_loss::{task_weights, GridLoss, LossSpec, LossValue, Reduction};
-use mfh_model::{GridShape, ModelSpec, MultiTaskModel};
+use mfh_model::{DataParallel, GridShape, ModelSpec, MultiTaskModel};
 
 pub struct ModelState {
     pub grid: TaskGrid,
@@ -20,7 +20,42 @@ pub struct ModelState {
     x: Vec<f32>,
     dx: Vec<f32>,
     d_logits: Vec<f32>,
+    logits: Vec<f32>,
     multi: Vec<MultiIds>,
+    /// Seconds spent in each phase of `train_step`, when switched on (benchmarks).
+    pub phases: Option<PhaseTimes>,
+    /// Copies of the network for row blocks on the product threads.
+    parallel: DataParallel<f32>,
+    /// What the network was built from, to build those copies: input width, seed and
+    /// the towers' transfers.
+    build: (usize, u64, Vec<(usize, usize)>),
+}
+
+/// Wall time per phase of [`ModelState::train_step`], summed over steps.
+#[derive(Clone, Debug, Default)]
+pub struct PhaseTimes {
+    pub steps: u64,
+    /// Embedding lookups and assembling the network input.
+    pub embed_forward: f64,
+    pub net_forward: f64,
+    pub loss: f64,
+    pub net_backward: f64,
+    /// Row gradients and row optimizer updates, then lifecycle upkeep.
+    pub embed_backward: f64,
+}
+
+impl PhaseTimes {
+    /// (name, milliseconds per step) for each phase.
+    pub fn per_step_ms(&self) -> Vec<(&'static str, f64)> {
+        let k = 1e3 / self.steps.max(1) as f64;
+        vec![
+            ("embedding forward", self.embed_forward * k),
+            ("network forward", self.net_forward * k),
+            ("loss", self.loss * k),
+            ("network backward", self.net_backward * k),
+            ("embedding backward", self.embed_backward * k),
+        ]
+    }
 }
 
 /// Embedding tables and fields for a layout: one table per distinct table name, in order
@@ -185,7 +220,11 @@ impl ModelState {
             x: Vec::new(),
             dx: Vec::new(),
             d_logits: Vec::new(),
+            logits: Vec::new(),
             multi: Vec::new(),
+            phases: None,
+            parallel: DataParallel::default(),
+            build: (n_in, seed, transfers),
         })
     }
 
@@ -235,7 +274,26 @@ impl ModelState {
     pub fn forward(&mut self, batch: &mut Batch) -> &[f32] {
         self.assemble(batch, false);
         self.restore(batch);
-        self.net.forward(&self.x, &batch.cells, batch.n, false)
+        self.net_forward(&batch.cells, batch.n, false)
+    }
+
+    /// The network's forward over the assembled input, in row blocks on the product
+    /// threads when the network allows it (see [`DataParallel`]).
+    fn net_forward(&mut self, cells: &[u32], n: usize, train: bool) -> &[f32] {
+        let threads = mfh_nn::kernels::threads();
+        let blocks = self.parallel.blocks_for(self.net.as_mut(), n, threads);
+        let (spec, grid, build) = (&self.spec, &self.grid, &self.build);
+        let make = || {
+            mfh_model::build_model_with_transfers::<f32>(
+                spec,
+                &grid_shape(grid),
+                build.0,
+                build.1,
+                &build.2,
+            )
+        };
+        self.parallel
+            .forward(self.net.as_mut(), &make, &self.x, cells, n, train, blocks)
     }
 
     /// Loss of a batch without gradients (for validation loss).
@@ -246,23 +304,44 @@ impl ModelState {
     /// One forward and backward pass; dense gradients accumulate in the net (the caller
     /// steps the optimiser), embedding rows are updated here.
     pub fn train_step(&mut self, batch: &mut Batch, step: u64) -> LossValue {
+        let timed = self.phases.is_some();
+        let mut marks = [std::time::Instant::now(); 6];
+        let mut mark = |i: usize| {
+            if timed {
+                marks[i] = std::time::Instant::now();
+            }
+        };
         self.emb.set_clock(step);
         self.assemble(batch, true);
+        mark(1);
         let n = batch.n;
-        let logits = self.net.forward(&self.x, &batch.cells, n, true);
+        // The logits are copied out (n × tasks, small) so the loss can borrow the state.
+        let mut logits = std::mem::take(&mut self.logits);
+        logits.clear();
+        logits.extend_from_slice(self.net_forward(&batch.cells, n, true));
+        mark(2);
         self.d_logits.resize(logits.len(), 0.0);
         let value = self.loss.compute_weighted(
-            logits,
+            &logits,
             &batch.labels,
             &batch.cells,
             &batch.weights,
             &mut self.d_logits,
         );
+        self.logits = logits;
+        mark(3);
         // The network accumulates into dx, so it starts from zero every step.
         self.dx.clear();
         self.dx.resize(self.x.len(), 0.0);
-        self.net
-            .backward(&self.x, &batch.cells, &self.d_logits, Some(&mut self.dx), n);
+        self.parallel.backward(
+            self.net.as_mut(),
+            &self.x,
+            &batch.cells,
+            &self.d_logits,
+            Some(&mut self.dx),
+            n,
+        );
+        mark(4);
         let input = SparseInput {
             n,
             single: &batch.single,
@@ -272,6 +351,16 @@ impl ModelState {
         // Between batches: expired and over-cap rows go (no slot is held past here).
         self.emb.maintain(step);
         self.restore(batch);
+        mark(5);
+        if let Some(p) = &mut self.phases {
+            let s = |i: usize| (marks[i] - marks[i - 1]).as_secs_f64();
+            p.steps += 1;
+            p.embed_forward += s(1);
+            p.net_forward += s(2);
+            p.loss += s(3);
+            p.net_backward += s(4);
+            p.embed_backward += s(5);
+        }
         value
     }
 }

@@ -1,0 +1,183 @@
+//! Data parallelism inside one process: with T product threads, a training batch is cut
+//! into T row blocks and each block runs through its own copy of the dense network on
+//! its own thread, with unthreaded kernels ([`mfh_nn::kernels::serial`]). The threads
+//! then meet once per pass instead of at every product and elementwise loop, and no
+//! operand is packed twice. The copies' parameters are refreshed from the main network
+//! before each pass and their gradients are added into it after the backward pass, in
+//! block order, so a run stays deterministic for a fixed thread count.
+//!
+//! Only valid for networks whose training forward treats rows independently: a network
+//! with buffers (batch-norm statistics) is never split.
+
+use crate::model::MultiTaskModel;
+use mfh_nn::Float;
+use rayon::prelude::*;
+
+/// Fewest rows a block gets; smaller batches run on the main network alone.
+pub const MIN_BLOCK_ROWS: usize = 64;
+
+/// The extra copies of a network and the buffers of a split pass.
+pub struct DataParallel<T: Float> {
+    copies: Vec<Box<dyn MultiTaskModel<T>>>,
+    /// Whether the network may be split (no buffers), decided on first use.
+    splittable: Option<bool>,
+    flat: Vec<T>,
+    logits: Vec<T>,
+    /// Row blocks of the last forward (1 = the main network ran alone).
+    blocks: usize,
+}
+
+impl<T: Float> Default for DataParallel<T> {
+    fn default() -> Self {
+        DataParallel {
+            copies: Vec::new(),
+            splittable: None,
+            flat: Vec::new(),
+            logits: Vec::new(),
+            blocks: 1,
+        }
+    }
+}
+
+impl<T: Float> DataParallel<T> {
+    /// Row blocks for a batch of `n` rows on `main` with `t` threads (usually
+    /// [`mfh_nn::kernels::threads`]): one per thread, each at least [`MIN_BLOCK_ROWS`];
+    /// 1 when the network cannot be split.
+    pub fn blocks_for(&mut self, main: &mut dyn MultiTaskModel<T>, n: usize, t: usize) -> usize {
+        if t < 2 || n < 2 * MIN_BLOCK_ROWS {
+            return 1;
+        }
+        let splittable = *self.splittable.get_or_insert_with(|| {
+            let mut buffers = 0;
+            main.visit_buffers("", &mut |_, _| buffers += 1);
+            buffers == 0
+        });
+        if splittable {
+            t.min(n / MIN_BLOCK_ROWS)
+        } else {
+            1
+        }
+    }
+
+    /// Forward of `n` rows in `blocks` row blocks (from [`Self::blocks_for`]); `build`
+    /// makes a network of the same architecture when a copy is missing. Returns the
+    /// logits, `n × n_tasks`. Should `build` fail (it builds what already built `main`,
+    /// so it should not), the main network runs the whole batch alone.
+    #[allow(clippy::too_many_arguments)] // the model's forward plus the split
+    pub fn forward<'a>(
+        &'a mut self,
+        main: &'a mut dyn MultiTaskModel<T>,
+        build: &dyn Fn() -> Result<Box<dyn MultiTaskModel<T>>, String>,
+        x: &[T],
+        cells: &[u32],
+        n: usize,
+        train: bool,
+        blocks: usize,
+    ) -> &'a [T] {
+        self.blocks = 1;
+        while self.copies.len() < blocks.saturating_sub(1) {
+            match build() {
+                Ok(c) => self.copies.push(c),
+                Err(_) => return main.forward(x, cells, n, train),
+            }
+        }
+        if blocks <= 1 {
+            return main.forward(x, cells, n, train);
+        }
+        self.blocks = blocks;
+        // The copies take the main network's current parameters.
+        self.flat.clear();
+        main.visit_params("", &mut |_, p, _| self.flat.extend_from_slice(p));
+        let flat = &self.flat;
+        self.copies[..blocks - 1].par_iter_mut().for_each(|c| {
+            let mut off = 0;
+            c.visit_params("", &mut |_, p, _| {
+                p.copy_from_slice(&flat[off..off + p.len()]);
+                off += p.len();
+            });
+        });
+        let (ni, nt) = (main.n_in(), main.n_tasks());
+        let chunk = n.div_ceil(blocks);
+        self.logits.resize(n * nt, T::zero());
+        let mut nets: Vec<&mut dyn MultiTaskModel<T>> = Vec::with_capacity(blocks);
+        nets.push(main);
+        for c in self.copies.iter_mut() {
+            nets.push(c.as_mut());
+        }
+        let work: Vec<_> = nets
+            .into_iter()
+            .zip(x[..n * ni].chunks(chunk * ni))
+            .zip(cells[..n].chunks(chunk))
+            .zip(self.logits.chunks_mut(chunk * nt))
+            .collect();
+        work.into_par_iter().for_each(|(((net, x), cells), out)| {
+            let rows = cells.len();
+            mfh_nn::kernels::serial(|| out.copy_from_slice(net.forward(x, cells, rows, train)));
+        });
+        &self.logits
+    }
+
+    /// Backward for the last [`Self::forward`]: parameter gradients accumulate in
+    /// `main` (the copies' are added in block order), `dx` (n × n_in) accumulates.
+    pub fn backward(
+        &mut self,
+        main: &mut dyn MultiTaskModel<T>,
+        x: &[T],
+        cells: &[u32],
+        d_logits: &[T],
+        dx: Option<&mut [T]>,
+        n: usize,
+    ) {
+        let blocks = self.blocks;
+        if blocks <= 1 {
+            main.backward(x, cells, d_logits, dx, n);
+            return;
+        }
+        let (ni, nt) = (main.n_in(), main.n_tasks());
+        let chunk = n.div_ceil(blocks);
+        let mut dxs: Vec<Option<&mut [T]>> = match dx {
+            Some(d) => d[..n * ni].chunks_mut(chunk * ni).map(Some).collect(),
+            None => (0..blocks).map(|_| None).collect(),
+        };
+        let main_ptr: &mut dyn MultiTaskModel<T> = main;
+        let copies = &mut self.copies[..blocks - 1];
+        {
+            let mut nets: Vec<(&mut dyn MultiTaskModel<T>, bool)> = Vec::with_capacity(blocks);
+            nets.push((&mut *main_ptr, false));
+            for c in copies.iter_mut() {
+                nets.push((c.as_mut(), true));
+            }
+            let work: Vec<_> = nets
+                .into_iter()
+                .zip(x[..n * ni].chunks(chunk * ni))
+                .zip(cells[..n].chunks(chunk))
+                .zip(d_logits[..n * nt].chunks(chunk * nt))
+                .zip(dxs.iter_mut())
+                .collect();
+            work.into_par_iter()
+                .for_each(|(((((net, copy), x), cells), dl), dx)| {
+                    let rows = cells.len();
+                    mfh_nn::kernels::serial(|| {
+                        if copy {
+                            net.zero_grad();
+                        }
+                        net.backward(x, cells, dl, dx.as_deref_mut(), rows)
+                    });
+                });
+        }
+        // Block order: main (block 0) already holds its gradients; add the others.
+        for c in copies.iter_mut() {
+            self.flat.clear();
+            c.visit_params("", &mut |_, _, g| self.flat.extend_from_slice(g));
+            let flat = &self.flat;
+            let mut off = 0;
+            main_ptr.visit_params("", &mut |_, _, g| {
+                let len = g.len();
+                for (a, &b) in g.iter_mut().zip(&flat[off..off + len]) {
+                    *a += b;
+                }
+                off += len;
+            });
+        }
+    }
+}
