@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Serving load figures (issue 7): prepares the bundled KuaiRand slice, trains the MFH model
-# (unless WORK/mfh exists), then runs crates/serve/examples/loadgen.rs against it: 1 user ×
+# (unless WORK/mfh exists), then `mfh bench infer` (compute per batch of CANDIDATES rows) and
+# crates/serve/examples/loadgen.rs against it: 1 user ×
 # CANDIDATES candidates over loopback :regress (1, 2 and 4 clients, SECONDS each), the
 # in-process decode / forward time of the same rows, and 10,000 malformed requests.
 #   bench/serve_load.sh [WORK=target/serve-bench] [CANDIDATES=500] [SECONDS=10]
@@ -16,4 +17,6 @@ if [ ! -f "$work/mfh/model.json" ]; then
   "$mfh" train --config "$work/data/kuairand.toml" --model mfh --out "$work/mfh" --quiet
 fi
 echo "# $(date -u +%F) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+# The compute the latency is compared with: the forward of a batch of N rows in-process.
+"$mfh" bench infer --model-dir "$work/mfh" --batch "$n"
 target/fastrel/examples/loadgen "$work/mfh" "$n" "$secs"

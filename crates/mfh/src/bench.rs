@@ -68,6 +68,28 @@ pub enum BenchCmd {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// Scoring time of a trained model: batches of a split decoded into memory, then the
+    /// embedding lookups and forward pass alone, per batch (the compute a served
+    /// request's latency is compared with).
+    Infer {
+        #[arg(long)]
+        model_dir: PathBuf,
+        /// Rows per batch.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        #[arg(long, default_value = "valid")]
+        split: String,
+        /// Batches held in memory and cycled through.
+        #[arg(long, default_value_t = 8)]
+        batches: usize,
+        /// Threads for the products (default: the model's `train.threads`).
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, default_value_t = 7)]
+        windows: usize,
+        #[arg(long, default_value_t = 20)]
+        steps_per_window: usize,
+    },
     /// Writes a workload's synthetic batches to a file that mfh and the PyTorch peers
     /// both read.
     Gen {
@@ -204,7 +226,96 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             windows,
             steps_per_window,
         } => bench_routing(&config, &model, batches, windows, steps_per_window)?,
+        BenchCmd::Infer {
+            model_dir,
+            batch,
+            split,
+            batches,
+            threads,
+            windows,
+            steps_per_window,
+        } => bench_infer(
+            &model_dir,
+            batch,
+            &split,
+            batches,
+            threads,
+            windows,
+            steps_per_window,
+        )?,
     }
+    Ok(())
+}
+
+/// See [`BenchCmd::Infer`].
+fn bench_infer(
+    dir: &std::path::Path,
+    batch: usize,
+    split: &str,
+    n_batches: usize,
+    threads: Option<usize>,
+    windows: usize,
+    steps: usize,
+) -> Result<()> {
+    if batch == 0 || n_batches == 0 || windows == 0 || steps == 0 {
+        anyhow::bail!("--batch, --batches, --windows and --steps-per-window must be positive");
+    }
+    let m = mfh_train::load_model(dir)?;
+    let threads = threads.unwrap_or(m.config.train.threads);
+    mfh_nn::kernels::init_thread_pool(threads);
+    mfh_nn::kernels::set_threads(threads);
+    let p = Arc::new(m.pipeline(&m.config)?);
+    let mut batches = Vec::new();
+    for b in p.stream(split, StreamOptions::in_order(batch))? {
+        let b = b?;
+        // Only full batches: every timed pass scores exactly `batch` rows.
+        if b.n == batch {
+            batches.push(b);
+        }
+        if batches.len() == n_batches {
+            break;
+        }
+    }
+    if batches.is_empty() {
+        anyhow::bail!(
+            "split `{split}` of {} has fewer than {batch} rows",
+            m.config.source_file.display()
+        );
+    }
+    let mut state = m.state;
+    outln!(
+        "{}: {} tasks, batch {batch}, {threads} threads; {} batches of `{split}` in memory",
+        dir.display(),
+        state.net.n_tasks(),
+        batches.len()
+    );
+    let mut ms = Vec::new();
+    let mut rates = Vec::new();
+    for w in 0..=windows {
+        let mut per = Vec::with_capacity(steps);
+        let t = Instant::now();
+        for k in 0..steps {
+            let i = k % batches.len();
+            let t0 = Instant::now();
+            std::hint::black_box(state.forward(&mut batches[i]));
+            per.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        if w > 0 {
+            rates.push((steps * batch) as f64 / t.elapsed().as_secs_f64());
+            ms.extend(per);
+        }
+    }
+    ms.sort_by(f64::total_cmp);
+    let q = |f: f64| ms[((ms.len() - 1) as f64 * f).round() as usize];
+    outln!(
+        "compute per batch of {batch}: median {:.2} ms (min {:.2}, p99 {:.2}, max {:.2}; {} passes)",
+        q(0.5),
+        ms[0],
+        q(0.99),
+        ms[ms.len() - 1],
+        ms.len()
+    );
+    summary(&format!("inference (batch {batch})"), "samples/s", rates);
     Ok(())
 }
 
