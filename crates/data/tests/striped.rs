@@ -62,7 +62,7 @@ fn write(dir: &Path, bad: Option<usize>) {
         let click = if bad == Some(i) {
             "maybe".to_string()
         } else {
-            (h % 3 == 0).then_some("1").unwrap_or("0").to_string()
+            if h.is_multiple_of(3) { "1" } else { "0" }.to_string()
         };
         logs[i / 450].push_str(&format!(
             "u{},{},t{}|t{},{click},{},{}\n",

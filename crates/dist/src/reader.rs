@@ -43,7 +43,8 @@ pub(crate) enum RankReader {
     Striped(StripedStream),
     Whole {
         stream: BatchStream,
-        full: Batch,
+        /// The last whole batch (boxed: a batch is large beside a striped stream).
+        full: Box<Batch>,
         rank: usize,
         size: usize,
     },
@@ -62,7 +63,7 @@ impl RankReader {
             ReadMode::Striped => RankReader::Striped(p.stream_striped(split, opts, rank, size)?),
             ReadMode::Whole => RankReader::Whole {
                 stream: p.stream(split, opts)?,
-                full: Batch::default(),
+                full: Box::default(),
                 rank,
                 size,
             },
@@ -83,7 +84,7 @@ impl RankReader {
                 rank,
                 size,
             } => stream.next()?.map(|b| {
-                *full = b;
+                **full = b;
                 local_rows(full, row_range(full.n, *rank, *size), out);
                 full.n
             }),

@@ -391,7 +391,7 @@ fn a_bad_row_read_by_one_rank_stops_every_rank() {
     let res = run_ranks(2, &cfg, &opts(&tmp.path().join("bad")));
     let errs: Vec<String> = res
         .into_iter()
-        .map(|r| format!("{:#}", r.err().expect("every rank fails")))
+        .map(|r| format!("{:#}", r.expect_err("every rank fails")))
         .collect();
     let line = format!("log.csv:{}", at + 1);
     let owners: Vec<&String> = errs.iter().filter(|e| e.contains(&line)).collect();
@@ -422,8 +422,7 @@ fn embedding_admission_and_expiry_are_refused_by_name() {
         );
         let out = tmp.path().join(key);
         let e = mfh_dist::train(&cfg, &opts(&out), &mut LocalComm::new())
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(e.contains(&format!("train.embedding.{key}")), "{e}");
     }
