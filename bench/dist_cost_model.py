@@ -19,7 +19,16 @@ SAMPLES = float(sys.argv[4]) if len(sys.argv) > 4 else 10e9
 SKEW = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
 
 b = one["rows"] / one["steps"]                      # global batch of the measurements
-read_row = one["read_ms"] / b                       # ms to decode one row
+# Reading, per row: the reader thread's scan (read, split cells, split test: every rank
+# does it for the whole global batch) and decode (join, hash, parse: striped, only the
+# rank's rows), measured by the striped reader at N = 1; older runs only have the time a
+# step waited for the reader.
+if one.get("decode_ms") and one.get("read_mode") == "striped":
+    scan_row = one["scan_ms"] / b
+    decode_row = one["decode_ms"] / b
+else:
+    scan_row, decode_row = 0.0, one["read_ms"] / b
+read_row = scan_row + decode_row
 compute_row = (one["step_ms"] - one["read_ms"] - one["all_reduce_ms"] - one["all_to_all_ms"]) / b
 dense_bytes = two["all_reduce_bytes_per_step"]      # fused gradient buffer
 # Embedding traffic a rank sends per step at N = 2 (half of its distinct ids are
@@ -31,7 +40,7 @@ nets = {
     "25 GbE (2.5 GB/s, 20 µs)": (2.5e9, 20e-6),
     "100 Gb/s InfiniBand (10 GB/s, 2 µs)": (10e9, 2e-6),
 }
-print(f"measured at N=1: batch {b:.0f}, read {read_row*1e3:.1f} µs/row, compute {compute_row*1e3:.1f} µs/row")
+print(f"measured at N=1: batch {b:.0f}, read {read_row*1e3:.1f} µs/row (scan {scan_row*1e3:.1f}, decode {decode_row*1e3:.1f}), compute {compute_row*1e3:.1f} µs/row")
 print(f"measured at N=2: all-reduce {dense_bytes/1e6:.2f} MB/step, all-to-all {two['all_to_all_bytes_per_step']/1e3:.0f} kB/step/rank")
 per_rank = b                                        # weak scaling: b rows per rank
 single = b / ((read_row + compute_row) * b / 1e3)   # one node, samples/s
@@ -42,7 +51,7 @@ for name, (bw, alpha) in nets.items():
     for striped in (False, True):
         for n in (2, N):
             B = per_rank * n
-            read = read_row * (per_rank if striped else B)
+            read = scan_row * B + decode_row * (per_rank if striped else B)
             comp = compute_row * per_rank
             ar = (2 * (n - 1) / n * dense_bytes / bw + 2 * (n - 1) * alpha) * 1e3
             # Distinct ids per rank grow at most linearly with its rows; (n-1)/n remote.
