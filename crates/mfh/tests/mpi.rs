@@ -158,4 +158,14 @@ fn two_ranks_train_the_one_process_model() {
             .unwrap();
     assert_eq!(times["world_size"], 2);
     assert_eq!(times["steps"], 12);
+    // Striped reading: rank 0 decoded its half of each batch (and of the few batches its
+    // reader had decoded ahead), not the whole batch.
+    assert_eq!(times["read_mode"], "striped");
+    let (local, decoded) = (
+        times["rows_local"].as_u64().unwrap(),
+        times["rows_decoded"].as_u64().unwrap(),
+    );
+    let global = times["rows"].as_u64().unwrap();
+    assert_eq!(local, global / 2, "{times}");
+    assert!(decoded >= local && decoded < global, "{times}");
 }
