@@ -72,6 +72,20 @@ impl<T: Float> BatchNorm<T> {
         &self.running_var
     }
 
+    /// Scale γ (learned).
+    pub fn gamma(&self) -> &[T] {
+        &self.params[..self.dim]
+    }
+
+    /// Shift β (learned).
+    pub fn beta(&self) -> &[T] {
+        &self.params[self.dim..]
+    }
+
+    pub fn eps(&self) -> T {
+        self.eps
+    }
+
     /// Normalises `n` contiguous rows.
     pub fn forward(&mut self, x: &[T], n: usize, y: &mut [T], train: bool) {
         let d = self.dim;

@@ -99,6 +99,21 @@ impl<T: Float> ExpertBank<T> {
         &self.widths
     }
 
+    /// Layer 0 of every expert, fused: `n_in × E·widths[0]`.
+    pub fn first(&self) -> &Linear<T> {
+        &self.first
+    }
+
+    /// `rest()[e][l - 1]` is layer `l ≥ 1` of expert `e`.
+    pub fn rest(&self) -> &[Vec<Linear<T>>] {
+        &self.rest
+    }
+
+    /// Per layer: the batch norm over all experts' columns after it, if any.
+    pub fn norms(&self) -> &[Option<BatchNorm<T>>] {
+        &self.norms
+    }
+
     pub fn param_count(&self) -> usize {
         let rest: usize = self.rest.iter().flatten().map(Linear::param_count).sum();
         let bn: usize = self

@@ -26,6 +26,7 @@ pub mod expert_bank;
 pub mod gate;
 pub mod gate_bank;
 pub mod gradcheck;
+pub mod graph;
 pub mod kernels;
 pub mod linear;
 pub mod mlp;

@@ -94,6 +94,11 @@ impl<T: Float> Mlp<T> {
         &self.layers
     }
 
+    /// Per layer: the batch norm after it, if any.
+    pub fn norms(&self) -> &[Option<BatchNorm<T>>] {
+        &self.norms
+    }
+
     pub fn has_batch_norm(&self) -> bool {
         self.norms.iter().any(Option::is_some)
     }
