@@ -3,6 +3,9 @@
 //! [its own experts, the shared experts]. [`crate::Ple`] stacks CGC levels.
 
 use crate::switcher::Switcher;
+mod export;
+
+use mfh_nn::graph::GraphBuilder;
 use mfh_nn::kernels::dot;
 use mfh_nn::{
     ensure_len, with_name, Activation, ExpertBank, Float, Gate, GateActivation, Module, Rng,
@@ -642,6 +645,12 @@ impl<T: Float> Switcher<T> for Cgc<T> {
 
     fn backward(&mut self, x: &[T], n: usize, dx: Option<&mut [T]>) {
         self.backward_level(Upstream::Input(x), UpstreamGrad::Input(dx), n);
+    }
+
+    fn export(&self, g: &mut GraphBuilder, x: &str) -> Result<Vec<String>, String> {
+        let mut outs = self.export_level(g, &vec![x.to_string(); self.k + 1])?;
+        outs.truncate(self.k);
+        Ok(outs)
     }
 
     fn param_count(&self) -> usize {

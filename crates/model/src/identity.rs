@@ -2,6 +2,7 @@
 //! towers it is the single-task baseline (no sharing beyond what feeds the input).
 
 use crate::switcher::Switcher;
+use mfh_nn::graph::GraphBuilder;
 use mfh_nn::{ensure_len, Float, Module};
 
 /// Identity; shapes: x n × d → K × (n × d), all K outputs a copy of x.
@@ -85,6 +86,10 @@ impl<T: Float> Switcher<T> for Identity<T> {
 
     fn param_count(&self) -> usize {
         0
+    }
+
+    fn export(&self, _g: &mut GraphBuilder, x: &str) -> Result<Vec<String>, String> {
+        Ok(vec![x.to_string(); self.k])
     }
 
     fn describe(&self) -> Vec<String> {

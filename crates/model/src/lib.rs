@@ -12,6 +12,7 @@
 #![allow(clippy::type_complexity)]
 
 pub mod cgc;
+pub mod export;
 pub mod identity;
 pub mod mmoe;
 pub mod net;

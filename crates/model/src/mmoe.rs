@@ -186,6 +186,10 @@ impl<T: Float> Switcher<T> for Mmoe<T> {
         self.bank.param_count() + self.gates.iter().map(Gate::param_count).sum::<usize>()
     }
 
+    fn export(&self, g: &mut mfh_nn::graph::GraphBuilder, x: &str) -> Result<Vec<String>, String> {
+        Ok(crate::export::mmoe(g, x, &self.bank, &self.gates))
+    }
+
     fn describe(&self) -> Vec<String> {
         let dims: Vec<String> = std::iter::once(self.bank.n_in())
             .chain(self.bank.widths().iter().copied())

@@ -3,6 +3,7 @@
 //! need them (the behaviour dimension first, then the facets).
 
 use crate::net::MultiTaskNet;
+use mfh_nn::graph::GraphBuilder;
 use mfh_nn::{Float, Module};
 
 /// The task grid's dimensions: `dims[0]` is the behaviour dimension, the rest are facets.
@@ -131,6 +132,13 @@ pub trait MultiTaskModel<T: Float>: Module<T> + Send {
     fn backward(&mut self, x: &[T], cells: &[u32], d_logits: &[T], dx: Option<&mut [T]>, n: usize);
     /// A text tree of the model's parts with parameter counts.
     fn describe(&self) -> String;
+    /// Adds the eval-mode forward with every task on every row to `g` (see
+    /// [`crate::export`]), from the input `x` (n × n_in) and each row's cell `cell`
+    /// (int64, n); returns the name of the logits tensor (n × n_tasks). The default
+    /// refuses.
+    fn export(&self, _g: &mut GraphBuilder, _x: &str, _cell: &str) -> Result<String, String> {
+        Err("graph export is not implemented for this model".into())
+    }
 }
 
 impl<T: Float> MultiTaskModel<T> for MultiTaskNet<T> {
@@ -155,5 +163,8 @@ impl<T: Float> MultiTaskModel<T> for MultiTaskNet<T> {
     }
     fn describe(&self) -> String {
         MultiTaskNet::describe(self)
+    }
+    fn export(&self, g: &mut GraphBuilder, x: &str, _cell: &str) -> Result<String, String> {
+        MultiTaskNet::export(self, g, x)
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::switcher::Switcher;
 use crate::towers::Towers;
+use mfh_nn::graph::GraphBuilder;
 use mfh_nn::{ensure_len, with_name, Float, Module, Rng};
 
 /// Multi-task network; shapes: x n × n_in → logits n × n_tasks (row-major).
@@ -117,6 +118,15 @@ impl<T: Float> MultiTaskNet<T> {
             self.towers.backward_task(t, input, dy, d_input, n);
         }
         self.switcher.backward(x, n, dx);
+    }
+
+    /// Adds the eval-mode forward to `g` (see [`crate::export`]) for the input `x`
+    /// (n × n_in); returns the logits tensor's name (n × n_tasks).
+    pub fn export(&self, g: &mut GraphBuilder, x: &str) -> Result<String, String> {
+        let outs = g.scoped("switcher", |g| self.switcher.export(g, x))?;
+        let logits = self.towers.export(g, &outs)?;
+        let refs: Vec<&str> = logits.iter().map(String::as_str).collect();
+        Ok(g.concat(&refs, 1))
     }
 
     /// Short text tree of the parts with parameter counts.

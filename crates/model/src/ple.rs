@@ -5,6 +5,7 @@
 
 use crate::cgc::{Cgc, LevelShape, Upstream, UpstreamGrad};
 use crate::switcher::Switcher;
+use mfh_nn::graph::GraphBuilder;
 use mfh_nn::{with_name, Float, GateActivation, Module, Rng};
 
 /// PLE; shapes: x n × in_dim → K × (n × d), the last level's K task outputs.
@@ -132,6 +133,16 @@ impl<T: Float> Switcher<T> for Ple<T> {
 
     fn param_count(&self) -> usize {
         self.levels.iter().map(Cgc::param_count).sum()
+    }
+
+    fn export(&self, g: &mut GraphBuilder, x: &str) -> Result<Vec<String>, String> {
+        // Level 1 reads x in every input group; level l + 1 reads level l's outputs.
+        let mut groups = vec![x.to_string(); self.n_outputs() + 1];
+        for (l, level) in self.levels.iter().enumerate() {
+            groups = g.scoped(&format!("levels.{l}"), |g| level.export_level(g, &groups))?;
+        }
+        groups.truncate(self.n_outputs());
+        Ok(groups)
     }
 
     fn describe(&self) -> Vec<String> {

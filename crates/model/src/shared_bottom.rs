@@ -1,6 +1,7 @@
 //! Shared-bottom switcher: one MLP whose output is handed to all K consumers.
 
 use crate::switcher::Switcher;
+use mfh_nn::graph::GraphBuilder;
 use mfh_nn::{ensure_len, with_name, Activation, Float, Mlp, Module, Rng};
 
 /// Shared bottom; shapes: x n × in_dim → K × (n × out_dim), all K outputs identical.
@@ -93,6 +94,11 @@ impl<T: Float> Switcher<T> for SharedBottom<T> {
 
     fn param_count(&self) -> usize {
         self.mlp.param_count()
+    }
+
+    fn export(&self, g: &mut GraphBuilder, x: &str) -> Result<Vec<String>, String> {
+        let y = g.scoped("bottom", |g| self.mlp.export(g, x));
+        Ok(vec![y; self.k])
     }
 
     fn describe(&self) -> Vec<String> {

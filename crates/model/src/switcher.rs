@@ -2,6 +2,7 @@
 //! Switchers nest: output k of one switcher can be the input of another, with its
 //! gradient buffer receiving the child's input gradient.
 
+use mfh_nn::graph::GraphBuilder;
 use mfh_nn::{Float, Module};
 
 /// One input (n × in_dim) → K outputs (each n × out_dim).
@@ -45,4 +46,11 @@ pub trait Switcher<T: Float>: Module<T> + Send {
     fn param_count(&self) -> usize;
     /// Human-readable summary: one line per part, children indented by two spaces.
     fn describe(&self) -> Vec<String>;
+    /// Adds the eval-mode forward, every output on every row, to `g` (see
+    /// [`crate::export`]) for the input tensor `x` (n × in_dim); returns the K output
+    /// tensors' names (each n × out_dim). The default refuses, naming the switcher.
+    fn export(&self, _g: &mut GraphBuilder, _x: &str) -> Result<Vec<String>, String> {
+        let name = self.describe().into_iter().next().unwrap_or_default();
+        Err(format!("graph export is not implemented for `{name}`"))
+    }
 }

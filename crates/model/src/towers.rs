@@ -16,6 +16,8 @@
 //! their receivers) and [`Towers::backward_task`] in the reverse order, each task on the
 //! same rows as its transfer source (in the models: the rows of one cell, or all rows).
 
+mod export;
+
 use mfh_nn::{ensure_len, with_name, Activation, Float, Linear, Mlp, Module, Rng};
 
 /// One task's hidden layers and head.

@@ -17,10 +17,13 @@
 //! AITM transfers ([`Towers`]) between the towers of behaviours `a → b` are built per
 //! cell: tower `(b, c)` receives from tower `(a, c)`, both run on the same rows.
 
+mod export;
+
 use crate::model::{GridShape, MultiTaskModel};
 use crate::switcher::Switcher;
 use crate::towers::Towers;
 use crate::unit::UnitSpec;
+use mfh_nn::graph::GraphBuilder;
 use mfh_nn::{ensure_len, with_name, Activation, Float, Mlp, Module, Rng};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -723,6 +726,10 @@ impl<T: Float> MultiTaskModel<T> for TreeNet<T> {
             }
             (None, None) => {}
         }
+    }
+
+    fn export(&self, g: &mut GraphBuilder, x: &str, cell: &str) -> Result<String, String> {
+        self.export_graph(g, x, cell)
     }
 
     fn describe(&self) -> String {
