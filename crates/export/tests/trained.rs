@@ -1,0 +1,258 @@
+//! Train tiny models on a small generated log (two facets, a multi-valued and a
+//! bucketised feature, admission, an ESMM funnel and negative down-sampling), export
+//! them, and score the valid split in tract from the files the export wrote (row maps,
+//! io.json): the scores match mfh's own predictions on the same rows within 1e-5.
+
+mod common;
+
+use mfh_config::Config;
+use mfh_data::StreamOptions;
+use mfh_train::{load_model, train, TrainOptions};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// 600 rows over days 1–3; some IDs are seen once only (admission leaves them rowless).
+fn log() -> String {
+    let mut s = String::from("uid,item,day,price,tags,age,udays,inum,clicked,liked\n");
+    for i in 0..600usize {
+        let uid = if i % 23 == 0 {
+            format!("once{i}")
+        } else {
+            format!("u{}", i % 13)
+        };
+        let tags = match i % 4 {
+            0 => String::new(),
+            1 => format!("t{}", i % 5),
+            2 => format!("t{}|t{}", i % 5, i % 3),
+            _ => format!("t{}|new{i}|t1", i % 2),
+        };
+        let clicked = ((i * 7 + i / 5) % 3 == 0) as u8;
+        let liked = (clicked == 1 && i % 2 == 0) as u8;
+        s.push_str(&format!(
+            "{uid},i{},{},{}.25,\"{tags}\",{},{},{},{clicked},{liked}\n",
+            i % 17,
+            1 + i % 3,
+            i % 11,
+            (i * 13) % 70,
+            (i * 7) % 30,
+            i % 6,
+        ));
+    }
+    s
+}
+
+fn config(model: &str) -> String {
+    format!(
+        r#"
+[data]
+sources = ["log.csv"]
+[splits]
+train = {{ where = "day <= 2" }}
+valid = {{ where = "day == 3" }}
+[[features]]
+type = "categorical"
+name = "uid"
+dim = 4
+[[features]]
+type = "categorical"
+name = "item"
+dim = 3
+[[features]]
+type = "multi"
+name = "tags"
+dim = 3
+separator = "|"
+[[features]]
+type = "bucketized"
+name = "age"
+dim = 2
+quantiles = 4
+[[features]]
+type = "numeric"
+name = "price"
+transform = ["log1p", "standardize"]
+[[behaviours]]
+type = "binary"
+name = "click"
+column = "clicked"
+negative_rate = 0.5
+[[behaviours]]
+type = "binary"
+name = "like"
+column = "liked"
+[[facets]]
+name = "user"
+column = "udays"
+thresholds = [10]
+names = ["new", "old"]
+[[facets]]
+name = "item"
+column = "inum"
+thresholds = [2]
+names = ["tail", "head"]
+{model}
+[train]
+batch_size = 32
+threads = 1
+epochs = 2
+eval_every = 0
+embedding = {{ admit_after = 2 }}
+[[train.loss.funnels]]
+kind = "esmm"
+from = "click"
+to = "like"
+"#
+    )
+}
+
+const MODELS: &[(&str, &str)] = &[
+    ("mmoe", "[models.mmoe]\ntype = \"mmoe\"\nexperts = 3\nexpert_layers = [8]\ntower = [4]\nbatch_norm = true"),
+    ("mfh", "[models.mfh]\ntype = \"mfh\"\nlevel1 = { type = \"cgc\", task_experts = 1, shared_experts = 1, expert_layers = [8] }\nlevel2 = { type = \"mmoe\", experts = 2, expert_layers = [6] }\ntower = [4]"),
+    ("ple", "[models.ple]\ntype = \"ple\"\nlevels = 2\ntask_experts = 1\nshared_experts = 1\nexpert_layers = [6]\ntower = [4]"),
+];
+
+fn read_rows(path: &Path) -> HashMap<u64, i64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("key,row"));
+    lines
+        .map(|l| {
+            let (k, r) = l.split_once(',').unwrap();
+            (k.parse().unwrap(), r.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Trains `model`, exports it, and returns the largest |onnx − mfh| over the valid split.
+fn train_export_compare(dir: &Path, model: &str, section: &str) -> f32 {
+    std::fs::write(dir.join("log.csv"), log()).unwrap();
+    let cfg_path = dir.join(format!("{model}.toml"));
+    std::fs::write(&cfg_path, config(section)).unwrap();
+    let cfg = Config::load(&cfg_path).unwrap();
+    let out = dir.join(format!("model-{model}"));
+    train(
+        &cfg,
+        &TrainOptions {
+            model: Some(model.into()),
+            out: out.clone(),
+            seed: Some(5),
+            progress: false,
+            keep_checkpoints: false,
+            resume: false,
+            init_from: None,
+        },
+    )
+    .unwrap();
+    let mut m = load_model(&out).unwrap();
+    let onnx = dir.join(format!("{model}.onnx"));
+    let summary = mfh_export::export(&m, &onnx).unwrap();
+    assert!(
+        summary.nodes > 10 && summary.onnx_bytes > 1000,
+        "{summary:?}"
+    );
+    let io: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary.io_json).unwrap()).unwrap();
+    let inputs = io["inputs"].as_array().unwrap();
+    let names: Vec<&str> = inputs.iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["uid", "item", "age", "tags", "dense", "cell"]);
+    // Admission left some IDs without a row: they are not in the map (row 0).
+    let uid_rows = read_rows(&dir.join(inputs[0]["rows"].as_str().unwrap()));
+    assert!(!uid_rows.contains_key(&mfh_data::hash_value(b"once23")));
+    assert!(uid_rows.contains_key(&mfh_data::hash_value(b"u1")));
+    let maps: Vec<HashMap<u64, i64>> = inputs[..4]
+        .iter()
+        .map(|i| read_rows(&dir.join(i["rows"].as_str().unwrap())))
+        .collect();
+    // io.json's bucket rows (keyed with the documented bucket seed) are the age table's.
+    let bucket_rows: Vec<i64> = inputs[2]["bucket_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert!(bucket_rows.len() >= 2, "{bucket_rows:?}");
+    let mut want: Vec<i64> = maps[2].values().copied().collect();
+    let mut have: Vec<i64> = bucket_rows.iter().copied().filter(|&r| r > 0).collect();
+    want.sort_unstable();
+    have.sort_unstable();
+    assert_eq!(have, want);
+    assert_eq!(
+        io["outputs"][0]["columns"][1]["funnel_parent"].as_str(),
+        Some("click")
+    );
+    let bytes = std::fs::read(&onnx).unwrap();
+
+    let p = Arc::new(m.pipeline(&m.config.clone()).unwrap());
+    let mut worst = 0.0f32;
+    let mut rows = 0;
+    let mut preds = Vec::new();
+    for batch in p.stream("valid", StreamOptions::in_order(64)).unwrap() {
+        let mut batch = batch.unwrap();
+        let n = batch.n;
+        let row = |map: &HashMap<u64, i64>, id: u64| map.get(&id).copied().unwrap_or(0);
+        let mut feeds = Vec::new();
+        for (f, map) in maps[..3].iter().enumerate() {
+            let ids: Vec<i64> = (0..n).map(|i| row(map, batch.single[i * 3 + f])).collect();
+            feeds.push(common::ints(&ids));
+        }
+        let tags = &batch.multi[0];
+        let l = (0..n)
+            .map(|i| (tags.offsets[i + 1] - tags.offsets[i]) as usize)
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let mut padded = vec![-1i64; n * l];
+        for i in 0..n {
+            let (a, b) = (tags.offsets[i] as usize, tags.offsets[i + 1] as usize);
+            for (j, &id) in tags.ids[a..b].iter().enumerate() {
+                padded[i * l + j] = row(&maps[3], id);
+            }
+        }
+        feeds.push(common::ints2(&padded, n, l));
+        feeds.push(common::floats2(&batch.dense, n, 1));
+        let cells: Vec<i64> = batch.cells.iter().map(|&c| c as i64).collect();
+        feeds.push(common::ints(&cells));
+        let got = common::run(&bytes, feeds);
+
+        let logits = m.state.forward(&mut batch).to_vec();
+        m.state.loss.predict(&logits, &batch.cells, &mut preds);
+        assert_eq!(got[0].len(), preds.len());
+        for (i, (a, b)) in got[0].iter().zip(&preds).enumerate() {
+            let d = (a - b).abs();
+            worst = worst.max(d);
+            assert!(
+                d <= 1e-5,
+                "{model}: row {} behaviour {}: onnx {a} vs mfh {b}",
+                rows + i / 2,
+                i % 2
+            );
+        }
+        rows += n;
+    }
+    assert!(rows > 100, "{model}: only {rows} valid rows");
+    worst
+}
+
+#[test]
+fn trained_models_score_the_same_in_tract() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (model, section) in MODELS {
+        let worst = train_export_compare(tmp.path(), model, section);
+        eprintln!("{model}: max |onnx - mfh| = {worst:e}");
+    }
+}
+
+#[test]
+fn the_documented_hash_seeds_are_the_readers() {
+    for v in [&b"42"[..], b"u1", b"", b"t3"] {
+        assert_eq!(
+            xxhash_rust::xxh3::xxh3_64_with_seed(v, mfh_export::ID_HASH_SEED),
+            mfh_data::hash_value(v)
+        );
+    }
+    // The figures docs/serving.md spells out.
+    assert_eq!(mfh_data::MISSING_ID, 5569074031397586721);
+    assert_eq!(mfh_export::BUCKET_HASH_SEED, 0x6d66_685f_6964_c3f5);
+    assert_eq!(mfh_data::hash_value(b"12.0"), mfh_data::hash_value(b"12"));
+}
