@@ -131,6 +131,13 @@ enum Cmd {
         #[arg(long)]
         model_dir: PathBuf,
     },
+    /// Export a trained model to ONNX (row indices in; FILE.rows/ and FILE.io.json beside).
+    Export {
+        #[arg(long)]
+        model_dir: PathBuf,
+        #[arg(long)]
+        onnx: PathBuf,
+    },
     /// Prepare the bundled KuaiRand slice, train MMoE and MFH on it, print them per cell.
     Quickstart {
         /// Working folder for the prepared data and the model.
@@ -367,6 +374,20 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Inspect { model_dir } => {
             let mut m = load_model(&model_dir)?;
             out!("{}", inspect(&mut m));
+        }
+        Cmd::Export { model_dir, onnx } => {
+            let m = load_model(&model_dir)?;
+            let s = mfh_export::export(&m, &onnx)?;
+            let rows: usize = s.tables.iter().map(|t| t.1).sum();
+            outln!(
+                "{} ({} nodes, {} bytes); {} tables, {rows} rows → {}; inputs and outputs: {}",
+                s.onnx.display(),
+                s.nodes,
+                s.onnx_bytes,
+                s.tables.len(),
+                s.rows_dir.display(),
+                s.io_json.display()
+            );
         }
         Cmd::Quickstart { out, raw } => quickstart(&out, raw)?,
         Cmd::Bench { what } => bench::run(what)?,
