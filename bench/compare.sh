@@ -9,9 +9,12 @@ root="$(cd "$here/.." && pwd)"
 venv="$here/.venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -c "import torch" 2>/dev/null || "$venv/bin/pip" install -q torch numpy
-(cd "$root" && cargo build --release -q -p mfh --features parquet)
+# MFH_BIN=path uses an already built release binary (it must have the parquet feature).
+if [ -z "${MFH_BIN:-}" ]; then
+  (cd "$root" && cargo build --release -q -p mfh --features parquet)
+fi
 rounds="${1:-2}"
-mfh="$root/target/release/mfh"
+mfh="${MFH_BIN:-$root/target/release/mfh}"
 py="$venv/bin/python"
 log="$root/target/compare.log"
 for w in mmoe-ref mfh-ref mfh-ref-2x2; do

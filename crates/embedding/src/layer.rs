@@ -339,6 +339,33 @@ impl EmbeddingLayer {
             self.forward_eval(input, out, row_stride);
             return;
         }
+        self.lookup_train_fields(input);
+        // Rows into the output, in row blocks over the threads (read-only from here).
+        let threads = rayon::current_num_threads();
+        if threads <= 1 || n * self.fields.len() < 1 << 13 || row_stride == 0 {
+            self.train_rows(input, 0, n, out, row_stride);
+        } else {
+            use rayon::prelude::*;
+            let chunk = n.div_ceil(threads);
+            let used = (n - 1) * row_stride + self.width;
+            let this = &*self;
+            out[..used]
+                .par_chunks_mut(chunk * row_stride)
+                .enumerate()
+                .for_each(|(b, block)| {
+                    let lo = b * chunk;
+                    this.train_rows(input, lo, chunk.min(n - lo), block, row_stride)
+                });
+        }
+        self.train_batch = Some(n);
+    }
+
+    /// Train-mode lookups of every field (rows created or admitted as the lifecycle
+    /// says), into `slots`. Tables are independent, so they run in parallel, each
+    /// table's fields in field order, as one thread would: the result does not depend
+    /// on the thread count.
+    fn lookup_train_fields(&mut self, input: &SparseInput) {
+        let n = input.n;
         let EmbeddingLayer {
             tables,
             fields,
@@ -348,32 +375,74 @@ impl EmbeddingLayer {
             column_ids,
             ..
         } = self;
+        let n_single = *n_single;
+        // Each table with its fields' slot buffers (every field belongs to one table).
+        let mut slot_refs: Vec<Option<&mut Vec<u32>>> = slots.iter_mut().map(Some).collect();
+        let mut jobs: Vec<(&mut EmbeddingTable, Vec<(usize, &mut Vec<u32>)>)> =
+            tables.iter_mut().map(|t| (t, Vec::new())).collect();
         for (f, field) in fields.iter().enumerate() {
-            let table = &mut tables[field.table];
-            let FieldLayout { input: k, col } = layout[f];
+            if let Some(s) = slot_refs[f].take() {
+                jobs[field.table].1.push((f, s));
+            }
+        }
+        let lookup =
+            |table: &mut EmbeddingTable, fs: Vec<(usize, &mut Vec<u32>)>, ids: &mut Vec<u64>| {
+                for (f, s) in fs {
+                    let k = layout[f].input;
+                    match fields[f].pooling {
+                        None => {
+                            ids.clear();
+                            ids.extend((0..n).map(|i| input.single[i * n_single + k]));
+                            table.lookup_train(ids, s);
+                        }
+                        Some(_) => table.lookup_train(&input.multi[k].ids, s),
+                    }
+                }
+            };
+        let busy = jobs.iter().filter(|(_, fs)| !fs.is_empty()).count();
+        if rayon::current_num_threads() <= 1 || busy < 2 || n * fields.len() < 1 << 13 {
+            for (table, fs) in jobs {
+                lookup(table, fs, column_ids);
+            }
+        } else {
+            use rayon::prelude::*;
+            jobs.into_par_iter()
+                .for_each_init(Vec::new, |ids, (table, fs)| lookup(table, fs, ids));
+        }
+    }
+
+    /// Train-mode embeddings of rows `lo..lo + len` into `out` (whose row 0 is row
+    /// `lo`), from the slots of the last train lookups.
+    fn train_rows(
+        &self,
+        input: &SparseInput,
+        lo: usize,
+        len: usize,
+        out: &mut [f32],
+        row_stride: usize,
+    ) {
+        for (f, field) in self.fields.iter().enumerate() {
+            let table = &self.tables[field.table];
+            let FieldLayout { input: k, col } = self.layout[f];
             let dim = field.dim;
-            match field.pooling {
-                None => {
-                    column_ids.clear();
-                    column_ids.extend((0..n).map(|i| input.single[i * *n_single + k]));
-                    table.lookup_train(column_ids, &mut slots[f]);
-                    for (i, &s) in slots[f].iter().enumerate() {
-                        let dst = &mut out[i * row_stride + col..][..dim];
+            let slots = &self.slots[f];
+            for r in 0..len {
+                let i = lo + r;
+                let dst = &mut out[r * row_stride + col..][..dim];
+                match field.pooling {
+                    None => {
+                        let s = slots[i];
                         if s == NO_ROW {
                             dst.fill(0.0);
                         } else {
                             dst.copy_from_slice(table.row(s));
                         }
                     }
-                }
-                Some(pooling) => {
-                    let m = &input.multi[k];
-                    table.lookup_train(&m.ids, &mut slots[f]);
-                    for i in 0..n {
+                    Some(pooling) => {
+                        let m = &input.multi[k];
                         let (a, b) = (m.offsets[i] as usize, m.offsets[i + 1] as usize);
-                        let dst = &mut out[i * row_stride + col..][..dim];
                         dst.fill(0.0);
-                        for &s in &slots[f][a..b] {
+                        for &s in &slots[a..b] {
                             if s != NO_ROW {
                                 for (o, v) in dst.iter_mut().zip(table.row(s)) {
                                     *o += v;
@@ -385,7 +454,6 @@ impl EmbeddingLayer {
                 }
             }
         }
-        self.train_batch = Some(n);
     }
 
     /// Eval-mode forward: read-only lookups, rows split in blocks over rayon's threads
@@ -559,6 +627,22 @@ impl EmbeddingLayer {
 
     /// Reads a layer written by [`EmbeddingLayer::save`].
     pub fn load(r: &mut dyn Read) -> Result<EmbeddingLayer, String> {
+        Self::read_tables(r, None)
+    }
+
+    /// [`EmbeddingLayer::load`], keeping only the rows for which `keep(table, id)` holds
+    /// (re-sharding a distributed layer on load); see [`EmbeddingTable::load_filtered`].
+    pub fn load_filtered(
+        r: &mut dyn Read,
+        keep: &mut dyn FnMut(usize, u64) -> bool,
+    ) -> Result<EmbeddingLayer, String> {
+        Self::read_tables(r, Some(keep))
+    }
+
+    fn read_tables(
+        r: &mut dyn Read,
+        mut keep: Option<&mut dyn FnMut(usize, u64) -> bool>,
+    ) -> Result<EmbeddingLayer, String> {
         let mut dec = Decoder::new(&mut *r, "embedding layer");
         let mut magic = [0u8; 8];
         dec.bytes(&mut magic, "magic")?;
@@ -605,8 +689,11 @@ impl EmbeddingLayer {
             });
         }
         dec.finish()?;
-        let tables = (0..n_tables)
-            .map(|_| EmbeddingTable::load(&mut *r))
+        let tables = (0..n_tables as usize)
+            .map(|t| match keep.as_mut() {
+                None => EmbeddingTable::load(&mut *r),
+                Some(keep) => EmbeddingTable::load_filtered(&mut *r, &mut |id| keep(t, id)),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Self::from_tables(tables, fields).map_err(|e| format!("embedding layer: {e}"))
     }

@@ -442,3 +442,71 @@ fn eval_forward_of_a_large_batch_equals_row_by_row_lookups() {
         assert_eq!(&got[i * stride + fields * 4..(i + 1) * stride], &[-1.0; 3]);
     }
 }
+
+/// One train step (forward, then backward with a fixed output gradient) on a fresh
+/// layer inside a rayon pool of `threads`; returns the output and every table's rows.
+fn step_on_threads(threads: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        // Three tables; "item" is read by two fields, one of them multi-valued.
+        let mut layer = EmbeddingLayer::new(
+            vec![spec("user", 4, 1), spec("item", 3, 2), spec("tab", 2, 3)],
+            vec![
+                FieldSpec::single("user", 0, 4),
+                FieldSpec::single("item", 1, 3),
+                FieldSpec::multi("hist", 1, 3, Pooling::Mean),
+                FieldSpec::single("tab", 2, 2),
+            ],
+        )
+        .unwrap();
+        let n = 3000; // above the size where the work is split over threads
+        let single: Vec<u64> = (0..n)
+            .flat_map(|i| [(i % 97) as u64, (i * 7 % 501) as u64, (i % 5) as u64])
+            .collect();
+        let mut offsets = vec![0u32];
+        let mut ids = Vec::new();
+        for i in 0..n {
+            for j in 0..i % 4 {
+                ids.push(((i + 13 * j) % 600) as u64);
+            }
+            offsets.push(ids.len() as u32);
+        }
+        let multi = vec![MultiIds { offsets, ids }];
+        let input = SparseInput {
+            n,
+            single: &single,
+            multi: &multi,
+        };
+        let stride = layer.width() + 1;
+        let mut out = vec![7.0; n * stride];
+        layer.forward(&input, true, &mut out, stride);
+        let d: Vec<f32> = (0..n * stride)
+            .map(|k| ((k % 11) as f32 - 5.0) * 0.01)
+            .collect();
+        layer.backward(&input, &d, stride, 1);
+        let rows = layer
+            .tables()
+            .iter()
+            .map(|t| {
+                (0..t.len())
+                    .flat_map(|s| t.row(s as u32).to_vec())
+                    .collect()
+            })
+            .collect();
+        (out, rows)
+    })
+}
+
+#[test]
+fn train_forward_and_update_do_not_depend_on_the_thread_count() {
+    let (out1, rows1) = step_on_threads(1);
+    let (out2, rows2) = step_on_threads(2);
+    assert_eq!(out1, out2);
+    assert_eq!(rows1, rows2);
+    // The column past the embeddings is never written.
+    let w = out1.len() / 3000;
+    assert!(out1.chunks(w).all(|r| r[w - 1] == 7.0));
+}

@@ -16,12 +16,53 @@ use rayon::prelude::*;
 /// Fewest rows a block gets; smaller batches run on the main network alone.
 pub const MIN_BLOCK_ROWS: usize = 64;
 
+/// One parameter tensor of a network: its values and gradient, `len` elements each.
+/// Raw pointers, so that pieces of the same tensor in two networks can be handled on
+/// different threads; only valid while the network stays borrowed.
+#[derive(Clone, Copy)]
+struct Tensor<T> {
+    p: *mut T,
+    g: *mut T,
+    len: usize,
+}
+// SAFETY: the pointers are dereferenced only inside `DataParallel`'s methods, while the
+// networks they point into are mutably borrowed, on disjoint element ranges.
+unsafe impl<T> Send for Tensor<T> {}
+unsafe impl<T> Sync for Tensor<T> {}
+
+fn tensors<T: Float>(net: &mut dyn MultiTaskModel<T>) -> Vec<Tensor<T>> {
+    let mut out = Vec::new();
+    net.visit_params("", &mut |_, p, g| {
+        out.push(Tensor {
+            p: p.as_mut_ptr(),
+            g: g.as_mut_ptr(),
+            len: p.len().min(g.len()),
+        })
+    });
+    out
+}
+
+/// Calls `f(tensor, lo, len)` over pieces of at most 2¹⁶ elements covering every
+/// tensor, in parallel.
+fn for_pieces<T: Float>(ts: &[Tensor<T>], f: impl Fn(usize, usize, usize) + Sync) {
+    const PIECE: usize = 1 << 16;
+    let pieces: Vec<(usize, usize, usize)> = ts
+        .iter()
+        .enumerate()
+        .flat_map(|(t, x)| {
+            (0..x.len.div_ceil(PIECE)).map(move |k| (t, k * PIECE, PIECE.min(x.len - k * PIECE)))
+        })
+        .collect();
+    pieces
+        .into_par_iter()
+        .for_each(|(t, lo, len)| f(t, lo, len));
+}
+
 /// The extra copies of a network and the buffers of a split pass.
 pub struct DataParallel<T: Float> {
     copies: Vec<Box<dyn MultiTaskModel<T>>>,
     /// Whether the network may be split (no buffers), decided on first use.
     splittable: Option<bool>,
-    flat: Vec<T>,
     logits: Vec<T>,
     /// Row blocks of the last forward (1 = the main network ran alone).
     blocks: usize,
@@ -32,7 +73,6 @@ impl<T: Float> Default for DataParallel<T> {
         DataParallel {
             copies: Vec::new(),
             splittable: None,
-            flat: Vec::new(),
             logits: Vec::new(),
             blocks: 1,
         }
@@ -86,15 +126,18 @@ impl<T: Float> DataParallel<T> {
         }
         self.blocks = blocks;
         // The copies take the main network's current parameters.
-        self.flat.clear();
-        main.visit_params("", &mut |_, p, _| self.flat.extend_from_slice(p));
-        let flat = &self.flat;
-        self.copies[..blocks - 1].par_iter_mut().for_each(|c| {
-            let mut off = 0;
-            c.visit_params("", &mut |_, p, _| {
-                p.copy_from_slice(&flat[off..off + p.len()]);
-                off += p.len();
-            });
+        let main_t = tensors(main);
+        let copies_t: Vec<Vec<Tensor<T>>> = self.copies[..blocks - 1]
+            .iter_mut()
+            .map(|c| tensors(c.as_mut()))
+            .collect();
+        for_pieces(&main_t, |t, lo, len| {
+            for c in &copies_t {
+                // SAFETY: both networks are borrowed for this call and have the same
+                // architecture, so tensor t has the same length in each; pieces are
+                // disjoint ranges and the main network is only read here.
+                unsafe { std::ptr::copy_nonoverlapping(main_t[t].p.add(lo), c[t].p.add(lo), len) };
+            }
         });
         let (ni, nt) = (main.n_in(), main.n_tasks());
         let chunk = n.div_ceil(blocks);
@@ -166,18 +209,18 @@ impl<T: Float> DataParallel<T> {
                 });
         }
         // Block order: main (block 0) already holds its gradients; add the others.
-        for c in copies.iter_mut() {
-            self.flat.clear();
-            c.visit_params("", &mut |_, _, g| self.flat.extend_from_slice(g));
-            let flat = &self.flat;
-            let mut off = 0;
-            main_ptr.visit_params("", &mut |_, _, g| {
-                let len = g.len();
-                for (a, &b) in g.iter_mut().zip(&flat[off..off + len]) {
+        let main_t = tensors(main_ptr);
+        let copies_t: Vec<Vec<Tensor<T>>> =
+            copies.iter_mut().map(|c| tensors(c.as_mut())).collect();
+        for_pieces(&main_t, |t, lo, len| {
+            // SAFETY: as in `forward`; pieces are disjoint, the copies only read.
+            let dst = unsafe { std::slice::from_raw_parts_mut(main_t[t].g.add(lo), len) };
+            for c in &copies_t {
+                let src = unsafe { std::slice::from_raw_parts(c[t].g.add(lo), len) };
+                for (a, &b) in dst.iter_mut().zip(src) {
                     *a += b;
                 }
-                off += len;
-            });
-        }
+            }
+        });
     }
 }
