@@ -92,6 +92,11 @@ struct FieldLayout {
     col: usize,
 }
 
+/// A table's fields (index, slot buffer) for one train-mode lookup pass.
+type FieldSlots<'a> = Vec<(usize, &'a mut Vec<u32>)>;
+/// A table with its fields, one parallel job of [`EmbeddingLayer::lookup_train_fields`].
+type TableJob<'a> = (&'a mut EmbeddingTable, FieldSlots<'a>);
+
 /// Embedding tables plus the fields that read them.
 #[derive(Clone, Debug)]
 pub struct EmbeddingLayer {
@@ -378,8 +383,7 @@ impl EmbeddingLayer {
         let n_single = *n_single;
         // Each table with its fields' slot buffers (every field belongs to one table).
         let mut slot_refs: Vec<Option<&mut Vec<u32>>> = slots.iter_mut().map(Some).collect();
-        let mut jobs: Vec<(&mut EmbeddingTable, Vec<(usize, &mut Vec<u32>)>)> =
-            tables.iter_mut().map(|t| (t, Vec::new())).collect();
+        let mut jobs: Vec<TableJob> = tables.iter_mut().map(|t| (t, Vec::new())).collect();
         for (f, field) in fields.iter().enumerate() {
             if let Some(s) = slot_refs[f].take() {
                 jobs[field.table].1.push((f, s));
