@@ -615,6 +615,23 @@ impl EmbeddingTable {
     /// header consistency and the checksum. Reads exactly the saved bytes, so tables
     /// can be concatenated; wrap files in a `BufReader`.
     pub fn load(r: &mut dyn Read) -> Result<EmbeddingTable, String> {
+        Self::read_rows(r, None)
+    }
+
+    /// [`EmbeddingTable::load`], keeping only the rows whose id passes `keep` (moving a
+    /// distributed table's rows to other shards on load). Rows are read one at a time, so
+    /// those left out are never held; every row is still checked (order, checksum).
+    pub fn load_filtered(
+        r: &mut dyn Read,
+        keep: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<EmbeddingTable, String> {
+        Self::read_rows(r, Some(keep))
+    }
+
+    fn read_rows(
+        r: &mut dyn Read,
+        mut keep: Option<&mut dyn FnMut(u64) -> bool>,
+    ) -> Result<EmbeddingTable, String> {
         let mut dec = Decoder::new(r, "embedding table");
         let mut magic = [0u8; 8];
         dec.bytes(&mut magic, "magic")?;
@@ -702,9 +719,14 @@ impl EmbeddingTable {
             lifecycle,
         };
         let mut table = EmbeddingTable::new(spec).map_err(|e| format!("loading: {e}"))?;
-        let pre = n_rows
-            .min(MAX_PRERESERVE_ROWS)
-            .min(MAX_PRERESERVE_VALUES / (dim + sw) as u64) as usize;
+        // A filtered load keeps an unknown share of the rows: let the vectors grow.
+        let pre = if keep.is_some() {
+            0
+        } else {
+            n_rows
+                .min(MAX_PRERESERVE_ROWS)
+                .min(MAX_PRERESERVE_VALUES / (dim + sw) as u64) as usize
+        };
         table.index.reserve(pre);
         table.rows.reserve(pre * dim);
         table.state.reserve(pre * sw);
@@ -727,12 +749,18 @@ impl EmbeddingTable {
                 ));
             }
             prev = Some(id);
+            if keep.as_mut().is_some_and(|keep| !keep(id)) {
+                continue;
+            }
             let mut floats = buf[8..]
                 .chunks_exact(4)
                 .map(|c| f32::from_bits(u32::from_le_bytes(c.try_into().expect("4 bytes"))));
             table.rows.extend(floats.by_ref().take(dim));
             table.state.extend(floats);
-            table.index.insert(id, k as u32);
+            // Rows are kept in file order: the slot is the count kept so far (`k` when
+            // every row is kept).
+            let slot = table.index.len() as u32;
+            table.index.insert(id, slot);
             if let Some(m) = table.meta.as_mut() {
                 // Recency and frequency restart at load.
                 m.ids.push(id);
