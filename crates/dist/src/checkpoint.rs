@@ -1,13 +1,22 @@
 //! Checkpoints of a distributed run, in `OUT/checkpoints/stepN/`: `dense.bin` (rank 0:
 //! the dense parameters and Adam's moments), `shard-R.bin` (rank R: its rows and their
 //! optimizer state, in the embedding layer's own format) and `manifest.json` (world
-//! size, progress, the selection state, every file's xxh3). All files are written to a
-//! temp folder that rank 0 renames once every rank has synced its file and the manifest
-//! is written, so a folder named `stepN` is always whole. The folder must be shared by
-//! the ranks (one machine, or a shared file system). Resume needs the same world size.
+//! size, what the run must share to continue it, progress, the selection state, every
+//! file's xxh3). All files are written to a temp folder that rank 0 renames once every
+//! rank has synced its file and the manifest is written, so a folder named `stepN` is
+//! always whole. The folder must be shared by the ranks (one machine, or a shared file
+//! system).
+//!
+//! Resume with the world size that wrote the checkpoint reads this rank's shard. With
+//! another world size every rank streams every shard and keeps the rows it owns now
+//! (`owner(id, N')`, with their optimizer state): the global batches do not depend on
+//! the world size (the global batch size is fixed), so the run continues from the same
+//! batch, equal to the uninterrupted one up to float summation order.
 
 use crate::comm::Comm;
+use crate::reshard::{check_layout, check_sum, read_shard, reshard};
 use anyhow::{anyhow, bail, Context, Result};
+use mfh_config::Config;
 use mfh_embedding::EmbeddingLayer;
 use mfh_nn::Adam;
 use mfh_train::ModelState;
@@ -31,10 +40,67 @@ pub struct Progress {
     pub since_best: usize,
 }
 
+/// What a run must share with a checkpoint to continue it; kept in the manifest.
+pub(crate) struct RunIdentity {
+    /// The model section trained.
+    pub model: String,
+    pub seed: u64,
+    /// Rows per global batch (`train.batch_size`): the batches a resume skips are
+    /// counted in it.
+    pub batch_size: usize,
+    /// [`config_fingerprint`] of the run's config.
+    pub config: String,
+    /// xxh3-64 (hex) of the fitted transforms: the train split reads as it did.
+    pub transforms: String,
+}
+
+impl RunIdentity {
+    pub fn new(
+        cfg: &Config,
+        model: &str,
+        seed: u64,
+        transforms: &mfh_data::FittedTransforms,
+    ) -> Result<Self> {
+        Ok(RunIdentity {
+            model: model.to_string(),
+            seed,
+            batch_size: cfg.train.batch_size,
+            config: config_fingerprint(cfg),
+            transforms: format!("{:016x}", xxh3_64(&serde_json::to_vec(transforms)?)),
+        })
+    }
+}
+
+/// The config as a resume compares it. How long the run goes (`epochs`, `max_steps`),
+/// how often it checkpoints (`checkpoint_every`, `keep_last`) and a rank's threads may
+/// change; the model section and the batch size are compared on their own, for a
+/// clearer message; the world size is not in the config.
+pub(crate) fn config_fingerprint(cfg: &Config) -> String {
+    let mut c = cfg.clone();
+    let t = &mut c.train;
+    t.epochs = 0;
+    t.max_steps = 0;
+    t.checkpoint_every = 0;
+    t.keep_last = 0;
+    t.threads = 0;
+    t.batch_size = 0;
+    t.model = None;
+    c.to_toml_string()
+}
+
 #[derive(Serialize, Deserialize)]
 struct Manifest {
     world_size: usize,
     seed: u64,
+    /// Absent from checkpoints written before these were recorded: then not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    batch_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    transforms: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    config: Option<String>,
     progress: Progress,
     /// xxh3-64 (hex) of `dense.bin`, then of `shard-0.bin`, `shard-1.bin`, …
     checksums: Vec<String>,
@@ -120,7 +186,7 @@ fn load_dense(bytes: &[u8], state: &mut ModelState, adam: &mut Adam<f32>) -> Res
 pub fn save(
     root: &Path,
     comm: &mut dyn Comm,
-    seed: u64,
+    run: &RunIdentity,
     p: &Progress,
     state: &mut ModelState,
     adam: &Adam<f32>,
@@ -159,7 +225,11 @@ pub fn save(
             checksums.extend(sums.iter().map(|s| format!("{s:016x}")));
             let m = Manifest {
                 world_size: size,
-                seed,
+                seed: run.seed,
+                model: Some(run.model.clone()),
+                batch_size: Some(run.batch_size),
+                transforms: Some(run.transforms.clone()),
+                config: Some(run.config.clone()),
                 progress: p.clone(),
                 checksums,
             };
@@ -214,47 +284,228 @@ fn list(root: &Path) -> Vec<(u64, PathBuf)> {
     v
 }
 
+/// Whether `root` holds a distributed checkpoint (a `stepN` folder with a manifest).
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+pub(crate) fn exists(root: &Path) -> bool {
+    !list(root).is_empty()
+}
+
+/// A checkpoint read back into this rank.
+pub(crate) struct Restored {
+    pub dir: PathBuf,
+    pub progress: Progress,
+    /// This rank's rows (with their optimizer state) under this run's world size.
+    pub layer: EmbeddingLayer,
+    /// The world size that wrote the checkpoint, when it is not this run's: every shard
+    /// was read and its rows re-sharded.
+    pub resharded_from: Option<usize>,
+    /// Rows in every shard of the checkpoint (counted when re-sharding, else 0).
+    pub rows_read: u64,
+}
+
 /// Restores the newest whole checkpoint under `root` into `state`, `adam` and this
-/// rank's shard; `None` when there is none.
-pub fn restore(
+/// rank's shard; `None` when there is none. Refuses a checkpoint of another model,
+/// seed, config, global batch size or train data; `template` is this run's empty
+/// embedding layer, which the checkpoint's must match.
+pub(crate) fn restore(
     root: &Path,
-    rank: usize,
-    size: usize,
+    (rank, size): (usize, usize),
+    run: &RunIdentity,
+    template: &EmbeddingLayer,
     state: &mut ModelState,
     adam: &mut Adam<f32>,
-) -> Result<Option<(Progress, u64, EmbeddingLayer)>> {
+) -> Result<Option<Restored>> {
     let Some((_, dir)) = list(root).pop() else {
         return Ok(None);
     };
-    let read = |name: &str| -> Result<Vec<u8>> {
-        std::fs::read(dir.join(name))
-            .with_context(|| format!("{}: cannot read", dir.join(name).display()))
-    };
-    let m: Manifest = serde_json::from_slice(&read("manifest.json")?)
-        .with_context(|| format!("{}: bad manifest", dir.display()))?;
-    if m.world_size != size {
+    let path = dir.join("manifest.json");
+    let bytes = std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let m: Manifest = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: bad manifest", path.display()))?;
+    check_identity(&dir, &m, run)?;
+    if m.world_size == 0 || m.checksums.len() != 1 + m.world_size {
         bail!(
-            "{}: written by {} ranks, this run has {size}: resume with `mpirun -np {}`",
-            dir.display(),
-            m.world_size,
+            "{}: {} checksums for a world of {}: the checkpoint is damaged",
+            path.display(),
+            m.checksums.len(),
             m.world_size
         );
     }
-    let check = |i: usize, bytes: &[u8], name: &str| -> Result<()> {
-        if m.checksums.get(i) != Some(&format!("{:016x}", xxh3_64(bytes))) {
-            bail!(
-                "{}: checksum mismatch: the checkpoint is damaged",
-                dir.join(name).display()
-            );
-        }
-        Ok(())
-    };
-    let dense = read("dense.bin")?;
-    check(0, &dense, "dense.bin")?;
+    let dense_path = dir.join("dense.bin");
+    let dense = std::fs::read(&dense_path)
+        .with_context(|| format!("{}: cannot read", dense_path.display()))?;
+    check_sum(&dense_path, &m.checksums[0], xxh3_64(&dense))?;
     load_dense(&dense, state, adam)?;
-    let name = format!("shard-{rank}.bin");
-    let shard = read(&name)?;
-    check(1 + rank, &shard, &name)?;
-    let layer = EmbeddingLayer::load(&mut &shard[..]).map_err(|e| anyhow!("{name}: {e}"))?;
-    Ok(Some((m.progress, m.seed, layer)))
+    drop(dense);
+    let (layer, resharded_from, rows_read) = if m.world_size == size {
+        let (layer, _) = read_shard(&dir, &m.checksums, m.world_size, rank, None)?;
+        (layer, None, 0)
+    } else {
+        let (layer, rows) = reshard(&dir, &m.checksums, m.world_size, rank, size)?;
+        (layer, Some(m.world_size), rows)
+    };
+    check_layout(&dir, &layer, template)?;
+    Ok(Some(Restored {
+        dir,
+        progress: m.progress,
+        layer,
+        resharded_from,
+        rows_read,
+    }))
+}
+
+/// Refuses to continue another run: model section, seed, global batch size, config,
+/// train data. The world size may differ.
+fn check_identity(dir: &Path, m: &Manifest, run: &RunIdentity) -> Result<()> {
+    let d = dir.display();
+    if let Some(model) = m.model.as_ref().filter(|&x| *x != run.model) {
+        bail!(
+            "{d}: the checkpoint trains model section `{model}`, not `{}` (pass --model {model})",
+            run.model
+        );
+    }
+    if m.seed != run.seed {
+        bail!(
+            "{d}: the checkpoint was trained with seed {}, this run has {}: resume with --seed {}",
+            m.seed,
+            run.seed,
+            m.seed
+        );
+    }
+    if let Some(b) = m.batch_size.filter(|&b| b != run.batch_size) {
+        bail!(
+            "{d}: the checkpoint was trained with a global batch of {b} rows, this run has `train.batch_size = {}`: the batches it skips on resume would not be the ones trained on; set `train.batch_size = {b}` (the number of ranks may change, the global batch size may not)",
+            run.batch_size
+        );
+    }
+    if let Some(then) = m.config.as_ref().filter(|&c| *c != run.config) {
+        let diff = run
+            .config
+            .lines()
+            .zip(then.lines())
+            .find(|(a, b)| a != b)
+            .map(|(a, b)| format!("now `{a}`, then `{b}`"))
+            .unwrap_or_else(|| "a key was added or removed".into());
+        bail!(
+            "{d}: the config differs from the one the checkpoint was trained with ({diff}); on resume only the number of ranks and train.epochs, max_steps, checkpoint_every, keep_last and threads may change"
+        );
+    }
+    if m.transforms.as_ref().is_some_and(|t| *t != run.transforms) {
+        bail!(
+            "{d}: the train split no longer reads as it did when the checkpoint was written (its fitted statistics differ): the data changed; train again without --resume"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> RunIdentity {
+        RunIdentity {
+            model: "mmoe".into(),
+            seed: 3,
+            batch_size: 64,
+            config: "a = 1\nb = 2\n".into(),
+            transforms: "00000000000000aa".into(),
+        }
+    }
+
+    fn manifest(world_size: usize, run: &RunIdentity) -> Manifest {
+        Manifest {
+            world_size,
+            seed: run.seed,
+            model: Some(run.model.clone()),
+            batch_size: Some(run.batch_size),
+            transforms: Some(run.transforms.clone()),
+            config: Some(run.config.clone()),
+            progress: Progress::default(),
+            checksums: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_resume_may_change_the_world_size_but_not_the_run() {
+        let dir = Path::new("ck/step5");
+        let run = identity();
+        check_identity(dir, &manifest(2, &run), &run).unwrap();
+        let refused = |edit: &dyn Fn(&mut RunIdentity)| {
+            let mut other = identity();
+            edit(&mut other);
+            check_identity(dir, &manifest(2, &run), &other)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = refused(&|r| r.batch_size = 32);
+        assert!(
+            e.contains("global batch of 64 rows") && e.contains("train.batch_size = 32"),
+            "{e}"
+        );
+        assert!(refused(&|r| r.seed = 4).contains("--seed 3"));
+        assert!(refused(&|r| r.model = "ple".into()).contains("--model mmoe"));
+        let e = refused(&|r| r.config = "a = 1\nb = 3\n".into());
+        assert!(e.contains("now `b = 3`, then `b = 2`"), "{e}");
+        assert!(refused(&|r| r.transforms = "1".into()).contains("the data changed"));
+        // A manifest written before these were recorded checks the seed only.
+        let old: Manifest =
+            serde_json::from_str(r#"{"world_size": 2, "seed": 3, "progress": {"step": 5, "epoch": 0, "batches_done": 5, "loss_ema": null, "best": null, "since_best": 0}, "checksums": []}"#)
+                .unwrap();
+        check_identity(dir, &old, &identity()).unwrap();
+        let e = check_identity(
+            dir,
+            &old,
+            &RunIdentity {
+                seed: 9,
+                ..identity()
+            },
+        );
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_run_length_and_batch_size_only() {
+        let text = r#"
+[data]
+sources = ["log.csv"]
+[splits]
+train = { where = "day <= 2" }
+valid = { where = "day == 3" }
+[[features]]
+type = "categorical"
+name = "uid"
+dim = 4
+[[behaviours]]
+type = "binary"
+name = "click"
+column = "clicked"
+[models.mmoe]
+type = "mmoe"
+experts = 2
+expert_layers = [8]
+tower = [4]
+[train]
+batch_size = 64
+epochs = 2
+max_steps = 25
+lr = 0.01
+"#;
+        let tmp = tempfile::tempdir().unwrap();
+        let load = |t: &str| {
+            let p = tmp.path().join("c.toml");
+            std::fs::write(&p, t).unwrap();
+            mfh_config::Config::load(&p).unwrap()
+        };
+        let base = config_fingerprint(&load(text));
+        let longer = text
+            .replace(
+                "max_steps = 25",
+                "max_steps = 50\ncheckpoint_every = 5\nthreads = 2",
+            )
+            .replace("epochs = 2", "epochs = 3")
+            .replace("batch_size = 64", "batch_size = 32");
+        assert_eq!(config_fingerprint(&load(&longer)), base);
+        let other = text.replace("lr = 0.01", "lr = 0.02");
+        assert_ne!(config_fingerprint(&load(&other)), base);
+    }
 }

@@ -1,7 +1,8 @@
 //! `mfh train` under `mpirun`: decides whether this process is one rank of several and,
-//! if so, runs the distributed loop on MPI's world.
+//! if so, runs the distributed loop on MPI's world (or on a world of one, to continue a
+//! distributed run's checkpoints on one process).
 
-use crate::comm::Comm;
+use crate::comm::{Comm, LocalComm};
 use crate::mpi_comm::MpiComm;
 use anyhow::Result;
 use mfh_config::Config;
@@ -22,20 +23,32 @@ fn launched_by_mpirun() -> bool {
 
 /// `None`: not a multi-rank run, train on one process. `Some(Some(summary))` on rank 0,
 /// `Some(None)` on the other ranks, after a distributed run. With `MFH_DIST=1` a world
-/// of one also runs the distributed loop (to measure its overhead).
+/// of one also runs the distributed loop (to measure its overhead). So does `--resume`
+/// where a distributed run left its checkpoints, with or without `mpirun`: that run
+/// continues on one process, its rows re-sharded into one shard.
 pub fn train_under_mpi(cfg: &Config, opts: &TrainOptions) -> Result<Option<Option<TrainSummary>>> {
+    let continues_distributed =
+        opts.resume && crate::checkpoint::exists(&opts.out.join("checkpoints"));
     if !launched_by_mpirun() {
-        return Ok(None);
+        if !continues_distributed {
+            return Ok(None);
+        }
+        return run(cfg, opts, &mut LocalComm::new()).map(Some);
     }
     let Some(mut comm) = MpiComm::init() else {
         return Ok(None);
     };
     let forced = std::env::var("MFH_DIST").is_ok_and(|v| v == "1");
-    if comm.size() == 1 && !forced {
+    if comm.size() == 1 && !forced && !continues_distributed {
         return Ok(None);
     }
+    run(cfg, opts, &mut comm).map(Some)
+}
+
+/// The distributed loop on `comm`; rank 0 writes `distributed.json` and reports.
+fn run(cfg: &Config, opts: &TrainOptions, comm: &mut dyn Comm) -> Result<Option<TrainSummary>> {
     let rank = comm.rank();
-    let (summary, times) = crate::train::train(cfg, opts, &mut comm)?;
+    let (summary, times) = crate::train::train(cfg, opts, comm)?;
     if rank == 0 {
         crate::train::write_step_times(&opts.out, comm.size(), &times)?;
         let ms = |s: f64| 1e3 * s / times.steps.max(1) as f64;
@@ -55,5 +68,5 @@ pub fn train_under_mpi(cfg: &Config, opts: &TrainOptions) -> Result<Option<Optio
         );
     }
     comm.barrier();
-    Ok(Some((rank == 0).then_some(summary)))
+    Ok((rank == 0).then_some(summary))
 }

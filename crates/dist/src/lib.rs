@@ -17,6 +17,7 @@ mod launch;
 #[cfg(feature = "mpi")]
 mod mpi_comm;
 mod reader;
+mod reshard;
 mod shard;
 mod thread_comm;
 mod train;

@@ -245,8 +245,27 @@ pub fn train(
     // Where a resumed run picks up: epoch and batches of it already trained on.
     let ck_root = opts.out.join("checkpoints");
     let mut resume_at = (0usize, 0u64);
+    let run = checkpoint::RunIdentity::new(cfg, &model_name, seed, &transforms)?;
     let restored = if opts.resume {
-        checkpoint::restore(&ck_root, rank, size, &mut state, &mut adam)?
+        let r = checkpoint::restore(
+            &ck_root,
+            (rank, size),
+            &run,
+            &shard.layer,
+            &mut state,
+            &mut adam,
+        );
+        // Every rank learns whether every rank restored, so that none goes on alone.
+        let mut failed = [r.is_err() as u64 as f64];
+        comm.all_reduce_sum_f64(&mut failed);
+        let r = r?;
+        if failed[0] > 0.0 {
+            bail!(
+                "another rank could not restore the checkpoint in {} (see its error)",
+                ck_root.display()
+            );
+        }
+        r
     } else {
         if rank == 0 {
             let _ = std::fs::remove_dir_all(&ck_root);
@@ -263,11 +282,9 @@ pub fn train(
             ck_root.display()
         );
     }
-    if let Some((p, ck_seed, layer)) = restored {
-        if ck_seed != seed {
-            bail!("the checkpoint was trained with seed {ck_seed}, this run has {seed}: resume with --seed {ck_seed}");
-        }
-        shard = ShardedEmbeddings::new(layer);
+    if let Some(r) = restored {
+        let p = r.progress;
+        shard = ShardedEmbeddings::new(r.layer);
         step = p.step;
         loss_ema = p.loss_ema;
         sel.best = p.best.map(|(v, s)| (v, s, Report::default()));
@@ -275,6 +292,13 @@ pub fn train(
         resume_at = (p.epoch, p.batches_done);
         if rank == 0 {
             eprintln!("resuming from step {step}");
+            if let Some(from) = r.resharded_from {
+                eprintln!(
+                    "note: {} was written by {from} ranks, this run has {size}: its {} embedding rows were re-sharded from {from} to {size} ranks (each rank read all {from} shards and kept the rows it owns now)",
+                    r.dir.display(),
+                    r.rows_read
+                );
+            }
         }
     }
     comm.barrier();
@@ -361,7 +385,7 @@ pub fn train(
         checkpoint::save(
             &ck_root,
             comm,
-            seed,
+            &run,
             &p,
             state,
             adam,
