@@ -3,8 +3,10 @@
 //! multi-valued field, a numeric feature, two behaviours and a facet. Needs no MPI.
 
 use mfh_config::Config;
-use mfh_dist::{Comm, LocalComm, ReadMode, StepTimes, ThreadComm};
+use mfh_dist::{owner, Comm, LocalComm, ReadMode, StepTimes, ThreadComm};
+use mfh_embedding::EmbeddingLayer;
 use mfh_train::{load_model, TrainOptions};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 fn write_data(dir: &Path) -> std::path::PathBuf {
@@ -133,8 +135,12 @@ fn max_diff(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f32 {
 }
 
 fn metrics(dir: &Path) -> Vec<(String, f64)> {
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
+    report_values(&std::fs::read_to_string(dir.join("metrics.json")).unwrap())
+}
+
+/// A report's values (JSON as in `metrics.json`), by behaviour, cell and metric.
+fn report_values(json: &str) -> Vec<(String, f64)> {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
     v.as_array()
         .unwrap()
         .iter()
@@ -250,27 +256,187 @@ fn a_resumed_run_writes_the_uninterrupted_checkpoint() {
         let b = std::fs::read(cut.join("checkpoints/step25").join(f)).unwrap();
         assert!(a == b, "{f} differs after resuming");
     }
-    // A checkpoint of 2 ranks does not resume on 3.
-    let handles: Vec<_> = ThreadComm::world(3)
-        .into_iter()
-        .map(|mut comm| {
-            let (cfg, o) = (
-                full_cfg.clone(),
-                TrainOptions {
-                    resume: true,
-                    ..opts(&cut)
-                },
+    // The number of ranks may change on resume (see below), the global batch may not:
+    // every rank refuses, and says why.
+    let halved = tmp.path().join("halved.toml");
+    std::fs::write(&halved, text.replace("batch_size = 64", "batch_size = 32")).unwrap();
+    let resume = TrainOptions {
+        resume: true,
+        ..opts(&cut)
+    };
+    for r in run_ranks(3, &Config::load(&halved).unwrap(), &resume) {
+        let e = format!("{:#}", r.expect_err("a changed batch size is refused"));
+        assert!(
+            e.contains("global batch of 64 rows") && e.contains("train.batch_size = 32"),
+            "{e}"
+        );
+    }
+}
+
+/// Copies a folder tree (a run's output, to resume it twice).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+/// Every embedding row of the checkpoint in `dir`, over all its shards: (table, id) →
+/// (the shard holding it, row then optimizer state). A row in two shards fails.
+fn checkpoint_rows(dir: &Path) -> BTreeMap<(usize, u64), (usize, Vec<f32>)> {
+    let mut out = BTreeMap::new();
+    for r in 0.. {
+        let path = dir.join(format!("shard-{r}.bin"));
+        if !path.is_file() {
+            break;
+        }
+        let mut f = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+        let layer = EmbeddingLayer::load(&mut f).unwrap();
+        for (t, table) in layer.tables().iter().enumerate() {
+            for (id, s) in table.ids() {
+                let v = table.row(s).iter().chain(table.row_state(s)).copied();
+                let old = out.insert((t, id), (r, v.collect()));
+                assert!(old.is_none(), "row ({t}, {id}) is in two shards");
+            }
+        }
+    }
+    assert!(!out.is_empty(), "{}: no shard", dir.display());
+    out
+}
+
+/// A checkpoint's `dense.bin` (see checkpoint.rs: magic, Adam's step count, the tensor
+/// count, then each tensor's values, first and second moments, length-prefixed): the
+/// step count and every value in file order.
+fn checkpoint_dense(dir: &Path) -> (u64, Vec<f32>) {
+    let b = std::fs::read(dir.join("dense.bin")).unwrap();
+    let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let (steps, n) = (u64_at(8), u64_at(16) as usize);
+    let (mut at, mut vals) = (24, Vec::new());
+    for _ in 0..3 * n {
+        let len = u64_at(at) as usize;
+        at += 8;
+        vals.extend(
+            b[at..at + 4 * len]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap())),
+        );
+        at += 4 * len;
+    }
+    assert_eq!(at, b.len());
+    (steps, vals)
+}
+
+#[test]
+fn a_run_resumed_on_another_number_of_ranks_continues_the_uninterrupted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_data(tmp.path());
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("max_steps = 25", "max_steps = 25\ncheckpoint_every = 5");
+    std::fs::write(&path, &text).unwrap();
+    let short = tmp.path().join("short.toml");
+    std::fs::write(&short, text.replace("max_steps = 25", "max_steps = 19")).unwrap();
+    let (full_cfg, short_cfg) = (Config::load(&path).unwrap(), Config::load(&short).unwrap());
+
+    // The last evaluation's values (step 25) of a run's summary.
+    let last_eval = |s: &mfh_train::TrainSummary| {
+        let (step, report) = s.history.last().expect("evaluated");
+        assert_eq!(*step, 25);
+        report_values(&report.to_json())
+    };
+    let whole = tmp.path().join("whole");
+    let res = run_ranks(2, &full_cfg, &opts(&whole));
+    let want_eval = last_eval(&res[0].as_ref().unwrap().0);
+    assert!(res.iter().all(Result::is_ok));
+    // Two ranks stop at step 19 (mid-epoch 2); the run goes on over 3 ranks and over 1.
+    let cut = tmp.path().join("cut");
+    on_threads(2, &short_cfg, &opts(&cut));
+    let at_cut = checkpoint_rows(&cut.join("checkpoints/step19"));
+    let (on3, on1) = (tmp.path().join("on3"), tmp.path().join("on1"));
+    copy_dir(&cut, &on3);
+    copy_dir(&cut, &on1);
+    let resume = |out: &Path| TrainOptions {
+        resume: true,
+        ..opts(out)
+    };
+    let mut evals = Vec::new();
+    for r in run_ranks(3, &full_cfg, &resume(&on3)) {
+        let (s, t) = r.unwrap();
+        assert_eq!((s.steps, t.steps), (25, 6), "3 ranks train steps 20..=25");
+        evals.push(last_eval(&s));
+    }
+    let (s1, t1) = mfh_dist::train(&full_cfg, &resume(&on1), &mut LocalComm::new()).unwrap();
+    assert_eq!(
+        (s1.steps, t1.steps),
+        (25, 6),
+        "one rank trains steps 20..=25"
+    );
+    assert!(
+        evals.windows(2).all(|w| w[0] == w[1]),
+        "every rank reports the same"
+    );
+    evals.truncate(1);
+    evals.push(last_eval(&s1));
+
+    let want = checkpoint_rows(&whole.join("checkpoints/step25"));
+    for ((size, out), got_eval) in [(3, &on3), (1, &on1)].into_iter().zip(&evals) {
+        // The valid metrics of step 25 (the model folder holds the best step's, which
+        // the cut run's extra evaluation at step 19 may have moved).
+        let m = max_metric_diff(&want_eval, got_eval);
+        eprintln!("resumed on {size}: max |Δ| valid metrics at step 25 {m:e}");
+        assert!(m < 1e-5, "resumed on {size}: metrics differ by {m}");
+        // The step-25 state: dense parameters and Adam's moments.
+        let (ws, wv) = checkpoint_dense(&whole.join("checkpoints/step25"));
+        let (gs, gv) = checkpoint_dense(&out.join("checkpoints/step25"));
+        assert_eq!((gs, gv.len()), (ws, wv.len()));
+        let d = gv
+            .iter()
+            .zip(&wv)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        eprintln!("resumed on {size}: max |Δ| dense and Adam state at step 25 {d:e}");
+        assert!(
+            d < 1e-5,
+            "resumed on {size}: step-25 dense state differs by {d}"
+        );
+        // Every row (and its optimizer state) once, on its owner under the new size,
+        // equal to the uninterrupted run's.
+        let got = checkpoint_rows(&out.join("checkpoints/step25"));
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "resumed on {size}: other rows"
+        );
+        let mut worst = 0.0f32;
+        for ((t, id), (r, v)) in &got {
+            assert_eq!(
+                *r,
+                owner(*id, size),
+                "table {t} id {id} on rank {r} of {size}"
             );
-            std::thread::spawn(move || {
-                mfh_dist::train(&cfg, &o, &mut comm)
-                    .err()
-                    .map(|e| e.to_string())
-            })
-        })
-        .collect();
-    for h in handles {
-        let e = h.join().unwrap().expect("resuming on 3 ranks fails");
-        assert!(e.contains("written by 2 ranks"), "{e}");
+            for (x, y) in v.iter().zip(&want[&(*t, *id)].1) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+        eprintln!("resumed on {size}: max |Δ| embedding rows and state {worst:e}");
+        assert!(worst < 1e-5, "resumed on {size}: rows differ by {worst}");
+    }
+    // The step-19 rows were all carried over: an id the cut run had is in the resumed
+    // run's first checkpoint (step 20), on its new owner.
+    for (size, out) in [(3, &on3), (1, &on1)] {
+        let after = checkpoint_rows(&out.join("checkpoints/step20"));
+        for (t, id) in at_cut.keys() {
+            let (r, _) = after
+                .get(&(*t, *id))
+                .unwrap_or_else(|| panic!("resumed on {size}: row ({t}, {id}) lost"));
+            assert_eq!(*r, owner(*id, size));
+        }
     }
 }
 
