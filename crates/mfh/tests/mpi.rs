@@ -214,8 +214,10 @@ fn a_two_rank_run_resumes_on_one_process() {
         }
         mpirun(np, &args)
     };
+    let plain = tmp.path().join("plain");
     train(&full, &whole, 2, false);
     train(&short, &cut, 2, false);
+    train(&short, &plain, 2, false);
     let r = train(&full, &cut, 1, true);
     assert!(r.stderr.contains("resuming from step 6"), "{}", r.stderr);
     assert!(
@@ -253,4 +255,21 @@ fn a_two_rank_run_resumes_on_one_process() {
         .fold(0.0, f32::max);
     eprintln!("-np 2 then -np 1 --resume: max |Δ| dense and Adam state {d:e}");
     assert!(d < 1e-5, "dense state differs by {d}");
+
+    // Without mpirun, `mfh train --resume` continues the distributed run as a world of
+    // one too (not as the one-process trainer, which would not see its checkpoints).
+    let o = Command::new(mfh_bin())
+        .args(["train", "--config", s(&full), "--out", s(&plain), "--quiet"])
+        .args(["--seed", "5", "--resume"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("re-sharded from 2 to 1 ranks"), "{stderr}");
+    let (sc, vc) = checkpoint_dense(&plain.join("checkpoints/step12"));
+    assert_eq!((sc, vc.len()), (sb, vb.len()));
+    assert!(
+        vc == vb,
+        "a world of one: the same state with or without mpirun"
+    );
 }
