@@ -18,5 +18,5 @@ if [ ! -f "$work/mfh/model.json" ]; then
 fi
 echo "# $(date -u +%F) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 # The compute the latency is compared with: the forward of a batch of N rows in-process.
-"$mfh" bench infer --model-dir "$work/mfh" --batch "$n"
+"$mfh" bench infer --model-dir "$work/mfh" --config "$work/data/kuairand.toml" --batch "$n"
 target/fastrel/examples/loadgen "$work/mfh" "$n" "$secs"

@@ -74,6 +74,9 @@ pub enum BenchCmd {
     Infer {
         #[arg(long)]
         model_dir: PathBuf,
+        /// The data's config (default: the copy in the model folder).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Rows per batch.
         #[arg(long, default_value_t = 500)]
         batch: usize,
@@ -228,6 +231,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         } => bench_routing(&config, &model, batches, windows, steps_per_window)?,
         BenchCmd::Infer {
             model_dir,
+            config,
             batch,
             split,
             batches,
@@ -236,6 +240,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             steps_per_window,
         } => bench_infer(
             &model_dir,
+            config.as_deref(),
             batch,
             &split,
             batches,
@@ -248,8 +253,10 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
 }
 
 /// See [`BenchCmd::Infer`].
+#[allow(clippy::too_many_arguments)] // the command's options, passed flat
 fn bench_infer(
     dir: &std::path::Path,
+    config: Option<&std::path::Path>,
     batch: usize,
     split: &str,
     n_batches: usize,
@@ -261,10 +268,14 @@ fn bench_infer(
         anyhow::bail!("--batch, --batches, --windows and --steps-per-window must be positive");
     }
     let m = mfh_train::load_model(dir)?;
+    let cfg = match config {
+        Some(c) => Config::load(c)?,
+        None => m.config.clone(),
+    };
     let threads = threads.unwrap_or(m.config.train.threads);
     mfh_nn::kernels::init_thread_pool(threads);
     mfh_nn::kernels::set_threads(threads);
-    let p = Arc::new(m.pipeline(&m.config)?);
+    let p = Arc::new(m.pipeline(&cfg)?);
     let mut batches = Vec::new();
     for b in p.stream(split, StreamOptions::in_order(batch))? {
         let b = b?;
@@ -279,7 +290,7 @@ fn bench_infer(
     if batches.is_empty() {
         anyhow::bail!(
             "split `{split}` of {} has fewer than {batch} rows",
-            m.config.source_file.display()
+            cfg.source_file.display()
         );
     }
     let mut state = m.state;
