@@ -341,27 +341,18 @@ impl EmbeddingLayer {
         self.check_out("EmbeddingLayer::forward", n, out.len(), row_stride);
         self.train_batch = None;
         if !train {
-            self.forward_eval(input, out, row_stride);
+            self.gather(input, out, row_stride, |f, _, id| {
+                self.tables[self.fields[f].table].lookup_eval(id)
+            });
             return;
         }
         self.lookup_train_fields(input);
         // Rows into the output, in row blocks over the threads (read-only from here).
-        let threads = rayon::current_num_threads();
-        if threads <= 1 || n * self.fields.len() < 1 << 13 || row_stride == 0 {
-            self.train_rows(input, 0, n, out, row_stride);
-        } else {
-            use rayon::prelude::*;
-            let chunk = n.div_ceil(threads);
-            let used = (n - 1) * row_stride + self.width;
-            let this = &*self;
-            out[..used]
-                .par_chunks_mut(chunk * row_stride)
-                .enumerate()
-                .for_each(|(b, block)| {
-                    let lo = b * chunk;
-                    this.train_rows(input, lo, chunk.min(n - lo), block, row_stride)
-                });
-        }
+        let slots = &self.slots;
+        self.gather(input, out, row_stride, |f, pos, _| {
+            let s = slots[f][pos];
+            (s != NO_ROW).then_some(s)
+        });
         self.train_batch = Some(n);
     }
 
@@ -415,59 +406,22 @@ impl EmbeddingLayer {
         }
     }
 
-    /// Train-mode embeddings of rows `lo..lo + len` into `out` (whose row 0 is row
-    /// `lo`), from the slots of the last train lookups.
-    fn train_rows(
+    /// Writes every field's embedding of every row into `out`, in row blocks over
+    /// rayon's threads (each row written by one thread, so the result does not depend on
+    /// the split). `slot_of(field, position, id)` is the row of an id occurrence: its
+    /// position is the row index for a single-valued field, the index into the field's
+    /// id list for a multi-valued one; `None` reads zeros.
+    fn gather(
         &self,
         input: &SparseInput,
-        lo: usize,
-        len: usize,
         out: &mut [f32],
         row_stride: usize,
+        slot_of: impl Fn(usize, usize, u64) -> Option<u32> + Sync,
     ) {
-        for (f, field) in self.fields.iter().enumerate() {
-            let table = &self.tables[field.table];
-            let FieldLayout { input: k, col } = self.layout[f];
-            let dim = field.dim;
-            let slots = &self.slots[f];
-            for r in 0..len {
-                let i = lo + r;
-                let dst = &mut out[r * row_stride + col..][..dim];
-                match field.pooling {
-                    None => {
-                        let s = slots[i];
-                        if s == NO_ROW {
-                            dst.fill(0.0);
-                        } else {
-                            dst.copy_from_slice(table.row(s));
-                        }
-                    }
-                    Some(pooling) => {
-                        let m = &input.multi[k];
-                        let (a, b) = (m.offsets[i] as usize, m.offsets[i + 1] as usize);
-                        dst.fill(0.0);
-                        for &s in &slots[a..b] {
-                            if s != NO_ROW {
-                                for (o, v) in dst.iter_mut().zip(table.row(s)) {
-                                    *o += v;
-                                }
-                            }
-                        }
-                        finish_pool(pooling, b - a, dst);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Eval-mode forward: read-only lookups, rows split in blocks over rayon's threads
-    /// (each row written by one thread, so the result does not depend on the split).
-    fn forward_eval(&self, input: &SparseInput, out: &mut [f32], row_stride: usize) {
         let n = input.n;
-        let work = n * self.fields.len();
         let threads = rayon::current_num_threads();
-        if threads <= 1 || work < 1 << 13 || row_stride == 0 {
-            self.eval_rows(input, 0, n, out, row_stride);
+        if threads <= 1 || n * self.fields.len() < 1 << 13 || row_stride == 0 {
+            self.gather_rows(input, 0, n, out, row_stride, &slot_of);
             return;
         }
         use rayon::prelude::*;
@@ -478,18 +432,19 @@ impl EmbeddingLayer {
             .enumerate()
             .for_each(|(b, block)| {
                 let lo = b * chunk;
-                self.eval_rows(input, lo, chunk.min(n - lo), block, row_stride)
+                self.gather_rows(input, lo, chunk.min(n - lo), block, row_stride, &slot_of)
             });
     }
 
-    /// Eval-mode embeddings of rows `lo..lo + len` into `out` (whose row 0 is row `lo`).
-    fn eval_rows(
+    /// [`Self::gather`] for rows `lo..lo + len` into `out` (whose row 0 is row `lo`).
+    fn gather_rows(
         &self,
         input: &SparseInput,
         lo: usize,
         len: usize,
         out: &mut [f32],
         row_stride: usize,
+        slot_of: &impl Fn(usize, usize, u64) -> Option<u32>,
     ) {
         for (f, field) in self.fields.iter().enumerate() {
             let table = &self.tables[field.table];
@@ -499,7 +454,7 @@ impl EmbeddingLayer {
                 let i = lo + r;
                 let dst = &mut out[r * row_stride + col..][..dim];
                 match field.pooling {
-                    None => match table.lookup_eval(input.single[i * self.n_single + k]) {
+                    None => match slot_of(f, i, input.single[i * self.n_single + k]) {
                         Some(s) => dst.copy_from_slice(table.row(s)),
                         None => dst.fill(0.0),
                     },
@@ -507,8 +462,8 @@ impl EmbeddingLayer {
                         let m = &input.multi[k];
                         let (a, b) = (m.offsets[i] as usize, m.offsets[i + 1] as usize);
                         dst.fill(0.0);
-                        for &id in &m.ids[a..b] {
-                            if let Some(s) = table.lookup_eval(id) {
+                        for (pos, &id) in (a..b).zip(&m.ids[a..b]) {
+                            if let Some(s) = slot_of(f, pos, id) {
                                 for (o, v) in dst.iter_mut().zip(table.row(s)) {
                                     *o += v;
                                 }
