@@ -106,18 +106,83 @@ pub(crate) fn scan(
     Ok(stats)
 }
 
-enum Msg {
-    Batch(Batch),
+/// What a reader thread sends: an item (a batch, a stripe), then its statistics or an
+/// error.
+pub(crate) enum Msg<T> {
+    Item(T),
     Done(ReadStats),
     Failed(DataError),
 }
 
-/// Batches of one split, decoded on a background thread.
-pub struct BatchStream {
-    rx: Receiver<Msg>,
+/// The receiving end of a reader thread: items until the thread reports its statistics
+/// or an error; dropping it stops the thread (its sends fail) and waits for it.
+pub(crate) struct Background<T> {
+    rx: Receiver<Msg<T>>,
     handle: Option<JoinHandle<()>>,
     stats: Option<ReadStats>,
     finished: bool,
+}
+
+impl<T> Background<T> {
+    pub(crate) fn new(rx: Receiver<Msg<T>>, handle: JoinHandle<()>) -> Self {
+        Background {
+            rx,
+            handle: Some(handle),
+            stats: None,
+            finished: false,
+        }
+    }
+
+    /// What the pass saw; available once the stream has ended.
+    pub(crate) fn stats(&self) -> Option<&ReadStats> {
+        self.stats.as_ref()
+    }
+
+    /// The next item; `thread` names the reader in the error if it vanished.
+    pub(crate) fn next_item(&mut self, thread: &str) -> Option<Result<T, DataError>> {
+        if self.finished {
+            return None;
+        }
+        match self.rx.recv() {
+            Ok(Msg::Item(b)) => Some(Ok(b)),
+            Ok(Msg::Done(s)) => {
+                self.stats = Some(s);
+                self.finished = true;
+                None
+            }
+            Ok(Msg::Failed(e)) => {
+                self.finished = true;
+                Some(Err(e))
+            }
+            Err(_) => {
+                self.finished = true;
+                Some(Err(DataError::config(format!(
+                    "the {thread} thread stopped unexpectedly"
+                ))))
+            }
+        }
+    }
+
+    /// Stops the reader thread and waits for it.
+    pub(crate) fn stop(&mut self) {
+        // Unblock the reader (its sends fail once `rx` is gone) and wait for it.
+        let rx = std::mem::replace(&mut self.rx, sync_channel(1).1);
+        drop(rx);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl<T> Drop for Background<T> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Batches of one split, decoded on a background thread.
+pub struct BatchStream {
+    inner: Background<Batch>,
 }
 
 impl Pipeline {
@@ -152,7 +217,7 @@ impl Pipeline {
                         // In file order a full pool is the batch: hand it over as is.
                         let next = pool.empty_like();
                         let b = std::mem::replace(pool, next);
-                        return tx.send(Msg::Batch(b)).is_ok();
+                        return tx.send(Msg::Item(b)).is_ok();
                     }
                     order.clear();
                     order.extend(0..pool.n);
@@ -165,7 +230,7 @@ impl Pipeline {
                     for chunk in order[..full].chunks(bs) {
                         let mut b = Batch::with_layout(ns, nm);
                         b.extend_from(pool, chunk);
-                        if tx.send(Msg::Batch(b)).is_err() {
+                        if tx.send(Msg::Item(b)).is_err() {
                             return false;
                         }
                     }
@@ -207,10 +272,7 @@ impl Pipeline {
             })
             .map_err(|e| DataError::config(format!("cannot start the reader thread: {e}")))?;
         Ok(BatchStream {
-            rx,
-            handle: Some(handle),
-            stats: None,
-            finished: false,
+            inner: Background::new(rx, handle),
         })
     }
 }
@@ -218,44 +280,13 @@ impl Pipeline {
 impl BatchStream {
     /// What the pass saw; available once the stream has ended.
     pub fn stats(&self) -> Option<&ReadStats> {
-        self.stats.as_ref()
+        self.inner.stats()
     }
 }
 
 impl Iterator for BatchStream {
     type Item = Result<Batch, DataError>;
     fn next(&mut self) -> Option<Self::Item> {
-        if self.finished {
-            return None;
-        }
-        match self.rx.recv() {
-            Ok(Msg::Batch(b)) => Some(Ok(b)),
-            Ok(Msg::Done(s)) => {
-                self.stats = Some(s);
-                self.finished = true;
-                None
-            }
-            Ok(Msg::Failed(e)) => {
-                self.finished = true;
-                Some(Err(e))
-            }
-            Err(_) => {
-                self.finished = true;
-                Some(Err(DataError::config(
-                    "the reader thread stopped unexpectedly",
-                )))
-            }
-        }
-    }
-}
-
-impl Drop for BatchStream {
-    fn drop(&mut self) {
-        // Unblock the reader (its sends fail once `rx` is gone) and wait for it.
-        let rx = std::mem::replace(&mut self.rx, sync_channel(1).1);
-        drop(rx);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        self.inner.next_item("reader")
     }
 }

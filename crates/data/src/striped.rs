@@ -23,14 +23,13 @@ use crate::error::DataError;
 use crate::pipeline::Pipeline;
 use crate::record::Record;
 use crate::rows::RowReader;
-use crate::stream::ReadStats;
 use crate::stream::StreamOptions;
+use crate::stream::{Background, Msg, ReadStats};
 use crate::SplitMix;
 use mfh_config::OnError;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 /// The positions of a global batch of `n` rows that rank `rank` of `size` decodes and
@@ -83,18 +82,9 @@ impl Counters {
     }
 }
 
-enum Msg {
-    Stripe(Stripe),
-    Done(ReadStats),
-    Failed(DataError),
-}
-
 /// This rank's stripes of a split's global batches, read on a background thread.
 pub struct StripedStream {
-    rx: Receiver<Msg>,
-    handle: Option<JoinHandle<()>>,
-    stats: Option<ReadStats>,
-    finished: bool,
+    inner: Background<Stripe>,
     counters: Arc<Counters>,
 }
 
@@ -109,7 +99,7 @@ struct RawRow {
 struct Striper<'a> {
     p: &'a Pipeline,
     fitted: Fitted,
-    tx: SyncSender<Msg>,
+    tx: SyncSender<Msg<Stripe>>,
     rank: usize,
     size: usize,
     batch_size: usize,
@@ -207,10 +197,7 @@ impl Pipeline {
             })
             .map_err(|e| DataError::config(format!("cannot start the reader thread: {e}")))?;
         Ok(StripedStream {
-            rx,
-            handle: Some(handle),
-            stats: None,
-            finished: false,
+            inner: Background::new(rx, handle),
             counters,
         })
     }
@@ -321,7 +308,7 @@ impl Striper<'_> {
                 batch,
                 global_rows: chunk.len(),
             };
-            if self.tx.send(Msg::Stripe(stripe)).is_err() {
+            if self.tx.send(Msg::Item(stripe)).is_err() {
                 return Ok(false);
             }
             // Time blocked on a full channel is the consumer's, not the scan's.
@@ -345,7 +332,7 @@ fn add_ns(a: &AtomicU64, d: std::time::Duration) {
 impl StripedStream {
     /// What the pass saw (rows read, rows of the split); available once it has ended.
     pub fn stats(&self) -> Option<&ReadStats> {
-        self.stats.as_ref()
+        self.inner.stats()
     }
 
     /// Rows scanned and decoded, and the time in each, so far (final once the stream
@@ -357,49 +344,14 @@ impl StripedStream {
     /// Stops the reader thread (it may have decoded batches ahead) and returns the final
     /// counts.
     pub fn close(mut self) -> StripeCounts {
-        self.stop();
+        self.inner.stop();
         self.counters.snapshot()
-    }
-
-    fn stop(&mut self) {
-        // Unblock the reader (its sends fail once `rx` is gone) and wait for it.
-        let rx = std::mem::replace(&mut self.rx, sync_channel(1).1);
-        drop(rx);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
     }
 }
 
 impl Iterator for StripedStream {
     type Item = Result<Stripe, DataError>;
     fn next(&mut self) -> Option<Self::Item> {
-        if self.finished {
-            return None;
-        }
-        match self.rx.recv() {
-            Ok(Msg::Stripe(s)) => Some(Ok(s)),
-            Ok(Msg::Done(s)) => {
-                self.stats = Some(s);
-                self.finished = true;
-                None
-            }
-            Ok(Msg::Failed(e)) => {
-                self.finished = true;
-                Some(Err(e))
-            }
-            Err(_) => {
-                self.finished = true;
-                Some(Err(DataError::config(
-                    "the striped reader thread stopped unexpectedly",
-                )))
-            }
-        }
-    }
-}
-
-impl Drop for StripedStream {
-    fn drop(&mut self) {
-        self.stop();
+        self.inner.next_item("striped reader")
     }
 }
