@@ -225,17 +225,23 @@ fn on_threads(size: usize, cfg: &Config, opts: &TrainOptions) {
     }
 }
 
-#[test]
-fn a_resumed_run_writes_the_uninterrupted_checkpoint() {
-    let tmp = tempfile::tempdir().unwrap();
-    let path = write_data(tmp.path());
+/// The test data in `dir` with two configs checkpointing every 5 steps: the full run
+/// (25 steps) and one cut at step 19.
+fn full_and_cut_configs(dir: &Path) -> (Config, Config) {
+    let path = write_data(dir);
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("max_steps = 25", "max_steps = 25\ncheckpoint_every = 5");
     std::fs::write(&path, &text).unwrap();
-    let short = tmp.path().join("short.toml");
+    let short = dir.join("short.toml");
     std::fs::write(&short, text.replace("max_steps = 25", "max_steps = 19")).unwrap();
-    let (full_cfg, short_cfg) = (Config::load(&path).unwrap(), Config::load(&short).unwrap());
+    (Config::load(&path).unwrap(), Config::load(&short).unwrap())
+}
+
+#[test]
+fn a_resumed_run_writes_the_uninterrupted_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (full_cfg, short_cfg) = full_and_cut_configs(tmp.path());
 
     let whole = tmp.path().join("whole");
     on_threads(2, &full_cfg, &opts(&whole));
@@ -258,6 +264,7 @@ fn a_resumed_run_writes_the_uninterrupted_checkpoint() {
     }
     // The number of ranks may change on resume (see below), the global batch may not:
     // every rank refuses, and says why.
+    let text = std::fs::read_to_string(&full_cfg.source_file).unwrap();
     let halved = tmp.path().join("halved.toml");
     std::fs::write(&halved, text.replace("batch_size = 64", "batch_size = 32")).unwrap();
     let resume = TrainOptions {
@@ -335,14 +342,7 @@ fn checkpoint_dense(dir: &Path) -> (u64, Vec<f32>) {
 #[test]
 fn a_run_resumed_on_another_number_of_ranks_continues_the_uninterrupted_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let path = write_data(tmp.path());
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("max_steps = 25", "max_steps = 25\ncheckpoint_every = 5");
-    std::fs::write(&path, &text).unwrap();
-    let short = tmp.path().join("short.toml");
-    std::fs::write(&short, text.replace("max_steps = 25", "max_steps = 19")).unwrap();
-    let (full_cfg, short_cfg) = (Config::load(&path).unwrap(), Config::load(&short).unwrap());
+    let (full_cfg, short_cfg) = full_and_cut_configs(tmp.path());
 
     // The last evaluation's values (step 25) of a run's summary.
     let last_eval = |s: &mfh_train::TrainSummary| {
