@@ -117,6 +117,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--windows", type=int, default=7)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--infer-only", action="store_true", help="time scoring only (after the warm-up steps)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(7)
@@ -145,7 +146,7 @@ def main():
 
     run(args.steps)  # warm-up
     rates = []
-    for _ in range(args.windows):
+    for _ in range(0 if args.infer_only else args.windows):
         t = time.perf_counter()
         run(args.steps)
         rates.append(args.steps * BATCH / (time.perf_counter() - t))
@@ -162,7 +163,8 @@ def main():
             inf.append(args.steps * BATCH / (time.perf_counter() - t))
     n_params = sum(p.numel() for p in other)
     print(f"torch {torch.__version__} MMoE-ref ({args.variant} embeddings), {n_params} dense parameters, {args.threads} threads")
-    print(f"training: median {statistics.median(rates):.0f} samples/s (min {min(rates):.0f}, max {max(rates):.0f}, {len(rates)} windows)")
+    if rates:
+        print(f"training: median {statistics.median(rates):.0f} samples/s (min {min(rates):.0f}, max {max(rates):.0f}, {len(rates)} windows)")
     print(f"inference (batch {BATCH}): median {statistics.median(inf):.0f} samples/s (min {min(inf):.0f}, max {max(inf):.0f})")
 
 

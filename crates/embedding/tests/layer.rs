@@ -397,13 +397,17 @@ fn layer_save_load_round_trip_and_corruption() {
 
 #[test]
 fn eval_forward_of_a_large_batch_equals_row_by_row_lookups() {
-    // Large enough for the row blocks to run on several threads.
+    // Large enough for the row blocks to run on several threads; widths 4 and 16 (the
+    // inlined row copy).
     let n = 1500;
     let fields = 8;
+    let dim = |f: usize| if f.is_multiple_of(2) { 4 } else { 16 };
+    let col = |f: usize| (0..f).map(dim).sum::<usize>();
+    let width = col(fields);
     let mut layer = EmbeddingLayer::new(
-        vec![spec("a", 4, 1), spec("b", 4, 2)],
+        vec![spec("a", 4, 1), spec("b", 16, 2)],
         (0..fields)
-            .map(|f| FieldSpec::single(format!("f{f}"), f % 2, 4))
+            .map(|f| FieldSpec::single(format!("f{f}"), f % 2, dim(f)))
             .collect(),
     )
     .unwrap();
@@ -414,7 +418,7 @@ fn eval_forward_of_a_large_batch_equals_row_by_row_lookups() {
         single: &single,
         multi: &multi,
     };
-    let stride = fields * 4 + 3;
+    let stride = width + 3;
     let mut out = vec![0.0; n * stride];
     layer.forward(&input, true, &mut out, stride);
     // Half the ids again plus unseen ones, in eval mode.
@@ -431,15 +435,15 @@ fn eval_forward_of_a_large_batch_equals_row_by_row_lookups() {
             let t = &layer.tables()[f % 2];
             let want: Vec<f32> = match t.lookup_eval(eval_ids[i * fields + f]) {
                 Some(s) => t.row(s).to_vec(),
-                None => vec![0.0; 4],
+                None => vec![0.0; dim(f)],
             };
             assert_eq!(
-                &got[i * stride + f * 4..][..4],
+                &got[i * stride + col(f)..][..dim(f)],
                 want.as_slice(),
                 "row {i} field {f}"
             );
         }
-        assert_eq!(&got[i * stride + fields * 4..(i + 1) * stride], &[-1.0; 3]);
+        assert_eq!(&got[i * stride + width..(i + 1) * stride], &[-1.0; 3]);
     }
 }
 

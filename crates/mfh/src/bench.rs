@@ -58,6 +58,10 @@ pub enum BenchCmd {
         /// Create every embedding row (vocab × fields) before timing, for the memory figure.
         #[arg(long)]
         all_rows: bool,
+        /// Time scoring only: one warm-up window of training (so the tables hold rows),
+        /// then the inference windows.
+        #[arg(long)]
+        infer_only: bool,
         #[arg(long, default_value_t = 2)]
         threads: usize,
         #[arg(long, default_value_t = 7)]
@@ -174,6 +178,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             workload,
             dense,
             all_rows,
+            infer_only,
             threads,
             windows,
             steps_per_window,
@@ -186,6 +191,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             data.as_deref(),
             !dense,
             all_rows,
+            infer_only,
         )?,
         BenchCmd::Gen {
             out,
@@ -643,6 +649,7 @@ fn bench_train(
     data: Option<&std::path::Path>,
     routing: bool,
     all_rows: bool,
+    infer_only: bool,
 ) -> Result<()> {
     mfh_nn::kernels::init_thread_pool(threads);
     mfh_nn::kernels::set_threads(threads);
@@ -708,40 +715,44 @@ fn bench_train(
         steps,
         &mut adam_secs,
     ); // warm-up
-    state.phases = Some(Default::default());
-    adam_secs = 0.0;
-    let mut rates = Vec::new();
-    for _ in 0..windows {
-        rates.push(time_steps(
-            &mut state,
-            &mut adam,
-            &mut batches,
-            &mut step,
-            steps,
-            &mut adam_secs,
-        ));
-    }
-    if let Some(p) = state.phases.take() {
-        let mut parts: Vec<String> = p
-            .per_step_ms()
-            .into_iter()
-            .map(|(name, ms)| format!("{name} {ms:.1}"))
-            .collect();
-        parts.push(format!(
-            "dense Adam {:.1}",
-            adam_secs * 1e3 / p.steps.max(1) as f64
-        ));
-        outln!("ms per step (mean): {}", parts.join(", "));
-    }
-    let mut sorted = rates.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
-    summary(&format!("{} training", w.name()), "samples/s", rates);
-    if w == Workload::MmoeRef || !routing {
-        // Forward + backward of a dense network: 2 FLOPs per weight per row forward, twice
-        // that backward (input and weight gradients).
-        let gflops = 6.0 * params as f64 * median / 1e9;
-        outln!("dense compute: {gflops:.1} GFLOP/s (6 × {params} FLOPs per sample at the median)");
+    if !infer_only {
+        state.phases = Some(Default::default());
+        adam_secs = 0.0;
+        let mut rates = Vec::new();
+        for _ in 0..windows {
+            rates.push(time_steps(
+                &mut state,
+                &mut adam,
+                &mut batches,
+                &mut step,
+                steps,
+                &mut adam_secs,
+            ));
+        }
+        if let Some(p) = state.phases.take() {
+            let mut parts: Vec<String> = p
+                .per_step_ms()
+                .into_iter()
+                .map(|(name, ms)| format!("{name} {ms:.1}"))
+                .collect();
+            parts.push(format!(
+                "dense Adam {:.1}",
+                adam_secs * 1e3 / p.steps.max(1) as f64
+            ));
+            outln!("ms per step (mean): {}", parts.join(", "));
+        }
+        let mut sorted = rates.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        summary(&format!("{} training", w.name()), "samples/s", rates);
+        if w == Workload::MmoeRef || !routing {
+            // Forward + backward of a dense network: 2 FLOPs per weight per row forward, twice
+            // that backward (input and weight gradients).
+            let gflops = 6.0 * params as f64 * median / 1e9;
+            outln!(
+                "dense compute: {gflops:.1} GFLOP/s (6 × {params} FLOPs per sample at the median)"
+            );
+        }
     }
     let tables = state.emb.tables();
     let rows: usize = tables.iter().map(|t| t.len()).sum();

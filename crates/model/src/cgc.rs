@@ -279,7 +279,10 @@ impl<T: Float> Cgc<T> {
             let g = gate.forward(up.get(j, len_in), n, train);
             let out = ensure_len(&mut self.outputs[j], n * d);
             mix_forward(g, &self.members[j], &self.banks, n, d, out);
-            ensure_len(&mut self.d_outputs[j], n * d).fill(T::zero());
+            let d_out = ensure_len(&mut self.d_outputs[j], n * d);
+            if train {
+                d_out.fill(T::zero());
+            }
         }
     }
 

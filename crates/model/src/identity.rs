@@ -52,11 +52,14 @@ impl<T: Float> Switcher<T> for Identity<T> {
         self.d
     }
 
-    fn forward(&mut self, x: &[T], n: usize, _train: bool) {
+    fn forward(&mut self, x: &[T], n: usize, train: bool) {
         self.n = n;
         let len = self.len();
         ensure_len(&mut self.out, len).copy_from_slice(&x[..len]);
-        ensure_len(&mut self.d_out, len).fill(T::zero());
+        let d_out = ensure_len(&mut self.d_out, len);
+        if train {
+            d_out.fill(T::zero());
+        }
     }
 
     fn output(&self, k: usize) -> &[T] {

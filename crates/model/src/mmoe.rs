@@ -119,7 +119,10 @@ impl<T: Float> Switcher<T> for Mmoe<T> {
             let g = fused.forward(&self.gates, x, n);
             for (out, d_out) in self.outputs.iter_mut().zip(&mut self.d_outputs) {
                 ensure_len(out, n * d);
-                ensure_len(d_out, n * d).fill(T::zero());
+                let d_out = ensure_len(d_out, n * d);
+                if train {
+                    d_out.fill(T::zero());
+                }
             }
             gated_sums_forward(g, n * e, experts, n, e, d, &mut self.outputs);
             return;
@@ -132,7 +135,10 @@ impl<T: Float> Switcher<T> for Mmoe<T> {
         {
             let g = gate.forward(x, n, train);
             gated_sum_forward(g, experts, n, e, d, ensure_len(out, n * d));
-            ensure_len(d_out, n * d).fill(T::zero());
+            let d_out = ensure_len(d_out, n * d);
+            if train {
+                d_out.fill(T::zero());
+            }
         }
     }
 

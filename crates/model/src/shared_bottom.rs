@@ -66,7 +66,10 @@ impl<T: Float> Switcher<T> for SharedBottom<T> {
         self.n = n;
         self.mlp.forward(x, n, train);
         let d = self.mlp.out_dim();
-        ensure_len(&mut self.d_out, n * d).fill(T::zero());
+        let d_out = ensure_len(&mut self.d_out, n * d);
+        if train {
+            d_out.fill(T::zero());
+        }
     }
 
     fn output(&self, k: usize) -> &[T] {

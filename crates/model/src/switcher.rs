@@ -7,7 +7,8 @@ use mfh_nn::{Float, Module};
 
 /// One input (n × in_dim) → K outputs (each n × out_dim).
 ///
-/// Protocol for one step: `forward` (which also zeroes every output gradient), then the
+/// Protocol for one step: `forward` (which in train mode also zeroes every output
+/// gradient; an eval forward leaves them as they were), then the
 /// consumers of output k *add* ∂loss/∂output_k into `d_output_mut(k)` (never overwrite:
 /// implementations may back several outputs with one shared buffer), then `backward`.
 pub trait Switcher<T: Float>: Module<T> + Send {
@@ -17,7 +18,7 @@ pub trait Switcher<T: Float>: Module<T> + Send {
     fn n_outputs(&self) -> usize;
     /// Width of each child representation.
     fn out_dim(&self) -> usize;
-    /// Computes all K outputs for `n` rows of `x` and zeroes their gradients.
+    /// Computes all K outputs for `n` rows of `x` and, when `train`, zeroes their gradients.
     fn forward(&mut self, x: &[T], n: usize, train: bool);
     /// Output k of the last forward, n × out_dim.
     fn output(&self, k: usize) -> &[T];

@@ -261,7 +261,10 @@ impl<T: Float> Towers<T> {
         }
         let h = tw.head.n_in();
         // Zeroed here, before any receiver's backward adds into it.
-        ensure_len(&mut self.d_rep[t], m * h).fill(T::zero());
+        let d_rep = ensure_len(&mut self.d_rep[t], m * h);
+        if train {
+            d_rep.fill(T::zero());
+        }
         if let Some(mut a) = self.ait[t].take() {
             let s = a.src;
             assert_eq!(

@@ -6,7 +6,7 @@
 
 use crate::gate::{Gate, GateActivation};
 use crate::kernels::{
-    bias_act_rows, matmul, relu_mask_col_sums, sigmoid_over_n, sigmoid_over_n_backward,
+    matmul, matmul_bias_act, relu_mask_col_sums, sigmoid_over_n, sigmoid_over_n_backward,
     softmax_backward_rows, softmax_rows,
 };
 use crate::{ensure_len, Float};
@@ -62,22 +62,7 @@ impl<T: Float> GateBank<T> {
             b[kk * e..(kk + 1) * e].copy_from_slice(gate.proj().bias());
         }
         let z = ensure_len(&mut self.z, n * ke);
-        matmul(
-            n,
-            ke,
-            ni,
-            T::one(),
-            x,
-            ni,
-            false,
-            w,
-            ke,
-            false,
-            T::zero(),
-            z,
-            ke,
-        );
-        bias_act_rows(z, ke, n, b, false);
+        matmul_bias_act(n, ke, ni, x, ni, false, w, ke, false, z, ke, b, false);
         let p = ensure_len(&mut self.p, k * n * e);
         for (kk, gate) in gates.iter().enumerate() {
             let pk = &mut p[kk * n * e..(kk + 1) * n * e];

@@ -121,6 +121,9 @@ struct Operands<T> {
     b_rs: usize,
     c: *mut T,
     ldc: usize,
+    /// Added to each row of the result when not null (`n` values), then ReLU if `relu`.
+    bias: *const T,
+    relu: bool,
 }
 
 // SAFETY: the pointers are only dereferenced during the `matmul` call that created them,
@@ -128,12 +131,38 @@ struct Operands<T> {
 unsafe impl<T> Send for Operands<T> {}
 unsafe impl<T> Sync for Operands<T> {}
 
-/// `C[m × n] = alpha·A·B + beta·C` on the calling thread.
+/// `C[m × n] = act(alpha·A·B + beta·C + bias)` on the calling thread (see [`Operands`]).
 ///
 /// # Safety
 /// Every element addressed through the operands' pointers and strides must be valid,
-/// and `c` must not alias `a` or `b`.
+/// `bias`, when not null, must point at `n` values, and `c` must not alias `a` or `b`.
 unsafe fn gemm_block<T: Float>(m: usize, n: usize, k: usize, alpha: T, beta: T, o: Operands<T>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && crate::sgemm::available() {
+        // T is f32 here, so the pointer casts and the scalar conversions are exact.
+        let view = |ptr: *const T, rs, cs| crate::sgemm::View {
+            ptr: ptr.cast(),
+            rs,
+            cs,
+        };
+        let epi = crate::sgemm::Epilogue {
+            bias: o.bias.cast(),
+            relu: o.relu,
+        };
+        crate::sgemm::sgemm(
+            m,
+            n,
+            k,
+            alpha.to_f64() as f32,
+            view(o.a, o.a_rs, o.a_cs),
+            view(o.b, o.b_rs, o.b_cs),
+            beta.to_f64() as f32,
+            o.c.cast(),
+            o.ldc,
+            epi,
+        );
+        return;
+    }
     // gemm computes dst = alpha·dst + beta·lhs·rhs, hence the swapped scalars. It only
     // reads dst when told to, so a `beta == 0` output may hold garbage.
     gemm::gemm(
@@ -157,6 +186,19 @@ unsafe fn gemm_block<T: Float>(m: usize, n: usize, k: usize, alpha: T, beta: T, 
         false,
         gemm::Parallelism::None,
     );
+    if !o.bias.is_null() || o.relu {
+        let bias = (!o.bias.is_null()).then(|| std::slice::from_raw_parts(o.bias, n));
+        for i in 0..m {
+            let row = std::slice::from_raw_parts_mut(o.c.add(i * o.ldc), n);
+            for (j, v) in row.iter_mut().enumerate() {
+                let x = match bias {
+                    Some(b) => *v + b[j],
+                    None => *v,
+                };
+                *v = if o.relu { x.max(T::zero()) } else { x };
+            }
+        }
+    }
 }
 
 /// `C = alpha·op(A)·op(B) + beta·C` for row-major matrices, where `op(A)` is `m × k`,
@@ -181,6 +223,69 @@ pub fn matmul<T: Float>(
     c: &mut [T],
     ldc: usize,
 ) {
+    product(
+        m, n, k, alpha, a, lda, trans_a, b, ldb, trans_b, beta, c, ldc, None, false,
+    );
+}
+
+/// `C = act(op(A)·op(B) + bias)`, the bias added to every row and ReLU applied when
+/// `relu`, as the product writes each tile (no second pass over `C`). The result equals
+/// [`matmul`] (with `alpha = 1`, `beta = 0`) followed by [`bias_act_rows`] bit for bit.
+/// `C` is not read. Shapes and strides as in [`matmul`]; `bias` has `n` values.
+#[allow(clippy::too_many_arguments)] // BLAS-style signature: every argument is needed.
+pub fn matmul_bias_act<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    lda: usize,
+    trans_a: bool,
+    b: &[T],
+    ldb: usize,
+    trans_b: bool,
+    c: &mut [T],
+    ldc: usize,
+    bias: &[T],
+    relu: bool,
+) {
+    assert_eq!(bias.len(), n, "matmul_bias_act: bias length");
+    product(
+        m,
+        n,
+        k,
+        T::one(),
+        a,
+        lda,
+        trans_a,
+        b,
+        ldb,
+        trans_b,
+        T::zero(),
+        c,
+        ldc,
+        Some(bias),
+        relu,
+    );
+}
+
+#[allow(clippy::too_many_arguments)] // BLAS-style signature: every argument is needed.
+fn product<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: &[T],
+    lda: usize,
+    trans_a: bool,
+    b: &[T],
+    ldb: usize,
+    trans_b: bool,
+    beta: T,
+    c: &mut [T],
+    ldc: usize,
+    bias: Option<&[T]>,
+    relu: bool,
+) {
     let (a_rows, a_cols) = if trans_a { (k, m) } else { (m, k) };
     let (b_rows, b_cols) = if trans_b { (n, k) } else { (k, n) };
     assert!(a_rows <= 1 || lda >= a_cols, "matmul: lda too small");
@@ -203,6 +308,8 @@ pub fn matmul<T: Float>(
         b_rs,
         c: c.as_mut_ptr(),
         ldc,
+        bias: bias.map_or(std::ptr::null(), <[T]>::as_ptr),
+        relu,
     };
     let t = threads();
     if t == 1 || m * n * k < PAR_MIN_WORK {
@@ -232,6 +339,9 @@ pub fn matmul<T: Float>(
             } else {
                 ob.b = o.b.add(lo * o.b_cs);
                 ob.c = o.c.add(lo);
+                if !o.bias.is_null() {
+                    ob.bias = o.bias.add(lo);
+                }
                 gemm_block(m, len, k, alpha, beta, ob);
             }
         }

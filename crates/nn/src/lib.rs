@@ -32,6 +32,8 @@ pub mod linear;
 pub mod mlp;
 pub mod module;
 pub mod rng;
+#[cfg(target_arch = "x86_64")]
+mod sgemm;
 
 pub use adam::Adam;
 pub use batchnorm::BatchNorm;

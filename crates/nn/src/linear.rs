@@ -1,7 +1,7 @@
 //! Fully connected layer `y = act(x·W + b)` with an optional fused ReLU, plus the
 //! strided row views that let a layer read or write a column block of a wider buffer.
 
-use crate::kernels::{bias_act_rows, matmul, relu_mask_col_sums};
+use crate::kernels::{matmul, matmul_bias_act, relu_mask_col_sums};
 use crate::module::{with_name, Module};
 use crate::{Float, Rng};
 
@@ -139,26 +139,19 @@ impl<T: Float> Linear<T> {
     /// [`Linear::forward`] over strided row views.
     pub fn forward_strided(&self, x: Rows<'_, T>, n: usize, y: RowsMut<'_, T>) {
         let (ni, no) = (self.n_in, self.n_out);
-        matmul(
+        // Bias and ReLU applied as the product writes each tile of the output.
+        matmul_bias_act(
             n,
             no,
             ni,
-            T::one(),
             x.data,
             x.stride,
             false,
             self.weight(),
             no,
             false,
-            T::zero(),
             y.data,
             y.stride,
-        );
-        // Bias and ReLU in one pass over the output, right after the GEMM wrote it.
-        bias_act_rows(
-            y.data,
-            y.stride,
-            n,
             self.bias(),
             self.act == Activation::Relu,
         );
