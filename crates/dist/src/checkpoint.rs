@@ -121,7 +121,7 @@ fn dense_bytes(state: &mut ModelState, adam: &Adam<f32>) -> Vec<u8> {
     out.extend_from_slice(&steps.to_le_bytes());
     let mut params = Vec::new();
     state
-        .net
+        .net_mut()
         .visit_params("", &mut |_, p, _| params.push(p.to_vec()));
     out.extend_from_slice(&(params.len() as u64).to_le_bytes());
     let empty = Vec::new();
@@ -163,19 +163,21 @@ fn load_dense(bytes: &[u8], state: &mut ModelState, adam: &mut Adam<f32>) -> Res
     let mut it = slices.chunks_exact(3);
     let mut ok = true;
     let (mut m, mut v) = (Vec::new(), Vec::new());
-    state.net.visit_params("", &mut |_, p, _| match it.next() {
-        Some([sp, sm, sv]) if sp.len() == p.len() => {
-            p.copy_from_slice(sp);
-            m.push(sm.clone());
-            v.push(sv.clone());
-        }
-        _ => ok = false,
-    });
+    state
+        .net_mut()
+        .visit_params("", &mut |_, p, _| match it.next() {
+            Some([sp, sm, sv]) if sp.len() == p.len() => {
+                p.copy_from_slice(sp);
+                m.push(sm.clone());
+                v.push(sv.clone());
+            }
+            _ => ok = false,
+        });
     if !ok || m.len() != n {
         return Err(bad());
     }
     if steps > 0 {
-        adam.set_state(state.net.as_mut(), steps, m, v)
+        adam.set_state(state.net_mut(), steps, m, v)
             .map_err(|e| anyhow!("dense.bin: {e}"))?;
     }
     Ok(())

@@ -60,7 +60,10 @@ pub fn evaluate(
         if batch.n == 0 {
             continue;
         }
-        let logits = state.net.forward(&x, &batch.cells, batch.n, false).to_vec();
+        let logits = state
+            .net_mut()
+            .forward(&x, &batch.cells, batch.n, false)
+            .to_vec();
         let lv = state.eval_loss(&batch, &logits);
         sums[0] += lv.per_task.iter().map(|(s, _)| s).sum::<f64>();
         sums[1] += lv.per_task.iter().map(|(_, c)| *c as f64).sum::<f64>();

@@ -162,7 +162,7 @@ fn check_supported(cfg: &Config, state: &mut ModelState) -> Result<()> {
         }
     }
     let mut buffers = 0;
-    state.net.visit_buffers("", &mut |_, _| buffers += 1);
+    state.net_mut().visit_buffers("", &mut |_, _| buffers += 1);
     if buffers > 0 {
         bail!("the model uses batch norm, whose batch statistics would differ per rank: set `batch_norm = false` in the model section, or train on one process");
     }
@@ -207,7 +207,7 @@ pub fn train(
     check_supported(cfg, &mut state)?;
     let mut shard = ShardedEmbeddings::new(state.emb.clone());
     let mut adam = Adam::<f32>::new(0.9, 0.999, 1e-8, tc.weight_decay);
-    let params = state.net.num_params();
+    let params = state.net_mut().num_params();
     let metric = tc.early_stopping.metric.clone();
     let steps_per_epoch = transforms.rows.div_ceil(tc.batch_size as u64);
     let total_steps = if tc.max_steps > 0 {
@@ -571,7 +571,7 @@ fn train_step(
 ) -> Result<f64> {
     // Summed in the id exchange: the global denominator, and ranks that failed to read.
     let mut totals = [denominator(state, &l.batch) as u64, 0];
-    state.net.zero_grad();
+    state.net_mut().zero_grad();
     state.loss.zero_grad();
     let n_dense = state.n_dense;
     assemble(
@@ -595,11 +595,10 @@ fn train_step(
     l.dx.clear();
     l.dx.resize(l.x.len(), 0.0);
     if n > 0 {
-        let logits = state.net.forward(&l.x, &l.batch.cells, n, true);
+        let (net, grid_loss) = state.net_and_loss_mut();
+        let logits = net.forward(&l.x, &l.batch.cells, n, true);
         l.d_logits.resize(logits.len(), 0.0);
-        let lv = state
-            .loss
-            .compute(logits, &l.batch.labels, &l.batch.cells, &mut l.d_logits);
+        let lv = grid_loss.compute(logits, &l.batch.labels, &l.batch.cells, &mut l.d_logits);
         // The local loss is a mean over this rank's denominator; rescaled to the global
         // one, the ranks' gradients sum to the one-process gradient of the whole batch.
         let local = match state.loss.spec().reduction {
@@ -614,7 +613,7 @@ fn train_step(
         l.d_logits.iter_mut().for_each(|g| *g *= scale);
         loss = lv.loss * scale as f64;
         state
-            .net
+            .net_mut()
             .backward(&l.x, &l.batch.cells, &l.d_logits, Some(&mut l.dx), n);
     }
     // Row gradients go to their owners, which update the rows now (as the one-process
@@ -631,16 +630,16 @@ fn train_step(
     // One fused all-reduce: every dense gradient, then the loss.
     l.fused.clear();
     state
-        .net
+        .net_mut()
         .visit_params("", &mut |_, _, g| l.fused.extend_from_slice(g));
     l.fused.push(loss as f32);
     comm.all_reduce_sum(&mut l.fused);
     let mut at = 0;
-    state.net.visit_params("", &mut |_, _, g| {
+    state.net_mut().visit_params("", &mut |_, _, g| {
         g.copy_from_slice(&l.fused[at..at + g.len()]);
         at += g.len();
     });
-    adam.step(state.net.as_mut(), lr);
+    adam.step(state.net_mut(), lr);
     Ok(l.fused[at] as f64)
 }
 

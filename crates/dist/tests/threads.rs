@@ -117,7 +117,7 @@ fn dense(dir: &Path) -> Vec<(String, Vec<f32>)> {
     let mut m = load_model(dir).unwrap();
     let mut out = Vec::new();
     m.state
-        .net
+        .net_mut()
         .visit_params("", &mut |n, p, _| out.push((n.to_string(), p.to_vec())));
     out
 }

@@ -103,10 +103,10 @@ pub fn export(m: &LoadedModel, onnx: &Path) -> Result<ExportSummary> {
     let grid = &m.meta.grid;
     let (nb, nc) = (grid.n_behaviours(), grid.n_cells());
     let n_tasks = nb * nc;
-    if state.net.n_tasks() != n_tasks {
+    if state.net().n_tasks() != n_tasks {
         bail!(
             "the network has {} task logits but the grid {n_tasks} tasks",
-            state.net.n_tasks()
+            state.net().n_tasks()
         );
     }
     let mut g = GraphBuilder::new();
@@ -194,7 +194,7 @@ pub fn export(m: &LoadedModel, onnx: &Path) -> Result<ExportSummary> {
     let x = g.concat(&refs, 1);
 
     let logits = state
-        .net
+        .net()
         .export(&mut g, &x, &cell_in)
         .map_err(|e| anyhow!("cannot export model `{}`: {e}", m.meta.model_name))?;
     let scores = g.scoped("scores", |g| score_head(g, m, &logits, &cell_in));

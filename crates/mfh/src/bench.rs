@@ -303,7 +303,7 @@ fn bench_infer(
     outln!(
         "{}: {} tasks, batch {batch}, {threads} threads; {} batches of `{split}` in memory",
         dir.display(),
-        state.net.n_tasks(),
+        state.net().n_tasks(),
         batches.len()
     );
     let mut ms = Vec::new();
@@ -666,7 +666,7 @@ fn bench_train(
         ),
     };
     let mut state = build_state(w, &raw, routing)?;
-    let params = state.net.num_params();
+    let params = state.net_mut().num_params();
     outln!(
         "{}: input {} → {}; {params} dense parameters; batch {BATCH}; {threads} threads{}",
         w.name(),
@@ -675,7 +675,7 @@ fn bench_train(
             Workload::MmoeRef => "8 experts 256→128, 4 tasks, towers 64→1".to_string(),
             _ => format!(
                 "MFH, {} tasks over {} cells, CGC 2+2 experts 256→128 / 128, towers 64→1, {}",
-                state.net.n_tasks(),
+                state.net().n_tasks(),
                 raw.user_groups * raw.item_groups,
                 if routing {
                     "cell routing"
@@ -978,10 +978,10 @@ fn time_steps(
     let mut rows = 0;
     for _ in 0..steps {
         let i = *step as usize % batches.len();
-        state.net.zero_grad();
+        state.net_mut().zero_grad();
         state.train_step(&mut batches[i], *step + 1);
         let a = Instant::now();
-        adam.step(state.net.as_mut(), 1e-3);
+        adam.step(state.net_mut(), 1e-3);
         *adam_secs += a.elapsed().as_secs_f64();
         rows += batches[i].n;
         *step += 1;

@@ -447,7 +447,7 @@ fn inspect(m: &mut mfh_train::LoadedModel) -> String {
         s,
         "input width {}; {} dense parameters; step {}",
         meta.n_in,
-        m.state.net.num_params(),
+        m.state.net_mut().num_params(),
         meta.step
     );
     let _ = writeln!(
@@ -459,7 +459,7 @@ fn inspect(m: &mut mfh_train::LoadedModel) -> String {
             .map(|v| format!("{v:.4}"))
             .unwrap_or_else(|| "-".into())
     );
-    s.push_str(&m.state.net.describe());
+    s.push_str(&m.state.net().describe());
     let _ = writeln!(
         s,
         "embedding tables:             dim       rows   row bytes   opt bytes  index bytes  optimizer, lifecycle"

@@ -2,9 +2,10 @@
 //! into T row blocks and each block runs through its own copy of the dense network on
 //! its own thread, with unthreaded kernels ([`mfh_nn::kernels::serial`]). The threads
 //! then meet once per pass instead of at every product and elementwise loop, and no
-//! operand is packed twice. The copies' parameters are refreshed from the main network
-//! before each pass and their gradients are added into it after the backward pass, in
-//! block order, so a run stays deterministic for a fixed thread count.
+//! operand is packed twice. The copies take the main network's parameters before a pass
+//! whenever the owner has said they may have changed ([`DataParallel::params_changed`])
+//! or a copy is new, and their gradients are added into the main network after the
+//! backward pass, in block order, so a run stays deterministic for a fixed thread count.
 //!
 //! Only valid for networks whose training forward treats rows independently: a network
 //! with buffers (batch-norm statistics) is never split.
@@ -66,6 +67,8 @@ pub struct DataParallel<T: Float> {
     logits: Vec<T>,
     /// Row blocks of the last forward (1 = the main network ran alone).
     blocks: usize,
+    /// Leading copies whose parameters equal the main network's.
+    synced: usize,
 }
 
 impl<T: Float> Default for DataParallel<T> {
@@ -75,11 +78,19 @@ impl<T: Float> Default for DataParallel<T> {
             splittable: None,
             logits: Vec::new(),
             blocks: 1,
+            synced: 0,
         }
     }
 }
 
 impl<T: Float> DataParallel<T> {
+    /// Says the main network's parameters may have changed since the last pass: every
+    /// copy takes them again before its next one. Whoever changes the parameters (an
+    /// optimizer step, a load) must call this before the next forward.
+    pub fn params_changed(&mut self) {
+        self.synced = 0;
+    }
+
     /// Row blocks for a batch of `n` rows on `main` with `t` threads (usually
     /// [`mfh_nn::kernels::threads`]): one per thread, each at least [`MIN_BLOCK_ROWS`];
     /// 1 when the network cannot be split.
@@ -125,20 +136,25 @@ impl<T: Float> DataParallel<T> {
             return main.forward(x, cells, n, train);
         }
         self.blocks = blocks;
-        // The copies take the main network's current parameters.
-        let main_t = tensors(main);
-        let copies_t: Vec<Vec<Tensor<T>>> = self.copies[..blocks - 1]
-            .iter_mut()
-            .map(|c| tensors(c.as_mut()))
-            .collect();
-        for_pieces(&main_t, |t, lo, len| {
-            for c in &copies_t {
-                // SAFETY: both networks are borrowed for this call and have the same
-                // architecture, so tensor t has the same length in each; pieces are
-                // disjoint ranges and the main network is only read here.
-                unsafe { std::ptr::copy_nonoverlapping(main_t[t].p.add(lo), c[t].p.add(lo), len) };
-            }
-        });
+        // Copies not known to hold the main network's parameters take them.
+        if self.synced < blocks - 1 {
+            let main_t = tensors(main);
+            let copies_t: Vec<Vec<Tensor<T>>> = self.copies[self.synced..blocks - 1]
+                .iter_mut()
+                .map(|c| tensors(c.as_mut()))
+                .collect();
+            for_pieces(&main_t, |t, lo, len| {
+                for c in &copies_t {
+                    // SAFETY: both networks are borrowed for this call and have the same
+                    // architecture, so tensor t has the same length in each; pieces are
+                    // disjoint ranges and the main network is only read here.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(main_t[t].p.add(lo), c[t].p.add(lo), len)
+                    };
+                }
+            });
+            self.synced = blocks - 1;
+        }
         let (ni, nt) = (main.n_in(), main.n_tasks());
         let chunk = n.div_ceil(blocks);
         self.logits.resize(n * nt, T::zero());

@@ -40,6 +40,15 @@ fn check(spec_text: &str, sizes: &[usize], threads: usize) {
     let r = masked_weights(&g, &cells, &mut rng);
     // Two steps, with the parameters changed in between, so the copies must follow.
     for step in 0..2 {
+        // Scoring (twice: the copies keep their parameters between passes) ...
+        let want = whole.forward(&x, &cells, n, false).to_vec();
+        for _ in 0..2 {
+            let got = dp
+                .forward(split.as_mut(), &build, &x, &cells, n, false, blocks)
+                .to_vec();
+            close("eval logits", &got, &want);
+        }
+        // ... then training.
         let want = whole.forward(&x, &cells, n, true).to_vec();
         let got = dp
             .forward(split.as_mut(), &build, &x, &cells, n, true, blocks)
@@ -64,7 +73,28 @@ fn check(spec_text: &str, sizes: &[usize], threads: usize) {
                 }
             });
         }
+        dp.params_changed();
     }
+    // Told nothing, the copies keep the parameters they had: a change made without
+    // `params_changed` reaches only the main network's block.
+    split.visit_params("", &mut |_, p, _| p.iter_mut().for_each(|v| *v += 0.25));
+    whole.visit_params("", &mut |_, p, _| p.iter_mut().for_each(|v| *v += 0.25));
+    let want = whole.forward(&x, &cells, n, false).to_vec();
+    let stale = dp
+        .forward(split.as_mut(), &build, &x, &cells, n, false, blocks)
+        .to_vec();
+    let nt = want.len() / n;
+    let first = n.div_ceil(blocks) * nt;
+    close("main block", &stale[..first], &want[..first]);
+    assert!(
+        stale[first..] != want[first..],
+        "the copies took parameters unasked"
+    );
+    dp.params_changed();
+    let fresh = dp
+        .forward(split.as_mut(), &build, &x, &cells, n, false, blocks)
+        .to_vec();
+    close("refreshed logits", &fresh, &want);
 }
 
 #[test]

@@ -357,7 +357,7 @@ pub(crate) fn read(dir: &Path) -> Result<Restored> {
     let mut adam = Adam::<f32>::new(0.9, 0.999, 1e-8, m.config.train.weight_decay);
     let mut adam_loss = Adam::<f32>::new(0.9, 0.999, 1e-8, 0.0);
     if a.0 > 0 {
-        adam.set_state(m.state.net.as_mut(), a.0, a.1, a.2)
+        adam.set_state(m.state.net_mut(), a.0, a.1, a.2)
             .map_err(|e| anyhow!("{}: {e}", opt_path.display()))?;
     }
     if b.0 > 0 {
@@ -424,7 +424,7 @@ pub(crate) fn non_finite_param(state: &mut ModelState) -> Option<String> {
             bad = Some(name.to_string());
         }
     };
-    state.net.visit_params("", &mut |n, p, _| check(n, p));
+    state.net_mut().visit_params("", &mut |n, p, _| check(n, p));
     state.loss.visit_params("loss.", &mut |n, p, _| check(n, p));
     bad
 }

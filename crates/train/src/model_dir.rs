@@ -78,9 +78,11 @@ fn dense_bytes(state: &mut ModelState) -> Vec<u8> {
         }
     };
     state
-        .net
+        .net_mut()
         .visit_params("", &mut |name, p, _| put(name, 0, p));
-    state.net.visit_buffers("", &mut |name, b| put(name, 1, b));
+    state
+        .net_mut()
+        .visit_buffers("", &mut |name, b| put(name, 1, b));
     state
         .loss
         .visit_params("loss.", &mut |name, p, _| put(name, 0, p));
@@ -170,9 +172,11 @@ fn load_dense(state: &mut ModelState, bytes: &[u8], file: &Path) -> Result<()> {
         }
     };
     state
-        .net
+        .net_mut()
         .visit_params("", &mut |name, p, _| fill(0, name, p));
-    state.net.visit_buffers("", &mut |name, b| fill(1, name, b));
+    state
+        .net_mut()
+        .visit_buffers("", &mut |name, b| fill(1, name, b));
     state
         .loss
         .visit_params("loss.", &mut |name, p, _| fill(0, name, p));
@@ -227,7 +231,7 @@ pub fn save_model(dir: &Path, state: &mut ModelState, info: &SaveInfo) -> Result
         dense_features: info.layout.dense.clone(),
         n_in: state.n_in(),
         seed: info.seed,
-        params: state.net.num_params(),
+        params: state.net_mut().num_params(),
         step: info.step,
         selection_split: info.selection_split.to_string(),
         selection_metric: info.selection_metric.to_string(),

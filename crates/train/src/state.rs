@@ -14,7 +14,9 @@ pub struct ModelState {
     pub grid: TaskGrid,
     pub spec: ModelSpec,
     pub emb: EmbeddingLayer,
-    pub net: Box<dyn MultiTaskModel<f32>>,
+    /// The dense network; reached through [`ModelState::net`] and
+    /// [`ModelState::net_mut`] (which tells the row-block copies to refresh).
+    net: Box<dyn MultiTaskModel<f32>>,
     pub loss: GridLoss,
     pub n_dense: usize,
     x: Vec<f32>,
@@ -230,6 +232,24 @@ impl ModelState {
 
     pub fn n_in(&self) -> usize {
         self.emb.width() + self.n_dense
+    }
+
+    /// The dense network, read-only.
+    pub fn net(&self) -> &dyn MultiTaskModel<f32> {
+        self.net.as_ref()
+    }
+
+    /// The dense network (as [`ModelState::net_mut`]) and the loss, borrowed together.
+    pub fn net_and_loss_mut(&mut self) -> (&mut dyn MultiTaskModel<f32>, &mut GridLoss) {
+        self.parallel.params_changed();
+        (self.net.as_mut(), &mut self.loss)
+    }
+
+    /// The dense network, for changing its parameters (optimizer steps, loading): the
+    /// copies that score row blocks take the parameters again before their next pass.
+    pub fn net_mut(&mut self) -> &mut dyn MultiTaskModel<f32> {
+        self.parallel.params_changed();
+        self.net.as_mut()
     }
 
     /// Fills the network input for `batch`: embeddings, then numeric features.

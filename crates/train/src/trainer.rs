@@ -285,7 +285,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
     };
     // From here on the checkpoints are this run's, unfinished until it ends.
     checkpoint::mark_complete(&ckpt_root, false)?;
-    let params = state.net.num_params();
+    let params = state.net_mut().num_params();
     let metric = tc.early_stopping.metric.clone();
     let steps_per_epoch = transforms.rows.div_ceil(tc.batch_size as u64);
     let total_steps = if tc.max_steps > 0 {
@@ -417,7 +417,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             }
             let step = p.step;
             let lr = learning_rate(&tc.schedule, tc.lr, step, total_steps) as f32;
-            state.net.zero_grad();
+            state.net_mut().zero_grad();
             state.loss.zero_grad();
             let lv = state.train_step(&mut batch, step + 1);
             if !lv.loss.is_finite() {
@@ -428,7 +428,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
                     ck.last_good()
                 );
             }
-            adam.step(state.net.as_mut(), lr);
+            adam.step(state.net_mut(), lr);
             // Uncertainty weighting's log-variances (no parameters otherwise).
             adam_loss.step(&mut state.loss, lr);
             p.step += 1;
