@@ -4,6 +4,7 @@
 use std::io::{self, Read, Write};
 
 use crate::codec::{Decoder, Encoder};
+use crate::index::prefetch_ptr;
 use crate::table::{EmbeddingTable, TableSpec, NO_ROW};
 
 const MAGIC: [u8; 8] = *b"MFHEMBLY";
@@ -341,18 +342,28 @@ impl EmbeddingLayer {
         self.check_out("EmbeddingLayer::forward", n, out.len(), row_stride);
         self.train_batch = None;
         if !train {
-            self.gather(input, out, row_stride, |f, _, id| {
-                self.tables[self.fields[f].table].lookup_eval(id)
-            });
+            self.gather(
+                input,
+                out,
+                row_stride,
+                |f, _, id| self.tables[self.fields[f].table].lookup_eval(id),
+                |f, id| self.tables[self.fields[f].table].prefetch(id),
+            );
             return;
         }
         self.lookup_train_fields(input);
         // Rows into the output, in row blocks over the threads (read-only from here).
         let slots = &self.slots;
-        self.gather(input, out, row_stride, |f, pos, _| {
-            let s = slots[f][pos];
-            (s != NO_ROW).then_some(s)
-        });
+        self.gather(
+            input,
+            out,
+            row_stride,
+            |f, pos, _| {
+                let s = slots[f][pos];
+                (s != NO_ROW).then_some(s)
+            },
+            |_, _| {},
+        );
         self.train_batch = Some(n);
     }
 
@@ -410,18 +421,20 @@ impl EmbeddingLayer {
     /// rayon's threads (each row written by one thread, so the result does not depend on
     /// the split). `slot_of(field, position, id)` is the row of an id occurrence: its
     /// position is the row index for a single-valued field, the index into the field's
-    /// id list for a multi-valued one; `None` reads zeros.
+    /// id list for a multi-valued one; `None` reads zeros. `hint(field, id)` is called a
+    /// few rows before `slot_of` for the same single-valued id (to start its fetch).
     fn gather(
         &self,
         input: &SparseInput,
         out: &mut [f32],
         row_stride: usize,
         slot_of: impl Fn(usize, usize, u64) -> Option<u32> + Sync,
+        hint: impl Fn(usize, u64) + Sync,
     ) {
         let n = input.n;
         let threads = rayon::current_num_threads();
         if threads <= 1 || n * self.fields.len() < 1 << 13 || row_stride == 0 {
-            self.gather_rows(input, 0, n, out, row_stride, &slot_of);
+            self.gather_rows(input, 0, n, out, row_stride, &slot_of, &hint);
             return;
         }
         use rayon::prelude::*;
@@ -432,11 +445,13 @@ impl EmbeddingLayer {
             .enumerate()
             .for_each(|(b, block)| {
                 let lo = b * chunk;
-                self.gather_rows(input, lo, chunk.min(n - lo), block, row_stride, &slot_of)
+                let len = chunk.min(n - lo);
+                self.gather_rows(input, lo, len, block, row_stride, &slot_of, &hint)
             });
     }
 
     /// [`Self::gather`] for rows `lo..lo + len` into `out` (whose row 0 is row `lo`).
+    #[allow(clippy::too_many_arguments)] // the gather's row range plus its two lookups
     fn gather_rows(
         &self,
         input: &SparseInput,
@@ -445,6 +460,7 @@ impl EmbeddingLayer {
         out: &mut [f32],
         row_stride: usize,
         slot_of: &impl Fn(usize, usize, u64) -> Option<u32>,
+        hint: &impl Fn(usize, u64),
     ) {
         for (f, field) in self.fields.iter().enumerate() {
             let table = &self.tables[field.table];
@@ -458,13 +474,17 @@ impl EmbeddingLayer {
                 let mut slots = [None; CHUNK];
                 for c0 in (0..len).step_by(CHUNK) {
                     let cl = CHUNK.min(len - c0);
+                    let id_of = |i: usize| input.single[i * self.n_single + k];
                     for (j, s) in slots[..cl].iter_mut().enumerate() {
                         let i = lo + c0 + j;
-                        *s = slot_of(f, i, input.single[i * self.n_single + k]);
+                        if i + AHEAD < lo + len {
+                            hint(f, id_of(i + AHEAD));
+                        }
+                        *s = slot_of(f, i, id_of(i));
                     }
                     for j in 0..cl {
                         if let Some(Some(s)) = slots.get(j + AHEAD).filter(|_| j + AHEAD < cl) {
-                            prefetch(table.row(*s));
+                            prefetch_ptr(table.row(*s).as_ptr().cast());
                         }
                         let dst = &mut out[(c0 + j) * row_stride + col..][..dim];
                         match slots[j] {
@@ -678,20 +698,6 @@ impl EmbeddingLayer {
             .collect::<Result<Vec<_>, _>>()?;
         Self::from_tables(tables, fields).map_err(|e| format!("embedding layer: {e}"))
     }
-}
-
-/// Hints the CPU to bring a row into cache ahead of its use.
-#[inline]
-fn prefetch(row: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults and reads nothing architecturally; the pointer
-    // comes from a live slice.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = row;
 }
 
 /// `dst.copy_from_slice(src)`, inlined for 16-wide rows instead of a call to `memcpy`.

@@ -6,6 +6,7 @@
 
 mod codec;
 mod hash;
+mod index;
 mod layer;
 mod optimizer;
 mod table;

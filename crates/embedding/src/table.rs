@@ -1,10 +1,10 @@
 //! One hashed embedding table: id → slot map, a flat slab of rows, per-row optimizer state.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
 use crate::codec::{Decoder, Encoder};
-use crate::hash::{init_row, IdHashBuilder};
+use crate::hash::init_row;
+use crate::index::IdIndex;
 use crate::optimizer::RowOptimizer;
 
 const MAGIC: [u8; 8] = *b"MFHEMBTB";
@@ -139,7 +139,7 @@ impl TableSpec {
 pub struct EmbeddingTable {
     spec: TableSpec,
     state_width: usize,
-    index: HashMap<u64, u32, IdHashBuilder>,
+    index: IdIndex,
     /// `slot · dim ..` is the row of a slot.
     rows: Vec<f32>,
     /// `slot · state_width ..` is the optimizer state of a slot.
@@ -192,7 +192,7 @@ impl EmbeddingTable {
             now: 0,
             stats: LifecycleStats::default(),
             spec,
-            index: HashMap::with_hasher(IdHashBuilder),
+            index: IdIndex::default(),
             rows: Vec::new(),
             state: Vec::new(),
             order: Vec::new(),
@@ -218,7 +218,7 @@ impl EmbeddingTable {
         self.index.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.index.len() == 0
     }
 
     /// Approximate heap bytes: row slab, state slab, hash map buckets, lifecycle
@@ -239,9 +239,7 @@ impl EmbeddingTable {
     /// Heap bytes of the id → row index, the admission sketch and the expiry
     /// bookkeeping.
     pub fn index_bytes(&self) -> usize {
-        // Each hashbrown bucket stores the (key, value) pair plus one control byte.
-        let bucket = std::mem::size_of::<(u64, u32)>() + 1;
-        self.index.capacity() * bucket
+        self.index.bytes()
             + self.sketch.as_ref().map_or(0, |s| s.counters.len() * 2)
             + self.meta.as_ref().map_or(0, |m| {
                 m.ids.capacity() * 8 + m.last.capacity() * 8 + m.freq.capacity() * 4
@@ -258,7 +256,7 @@ impl EmbeddingTable {
         };
         self.meta = lifecycle.tracks_rows().then(|| {
             let mut ids = vec![0; self.index.len()];
-            for (&id, &slot) in &self.index {
+            for (id, slot) in self.index.iter() {
                 ids[slot as usize] = id;
             }
             RowMeta {
@@ -325,7 +323,7 @@ impl EmbeddingTable {
         let (dim, sw) = (self.spec.dim, self.state_width);
         let meta = self.meta.as_mut().expect("eviction bookkeeping");
         let last = meta.ids.len() - 1;
-        self.index.remove(&meta.ids[slot]);
+        self.index.remove(meta.ids[slot]);
         if slot != last {
             self.rows
                 .copy_within(last * dim..(last + 1) * dim, slot * dim);
@@ -361,9 +359,13 @@ impl EmbeddingTable {
         let dim = spec.dim;
         slots.clear();
         slots.reserve(ids.len());
-        for &id in ids {
-            let slot = match index.get(&id) {
-                Some(&slot) => slot,
+        const AHEAD: usize = 8;
+        for (i, &id) in ids.iter().enumerate() {
+            if let Some(&next) = ids.get(i + AHEAD) {
+                index.prefetch(next);
+            }
+            let slot = match index.get(id) {
+                Some(slot) => slot,
                 None => {
                     if let Some(sk) = sketch.as_mut() {
                         if sk.add(id) < spec.lifecycle.admit_after {
@@ -410,7 +412,14 @@ impl EmbeddingTable {
     /// default all-zero row.
     #[inline]
     pub fn lookup_eval(&self, id: u64) -> Option<u32> {
-        self.index.get(&id).copied()
+        self.index.get(id)
+    }
+
+    /// Starts fetching what a lookup of `id` will read (a hint, for batches: issued a
+    /// few ids ahead, the cache misses of several lookups overlap).
+    #[inline]
+    pub fn prefetch(&self, id: u64) {
+        self.index.prefetch(id);
     }
 
     /// The row of a slot returned by a lookup.
@@ -513,7 +522,7 @@ impl EmbeddingTable {
     /// Every id with a row and its slot, in no particular order (for moving rows between
     /// shards of a distributed table).
     pub fn ids(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
-        self.index.iter().map(|(&id, &slot)| (id, slot))
+        self.index.iter()
     }
 
     /// Sets the row of `id` and its optimizer state, creating the row if needed (for
@@ -526,8 +535,8 @@ impl EmbeddingTable {
             row.len() == dim && state.len() == sw,
             "insert_row: wrong width"
         );
-        let slot = match self.index.get(&id) {
-            Some(&s) => s as usize,
+        let slot = match self.index.get(id) {
+            Some(s) => s as usize,
             None => {
                 let s = self.index.len();
                 self.index.insert(id, s as u32);
@@ -600,7 +609,7 @@ impl EmbeddingTable {
         enc.u64(self.len() as u64);
 
         // Ascending id order makes the file independent of insertion history.
-        let mut by_id: Vec<(u64, u32)> = self.index.iter().map(|(&id, &s)| (id, s)).collect();
+        let mut by_id: Vec<(u64, u32)> = self.index.iter().collect();
         by_id.sort_unstable();
         for (id, slot) in by_id {
             enc.u64(id);

@@ -42,7 +42,8 @@ fn batch(n: usize, seed: u64) -> Batch {
             .extend((0..FIELDS as u64).map(|f| (r >> (8 * f)) % 50 + 100 * f));
         b.dense
             .extend([(r % 7) as f32 / 7.0, (r % 11) as f32 / 11.0]);
-        b.labels.extend([(r % 2) as f32, r.is_multiple_of(3) as u8 as f32]);
+        b.labels
+            .extend([(r % 2) as f32, r.is_multiple_of(3) as u8 as f32]);
         b.cells.push(0);
         b.groups.push(0);
         b.rows.push(i);
