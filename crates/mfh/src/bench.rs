@@ -115,7 +115,7 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 3.0)]
         skew: f64,
     },
-    /// sgemm throughput (n × n × n f32) through mfh's product kernel.
+    /// sgemm throughput (n × n × n f32): mfh's product kernel and the `gemm` crate.
     Sgemm {
         #[arg(long, default_value_t = 2048)]
         n: usize,
@@ -948,21 +948,43 @@ fn bench_sgemm(n: usize, threads: usize, repeats: usize) {
     };
     let (a, b) = (m(), m());
     let mut c = vec![0f32; n * n];
-    let mut rates = Vec::new();
-    for r in 0..=repeats {
-        let t = Instant::now();
-        mfh_nn::kernels::matmul(n, n, n, 1.0, &a, n, false, &b, n, false, 0.0, &mut c, n);
-        let dt = t.elapsed().as_secs_f64();
-        if r > 0 {
-            rates.push(2.0 * (n as f64).powi(3) / dt / 1e9);
-        }
-    }
-    std::hint::black_box(&c);
-    summary(
-        &format!("sgemm {n}³ f32, {threads} threads"),
-        "GFLOP/s",
-        rates,
+    // mfh's own product kernel (what the models run), then the `gemm` crate alone.
+    type Product = fn(
+        usize,
+        usize,
+        usize,
+        f32,
+        &[f32],
+        usize,
+        bool,
+        &[f32],
+        usize,
+        bool,
+        f32,
+        &mut [f32],
+        usize,
     );
+    let kernels: [(&str, Product); 2] = [
+        ("mfh kernel", mfh_nn::kernels::matmul),
+        ("gemm crate", mfh_nn::kernels::matmul_library),
+    ];
+    for (name, product) in kernels {
+        let mut rates = Vec::new();
+        for r in 0..=repeats {
+            let t = Instant::now();
+            product(n, n, n, 1.0, &a, n, false, &b, n, false, 0.0, &mut c, n);
+            let dt = t.elapsed().as_secs_f64();
+            if r > 0 {
+                rates.push(2.0 * (n as f64).powi(3) / dt / 1e9);
+            }
+        }
+        std::hint::black_box(&c);
+        summary(
+            &format!("sgemm {n}³ f32 ({name}), {threads} threads"),
+            "GFLOP/s",
+            rates,
+        );
+    }
 }
 
 /// Times `steps` training steps over `batches` (cycled), returning samples/s.

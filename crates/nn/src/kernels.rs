@@ -124,6 +124,8 @@ struct Operands<T> {
     /// Added to each row of the result when not null (`n` values), then ReLU if `relu`.
     bias: *const T,
     relu: bool,
+    /// Use the `gemm` crate even where the own f32 kernel runs (benchmarks).
+    library: bool,
 }
 
 // SAFETY: the pointers are only dereferenced during the `matmul` call that created them,
@@ -138,7 +140,10 @@ unsafe impl<T> Sync for Operands<T> {}
 /// `bias`, when not null, must point at `n` values, and `c` must not alias `a` or `b`.
 unsafe fn gemm_block<T: Float>(m: usize, n: usize, k: usize, alpha: T, beta: T, o: Operands<T>) {
     #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && crate::sgemm::available() {
+    if !o.library
+        && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && crate::sgemm::available()
+    {
         // T is f32 here, so the pointer casts and the scalar conversions are exact.
         let view = |ptr: *const T, rs, cs| crate::sgemm::View {
             ptr: ptr.cast(),
@@ -224,7 +229,30 @@ pub fn matmul<T: Float>(
     ldc: usize,
 ) {
     product(
-        m, n, k, alpha, a, lda, trans_a, b, ldb, trans_b, beta, c, ldc, None, false,
+        m, n, k, alpha, a, lda, trans_a, b, ldb, trans_b, beta, c, ldc, None, false, false,
+    );
+}
+
+/// [`matmul`] through the `gemm` crate alone, for comparing the product kernels: the
+/// same threading, but never the hand-written f32 kernel.
+#[allow(clippy::too_many_arguments)] // BLAS-style signature: every argument is needed.
+pub fn matmul_library<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: &[T],
+    lda: usize,
+    trans_a: bool,
+    b: &[T],
+    ldb: usize,
+    trans_b: bool,
+    beta: T,
+    c: &mut [T],
+    ldc: usize,
+) {
+    product(
+        m, n, k, alpha, a, lda, trans_a, b, ldb, trans_b, beta, c, ldc, None, false, true,
     );
 }
 
@@ -265,6 +293,7 @@ pub fn matmul_bias_act<T: Float>(
         ldc,
         Some(bias),
         relu,
+        false,
     );
 }
 
@@ -285,6 +314,7 @@ fn product<T: Float>(
     ldc: usize,
     bias: Option<&[T]>,
     relu: bool,
+    library: bool,
 ) {
     let (a_rows, a_cols) = if trans_a { (k, m) } else { (m, k) };
     let (b_rows, b_cols) = if trans_b { (n, k) } else { (k, n) };
@@ -310,6 +340,7 @@ fn product<T: Float>(
         ldc,
         bias: bias.map_or(std::ptr::null(), <[T]>::as_ptr),
         relu,
+        library,
     };
     let t = threads();
     if t == 1 || m * n * k < PAR_MIN_WORK {
@@ -826,11 +857,14 @@ pub fn gated_sums_forward<T: Float>(
     );
     let ptrs: Vec<SharedMut<T>> = outs.iter_mut().map(|o| SharedMut(o.as_mut_ptr())).collect();
     for_row_ranges(n, k * d, |lo, rows| {
-        for (kk, p) in ptrs.iter().enumerate() {
-            // SAFETY: rows lo..lo+rows of output kk belong to this block alone, and the
-            // buffer holds at least n·d elements (asserted above).
-            let out = unsafe { std::slice::from_raw_parts_mut(p.ptr().add(lo * d), rows * d) };
-            gated_sum_forward_block(&g[kk * gs + lo * e..], &x[lo * e * d..], rows, e, d, out);
+        // Row by row, every output in turn, so a row of x is read from memory once.
+        for i in lo..lo + rows {
+            for (kk, p) in ptrs.iter().enumerate() {
+                // SAFETY: row i of output kk belongs to this block alone, and the buffer
+                // holds at least n·d elements (asserted above).
+                let out = unsafe { std::slice::from_raw_parts_mut(p.ptr().add(i * d), d) };
+                gated_sum_forward_block(&g[kk * gs + i * e..], &x[i * e * d..], 1, e, d, out);
+            }
         }
     });
 }
