@@ -152,14 +152,18 @@ def main():
         rates.append(args.steps * BATCH / (time.perf_counter() - t))
     model.eval()
     with torch.no_grad():
-        ids, dense, _ = data[0]
-        for _ in range(5):
-            model(ids, dense)
+        # Scoring cycles through the batches, as mfh's does (the same ids, so the same
+        # embedding rows are touched on both sides).
+        for k in range(5):
+            model(*data[k % len(data)][:2])
         inf = []
+        k = 0
         for _ in range(args.windows):
             t = time.perf_counter()
             for _ in range(args.steps):
+                ids, dense, _ = data[k % len(data)]
                 model(ids, dense)
+                k += 1
             inf.append(args.steps * BATCH / (time.perf_counter() - t))
     n_params = sum(p.numel() for p in other)
     print(f"torch {torch.__version__} MMoE-ref ({args.variant} embeddings), {n_params} dense parameters, {args.threads} threads")
