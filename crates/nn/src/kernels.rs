@@ -1,15 +1,18 @@
-//! Numerical kernels: the only module that calls `gemm`, plus the row-wise elementwise
-//! loops (bias, ReLU, softmax, gated sums, batch-norm statistics, Adam) the layers share.
+//! Numerical kernels: the matrix product (the own f32 kernel of [`crate::sgemm`] on
+//! CPUs with AVX2 and FMA, the `gemm` crate for f64 and elsewhere), plus the row-wise
+//! elementwise loops (bias, ReLU, softmax, gated sums, batch-norm statistics, Adam) the
+//! layers share.
 //!
 //! All matrices are row-major with an explicit row stride ("leading dimension"), which
 //! lets layers work on column blocks of a wider buffer (one expert inside an expert bank)
 //! without copies.
 //!
 //! Threads and determinism: with `threads() > 1` a product is split into one block of
-//! output rows (or columns) per thread, each computed by an unthreaded gemm over the
+//! output rows (or columns) per thread, each computed by an unthreaded product over the
 //! whole reduction (k) dimension. No element's sum is ever split across threads, so with
-//! a fixed thread count results are bit-for-bit reproducible. (gemm's own rayon mode
-//! only splits output tiles too, but measured about half as fast on the MMoE shapes.)
+//! a fixed thread count results are bit-for-bit reproducible (with the own f32 kernel a
+//! row's result does not even depend on the split). (gemm's own rayon mode only splits
+//! output tiles too, but measured about half as fast on the MMoE shapes.)
 //! The larger elementwise kernels split whole rows (or, for column sums, whole columns)
 //! across the same threads, so each element is still computed by one thread in a fixed
 //! order and results stay reproducible.
