@@ -46,6 +46,21 @@ impl IdIndex {
         self.keys.len() - 1
     }
 
+    /// The bucket holding `id` (`true`), or the free bucket that ends its probe run
+    /// (`false`). The buckets must not be empty; `id` must not be 0.
+    #[inline]
+    fn find(&self, id: u64) -> (usize, bool) {
+        let mask = self.mask();
+        let mut b = self.home(id);
+        loop {
+            match self.keys[b] {
+                k if k == id => return (b, true),
+                FREE => return (b, false),
+                _ => b = (b + 1) & mask,
+            }
+        }
+    }
+
     /// The slot of `id`, if it has one.
     #[inline]
     pub fn get(&self, id: u64) -> Option<u32> {
@@ -55,18 +70,8 @@ impl IdIndex {
         if self.used == 0 {
             return None;
         }
-        let mask = self.mask();
-        let mut b = self.home(id);
-        loop {
-            let k = self.keys[b];
-            if k == id {
-                return Some(self.slots[b]);
-            }
-            if k == FREE {
-                return None;
-            }
-            b = (b + 1) & mask;
-        }
+        let (b, found) = self.find(id);
+        found.then(|| self.slots[b])
     }
 
     /// Asks the CPU to bring `id`'s home bucket into cache (a hint; never faults).
@@ -89,22 +94,12 @@ impl IdIndex {
         if (self.used + 1) * 5 > self.keys.len() * 4 {
             self.grow_for(self.used + 1);
         }
-        let mask = self.mask();
-        let mut b = self.home(id);
-        loop {
-            let k = self.keys[b];
-            if k == id {
-                self.slots[b] = slot;
-                return;
-            }
-            if k == FREE {
-                self.keys[b] = id;
-                self.slots[b] = slot;
-                self.used += 1;
-                return;
-            }
-            b = (b + 1) & mask;
+        let (b, found) = self.find(id);
+        if !found {
+            self.keys[b] = id;
+            self.used += 1;
         }
+        self.slots[b] = slot;
     }
 
     /// Removes `id`; returns its slot. Later entries of the probe run shift back, so
@@ -116,18 +111,11 @@ impl IdIndex {
         if self.used == 0 {
             return None;
         }
-        let mask = self.mask();
-        let mut hole = self.home(id);
-        loop {
-            let k = self.keys[hole];
-            if k == FREE {
-                return None;
-            }
-            if k == id {
-                break;
-            }
-            hole = (hole + 1) & mask;
+        let (mut hole, found) = self.find(id);
+        if !found {
+            return None;
         }
+        let mask = self.mask();
         let slot = self.slots[hole];
         let mut j = hole;
         loop {

@@ -707,28 +707,26 @@ fn bench_train(
     let mut adam = Adam::<f32>::new(0.9, 0.999, 1e-8, 0.0);
     let mut step = 0u64;
     let mut adam_secs = 0.0;
-    time_steps(
-        &mut state,
-        &mut adam,
-        &mut batches,
-        &mut step,
-        steps,
-        &mut adam_secs,
-    ); // warm-up
-    if !infer_only {
-        state.phases = Some(Default::default());
-        adam_secs = 0.0;
-        let mut rates = Vec::new();
-        for _ in 0..windows {
-            rates.push(time_steps(
-                &mut state,
-                &mut adam,
-                &mut batches,
-                &mut step,
-                steps,
-                &mut adam_secs,
-            ));
+    // Window 0 warms up (with --infer-only it is the only training, so rows exist).
+    let mut rates = Vec::new();
+    for w in 0..=if infer_only { 0 } else { windows } {
+        if w == 1 {
+            state.phases = Some(Default::default());
+            adam_secs = 0.0;
         }
+        let rate = time_steps(
+            &mut state,
+            &mut adam,
+            &mut batches,
+            &mut step,
+            steps,
+            &mut adam_secs,
+        );
+        if w > 0 {
+            rates.push(rate);
+        }
+    }
+    if !infer_only {
         if let Some(p) = state.phases.take() {
             let mut parts: Vec<String> = p
                 .per_step_ms()

@@ -303,53 +303,23 @@ unsafe fn kernel(
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc).cast());
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + NR - 1).cast());
     }
-    let mut c00 = _mm256_setzero_ps();
-    let mut c01 = _mm256_setzero_ps();
-    let mut c10 = _mm256_setzero_ps();
-    let mut c11 = _mm256_setzero_ps();
-    let mut c20 = _mm256_setzero_ps();
-    let mut c21 = _mm256_setzero_ps();
-    let mut c30 = _mm256_setzero_ps();
-    let mut c31 = _mm256_setzero_ps();
-    let mut c40 = _mm256_setzero_ps();
-    let mut c41 = _mm256_setzero_ps();
-    let mut c50 = _mm256_setzero_ps();
-    let mut c51 = _mm256_setzero_ps();
+    // Row i of the tile in acc[i] (two 8-lane halves); the loops over i unroll, and the
+    // 12 accumulators live in registers.
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
         let b0 = _mm256_load_ps(bp);
         let b1 = _mm256_load_ps(bp.add(8));
-        let x = _mm256_broadcast_ss(&*ap);
-        c00 = _mm256_fmadd_ps(x, b0, c00);
-        c01 = _mm256_fmadd_ps(x, b1, c01);
-        let x = _mm256_broadcast_ss(&*ap.add(1));
-        c10 = _mm256_fmadd_ps(x, b0, c10);
-        c11 = _mm256_fmadd_ps(x, b1, c11);
-        let x = _mm256_broadcast_ss(&*ap.add(2));
-        c20 = _mm256_fmadd_ps(x, b0, c20);
-        c21 = _mm256_fmadd_ps(x, b1, c21);
-        let x = _mm256_broadcast_ss(&*ap.add(3));
-        c30 = _mm256_fmadd_ps(x, b0, c30);
-        c31 = _mm256_fmadd_ps(x, b1, c31);
-        let x = _mm256_broadcast_ss(&*ap.add(4));
-        c40 = _mm256_fmadd_ps(x, b0, c40);
-        c41 = _mm256_fmadd_ps(x, b1, c41);
-        let x = _mm256_broadcast_ss(&*ap.add(5));
-        c50 = _mm256_fmadd_ps(x, b0, c50);
-        c51 = _mm256_fmadd_ps(x, b1, c51);
+        for (i, row) in acc.iter_mut().enumerate() {
+            let x = _mm256_broadcast_ss(&*ap.add(i));
+            row[0] = _mm256_fmadd_ps(x, b0, row[0]);
+            row[1] = _mm256_fmadd_ps(x, b1, row[1]);
+        }
         ap = ap.add(MR);
         bp = bp.add(NR);
     }
     let va = _mm256_set1_ps(alpha);
-    let mut rows = [
-        (c00, c01),
-        (c10, c11),
-        (c20, c21),
-        (c30, c31),
-        (c40, c41),
-        (c50, c51),
-    ];
-    for (i, (lo, hi)) in rows.iter_mut().enumerate() {
+    for (i, [lo, hi]) in acc.iter_mut().enumerate() {
         if beta == 0.0 {
             *lo = _mm256_mul_ps(va, *lo);
             *hi = _mm256_mul_ps(va, *hi);
@@ -369,7 +339,7 @@ unsafe fn kernel(
         } else {
             (_mm256_loadu_ps(epi.bias), _mm256_loadu_ps(epi.bias.add(8)))
         };
-        for (lo, hi) in rows.iter_mut() {
+        for [lo, hi] in acc.iter_mut() {
             if !epi.bias.is_null() {
                 *lo = _mm256_add_ps(*lo, b_lo);
                 *hi = _mm256_add_ps(*hi, b_hi);
@@ -381,7 +351,7 @@ unsafe fn kernel(
             }
         }
     }
-    for (i, (lo, hi)) in rows.into_iter().enumerate() {
+    for (i, [lo, hi]) in acc.into_iter().enumerate() {
         let p = c.add(i * ldc);
         _mm256_storeu_ps(p, lo);
         _mm256_storeu_ps(p.add(8), hi);
