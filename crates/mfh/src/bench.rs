@@ -946,31 +946,51 @@ fn bench_sgemm(n: usize, threads: usize, repeats: usize) {
     };
     let (a, b) = (m(), m());
     let mut c = vec![0f32; n * n];
-    // mfh's own product kernel (what the models run), then the `gemm` crate alone.
-    type Product = fn(
-        usize,
-        usize,
-        usize,
-        f32,
-        &[f32],
-        usize,
-        bool,
-        &[f32],
-        usize,
-        bool,
-        f32,
-        &mut [f32],
-        usize,
-    );
-    let kernels: [(&str, Product); 2] = [
-        ("mfh kernel", mfh_nn::kernels::matmul),
-        ("gemm crate", mfh_nn::kernels::matmul_library),
+    // mfh's product (what the models run), then the `gemm` crate itself with its own
+    // rayon parallelism: the definition of sgemm throughput.
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    type Product<'a> = &'a dyn Fn(&mut [f32]);
+    let runs: [(&str, Product); 2] = [
+        ("mfh kernel", &|c: &mut [f32]| {
+            mfh_nn::kernels::matmul(n, n, n, 1.0, &a, n, false, &b, n, false, 0.0, c, n)
+        }),
+        ("gemm crate", &|c: &mut [f32]| {
+            // SAFETY: a, b and c are n × n row-major buffers, c is not read (the
+            // `read_dst` flag is false) and aliases neither input.
+            unsafe {
+                gemm::gemm(
+                    n,
+                    n,
+                    n,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    n as isize,
+                    b.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                )
+            }
+        }),
     ];
-    for (name, product) in kernels {
+    for (name, product) in runs {
         let mut rates = Vec::new();
         for r in 0..=repeats {
             let t = Instant::now();
-            product(n, n, n, 1.0, &a, n, false, &b, n, false, 0.0, &mut c, n);
+            product(&mut c);
             let dt = t.elapsed().as_secs_f64();
             if r > 0 {
                 rates.push(2.0 * (n as f64).powi(3) / dt / 1e9);

@@ -127,8 +127,6 @@ struct Operands<T> {
     /// Added to each row of the result when not null (`n` values), then ReLU if `relu`.
     bias: *const T,
     relu: bool,
-    /// Use the `gemm` crate even where the own f32 kernel runs (benchmarks).
-    library: bool,
 }
 
 // SAFETY: the pointers are only dereferenced during the `matmul` call that created them,
@@ -143,10 +141,7 @@ unsafe impl<T> Sync for Operands<T> {}
 /// `bias`, when not null, must point at `n` values, and `c` must not alias `a` or `b`.
 unsafe fn gemm_block<T: Float>(m: usize, n: usize, k: usize, alpha: T, beta: T, o: Operands<T>) {
     #[cfg(target_arch = "x86_64")]
-    if !o.library
-        && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-        && crate::sgemm::available()
-    {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && crate::sgemm::available() {
         // T is f32 here, so the pointer casts and the scalar conversions are exact.
         let view = |ptr: *const T, rs, cs| crate::sgemm::View {
             ptr: ptr.cast(),
@@ -232,30 +227,7 @@ pub fn matmul<T: Float>(
     ldc: usize,
 ) {
     product(
-        m, n, k, alpha, a, lda, trans_a, b, ldb, trans_b, beta, c, ldc, None, false, false,
-    );
-}
-
-/// [`matmul`] through the `gemm` crate alone, for comparing the product kernels: the
-/// same threading, but never the hand-written f32 kernel.
-#[allow(clippy::too_many_arguments)] // BLAS-style signature: every argument is needed.
-pub fn matmul_library<T: Float>(
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: T,
-    a: &[T],
-    lda: usize,
-    trans_a: bool,
-    b: &[T],
-    ldb: usize,
-    trans_b: bool,
-    beta: T,
-    c: &mut [T],
-    ldc: usize,
-) {
-    product(
-        m, n, k, alpha, a, lda, trans_a, b, ldb, trans_b, beta, c, ldc, None, false, true,
+        m, n, k, alpha, a, lda, trans_a, b, ldb, trans_b, beta, c, ldc, None, false,
     );
 }
 
@@ -296,7 +268,6 @@ pub fn matmul_bias_act<T: Float>(
         ldc,
         Some(bias),
         relu,
-        false,
     );
 }
 
@@ -317,7 +288,6 @@ fn product<T: Float>(
     ldc: usize,
     bias: Option<&[T]>,
     relu: bool,
-    library: bool,
 ) {
     let (a_rows, a_cols) = if trans_a { (k, m) } else { (m, k) };
     let (b_rows, b_cols) = if trans_b { (n, k) } else { (k, n) };
@@ -343,7 +313,6 @@ fn product<T: Float>(
         ldc,
         bias: bias.map_or(std::ptr::null(), <[T]>::as_ptr),
         relu,
-        library,
     };
     let t = threads();
     if t == 1 || m * n * k < PAR_MIN_WORK {
