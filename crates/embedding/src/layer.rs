@@ -466,15 +466,15 @@ impl EmbeddingLayer {
             let table = &self.tables[field.table];
             let FieldLayout { input: k, col } = self.layout[f];
             let dim = field.dim;
-            if field.pooling.is_none() {
-                // Slots of a chunk of rows first (independent lookups the CPU overlaps),
-                // then the rows, each fetched a few rows ahead of its copy.
+            let Some(pooling) = field.pooling else {
+                // Single-valued: the slots of a chunk of rows first (independent lookups
+                // the CPU overlaps), then the rows, each fetched a few rows ahead.
                 const CHUNK: usize = 64;
                 const AHEAD: usize = 8;
                 let mut slots = [None; CHUNK];
+                let id_of = |i: usize| input.single[i * self.n_single + k];
                 for c0 in (0..len).step_by(CHUNK) {
                     let cl = CHUNK.min(len - c0);
-                    let id_of = |i: usize| input.single[i * self.n_single + k];
                     for (j, s) in slots[..cl].iter_mut().enumerate() {
                         let i = lo + c0 + j;
                         if i + AHEAD < lo + len {
@@ -483,7 +483,7 @@ impl EmbeddingLayer {
                         *s = slot_of(f, i, id_of(i));
                     }
                     for j in 0..cl {
-                        if let Some(Some(s)) = slots.get(j + AHEAD).filter(|_| j + AHEAD < cl) {
+                        if let Some(Some(s)) = slots[..cl].get(j + AHEAD) {
                             prefetch_ptr(table.row(*s).as_ptr().cast());
                         }
                         let dst = &mut out[(c0 + j) * row_stride + col..][..dim];
@@ -494,26 +494,21 @@ impl EmbeddingLayer {
                     }
                 }
                 continue;
-            }
+            };
             for r in 0..len {
                 let i = lo + r;
                 let dst = &mut out[r * row_stride + col..][..dim];
-                match field.pooling {
-                    None => unreachable!("single-valued fields are gathered above"),
-                    Some(pooling) => {
-                        let m = &input.multi[k];
-                        let (a, b) = (m.offsets[i] as usize, m.offsets[i + 1] as usize);
-                        dst.fill(0.0);
-                        for (pos, &id) in (a..b).zip(&m.ids[a..b]) {
-                            if let Some(s) = slot_of(f, pos, id) {
-                                for (o, v) in dst.iter_mut().zip(table.row(s)) {
-                                    *o += v;
-                                }
-                            }
+                let m = &input.multi[k];
+                let (a, b) = (m.offsets[i] as usize, m.offsets[i + 1] as usize);
+                dst.fill(0.0);
+                for (pos, &id) in (a..b).zip(&m.ids[a..b]) {
+                    if let Some(s) = slot_of(f, pos, id) {
+                        for (o, v) in dst.iter_mut().zip(table.row(s)) {
+                            *o += v;
                         }
-                        finish_pool(pooling, b - a, dst);
                     }
                 }
+                finish_pool(pooling, b - a, dst);
             }
         }
     }
