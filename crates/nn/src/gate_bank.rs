@@ -62,7 +62,23 @@ impl<T: Float> GateBank<T> {
             b[kk * e..(kk + 1) * e].copy_from_slice(gate.proj().bias());
         }
         let z = ensure_len(&mut self.z, n * ke);
-        matmul_bias_act(n, ke, ni, x, ni, false, w, ke, false, z, ke, b, false);
+        matmul_bias_act(
+            n,
+            ke,
+            ni,
+            T::one(),
+            x,
+            ni,
+            false,
+            w,
+            ke,
+            false,
+            T::zero(),
+            z,
+            ke,
+            Some(b),
+            false,
+        );
         let p = ensure_len(&mut self.p, k * n * e);
         for (kk, gate) in gates.iter().enumerate() {
             let pk = &mut p[kk * n * e..(kk + 1) * n * e];

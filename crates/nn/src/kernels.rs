@@ -226,53 +226,17 @@ pub fn matmul<T: Float>(
     c: &mut [T],
     ldc: usize,
 ) {
-    product(
+    matmul_bias_act(
         m, n, k, alpha, a, lda, trans_a, b, ldb, trans_b, beta, c, ldc, None, false,
     );
 }
 
-/// `C = act(op(A)·op(B) + bias)`, the bias added to every row and ReLU applied when
-/// `relu`, as the product writes each tile (no second pass over `C`). The result equals
-/// [`matmul`] (with `alpha = 1`, `beta = 0`) followed by [`bias_act_rows`] bit for bit.
-/// `C` is not read. Shapes and strides as in [`matmul`]; `bias` has `n` values.
+/// `C = act(alpha·op(A)·op(B) + beta·C + bias)`: [`matmul`] with the bias (when given,
+/// `n` values) added to every row and ReLU applied when `relu`, as the product writes
+/// each tile (no second pass over `C`). The result equals [`matmul`] followed by
+/// [`bias_act_rows`] bit for bit. Shapes, strides and `beta == 0` as in [`matmul`].
 #[allow(clippy::too_many_arguments)] // BLAS-style signature: every argument is needed.
 pub fn matmul_bias_act<T: Float>(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[T],
-    lda: usize,
-    trans_a: bool,
-    b: &[T],
-    ldb: usize,
-    trans_b: bool,
-    c: &mut [T],
-    ldc: usize,
-    bias: &[T],
-    relu: bool,
-) {
-    assert_eq!(bias.len(), n, "matmul_bias_act: bias length");
-    product(
-        m,
-        n,
-        k,
-        T::one(),
-        a,
-        lda,
-        trans_a,
-        b,
-        ldb,
-        trans_b,
-        T::zero(),
-        c,
-        ldc,
-        Some(bias),
-        relu,
-    );
-}
-
-#[allow(clippy::too_many_arguments)] // BLAS-style signature: every argument is needed.
-fn product<T: Float>(
     m: usize,
     n: usize,
     k: usize,
@@ -289,6 +253,9 @@ fn product<T: Float>(
     bias: Option<&[T]>,
     relu: bool,
 ) {
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), n, "matmul_bias_act: bias length");
+    }
     let (a_rows, a_cols) = if trans_a { (k, m) } else { (m, k) };
     let (b_rows, b_cols) = if trans_b { (n, k) } else { (k, n) };
     assert!(a_rows <= 1 || lda >= a_cols, "matmul: lda too small");

@@ -144,15 +144,17 @@ impl<T: Float> Linear<T> {
             n,
             no,
             ni,
+            T::one(),
             x.data,
             x.stride,
             false,
             self.weight(),
             no,
             false,
+            T::zero(),
             y.data,
             y.stride,
-            self.bias(),
+            Some(self.bias()),
             self.act == Activation::Relu,
         );
     }

@@ -226,14 +226,6 @@ unsafe fn pack_a(a: View, ic: usize, mc: usize, pc: usize, kc: usize, dst: *mut 
                     *out.add(i) = *r.add(p);
                 }
             }
-            continue;
-        } else if a.cs == 1 {
-            for i in 0..mr {
-                let row = base.add(i * a.rs);
-                for p in 0..kc {
-                    *panel.add(p * MR + i) = *row.add(p);
-                }
-            }
         } else {
             for p in 0..kc {
                 let col = base.add(p * a.cs);
@@ -261,26 +253,18 @@ unsafe fn pack_b(b: View, pc: usize, kc: usize, jc: usize, nc: usize, dst: *mut 
             for p in 0..kc {
                 std::ptr::copy_nonoverlapping(base.add(p * b.rs), panel.add(p * NR), NR);
             }
-        } else if b.cs == 1 {
+            continue;
+        }
+        // B stored transposed, or the last, narrower panel: column by column.
+        for j in 0..nr {
+            let col = base.add(j * b.cs);
             for p in 0..kc {
-                let row = base.add(p * b.rs);
-                for j in 0..NR {
-                    *panel.add(p * NR + j) = if j < nr { *row.add(j) } else { 0.0 };
-                }
+                *panel.add(p * NR + j) = *col.add(p * b.rs);
             }
-        } else {
-            // B stored transposed: read each column contiguously.
-            for j in 0..NR {
-                if j < nr {
-                    let col = base.add(j * b.cs);
-                    for p in 0..kc {
-                        *panel.add(p * NR + j) = *col.add(p * b.rs);
-                    }
-                } else {
-                    for p in 0..kc {
-                        *panel.add(p * NR + j) = 0.0;
-                    }
-                }
+        }
+        for j in nr..NR {
+            for p in 0..kc {
+                *panel.add(p * NR + j) = 0.0;
             }
         }
     }

@@ -181,7 +181,21 @@ fn fused_bias_and_relu_equal_the_separate_pass() {
                 bias_act_rows(&mut want, ldc, m, &bias, relu);
                 let mut got = vec![f32::NAN; m * ldc];
                 matmul_bias_act(
-                    m, n, k, &a, k, false, &b, ldb, tb, &mut got, ldc, &bias, relu,
+                    m,
+                    n,
+                    k,
+                    1.0,
+                    &a,
+                    k,
+                    false,
+                    &b,
+                    ldb,
+                    tb,
+                    0.0,
+                    &mut got,
+                    ldc,
+                    Some(&bias),
+                    relu,
                 );
                 for i in 0..m {
                     let (g, w) = (&got[i * ldc..i * ldc + n], &want[i * ldc..i * ldc + n]);
@@ -216,7 +230,21 @@ fn fused_bias_and_relu_equal_the_separate_pass() {
                 bias_act_rows(&mut want64, n, m, &bias64, relu);
                 let mut got64 = vec![f64::NAN; m * n];
                 matmul_bias_act(
-                    m, n, k, &a64, k, false, &b64, ldb, tb, &mut got64, n, &bias64, relu,
+                    m,
+                    n,
+                    k,
+                    1.0,
+                    &a64,
+                    k,
+                    false,
+                    &b64,
+                    ldb,
+                    tb,
+                    0.0,
+                    &mut got64,
+                    n,
+                    Some(&bias64),
+                    relu,
                 );
                 assert_eq!(got64, want64);
             }
