@@ -136,8 +136,10 @@ fn dense_bytes(state: &mut ModelState, adam: &Adam<f32>) -> Vec<u8> {
     out
 }
 
-fn load_dense(bytes: &[u8], state: &mut ModelState, adam: &mut Adam<f32>) -> Result<()> {
-    let bad = || anyhow!("dense.bin: not a distributed checkpoint of this model");
+/// The contents of a checkpoint's `dense.bin`: Adam's step count, then per parameter
+/// tensor its values, first and second moments, in the network's parameter order.
+pub fn parse_dense(bytes: &[u8]) -> Result<(u64, Vec<[Vec<f32>; 3]>)> {
+    let bad = || anyhow!("dense.bin: not a distributed checkpoint");
     if bytes.len() < 24 || &bytes[..8] != MAGIC {
         return Err(bad());
     }
@@ -149,27 +151,42 @@ fn load_dense(bytes: &[u8], state: &mut ModelState, adam: &mut Adam<f32>) -> Res
     };
     let steps = u64_at(&mut at)?;
     let n = u64_at(&mut at)? as usize;
-    let mut slices = Vec::with_capacity(3 * n);
-    for _ in 0..3 * n {
-        let len = u64_at(&mut at)? as usize;
-        let raw = bytes.get(at..at + 4 * len).ok_or_else(bad)?;
-        at += 4 * len;
-        slices.push(
-            raw.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect::<Vec<f32>>(),
-        );
+    let slice = |at: &mut usize| -> Result<Vec<f32>> {
+        let len = u64_at(at)? as usize;
+        let raw = bytes.get(*at..*at + 4 * len).ok_or_else(bad)?;
+        *at += 4 * len;
+        Ok(raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect())
+    };
+    let mut tensors = Vec::with_capacity(n);
+    for _ in 0..n {
+        tensors.push([slice(&mut at)?, slice(&mut at)?, slice(&mut at)?]);
     }
-    let mut it = slices.chunks_exact(3);
+    if at != bytes.len() {
+        return Err(anyhow!(
+            "dense.bin: {} bytes after the last tensor",
+            bytes.len() - at
+        ));
+    }
+    Ok((steps, tensors))
+}
+
+fn load_dense(bytes: &[u8], state: &mut ModelState, adam: &mut Adam<f32>) -> Result<()> {
+    let bad = || anyhow!("dense.bin: not a distributed checkpoint of this model");
+    let (steps, tensors) = parse_dense(bytes).map_err(|_| bad())?;
+    let n = tensors.len();
+    let mut it = tensors.into_iter();
     let mut ok = true;
     let (mut m, mut v) = (Vec::new(), Vec::new());
     state
         .net_mut()
         .visit_params("", &mut |_, p, _| match it.next() {
             Some([sp, sm, sv]) if sp.len() == p.len() => {
-                p.copy_from_slice(sp);
-                m.push(sm.clone());
-                v.push(sv.clone());
+                p.copy_from_slice(&sp);
+                m.push(sm);
+                v.push(sv);
             }
             _ => ok = false,
         });

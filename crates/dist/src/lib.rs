@@ -22,6 +22,7 @@ mod shard;
 mod thread_comm;
 mod train;
 
+pub use checkpoint::parse_dense;
 pub use comm::{row_range, Comm, CommStats, LocalComm};
 pub use evaluate::evaluate;
 #[cfg(feature = "mpi")]

@@ -317,26 +317,12 @@ fn checkpoint_rows(dir: &Path) -> BTreeMap<(usize, u64), (usize, Vec<f32>)> {
     out
 }
 
-/// A checkpoint's `dense.bin` (see checkpoint.rs: magic, Adam's step count, the tensor
-/// count, then each tensor's values, first and second moments, length-prefixed): the
-/// step count and every value in file order.
+/// A checkpoint's `dense.bin` ([`mfh_dist::parse_dense`]): the step count and every
+/// value and moment in file order.
 fn checkpoint_dense(dir: &Path) -> (u64, Vec<f32>) {
-    let b = std::fs::read(dir.join("dense.bin")).unwrap();
-    let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
-    let (steps, n) = (u64_at(8), u64_at(16) as usize);
-    let (mut at, mut vals) = (24, Vec::new());
-    for _ in 0..3 * n {
-        let len = u64_at(at) as usize;
-        at += 8;
-        vals.extend(
-            b[at..at + 4 * len]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap())),
-        );
-        at += 4 * len;
-    }
-    assert_eq!(at, b.len());
-    (steps, vals)
+    let (steps, tensors) =
+        mfh_dist::parse_dense(&std::fs::read(dir.join("dense.bin")).unwrap()).unwrap();
+    (steps, tensors.into_iter().flatten().flatten().collect())
 }
 
 #[test]
