@@ -433,8 +433,13 @@ impl EmbeddingLayer {
     ) {
         let n = input.n;
         let threads = rayon::current_num_threads();
+        // Row copies and pooled sums in the version compiled for this CPU.
+        let path = mfh_cpu::path();
         if threads <= 1 || n * self.fields.len() < 1 << 13 || row_stride == 0 {
-            self.gather_rows(input, 0, n, out, row_stride, &slot_of, &hint);
+            mfh_cpu::dispatch!(
+                path,
+                self.gather_rows(input, 0, n, out, row_stride, &slot_of, &hint)
+            );
             return;
         }
         use rayon::prelude::*;
@@ -446,12 +451,16 @@ impl EmbeddingLayer {
             .for_each(|(b, block)| {
                 let lo = b * chunk;
                 let len = chunk.min(n - lo);
-                self.gather_rows(input, lo, len, block, row_stride, &slot_of, &hint)
+                mfh_cpu::dispatch!(
+                    path,
+                    self.gather_rows(input, lo, len, block, row_stride, &slot_of, &hint)
+                )
             });
     }
 
     /// [`Self::gather`] for rows `lo..lo + len` into `out` (whose row 0 is row `lo`).
     #[allow(clippy::too_many_arguments)] // the gather's row range plus its two lookups
+    #[inline(always)]
     fn gather_rows(
         &self,
         input: &SparseInput,

@@ -139,8 +139,9 @@ impl RowOptimizer {
         }
     }
 
-    /// Applies one update to `row` given its summed gradient `grad`.
-    #[inline]
+    /// Applies one update to `row` given its summed gradient `grad` (inlined into the
+    /// table's per-path update loop).
+    #[inline(always)]
     pub(crate) fn update_row(
         &self,
         step_size: f32,

@@ -444,6 +444,12 @@ impl EmbeddingTable {
     /// Panics if `grads` has the wrong length or a slot is not in this table: both mean
     /// the caller mixed up buffers, not that the data is bad.
     pub fn apply_gradients(&mut self, slots: &[u32], grads: &[f32], step: u64) {
+        // Row updates in the version compiled for this CPU (same bits on every path).
+        mfh_cpu::dispatch!(mfh_cpu::path(), self.apply_gradients_on(slots, grads, step))
+    }
+
+    #[inline(always)]
+    fn apply_gradients_on(&mut self, slots: &[u32], grads: &[f32], step: u64) {
         let dim = self.spec.dim;
         assert_eq!(
             grads.len(),

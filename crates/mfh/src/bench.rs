@@ -905,7 +905,7 @@ fn bench_shapes(repeats: usize) {
         let mut times = Vec::new();
         for r in 0..=repeats.max(3) * 4 {
             let t = Instant::now();
-            mfh_nn::kernels::matmul(m, n, k, 1.0, &a, lda, ta, &bm, ldb, tb, 0.0, &mut c, ldc);
+            mfh_nn::matmul(m, n, k, 1.0, &a, lda, ta, &bm, ldb, tb, 0.0, &mut c, ldc);
             if r > 0 {
                 times.push(t.elapsed().as_secs_f64());
             }
@@ -956,7 +956,7 @@ fn bench_sgemm(n: usize, threads: usize, repeats: usize) {
     type Product<'a> = &'a dyn Fn(&mut [f32]);
     let runs: [(&str, Product); 2] = [
         ("mfh kernel", &|c: &mut [f32]| {
-            mfh_nn::kernels::matmul(n, n, n, 1.0, &a, n, false, &b, n, false, 0.0, c, n)
+            mfh_nn::matmul(n, n, n, 1.0, &a, n, false, &b, n, false, 0.0, c, n)
         }),
         ("gemm crate", &|c: &mut [f32]| {
             // SAFETY: a, b and c are n × n row-major buffers, c is not read (the

@@ -1,7 +1,7 @@
 //! Adam optimiser for dense parameters (AdamW, i.e. decoupled weight decay, when
 //! `weight_decay > 0`), with the moment state exposed for checkpoints.
 
-use crate::kernels::adam_update;
+use crate::kernels::row_blocks;
 use crate::module::Module;
 use crate::Float;
 
@@ -109,5 +109,71 @@ impl<T: Float> Adam<T> {
             adam_update(p, g, &mut m[i], &mut v[i], lr, b1, b2, eps, wd, bc1, bc2);
             i += 1;
         });
+    }
+}
+
+/// One Adam/AdamW update of a parameter slice (PyTorch's formulation):
+/// `p ← p·(1 − lr·wd)`, `m ← β1·m + (1−β1)·g`, `v ← β2·v + (1−β2)·g²`,
+/// `p ← p − (lr/bc1)·m / (√v/√bc2 + eps)` with `bc = 1 − β^t`.
+#[allow(clippy::too_many_arguments)] // the optimiser's hyper-parameters, passed flat
+pub fn adam_update<T: Float>(
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    lr: T,
+    beta1: T,
+    beta2: T,
+    eps: T,
+    weight_decay: T,
+    bc1: T,
+    bc2: T,
+) {
+    let one = T::one();
+    let decay = one - lr * weight_decay;
+    let step = lr / bc1;
+    let inv_sqrt_bc2 = one / bc2.sqrt();
+    let len = p.len();
+    assert!(g.len() >= len && m.len() >= len && v.len() >= len);
+    let path = mfh_cpu::path();
+    let update = |p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]| {
+        mfh_cpu::dispatch!(
+            path,
+            adam_block(p, g, m, v, beta1, beta2, eps, decay, step, inv_sqrt_bc2)
+        )
+    };
+    match row_blocks(len, 1) {
+        Some(chunk) => {
+            use rayon::prelude::*;
+            let chunk = chunk.div_ceil(16) * 16;
+            p.par_chunks_mut(chunk)
+                .zip(m[..len].par_chunks_mut(chunk))
+                .zip(v[..len].par_chunks_mut(chunk))
+                .zip(g[..len].par_chunks(chunk))
+                .for_each(|(((p, m), v), g)| update(p, g, m, v));
+        }
+        None => update(p, g, m, v),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn adam_block<T: Float>(
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    beta1: T,
+    beta2: T,
+    eps: T,
+    decay: T,
+    step: T,
+    inv_sqrt_bc2: T,
+) {
+    let one = T::one();
+    for (((pv, &gv), mv), vv) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        *mv = beta1 * *mv + (one - beta1) * gv;
+        *vv = beta2 * *vv + (one - beta2) * gv * gv;
+        *pv = *pv * decay - step * *mv / (vv.sqrt() * inv_sqrt_bc2 + eps);
     }
 }

@@ -2,7 +2,7 @@
 //! updates running averages (Keras semantics: `running = momentum·running +
 //! (1 − momentum)·batch`, biased batch variance); evaluation uses the running averages.
 
-use crate::kernels::{bn_backward_dx, bn_backward_sums, col_affine, col_mean_var};
+use crate::kernels::col_sums_acc;
 use crate::linear::{Rows, RowsMut};
 use crate::module::{with_name, Module};
 use crate::Float;
@@ -205,5 +205,187 @@ impl<T: Float> Module<T> for BatchNorm<T> {
         with_name(prefix, format_args!("running_var"), |name| {
             f(name, &mut self.running_var)
         });
+    }
+}
+
+/// Per-column mean and biased variance of `n` rows of width `mean.len()` at stride `ld`.
+/// Two passes (mean first) so the variance does not suffer from cancellation.
+pub fn col_mean_var<T: Float>(x: &[T], ld: usize, n: usize, mean: &mut [T], var: &mut [T]) {
+    mfh_cpu::dispatch!(mfh_cpu::path(), col_mean_var_on(x, ld, n, mean, var))
+}
+
+#[inline(always)]
+fn col_mean_var_on<T: Float>(x: &[T], ld: usize, n: usize, mean: &mut [T], var: &mut [T]) {
+    let w = mean.len();
+    mean.fill(T::zero());
+    var.fill(T::zero());
+    col_sums_acc(mean, x, ld, n);
+    let inv_n = T::one() / T::from_usize(n.max(1));
+    for m in mean.iter_mut() {
+        *m *= inv_n;
+    }
+    for i in 0..n {
+        for ((v, &xv), &m) in var.iter_mut().zip(&x[i * ld..i * ld + w]).zip(&*mean) {
+            let c = xv - m;
+            *v += c * c;
+        }
+    }
+    for v in var.iter_mut() {
+        *v *= inv_n;
+    }
+}
+
+/// Per-column affine map `y[i, j] = x[i, j]·scale[j] + shift[j]` (batch-norm apply).
+pub fn col_affine<T: Float>(
+    x: &[T],
+    ldx: usize,
+    n: usize,
+    scale: &[T],
+    shift: &[T],
+    y: &mut [T],
+    ldy: usize,
+) {
+    mfh_cpu::dispatch!(
+        mfh_cpu::path(),
+        col_affine_on(x, ldx, n, scale, shift, y, ldy)
+    )
+}
+
+#[inline(always)]
+fn col_affine_on<T: Float>(
+    x: &[T],
+    ldx: usize,
+    n: usize,
+    scale: &[T],
+    shift: &[T],
+    y: &mut [T],
+    ldy: usize,
+) {
+    let w = scale.len();
+    for i in 0..n {
+        let xr = &x[i * ldx..i * ldx + w];
+        let yr = &mut y[i * ldy..i * ldy + w];
+        for (((yv, &xv), &s), &b) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
+            *yv = xv * s + b;
+        }
+    }
+}
+
+/// Batch-norm backward sums per column: `sum_dy[j] = Σ_i dy` and
+/// `sum_dy_xhat[j] = Σ_i dy·(x − mean)·inv_std`.
+#[allow(clippy::too_many_arguments)] // two strided inputs, two statistics, two outputs
+pub fn bn_backward_sums<T: Float>(
+    x: &[T],
+    ldx: usize,
+    dy: &[T],
+    lddy: usize,
+    n: usize,
+    mean: &[T],
+    inv_std: &[T],
+    sum_dy: &mut [T],
+    sum_dy_xhat: &mut [T],
+) {
+    mfh_cpu::dispatch!(
+        mfh_cpu::path(),
+        bn_backward_sums_on(x, ldx, dy, lddy, n, mean, inv_std, sum_dy, sum_dy_xhat)
+    )
+}
+
+#[allow(clippy::too_many_arguments)] // two strided inputs, two statistics, two outputs
+#[inline(always)]
+fn bn_backward_sums_on<T: Float>(
+    x: &[T],
+    ldx: usize,
+    dy: &[T],
+    lddy: usize,
+    n: usize,
+    mean: &[T],
+    inv_std: &[T],
+    sum_dy: &mut [T],
+    sum_dy_xhat: &mut [T],
+) {
+    let w = mean.len();
+    sum_dy.fill(T::zero());
+    sum_dy_xhat.fill(T::zero());
+    for i in 0..n {
+        let xr = &x[i * ldx..i * ldx + w];
+        let dr = &dy[i * lddy..i * lddy + w];
+        for j in 0..w {
+            sum_dy[j] += dr[j];
+            sum_dy_xhat[j] += dr[j] * (xr[j] - mean[j]) * inv_std[j];
+        }
+    }
+}
+
+/// Batch-norm input gradient in training mode, per column j with `scale = γ·inv_std`:
+/// `dx = scale·(dy − sum_dy/n − xhat·sum_dy_xhat/n)`; accumulates into `dx` when asked.
+#[allow(clippy::too_many_arguments)] // the sums of `bn_backward_sums` plus strided I/O
+pub fn bn_backward_dx<T: Float>(
+    x: &[T],
+    ldx: usize,
+    dy: &[T],
+    lddy: usize,
+    n: usize,
+    mean: &[T],
+    inv_std: &[T],
+    scale: &[T],
+    sum_dy: &[T],
+    sum_dy_xhat: &[T],
+    dx: &mut [T],
+    lddx: usize,
+    accumulate: bool,
+) {
+    mfh_cpu::dispatch!(
+        mfh_cpu::path(),
+        bn_backward_dx_on(
+            x,
+            ldx,
+            dy,
+            lddy,
+            n,
+            mean,
+            inv_std,
+            scale,
+            sum_dy,
+            sum_dy_xhat,
+            dx,
+            lddx,
+            accumulate
+        )
+    )
+}
+
+#[allow(clippy::too_many_arguments)] // the sums of `bn_backward_sums` plus strided I/O
+#[inline(always)]
+fn bn_backward_dx_on<T: Float>(
+    x: &[T],
+    ldx: usize,
+    dy: &[T],
+    lddy: usize,
+    n: usize,
+    mean: &[T],
+    inv_std: &[T],
+    scale: &[T],
+    sum_dy: &[T],
+    sum_dy_xhat: &[T],
+    dx: &mut [T],
+    lddx: usize,
+    accumulate: bool,
+) {
+    let w = mean.len();
+    let inv_n = T::one() / T::from_usize(n.max(1));
+    for i in 0..n {
+        let xr = &x[i * ldx..i * ldx + w];
+        let dr = &dy[i * lddy..i * lddy + w];
+        let out = &mut dx[i * lddx..i * lddx + w];
+        for j in 0..w {
+            let xhat = (xr[j] - mean[j]) * inv_std[j];
+            let g = scale[j] * (dr[j] - sum_dy[j] * inv_n - xhat * sum_dy_xhat[j] * inv_n);
+            if accumulate {
+                out[j] += g;
+            } else {
+                out[j] = g;
+            }
+        }
     }
 }

@@ -1,9 +1,7 @@
 //! Mixture-of-experts gate: optional hidden MLP, a linear map to one logit per expert,
 //! then softmax (weights sum to 1) or sigmoid/E (independent weights in (0, 1/E)).
 
-use crate::kernels::{
-    sigmoid_over_n, sigmoid_over_n_backward, softmax_backward_rows, softmax_rows,
-};
+use crate::kernels::dot;
 use crate::linear::{Activation, Linear, Rows, RowsMut};
 use crate::mlp::Mlp;
 use crate::module::{with_name, Module};
@@ -141,5 +139,72 @@ impl<T: Float> Module<T> for Gate<T> {
         with_name(prefix, format_args!("proj."), |p| {
             self.proj.visit_params(p, f)
         });
+    }
+}
+
+/// Row-wise softmax of `z` (`n × e`, contiguous) into `p`.
+pub fn softmax_rows<T: Float>(z: &[T], p: &mut [T], n: usize, e: usize) {
+    mfh_cpu::dispatch!(mfh_cpu::path(), softmax_rows_on(z, p, n, e))
+}
+
+#[inline(always)]
+fn softmax_rows_on<T: Float>(z: &[T], p: &mut [T], n: usize, e: usize) {
+    for i in 0..n {
+        let zr = &z[i * e..(i + 1) * e];
+        let pr = &mut p[i * e..(i + 1) * e];
+        // Subtracting the row max keeps exp() finite for large logits.
+        let mx = zr.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
+        let mut s = T::zero();
+        for (pv, &zv) in pr.iter_mut().zip(zr) {
+            *pv = (zv - mx).exp();
+            s += *pv;
+        }
+        let inv = T::one() / s;
+        for pv in pr.iter_mut() {
+            *pv *= inv;
+        }
+    }
+}
+
+/// Softmax backward: `dz = p ⊙ (dp − Σ_j dp_j p_j)` per row, overwriting `dz`.
+pub fn softmax_backward_rows<T: Float>(p: &[T], dp: &[T], dz: &mut [T], n: usize, e: usize) {
+    mfh_cpu::dispatch!(mfh_cpu::path(), softmax_backward_rows_on(p, dp, dz, n, e))
+}
+
+#[inline(always)]
+fn softmax_backward_rows_on<T: Float>(p: &[T], dp: &[T], dz: &mut [T], n: usize, e: usize) {
+    for i in 0..n {
+        let r = i * e..(i + 1) * e;
+        let (pr, dpr) = (&p[r.clone()], &dp[r.clone()]);
+        let s = dot(pr, dpr);
+        for ((d, &pv), &dpv) in dz[r].iter_mut().zip(pr).zip(dpr) {
+            *d = pv * (dpv - s);
+        }
+    }
+}
+
+/// `p = sigmoid(z) / e`, elementwise over `n × e` (each gate weight in (0, 1/e)).
+pub fn sigmoid_over_n<T: Float>(z: &[T], p: &mut [T], e: usize) {
+    mfh_cpu::dispatch!(mfh_cpu::path(), sigmoid_over_n_on(z, p, e))
+}
+
+#[inline(always)]
+fn sigmoid_over_n_on<T: Float>(z: &[T], p: &mut [T], e: usize) {
+    let inv_e = T::one() / T::from_usize(e);
+    for (pv, &zv) in p.iter_mut().zip(z) {
+        *pv = inv_e / (T::one() + (-zv).exp());
+    }
+}
+
+/// Backward of [`sigmoid_over_n`]: `dz = dp · σ(1 − σ) / e = dp · p · (1 − e·p)`.
+pub fn sigmoid_over_n_backward<T: Float>(p: &[T], dp: &[T], dz: &mut [T], e: usize) {
+    mfh_cpu::dispatch!(mfh_cpu::path(), sigmoid_over_n_backward_on(p, dp, dz, e))
+}
+
+#[inline(always)]
+fn sigmoid_over_n_backward_on<T: Float>(p: &[T], dp: &[T], dz: &mut [T], e: usize) {
+    let ef = T::from_usize(e);
+    for ((d, &pv), &dpv) in dz.iter_mut().zip(p).zip(dp) {
+        *d = dpv * pv * (T::one() - ef * pv);
     }
 }

@@ -4,11 +4,12 @@
 //! once. The parameters stay in the [`Gate`]s (names, order and checkpoints unchanged);
 //! the bank only holds a packed copy, refreshed on every forward, and scratch buffers.
 
-use crate::gate::{Gate, GateActivation};
-use crate::kernels::{
-    matmul, matmul_bias_act, relu_mask_col_sums, sigmoid_over_n, sigmoid_over_n_backward,
-    softmax_backward_rows, softmax_rows,
+use crate::gate::{
+    sigmoid_over_n, sigmoid_over_n_backward, softmax_backward_rows, softmax_rows, Gate,
+    GateActivation,
 };
+use crate::kernels::relu_mask_col_sums;
+use crate::product::{matmul, matmul_bias_act};
 use crate::{ensure_len, Float};
 
 /// Fused forward/backward of gates without hidden layers; see the module doc.

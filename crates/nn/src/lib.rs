@@ -31,9 +31,8 @@ pub mod kernels;
 pub mod linear;
 pub mod mlp;
 pub mod module;
+pub mod product;
 pub mod rng;
-#[cfg(target_arch = "x86_64")]
-mod sgemm;
 
 pub use adam::Adam;
 pub use batchnorm::BatchNorm;
@@ -47,6 +46,7 @@ pub use kernels::{
 pub use linear::{Activation, Linear, Rows, RowsMut};
 pub use mlp::Mlp;
 pub use module::{with_name, Module};
+pub use product::{matmul, matmul_bias_act};
 pub use rng::Rng;
 
 /// Scalar type of the engine (`f32` for training, `f64` for gradient checks).

@@ -1,8 +1,9 @@
 //! Fully connected layer `y = act(x·W + b)` with an optional fused ReLU, plus the
 //! strided row views that let a layer read or write a column block of a wider buffer.
 
-use crate::kernels::{matmul, matmul_bias_act, relu_mask_col_sums};
+use crate::kernels::relu_mask_col_sums;
 use crate::module::{with_name, Module};
+use crate::product::{matmul, matmul_bias_act};
 use crate::{Float, Rng};
 
 /// Read-only view of `n` rows; row `i` starts at `data[i * stride]`.

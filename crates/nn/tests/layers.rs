@@ -2,7 +2,7 @@
 //! and precision tests.
 
 use mfh_nn::gradcheck::{check_module, compare, numeric_grad, Tolerance};
-use mfh_nn::kernels::matmul;
+use mfh_nn::matmul;
 use mfh_nn::{
     gated_sum_backward, gated_sum_forward, Activation, Adam, BatchNorm, ExpertBank, Gate,
     GateActivation, Linear, Mlp, Module, Rng,
@@ -464,7 +464,8 @@ fn param_names_and_counts() {
 #[test]
 #[allow(clippy::needless_range_loop)] // index arithmetic mirrors the strided layout
 fn threaded_elementwise_kernels_match_scalar_reference() {
-    use mfh_nn::kernels::{adam_update, bias_act_rows, col_sums_acc, relu_mask_rows};
+    use mfh_nn::adam::adam_update;
+    use mfh_nn::kernels::{bias_act_rows, col_sums_acc, relu_mask_rows};
     mfh_nn::init_thread_pool(2);
     mfh_nn::set_threads(2);
     let mut rng = Rng::new(23);

@@ -1,8 +1,11 @@
-//! The f32 product (`kernels::matmul` with `T = f32`, on AVX2 machines the hand-written
-//! kernel): against an f64 reference over shapes that cross every tile and block edge,
-//! all transposes, strides and scalars; and a row's result never depends on the split.
+//! The f32 product (`matmul` with `T = f32`) on every kernel path this CPU runs (the
+//! AVX-512 and AVX2 tiles, the `gemm` crate): against an f64 reference over shapes that
+//! cross every tile and block edge, all transposes, strides and scalars; with the own
+//! tiles a row's result never depends on the split, and the two tiles give equal bits.
+//! Each test prints the paths it ran.
 
-use mfh_nn::kernels::matmul;
+use mfh_cpu::Path;
+use mfh_nn::matmul;
 use mfh_nn::Rng;
 
 fn randn(rng: &mut Rng, len: usize) -> Vec<f32> {
@@ -58,8 +61,31 @@ fn check(rng: &mut Rng, m: usize, n: usize, k: usize, ta: bool, tb: bool, alpha:
     }
 }
 
+/// The paths this CPU runs, printed (so a log shows which ran).
+fn paths() -> Vec<Path> {
+    let p = mfh_cpu::supported();
+    println!("{}", mfh_cpu::describe());
+    println!("testing kernel paths: {p:?}");
+    p
+}
+
+/// The own tiles' paths (split-independent, equal bits).
+fn own_paths() -> Vec<Path> {
+    paths()
+        .into_iter()
+        .filter(|&p| p != Path::Portable)
+        .collect()
+}
+
 #[test]
 fn f32_matmul_matches_f64_reference_across_block_edges() {
+    for path in paths() {
+        mfh_cpu::with_path(path, || matches_reference(path));
+    }
+}
+
+fn matches_reference(path: Path) {
+    println!("path {path}");
     let mut rng = Rng::new(31);
     // Tile edges (6 rows, 16 columns), the k block (256), the row block (144), the column
     // block (4096), and degenerate sizes.
@@ -72,6 +98,10 @@ fn f32_matmul_matches_f64_reference_across_block_edges() {
         (150, 40, 31),
         (145, 70, 513),
         (3, 4100, 5),
+        (15, 33, 40),
+        (29, 65, 300),
+        (140, 32, 17),
+        (141, 31, 7),
         (64, 1, 64),
         (1, 64, 429),
     ];
@@ -88,6 +118,12 @@ fn f32_matmul_matches_f64_reference_across_block_edges() {
 
 #[test]
 fn f32_matmul_with_empty_reduction_scales_c() {
+    for path in paths() {
+        mfh_cpu::with_path(path, empty_reduction);
+    }
+}
+
+fn empty_reduction() {
     let mut c = vec![2.0f32; 6];
     matmul(2, 3, 0, 1.0, &[], 1, false, &[], 3, false, 0.5, &mut c, 3);
     assert_eq!(c, vec![1.0; 6]);
@@ -98,6 +134,13 @@ fn f32_matmul_with_empty_reduction_scales_c() {
 
 #[test]
 fn f32_rows_do_not_depend_on_the_split() {
+    for path in own_paths() {
+        println!("path {path}");
+        mfh_cpu::with_path(path, rows_do_not_depend_on_the_split);
+    }
+}
+
+fn rows_do_not_depend_on_the_split() {
     mfh_nn::init_thread_pool(2);
     let mut rng = Rng::new(32);
     let (m, n, k) = (300, 200, 700);
@@ -160,7 +203,15 @@ fn f32_rows_do_not_depend_on_the_split() {
 /// edges, k past one block, rows and columns split over 2 threads) and in f64.
 #[test]
 fn fused_bias_and_relu_equal_the_separate_pass() {
-    use mfh_nn::kernels::{bias_act_rows, matmul_bias_act};
+    for path in own_paths() {
+        println!("path {path}");
+        mfh_cpu::with_path(path, fused_bias_and_relu);
+    }
+}
+
+fn fused_bias_and_relu() {
+    use mfh_nn::kernels::bias_act_rows;
+    use mfh_nn::matmul_bias_act;
     mfh_nn::init_thread_pool(2);
     let mut rng = Rng::new(33);
     for threads in [1, 2] {
@@ -247,6 +298,77 @@ fn fused_bias_and_relu_equal_the_separate_pass() {
                     relu,
                 );
                 assert_eq!(got64, want64);
+            }
+        }
+    }
+    mfh_nn::set_threads(1);
+}
+
+/// The AVX-512 and AVX2 tiles compute the same sums in the same order: equal bits on
+/// every shape, transpose, scalar pair and epilogue, at 1 and 2 threads.
+#[test]
+fn avx512_and_avx2_tiles_give_equal_bits() {
+    use mfh_nn::matmul_bias_act;
+    let own = own_paths();
+    if !own.contains(&Path::Avx512) {
+        println!("SKIPPED: this CPU has no AVX-512 ({})", mfh_cpu::describe());
+        return;
+    }
+    mfh_nn::init_thread_pool(2);
+    let mut rng = Rng::new(34);
+    for threads in [1, 2] {
+        mfh_nn::set_threads(threads);
+        for (m, n, k) in [
+            (1, 1, 1),
+            (14, 32, 256),
+            (15, 33, 257),
+            (300, 70, 600),
+            (29, 8, 429),
+            (512, 256, 429),
+        ] {
+            for (ta, tb, alpha, beta, relu) in [
+                (false, false, 1.0, 0.0, true),
+                (true, false, 1.0, 1.0, false),
+                (false, true, -0.5, 2.0, true),
+            ] {
+                let lda = if ta { m } else { k };
+                let ldb = if tb { k } else { n };
+                let a = randn(&mut rng, m * k);
+                let b = randn(&mut rng, k * n);
+                let bias = randn(&mut rng, n);
+                let c0 = randn(&mut rng, m * n);
+                let run = |path| {
+                    let mut c = c0.clone();
+                    mfh_cpu::with_path(path, || {
+                        matmul_bias_act(
+                            m,
+                            n,
+                            k,
+                            alpha,
+                            &a,
+                            lda,
+                            ta,
+                            &b,
+                            ldb,
+                            tb,
+                            beta,
+                            &mut c,
+                            n,
+                            Some(&bias),
+                            relu,
+                        )
+                    });
+                    c
+                };
+                let (wide, narrow) = (run(Path::Avx512), run(Path::Avx2));
+                assert_eq!(wide.len(), narrow.len());
+                for (idx, (x, y)) in wide.iter().zip(&narrow).enumerate() {
+                    assert_eq!(
+                        x.to_bits(),
+                        y.to_bits(),
+                        "{m}×{n}×{k} ta {ta} tb {tb}, {threads} threads: element {idx}"
+                    );
+                }
             }
         }
     }

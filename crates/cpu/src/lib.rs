@@ -1,0 +1,361 @@
+//! Which instruction set mfh's loops run with, chosen at run time from the CPU.
+//!
+//! One release binary (built for x86-64-v3, see the README) runs on AVX2 and on AVX-512
+//! machines at the speed each has: every hot loop exists in a few versions compiled for
+//! different instruction sets, and [`path`] says which one runs. The choice comes from
+//! the CPU's features (checked once), never from the machine that built the binary.
+//!
+//! - [`Path::Avx512`]: AVX-512 F/BW/DQ/VL (x86-64-v4) with AVX2 and FMA.
+//! - [`Path::Avx2`]: AVX2 and FMA (x86-64-v3).
+//! - [`Path::Portable`]: no instruction set picked by mfh: loops as compiled for the
+//!   build's baseline, and matrix products from the `gemm` crate (which picks its own).
+//!
+//! `MFH_KERNEL=avx512|avx2|portable` forces a path for the whole process (tests and
+//! measurements); `auto` or unset takes the best the CPU has. A path the CPU lacks is an
+//! error ([`check_env`]), never an illegal instruction. [`with_path`] forces one on the
+//! calling thread only, for tests that compare paths side by side.
+//!
+//! Results: elementwise loops give the same bits on every path (no reordered sums, no
+//! fused multiply-adds the source does not ask for). The matrix products of the
+//! AVX-512 and AVX2 kernels are equal bit for bit too (the same sums in the same order);
+//! the `gemm` crate's products differ from them by float rounding.
+//!
+//! Not here: the kernels themselves (`mfh-nn`'s `product` and `kernels` modules, the
+//! embedding crate's gathers and row optimisers).
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+/// An instruction-set level a loop can run at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Path {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl Path {
+    /// Every path, best first.
+    pub const ALL: [Path; 3] = [Path::Avx512, Path::Avx2, Path::Portable];
+
+    /// The name `MFH_KERNEL` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Avx512 => "avx512",
+            Path::Avx2 => "avx2",
+            Path::Portable => "portable",
+        }
+    }
+
+    /// Whether this CPU runs it.
+    pub fn supported(self) -> bool {
+        match self {
+            Path::Avx512 => features().avx512,
+            Path::Avx2 => features().avx2,
+            Path::Portable => true,
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Path::Avx512 => 1,
+            Path::Avx2 => 2,
+            Path::Portable => 3,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Path> {
+        Path::ALL.into_iter().find(|p| p.code() == c)
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Path {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Path, String> {
+        Path::ALL
+            .into_iter()
+            .find(|p| p.name() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| {
+                format!("unknown kernel path {s:?}: expected avx512, avx2, portable or auto")
+            })
+    }
+}
+
+/// The CPU features that decide the paths, detected once.
+#[derive(Clone, Copy, Debug)]
+pub struct Features {
+    /// AVX2 and FMA.
+    pub avx2: bool,
+    /// AVX-512 F, BW, DQ and VL (with AVX2 and FMA).
+    pub avx512: bool,
+    /// AVX512-BF16 (reported; no path uses it yet).
+    pub avx512_bf16: bool,
+    /// AMX-BF16 tiles (reported; no path uses it yet).
+    pub amx_bf16: bool,
+}
+
+/// This CPU's features.
+pub fn features() -> Features {
+    static F: OnceLock<Features> = OnceLock::new();
+    *F.get_or_init(detect)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> Features {
+    use std::arch::is_x86_feature_detected as has;
+    let avx2 = has!("avx2") && has!("fma");
+    Features {
+        avx2,
+        avx512: avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl"),
+        avx512_bf16: has!("avx512bf16"),
+        amx_bf16: amx_bf16(),
+    }
+}
+
+/// CPUID leaf 7, EDX bit 22 (the standard library detects AMX on nightly only). What the
+/// CPU has, as `/proc/cpuinfo` lists it; using the tiles would also need the OS's leave.
+#[cfg(target_arch = "x86_64")]
+fn amx_bf16() -> bool {
+    // CPUID exists on every x86-64 CPU; leaf 7 is read only when the max leaf is ≥ 7.
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    __cpuid(0).eax >= 7 && (__cpuid_count(7, 0).edx >> 22) & 1 == 1
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> Features {
+    Features {
+        avx2: false,
+        avx512: false,
+        avx512_bf16: false,
+        amx_bf16: false,
+    }
+}
+
+/// The best path this CPU runs.
+pub fn best() -> Path {
+    Path::ALL
+        .into_iter()
+        .find(|p| p.supported())
+        .unwrap_or(Path::Portable)
+}
+
+/// The paths this CPU runs, best first (what tests iterate over).
+pub fn supported() -> Vec<Path> {
+    Path::ALL.into_iter().filter(|p| p.supported()).collect()
+}
+
+/// `MFH_KERNEL` read: `Ok(None)` when unset, empty or `auto`; an error names a value that
+/// is not a path or a path this CPU lacks.
+pub fn env_path() -> Result<Option<Path>, String> {
+    let Ok(v) = std::env::var("MFH_KERNEL") else {
+        return Ok(None);
+    };
+    if v.trim().is_empty() || v.trim().eq_ignore_ascii_case("auto") {
+        return Ok(None);
+    }
+    let p: Path = v.parse().map_err(|e| format!("MFH_KERNEL: {e}"))?;
+    if !p.supported() {
+        return Err(format!(
+            "MFH_KERNEL={v}: this CPU does not have {p} (it runs: {})",
+            names(&supported())
+        ));
+    }
+    Ok(Some(p))
+}
+
+/// Checks `MFH_KERNEL` (commands call it at start, so a bad value is an error there and
+/// not a silent fallback later).
+pub fn check_env() -> Result<Path, String> {
+    Ok(env_path()?.unwrap_or_else(best))
+}
+
+/// 0: not chosen yet; otherwise a [`Path`] code.
+static GLOBAL: AtomicU8 = AtomicU8::new(0);
+
+thread_local! {
+    static OVERRIDE: Cell<u8> = const { Cell::new(0) };
+}
+
+/// The path loops on this thread run: the thread's [`with_path`], else the process's
+/// ([`set_path`], else `MFH_KERNEL`, else [`best`]). A bad `MFH_KERNEL` falls back to
+/// [`best`] with one warning on stderr (commands reject it first through [`check_env`]).
+#[inline]
+pub fn path() -> Path {
+    let t = OVERRIDE.with(Cell::get);
+    if let Some(p) = Path::from_code(t) {
+        return p;
+    }
+    if let Some(p) = Path::from_code(GLOBAL.load(Ordering::Relaxed)) {
+        return p;
+    }
+    let p = match env_path() {
+        Ok(p) => p.unwrap_or_else(best),
+        Err(e) => {
+            eprintln!("warning: {e}; using {}", best());
+            best()
+        }
+    };
+    // Whoever stores first wins, so every thread sees one choice.
+    let _ = GLOBAL.compare_exchange(0, p.code(), Ordering::Relaxed, Ordering::Relaxed);
+    Path::from_code(GLOBAL.load(Ordering::Relaxed)).unwrap_or(p)
+}
+
+/// Sets the process's path; an error when the CPU lacks it.
+pub fn set_path(p: Path) -> Result<(), String> {
+    if !p.supported() {
+        return Err(format!("this CPU does not have {p}"));
+    }
+    GLOBAL.store(p.code(), Ordering::Relaxed);
+    Ok(())
+}
+
+/// Runs `f` with loops on the calling thread forced to `p` (work that `f` hands to other
+/// threads takes the path its kernels capture at entry, which they do). Panics when the
+/// CPU lacks `p`: a test's mistake.
+pub fn with_path<R>(p: Path, f: impl FnOnce() -> R) -> R {
+    assert!(p.supported(), "this CPU does not have {p}");
+    struct Restore(u8);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OVERRIDE.with(|o| o.set(self.0));
+        }
+    }
+    let _restore = Restore(OVERRIDE.with(|o| o.replace(p.code())));
+    f()
+}
+
+fn names(paths: &[Path]) -> String {
+    paths
+        .iter()
+        .map(|p| p.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One line for logs and benchmarks: the path in use and the CPU features behind it.
+pub fn describe() -> String {
+    let f = features();
+    let flag = |on: bool, name: &str| {
+        if on {
+            name.to_string()
+        } else {
+            format!("no {name}")
+        }
+    };
+    format!(
+        "kernel path {} (CPU: {}, {}, {}, {}; runs {})",
+        path(),
+        flag(f.avx2, "avx2+fma"),
+        flag(f.avx512, "avx512f/bw/dq/vl"),
+        flag(f.avx512_bf16, "avx512_bf16"),
+        flag(f.amx_bf16, "amx_bf16"),
+        names(&supported())
+    )
+}
+
+/// Evaluates `$call` (a call of a function or method) compiled for the instruction set of
+/// `$path` (a [`Path`]). The function called is `#[inline(always)]` (generic or not): it is
+/// inlined into a copy of the call made for each path, so the compiler vectorises its
+/// loops for that path. Whatever it calls without inlining runs as compiled for the
+/// build's baseline.
+///
+/// ```
+/// #[inline(always)]
+/// fn scale(x: &mut [f32], s: f32) {
+///     x.iter_mut().for_each(|v| *v *= s);
+/// }
+/// let mut x = vec![1.0f32; 100];
+/// mfh_cpu::dispatch!(mfh_cpu::path(), scale(&mut x, 2.0));
+/// assert!(x.iter().all(|&v| v == 2.0));
+/// ```
+#[macro_export]
+macro_rules! dispatch {
+    ($path:expr, $($call:tt)+) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+            unsafe fn on_avx512<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            #[inline]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn on_avx2<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            match $path {
+                // SAFETY: a path is only ever chosen when the CPU supports it
+                // (`Path::supported`, checked by `path`, `set_path` and `with_path`).
+                $crate::Path::Avx512 => unsafe { on_avx512(|| $($call)+) },
+                $crate::Path::Avx2 => unsafe { on_avx2(|| $($call)+) },
+                $crate::Path::Portable => $($call)+,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = $path;
+            $($call)+
+        }
+    }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_bad_names_are_errors() {
+        for p in Path::ALL {
+            assert_eq!(p.name().parse::<Path>().unwrap(), p);
+        }
+        assert_eq!("AVX2".parse::<Path>().unwrap(), Path::Avx2);
+        let e = "sse9".parse::<Path>().unwrap_err();
+        assert!(e.contains("sse9") && e.contains("avx512"), "{e}");
+    }
+
+    #[test]
+    fn supported_paths_include_portable_and_best_comes_first() {
+        let s = supported();
+        assert_eq!(s.last(), Some(&Path::Portable));
+        assert_eq!(s[0], best());
+        if features().avx512 {
+            assert!(features().avx2, "AVX-512 path implies AVX2");
+        }
+        println!("{}", describe());
+    }
+
+    #[test]
+    fn with_path_overrides_this_thread_only_and_restores() {
+        let before = path();
+        for p in supported() {
+            with_path(p, || {
+                assert_eq!(path(), p);
+                let other = std::thread::spawn(path).join().unwrap();
+                assert_eq!(other, before, "another thread sees the process path");
+            });
+            assert_eq!(path(), before);
+        }
+    }
+
+    #[inline(always)]
+    fn sum_sq(x: &[f32]) -> f32 {
+        x.iter().map(|v| v * v).sum()
+    }
+
+    #[test]
+    fn dispatch_gives_the_same_bits_on_every_path() {
+        let x: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin()).collect();
+        let want = sum_sq(&x);
+        for p in supported() {
+            assert_eq!(dispatch!(p, sum_sq(&x)).to_bits(), want.to_bits(), "{p}");
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The matrix product `C = act(alpha·op(A)·op(B) + beta·C + bias)` and the choice of its
+//! kernel at run time.
+//!
+//! For f32 the kernel follows [`mfh_cpu::path`]: the AVX-512 tile ([`avx512`], 14 × 32)
+//! or the AVX2 tile ([`avx2`], 6 × 16) over the one blocked driver ([`blocked`]), or the
+//! `gemm` crate on the portable path. f64 (gradient checks) always uses the `gemm`
+//! crate. `MFH_KERNEL` forces a path (see `mfh_cpu`).
+//!
+//! Why an own kernel: on the 2-core AMD EPYC (Zen 3) this project was first measured on,
+//! the `gemm` crate reached 100–117 GFLOP/s on 2048³ with 2 threads where the AVX2 tile
+//! reached 130–140; bench/RESULTS.md has the AVX-512 figures (`mfh bench sgemm`).
+//!
+//! Threads and determinism: with `threads() > 1` a product is split into one block of
+//! output rows (or columns) per thread, each computed by an unthreaded product over the
+//! whole reduction (k) dimension. No element's sum is ever split across threads, so with
+//! a fixed thread count results are bit-for-bit reproducible; with the own kernels a
+//! row's result does not depend on the split or the thread count at all, and the AVX2
+//! and AVX-512 tiles give equal bits. The `gemm` crate's results differ from theirs by
+//! float rounding.
+//!
+//! Not here: the elementwise loops (`crate::kernels`), softmax, batch norm and Adam
+//! (next to their layers).
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod blocked;
+
+use crate::kernels::{span, threads};
+use crate::Float;
+use mfh_cpu::Path;
+
+/// Below this many multiply-adds a product runs on one thread: fork/join would cost
+/// more than it saves.
+const PAR_MIN_WORK: usize = 1 << 18;
+
+/// Raw operands of one product (strides in elements), shareable with worker threads.
+#[derive(Clone, Copy)]
+struct Operands<T> {
+    a: *const T,
+    a_cs: usize,
+    a_rs: usize,
+    b: *const T,
+    b_cs: usize,
+    b_rs: usize,
+    c: *mut T,
+    ldc: usize,
+    /// Added to each row of the result when not null (`n` values), then ReLU if `relu`.
+    bias: *const T,
+    relu: bool,
+}
+
+// SAFETY: the pointers are only dereferenced during the `matmul` call that created them,
+// while the slices they come from are borrowed, and workers write disjoint blocks of C.
+unsafe impl<T> Send for Operands<T> {}
+unsafe impl<T> Sync for Operands<T> {}
+
+/// `C[m × n] = act(alpha·A·B + beta·C + bias)` on the calling thread (see [`Operands`]),
+/// by the kernel of `path` for f32 and by the `gemm` crate otherwise.
+///
+/// # Safety
+/// Every element addressed through the operands' pointers and strides must be valid,
+/// `bias`, when not null, must point at `n` values, `c` must not alias `a` or `b`, and
+/// the CPU must have `path` (as every [`Path`] handed out by `mfh_cpu` is).
+unsafe fn gemm_block<T: Float>(
+    path: Path,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    beta: T,
+    o: Operands<T>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && path != Path::Portable {
+        // T is f32 here, so the pointer casts and the scalar conversions are exact.
+        let view = |ptr: *const T, rs, cs| blocked::View {
+            ptr: ptr.cast(),
+            rs,
+            cs,
+        };
+        let epi = blocked::Epilogue {
+            bias: o.bias.cast(),
+            relu: o.relu,
+        };
+        let (a, b) = (view(o.a, o.a_rs, o.a_cs), view(o.b, o.b_rs, o.b_cs));
+        let (alpha, beta) = (alpha.to_f64() as f32, beta.to_f64() as f32);
+        // Products at most 16 wide (gates) take the 16-column tile on AVX-512 machines
+        // too: a 32-column tile would be half padding, and both tiles give equal bits.
+        if path == Path::Avx512 && n > <avx2::Avx2 as blocked::Tile>::NR {
+            blocked::sgemm::<avx512::Avx512>(m, n, k, alpha, a, b, beta, o.c.cast(), o.ldc, epi);
+        } else {
+            blocked::sgemm::<avx2::Avx2>(m, n, k, alpha, a, b, beta, o.c.cast(), o.ldc, epi);
+        }
+        return;
+    }
+    let _ = path;
+    // gemm computes dst = alpha·dst + beta·lhs·rhs, hence the swapped scalars. It only
+    // reads dst when told to, so a `beta == 0` output may hold garbage.
+    gemm::gemm(
+        m,
+        n,
+        k,
+        o.c,
+        1,
+        o.ldc as isize,
+        beta != T::zero(),
+        o.a,
+        o.a_cs as isize,
+        o.a_rs as isize,
+        o.b,
+        o.b_cs as isize,
+        o.b_rs as isize,
+        beta,
+        alpha,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+    if !o.bias.is_null() || o.relu {
+        let bias = (!o.bias.is_null()).then(|| std::slice::from_raw_parts(o.bias, n));
+        for i in 0..m {
+            let row = std::slice::from_raw_parts_mut(o.c.add(i * o.ldc), n);
+            for (j, v) in row.iter_mut().enumerate() {
+                let x = match bias {
+                    Some(b) => *v + b[j],
+                    None => *v,
+                };
+                *v = if o.relu { x.max(T::zero()) } else { x };
+            }
+        }
+    }
+}
+
+/// `C = alpha·op(A)·op(B) + beta·C` for row-major matrices, where `op(A)` is `m × k`,
+/// `op(B)` is `k × n` and `C` is `m × n`.
+///
+/// `A` is stored `m × k` (or `k × m` when `trans_a`) with row stride `lda`; likewise `B`
+/// (`k × n`, or `n × k` when `trans_b`). When `beta == 0`, `C` is not read (it may hold
+/// garbage or NaN). Panics if a slice is too short for its shape and stride.
+#[allow(clippy::too_many_arguments)] // BLAS-style signature: every argument is needed.
+pub fn matmul<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: &[T],
+    lda: usize,
+    trans_a: bool,
+    b: &[T],
+    ldb: usize,
+    trans_b: bool,
+    beta: T,
+    c: &mut [T],
+    ldc: usize,
+) {
+    matmul_bias_act(
+        m, n, k, alpha, a, lda, trans_a, b, ldb, trans_b, beta, c, ldc, None, false,
+    );
+}
+
+/// `C = act(alpha·op(A)·op(B) + beta·C + bias)`: [`matmul`] with the bias (when given,
+/// `n` values) added to every row and ReLU applied when `relu`, as the product writes
+/// each tile (no second pass over `C`). The result equals [`matmul`] followed by
+/// [`bias_act_rows`] bit for bit. Shapes, strides and `beta == 0` as in [`matmul`].
+#[allow(clippy::too_many_arguments)] // BLAS-style signature: every argument is needed.
+pub fn matmul_bias_act<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: &[T],
+    lda: usize,
+    trans_a: bool,
+    b: &[T],
+    ldb: usize,
+    trans_b: bool,
+    beta: T,
+    c: &mut [T],
+    ldc: usize,
+    bias: Option<&[T]>,
+    relu: bool,
+) {
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), n, "matmul_bias_act: bias length");
+    }
+    let (a_rows, a_cols) = if trans_a { (k, m) } else { (m, k) };
+    let (b_rows, b_cols) = if trans_b { (n, k) } else { (k, n) };
+    assert!(a_rows <= 1 || lda >= a_cols, "matmul: lda too small");
+    assert!(b_rows <= 1 || ldb >= b_cols, "matmul: ldb too small");
+    assert!(m <= 1 || ldc >= n, "matmul: ldc too small");
+    assert!(a.len() >= span(a_rows, a_cols, lda), "matmul: A too short");
+    assert!(b.len() >= span(b_rows, b_cols, ldb), "matmul: B too short");
+    assert!(c.len() >= span(m, n, ldc), "matmul: C too short");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (a_cs, a_rs) = if trans_a { (lda, 1) } else { (1, lda) };
+    let (b_cs, b_rs) = if trans_b { (ldb, 1) } else { (1, ldb) };
+    let o = Operands {
+        a: a.as_ptr(),
+        a_cs,
+        a_rs,
+        b: b.as_ptr(),
+        b_cs,
+        b_rs,
+        c: c.as_mut_ptr(),
+        ldc,
+        bias: bias.map_or(std::ptr::null(), <[T]>::as_ptr),
+        relu,
+    };
+    // The path is taken here, on the calling thread, and handed to the workers.
+    let path = mfh_cpu::path();
+    let t = threads();
+    if t == 1 || m * n * k < PAR_MIN_WORK {
+        // SAFETY: the asserts above keep every addressed element inside its slice, and
+        // `c` is a unique borrow, so it cannot alias `a` or `b`.
+        unsafe { gemm_block(path, m, n, k, alpha, beta, o) };
+        return;
+    }
+    // One block of whole rows (or whole columns, whichever dimension is longer) per
+    // thread, each over the full k: see the module doc on determinism.
+    let split_rows = m >= n;
+    let dim = if split_rows { m } else { n };
+    let chunk = dim.div_ceil(t).div_ceil(16) * 16;
+    let blocks = dim.div_ceil(chunk);
+    use rayon::prelude::*;
+    (0..blocks).into_par_iter().for_each(|bi| {
+        let lo = bi * chunk;
+        let len = chunk.min(dim - lo);
+        let mut ob = o;
+        // SAFETY: the block lies inside the asserted extents of A, B and C, and
+        // distinct blocks write disjoint rows (columns) of C.
+        unsafe {
+            if split_rows {
+                ob.a = o.a.add(lo * o.a_rs);
+                ob.c = o.c.add(lo * o.ldc);
+                gemm_block(path, len, n, k, alpha, beta, ob);
+            } else {
+                ob.b = o.b.add(lo * o.b_cs);
+                ob.c = o.c.add(lo);
+                if !o.bias.is_null() {
+                    ob.bias = o.bias.add(lo);
+                }
+                gemm_block(path, m, len, k, alpha, beta, ob);
+            }
+        }
+    });
+}
