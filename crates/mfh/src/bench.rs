@@ -142,6 +142,8 @@ fn summary(name: &str, unit: &str, mut v: Vec<f64>) {
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
+    // Which kernels ran, on which CPU: part of every figure.
+    outln!("# {}", mfh_cpu::describe());
     match cmd {
         BenchCmd::Ingest {
             config,

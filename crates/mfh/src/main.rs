@@ -222,6 +222,8 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // A bad MFH_KERNEL is an error here, not a silent fallback inside a kernel.
+    mfh_cpu::check_env().map_err(anyhow::Error::msg)?;
     match cli.cmd {
         Cmd::Prepare {
             dataset:

@@ -450,3 +450,37 @@ fn compare_writes_tables_and_resumes_finished_runs() {
     .stderr;
     assert!(e.contains("two different splits"), "{e}");
 }
+
+/// `MFH_KERNEL` naming no path, or a path this CPU lacks, stops every command with a
+/// message saying what it may be; each path the CPU has trains the tiny config and says so.
+#[test]
+fn kernel_path_from_the_environment_is_checked_and_reported() {
+    let run = |kernel: &str, args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mfh"))
+            .args(args)
+            .env("MFH_KERNEL", kernel)
+            .output()
+            .expect("the mfh binary runs")
+    };
+    let o = run("sse9", &["bench", "sgemm", "--n", "8", "--repeats", "1"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(e.contains("MFH_KERNEL") && e.contains("sse9") && e.contains("avx2"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    if !mfh_cpu::Path::Avx512.supported() {
+        let o = run("avx512", &["bench", "sgemm", "--n", "8", "--repeats", "1"]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_ne!(o.status.code(), Some(0));
+        assert!(e.contains("does not have avx512"), "{e}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let c = setup(tmp.path(), LOG, "");
+    for p in mfh_cpu::supported() {
+        let out = tmp.path().join(format!("m-{p}"));
+        let o = run(p.name(), &["train", "--config", s(&c), "--out", s(&out)]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{p}: {e}");
+        assert!(e.contains(&format!("kernel path {p}")), "{p}: {e}");
+        println!("trained on kernel path {p}");
+    }
+}

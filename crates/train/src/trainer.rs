@@ -376,10 +376,12 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         )
     };
     eprintln!(
-        "training `{model_name}` ({params} dense parameters) on {} rows × {} epochs, {} tasks",
+        "training `{model_name}` ({params} dense parameters) on {} rows × {} epochs, {} tasks; {} threads, kernel path {}",
         transforms.rows,
         tc.epochs,
-        state.grid.n_tasks()
+        state.grid.n_tasks(),
+        tc.threads,
+        mfh_cpu::path()
     );
     let start_epoch = if p.finished { tc.epochs } else { p.epoch };
     'epochs: for epoch in start_epoch..tc.epochs {
