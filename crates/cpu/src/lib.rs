@@ -11,9 +11,10 @@
 //!   build's baseline, and matrix products from the `gemm` crate (which picks its own).
 //!
 //! `MFH_KERNEL=avx512|avx2|portable` forces a path for the whole process (tests and
-//! measurements); `auto` or unset takes the best the CPU has. A path the CPU lacks is an
-//! error ([`check_env`]), never an illegal instruction. [`with_path`] forces one on the
-//! calling thread only, for tests that compare paths side by side.
+//! measurements); `auto` or unset takes [`best`]: the widest path, except where the
+//! CPU's 512-bit units are half width (AMD Zen 4), where it takes avx2. A path the CPU
+//! lacks is an error ([`check_env`]), never an illegal instruction. [`with_path`] forces
+//! one on the calling thread only, for tests that compare paths side by side.
 //!
 //! Results: elementwise loops give the same bits on every path (no reordered sums, no
 //! fused multiply-adds the source does not ask for). The matrix products of the
@@ -100,6 +101,8 @@ pub struct Features {
     pub avx512_bf16: bool,
     /// AMX-BF16 tiles (reported; no path uses it yet).
     pub amx_bf16: bool,
+    /// A CPU whose 512-bit operations run as two 256-bit halves (AMD family 19h, Zen 4).
+    pub half_width_512: bool,
 }
 
 /// This CPU's features.
@@ -117,7 +120,27 @@ fn detect() -> Features {
         avx512: avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl"),
         avx512_bf16: has!("avx512bf16"),
         amx_bf16: amx_bf16(),
+        half_width_512: amd_family() == Some(0x19),
     }
+}
+
+/// The family of an AMD CPU (CPUID leaf 1, base plus extended family); `None` for other
+/// vendors.
+#[cfg(target_arch = "x86_64")]
+fn amd_family() -> Option<u32> {
+    use std::arch::x86_64::__cpuid;
+    let v = __cpuid(0);
+    let vendor = [v.ebx, v.edx, v.ecx].map(u32::to_le_bytes).concat();
+    if vendor != b"AuthenticAMD" {
+        return None;
+    }
+    let eax = __cpuid(1).eax;
+    let base = (eax >> 8) & 0xf;
+    Some(if base == 0xf {
+        base + ((eax >> 20) & 0xff)
+    } else {
+        base
+    })
 }
 
 /// CPUID leaf 7, EDX bit 22 (the standard library detects AMX on nightly only). What the
@@ -136,18 +159,27 @@ fn detect() -> Features {
         avx512: false,
         avx512_bf16: false,
         amx_bf16: false,
+        half_width_512: false,
     }
 }
 
-/// The best path this CPU runs.
+/// The path `auto` takes: the widest this CPU runs, except on AMD family 19h (Zen 4),
+/// whose AVX-512 units execute each 512-bit operation as two 256-bit halves. There the
+/// AVX-512 tile does no more multiply-adds per cycle than the AVX2 tile, and MMoE-ref
+/// training measured 3–8 % faster on avx2 (bench/RESULTS.md). Both give equal bits, so
+/// this choice changes speed only. `MFH_KERNEL=avx512` still forces AVX-512 there.
 pub fn best() -> Path {
+    if features().avx512 && !features().half_width_512 {
+        return Path::Avx512;
+    }
     Path::ALL
         .into_iter()
+        .filter(|&p| p != Path::Avx512)
         .find(|p| p.supported())
         .unwrap_or(Path::Portable)
 }
 
-/// The paths this CPU runs, best first (what tests iterate over).
+/// The paths this CPU runs, widest first (what tests iterate over).
 pub fn supported() -> Vec<Path> {
     Path::ALL.into_iter().filter(|p| p.supported()).collect()
 }
@@ -251,13 +283,19 @@ pub fn describe() -> String {
         }
     };
     format!(
-        "kernel path {} (CPU: {}, {}, {}, {}; runs {})",
+        "kernel path {} (CPU: {}, {}{}, {}, {}; runs {}; auto takes {})",
         path(),
         flag(f.avx2, "avx2+fma"),
         flag(f.avx512, "avx512f/bw/dq/vl"),
+        if f.half_width_512 {
+            " in 256-bit halves"
+        } else {
+            ""
+        },
         flag(f.avx512_bf16, "avx512_bf16"),
         flag(f.amx_bf16, "amx_bf16"),
-        names(&supported())
+        names(&supported()),
+        best()
     )
 }
 
@@ -325,9 +363,13 @@ mod tests {
     fn supported_paths_include_portable_and_best_comes_first() {
         let s = supported();
         assert_eq!(s.last(), Some(&Path::Portable));
-        assert_eq!(s[0], best());
-        if features().avx512 {
-            assert!(features().avx2, "AVX-512 path implies AVX2");
+        assert!(s.contains(&best()));
+        let f = features();
+        if f.avx512 {
+            assert!(f.avx2, "AVX-512 path implies AVX2");
+            assert_eq!(best() == Path::Avx512, !f.half_width_512);
+        } else if f.avx2 {
+            assert_eq!(best(), Path::Avx2);
         }
         println!("{}", describe());
     }

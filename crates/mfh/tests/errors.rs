@@ -465,7 +465,10 @@ fn kernel_path_from_the_environment_is_checked_and_reported() {
     let o = run("sse9", &["bench", "sgemm", "--n", "8", "--repeats", "1"]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert_ne!(o.status.code(), Some(0));
-    assert!(e.contains("MFH_KERNEL") && e.contains("sse9") && e.contains("avx2"), "{e}");
+    assert!(
+        e.contains("MFH_KERNEL") && e.contains("sse9") && e.contains("avx2"),
+        "{e}"
+    );
     assert!(!e.contains("panicked"), "{e}");
     if !mfh_cpu::Path::Avx512.supported() {
         let o = run("avx512", &["bench", "sgemm", "--n", "8", "--repeats", "1"]);

@@ -166,7 +166,7 @@ pub(crate) unsafe fn sgemm<K: Tile>(
             for pc in (0..k).step_by(KC) {
                 let kc = KC.min(k - pc);
                 let bp = lines(&mut bufs.b, nc_pad * kc);
-                pack_b(b, pc, kc, jc, nc, nr_, bp);
+                pack_b::<K>(b, pc, kc, jc, nc, bp);
                 let beta_eff = if pc == 0 { beta } else { 1.0 };
                 // The epilogue goes with the last block of the sum.
                 let last = pc + kc == k;
@@ -284,12 +284,18 @@ unsafe fn pack_a<K: Tile>(a: View, ic: usize, mc: usize, pc: usize, kc: usize, d
 
 /// Packs rows `pc..pc + kc`, columns `jc..jc + nc` of B into panels of `nr` columns:
 /// panel `j` holds `kc` rows of `nr` values, zero-padded past column `nc`.
-unsafe fn pack_b(b: View, pc: usize, kc: usize, jc: usize, nc: usize, nr_: usize, dst: *mut f32) {
+unsafe fn pack_b<K: Tile>(b: View, pc: usize, kc: usize, jc: usize, nc: usize, dst: *mut f32) {
+    let nr_ = K::NR;
     for jr in (0..nc).step_by(nr_) {
         let nr = nr_.min(nc - jr);
         let panel = dst.add(jr * kc);
         let base = b.ptr.add(pc * b.rs + (jc + jr) * b.cs);
-        if b.cs == 1 {
+        if b.cs == 1 && nr == nr_ {
+            // Full panels: a copy of constant length per row, inlined as vector moves.
+            for p in 0..kc {
+                copy_row::<K>(base.add(p * b.rs), panel.add(p * nr_));
+            }
+        } else if b.cs == 1 {
             for p in 0..kc {
                 std::ptr::copy_nonoverlapping(base.add(p * b.rs), panel.add(p * nr_), nr);
             }
@@ -310,4 +316,10 @@ unsafe fn pack_b(b: View, pc: usize, kc: usize, jc: usize, nc: usize, nr_: usize
             }
         }
     }
+}
+
+/// Copies `K::NR` floats (a constant after monomorphisation, so no call to `memcpy`).
+#[inline(always)]
+unsafe fn copy_row<K: Tile>(src: *const f32, dst: *mut f32) {
+    std::ptr::copy_nonoverlapping(src, dst, K::NR);
 }
