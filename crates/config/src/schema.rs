@@ -355,6 +355,90 @@ impl FacetConfig {
     }
 }
 
+/// How many threads a command computes with: `"auto"` or a count in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Threads {
+    /// The cores this process may use (affinity mask and cgroup quota).
+    #[default]
+    Auto,
+    Count(usize),
+}
+
+impl Threads {
+    /// The thread count to run with.
+    pub fn resolve(self) -> usize {
+        match self {
+            Threads::Auto => mfh_cpu::available_threads(),
+            Threads::Count(n) => n.max(1),
+        }
+    }
+}
+
+impl std::fmt::Display for Threads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Threads::Auto => f.write_str("auto"),
+            Threads::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Threads {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Threads, String> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            return Ok(Threads::Auto);
+        }
+        match s.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(Threads::Count(n)),
+            _ => Err(format!(
+                "{s:?}: expected a thread count of at least 1, or \"auto\""
+            )),
+        }
+    }
+}
+
+impl Serialize for Threads {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Threads::Auto => s.serialize_str("auto"),
+            Threads::Count(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Threads {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Threads, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Threads;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a thread count or \"auto\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Threads, E> {
+                usize::try_from(v)
+                    .map(Threads::Count)
+                    .map_err(|_| E::custom(format!("{v}: expected a thread count or \"auto\"")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Threads, E> {
+                usize::try_from(v)
+                    .map(Threads::Count)
+                    .map_err(|_| E::custom(format!("{v}: too many threads")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Threads, E> {
+                if v.eq_ignore_ascii_case("auto") {
+                    Ok(Threads::Auto)
+                } else {
+                    Err(E::custom(format!(
+                        "{v:?}: expected a thread count or \"auto\""
+                    )))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
@@ -373,9 +457,10 @@ pub struct TrainConfig {
     pub shuffle_buffer: usize,
     #[serde(default = "d_seed")]
     pub seed: u64,
-    /// Compute threads (GEMM); results are deterministic for a fixed seed and thread count.
-    #[serde(default = "d_threads")]
-    pub threads: usize,
+    /// Compute threads: `"auto"` (the default: the cores this process may use) or a
+    /// count. Results are deterministic for a fixed seed, thread count and kernel path.
+    #[serde(default)]
+    pub threads: Threads,
     /// Dense-parameter learning rate (Adam).
     #[serde(default = "d_lr")]
     pub lr: f64,
@@ -608,9 +693,6 @@ fn d_shuffle() -> usize {
 }
 fn d_seed() -> u64 {
     42
-}
-fn d_threads() -> usize {
-    2
 }
 fn d_keep_last() -> usize {
     2
@@ -922,8 +1004,11 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     if t.batch_size == 0 {
         return bad("train.batch_size".into(), "must be at least 1".into());
     }
-    if t.threads == 0 {
-        return bad("train.threads".into(), "must be at least 1".into());
+    if t.threads == Threads::Count(0) {
+        return bad(
+            "train.threads".into(),
+            "must be at least 1, or \"auto\" for the cores this process may use".into(),
+        );
     }
     if !(t.lr.is_finite() && t.lr > 0.0) {
         return bad("train.lr".into(), "must be a positive number".into());

@@ -264,6 +264,14 @@ pub fn with_path<R>(p: Path, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// The threads this process may run at once: the CPUs in its affinity mask, lowered to
+/// its cgroup CPU quota (v1 or v2) when that is smaller; 1 when neither can be read. The
+/// default for every `threads` setting (`std::thread::available_parallelism`, which
+/// reads both on Linux).
+pub fn available_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 fn names(paths: &[Path]) -> String {
     paths
         .iter()
@@ -348,6 +356,24 @@ macro_rules! dispatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn available_threads_is_within_the_machine() {
+        let n = available_threads();
+        assert!(n >= 1);
+        // Never more than the CPUs the kernel lists as online.
+        if let Ok(online) = std::fs::read_to_string("/sys/devices/system/cpu/online") {
+            let count: usize = online
+                .trim()
+                .split(',')
+                .map(|r| match r.split_once('-') {
+                    Some((a, b)) => b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1,
+                    None => 1,
+                })
+                .sum();
+            assert!(n <= count, "{n} threads but {count} CPUs online");
+        }
+    }
 
     #[test]
     fn names_round_trip_and_bad_names_are_errors() {

@@ -82,7 +82,7 @@ pub(crate) fn config_fingerprint(cfg: &Config) -> String {
     t.max_steps = 0;
     t.checkpoint_every = 0;
     t.keep_last = 0;
-    t.threads = 0;
+    t.threads = mfh_config::Threads::Auto;
     t.batch_size = 0;
     t.model = None;
     c.to_toml_string()

@@ -179,8 +179,9 @@ pub fn train(
 ) -> Result<(TrainSummary, StepTimes)> {
     let t0 = Instant::now();
     let tc = &cfg.train;
-    mfh_nn::kernels::init_thread_pool(tc.threads);
-    mfh_nn::kernels::set_threads(tc.threads);
+    let threads = tc.threads.resolve();
+    mfh_nn::kernels::init_thread_pool(threads);
+    mfh_nn::kernels::set_threads(threads);
     let (model_name, spec) = model_spec(cfg, opts.model.as_deref())?;
     let seed = opts.seed.unwrap_or(tc.seed);
     let (rank, size) = (comm.rank(), comm.size());

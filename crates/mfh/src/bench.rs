@@ -62,8 +62,10 @@ pub enum BenchCmd {
         /// then the inference windows.
         #[arg(long)]
         infer_only: bool,
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
+        /// Thread counts, comma-separated (`1,2,4,8,16`): one run each, then a scaling
+        /// table (default: the cores this process may use).
+        #[arg(long, value_delimiter = ',')]
+        threads: Vec<usize>,
         #[arg(long, default_value_t = 7)]
         windows: usize,
         #[arg(long, default_value_t = 20)]
@@ -119,8 +121,9 @@ pub enum BenchCmd {
     Sgemm {
         #[arg(long, default_value_t = 2048)]
         n: usize,
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
+        /// Default: the cores this process may use.
+        #[arg(long)]
+        threads: Option<usize>,
         #[arg(long, default_value_t = 5)]
         repeats: usize,
         /// Also time the products of one MMoE-ref training step (batch 1024), each shape
@@ -185,16 +188,37 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             windows,
             steps_per_window,
             data,
-        } => bench_train(
-            workload,
-            threads,
-            windows,
-            steps_per_window,
-            data.as_deref(),
-            !dense,
-            all_rows,
-            infer_only,
-        )?,
+        } => {
+            let counts = if threads.is_empty() {
+                vec![mfh_cpu::available_threads()]
+            } else {
+                threads
+            };
+            if counts.contains(&0) {
+                anyhow::bail!("--threads: every count must be at least 1");
+            }
+            let mut figures = Vec::new();
+            for &t in &counts {
+                // A pool of exactly t threads per run, so every parallel loop (products,
+                // gathers, row updates, Adam) sees t.
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
+                figures.push(pool.install(|| {
+                    bench_train(
+                        workload,
+                        t,
+                        windows,
+                        steps_per_window,
+                        data.as_deref(),
+                        !dense,
+                        all_rows,
+                        infer_only,
+                    )
+                })?);
+            }
+            if figures.len() > 1 {
+                scaling_table(workload, &figures);
+            }
+        }
         BenchCmd::Gen {
             out,
             workload,
@@ -225,7 +249,11 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             repeats,
             shapes,
         } => {
-            bench_sgemm(n, threads, repeats);
+            bench_sgemm(
+                n,
+                threads.unwrap_or_else(mfh_cpu::available_threads),
+                repeats,
+            );
             if shapes {
                 bench_shapes(repeats);
             }
@@ -280,7 +308,7 @@ fn bench_infer(
         Some(c) => Config::load(c)?,
         None => m.config.clone(),
     };
-    let threads = threads.unwrap_or(m.config.train.threads);
+    let threads = threads.unwrap_or_else(|| m.config.train.threads.resolve());
     mfh_nn::kernels::init_thread_pool(threads);
     mfh_nn::kernels::set_threads(threads);
     let p = Arc::new(m.pipeline(&cfg)?);
@@ -652,9 +680,13 @@ fn bench_train(
     routing: bool,
     all_rows: bool,
     infer_only: bool,
-) -> Result<()> {
-    mfh_nn::kernels::init_thread_pool(threads);
+) -> Result<Figures> {
+    // The caller runs this inside a pool of `threads` threads.
     mfh_nn::kernels::set_threads(threads);
+    let mut fig = Figures {
+        threads,
+        ..Figures::default()
+    };
     let raw = match data {
         Some(p) => read_raw(p, w)?,
         None => raw_data(
@@ -740,10 +772,14 @@ fn bench_train(
                 adam_secs * 1e3 / p.steps.max(1) as f64
             ));
             outln!("ms per step (mean): {}", parts.join(", "));
+            fig.phases = p.per_step_ms();
+            fig.phases
+                .push(("dense Adam", adam_secs * 1e3 / p.steps.max(1) as f64));
         }
         let mut sorted = rates.clone();
         sorted.sort_by(f64::total_cmp);
         let median = sorted[sorted.len() / 2];
+        fig.training = Some(median);
         summary(&format!("{} training", w.name()), "samples/s", rates);
         if w == Workload::MmoeRef || !routing {
             // Forward + backward of a dense network: 2 FLOPs per weight per row forward, twice
@@ -783,12 +819,68 @@ fn bench_train(
             rates.push((steps * BATCH) as f64 / t.elapsed().as_secs_f64());
         }
     }
+    let mut sorted = rates.clone();
+    sorted.sort_by(f64::total_cmp);
+    fig.inference = sorted[sorted.len() / 2];
     summary(
         &format!("{} inference (batch 1024)", w.name()),
         "samples/s",
         rates,
     );
-    Ok(())
+    Ok(fig)
+}
+
+/// One `bench train` run's medians.
+#[derive(Default)]
+struct Figures {
+    threads: usize,
+    /// Training samples/s (none with --infer-only).
+    training: Option<f64>,
+    /// Inference samples/s, batch 1024.
+    inference: f64,
+    /// Milliseconds per training step by phase.
+    phases: Vec<(&'static str, f64)>,
+}
+
+/// The runs side by side: rates, their efficiency against the first run's rate per
+/// thread, and each phase's milliseconds per step (a phase that does not fall as threads
+/// rise is serial).
+fn scaling_table(w: Workload, figs: &[Figures]) {
+    let base = &figs[0];
+    let eff = |rate: f64, base_rate: f64, t: usize| {
+        100.0 * rate / (base_rate * t as f64 / base.threads as f64)
+    };
+    outln!(
+        "\n{} scaling (medians; efficiency = rate / (threads × first run's rate per thread)):",
+        w.name()
+    );
+    let phase_names: Vec<&str> = base.phases.iter().map(|(n, _)| *n).collect();
+    let mut head =
+        "| threads | training samples/s | eff. | inference samples/s | eff. |".to_string();
+    for n in &phase_names {
+        head.push_str(&format!(" {n} ms |"));
+    }
+    outln!("{head}");
+    outln!("|{}", "---:|".repeat(5 + phase_names.len()));
+    for f in figs {
+        let train = match (f.training, base.training) {
+            (Some(r), Some(b)) => format!("{r:.0} | {:.0} %", eff(r, b, f.threads)),
+            _ => "- | -".into(),
+        };
+        let mut line = format!(
+            "| {} | {train} | {:.0} | {:.0} % |",
+            f.threads,
+            f.inference,
+            eff(f.inference, base.inference, f.threads)
+        );
+        for n in &phase_names {
+            match f.phases.iter().find(|(m, _)| m == n) {
+                Some((_, ms)) => line.push_str(&format!(" {ms:.1} |")),
+                None => line.push_str(" - |"),
+            }
+        }
+        outln!("{line}");
+    }
 }
 
 /// GFLOP/s of each product in one MMoE-ref training step: (name, m, n, k, lda, trans_a,
@@ -1039,8 +1131,8 @@ fn bench_routing(
     steps: usize,
 ) -> Result<()> {
     let cfg = Config::load(config)?;
-    mfh_nn::kernels::init_thread_pool(cfg.train.threads);
-    mfh_nn::kernels::set_threads(cfg.train.threads);
+    mfh_nn::kernels::init_thread_pool(cfg.train.threads.resolve());
+    mfh_nn::kernels::set_threads(cfg.train.threads.resolve());
     let (_, table) = cfg.model_section(Some(model))?;
     let spec: ModelSpec = toml::Value::Table(table.clone()).try_into()?;
     let with_routing = |on: bool| -> Result<ModelSpec> {
@@ -1090,7 +1182,7 @@ fn bench_routing(
         grid.n_tasks(),
         grid.n_cells(),
         cfg.train.batch_size,
-        cfg.train.threads,
+        mfh_nn::threads(),
         batches.len()
     );
     let mut adams = [

@@ -27,7 +27,7 @@ mod bench;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use mfh_config::Config;
+use mfh_config::{Config, Threads};
 use mfh_train::{evaluate, load_model, predict_to_csv, train, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -80,6 +80,9 @@ enum Cmd {
         /// Hide the progress bars.
         #[arg(long)]
         quiet: bool,
+        /// Compute threads, a count or `auto` (default: the config's `train.threads`).
+        #[arg(long)]
+        threads: Option<Threads>,
     },
     /// Train several model sections over several seeds; write table.md and results.json.
     Compare {
@@ -100,6 +103,9 @@ enum Cmd {
         tensorboard: bool,
         #[arg(long)]
         quiet: bool,
+        /// Compute threads, a count or `auto` (default: the config's `train.threads`).
+        #[arg(long)]
+        threads: Option<Threads>,
     },
     /// Score a trained model on a split and print its metrics per behaviour × cell.
     Eval {
@@ -114,6 +120,9 @@ enum Cmd {
         /// Print metrics as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Compute threads, a count or `auto` (default: the config's `train.threads`).
+        #[arg(long)]
+        threads: Option<Threads>,
     },
     /// Write per-row predictions of a split to a CSV file.
     Predict {
@@ -125,6 +134,9 @@ enum Cmd {
         split: String,
         #[arg(long)]
         out: PathBuf,
+        /// Compute threads, a count or `auto` (default: the config's `train.threads`).
+        #[arg(long)]
+        threads: Option<Threads>,
     },
     /// Describe a trained model: grid, layers with parameter counts, embedding tables.
     Inspect {
@@ -146,6 +158,9 @@ enum Cmd {
         /// Raw KuaiRand folder (default: the copy bundled in this repository).
         #[arg(long)]
         raw: Option<PathBuf>,
+        /// Compute threads, a count or `auto` (default: auto, the cores this process may use).
+        #[arg(long)]
+        threads: Option<Threads>,
     },
     /// Throughput measurements (not tests): ingest rows/s, training samples/s.
     Bench {
@@ -262,8 +277,12 @@ fn run(cli: Cli) -> Result<()> {
             resume,
             init_from,
             quiet,
+            threads,
         } => {
-            let cfg = Config::load(&config)?;
+            let mut cfg = Config::load(&config)?;
+            if let Some(t) = threads {
+                cfg.train.threads = t;
+            }
             let opts = TrainOptions {
                 model,
                 out: out.clone(),
@@ -303,8 +322,12 @@ fn run(cli: Cli) -> Result<()> {
             bootstrap,
             tensorboard,
             quiet,
+            threads,
         } => {
-            let cfg = Config::load(&config)?;
+            let mut cfg = Config::load(&config)?;
+            if let Some(t) = threads {
+                cfg.train.threads = t;
+            }
             let models = if models.is_empty() {
                 cfg.models.keys().cloned().collect()
             } else {
@@ -337,6 +360,7 @@ fn run(cli: Cli) -> Result<()> {
             config,
             split,
             json,
+            threads,
         } => {
             let mut m = load_model(&model_dir)?;
             let cfg = match &config {
@@ -345,8 +369,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let split = split.unwrap_or_else(|| m.meta.selection_split.clone());
             let p = Arc::new(m.pipeline(&cfg)?);
-            mfh_nn::kernels::init_thread_pool(cfg.train.threads);
-            mfh_nn::kernels::set_threads(cfg.train.threads);
+            use_threads(threads.unwrap_or(cfg.train.threads));
             let res = evaluate(&mut m.state, &p, &split, m.config.train.batch_size)?;
             if res.rows == 0 {
                 eprintln!("warning: split `{split}` is empty: no row matches it");
@@ -363,10 +386,12 @@ fn run(cli: Cli) -> Result<()> {
             config,
             split,
             out,
+            threads,
         } => {
             let mut m = load_model(&model_dir)?;
             let cfg = Config::load(&config)?;
             let p = Arc::new(m.pipeline(&cfg)?);
+            use_threads(threads.unwrap_or(cfg.train.threads));
             let n = predict_to_csv(&mut m.state, &p, &split, m.config.train.batch_size, &out)?;
             if n == 0 {
                 eprintln!("warning: split `{split}` is empty: no row matches it");
@@ -391,7 +416,7 @@ fn run(cli: Cli) -> Result<()> {
                 s.io_json.display()
             );
         }
-        Cmd::Quickstart { out, raw } => quickstart(&out, raw)?,
+        Cmd::Quickstart { out, raw, threads } => quickstart(&out, raw, threads)?,
         Cmd::Bench { what } => bench::run(what)?,
         #[cfg(feature = "serve")]
         Cmd::Serve(a) => mfh_serve::run(mfh_serve::ServeOptions {
@@ -517,7 +542,14 @@ fn bundled_raw() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/kuairand-pure")
 }
 
-fn quickstart(out: &Path, raw: Option<PathBuf>) -> Result<()> {
+/// Sizes the thread pool and the kernels' threads for a command that scores.
+fn use_threads(t: Threads) {
+    let n = t.resolve();
+    mfh_nn::kernels::init_thread_pool(n);
+    mfh_nn::kernels::set_threads(n);
+}
+
+fn quickstart(out: &Path, raw: Option<PathBuf>, threads: Option<Threads>) -> Result<()> {
     let raw = raw.unwrap_or_else(bundled_raw);
     if !raw.is_dir() {
         bail!(
@@ -528,7 +560,10 @@ fn quickstart(out: &Path, raw: Option<PathBuf>) -> Result<()> {
     let t0 = std::time::Instant::now();
     let data_dir = out.join("data");
     let config = prepare_kuairand(&raw, Vec::new(), &data_dir)?;
-    let cfg = Config::load(&config)?;
+    let mut cfg = Config::load(&config)?;
+    if let Some(t) = threads {
+        cfg.train.threads = t;
+    }
     let mut results = Vec::new();
     for name in ["mmoe", "mfh"] {
         let model_dir = out.join(name);

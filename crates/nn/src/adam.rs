@@ -100,16 +100,94 @@ impl<T: Float> Adam<T> {
         let bc2 = T::from_f64(1.0 - self.beta2.to_f64().powf(t));
         let (b1, b2, eps, wd) = (self.beta1, self.beta2, self.eps, self.weight_decay);
         let (m, v) = (&mut self.m, &mut self.v);
+        // Every parameter slice with its gradient and moments, then one parallel pass
+        // over all of them in pieces of similar size: a network of many small layers is
+        // then split as well as one large slice (one fork/join per slice did not scale).
+        let mut parts = Vec::new();
         let mut i = 0;
         module.visit_params("", &mut |name, p, g| {
             assert!(
-                i < m.len() && m[i].len() == p.len(),
+                i < m.len() && m[i].len() == p.len() && g.len() >= p.len(),
                 "Adam: parameter {name} does not match the optimiser state"
             );
-            adam_update(p, g, &mut m[i], &mut v[i], lr, b1, b2, eps, wd, bc1, bc2);
+            parts.push(Part {
+                p: p.as_mut_ptr(),
+                g: g.as_ptr(),
+                m: m[i].as_mut_ptr(),
+                v: v[i].as_mut_ptr(),
+                len: p.len(),
+            });
             i += 1;
         });
+        let one = T::one();
+        let h = Hyper {
+            beta1: b1,
+            beta2: b2,
+            eps,
+            decay: one - lr * wd,
+            step: lr / bc1,
+            inv_sqrt_bc2: one / bc2.sqrt(),
+        };
+        let total: usize = parts.iter().map(|q| q.len).sum();
+        let threads = crate::kernels::threads();
+        let path = mfh_cpu::path();
+        // SAFETY (for `update`): the parts are the module's distinct parameter, gradient
+        // and moment buffers, all borrowed for this call; each piece below is a range of
+        // one part, and the pieces do not overlap.
+        let update = |q: &Part<T>, lo: usize, hi: usize| unsafe {
+            let p = std::slice::from_raw_parts_mut(q.p.add(lo), hi - lo);
+            let g = std::slice::from_raw_parts(q.g.add(lo), hi - lo);
+            let m = std::slice::from_raw_parts_mut(q.m.add(lo), hi - lo);
+            let v = std::slice::from_raw_parts_mut(q.v.add(lo), hi - lo);
+            mfh_cpu::dispatch!(path, adam_block(p, g, m, v, h))
+        };
+        if threads <= 1 || total < 1 << 16 {
+            parts.iter().for_each(|q| update(q, 0, q.len));
+            return;
+        }
+        // About four pieces per thread, none under 4,096 values; multiples of 16 keep
+        // pieces on cache-line boundaries.
+        let piece = (total.div_ceil(4 * threads).max(4096)).div_ceil(16) * 16;
+        let pieces: Vec<(usize, usize, usize)> = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(k, q)| {
+                (0..q.len)
+                    .step_by(piece)
+                    .map(move |lo| (k, lo, (lo + piece).min(q.len)))
+            })
+            .collect();
+        use rayon::prelude::*;
+        pieces
+            .par_iter()
+            .for_each(|&(k, lo, hi)| update(&parts[k], lo, hi));
     }
+}
+
+/// One parameter slice with its gradient and moments, as raw pointers so that pieces of
+/// every slice can be updated in one parallel pass.
+struct Part<T> {
+    p: *mut T,
+    g: *const T,
+    m: *mut T,
+    v: *mut T,
+    len: usize,
+}
+
+// SAFETY: parts are only used inside `Adam::step`, while the buffers they point at are
+// borrowed, and concurrent pieces never overlap.
+unsafe impl<T> Send for Part<T> {}
+unsafe impl<T> Sync for Part<T> {}
+
+/// The scalars of one Adam step.
+#[derive(Clone, Copy)]
+struct Hyper<T> {
+    beta1: T,
+    beta2: T,
+    eps: T,
+    decay: T,
+    step: T,
+    inv_sqrt_bc2: T,
 }
 
 /// One Adam/AdamW update of a parameter slice (PyTorch's formulation):
@@ -130,17 +208,19 @@ pub fn adam_update<T: Float>(
     bc2: T,
 ) {
     let one = T::one();
-    let decay = one - lr * weight_decay;
-    let step = lr / bc1;
-    let inv_sqrt_bc2 = one / bc2.sqrt();
+    let h = Hyper {
+        beta1,
+        beta2,
+        eps,
+        decay: one - lr * weight_decay,
+        step: lr / bc1,
+        inv_sqrt_bc2: one / bc2.sqrt(),
+    };
     let len = p.len();
     assert!(g.len() >= len && m.len() >= len && v.len() >= len);
     let path = mfh_cpu::path();
     let update = |p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]| {
-        mfh_cpu::dispatch!(
-            path,
-            adam_block(p, g, m, v, beta1, beta2, eps, decay, step, inv_sqrt_bc2)
-        )
+        mfh_cpu::dispatch!(path, adam_block(p, g, m, v, h))
     };
     match row_blocks(len, 1) {
         Some(chunk) => {
@@ -156,24 +236,12 @@ pub fn adam_update<T: Float>(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn adam_block<T: Float>(
-    p: &mut [T],
-    g: &[T],
-    m: &mut [T],
-    v: &mut [T],
-    beta1: T,
-    beta2: T,
-    eps: T,
-    decay: T,
-    step: T,
-    inv_sqrt_bc2: T,
-) {
+fn adam_block<T: Float>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], h: Hyper<T>) {
     let one = T::one();
     for (((pv, &gv), mv), vv) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-        *mv = beta1 * *mv + (one - beta1) * gv;
-        *vv = beta2 * *vv + (one - beta2) * gv * gv;
-        *pv = *pv * decay - step * *mv / (vv.sqrt() * inv_sqrt_bc2 + eps);
+        *mv = h.beta1 * *mv + (one - h.beta1) * gv;
+        *vv = h.beta2 * *vv + (one - h.beta2) * gv * gv;
+        *pv = *pv * h.decay - h.step * *mv / (vv.sqrt() * h.inv_sqrt_bc2 + h.eps);
     }
 }

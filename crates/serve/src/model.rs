@@ -35,8 +35,9 @@ impl ServedModel {
     pub fn load(dir: &Path, version: u64) -> Result<ServedModel> {
         let m = load_model(dir)?;
         let p = Arc::new(m.serving_pipeline()?);
-        mfh_nn::kernels::init_thread_pool(m.config.train.threads);
-        mfh_nn::kernels::set_threads(m.config.train.threads);
+        let threads = m.config.train.threads.resolve();
+        mfh_nn::kernels::init_thread_pool(threads);
+        mfh_nn::kernels::set_threads(threads);
         let grid = m.state.grid.clone();
         Ok(ServedModel {
             version,

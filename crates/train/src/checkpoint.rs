@@ -88,11 +88,14 @@ impl SelectionState {
     }
 }
 
-/// The resolved config as a resume compares it: checkpoint keys do not change the run.
+/// The resolved config as a resume compares it: checkpoint keys do not change the run,
+/// and neither does the thread count (a run may resume on a machine with other cores;
+/// only float rounding then differs from an uninterrupted run).
 pub(crate) fn config_fingerprint(cfg: &mfh_config::Config) -> String {
     let mut c = cfg.clone();
     c.train.checkpoint_every = 0;
     c.train.keep_last = 0;
+    c.train.threads = mfh_config::Threads::Auto;
     c.to_toml_string()
 }
 

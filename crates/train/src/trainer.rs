@@ -199,8 +199,9 @@ fn bar(total: u64, show: bool) -> ProgressBar {
 pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let t0 = Instant::now();
     let tc = &cfg.train;
-    mfh_nn::kernels::init_thread_pool(tc.threads);
-    mfh_nn::kernels::set_threads(tc.threads);
+    let threads = tc.threads.resolve();
+    mfh_nn::kernels::init_thread_pool(threads);
+    mfh_nn::kernels::set_threads(threads);
     let (model_name, spec) = model_spec(cfg, opts.model.as_deref())?;
     prepare_out(&opts.out, tc.keep_last > 0)?;
     let ckpt_root = checkpoint::root(&opts.out);
@@ -380,7 +381,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         transforms.rows,
         tc.epochs,
         state.grid.n_tasks(),
-        tc.threads,
+        mfh_nn::threads(),
         mfh_cpu::path()
     );
     let start_epoch = if p.finished { tc.epochs } else { p.epoch };
