@@ -522,25 +522,26 @@ impl EmbeddingLayer {
         }
     }
 
-    /// Gathers, per table, the slot and gradient of every id occurrence in the batch.
-    fn collect_gradients(&mut self, input: &SparseInput, d_out: &[f32], row_stride: usize) {
+    /// Gathers the slot and gradient of every id occurrence of table `t`'s fields in the
+    /// batch into `t_slots` and `t_grads`, field by field in order.
+    #[allow(clippy::too_many_arguments)] // the layer's parts that one table's task reads
+    fn collect_table(
+        t: usize,
+        fields: &[FieldSpec],
+        layout: &[FieldLayout],
+        slots: &[Vec<u32>],
+        input: &SparseInput,
+        d_out: &[f32],
+        row_stride: usize,
+        t_slots: &mut Vec<u32>,
+        t_grads: &mut Vec<f32>,
+    ) {
         let n = input.n;
-        let EmbeddingLayer {
-            fields,
-            layout,
-            slots,
-            table_slots,
-            table_grads,
-            ..
-        } = self;
-        for (s, g) in table_slots.iter_mut().zip(table_grads.iter_mut()) {
-            s.clear();
-            g.clear();
-        }
-        for (f, field) in fields.iter().enumerate() {
+        t_slots.clear();
+        t_grads.clear();
+        for (f, field) in fields.iter().enumerate().filter(|(_, fl)| fl.table == t) {
             let FieldLayout { input: k, col } = layout[f];
             let dim = field.dim;
-            let (t_slots, t_grads) = (&mut table_slots[field.table], &mut table_grads[field.table]);
             match field.pooling {
                 None => {
                     t_slots.extend_from_slice(&slots[f]);
@@ -592,16 +593,30 @@ impl EmbeddingLayer {
             panic!("EmbeddingLayer::backward: {e}");
         }
         self.check_out("EmbeddingLayer::backward", input.n, d_out.len(), row_stride);
-        self.collect_gradients(input, d_out, row_stride);
-        // Tables are independent: one thread per table, each in its own fixed order.
+        // Tables are independent: one task per table gathers its fields' gradients and
+        // applies them, each in its own fixed order (the result does not depend on the
+        // threads).
+        let EmbeddingLayer {
+            fields,
+            layout,
+            slots,
+            tables,
+            table_slots,
+            table_grads,
+            ..
+        } = self;
         use rayon::prelude::*;
-        self.tables
+        tables
             .par_iter_mut()
-            .zip(&self.table_slots)
-            .zip(&self.table_grads)
-            .for_each(|((table, slots), grads)| {
-                if !slots.is_empty() {
-                    table.apply_gradients(slots, grads, step);
+            .zip(table_slots.par_iter_mut())
+            .zip(table_grads.par_iter_mut())
+            .enumerate()
+            .for_each(|(t, ((table, t_slots), t_grads))| {
+                Self::collect_table(
+                    t, fields, layout, slots, input, d_out, row_stride, t_slots, t_grads,
+                );
+                if !t_slots.is_empty() {
+                    table.apply_gradients(t_slots, t_grads, step);
                 }
             });
     }
@@ -770,7 +785,27 @@ mod tests {
         for i in 0..3 {
             d_out[i * stride + layer.width()..(i + 1) * stride].fill(0.0);
         }
-        layer.collect_gradients(&input, &d_out, stride);
+        {
+            let EmbeddingLayer {
+                fields,
+                layout,
+                slots,
+                table_slots,
+                table_grads,
+                ..
+            } = &mut layer;
+            EmbeddingLayer::collect_table(
+                0,
+                fields,
+                layout,
+                slots,
+                &input,
+                &d_out,
+                stride,
+                &mut table_slots[0],
+                &mut table_grads[0],
+            );
+        }
 
         let table = &layer.tables[0];
         let mut analytic = vec![0.0f64; table.len() * dim];
