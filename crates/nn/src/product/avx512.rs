@@ -16,7 +16,7 @@ impl Tile for Avx512 {
     /// 256 × 4096 floats = 4 MB of B in L3.
     const NC: usize = 4096;
 
-    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
     unsafe fn kernel(
         kc: usize,
         a: *const f32,
@@ -27,79 +27,65 @@ impl Tile for Avx512 {
         ldc: usize,
         epi: Epilogue,
     ) {
-        kernel(kc, a, b, alpha, beta, c, ldc, epi)
-    }
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-#[allow(clippy::too_many_arguments)] // one tile's operands
-unsafe fn kernel(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    alpha: f32,
-    beta: f32,
-    c: *mut f32,
-    ldc: usize,
-    epi: Epilogue,
-) {
-    const MR: usize = Avx512::MR;
-    for i in 0..MR {
-        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc).cast());
-        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + 31).cast());
-    }
-    // Row i of the tile in acc[i] (two 16-lane halves); the loops over i unroll, and the
-    // 28 accumulators live in registers.
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-    let (mut ap, mut bp) = (a, b);
-    for _ in 0..kc {
-        let b0 = _mm512_load_ps(bp);
-        let b1 = _mm512_load_ps(bp.add(16));
-        for (i, row) in acc.iter_mut().enumerate() {
-            let x = _mm512_set1_ps(*ap.add(i));
-            row[0] = _mm512_fmadd_ps(x, b0, row[0]);
-            row[1] = _mm512_fmadd_ps(x, b1, row[1]);
+        // The tile's rows (`Self::MR`; an item inside a method cannot name `Self`).
+        const MR: usize = 14;
+        for i in 0..MR {
+            _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc).cast());
+            _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + 31).cast());
         }
-        ap = ap.add(MR);
-        bp = bp.add(32);
-    }
-    let va = _mm512_set1_ps(alpha);
-    for (i, [lo, hi]) in acc.iter_mut().enumerate() {
-        if beta == 0.0 {
-            *lo = _mm512_mul_ps(va, *lo);
-            *hi = _mm512_mul_ps(va, *hi);
-        } else {
-            let vb = _mm512_set1_ps(beta);
+        // Row i of the tile in acc[i] (two 16-lane halves); the loops over i unroll, and the
+        // 28 accumulators live in registers.
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let (mut ap, mut bp) = (a, b);
+        for _ in 0..kc {
+            let b0 = _mm512_load_ps(bp);
+            let b1 = _mm512_load_ps(bp.add(16));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*ap.add(i));
+                row[0] = _mm512_fmadd_ps(x, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(x, b1, row[1]);
+            }
+            ap = ap.add(MR);
+            bp = bp.add(32);
+        }
+        let va = _mm512_set1_ps(alpha);
+        for (i, [lo, hi]) in acc.iter_mut().enumerate() {
+            if beta == 0.0 {
+                *lo = _mm512_mul_ps(va, *lo);
+                *hi = _mm512_mul_ps(va, *hi);
+            } else {
+                let vb = _mm512_set1_ps(beta);
+                let p = c.add(i * ldc);
+                let old_lo = _mm512_mul_ps(vb, _mm512_loadu_ps(p));
+                let old_hi = _mm512_mul_ps(vb, _mm512_loadu_ps(p.add(16)));
+                *lo = _mm512_fmadd_ps(va, *lo, old_lo);
+                *hi = _mm512_fmadd_ps(va, *hi, old_hi);
+            }
+        }
+        if !epi.is_none() {
+            let zero = _mm512_setzero_ps();
+            let (b_lo, b_hi) = if epi.bias.is_null() {
+                (zero, zero)
+            } else {
+                (_mm512_loadu_ps(epi.bias), _mm512_loadu_ps(epi.bias.add(16)))
+            };
+            for [lo, hi] in acc.iter_mut() {
+                if !epi.bias.is_null() {
+                    *lo = _mm512_add_ps(*lo, b_lo);
+                    *hi = _mm512_add_ps(*hi, b_hi);
+                }
+                if epi.relu {
+                    // max(v, 0) with 0 as the second operand gives 0 for NaN, as the AVX2
+                    // tile and `f32::max` do.
+                    *lo = _mm512_max_ps(*lo, zero);
+                    *hi = _mm512_max_ps(*hi, zero);
+                }
+            }
+        }
+        for (i, [lo, hi]) in acc.into_iter().enumerate() {
             let p = c.add(i * ldc);
-            let old_lo = _mm512_mul_ps(vb, _mm512_loadu_ps(p));
-            let old_hi = _mm512_mul_ps(vb, _mm512_loadu_ps(p.add(16)));
-            *lo = _mm512_fmadd_ps(va, *lo, old_lo);
-            *hi = _mm512_fmadd_ps(va, *hi, old_hi);
+            _mm512_storeu_ps(p, lo);
+            _mm512_storeu_ps(p.add(16), hi);
         }
-    }
-    if !epi.is_none() {
-        let zero = _mm512_setzero_ps();
-        let (b_lo, b_hi) = if epi.bias.is_null() {
-            (zero, zero)
-        } else {
-            (_mm512_loadu_ps(epi.bias), _mm512_loadu_ps(epi.bias.add(16)))
-        };
-        for [lo, hi] in acc.iter_mut() {
-            if !epi.bias.is_null() {
-                *lo = _mm512_add_ps(*lo, b_lo);
-                *hi = _mm512_add_ps(*hi, b_hi);
-            }
-            if epi.relu {
-                // max(v, 0) with 0 as the second operand gives 0 for NaN, as the AVX2
-                // tile and `f32::max` do.
-                *lo = _mm512_max_ps(*lo, zero);
-                *hi = _mm512_max_ps(*hi, zero);
-            }
-        }
-    }
-    for (i, [lo, hi]) in acc.into_iter().enumerate() {
-        let p = c.add(i * ldc);
-        _mm512_storeu_ps(p, lo);
-        _mm512_storeu_ps(p.add(16), hi);
     }
 }
