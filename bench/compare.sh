@@ -6,6 +6,9 @@
 #   DUEL_ROUNDS=N                  rounds of the back-to-back scoring duel (default 6)
 #   THREADS=N                      threads on both sides (default 2)
 #   MFH_KERNEL=avx512|avx2|portable  force mfh's kernel path (default: the CPU's best)
+#   SCALING=1,2,4,8,16             instead of the above: MMoE-ref and MFH-ref on mfh and the
+#                                  PyTorch peers (sparse, MFH) at each thread count, then
+#                                  mfh's scaling tables and the ratios per count
 # From a fresh clone it makes bench/.venv and installs torch, numpy and pyarrow from PyPI
 # (a large download). Offline, give it what it would install:
 #   PYTHON=/path/to/python         an interpreter with torch and numpy (pyarrow optional:
@@ -27,6 +30,52 @@ fi
 # MFH_BIN=path uses an already built release binary (it must have the parquet feature).
 if [ -z "${MFH_BIN:-}" ]; then
   (cd "$root" && cargo build --release -q -p mfh --features parquet)
+fi
+if [ -n "${SCALING:-}" ]; then
+  mfh="${MFH_BIN:-$root/target/release/mfh}"
+  log="$root/target/scaling.log"
+  for w in mmoe-ref mfh-ref; do
+    "$mfh" bench gen --workload "$w" --out "$root/target/$w.bin" > /dev/null
+  done
+  {
+  echo "# $(date -u +%F) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; thread counts $SCALING"
+  "$py" -c "import torch; print(f'# torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}')"
+  "$mfh" bench train --threads "$SCALING" --data "$root/target/mmoe-ref.bin"
+  "$mfh" bench train --workload mfh-ref --threads "$SCALING" --windows 5 --steps-per-window 5 --data "$root/target/mfh-ref.bin"
+  for t in ${SCALING//,/ }; do
+    "$py" "$here/peers/torch_mmoe_ref.py" --data "$root/target/mmoe-ref.bin" --variant sparse --threads "$t"
+    "$py" "$here/peers/torch_mfh_ref.py" --data "$root/target/mfh-ref.bin" --threads "$t" --windows 5 --steps 5
+  done
+  } | tee "$log"
+  echo
+  echo "## mfh / PyTorch per thread count (medians)"
+  python3 - "$log" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def rows(workload):
+    m = re.search(workload + r" scaling.*?\n\|[^\n]*\n\|[^\n]*\n((?:\|[^\n]*\n)+)", text, re.S)
+    out = {}
+    for line in (m.group(1).splitlines() if m else []):
+        c = [x.strip() for x in line.strip("|").split("|")]
+        out[int(c[0])] = (float(c[1]), float(c[3]))
+    return out
+def peer(pattern):
+    out = {}
+    for t, body in re.findall(pattern + r"[^\n]*?, (\d+) threads[^\n]*\n((?:training|inference)[^\n]*\n(?:inference[^\n]*\n)?)", text):
+        tr = re.search(r"training: median (\d+)", body)
+        inf = re.search(r"inference \(batch 1024\): median (\d+)", body)
+        out[int(t)] = (float(tr.group(1)) if tr else float("nan"), float(inf.group(1)) if inf else float("nan"))
+    return out
+mmoe, mfhr = rows("MMoE-ref"), rows("MFH-ref")
+sparse, tmfh = peer(r"MMoE-ref \(sparse embeddings\)"), peer(r"torch [^\n]*MFH-ref")
+print("| threads | MMoE-ref training / torch sparse | inference / torch sparse | MFH-ref training / torch MFH |")
+print("|---:|---:|---:|---:|")
+for t in sorted(mmoe):
+    a, b, c = mmoe[t], sparse.get(t, (float("nan"),) * 2), tmfh.get(t, (float("nan"),) * 2)
+    m = mfhr.get(t, (float("nan"),) * 2)
+    print(f"| {t} | {a[0] / b[0]:.2f}× | {a[1] / b[1]:.2f}× | {m[0] / c[0]:.2f}× |")
+PY
+  exit 0
 fi
 rounds="${1:-2}"
 duel="${DUEL_ROUNDS:-6}"
