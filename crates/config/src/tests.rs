@@ -183,3 +183,29 @@ fn expressions_evaluate() {
     assert!(Expr::parse("a $ b").is_err());
     assert!(Expr::parse("a / 0").unwrap().eval(&|_| 1.0).is_infinite());
 }
+
+#[test]
+fn threads_are_auto_by_default_a_count_or_auto_and_round_trip() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.train.threads, Threads::Auto);
+    assert!(c.train.threads.resolve() >= 1);
+    for (value, want) in [
+        ("3", Threads::Count(3)),
+        ("\"auto\"", Threads::Auto),
+        ("\"AUTO\"", Threads::Auto),
+    ] {
+        let c = parse(&format!("{GOOD}\n[train]\nthreads = {value}\n")).unwrap();
+        assert_eq!(c.train.threads, want, "{value}");
+        let back = Config::from_toml_str(&c.to_toml_string(), Path::new("x.toml"), Path::new("/b"))
+            .unwrap();
+        assert_eq!(back.train.threads, want, "{value} after a round trip");
+    }
+    assert_eq!(Threads::Count(3).resolve(), 3);
+    for bad in ["0", "-1", "\"many\"", "1.5"] {
+        let e = err_of(&format!("{GOOD}\n[train]\nthreads = {bad}\n"));
+        assert!(e.contains("threads"), "{bad}: {e}");
+    }
+    assert_eq!("auto".parse::<Threads>(), Ok(Threads::Auto));
+    assert_eq!("4".parse::<Threads>(), Ok(Threads::Count(4)));
+    assert!("0".parse::<Threads>().is_err() && "x".parse::<Threads>().is_err());
+}
