@@ -31,20 +31,36 @@ fi
 if [ -z "${MFH_BIN:-}" ]; then
   (cd "$root" && cargo build --release -q -p mfh --features parquet)
 fi
-if [ -n "${SCALING:-}" ]; then
-  mfh="${MFH_BIN:-$root/target/release/mfh}"
-  log="$root/target/scaling.log"
-  for w in mmoe-ref mfh-ref; do
-    "$mfh" bench gen --workload "$w" --out "$root/target/$w.bin" > /dev/null
+mfh="${MFH_BIN:-$root/target/release/mfh}"
+for w in mmoe-ref mfh-ref mfh-ref-2x2; do
+  "$mfh" bench gen --workload "$w" --out "$root/target/$w.bin" > /dev/null
+done
+# MFH-ref is slow on the PyTorch side: fewer, shorter windows.
+mfh_win=(--windows 5 --steps-per-window 5)
+peer_win=(--windows 5 --steps 5)
+flags() {
+  local have=() f
+  for f in avx2 fma avx512f avx512bw avx512vl avx512_bf16 amx_bf16 amx_tile; do
+    if grep -m1 '^flags' /proc/cpuinfo | grep -qw "$f"; then have+=("$f"); else have+=("no-$f"); fi
   done
-  {
-  echo "# $(date -u +%F) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; thread counts $SCALING"
+  echo "${have[*]}"
+}
+# The machine, the CPU flags that matter, mfh's binary and kernel choice, PyTorch.
+header() {
+  echo "# $(date -u +%F) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; $1"
+  echo "# CPU flags: $(flags)"
+  echo "# mfh: $("$mfh" --version 2>/dev/null || echo "$mfh"), MFH_KERNEL=${MFH_KERNEL:-auto}"
   "$py" -c "import torch; print(f'# torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}')"
+}
+if [ -n "${SCALING:-}" ]; then
+  log="$root/target/scaling.log"
+  {
+  header "thread counts $SCALING"
   "$mfh" bench train --threads "$SCALING" --data "$root/target/mmoe-ref.bin"
-  "$mfh" bench train --workload mfh-ref --threads "$SCALING" --windows 5 --steps-per-window 5 --data "$root/target/mfh-ref.bin"
+  "$mfh" bench train --workload mfh-ref --threads "$SCALING" "${mfh_win[@]}" --data "$root/target/mfh-ref.bin"
   for t in ${SCALING//,/ }; do
     "$py" "$here/peers/torch_mmoe_ref.py" --data "$root/target/mmoe-ref.bin" --variant sparse --threads "$t"
-    "$py" "$here/peers/torch_mfh_ref.py" --data "$root/target/mfh-ref.bin" --threads "$t" --windows 5 --steps 5
+    "$py" "$here/peers/torch_mfh_ref.py" --data "$root/target/mfh-ref.bin" --threads "$t" "${peer_win[@]}"
   done
   } | tee "$log"
   echo
@@ -79,27 +95,10 @@ PY
 fi
 rounds="${1:-2}"
 duel="${DUEL_ROUNDS:-6}"
-mfh="${MFH_BIN:-$root/target/release/mfh}"
 log="$root/target/compare.log"
-for w in mmoe-ref mfh-ref mfh-ref-2x2; do
-  "$mfh" bench gen --workload "$w" --out "$root/target/$w.bin" > /dev/null
-done
-# MFH-ref is slow on the PyTorch side: fewer, shorter windows.
-mfh_win=(--windows 5 --steps-per-window 5)
-peer_win=(--windows 5 --steps 5)
 threads="${THREADS:-2}"
-flags() {
-  local have=() f
-  for f in avx2 fma avx512f avx512bw avx512vl avx512_bf16 amx_bf16 amx_tile; do
-    if grep -m1 '^flags' /proc/cpuinfo | grep -qw "$f"; then have+=("$f"); else have+=("no-$f"); fi
-  done
-  echo "${have[*]}"
-}
 {
-echo "# $(date -u +%F) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $threads threads"
-echo "# CPU flags: $(flags)"
-echo "# mfh: $("$mfh" --version 2>/dev/null || echo "$mfh"), MFH_KERNEL=${MFH_KERNEL:-auto}"
-"$py" -c "import torch; print(f'# torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}')"
+header "$threads threads"
 "$mfh" bench sgemm --threads "$threads"
 for r in $(seq 1 "$rounds"); do
   echo "## round $r"

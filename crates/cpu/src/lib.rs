@@ -217,7 +217,7 @@ thread_local! {
 }
 
 /// The path loops on this thread run: the thread's [`with_path`], else the process's
-/// ([`set_path`], else `MFH_KERNEL`, else [`best`]). A bad `MFH_KERNEL` falls back to
+/// (`MFH_KERNEL`, else [`best`]). A bad `MFH_KERNEL` falls back to
 /// [`best`] with one warning on stderr (commands reject it first through [`check_env`]).
 #[inline]
 pub fn path() -> Path {
@@ -238,15 +238,6 @@ pub fn path() -> Path {
     // Whoever stores first wins, so every thread sees one choice.
     let _ = GLOBAL.compare_exchange(0, p.code(), Ordering::Relaxed, Ordering::Relaxed);
     Path::from_code(GLOBAL.load(Ordering::Relaxed)).unwrap_or(p)
-}
-
-/// Sets the process's path; an error when the CPU lacks it.
-pub fn set_path(p: Path) -> Result<(), String> {
-    if !p.supported() {
-        return Err(format!("this CPU does not have {p}"));
-    }
-    GLOBAL.store(p.code(), Ordering::Relaxed);
-    Ok(())
 }
 
 /// Runs `f` with loops on the calling thread forced to `p` (work that `f` hands to other
@@ -339,7 +330,7 @@ macro_rules! dispatch {
             }
             match $path {
                 // SAFETY: a path is only ever chosen when the CPU supports it
-                // (`Path::supported`, checked by `path`, `set_path` and `with_path`).
+                // (`Path::supported`, checked by `path` and `with_path`).
                 $crate::Path::Avx512 => unsafe { on_avx512(|| $($call)+) },
                 $crate::Path::Avx2 => unsafe { on_avx2(|| $($call)+) },
                 $crate::Path::Portable => $($call)+,

@@ -180,8 +180,7 @@ pub fn train(
     let t0 = Instant::now();
     let tc = &cfg.train;
     let threads = tc.threads.resolve();
-    mfh_nn::kernels::init_thread_pool(threads);
-    mfh_nn::kernels::set_threads(threads);
+    mfh_nn::use_threads(threads);
     let (model_name, spec) = model_spec(cfg, opts.model.as_deref())?;
     let seed = opts.seed.unwrap_or(tc.seed);
     let (rank, size) = (comm.rank(), comm.size());

@@ -309,8 +309,7 @@ fn bench_infer(
         None => m.config.clone(),
     };
     let threads = threads.unwrap_or_else(|| m.config.train.threads.resolve());
-    mfh_nn::kernels::init_thread_pool(threads);
-    mfh_nn::kernels::set_threads(threads);
+    mfh_nn::use_threads(threads);
     let p = Arc::new(m.pipeline(&cfg)?);
     let mut batches = Vec::new();
     for b in p.stream(split, StreamOptions::in_order(batch))? {
@@ -1030,8 +1029,7 @@ fn bench_shapes(repeats: usize) {
 /// sgemm throughput of the `gemm` crate on n × n × n f32 through mfh's product kernel
 /// (row blocks over the compute threads), in GFLOP/s per repetition.
 fn bench_sgemm(n: usize, threads: usize, repeats: usize) {
-    mfh_nn::kernels::init_thread_pool(threads);
-    mfh_nn::kernels::set_threads(threads);
+    mfh_nn::use_threads(threads);
     let mut rng = SplitMix(3);
     let mut m = || -> Vec<f32> {
         (0..n * n)
@@ -1131,8 +1129,7 @@ fn bench_routing(
     steps: usize,
 ) -> Result<()> {
     let cfg = Config::load(config)?;
-    mfh_nn::kernels::init_thread_pool(cfg.train.threads.resolve());
-    mfh_nn::kernels::set_threads(cfg.train.threads.resolve());
+    mfh_nn::use_threads(cfg.train.threads.resolve());
     let (_, table) = cfg.model_section(Some(model))?;
     let spec: ModelSpec = toml::Value::Table(table.clone()).try_into()?;
     let with_routing = |on: bool| -> Result<ModelSpec> {

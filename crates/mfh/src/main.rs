@@ -369,7 +369,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let split = split.unwrap_or_else(|| m.meta.selection_split.clone());
             let p = Arc::new(m.pipeline(&cfg)?);
-            use_threads(threads.unwrap_or(cfg.train.threads));
+            mfh_nn::use_threads(threads.unwrap_or(cfg.train.threads).resolve());
             let res = evaluate(&mut m.state, &p, &split, m.config.train.batch_size)?;
             if res.rows == 0 {
                 eprintln!("warning: split `{split}` is empty: no row matches it");
@@ -391,7 +391,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut m = load_model(&model_dir)?;
             let cfg = Config::load(&config)?;
             let p = Arc::new(m.pipeline(&cfg)?);
-            use_threads(threads.unwrap_or(cfg.train.threads));
+            mfh_nn::use_threads(threads.unwrap_or(cfg.train.threads).resolve());
             let n = predict_to_csv(&mut m.state, &p, &split, m.config.train.batch_size, &out)?;
             if n == 0 {
                 eprintln!("warning: split `{split}` is empty: no row matches it");
@@ -540,13 +540,6 @@ fn inspect(m: &mut mfh_train::LoadedModel) -> String {
 /// The bundled raw data: next to the source tree this binary was built from.
 fn bundled_raw() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/kuairand-pure")
-}
-
-/// Sizes the thread pool and the kernels' threads for a command that scores.
-fn use_threads(t: Threads) {
-    let n = t.resolve();
-    mfh_nn::kernels::init_thread_pool(n);
-    mfh_nn::kernels::set_threads(n);
 }
 
 fn quickstart(out: &Path, raw: Option<PathBuf>, threads: Option<Threads>) -> Result<()> {

@@ -1,7 +1,6 @@
 //! Adam optimiser for dense parameters (AdamW, i.e. decoupled weight decay, when
 //! `weight_decay > 0`), with the moment state exposed for checkpoints.
 
-use crate::kernels::row_blocks;
 use crate::module::Module;
 use crate::Float;
 
@@ -119,48 +118,7 @@ impl<T: Float> Adam<T> {
             });
             i += 1;
         });
-        let one = T::one();
-        let h = Hyper {
-            beta1: b1,
-            beta2: b2,
-            eps,
-            decay: one - lr * wd,
-            step: lr / bc1,
-            inv_sqrt_bc2: one / bc2.sqrt(),
-        };
-        let total: usize = parts.iter().map(|q| q.len).sum();
-        let threads = crate::kernels::threads();
-        let path = mfh_cpu::path();
-        // SAFETY (for `update`): the parts are the module's distinct parameter, gradient
-        // and moment buffers, all borrowed for this call; each piece below is a range of
-        // one part, and the pieces do not overlap.
-        let update = |q: &Part<T>, lo: usize, hi: usize| unsafe {
-            let p = std::slice::from_raw_parts_mut(q.p.add(lo), hi - lo);
-            let g = std::slice::from_raw_parts(q.g.add(lo), hi - lo);
-            let m = std::slice::from_raw_parts_mut(q.m.add(lo), hi - lo);
-            let v = std::slice::from_raw_parts_mut(q.v.add(lo), hi - lo);
-            mfh_cpu::dispatch!(path, adam_block(p, g, m, v, h))
-        };
-        if threads <= 1 || total < 1 << 16 {
-            parts.iter().for_each(|q| update(q, 0, q.len));
-            return;
-        }
-        // About four pieces per thread, none under 4,096 values; multiples of 16 keep
-        // pieces on cache-line boundaries.
-        let piece = (total.div_ceil(4 * threads).max(4096)).div_ceil(16) * 16;
-        let pieces: Vec<(usize, usize, usize)> = parts
-            .iter()
-            .enumerate()
-            .flat_map(|(k, q)| {
-                (0..q.len)
-                    .step_by(piece)
-                    .map(move |lo| (k, lo, (lo + piece).min(q.len)))
-            })
-            .collect();
-        use rayon::prelude::*;
-        pieces
-            .par_iter()
-            .for_each(|&(k, lo, hi)| update(&parts[k], lo, hi));
+        update_parts(&parts, Hyper::new(lr, b1, b2, eps, wd, bc1, bc2));
     }
 }
 
@@ -174,8 +132,8 @@ struct Part<T> {
     len: usize,
 }
 
-// SAFETY: parts are only used inside `Adam::step`, while the buffers they point at are
-// borrowed, and concurrent pieces never overlap.
+// SAFETY: parts live only inside `Adam::step` and `adam_update`, while the buffers they
+// point at are borrowed, and concurrent pieces never overlap.
 unsafe impl<T> Send for Part<T> {}
 unsafe impl<T> Sync for Part<T> {}
 
@@ -188,6 +146,60 @@ struct Hyper<T> {
     decay: T,
     step: T,
     inv_sqrt_bc2: T,
+}
+
+impl<T: Float> Hyper<T> {
+    /// From the learning rate, the optimiser's settings and the bias corrections.
+    fn new(lr: T, beta1: T, beta2: T, eps: T, weight_decay: T, bc1: T, bc2: T) -> Self {
+        let one = T::one();
+        Hyper {
+            beta1,
+            beta2,
+            eps,
+            decay: one - lr * weight_decay,
+            step: lr / bc1,
+            inv_sqrt_bc2: one / bc2.sqrt(),
+        }
+    }
+}
+
+/// One Adam step over every part: in one parallel pass of pieces of similar size when
+/// the product threads are several and the parts large enough, else part by part. Each
+/// value is updated once by the same formula, so the split never changes a result.
+fn update_parts<T: Float>(parts: &[Part<T>], h: Hyper<T>) {
+    let total: usize = parts.iter().map(|q| q.len).sum();
+    let threads = crate::kernels::threads();
+    let path = mfh_cpu::path();
+    // SAFETY (for `update`): the parts are distinct parameter, gradient and moment
+    // buffers, borrowed by the caller for this call; each piece below is a range of one
+    // part, and the pieces do not overlap.
+    let update = |q: &Part<T>, lo: usize, hi: usize| unsafe {
+        let p = std::slice::from_raw_parts_mut(q.p.add(lo), hi - lo);
+        let g = std::slice::from_raw_parts(q.g.add(lo), hi - lo);
+        let m = std::slice::from_raw_parts_mut(q.m.add(lo), hi - lo);
+        let v = std::slice::from_raw_parts_mut(q.v.add(lo), hi - lo);
+        mfh_cpu::dispatch!(path, adam_block(p, g, m, v, h))
+    };
+    if threads <= 1 || total < 1 << 16 {
+        parts.iter().for_each(|q| update(q, 0, q.len));
+        return;
+    }
+    // About four pieces per thread, none under 4,096 values; multiples of 16 keep
+    // pieces on cache-line boundaries.
+    let piece = (total.div_ceil(4 * threads).max(4096)).div_ceil(16) * 16;
+    let pieces: Vec<(usize, usize, usize)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(k, q)| {
+            (0..q.len)
+                .step_by(piece)
+                .map(move |lo| (k, lo, (lo + piece).min(q.len)))
+        })
+        .collect();
+    use rayon::prelude::*;
+    pieces
+        .par_iter()
+        .for_each(|&(k, lo, hi)| update(&parts[k], lo, hi));
 }
 
 /// One Adam/AdamW update of a parameter slice (PyTorch's formulation):
@@ -207,33 +219,19 @@ pub fn adam_update<T: Float>(
     bc1: T,
     bc2: T,
 ) {
-    let one = T::one();
-    let h = Hyper {
-        beta1,
-        beta2,
-        eps,
-        decay: one - lr * weight_decay,
-        step: lr / bc1,
-        inv_sqrt_bc2: one / bc2.sqrt(),
-    };
     let len = p.len();
     assert!(g.len() >= len && m.len() >= len && v.len() >= len);
-    let path = mfh_cpu::path();
-    let update = |p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]| {
-        mfh_cpu::dispatch!(path, adam_block(p, g, m, v, h))
+    let part = Part {
+        p: p.as_mut_ptr(),
+        g: g.as_ptr(),
+        m: m.as_mut_ptr(),
+        v: v.as_mut_ptr(),
+        len,
     };
-    match row_blocks(len, 1) {
-        Some(chunk) => {
-            use rayon::prelude::*;
-            let chunk = chunk.div_ceil(16) * 16;
-            p.par_chunks_mut(chunk)
-                .zip(m[..len].par_chunks_mut(chunk))
-                .zip(v[..len].par_chunks_mut(chunk))
-                .zip(g[..len].par_chunks(chunk))
-                .for_each(|(((p, m), v), g)| update(p, g, m, v));
-        }
-        None => update(p, g, m, v),
-    }
+    update_parts(
+        &[part],
+        Hyper::new(lr, beta1, beta2, eps, weight_decay, bc1, bc2),
+    );
 }
 
 #[inline(always)]

@@ -11,9 +11,9 @@
 //! without copies.
 //!
 //! Threads and determinism: products split their output over the threads as
-//! [`crate::product`] describes. The larger elementwise kernels split whole rows (or, for column sums, whole columns)
-//! across the same threads, so each element is still computed by one thread in a fixed
-//! order and results stay reproducible.
+//! [`crate::product`] describes. The larger elementwise kernels split whole rows (or,
+//! for column sums, whole columns) across the same threads, so each element is still
+//! computed by one thread in a fixed order and results stay reproducible.
 
 use crate::Float;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,12 +63,19 @@ pub fn init_thread_pool(n: usize) {
         .build_global();
 }
 
+/// A command's compute threads: rayon's global pool with `n` threads (if no pool exists
+/// yet) and `n` product threads ([`set_threads`]).
+pub fn use_threads(n: usize) {
+    init_thread_pool(n);
+    set_threads(n);
+}
+
 /// Below this many elements an elementwise kernel runs on one thread.
 const PAR_MIN_ELEMS: usize = 1 << 16;
 
 /// Rows per block when `n` rows of `w` elements are split over the product threads, or
 /// `None` when the work is too small to be worth a fork/join.
-pub(crate) fn row_blocks(n: usize, w: usize) -> Option<usize> {
+fn row_blocks(n: usize, w: usize) -> Option<usize> {
     let t = threads();
     (t > 1 && n >= 2 && n * w >= PAR_MIN_ELEMS).then(|| n.div_ceil(t))
 }
@@ -393,8 +400,8 @@ pub fn gated_sums_forward<T: Float>(
     let ptrs: Vec<SharedMut<T>> = outs.iter_mut().map(|o| SharedMut(o.as_mut_ptr())).collect();
     let path = mfh_cpu::path();
     for_row_ranges(n, k * d, |lo, rows| {
-        // SAFETY: rows lo..lo+rows of every output belong to this block alone, and each
-        // buffer holds at least n·d elements (asserted above).
+        // Rows lo..lo+rows of every output belong to this block alone, and each buffer
+        // holds at least n·d elements (asserted above): what the rows function requires.
         mfh_cpu::dispatch!(
             path,
             gated_sums_forward_rows(g, gs, x, e, d, &ptrs, lo, rows)

@@ -41,7 +41,7 @@ pub use gate::{Gate, GateActivation};
 pub use gate_bank::GateBank;
 pub use kernels::{
     gated_sum_backward, gated_sum_forward, gated_sums_backward, gated_sums_forward,
-    init_thread_pool, set_threads, threads,
+    init_thread_pool, set_threads, threads, use_threads,
 };
 pub use linear::{Activation, Linear, Rows, RowsMut};
 pub use mlp::Mlp;

@@ -36,8 +36,7 @@ impl ServedModel {
         let m = load_model(dir)?;
         let p = Arc::new(m.serving_pipeline()?);
         let threads = m.config.train.threads.resolve();
-        mfh_nn::kernels::init_thread_pool(threads);
-        mfh_nn::kernels::set_threads(threads);
+        mfh_nn::use_threads(threads);
         let grid = m.state.grid.clone();
         Ok(ServedModel {
             version,

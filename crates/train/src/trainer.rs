@@ -200,8 +200,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let t0 = Instant::now();
     let tc = &cfg.train;
     let threads = tc.threads.resolve();
-    mfh_nn::kernels::init_thread_pool(threads);
-    mfh_nn::kernels::set_threads(threads);
+    mfh_nn::use_threads(threads);
     let (model_name, spec) = model_spec(cfg, opts.model.as_deref())?;
     prepare_out(&opts.out, tc.keep_last > 0)?;
     let ckpt_root = checkpoint::root(&opts.out);
