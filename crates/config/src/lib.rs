@@ -96,6 +96,9 @@ impl Config {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
+        // Absolute against the working directory now, so that the config a model folder
+        // stores names the same files from any working directory later.
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
         let abs = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);

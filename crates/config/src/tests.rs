@@ -209,3 +209,22 @@ fn threads_are_auto_by_default_a_count_or_auto_and_round_trip() {
     assert_eq!("4".parse::<Threads>(), Ok(Threads::Count(4)));
     assert!("0".parse::<Threads>().is_err() && "x".parse::<Threads>().is_err());
 }
+
+#[test]
+fn relative_paths_resolve_to_absolute_ones() {
+    // A config loaded from a relative folder names its files absolutely, so the copy a
+    // model folder stores reads the same files from any working directory.
+    let c = Config::from_toml_str(GOOD, Path::new("t.toml"), Path::new("runs/a")).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert!(!c.data.sources.is_empty());
+    for p in &c.data.sources {
+        assert!(p.is_absolute(), "{}", p.display());
+        assert!(p.starts_with(cwd.join("runs/a")), "{}", p.display());
+    }
+    for t in &c.data.side_tables {
+        assert!(t.path.is_absolute(), "{}", t.path.display());
+    }
+    let back = Config::from_toml_str(&c.to_toml_string(), Path::new("x.toml"), Path::new("/else"))
+        .unwrap();
+    assert_eq!(back.data.sources, c.data.sources);
+}

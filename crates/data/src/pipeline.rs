@@ -376,9 +376,15 @@ impl Pipeline {
     /// Installs transforms fitted earlier (a saved model's), instead of fitting.
     pub fn set_transforms(&mut self, t: FittedTransforms) -> Result<(), DataError> {
         for f in &self.features {
+            // Explicit bucket boundaries live in the config; only fitted ones need an entry.
+            let fitted_buckets = || {
+                self.cfg.features.iter().any(|c| {
+                    matches!(c, mfh_config::FeatureConfig::Bucketized { name, quantiles: Some(_), .. } if *name == f.name)
+                })
+            };
             let needs = match &f.kind {
                 FeatureKind::Numeric(tr, _) => tr.contains(&NumericTransform::Standardize),
-                FeatureKind::Bucketized { .. } => true,
+                FeatureKind::Bucketized { .. } => fitted_buckets(),
                 _ => false,
             };
             if needs && !t.features.contains_key(&f.name) {

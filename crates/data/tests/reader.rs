@@ -213,3 +213,27 @@ fn kuairand_config_never_feeds_an_outcome_column() {
     let g = c.grid();
     assert_eq!((g.n_behaviours(), g.n_cells()), (3, 4));
 }
+
+#[test]
+fn explicit_bucket_boundaries_need_no_fitted_entry() {
+    // A model's saved transforms hold fitted statistics only; a bucketised feature with
+    // configured boundaries must load with them (it failed: "no entry for feature").
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), LOG, USERS);
+    let explicit =
+        "[[features]]\ntype = \"bucketized\"\nname = \"day\"\ndim = 4\nboundaries = [1.5, 2.5]\n";
+    let c = cfg(dir.path(), explicit);
+    let mut p = Pipeline::new(&c).unwrap();
+    p.fit("train").unwrap();
+    let fitted = p.transforms.clone();
+    let mut again = Pipeline::new(&c).unwrap();
+    again.set_transforms(fitted.clone()).unwrap();
+    // Quantile buckets still need their fitted entry.
+    let quantiles = "[[features]]\ntype = \"bucketized\"\nname = \"day\"\ndim = 4\nquantiles = 2\n";
+    let q = cfg(dir.path(), quantiles);
+    let mut p = Pipeline::new(&q).unwrap();
+    let mut t = fitted;
+    t.features.remove("day");
+    let e = p.set_transforms(t).unwrap_err().to_string();
+    assert!(e.contains("no entry for feature `day`"), "{e}");
+}
