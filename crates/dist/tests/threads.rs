@@ -5,9 +5,10 @@
 use mfh_config::Config;
 use mfh_dist::{owner, Comm, LocalComm, ReadMode, StepTimes, ThreadComm};
 use mfh_embedding::EmbeddingLayer;
-use mfh_train::{load_model, TrainOptions};
+use mfh_train::{collect_predictions, load_model, TrainOptions};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 fn write_data(dir: &Path) -> std::path::PathBuf {
     let mut log = String::from("uid,author,item,tags,price,day,clicked,liked\n");
@@ -124,9 +125,11 @@ fn dense(dir: &Path) -> Vec<(String, Vec<f32>)> {
 
 fn max_diff(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f32 {
     assert_eq!(a.len(), b.len());
+    assert!(!a.is_empty(), "no dense tensor");
     let mut d = 0.0f32;
     for ((na, va), (nb, vb)) in a.iter().zip(b) {
         assert_eq!(na, nb);
+        assert_eq!(va.len(), vb.len(), "{na}");
         for (x, y) in va.iter().zip(vb) {
             d = d.max((x - y).abs());
         }
@@ -153,6 +156,7 @@ fn report_values(json: &str) -> Vec<(String, f64)> {
 
 fn max_metric_diff(a: &[(String, f64)], b: &[(String, f64)]) -> f64 {
     assert_eq!(a.len(), b.len());
+    assert!(!a.is_empty(), "no metric");
     a.iter()
         .zip(b)
         .map(|((ka, x), (kb, y))| {
@@ -204,12 +208,50 @@ fn ranks_as_threads_train_the_one_process_model() {
         // The saved model holds every shard's rows: it scores like the reference.
         let mut a = load_model(&reference).unwrap();
         let mut b = load_model(&out).unwrap();
-        for (ta, tb) in a.state.emb.tables().iter().zip(b.state.emb.tables()) {
-            assert_eq!(ta.len(), tb.len(), "table {}", ta.name());
+        let (tables_a, tables_b) = (a.state.emb.tables(), b.state.emb.tables());
+        assert_eq!(tables_a.len(), tables_b.len(), "{size} ranks: table count");
+        assert!(!tables_a.is_empty(), "{size} ranks: no embedding table");
+        for (ta, tb) in tables_a.iter().zip(tables_b) {
+            assert_eq!(ta.len(), tb.len(), "{size} ranks: table {}", ta.name());
+            assert!(!ta.is_empty(), "{size} ranks: table {} is empty", ta.name());
+            let ids = |t: &mfh_embedding::EmbeddingTable| {
+                let mut v: Vec<u64> = t.ids().map(|(id, _)| id).collect();
+                v.sort_unstable();
+                v
+            };
+            assert_eq!(ids(ta), ids(tb), "{size} ranks: table {} ids", ta.name());
         }
-        let _ = (&mut a, &mut b);
+        for split in ["train", "valid"] {
+            let pa = Arc::new(a.pipeline(&cfg).unwrap());
+            let pb = Arc::new(b.pipeline(&cfg).unwrap());
+            let batch = cfg.train.batch_size;
+            let sa = collect_predictions(&mut a.state, &pa, split, batch).unwrap();
+            let sb = collect_predictions(&mut b.state, &pb, split, batch).unwrap();
+            assert_eq!(sa.rows(), sb.rows(), "{size} ranks, {split}: rows scored");
+            assert!(sa.rows() > 0, "{size} ranks, {split}: no row scored");
+            assert_eq!(sa.preds.len(), sb.preds.len(), "{size} ranks, {split}");
+            assert_eq!(sa.preds.len(), sa.rows() * sa.n_behaviours);
+            assert_eq!(sa.cells, sb.cells, "{size} ranks, {split}: cells");
+            // Ranks sum gradients in another order than one process (dense parameters
+            // agree to 1e-5, above), so the scores agree to a tolerance, not bit for bit.
+            let worst = sa
+                .preds
+                .iter()
+                .zip(&sb.preds)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            eprintln!("{size} ranks, {split}: max |Δ| score {worst:e}");
+            assert!(
+                worst < SCORE_TOLERANCE,
+                "{size} ranks, {split}: scores differ by {worst}"
+            );
+        }
     }
 }
+
+/// How far a score (a probability) of the model trained on thread ranks may be from the
+/// one-process model's: the parameters agree to 1e-5, the scores to about 1e-7.
+const SCORE_TOLERANCE: f32 = 1e-5;
 
 /// Runs `train` on `size` thread ranks.
 fn on_threads(size: usize, cfg: &Config, opts: &TrainOptions) {
@@ -363,12 +405,14 @@ fn a_run_resumed_on_another_number_of_ranks_continues_the_uninterrupted_one() {
         (25, 6),
         "one rank trains steps 20..=25"
     );
+    assert_eq!(evals.len(), 3, "one evaluation per rank");
     assert!(
         evals.windows(2).all(|w| w[0] == w[1]),
         "every rank reports the same"
     );
     evals.truncate(1);
     evals.push(last_eval(&s1));
+    assert_eq!(evals.len(), 2, "resumed on 3 ranks and on 1");
 
     let want = checkpoint_rows(&whole.join("checkpoints/step25"));
     for ((size, out), got_eval) in [(3, &on3), (1, &on1)].into_iter().zip(&evals) {
@@ -381,6 +425,7 @@ fn a_run_resumed_on_another_number_of_ranks_continues_the_uninterrupted_one() {
         let (ws, wv) = checkpoint_dense(&whole.join("checkpoints/step25"));
         let (gs, gv) = checkpoint_dense(&out.join("checkpoints/step25"));
         assert_eq!((gs, gv.len()), (ws, wv.len()));
+        assert!(!wv.is_empty(), "no dense state");
         let d = gv
             .iter()
             .zip(&wv)
@@ -406,7 +451,9 @@ fn a_run_resumed_on_another_number_of_ranks_continues_the_uninterrupted_one() {
                 owner(*id, size),
                 "table {t} id {id} on rank {r} of {size}"
             );
-            for (x, y) in v.iter().zip(&want[&(*t, *id)].1) {
+            let w = &want[&(*t, *id)].1;
+            assert_eq!(v.len(), w.len(), "table {t} id {id}: row and state length");
+            for (x, y) in v.iter().zip(w) {
                 worst = worst.max((x - y).abs());
             }
         }
