@@ -116,11 +116,13 @@ fn two_ranks_train_the_one_process_model() {
     );
 
     let (a, b) = (dense_tensors(&one), dense_tensors(&two));
-    assert_eq!(a.len(), b.len());
+    assert_eq!(a.len(), b.len(), "dense tensor count");
+    assert!(!a.is_empty(), "no dense tensor in {}", one.display());
     let mut max = 0.0f32;
     for ((na, va), (nb, vb)) in a.iter().zip(&b) {
         assert_eq!(na, nb);
-        assert_eq!(va.len(), vb.len());
+        assert_eq!(va.len(), vb.len(), "{na}");
+        assert!(!va.is_empty(), "{na}: empty");
         for (x, y) in va.iter().zip(vb) {
             max = max.max((x - y).abs());
         }
@@ -129,7 +131,8 @@ fn two_ranks_train_the_one_process_model() {
     assert!(max < 1e-5, "dense parameters differ by {max}");
 
     let (ma, mb) = (metric_values(&one), metric_values(&two));
-    assert_eq!(ma.len(), mb.len());
+    assert_eq!(ma.len(), mb.len(), "metric count:\n{ma:?}\n{mb:?}");
+    assert!(!ma.is_empty(), "no metric value in {}", one.display());
     let mut worst = 0.0f64;
     for ((ka, x), (kb, y)) in ma.iter().zip(&mb) {
         assert_eq!(ka, kb);
@@ -143,15 +146,23 @@ fn two_ranks_train_the_one_process_model() {
     let again: serde_json::Value = serde_json::from_str(&e.stdout).unwrap();
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(two.join("metrics.json")).unwrap()).unwrap();
-    let close = again
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(saved.as_array().unwrap())
-        .all(|(x, y)| match (x["value"].as_f64(), y["value"].as_f64()) {
-            (Some(a), Some(b)) => (a - b).abs() < 1e-4,
-            (a, b) => a == b,
-        });
+    let (again, saved) = (again.as_array().unwrap(), saved.as_array().unwrap());
+    assert_eq!(again.len(), saved.len(), "eval:\n{}", e.stdout);
+    assert!(!again.is_empty(), "eval reports nothing:\n{}", e.stdout);
+    let key = |r: &serde_json::Value| {
+        (
+            r["behaviour"].clone(),
+            r["cell"].clone(),
+            r["metric"].clone(),
+        )
+    };
+    let close = again.iter().zip(saved).all(|(x, y)| {
+        key(x) == key(y)
+            && match (x["value"].as_f64(), y["value"].as_f64()) {
+                (Some(a), Some(b)) => (a - b).abs() < 1e-4,
+                (a, b) => a == b,
+            }
+    });
     assert!(close, "eval of the distributed model:\n{}", e.stdout);
     let times: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(two.join("distributed.json")).unwrap())
@@ -235,6 +246,7 @@ fn a_two_rank_run_resumes_on_one_process() {
     // Dense parameters and Adam's moments at step 12, as if never interrupted.
     let ((sa, va), (sb, vb)) = (checkpoint_dense(&a), checkpoint_dense(&b));
     assert_eq!((sa, va.len()), (sb, vb.len()));
+    assert!(!va.is_empty(), "no dense state in {}", a.display());
     let d = va
         .iter()
         .zip(&vb)
