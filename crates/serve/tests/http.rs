@@ -70,7 +70,12 @@ fn close(a: f64, b: f64) -> bool {
 fn scores_equal_mfh_predict_on_every_endpoint() {
     let want = predicted();
     let rows = valid_instances();
-    assert_eq!(want.len(), rows.len());
+    assert_eq!(
+        want.len(),
+        rows.len(),
+        "mfh predict's rows and the valid split's"
+    );
+    assert!(!rows.is_empty(), "no valid row to score");
     let srv = start(options(model()));
 
     // TF-Serving :predict, one object per row.
@@ -82,6 +87,7 @@ fn scores_equal_mfh_predict_on_every_endpoint() {
     );
     assert_eq!(code, 200, "{r}");
     let preds = r["predictions"].as_array().unwrap();
+    assert_eq!(preds.len(), rows.len(), "one prediction per instance");
     for ((row, _), p) in rows.iter().zip(preds) {
         let (_, w) = &want[row];
         assert!(
@@ -95,9 +101,12 @@ fn scores_equal_mfh_predict_on_every_endpoint() {
     }
 
     // TF-Serving :regress, the ranking form: per user, context once and the candidates.
+    let mut regressed = 0;
     for u in 0..USERS {
         let uid = format!("u{u}");
         let mine: Vec<&(u64, Value)> = rows.iter().filter(|(_, v)| v["uid"] == uid).collect();
+        assert!(!mine.is_empty(), "{uid} has no valid row");
+        regressed += mine.len();
         let examples: Vec<Value> = mine
             .iter()
             .map(|(_, v)| {
@@ -113,8 +122,11 @@ fn scores_equal_mfh_predict_on_every_endpoint() {
         );
         assert_eq!(code, 200, "{r}");
         assert_eq!(r["behaviours"], json!(["click", "like"]));
-        for ((row, _), res) in mine.iter().zip(r["results"].as_array().unwrap()) {
+        let results = r["results"].as_array().unwrap();
+        assert_eq!(results.len(), mine.len(), "{uid}: one result per example");
+        for ((row, _), res) in mine.iter().zip(results) {
             let (_, w) = &want[row];
+            assert_eq!(res.as_array().map(Vec::len), Some(2), "row {row}: {res}");
             for b in 0..2 {
                 assert!(
                     close(res[b].as_f64().unwrap(), w[b]),
@@ -123,6 +135,7 @@ fn scores_equal_mfh_predict_on_every_endpoint() {
             }
         }
     }
+    assert_eq!(regressed, rows.len(), "every valid row, through some user");
 
     // KServe v2 infer: named columns.
     let col = |k: &str| -> Vec<Value> { rows.iter().map(|(_, v)| v[k].clone()).collect() };
@@ -144,6 +157,10 @@ fn scores_equal_mfh_predict_on_every_endpoint() {
     let outs = r["outputs"].as_array().unwrap();
     let names: Vec<&str> = outs.iter().map(|o| o["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["click", "like", "cell"]);
+    for o in outs {
+        let data = o["data"].as_array().unwrap();
+        assert_eq!(data.len(), n, "{}: one value per row", o["name"]);
+    }
     for (k, (row, _)) in rows.iter().enumerate() {
         let (cell, w) = &want[row];
         for b in 0..2 {
