@@ -1,6 +1,6 @@
 //! The model-folder loader: a real folder written by `mfh train` (a tiny MMoE or MFH model
 //! over a 40-row log, kept in `fuzz/model-base/`) with one of its files replaced by the
-//! fuzz bytes, loaded by `mfh_train::load_model` (what `mfh eval`, `predict`, `inspect` and
+//! fuzz bytes, loaded by `mfh_artifact::load_model` (what `mfh eval`, `predict`, `inspect` and
 //! the server run). So that corruption reaches the parsers behind the checksums, the
 //! harness re-seals what it can: `dense.bin`'s trailing checksum and `model.json`'s
 //! `checksums` (when model.json is JSON with that object).
@@ -91,7 +91,7 @@ pub fn run(dir: &Path, data: &[u8]) -> Result<(), String> {
     for (name, bytes) in FILES.iter().zip(&files) {
         std::fs::write(dir.join(name), bytes).map_err(|e| e.to_string())?;
     }
-    let mut model = mfh_train::load_model(dir).map_err(|e| format!("{e:#}"))?;
+    let mut model = mfh_artifact::load_model(dir).map_err(|e| format!("{e:#}"))?;
     let meta = &model.meta;
     let n = 3;
     let mut batch = Batch {

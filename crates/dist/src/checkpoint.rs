@@ -16,10 +16,10 @@
 use crate::comm::Comm;
 use crate::reshard::{check_layout, check_sum, read_shard, reshard};
 use anyhow::{anyhow, bail, Context, Result};
+use mfh_artifact::ModelState;
 use mfh_config::Config;
 use mfh_embedding::EmbeddingLayer;
 use mfh_nn::Adam;
-use mfh_train::ModelState;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};

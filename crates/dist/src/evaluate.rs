@@ -8,8 +8,8 @@ use crate::reader::{read_mode, RankReader};
 use crate::shard::ShardedEmbeddings;
 use crate::train::{assemble, fail_exchange, give_back, others_failed};
 use anyhow::Result;
+use mfh_artifact::{EvalResult, ModelState, Predictions};
 use mfh_data::{Batch, Pipeline, StreamOptions};
-use mfh_train::{EvalResult, ModelState, Predictions};
 use std::sync::Arc;
 
 /// Scores every row of `split` (collective).

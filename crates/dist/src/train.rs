@@ -21,13 +21,14 @@ use crate::evaluate::evaluate;
 use crate::reader::{read_mode, RankReader, ReadMode};
 use crate::shard::ShardedEmbeddings;
 use anyhow::{bail, Context, Result};
+use mfh_artifact::model_dir::{fresh_state, save_model, SaveInfo};
+use mfh_artifact::ModelState;
 use mfh_config::Config;
 use mfh_data::{Batch, Pipeline, StreamOptions};
 use mfh_embedding::{EmbeddingLayer, MultiIds, SparseInput};
 use mfh_metrics::Report;
 use mfh_nn::{Adam, Module};
-use mfh_train::model_dir::{fresh_state, save_model, SaveInfo};
-use mfh_train::{learning_rate, model_spec, ModelState, TrainOptions, TrainSummary};
+use mfh_train::{learning_rate, model_spec, TrainOptions, TrainSummary};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -731,7 +732,7 @@ pub fn write_step_times(dir: &std::path::Path, size: usize, t: &StepTimes) -> Re
         "decode_ms": per_step(t.decode_s),
         "scan_ms": per_step(t.scan_s),
     });
-    mfh_train::model_dir::write_atomic(
+    mfh_artifact::model_dir::write_atomic(
         dir,
         "distributed.json",
         serde_json::to_string_pretty(&v)?.as_bytes(),

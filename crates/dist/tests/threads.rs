@@ -2,10 +2,11 @@
 //! one-process trainer on the same config: a made-up log with a shared table, a
 //! multi-valued field, a numeric feature, two behaviours and a facet. Needs no MPI.
 
+use mfh_artifact::{collect_predictions, load_model};
 use mfh_config::Config;
 use mfh_dist::{owner, Comm, LocalComm, ReadMode, StepTimes, ThreadComm};
 use mfh_embedding::EmbeddingLayer;
-use mfh_train::{collect_predictions, load_model, TrainOptions};
+use mfh_train::TrainOptions;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;

@@ -17,9 +17,9 @@
 pub mod onnx;
 
 use anyhow::{anyhow, bail, Context, Result};
+use mfh_artifact::LoadedModel;
 use mfh_embedding::EmbeddingTable;
 use mfh_nn::graph::{Attr, GraphBuilder};
-use mfh_train::LoadedModel;
 use onnx::{ElemType, ValueInfo};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};

@@ -5,9 +5,10 @@
 
 mod common;
 
+use mfh_artifact::load_model;
 use mfh_config::Config;
 use mfh_data::StreamOptions;
-use mfh_train::{load_model, train, TrainOptions};
+use mfh_train::{train, TrainOptions};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;

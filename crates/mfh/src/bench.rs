@@ -11,12 +11,12 @@
 
 use anyhow::Result;
 use clap::Subcommand;
+use mfh_artifact::{embedding_layer, ModelState};
 use mfh_config::{Config, EmbeddingOptConfig, TaskGrid};
 use mfh_data::{Batch, FieldLayout, Pipeline, SplitMix, StreamOptions};
 use mfh_loss::{GridLoss, LossSpec};
 use mfh_model::ModelSpec;
 use mfh_nn::Adam;
-use mfh_train::{embedding_layer, ModelState};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -303,7 +303,7 @@ fn bench_infer(
     if batch == 0 || n_batches == 0 || windows == 0 || steps == 0 {
         anyhow::bail!("--batch, --batches, --windows and --steps-per-window must be positive");
     }
-    let m = mfh_train::load_model(dir)?;
+    let m = mfh_artifact::load_model(dir)?;
     let cfg = match config {
         Some(c) => Config::load(c)?,
         None => m.config.clone(),
@@ -1163,7 +1163,7 @@ fn bench_routing(
     let mut states = Vec::new();
     for on in [true, false] {
         let emb = embedding_layer(&layout, &cfg.train.embedding, cfg.train.seed)?;
-        let loss = mfh_train::grid_loss(&cfg, &grid)?;
+        let loss = mfh_artifact::grid_loss(&cfg, &grid)?;
         states.push(ModelState::new(
             grid.clone(),
             with_routing(on)?,

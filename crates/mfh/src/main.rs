@@ -27,8 +27,9 @@ mod bench;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use mfh_artifact::{evaluate, load_model, predict_to_csv};
 use mfh_config::{Config, Threads};
-use mfh_train::{evaluate, load_model, predict_to_csv, train, TrainOptions};
+use mfh_train::{train, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -451,7 +452,7 @@ fn prepare_kuairand(raw: &Path, extra_logs: Vec<PathBuf>, out: &Path) -> Result<
     Ok(rep.config)
 }
 
-fn inspect(m: &mut mfh_train::LoadedModel) -> String {
+fn inspect(m: &mut mfh_artifact::LoadedModel) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let meta = &m.meta;

@@ -7,8 +7,8 @@
 //! A request holds the version it started on until it ends.
 
 use anyhow::{bail, Context, Result};
+use mfh_artifact::{load_model, ModelState};
 use mfh_data::{Input, RequestDecoder, RequestError};
-use mfh_train::{load_model, ModelState};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 

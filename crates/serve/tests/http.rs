@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 /// `mfh predict`'s output for the valid split: row → (cell, [click, like]).
 fn predicted() -> BTreeMap<u64, (String, [f64; 2])> {
     let dir = model();
-    let mut m = mfh_train::load_model(dir).unwrap();
+    let mut m = mfh_artifact::load_model(dir).unwrap();
     let p = std::sync::Arc::new(m.pipeline(&m.config.clone()).unwrap());
     let out = dir
         .parent()
         .unwrap()
         .join(format!("pred-{:?}.csv", std::thread::current().id()));
-    mfh_train::predict_to_csv(&mut m.state, &p, "valid", 16, &out).unwrap();
+    mfh_artifact::predict_to_csv(&mut m.state, &p, "valid", 16, &out).unwrap();
     let text = std::fs::read_to_string(&out).unwrap();
     let mut lines = text.lines();
     assert_eq!(

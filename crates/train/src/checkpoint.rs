@@ -15,9 +15,9 @@
 //! (seed, table, ID), and each epoch's shuffle from (seed, epoch). The reader position is
 //! restored by streaming the epoch again and skipping the batches already trained on.
 
-use crate::model_dir::{load_model, save_model, write_atomic, SaveInfo};
-use crate::state::ModelState;
 use anyhow::{anyhow, bail, Context, Result};
+use mfh_artifact::model_dir::{load_model, save_model, write_atomic, SaveInfo};
+use mfh_artifact::ModelState;
 use mfh_config::Config;
 use mfh_metrics::{MetricRecord, Report};
 use mfh_nn::Adam;

@@ -10,10 +10,10 @@
 //! interrupted comparison resumes. `OUT/table.md` and `OUT/results.json` are rewritten
 //! from all finished runs at the end.
 
-use crate::evaluate::{collect_predictions, Predictions};
-use crate::model_dir::{load_model, write_atomic};
 use crate::trainer::{train, TrainOptions};
 use anyhow::{bail, Context, Result};
+use mfh_artifact::model_dir::{load_model, write_atomic};
+use mfh_artifact::scoring::{collect_predictions, Predictions};
 use mfh_config::{Config, TaskGrid};
 use mfh_data::{Pipeline, SplitMix, StreamOptions};
 use mfh_metrics::{MetricRecord, POOLED_CELL};

@@ -2,14 +2,14 @@
 //! of every evaluation (for per-cell selection and the checkpoints).
 
 use crate::checkpoint;
-use crate::evaluate::EvalResult;
 use anyhow::Result;
+use mfh_artifact::scoring::EvalResult;
 use mfh_metrics::Report;
 use std::path::{Path, PathBuf};
 
 /// Saves the model at a step with its selection value and metrics.
-pub(crate) type SaveFn<'a> =
-    dyn FnMut(&mut crate::ModelState, u64, Option<f64>, &EvalResult, &Path) -> Result<()> + 'a;
+pub(crate) type SaveFn<'a> = dyn FnMut(&mut mfh_artifact::ModelState, u64, Option<f64>, &EvalResult, &Path) -> Result<()>
+    + 'a;
 
 /// Model selection on the valid split: keeps the best value, saves on improvement, and
 /// says when patience has run out.
@@ -57,7 +57,7 @@ impl Selection {
     /// Returns true when training should stop early.
     pub fn update(
         &mut self,
-        state: &mut crate::ModelState,
+        state: &mut mfh_artifact::ModelState,
         step: u64,
         res: EvalResult,
         save: &mut SaveFn,

@@ -3,12 +3,12 @@
 //! N steps), keep the best model on disk, stop early when the metric stops improving.
 
 use crate::checkpoint::{self, guard_params, Checkpointer, Progress};
-use crate::evaluate::{evaluate, EvalResult};
-use crate::model_dir::{fresh_state, load_model, save_model, SaveInfo};
 use crate::schedule::learning_rate;
 use crate::selection::Selection;
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use mfh_artifact::model_dir::{fresh_state, load_model, save_model, SaveInfo};
+use mfh_artifact::scoring::{evaluate, EvalResult};
 use mfh_config::Config;
 use mfh_data::{Pipeline, StreamOptions};
 use mfh_metrics::Report;
@@ -337,7 +337,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         ck.last = Some(dir);
     }
     let mut train_time = 0.0;
-    let mut save = |state: &mut crate::ModelState,
+    let mut save = |state: &mut mfh_artifact::ModelState,
                     step: u64,
                     value: Option<f64>,
                     res: &EvalResult,
@@ -357,7 +357,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         )
     };
     let checkpoint = |ck: &mut Checkpointer,
-                      state: &mut crate::ModelState,
+                      state: &mut mfh_artifact::ModelState,
                       adam: &Adam<f32>,
                       adam_loss: &Adam<f32>,
                       sel: &Selection,
@@ -676,7 +676,7 @@ fn save_best(
     metric: &str,
     value: Option<f64>,
     res: &EvalResult,
-    state: &mut crate::ModelState,
+    state: &mut mfh_artifact::ModelState,
     dir: &Path,
 ) -> Result<()> {
     let info = SaveInfo {
@@ -729,8 +729,8 @@ fn warm_state(
     cfg: &Config,
     layout: &mfh_data::FieldLayout,
     spec: ModelSpec,
-    m: crate::LoadedModel,
-) -> Result<crate::ModelState> {
+    m: mfh_artifact::LoadedModel,
+) -> Result<mfh_artifact::ModelState> {
     let from = m.dir.display().to_string();
     let grid = cfg.grid();
     if grid != m.meta.grid {
@@ -749,7 +749,7 @@ fn warm_state(
         );
     }
     let mut state = m.state;
-    state.loss = crate::grid_loss(cfg, &grid)?;
+    state.loss = mfh_artifact::grid_loss(cfg, &grid)?;
     let e = &cfg.train.embedding;
     state.emb.set_lifecycle(
         &mfh_embedding::Lifecycle {

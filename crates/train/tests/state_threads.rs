@@ -2,12 +2,12 @@
 //! `ModelState::net_mut` gives what the main network alone gives: the copies of the
 //! network take the new parameters.
 
+use mfh_artifact::{embedding_layer, ModelState};
 use mfh_config::{EmbeddingOptConfig, TaskGrid};
 use mfh_data::{Batch, FieldLayout};
 use mfh_loss::{GridLoss, LossSpec};
 use mfh_model::ModelSpec;
 use mfh_nn::Adam;
-use mfh_train::{embedding_layer, ModelState};
 
 const FIELDS: usize = 3;
 const DENSE: usize = 2;

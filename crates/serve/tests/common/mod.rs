@@ -4,9 +4,9 @@
 
 #![allow(dead_code)]
 
+use mfh_artifact::model_dir::{fresh_state, save_model, SaveInfo};
 use mfh_config::Config;
 use mfh_data::{Pipeline, StreamOptions};
-use mfh_train::model_dir::{fresh_state, save_model, SaveInfo};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

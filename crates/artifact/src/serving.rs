@@ -8,12 +8,11 @@
 //! [`crate::model_dir::save_model`]; a folder without them (written by an older mfh)
 //! serves from the data its config names.
 
-use crate::model_dir::{write_atomic, LoadedModel};
+use crate::model_dir::LoadedModel;
 use anyhow::{bail, Context, Result};
 use mfh_config::Config;
 use mfh_data::Pipeline;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 use xxhash_rust::xxh3::xxh3_64;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -30,12 +29,11 @@ pub struct ServedTable {
     pub xxh3: String,
 }
 
-/// Writes `serving.json` and `tables/` into the model folder `dir`.
-pub fn write_serving_files(dir: &Path, cfg: &Config) -> Result<()> {
+/// `serving.json` and the `tables/` copies, as (path in the model folder, bytes), for
+/// [`crate::model_dir::save_model`] to write with the rest of the folder.
+pub fn serving_files(cfg: &Config) -> Result<Vec<(String, Vec<u8>)>> {
     let main_columns = mfh_data::source_header(cfg)?;
-    let tables = dir.join("tables");
-    std::fs::create_dir_all(&tables)
-        .with_context(|| format!("{}: cannot create", tables.display()))?;
+    let mut out = Vec::new();
     let mut side_tables = Vec::new();
     for t in &cfg.data.side_tables {
         let bytes = std::fs::read(&t.path).with_context(|| {
@@ -43,23 +41,23 @@ pub fn write_serving_files(dir: &Path, cfg: &Config) -> Result<()> {
         })?;
         let src_name = t.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let ext = src_name.split_once('.').map_or("csv", |(_, e)| e);
-        let file = format!("{}.{ext}", t.name);
-        write_atomic(&tables, &file, &bytes)?;
+        let file = format!("tables/{}.{ext}", t.name);
         side_tables.push(ServedTable {
             name: t.name.clone(),
-            file: format!("tables/{file}"),
+            file: file.clone(),
             xxh3: format!("{:016x}", xxh3_64(&bytes)),
         });
+        out.push((file, bytes));
     }
     let files = ServingFiles {
         main_columns,
         side_tables,
     };
-    write_atomic(
-        dir,
-        "serving.json",
-        serde_json::to_string_pretty(&files)?.as_bytes(),
-    )
+    out.push((
+        "serving.json".into(),
+        serde_json::to_string_pretty(&files)?.into_bytes(),
+    ));
+    Ok(out)
 }
 
 impl LoadedModel {

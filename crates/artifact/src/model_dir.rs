@@ -1,13 +1,23 @@
 //! The model folder: everything needed to score with a trained model, written so that a
-//! crash never leaves a folder that loads as something it is not.
+//! crash never leaves a folder that loads as something it is not, nor loses the model it
+//! held before.
 //!
-//! Files: `config.toml` (the resolved config, absolute paths), `transforms.json` (the
-//! fitted numeric statistics), `dense.bin` (named dense tensors, checksummed),
-//! `embeddings.bin` (embedding tables, checksummed), `metrics.json` (the selection
-//! split's metrics at save time), `serving.json` and `tables/` (what a server needs
-//! beyond the model: see [`crate::serving`]) and `model.json` (format version, model spec, grid,
-//! input layout, and the checksums of the other files), written last. Each file goes to
-//! a temp file, is fsynced and renamed into place.
+//! Files: `config.toml` (the resolved config, absolute paths, so that the folder loads
+//! from any working directory), `transforms.json` (the fitted numeric statistics),
+//! `dense.bin` (named dense tensors, checksummed), `embeddings.bin` (embedding tables,
+//! checksummed), `metrics.json` (the selection split's metrics at save time),
+//! `serving.json` and `tables/` (what a server needs beyond the model: see
+//! [`crate::serving`]) and `model.json` (format version, model spec, grid, input layout,
+//! and the xxh3-64 of every other file).
+//!
+//! Saving is a two-phase commit, because the folder also holds what is not the model
+//! (the trainer's `checkpoints/`) and so cannot be swapped whole: every file is first
+//! written to the temp folder `.saving/` inside it and fsynced (files, then the folder);
+//! then each is renamed into place, `model.json` last, and `.saving/` is removed. A crash
+//! while staging leaves the previous model untouched (the stage is incomplete and is
+//! discarded); a crash while renaming leaves a complete, fsynced stage, which the next
+//! load or save finishes moving ("rolls forward") before reading. Loading checks every
+//! checksum `model.json` lists.
 
 use crate::state::{embedding_layer, grid_loss, ModelState};
 use anyhow::{anyhow, bail, Context, Result};
@@ -202,24 +212,38 @@ pub struct SaveInfo<'a> {
     pub metrics_json: &'a str,
 }
 
-/// Saves the model into `dir` (created if needed).
+/// The temp folder inside a model folder where a save stages its files.
+pub const STAGING: &str = ".saving";
+
+/// Saves the model into `dir` (created if needed), atomically: see the module docs.
 pub fn save_model(dir: &Path, state: &mut ModelState, info: &SaveInfo) -> Result<()> {
     // A saved model honours its tables' caps and expiry, whatever the eviction cadence.
     state.emb.evict_now();
     std::fs::create_dir_all(dir)
         .with_context(|| format!("{}: cannot create the model folder", dir.display()))?;
-    let dense = dense_bytes(state);
+    // An earlier save that crashed while moving its files in is finished first, so the
+    // folder holds one whole model while this one stages.
+    roll_forward(dir)?;
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("config.toml".into(), info.cfg.to_toml_string().into_bytes()),
+        (
+            "transforms.json".into(),
+            serde_json::to_string_pretty(info.transforms)?.into_bytes(),
+        ),
+        ("dense.bin".into(), dense_bytes(state)),
+    ];
     let mut emb = Vec::new();
     state
         .emb
         .save(&mut emb)
         .context("cannot serialise the embeddings")?;
-    let mut checksums = std::collections::BTreeMap::new();
-    checksums.insert("dense.bin".to_string(), format!("{:016x}", xxh3_64(&dense)));
-    checksums.insert(
-        "embeddings.bin".to_string(),
-        format!("{:016x}", xxh3_64(&emb)),
-    );
+    files.push(("embeddings.bin".into(), emb));
+    files.push(("metrics.json".into(), info.metrics_json.as_bytes().to_vec()));
+    files.extend(crate::serving::serving_files(info.cfg)?);
+    let checksums = files
+        .iter()
+        .map(|(name, bytes)| (name.clone(), format!("{:016x}", xxh3_64(bytes))))
+        .collect();
     let meta = ModelMeta {
         format_version: FORMAT_VERSION,
         mfh_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -238,21 +262,97 @@ pub fn save_model(dir: &Path, state: &mut ModelState, info: &SaveInfo) -> Result
         selection_value: info.selection_value,
         checksums,
     };
-    write_atomic(dir, "config.toml", info.cfg.to_toml_string().as_bytes())?;
-    write_atomic(
-        dir,
-        "transforms.json",
-        serde_json::to_string_pretty(info.transforms)?.as_bytes(),
-    )?;
-    write_atomic(dir, "dense.bin", &dense)?;
-    write_atomic(dir, "embeddings.bin", &emb)?;
-    write_atomic(dir, "metrics.json", info.metrics_json.as_bytes())?;
-    crate::serving::write_serving_files(dir, info.cfg)?;
-    write_atomic(
-        dir,
-        "model.json",
-        serde_json::to_string_pretty(&meta)?.as_bytes(),
-    )?;
+    files.push((
+        "model.json".into(),
+        serde_json::to_string_pretty(&meta)?.into_bytes(),
+    ));
+
+    // Phase 1: stage every file, fsynced, in a fresh temp folder.
+    let stage = dir.join(STAGING);
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage)
+            .with_context(|| format!("{}: cannot remove an unfinished save", stage.display()))?;
+    }
+    for (name, bytes) in &files {
+        let path = stage.join(name);
+        let parent = path.parent().unwrap_or(&stage);
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("{}: cannot create", parent.display()))?;
+        write_synced(&path, bytes)?;
+    }
+    sync_dir(&stage.join("tables"));
+    sync_dir(&stage);
+    sync_dir(dir);
+    // Phase 2: move them in, model.json last.
+    roll_forward(dir)
+}
+
+/// Writes and fsyncs one file (no rename: its folder is a stage nothing reads yet).
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(path)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })()
+    .with_context(|| format!("{}: cannot write", path.display()))
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Finishes a save whose stage is complete (its `model.json` is written last, so its
+/// presence says every other staged file is whole): moves what is still staged into
+/// place, `model.json` last, and removes the stage. A stage without `model.json` was cut
+/// short while staging and is left for the next save to discard; the folder's own files
+/// are then the previous, whole model. Idempotent.
+pub fn roll_forward(dir: &Path) -> Result<()> {
+    let stage = dir.join(STAGING);
+    if !stage.join("model.json").is_file() {
+        return Ok(());
+    }
+    let mv = |name: &str| -> Result<()> {
+        let from = stage.join(name);
+        let to = dir.join(name);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("{}: cannot create", parent.display()))?;
+        }
+        std::fs::rename(&from, &to).with_context(|| {
+            format!(
+                "{}: cannot move a saved file into place (from {})",
+                to.display(),
+                from.display()
+            )
+        })
+    };
+    let mut staged = Vec::new();
+    for entry in
+        std::fs::read_dir(&stage).with_context(|| format!("{}: cannot list", stage.display()))?
+    {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.path().is_dir() {
+            for sub in std::fs::read_dir(entry.path())? {
+                let sub = sub?;
+                staged.push(format!("{name}/{}", sub.file_name().to_string_lossy()));
+            }
+        } else if name != "model.json" {
+            staged.push(name);
+        }
+    }
+    staged.sort();
+    for name in &staged {
+        mv(name)?;
+    }
+    sync_dir(&dir.join("tables"));
+    mv("model.json")?;
+    sync_dir(dir);
+    std::fs::remove_dir_all(&stage)
+        .with_context(|| format!("{}: cannot remove", stage.display()))?;
+    sync_dir(dir);
     Ok(())
 }
 
@@ -286,6 +386,12 @@ pub fn load_model(dir: &Path) -> Result<LoadedModel> {
             dir.display()
         );
     }
+    roll_forward(dir).with_context(|| {
+        format!(
+            "{}: a save was interrupted while moving its files in, and cannot be finished here",
+            dir.display()
+        )
+    })?;
     let meta_bytes = read(dir, "model.json")?;
     let meta: ModelMeta = serde_json::from_slice(&meta_bytes)
         .with_context(|| format!("{}: cannot parse", dir.join("model.json").display()))?;
@@ -296,18 +402,39 @@ pub fn load_model(dir: &Path) -> Result<LoadedModel> {
             meta.format_version
         );
     }
+    for name in ["dense.bin", "embeddings.bin"] {
+        if !meta.checksums.contains_key(name) {
+            bail!(
+                "{}: lists no checksum for {name}: the folder is incomplete or corrupt",
+                dir.join("model.json").display()
+            );
+        }
+    }
+    // Every file model.json lists (all of them since checksums covered the config,
+    // transforms and metrics too; dense.bin and embeddings.bin in older folders).
+    let mut files = std::collections::BTreeMap::new();
+    for (name, want) in &meta.checksums {
+        if name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            bail!(
+                "{}: lists a file outside the folder (`{name}`)",
+                dir.join("model.json").display()
+            );
+        }
+        let bytes = read(dir, name)?;
+        let got = format!("{:016x}", xxh3_64(&bytes));
+        if *want != got {
+            bail!("{}: checksum {got} does not match model.json's {want}: the folder is incomplete or corrupt", dir.join(name).display());
+        }
+        files.insert(name.as_str(), bytes);
+    }
     let config = Config::load(&dir.join("config.toml"))?;
     let transforms: FittedTransforms = serde_json::from_slice(&read(dir, "transforms.json")?)
         .with_context(|| format!("{}: cannot parse", dir.join("transforms.json").display()))?;
-    let dense = read(dir, "dense.bin")?;
-    let emb_bytes = read(dir, "embeddings.bin")?;
-    for (name, bytes) in [("dense.bin", &dense), ("embeddings.bin", &emb_bytes)] {
-        let want = meta.checksums.get(name).cloned().unwrap_or_default();
-        let got = format!("{:016x}", xxh3_64(bytes));
-        if want != got {
-            bail!("{}: checksum {got} does not match model.json's {want}: the folder is incomplete or corrupt", dir.join(name).display());
-        }
-    }
+    let dense = files.remove("dense.bin").unwrap_or_default();
+    let emb_bytes = files.remove("embeddings.bin").unwrap_or_default();
     let emb = EmbeddingLayer::load(&mut &emb_bytes[..])
         .map_err(|e| anyhow!("{}: {e}", dir.join("embeddings.bin").display()))?;
     // A corrupted width in model.json must not allocate gigabytes: the model cannot have
