@@ -38,6 +38,9 @@ pub struct Progress {
     /// Best selection value and its step; evaluations since.
     pub best: Option<(f64, u64)>,
     pub since_best: usize,
+    /// The whole selection state (best report, history); absent in older checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<mfh_train::SelectionState>,
 }
 
 /// What a run must share with a checkpoint to continue it; kept in the manifest.
@@ -309,6 +312,30 @@ pub(crate) fn exists(root: &Path) -> bool {
     !list(root).is_empty()
 }
 
+/// Before a fresh run: refuses to discard an interrupted run's checkpoints, removes a
+/// finished run's (and unfinished temp folders). Rank 0 only.
+pub(crate) fn clear_finished(root: &Path) -> Result<()> {
+    let all = list(root);
+    mfh_train::refuse_interrupted(root, all.last().map(|(_, d)| d))?;
+    for (_, d) in &all {
+        std::fs::remove_dir_all(d).with_context(|| format!("{}: cannot remove", d.display()))?;
+    }
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(".step") && n.ends_with(".tmp") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    Ok(())
+}
+
+pub(crate) use mfh_train::mark_complete;
+
+/// Checkpoint folders under `root`, newest first (the order a resume tries them in).
+pub(crate) fn newest_first(root: &Path) -> Vec<PathBuf> {
+    list(root).into_iter().rev().map(|(_, d)| d).collect()
+}
+
 /// A checkpoint read back into this rank.
 pub(crate) struct Restored {
     pub dir: PathBuf,
@@ -322,55 +349,66 @@ pub(crate) struct Restored {
     pub rows_read: u64,
 }
 
-/// Restores the newest whole checkpoint under `root` into `state`, `adam` and this
-/// rank's shard; `None` when there is none. Refuses a checkpoint of another model,
-/// seed, config, global batch size or train data; `template` is this run's empty
-/// embedding layer, which the checkpoint's must match.
+/// Why a checkpoint could not be restored: it belongs to another run (`Refused`: no
+/// other checkpoint of the folder will do either), or it is damaged (`Damaged`: an older
+/// one may be intact).
+pub(crate) enum RestoreError {
+    Refused(anyhow::Error),
+    Damaged(anyhow::Error),
+}
+
+/// Restores the checkpoint in `dir` into `state`, `adam` and this rank's shard. Refuses a
+/// checkpoint of another model, seed, config, global batch size or train data;
+/// `template` is this run's empty embedding layer, which the checkpoint's must match.
 pub(crate) fn restore(
-    root: &Path,
+    dir: &Path,
     (rank, size): (usize, usize),
     run: &RunIdentity,
     template: &EmbeddingLayer,
     state: &mut ModelState,
     adam: &mut Adam<f32>,
-) -> Result<Option<Restored>> {
-    let Some((_, dir)) = list(root).pop() else {
-        return Ok(None);
-    };
+) -> Result<Restored, RestoreError> {
+    let dir = dir.to_path_buf();
     let path = dir.join("manifest.json");
-    let bytes = std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let m: Manifest = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{}: bad manifest", path.display()))?;
-    check_identity(&dir, &m, run)?;
-    if m.world_size == 0 || m.checksums.len() != 1 + m.world_size {
-        bail!(
-            "{}: {} checksums for a world of {}: the checkpoint is damaged",
-            path.display(),
-            m.checksums.len(),
-            m.world_size
-        );
-    }
-    let dense_path = dir.join("dense.bin");
-    let dense = std::fs::read(&dense_path)
-        .with_context(|| format!("{}: cannot read", dense_path.display()))?;
-    check_sum(&dense_path, &m.checksums[0], xxh3_64(&dense))?;
-    load_dense(&dense, state, adam)?;
-    drop(dense);
-    let (layer, resharded_from, rows_read) = if m.world_size == size {
-        let (layer, _) = read_shard(&dir, &m.checksums, m.world_size, rank, None)?;
-        (layer, None, 0)
-    } else {
-        let (layer, rows) = reshard(&dir, &m.checksums, m.world_size, rank, size)?;
-        (layer, Some(m.world_size), rows)
-    };
-    check_layout(&dir, &layer, template)?;
-    Ok(Some(Restored {
-        dir,
-        progress: m.progress,
-        layer,
-        resharded_from,
-        rows_read,
-    }))
+    let m: Manifest = std::fs::read(&path)
+        .with_context(|| format!("{}: cannot read", path.display()))
+        .and_then(|b| {
+            serde_json::from_slice(&b).with_context(|| format!("{}: bad manifest", path.display()))
+        })
+        .map_err(RestoreError::Damaged)?;
+    check_identity(&dir, &m, run).map_err(RestoreError::Refused)?;
+    (|| -> Result<Restored> {
+        if m.world_size == 0 || m.checksums.len() != 1 + m.world_size {
+            bail!(
+                "{}: {} checksums for a world of {}: the checkpoint is damaged",
+                path.display(),
+                m.checksums.len(),
+                m.world_size
+            );
+        }
+        let dense_path = dir.join("dense.bin");
+        let dense = std::fs::read(&dense_path)
+            .with_context(|| format!("{}: cannot read", dense_path.display()))?;
+        check_sum(&dense_path, &m.checksums[0], xxh3_64(&dense))?;
+        load_dense(&dense, state, adam)?;
+        drop(dense);
+        let (layer, resharded_from, rows_read) = if m.world_size == size {
+            let (layer, _) = read_shard(&dir, &m.checksums, m.world_size, rank, None)?;
+            (layer, None, 0)
+        } else {
+            let (layer, rows) = reshard(&dir, &m.checksums, m.world_size, rank, size)?;
+            (layer, Some(m.world_size), rows)
+        };
+        check_layout(&dir, &layer, template)?;
+        Ok(Restored {
+            dir: dir.clone(),
+            progress: m.progress.clone(),
+            layer,
+            resharded_from,
+            rows_read,
+        })
+    })()
+    .map_err(RestoreError::Damaged)
 }
 
 /// Refuses to continue another run: model section, seed, global batch size, config,

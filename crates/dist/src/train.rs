@@ -26,9 +26,8 @@ use mfh_artifact::ModelState;
 use mfh_config::Config;
 use mfh_data::{Batch, Pipeline, StreamOptions};
 use mfh_embedding::{EmbeddingLayer, MultiIds, SparseInput};
-use mfh_metrics::Report;
 use mfh_nn::{Adam, Module};
-use mfh_train::{learning_rate, model_spec, TrainOptions, TrainSummary};
+use mfh_train::{learning_rate, model_spec, Selection, TrainOptions, TrainSummary};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,15 +52,6 @@ pub struct StepTimes {
     pub rows_decoded: u64,
     pub decode_s: f64,
     pub scan_s: f64,
-}
-
-/// The selection state: best (value, step, report), evaluations since, every report.
-#[derive(Default)]
-struct Selection {
-    best: Option<(f64, u64, Report)>,
-    since_best: usize,
-    last_report: Report,
-    history: Vec<(u64, Report)>,
 }
 
 /// A rank's part of one step's batch, with its buffers reused across steps.
@@ -240,7 +230,13 @@ pub fn train(
     if let (Some(why), 0) = (why_whole, rank) {
         eprintln!("note: every rank decodes whole batches ({why}); striped reading needs `on_error = \"fail\"` and no negative down-sampling");
     }
-    let mut sel = Selection::default();
+    let mut sel = Selection::new(
+        &metric,
+        tc.early_stopping.patience,
+        &opts.out,
+        opts.keep_checkpoints.then(|| opts.out.join("checkpoints")),
+    );
+    sel.verbose = rank == 0;
     let mut step = 0u64;
     let mut loss_ema: Option<f64> = None;
     // Where a resumed run picks up: epoch and batches of it already trained on.
@@ -248,35 +244,79 @@ pub fn train(
     let mut resume_at = (0usize, 0u64);
     let run = checkpoint::RunIdentity::new(cfg, &model_name, seed, &transforms)?;
     let restored = if opts.resume {
-        let r = checkpoint::restore(
-            &ck_root,
-            (rank, size),
-            &run,
-            &shard.layer,
-            &mut state,
-            &mut adam,
-        );
-        // Every rank learns whether every rank restored, so that none goes on alone.
-        let mut failed = [r.is_err() as u64 as f64];
-        comm.all_reduce_sum_f64(&mut failed);
-        let r = r?;
-        if failed[0] > 0.0 {
+        // Newest first; a damaged checkpoint (on any rank) falls back to the one before,
+        // as in the one-process trainer; one of another run stops every rank.
+        let mut found = None;
+        let mut problems = Vec::new();
+        for dir in checkpoint::newest_first(&ck_root) {
+            let r = checkpoint::restore(
+                &dir,
+                (rank, size),
+                &run,
+                &shard.layer,
+                &mut state,
+                &mut adam,
+            );
+            let (refused, damaged) = match &r {
+                Ok(_) => (0.0, 0.0),
+                Err(checkpoint::RestoreError::Refused(_)) => (1.0, 0.0),
+                Err(checkpoint::RestoreError::Damaged(_)) => (0.0, 1.0),
+            };
+            let mut votes = [refused, damaged];
+            comm.all_reduce_sum_f64(&mut votes);
+            match r {
+                Err(checkpoint::RestoreError::Refused(e)) => return Err(e),
+                _ if votes[0] > 0.0 => bail!(
+                    "another rank refused the checkpoint in {} (see its error)",
+                    dir.display()
+                ),
+                Ok(r) if votes[1] == 0.0 => {
+                    if !problems.is_empty() && rank == 0 {
+                        eprintln!("resuming from the previous checkpoint {}", dir.display());
+                    }
+                    found = Some(r);
+                    break;
+                }
+                Ok(_) => problems.push(format!("{}: damaged on another rank", dir.display())),
+                Err(checkpoint::RestoreError::Damaged(e)) => {
+                    if rank == 0 || problems.is_empty() {
+                        eprintln!("warning: checkpoint {} is unusable: {e:#}", dir.display());
+                    }
+                    problems.push(format!("{}: {e:#}", dir.display()));
+                }
+            }
+        }
+        if found.is_none() && !problems.is_empty() {
             bail!(
-                "another rank could not restore the checkpoint in {} (see its error)",
-                ck_root.display()
+                "no usable checkpoint in {}:\n  {}",
+                ck_root.display(),
+                problems.join("\n  ")
             );
         }
-        r
+        found
     } else {
-        if rank == 0 {
-            let _ = std::fs::remove_dir_all(&ck_root);
-        }
+        // A fresh run discards a finished run's checkpoints and refuses to discard an
+        // interrupted one's (as the one-process trainer does); rank 0 decides for all.
+        let r = if rank == 0 {
+            checkpoint::clear_finished(&ck_root)
+        } else {
+            Ok(())
+        };
+        agree(
+            comm,
+            r,
+            "rank 0 refused to start over the checkpoints in the output folder",
+        )?;
         None
     };
-    if rank == 0 {
+    let r = if rank == 0 && tc.keep_last > 0 {
         std::fs::create_dir_all(&ck_root)
-            .with_context(|| format!("{}: cannot create", ck_root.display()))?;
-    }
+            .with_context(|| format!("{}: cannot create", ck_root.display()))
+            .and_then(|_| checkpoint::mark_complete(&ck_root, false))
+    } else {
+        Ok(())
+    };
+    agree(comm, r, "rank 0 could not prepare the checkpoint folder")?;
     if opts.resume && restored.is_none() && rank == 0 {
         eprintln!(
             "warning: no checkpoint in {}; training from the beginning",
@@ -288,8 +328,14 @@ pub fn train(
         shard = ShardedEmbeddings::new(r.layer);
         step = p.step;
         loss_ema = p.loss_ema;
-        sel.best = p.best.map(|(v, s)| (v, s, Report::default()));
-        sel.since_best = p.since_best;
+        match &p.selection {
+            Some(st) => sel.restore(st),
+            // Written before the selection state was kept: its best value and step only.
+            None => {
+                sel.best = p.best.map(|(v, s)| (v, s, mfh_metrics::Report::default()));
+                sel.since_best = p.since_best;
+            }
+        }
         resume_at = (p.epoch, p.batches_done);
         if rank == 0 {
             eprintln!("resuming from step {step}");
@@ -319,7 +365,7 @@ pub fn train(
             &tc.valid_split,
             tc.batch_size,
         )?;
-        let (value, higher) = res.metric(&metric, &state.grid);
+        let (value, _) = res.metric(&metric, &state.grid);
         if comm.rank() == 0 {
             eprintln!(
                 "step {step}: train loss {}, {} {metric} {}",
@@ -332,20 +378,13 @@ pub fn train(
                     .unwrap_or_else(|| "-".into())
             );
         }
-        sel.history.push((step, res.report.clone()));
-        sel.last_report = res.report.clone();
-        let v = value.unwrap_or(f64::NAN);
-        let better = match &sel.best {
-            None => true,
-            Some((b, _, _)) => {
-                v.is_finite() && (!b.is_finite() || if higher { v > *b } else { v < *b })
-            }
-        };
         // Every rank has the same metrics (predictions are all-gathered), so every rank
-        // takes the same branch and joins the same collectives.
-        if better {
-            sel.best = Some((v, step, res.report.clone()));
-            sel.since_best = 0;
+        // takes the same branch of the selection and joins the same collectives.
+        let mut save = |state: &mut ModelState,
+                        step: u64,
+                        value: Option<f64>,
+                        res: &mfh_artifact::EvalResult,
+                        dir: &std::path::Path| {
             let info = SaveInfo {
                 cfg,
                 model_name: &model_name,
@@ -358,12 +397,9 @@ pub fn train(
                 selection_value: value,
                 metrics_json: &res.report.to_json(),
             };
-            save_gathered(state, shard, comm, &opts.out, &info)?;
-        } else {
-            sel.since_best += 1;
-        }
-        let patience = tc.early_stopping.patience;
-        Ok(patience > 0 && sel.since_best >= patience)
+            save_gathered(state, shard, comm, dir, &info)
+        };
+        sel.update(state, step, res, &mut save)
     };
 
     #[allow(clippy::too_many_arguments)]
@@ -382,7 +418,12 @@ pub fn train(
             loss_ema,
             best: sel.best.as_ref().map(|b| (b.0, b.1)),
             since_best: sel.since_best,
+            selection: Some(sel.snapshot()),
         };
+        if tc.keep_last == 0 {
+            // As in the one-process trainer: no checkpoints at all.
+            return Ok(());
+        }
         checkpoint::save(
             &ck_root,
             comm,
@@ -488,15 +529,13 @@ pub fn train(
             break 'epochs;
         }
     }
-    let Selection {
-        best,
-        last_report,
-        history,
-        ..
-    } = sel;
-    let (best_value, best_step, report) = best
-        .map(|(v, s, r)| (Some(v).filter(|x| x.is_finite()), s, r))
-        .unwrap_or((None, 0, last_report));
+    let r = if rank == 0 && tc.keep_last > 0 {
+        checkpoint::mark_complete(&ck_root, true)
+    } else {
+        Ok(())
+    };
+    agree(comm, r, "rank 0 could not mark the run finished")?;
+    let (best_value, best_step, report, history) = sel.outcome();
     let summary = TrainSummary {
         model_name,
         params,
@@ -516,6 +555,18 @@ pub fn train(
         history,
     };
     Ok((summary, times))
+}
+
+/// Every rank learns whether any rank failed (collective): this rank's error, or
+/// `others` when only another rank's result was an error.
+fn agree(comm: &mut dyn Comm, r: Result<()>, others: &str) -> Result<()> {
+    let mut failed = [r.is_err() as u64 as f64];
+    comm.all_reduce_sum_f64(&mut failed);
+    r?;
+    if failed[0] > 0.0 {
+        bail!("{others} (see its error)");
+    }
+    Ok(())
 }
 
 fn add_stats(acc: &mut CommStats, d: &CommStats) {
@@ -661,6 +712,9 @@ pub fn save_gathered(
     info: &SaveInfo,
 ) -> Result<()> {
     let size = comm.size();
+    // Rank 0 keeps its first error and goes on through every collective, so that no
+    // rank is left waiting in one; the result is agreed at the end.
+    let mut err: Option<anyhow::Error> = None;
     let mut tables = Vec::new();
     for t in shard.layer.tables() {
         let (dim, sw) = (t.dim(), t.state_width());
@@ -679,34 +733,39 @@ pub fn save_gathered(
         };
         let (all_ids, _) = comm.all_to_all_v_u64(&ids, &to_root(ids.len()));
         let (all_vals, _) = comm.all_to_all_v_f32(&vals, &to_root(vals.len()));
-        if comm.rank() == 0 {
-            let mut table = mfh_embedding::EmbeddingTable::new(t.spec().clone())
-                .map_err(|e| anyhow::anyhow!("embedding table: {e}"))?;
-            for (id, v) in all_ids.iter().zip(all_vals.chunks_exact(dim + sw)) {
-                table.insert_row(*id, &v[..dim], &v[dim..]);
+        if comm.rank() == 0 && err.is_none() {
+            match mfh_embedding::EmbeddingTable::new(t.spec().clone()) {
+                Ok(mut table) => {
+                    for (id, v) in all_ids.iter().zip(all_vals.chunks_exact(dim + sw)) {
+                        table.insert_row(*id, &v[..dim], &v[dim..]);
+                    }
+                    tables.push(table);
+                }
+                Err(e) => err = Some(anyhow::anyhow!("embedding table: {e}")),
             }
-            tables.push(table);
         }
     }
-    let ok = if comm.rank() == 0 {
-        let fields = shard.layer.fields().to_vec();
-        state.emb = EmbeddingLayer::from_tables(tables, fields)
-            .map_err(|e| anyhow::anyhow!("embedding layer: {e}"))?;
-        let r = save_model(dir, state, info);
-        // The full tables are only for saving: drop them again.
-        state.emb = empty_like(&shard.layer)?;
-        r
-    } else {
+    let ok = if comm.rank() != 0 {
         Ok(())
+    } else if let Some(e) = err {
+        Err(e)
+    } else {
+        (|| -> Result<()> {
+            let fields = shard.layer.fields().to_vec();
+            state.emb = EmbeddingLayer::from_tables(tables, fields)
+                .map_err(|e| anyhow::anyhow!("embedding layer: {e}"))?;
+            let r = save_model(dir, state, info);
+            // The full tables are only for saving: drop them again.
+            state.emb = empty_like(&shard.layer)?;
+            r
+        })()
     };
     // Rank 0's result reaches every rank, so a failed write stops them all.
-    let mut flag = [if ok.is_ok() { 0.0 } else { 1.0 }];
-    comm.all_reduce_sum_f64(&mut flag);
-    ok?;
-    if flag[0] > 0.0 {
-        bail!("rank 0 could not save the model to {}", dir.display());
-    }
-    Ok(())
+    agree(
+        comm,
+        ok,
+        &format!("rank 0 could not save the model to {}", dir.display()),
+    )
 }
 
 /// Writes `distributed.json` (world size, per-step time split, rank 0's reading) to the

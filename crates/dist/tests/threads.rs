@@ -627,3 +627,148 @@ fn embedding_admission_and_expiry_are_refused_by_name() {
         assert!(e.contains(&format!("train.embedding.{key}")), "{e}");
     }
 }
+
+// The defects the distributed fork of the training loop had (issue 17), each against the
+// one-process trainer's behaviour.
+
+/// Checkpoint folders (`stepN`) under a run's output, sorted.
+fn checkpoint_dirs(out: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(out.join("checkpoints"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("step"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_fresh_run_refuses_to_discard_an_interrupted_runs_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, short_cfg) = full_and_cut_configs(tmp.path());
+    let out = tmp.path().join("m");
+    on_threads(2, &short_cfg, &opts(&out));
+    let before = checkpoint_dirs(&out);
+    assert!(!before.is_empty(), "the run wrote checkpoints");
+    // A finished run marked its checkpoints; a killed one never does.
+    let marker = out.join("checkpoints/complete");
+    assert!(marker.is_file(), "a finished run is marked complete");
+    std::fs::remove_file(&marker).unwrap();
+    for r in run_ranks(2, &short_cfg, &opts(&out)) {
+        let e = format!("{:#}", r.expect_err("a fresh run over an interrupted one"));
+        assert!(
+            e.contains("interrupted run") || e.contains("refused to start over"),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        checkpoint_dirs(&out),
+        before,
+        "the checkpoints are untouched"
+    );
+    // Once finished, a fresh run may replace them.
+    std::fs::write(&marker, "training finished\n").unwrap();
+    on_threads(2, &short_cfg, &opts(&out));
+    assert_eq!(checkpoint_dirs(&out), before);
+}
+
+#[test]
+fn keep_last_zero_writes_no_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = edited(
+        tmp.path(),
+        "none.toml",
+        &[(
+            "max_steps = 25",
+            "max_steps = 12\ncheckpoint_every = 5\nkeep_last = 0",
+        )],
+    );
+    let out = tmp.path().join("m");
+    on_threads(2, &cfg, &opts(&out));
+    assert!(out.join("model.json").is_file(), "the model is saved");
+    assert_eq!(checkpoint_dirs(&out), Vec::<String>::new());
+}
+
+#[test]
+fn resume_falls_back_to_an_older_intact_checkpoint_and_keeps_the_selection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (full_cfg, short_cfg) = full_and_cut_configs(tmp.path());
+    let whole = tmp.path().join("whole");
+    let full = run_ranks(2, &full_cfg, &opts(&whole));
+    let cut = tmp.path().join("cut");
+    on_threads(2, &short_cfg, &opts(&cut));
+    // keep_last = 2: the end of epoch 1 (step 16) and step 19. Damage step 19's shard
+    // of rank 1.
+    assert_eq!(checkpoint_dirs(&cut), ["step16", "step19"]);
+    let shard = cut.join("checkpoints/step19/shard-1.bin");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&shard, bytes).unwrap();
+    let resumed = run_ranks(
+        2,
+        &full_cfg,
+        &TrainOptions {
+            resume: true,
+            ..opts(&cut)
+        },
+    );
+    assert_eq!(resumed.len(), 2);
+    assert_eq!(full.len(), 2);
+    let (a, _) = full[0].as_ref().unwrap();
+    let (b, _) = resumed[0].as_ref().expect("resumed from step 16");
+    // The same run: the same steps, the same best step, and the selection's whole state
+    // (every evaluation's report, the best one's report) carried over the resume.
+    assert_eq!(a.steps, b.steps);
+    assert_eq!(a.best_step, b.best_step);
+    assert!(!a.report.records.is_empty());
+    assert_eq!(a.report.records.len(), b.report.records.len());
+    for (x, y) in a.report.records.iter().zip(&b.report.records) {
+        assert_eq!(
+            (&x.behaviour, &x.cell, &x.metric),
+            (&y.behaviour, &y.cell, &y.metric)
+        );
+        match (x.value, y.value) {
+            (Some(u), Some(v)) => assert!((u - v).abs() < 1e-6, "{x:?} vs {y:?}"),
+            (u, v) => assert_eq!(u.is_some(), v.is_some(), "{x:?} vs {y:?}"),
+        }
+    }
+    let steps = |s: &mfh_train::TrainSummary| s.history.iter().map(|h| h.0).collect::<Vec<_>>();
+    assert_eq!(steps(a), steps(b), "the history survives the resume");
+    assert!(steps(a).len() >= 3, "{:?}", steps(a));
+    for r in &resumed {
+        r.as_ref().unwrap();
+    }
+}
+
+#[test]
+fn a_failed_save_on_rank_0_stops_every_rank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = edited(
+        tmp.path(),
+        "c.toml",
+        &[("max_steps = 25", "max_steps = 12\nkeep_last = 0")],
+    );
+    let out = tmp.path().join("m");
+    std::fs::create_dir_all(&out).unwrap();
+    // The model's staging folder is a file: rank 0 cannot save the best model.
+    std::fs::write(out.join(".saving"), "in the way").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(run_ranks(3, &cfg, &opts(&out)));
+    });
+    let results = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("every rank returns (none waits in a collective)");
+    assert_eq!(results.len(), 3);
+    for (rank, r) in results.into_iter().enumerate() {
+        let e = format!("{:#}", r.expect_err("the save failed"));
+        assert!(
+            e.contains("save") || e.contains(".saving"),
+            "rank {rank}: {e}"
+        );
+    }
+}

@@ -15,11 +15,11 @@
 //! (seed, table, ID), and each epoch's shuffle from (seed, epoch). The reader position is
 //! restored by streaming the epoch again and skipping the batches already trained on.
 
+use crate::selection::SelectionState;
 use anyhow::{anyhow, bail, Context, Result};
 use mfh_artifact::model_dir::{load_model, save_model, write_atomic, SaveInfo};
 use mfh_artifact::ModelState;
 use mfh_config::Config;
-use mfh_metrics::{MetricRecord, Report};
 use mfh_nn::Adam;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -61,31 +61,6 @@ pub(crate) struct LoopState {
     /// Rows skipped (`on_error = "skip"`) in the completed epochs: kind, count, example.
     pub skipped: Vec<(String, u64, String)>,
     pub selection: SelectionState,
-}
-
-/// The part of model selection that changes during training.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct SelectionState {
-    /// Best value (f64 bits; NaN when undefined), its step and report.
-    pub best: Option<(u64, u64, Vec<MetricRecord>)>,
-    pub since_best: usize,
-    pub last_report: Vec<MetricRecord>,
-    pub empty_warned: bool,
-    pub history: Vec<(u64, Vec<MetricRecord>)>,
-}
-
-impl SelectionState {
-    pub fn best(&self) -> Option<(f64, u64, Report)> {
-        self.best
-            .as_ref()
-            .map(|(v, s, r)| (f64::from_bits(*v), *s, Report::new(r.clone())))
-    }
-    pub fn history(&self) -> Vec<(u64, Report)> {
-        self.history
-            .iter()
-            .map(|(s, r)| (*s, Report::new(r.clone())))
-            .collect()
-    }
 }
 
 /// The resolved config as a resume compares it: checkpoint keys do not change the run,
@@ -136,7 +111,7 @@ pub(crate) fn list(root: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Marks the run whose checkpoints are in `root` as finished (`done`) or not.
-pub(crate) fn mark_complete(root: &Path, done: bool) -> Result<()> {
+pub fn mark_complete(root: &Path, done: bool) -> Result<()> {
     let marker = root.join(COMPLETE);
     if done {
         return write_atomic(root, COMPLETE, b"training finished\n");
@@ -151,8 +126,14 @@ pub(crate) fn mark_complete(root: &Path, done: bool) -> Result<()> {
 /// Before a fresh run into the same folder: removes a finished earlier run's checkpoints,
 /// and refuses to discard those of an interrupted one.
 pub(crate) fn clear_finished(root: &Path) -> Result<()> {
-    let old = list(root)?;
-    if let Some(newest) = old.last() {
+    refuse_interrupted(root, list(root)?.last())?;
+    clear(root)
+}
+
+/// Refuses to start afresh over the checkpoints of a run that did not finish (`newest`
+/// is its newest checkpoint, if any); every trainer calls this before clearing.
+pub fn refuse_interrupted(root: &Path, newest: Option<&PathBuf>) -> Result<()> {
+    if let Some(newest) = newest {
         if !root.join(COMPLETE).exists() {
             bail!(
                 "{}: an interrupted run's checkpoints are here (newest: {}); continue it with --resume, or delete the folder to start over",
@@ -161,7 +142,7 @@ pub(crate) fn clear_finished(root: &Path) -> Result<()> {
             );
         }
     }
-    clear(root)
+    Ok(())
 }
 
 /// Removes the checkpoints (and unfinished temporary ones) of an earlier run in `root`.
@@ -489,7 +470,7 @@ impl Checkpointer<'_> {
         metric: &str,
         state: &mut ModelState,
         (adam, adam_loss): (&Adam<f32>, &Adam<f32>),
-        sel: &crate::selection::Selection,
+        sel: &crate::Selection,
         skipped: &mfh_data::SkipCounts,
         p: &Progress,
     ) -> Result<()> {
@@ -555,6 +536,7 @@ impl Checkpointer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mfh_metrics::MetricRecord;
 
     #[test]
     fn optimizer_state_round_trips_and_detects_corruption() {

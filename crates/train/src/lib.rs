@@ -7,9 +7,11 @@
 
 mod checkpoint;
 mod schedule;
-mod selection;
+pub mod selection;
 mod trainer;
 
 pub mod compare;
+pub use checkpoint::{mark_complete, refuse_interrupted};
 pub use schedule::learning_rate;
+pub use selection::{Selection, SelectionState};
 pub use trainer::{check, model_spec, train, CheckSummary, TrainOptions, TrainSummary};

@@ -294,17 +294,12 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         steps_per_epoch * tc.epochs as u64
     };
 
-    let mut sel = Selection {
-        metric: metric.clone(),
-        patience: tc.early_stopping.patience,
-        best: None,
-        since_best: 0,
-        last_report: Report::default(),
-        empty_warned: false,
-        out: opts.out.clone(),
-        checkpoints: opts.keep_checkpoints.then(|| opts.out.join("checkpoints")),
-        history: Vec::new(),
-    };
+    let mut sel = Selection::new(
+        &metric,
+        tc.early_stopping.patience,
+        &opts.out,
+        opts.keep_checkpoints.then(|| opts.out.join("checkpoints")),
+    );
     let mut ck = Checkpointer {
         root: ckpt_root,
         keep_last: tc.keep_last,
@@ -522,15 +517,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             break 'epochs;
         }
     }
-    let Selection {
-        best,
-        last_report,
-        history,
-        ..
-    } = sel;
-    let (best_value, best_step, report) = best
-        .map(|(v, s, r)| (Some(v).filter(|x| x.is_finite()), s, r))
-        .unwrap_or((None, 0, last_report));
+    let (best_value, best_step, report, history) = sel.outcome();
     if skipped.total() > 0 {
         eprintln!("skipped rows (on_error = \"skip\"):\n{}", skipped.report());
     }
