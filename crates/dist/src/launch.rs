@@ -2,7 +2,7 @@
 //! if so, runs the distributed loop on MPI's world (or on a world of one, to continue a
 //! distributed run's checkpoints on one process).
 
-use crate::comm::{Comm, LocalComm};
+use crate::comm::Comm;
 use crate::mpi_comm::MpiComm;
 use anyhow::Result;
 use mfh_config::Config;
@@ -23,23 +23,18 @@ fn launched_by_mpirun() -> bool {
 
 /// `None`: not a multi-rank run, train on one process. `Some(Some(summary))` on rank 0,
 /// `Some(None)` on the other ranks, after a distributed run. With `MFH_DIST=1` a world
-/// of one also runs the distributed loop (to measure its overhead). So does `--resume`
-/// where a distributed run left its checkpoints, with or without `mpirun`: that run
-/// continues on one process, its rows re-sharded into one shard.
+/// of one also runs the distributed engine (to measure its overhead). Checkpoints are the
+/// same for both engines, so a distributed run's checkpoints continue on one process
+/// with a plain `mfh train --resume`, and the other way round.
 pub fn train_under_mpi(cfg: &Config, opts: &TrainOptions) -> Result<Option<Option<TrainSummary>>> {
-    let continues_distributed =
-        opts.resume && crate::checkpoint::exists(&opts.out.join("checkpoints"));
     if !launched_by_mpirun() {
-        if !continues_distributed {
-            return Ok(None);
-        }
-        return run(cfg, opts, &mut LocalComm::new()).map(Some);
+        return Ok(None);
     }
     let Some(mut comm) = MpiComm::init() else {
         return Ok(None);
     };
     let forced = std::env::var("MFH_DIST").is_ok_and(|v| v == "1");
-    if comm.size() == 1 && !forced && !continues_distributed {
+    if comm.size() == 1 && !forced {
         return Ok(None);
     }
     run(cfg, opts, &mut comm).map(Some)

@@ -9,7 +9,6 @@
 //! optimiser and metrics this crate reuses; see docs/distributed.md for the design and
 //! its cost model.
 
-mod checkpoint;
 mod comm;
 mod evaluate;
 #[cfg(feature = "mpi")]
@@ -17,12 +16,10 @@ mod launch;
 #[cfg(feature = "mpi")]
 mod mpi_comm;
 mod reader;
-mod reshard;
 mod shard;
 mod thread_comm;
 mod train;
 
-pub use checkpoint::parse_dense;
 pub use comm::{row_range, Comm, CommStats, LocalComm};
 pub use evaluate::evaluate;
 #[cfg(feature = "mpi")]
@@ -32,4 +29,4 @@ pub use mpi_comm::MpiComm;
 pub use reader::ReadMode;
 pub use shard::{owner, ShardedEmbeddings};
 pub use thread_comm::ThreadComm;
-pub use train::{save_gathered, train, write_step_times, StepTimes};
+pub use train::{save_gathered, train, write_step_times, DistEngine, StepTimes};

@@ -13,21 +13,22 @@
 //! Not supported across ranks (rejected with a message): batch norm (its statistics
 //! would be per rank), `task_mean` reduction and uncertainty weighting (their
 //! normalisation is per task, not a global rescaling), embedding admission, expiry and
-//! row caps (their counts would be per owner). Checkpoints: see [`crate::checkpoint`].
+//! row caps (their counts would be per owner). The loop, its checkpoints and their resume are
+//! `mfh_train`'s, shared with the one-process trainer ([`mfh_train::train_with`]).
 
-use crate::checkpoint;
 use crate::comm::{Comm, CommStats};
 use crate::evaluate::evaluate;
 use crate::reader::{read_mode, RankReader, ReadMode};
-use crate::shard::ShardedEmbeddings;
-use anyhow::{bail, Context, Result};
-use mfh_artifact::model_dir::{fresh_state, save_model, SaveInfo};
+use crate::shard::{owner, ShardedEmbeddings};
+use anyhow::{bail, Result};
+use mfh_artifact::model_dir::{save_model, SaveInfo};
 use mfh_artifact::ModelState;
 use mfh_config::Config;
 use mfh_data::{Batch, Pipeline, StreamOptions};
 use mfh_embedding::{EmbeddingLayer, MultiIds, SparseInput};
 use mfh_nn::{Adam, Module};
-use mfh_train::{learning_rate, model_spec, Selection, TrainOptions, TrainSummary};
+use mfh_train::{Engine, Optimizers, TrainOptions, TrainSummary};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -161,400 +162,214 @@ fn check_supported(cfg: &Config, state: &mut ModelState) -> Result<()> {
 }
 
 /// Trains like [`mfh_train::train`] on every rank of `comm` (collective: all ranks call
-/// it with the same config and options). Rank 0 writes the model folder, with every
-/// shard's rows gathered into it, each time the selection metric improves.
+/// it with the same config and options): the one training loop
+/// ([`mfh_train::train_with`]) over a [`DistEngine`]. Rank 0 writes the model folder and
+/// the checkpoints, with every shard's rows gathered into them.
 pub fn train(
     cfg: &Config,
     opts: &TrainOptions,
     comm: &mut dyn Comm,
 ) -> Result<(TrainSummary, StepTimes)> {
-    let t0 = Instant::now();
-    let tc = &cfg.train;
-    let threads = tc.threads.resolve();
-    mfh_nn::use_threads(threads);
-    let (model_name, spec) = model_spec(cfg, opts.model.as_deref())?;
-    let seed = opts.seed.unwrap_or(tc.seed);
-    let (rank, size) = (comm.rank(), comm.size());
-    if rank == 0 {
-        std::fs::create_dir_all(&opts.out)
-            .with_context(|| format!("{}: cannot create the model folder", opts.out.display()))?;
-    }
+    let mut eng = DistEngine::new(comm);
+    let summary = mfh_train::train_with(cfg, opts, &mut eng)?;
+    Ok((summary, eng.times))
+}
 
-    let mut pipeline = Pipeline::new(cfg)?;
-    let fit = pipeline
-        .fit(&tc.train_split)
-        .with_context(|| format!("reading the train split `{}`", tc.train_split))?;
-    if pipeline.transforms.rows == 0 {
-        bail!(
-            "the train split `{}` is empty ({} rows read)",
-            tc.train_split,
-            fit.rows_read
-        );
-    }
-    let transforms = pipeline.transforms.clone();
-    let layout = pipeline.layout().clone();
-    let pipeline = Arc::new(pipeline);
-    let mut state = fresh_state(cfg, &layout, spec, seed)?;
-    check_supported(cfg, &mut state)?;
-    let mut shard = ShardedEmbeddings::new(state.emb.clone());
-    let mut adam = Adam::<f32>::new(0.9, 0.999, 1e-8, tc.weight_decay);
-    let params = state.net_mut().num_params();
-    let metric = tc.early_stopping.metric.clone();
-    let steps_per_epoch = transforms.rows.div_ceil(tc.batch_size as u64);
-    let total_steps = if tc.max_steps > 0 {
-        tc.max_steps.min(steps_per_epoch * tc.epochs as u64)
-    } else {
-        steps_per_epoch * tc.epochs as u64
-    };
-    if rank == 0 {
-        eprintln!(
-            "training `{model_name}` ({params} dense parameters) on {} rows × {} epochs, {} tasks, over {size} ranks ({} rows per rank per step)",
-            transforms.rows,
-            tc.epochs,
-            state.grid.n_tasks(),
-            tc.batch_size.div_ceil(size)
-        );
-    }
+/// The sharded engine: each rank trains on its contiguous slice of every global batch,
+/// owns the embedding rows `owner(id, N) = rank`, and sums the dense gradients with the
+/// other ranks once per step.
+pub struct DistEngine<'c> {
+    comm: &'c mut dyn Comm,
+    shard: Option<ShardedEmbeddings>,
+    local: Local,
+    pipeline: Option<Arc<Pipeline>>,
+    reader: Option<RankReader>,
+    mode: Option<ReadMode>,
+    /// The global rows and reading time of the batch read last.
+    read: (usize, f64),
+    pub times: StepTimes,
+}
 
-    let mut local = Local {
-        batch: Batch::default(),
-        x: Vec::new(),
-        dx: Vec::new(),
-        d_logits: Vec::new(),
-        multi: Vec::new(),
-        fused: Vec::new(),
-    };
-    let mut times = StepTimes::default();
-    let (mode, why_whole) = read_mode(&pipeline, &tc.train_split);
-    times.read_mode = Some(mode);
-    if let (Some(why), 0) = (why_whole, rank) {
-        eprintln!("note: every rank decodes whole batches ({why}); striped reading needs `on_error = \"fail\"` and no negative down-sampling");
-    }
-    let mut sel = Selection::new(
-        &metric,
-        tc.early_stopping.patience,
-        &opts.out,
-        opts.keep_checkpoints.then(|| opts.out.join("checkpoints")),
-    );
-    sel.verbose = rank == 0;
-    let mut step = 0u64;
-    let mut loss_ema: Option<f64> = None;
-    // Where a resumed run picks up: epoch and batches of it already trained on.
-    let ck_root = opts.out.join("checkpoints");
-    let mut resume_at = (0usize, 0u64);
-    let run = checkpoint::RunIdentity::new(cfg, &model_name, seed, &transforms)?;
-    let restored = if opts.resume {
-        // Newest first; a damaged checkpoint (on any rank) falls back to the one before,
-        // as in the one-process trainer; one of another run stops every rank.
-        let mut found = None;
-        let mut problems = Vec::new();
-        for dir in checkpoint::newest_first(&ck_root) {
-            let r = checkpoint::restore(
-                &dir,
-                (rank, size),
-                &run,
-                &shard.layer,
-                &mut state,
-                &mut adam,
-            );
-            let (refused, damaged) = match &r {
-                Ok(_) => (0.0, 0.0),
-                Err(checkpoint::RestoreError::Refused(_)) => (1.0, 0.0),
-                Err(checkpoint::RestoreError::Damaged(_)) => (0.0, 1.0),
-            };
-            let mut votes = [refused, damaged];
-            comm.all_reduce_sum_f64(&mut votes);
-            match r {
-                Err(checkpoint::RestoreError::Refused(e)) => return Err(e),
-                _ if votes[0] > 0.0 => bail!(
-                    "another rank refused the checkpoint in {} (see its error)",
-                    dir.display()
-                ),
-                Ok(r) if votes[1] == 0.0 => {
-                    if !problems.is_empty() && rank == 0 {
-                        eprintln!("resuming from the previous checkpoint {}", dir.display());
-                    }
-                    found = Some(r);
-                    break;
-                }
-                Ok(_) => problems.push(format!("{}: damaged on another rank", dir.display())),
-                Err(checkpoint::RestoreError::Damaged(e)) => {
-                    if rank == 0 || problems.is_empty() {
-                        eprintln!("warning: checkpoint {} is unusable: {e:#}", dir.display());
-                    }
-                    problems.push(format!("{}: {e:#}", dir.display()));
-                }
-            }
-        }
-        if found.is_none() && !problems.is_empty() {
-            bail!(
-                "no usable checkpoint in {}:\n  {}",
-                ck_root.display(),
-                problems.join("\n  ")
-            );
-        }
-        found
-    } else {
-        // A fresh run discards a finished run's checkpoints and refuses to discard an
-        // interrupted one's (as the one-process trainer does); rank 0 decides for all.
-        let r = if rank == 0 {
-            checkpoint::clear_finished(&ck_root)
-        } else {
-            Ok(())
-        };
-        agree(
+impl<'c> DistEngine<'c> {
+    pub fn new(comm: &'c mut dyn Comm) -> Self {
+        DistEngine {
             comm,
-            r,
-            "rank 0 refused to start over the checkpoints in the output folder",
-        )?;
-        None
-    };
-    let r = if rank == 0 && tc.keep_last > 0 {
-        std::fs::create_dir_all(&ck_root)
-            .with_context(|| format!("{}: cannot create", ck_root.display()))
-            .and_then(|_| checkpoint::mark_complete(&ck_root, false))
-    } else {
+            shard: None,
+            local: Local {
+                batch: Batch::default(),
+                x: Vec::new(),
+                dx: Vec::new(),
+                d_logits: Vec::new(),
+                multi: Vec::new(),
+                fused: Vec::new(),
+            },
+            pipeline: None,
+            reader: None,
+            mode: None,
+            read: (0, 0.0),
+            times: StepTimes::default(),
+        }
+    }
+}
+
+impl Engine for DistEngine<'_> {
+    fn rank(&self) -> usize {
+        self.comm.rank()
+    }
+
+    fn size(&self) -> usize {
+        self.comm.size()
+    }
+
+    fn all_ok(&mut self, ok: bool) -> bool {
+        let mut failed = [(!ok) as u64 as f64];
+        self.comm.all_reduce_sum_f64(&mut failed);
+        failed[0] == 0.0
+    }
+
+    fn check(&mut self, cfg: &Config, state: &mut ModelState) -> Result<()> {
+        check_supported(cfg, state)
+    }
+
+    /// Keeps the rows this rank owns (of a fresh, warm-started or restored model: every
+    /// rank held them all), so a resume may change the number of ranks.
+    fn adopt(&mut self, state: &mut ModelState) -> Result<()> {
+        let (rank, size) = (self.comm.rank(), self.comm.size());
+        let empty = empty_like(&state.emb)?;
+        let all = std::mem::replace(&mut state.emb, empty);
+        let mut tables = Vec::new();
+        for t in all.tables() {
+            let mut table = mfh_embedding::EmbeddingTable::new(t.spec().clone())
+                .map_err(|e| anyhow::anyhow!("embedding table: {e}"))?;
+            let mut ids: Vec<(u64, u32)> = t.ids().filter(|&(id, _)| owner(id, size) == rank).collect();
+            ids.sort_unstable();
+            for (id, slot) in ids {
+                table.insert_row(id, t.row(slot), t.row_state(slot));
+            }
+            tables.push(table);
+        }
+        let mine = EmbeddingLayer::from_tables(tables, all.fields().to_vec())
+            .map_err(|e| anyhow::anyhow!("embedding layer: {e}"))?;
+        self.shard = Some(ShardedEmbeddings::new(mine));
         Ok(())
-    };
-    agree(comm, r, "rank 0 could not prepare the checkpoint folder")?;
-    if opts.resume && restored.is_none() && rank == 0 {
-        eprintln!(
-            "warning: no checkpoint in {}; training from the beginning",
-            ck_root.display()
-        );
     }
-    if let Some(r) = restored {
-        let p = r.progress;
-        shard = ShardedEmbeddings::new(r.layer);
-        step = p.step;
-        loss_ema = p.loss_ema;
-        match &p.selection {
-            Some(st) => sel.restore(st),
-            // Written before the selection state was kept: its best value and step only.
+
+    fn open_epoch(
+        &mut self,
+        pipeline: &Arc<Pipeline>,
+        split: &str,
+        opts: StreamOptions,
+    ) -> Result<()> {
+        let (rank, size) = (self.comm.rank(), self.comm.size());
+        let mode = match self.mode {
+            Some(m) => m,
             None => {
-                sel.best = p.best.map(|(v, s)| (v, s, mfh_metrics::Report::default()));
-                sel.since_best = p.since_best;
+                let (mode, why_whole) = read_mode(pipeline, split);
+                if let (Some(why), 0) = (why_whole, rank) {
+                    eprintln!("note: every rank decodes whole batches ({why}); striped reading needs `on_error = \"fail\"` and no negative down-sampling");
+                }
+                self.mode = Some(mode);
+                self.times.read_mode = Some(mode);
+                mode
             }
-        }
-        resume_at = (p.epoch, p.batches_done);
-        if rank == 0 {
-            eprintln!("resuming from step {step}");
-            if let Some(from) = r.resharded_from {
-                eprintln!(
-                    "note: {} was written by {from} ranks, this run has {size}: its {} embedding rows were re-sharded from {from} to {size} ranks (each rank read all {from} shards and kept the rows it owns now)",
-                    r.dir.display(),
-                    r.rows_read
-                );
-            }
-        }
+        };
+        self.reader = Some(RankReader::open(pipeline, split, opts, mode, rank, size)?);
+        self.pipeline = Some(pipeline.clone());
+        Ok(())
     }
-    comm.barrier();
-    let mut skipped = mfh_data::SkipCounts::default();
-    let eval_and_select = |state: &mut ModelState,
-                           shard: &mut ShardedEmbeddings,
-                           comm: &mut dyn Comm,
-                           sel: &mut Selection,
-                           step: u64,
-                           loss_ema: Option<f64>|
-     -> Result<bool> {
-        let res = evaluate(
+
+    fn next_batch(&mut self) -> Option<Result<usize>> {
+        let ts = Instant::now();
+        let r = self.reader.as_mut()?.next_into(&mut self.local.batch)?;
+        Some(match r {
+            Ok(n) => {
+                self.read = (n, ts.elapsed().as_secs_f64());
+                Ok(n)
+            }
+            // The other ranks learn of it in their next id exchange, and stop too.
+            Err(e) => {
+                let Some(p) = self.pipeline.clone() else {
+                    return Some(Err(e.into()));
+                };
+                match self.shard.as_mut() {
+                    Some(shard) => Err(fail_exchange(self.comm, shard, p.layout(), e)),
+                    None => Err(e.into()),
+                }
+            }
+        })
+    }
+
+    fn step(
+        &mut self,
+        state: &mut ModelState,
+        opt: &mut Optimizers,
+        step: u64,
+        lr: f32,
+    ) -> Result<f64> {
+        let ts = Instant::now();
+        let c0 = self.comm.stats();
+        let shard = self
+            .shard
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("the sharded engine has no embedding rows yet"))?;
+        let loss = train_step(
             state,
             shard,
-            comm,
-            &pipeline,
-            &tc.valid_split,
-            tc.batch_size,
-        )?;
-        let (value, _) = res.metric(&metric, &state.grid);
-        if comm.rank() == 0 {
-            eprintln!(
-                "step {step}: train loss {}, {} {metric} {}",
-                loss_ema
-                    .map(|l| format!("{l:.4}"))
-                    .unwrap_or_else(|| "-".into()),
-                tc.valid_split,
-                value
-                    .map(|v| format!("{v:.4}"))
-                    .unwrap_or_else(|| "-".into())
-            );
-        }
-        // Every rank has the same metrics (predictions are all-gathered), so every rank
-        // takes the same branch of the selection and joins the same collectives.
-        let mut save = |state: &mut ModelState,
-                        step: u64,
-                        value: Option<f64>,
-                        res: &mfh_artifact::EvalResult,
-                        dir: &std::path::Path| {
-            let info = SaveInfo {
-                cfg,
-                model_name: &model_name,
-                layout: &layout,
-                transforms: &transforms,
-                seed,
-                step,
-                selection_split: &tc.valid_split,
-                selection_metric: &metric,
-                selection_value: value,
-                metrics_json: &res.report.to_json(),
-            };
-            save_gathered(state, shard, comm, dir, &info)
-        };
-        sel.update(state, step, res, &mut save)
-    };
-
-    #[allow(clippy::too_many_arguments)]
-    let checkpoint = |comm: &mut dyn Comm,
-                      state: &mut ModelState,
-                      adam: &Adam<f32>,
-                      shard: &ShardedEmbeddings,
-                      sel: &Selection,
-                      step: u64,
-                      loss_ema: Option<f64>,
-                      (epoch, batches_done): (usize, u64)| {
-        let p = checkpoint::Progress {
+            self.comm,
+            &mut self.local,
+            &mut opt.dense,
             step,
-            epoch,
-            batches_done,
-            loss_ema,
-            best: sel.best.as_ref().map(|b| (b.0, b.1)),
-            since_best: sel.since_best,
-            selection: Some(sel.snapshot()),
-        };
-        if tc.keep_last == 0 {
-            // As in the one-process trainer: no checkpoints at all.
-            return Ok(());
-        }
-        checkpoint::save(
-            &ck_root,
-            comm,
-            &run,
-            &p,
-            state,
-            adam,
-            &shard.layer,
-            tc.keep_last,
-        )
-    };
-    'epochs: for epoch in resume_at.0..tc.epochs {
-        let stream_opts = StreamOptions {
-            batch_size: tc.batch_size,
-            shuffle_buffer: tc.shuffle_buffer,
-            seed: seed.wrapping_add(epoch as u64 * 0x9e37_79b9),
-            prefetch: 4,
-        };
-        let mut reader =
-            RankReader::open(&pipeline, &tc.train_split, stream_opts, mode, rank, size)?;
-        let mut evaluated_at = u64::MAX;
-        let mut stop = false;
-        let mut batches_done = 0u64;
-        let skip = if epoch == resume_at.0 { resume_at.1 } else { 0 };
-        let mut exhausted = false;
-        loop {
-            let ts = Instant::now();
-            let global_rows = match reader.next_into(&mut local.batch) {
-                None => {
-                    exhausted = true;
-                    break;
-                }
-                Some(Ok(n)) => n,
-                // The other ranks learn of it in their next id exchange, and stop too.
-                Some(Err(e)) => return Err(fail_exchange(comm, &mut shard, &layout, e)),
-            };
-            batches_done += 1;
-            if batches_done <= skip {
-                // Trained on before the checkpoint this run resumed from.
-                continue;
-            }
-            let read = ts.elapsed().as_secs_f64();
-            let c0 = comm.stats();
-            let lr = learning_rate(&tc.schedule, tc.lr, step, total_steps) as f32;
-            let loss = train_step(
-                &mut state,
-                &mut shard,
-                comm,
-                &mut local,
-                &mut adam,
-                step + 1,
-                lr,
-            )?;
-            if !loss.is_finite() {
-                bail!("training diverged at step {}: the loss became {loss} (try a lower train.lr or train.embedding.lr)", step + 1);
-            }
-            step += 1;
-            times.steps += 1;
-            times.rows += global_rows as u64;
-            times.rows_local += local.batch.n as u64;
-            times.read_s += read;
-            times.train_s += ts.elapsed().as_secs_f64();
-            let c1 = comm.stats().since(&c0);
-            add_stats(&mut times.comm, &c1);
-            loss_ema = Some(match loss_ema {
-                None => loss,
-                Some(e) => 0.98 * e + 0.02 * loss,
-            });
-            if tc.eval_every > 0 && step.is_multiple_of(tc.eval_every) {
-                stop = eval_and_select(&mut state, &mut shard, comm, &mut sel, step, loss_ema)?;
-                evaluated_at = step;
-            }
-            if tc.max_steps > 0 && step >= tc.max_steps {
-                stop = true;
-            }
-            let every = tc.checkpoint_every > 0 && step.is_multiple_of(tc.checkpoint_every);
-            if every || evaluated_at == step {
-                let at = (epoch, batches_done);
-                checkpoint(comm, &mut state, &adam, &shard, &sel, step, loss_ema, at)?;
-            }
-            if stop {
-                break;
-            }
-        }
-        if let Some(s) = reader.stats() {
-            skipped.merge(&s.skipped);
-        }
-        if let Some(c) = reader.close() {
-            times.rows_decoded += c.rows_decoded;
-            times.decode_s += c.decode_s;
-            times.scan_s += c.scan_s;
-        }
-        if evaluated_at != step {
-            stop |= eval_and_select(&mut state, &mut shard, comm, &mut sel, step, loss_ema)?;
-            let at = if exhausted {
-                (epoch + 1, 0)
-            } else {
-                (epoch, batches_done)
-            };
-            checkpoint(comm, &mut state, &adam, &shard, &sel, step, loss_ema, at)?;
-        }
-        if stop {
-            break 'epochs;
-        }
+            lr,
+        )?;
+        let (rows, read) = self.read;
+        let t = &mut self.times;
+        t.steps += 1;
+        t.rows += rows as u64;
+        t.rows_local += self.local.batch.n as u64;
+        t.read_s += read;
+        t.train_s += read + ts.elapsed().as_secs_f64();
+        let c1 = self.comm.stats().since(&c0);
+        add_stats(&mut t.comm, &c1);
+        Ok(loss)
     }
-    let r = if rank == 0 && tc.keep_last > 0 {
-        checkpoint::mark_complete(&ck_root, true)
-    } else {
-        Ok(())
-    };
-    agree(comm, r, "rank 0 could not mark the run finished")?;
-    let (best_value, best_step, report, history) = sel.outcome();
-    let summary = TrainSummary {
-        model_name,
-        params,
-        steps: step,
-        best_step,
-        best_value,
-        metric,
-        report,
-        train_rows: transforms.rows,
-        seconds: t0.elapsed().as_secs_f64(),
-        samples_per_sec: if times.train_s > 0.0 {
-            times.rows as f64 / times.train_s
-        } else {
-            0.0
-        },
-        skipped,
-        history,
-    };
-    Ok((summary, times))
+
+    fn close_epoch(&mut self) -> mfh_data::SkipCounts {
+        let Some(reader) = self.reader.take() else {
+            return Default::default();
+        };
+        let skipped = reader
+            .stats()
+            .map(|s| s.skipped.clone())
+            .unwrap_or_default();
+        if let Some(c) = reader.close() {
+            self.times.rows_decoded += c.rows_decoded;
+            self.times.decode_s += c.decode_s;
+            self.times.scan_s += c.scan_s;
+        }
+        skipped
+    }
+
+    fn evaluate(
+        &mut self,
+        state: &mut ModelState,
+        pipeline: &Arc<Pipeline>,
+        split: &str,
+        batch_size: usize,
+    ) -> Result<mfh_artifact::EvalResult> {
+        let shard = self
+            .shard
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("the sharded engine has no embedding rows yet"))?;
+        evaluate(state, shard, self.comm, pipeline, split, batch_size)
+    }
+
+    fn save_model(&mut self, state: &mut ModelState, dir: &Path, info: &SaveInfo) -> Result<()> {
+        let shard = self
+            .shard
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the sharded engine has no embedding rows yet"))?;
+        save_gathered(state, shard, self.comm, dir, info)
+    }
 }
 
 /// Every rank learns whether any rank failed (collective): this rank's error, or

@@ -4,8 +4,7 @@
 
 use mfh_artifact::{collect_predictions, load_model};
 use mfh_config::Config;
-use mfh_dist::{owner, Comm, LocalComm, ReadMode, StepTimes, ThreadComm};
-use mfh_embedding::EmbeddingLayer;
+use mfh_dist::{Comm, LocalComm, ReadMode, StepTimes, ThreadComm};
 use mfh_train::TrainOptions;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -291,7 +290,7 @@ fn a_resumed_run_writes_the_uninterrupted_checkpoint() {
     // Stopped at step 19 (its last checkpoint: step 19, mid-epoch 2), then resumed.
     let cut = tmp.path().join("cut");
     on_threads(2, &short_cfg, &opts(&cut));
-    assert!(cut.join("checkpoints/step19/manifest.json").is_file());
+    assert!(ck(&cut, 19).join("checkpoint.json").is_file());
     on_threads(
         2,
         &full_cfg,
@@ -300,9 +299,9 @@ fn a_resumed_run_writes_the_uninterrupted_checkpoint() {
             ..opts(&cut)
         },
     );
-    for f in ["dense.bin", "shard-0.bin", "shard-1.bin"] {
-        let a = std::fs::read(whole.join("checkpoints/step25").join(f)).unwrap();
-        let b = std::fs::read(cut.join("checkpoints/step25").join(f)).unwrap();
+    for f in ["dense.bin", "embeddings.bin", "optimizer.bin"] {
+        let a = std::fs::read(ck(&whole, 25).join(f)).unwrap();
+        let b = std::fs::read(ck(&cut, 25).join(f)).unwrap();
         assert!(a == b, "{f} differs after resuming");
     }
     // The number of ranks may change on resume (see below), the global batch may not:
@@ -337,35 +336,40 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Every embedding row of the checkpoint in `dir`, over all its shards: (table, id) →
-/// (the shard holding it, row then optimizer state). A row in two shards fails.
-fn checkpoint_rows(dir: &Path) -> BTreeMap<(usize, u64), (usize, Vec<f32>)> {
+/// The checkpoint of `step` in a run's output folder.
+fn ck(out: &Path, step: u64) -> std::path::PathBuf {
+    out.join("checkpoints")
+        .join(mfh_train::checkpoint_name(step))
+}
+
+/// Every embedding row of the checkpoint in `dir` (gathered from every rank): (table,
+/// id) → row then optimizer state.
+fn checkpoint_rows(dir: &Path) -> BTreeMap<(usize, u64), Vec<f32>> {
+    let c = mfh_train::load_checkpoint(dir).unwrap();
     let mut out = BTreeMap::new();
-    for r in 0.. {
-        let path = dir.join(format!("shard-{r}.bin"));
-        if !path.is_file() {
-            break;
-        }
-        let mut f = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
-        let layer = EmbeddingLayer::load(&mut f).unwrap();
-        for (t, table) in layer.tables().iter().enumerate() {
-            for (id, s) in table.ids() {
-                let v = table.row(s).iter().chain(table.row_state(s)).copied();
-                let old = out.insert((t, id), (r, v.collect()));
-                assert!(old.is_none(), "row ({t}, {id}) is in two shards");
-            }
+    for (t, table) in c.state.emb.tables().iter().enumerate() {
+        for (id, s) in table.ids() {
+            let v = table.row(s).iter().chain(table.row_state(s)).copied();
+            let old = out.insert((t, id), v.collect());
+            assert!(old.is_none(), "row ({t}, {id}) is in the checkpoint twice");
         }
     }
-    assert!(!out.is_empty(), "{}: no shard", dir.display());
+    assert!(!out.is_empty(), "{}: no embedding row", dir.display());
     out
 }
 
-/// A checkpoint's `dense.bin` ([`mfh_dist::parse_dense`]): the step count and every
-/// value and moment in file order.
+/// A checkpoint's dense state: Adam's step count, then every parameter value and both
+/// moments, in parameter order.
 fn checkpoint_dense(dir: &Path) -> (u64, Vec<f32>) {
-    let (steps, tensors) =
-        mfh_dist::parse_dense(&std::fs::read(dir.join("dense.bin")).unwrap()).unwrap();
-    (steps, tensors.into_iter().flatten().flatten().collect())
+    let mut c = mfh_train::load_checkpoint(dir).unwrap();
+    let mut vals = Vec::new();
+    c.state
+        .net_mut()
+        .visit_params("", &mut |_, p, _| vals.extend_from_slice(p));
+    let (steps, m, v) = c.opt.dense.state();
+    assert_eq!(m.len(), v.len());
+    vals.extend(m.iter().chain(v).flatten().copied());
+    (steps, vals)
 }
 
 #[test]
@@ -386,7 +390,7 @@ fn a_run_resumed_on_another_number_of_ranks_continues_the_uninterrupted_one() {
     // Two ranks stop at step 19 (mid-epoch 2); the run goes on over 3 ranks and over 1.
     let cut = tmp.path().join("cut");
     on_threads(2, &short_cfg, &opts(&cut));
-    let at_cut = checkpoint_rows(&cut.join("checkpoints/step19"));
+    let at_cut = checkpoint_rows(&ck(&cut, 19));
     let (on3, on1) = (tmp.path().join("on3"), tmp.path().join("on1"));
     copy_dir(&cut, &on3);
     copy_dir(&cut, &on1);
@@ -415,7 +419,7 @@ fn a_run_resumed_on_another_number_of_ranks_continues_the_uninterrupted_one() {
     evals.push(last_eval(&s1));
     assert_eq!(evals.len(), 2, "resumed on 3 ranks and on 1");
 
-    let want = checkpoint_rows(&whole.join("checkpoints/step25"));
+    let want = checkpoint_rows(&ck(&whole, 25));
     for ((size, out), got_eval) in [(3, &on3), (1, &on1)].into_iter().zip(&evals) {
         // The valid metrics of step 25 (the model folder holds the best step's, which
         // the cut run's extra evaluation at step 19 may have moved).
@@ -423,8 +427,8 @@ fn a_run_resumed_on_another_number_of_ranks_continues_the_uninterrupted_one() {
         eprintln!("resumed on {size}: max |Δ| valid metrics at step 25 {m:e}");
         assert!(m < 1e-5, "resumed on {size}: metrics differ by {m}");
         // The step-25 state: dense parameters and Adam's moments.
-        let (ws, wv) = checkpoint_dense(&whole.join("checkpoints/step25"));
-        let (gs, gv) = checkpoint_dense(&out.join("checkpoints/step25"));
+        let (ws, wv) = checkpoint_dense(&ck(&whole, 25));
+        let (gs, gv) = checkpoint_dense(&ck(out, 25));
         assert_eq!((gs, gv.len()), (ws, wv.len()));
         assert!(!wv.is_empty(), "no dense state");
         let d = gv
@@ -437,22 +441,18 @@ fn a_run_resumed_on_another_number_of_ranks_continues_the_uninterrupted_one() {
             d < 1e-5,
             "resumed on {size}: step-25 dense state differs by {d}"
         );
-        // Every row (and its optimizer state) once, on its owner under the new size,
-        // equal to the uninterrupted run's.
-        let got = checkpoint_rows(&out.join("checkpoints/step25"));
+        // Every row (and its optimizer state) once (each rank kept the rows it owns
+        // under the new size, and the checkpoint gathers them), equal to the
+        // uninterrupted run's.
+        let got = checkpoint_rows(&ck(out, 25));
         assert_eq!(
             got.keys().collect::<Vec<_>>(),
             want.keys().collect::<Vec<_>>(),
             "resumed on {size}: other rows"
         );
         let mut worst = 0.0f32;
-        for ((t, id), (r, v)) in &got {
-            assert_eq!(
-                *r,
-                owner(*id, size),
-                "table {t} id {id} on rank {r} of {size}"
-            );
-            let w = &want[&(*t, *id)].1;
+        for ((t, id), v) in &got {
+            let w = &want[&(*t, *id)];
             assert_eq!(v.len(), w.len(), "table {t} id {id}: row and state length");
             for (x, y) in v.iter().zip(w) {
                 worst = worst.max((x - y).abs());
@@ -462,14 +462,14 @@ fn a_run_resumed_on_another_number_of_ranks_continues_the_uninterrupted_one() {
         assert!(worst < 1e-5, "resumed on {size}: rows differ by {worst}");
     }
     // The step-19 rows were all carried over: an id the cut run had is in the resumed
-    // run's first checkpoint (step 20), on its new owner.
+    // run's first checkpoint (step 20).
     for (size, out) in [(3, &on3), (1, &on1)] {
-        let after = checkpoint_rows(&out.join("checkpoints/step20"));
+        let after = checkpoint_rows(&ck(out, 20));
         for (t, id) in at_cut.keys() {
-            let (r, _) = after
-                .get(&(*t, *id))
-                .unwrap_or_else(|| panic!("resumed on {size}: row ({t}, {id}) lost"));
-            assert_eq!(*r, owner(*id, size));
+            assert!(
+                after.contains_key(&(*t, *id)),
+                "resumed on {size}: row ({t}, {id}) lost"
+            );
         }
     }
 }
@@ -631,13 +631,13 @@ fn embedding_admission_and_expiry_are_refused_by_name() {
 // The defects the distributed fork of the training loop had (issue 17), each against the
 // one-process trainer's behaviour.
 
-/// Checkpoint folders (`stepN`) under a run's output, sorted.
+/// Checkpoint folders (`ckpt-<step>`) under a run's output, sorted.
 fn checkpoint_dirs(out: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(out.join("checkpoints"))
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("step"))
+                .filter(|n| n.starts_with("ckpt-"))
                 .collect()
         })
         .unwrap_or_default();
@@ -700,10 +700,15 @@ fn resume_falls_back_to_an_older_intact_checkpoint_and_keeps_the_selection() {
     let full = run_ranks(2, &full_cfg, &opts(&whole));
     let cut = tmp.path().join("cut");
     on_threads(2, &short_cfg, &opts(&cut));
-    // keep_last = 2: the end of epoch 1 (step 16) and step 19. Damage step 19's shard
-    // of rank 1.
-    assert_eq!(checkpoint_dirs(&cut), ["step16", "step19"]);
-    let shard = cut.join("checkpoints/step19/shard-1.bin");
+    // keep_last = 2: the end of epoch 1 (step 16) and step 19. Damage step 19's rows.
+    assert_eq!(
+        checkpoint_dirs(&cut),
+        [
+            mfh_train::checkpoint_name(16),
+            mfh_train::checkpoint_name(19)
+        ]
+    );
+    let shard = ck(&cut, 19).join("embeddings.bin");
     let mut bytes = std::fs::read(&shard).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
@@ -770,5 +775,67 @@ fn a_failed_save_on_rank_0_stops_every_rank() {
             e.contains("save") || e.contains(".saving"),
             "rank {rank}: {e}"
         );
+    }
+}
+
+#[test]
+fn local_and_distributed_runs_resume_each_others_checkpoints() {
+    // One checkpoint layout for both engines: a one-process run cut at step 19 goes on
+    // over 2 ranks, a 2-rank run cut at step 19 goes on on one process, and a 1-rank
+    // distributed run is resumed by the one-process trainer; each ends with the
+    // uninterrupted run's step-25 state.
+    let tmp = tempfile::tempdir().unwrap();
+    let (full_cfg, short_cfg) = full_and_cut_configs(tmp.path());
+    let whole = tmp.path().join("whole");
+    mfh_train::train(&full_cfg, &opts(&whole)).unwrap();
+    let resume = |out: &Path| TrainOptions {
+        resume: true,
+        ..opts(out)
+    };
+    let (a, b, c) = (
+        tmp.path().join("local-then-2"),
+        tmp.path().join("2-then-local"),
+        tmp.path().join("1-then-local"),
+    );
+    mfh_train::train(&short_cfg, &opts(&a)).unwrap();
+    on_threads(2, &full_cfg, &resume(&a));
+    on_threads(2, &short_cfg, &opts(&b));
+    assert_eq!(
+        mfh_train::load_checkpoint(&ck(&b, 19)).unwrap().world_size,
+        2
+    );
+    let s = mfh_train::train(&full_cfg, &resume(&b)).unwrap();
+    assert_eq!(s.steps, 25);
+    mfh_dist::train(&short_cfg, &opts(&c), &mut LocalComm::new()).unwrap();
+    let s = mfh_train::train(&full_cfg, &resume(&c)).unwrap();
+    assert_eq!(s.steps, 25);
+    let (ws, wv) = checkpoint_dense(&ck(&whole, 25));
+    let want = checkpoint_rows(&ck(&whole, 25));
+    for out in [&a, &b, &c] {
+        let (gs, gv) = checkpoint_dense(&ck(out, 25));
+        assert_eq!((gs, gv.len()), (ws, wv.len()), "{}", out.display());
+        assert!(!wv.is_empty());
+        let d = gv
+            .iter()
+            .zip(&wv)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(d < 1e-5, "{}: dense state differs by {d}", out.display());
+        let got = checkpoint_rows(&ck(out, 25));
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{}: other rows",
+            out.display()
+        );
+        let mut worst = 0.0f32;
+        for (k, v) in &got {
+            let w = &want[k];
+            assert_eq!(v.len(), w.len());
+            for (x, y) in v.iter().zip(w) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+        assert!(worst < 1e-5, "{}: rows differ by {worst}", out.display());
     }
 }

@@ -2,24 +2,29 @@
 //! stopped, so that a killed run resumed with `mfh train --resume` ends with the same model
 //! as an uninterrupted one (same seed and thread count).
 //!
-//! A checkpoint is a folder `OUT/checkpoints/ckpt-<step>`: a complete model folder (see
-//! [`crate::model_dir`]: dense parameters and buffers, embedding rows with their row
-//! optimiser state), plus `optimizer.bin` (the dense Adam moments and step counts),
-//! `trainer.json` (reader position, selection and early-stopping state, history, skip
-//! counts) and `checkpoint.json` (the xxh3 of every other file), written last. The folder
-//! is written under a temporary name, every file and the folder fsynced, then renamed
-//! into place; only then are checkpoints beyond the last K removed, so a crash or a
-//! failed write never touches the previous checkpoint.
+//! A checkpoint is a folder `OUT/checkpoints/ckpt-<step>`, the same whichever engine
+//! wrote it (one process or N ranks): a complete model folder (see
+//! `mfh_artifact::model_dir`: dense parameters and buffers, every embedding row with its
+//! row optimiser state — a sharded engine gathers them to rank 0, as for the best model),
+//! plus `optimizer.bin` (the dense Adam moments and step counts), `trainer.json` (reader
+//! position, world size, selection and early-stopping state, history, skip counts) and
+//! `checkpoint.json` (the xxh3 of every other file: the manifest), written last. Rank 0
+//! writes the folder under a temporary name, every file and the folder fsynced, then
+//! renames it into place; only then are checkpoints beyond the last K removed, so a
+//! crash or a failed write never touches the previous checkpoint. A run on N ranks and a
+//! run on one process resume each other's checkpoints (each rank keeps the rows it
+//! owns); the folder must be shared by the ranks.
 //!
 //! There is no random state to save besides the seed: embedding rows are initialised from
 //! (seed, table, ID), and each epoch's shuffle from (seed, epoch). The reader position is
 //! restored by streaming the epoch again and skipping the batches already trained on.
 
+use crate::engine::{Engine, Optimizers};
 use crate::selection::SelectionState;
+use crate::trainer::Ctx;
 use anyhow::{anyhow, bail, Context, Result};
-use mfh_artifact::model_dir::{load_model, save_model, write_atomic, SaveInfo};
+use mfh_artifact::model_dir::{load_model, write_atomic, SaveInfo};
 use mfh_artifact::ModelState;
-use mfh_config::Config;
 use mfh_nn::Adam;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -43,6 +48,13 @@ pub(crate) struct LoopState {
     pub config: String,
     /// xxh3 of the fitted transforms' JSON: the train split must read the same.
     pub transforms: String,
+    /// Rows per global batch: the batches a resume skips are counted in it (0 in
+    /// checkpoints written before it was recorded: then not checked).
+    #[serde(default)]
+    pub batch_size: usize,
+    /// Ranks that trained (1 on one process, and in older checkpoints).
+    #[serde(default = "one")]
+    pub world_size: usize,
     /// Optimiser steps taken.
     pub step: u64,
     /// The epoch being trained, and how many of its batches were trained on.
@@ -63,23 +75,39 @@ pub(crate) struct LoopState {
     pub selection: SelectionState,
 }
 
-/// The resolved config as a resume compares it: checkpoint keys do not change the run,
-/// and neither does the thread count (a run may resume on a machine with other cores;
-/// only float rounding then differs from an uninterrupted run).
+fn one() -> usize {
+    1
+}
+
+/// The resolved config as a resume compares it. How long the run goes (`epochs`,
+/// `max_steps`), how often it checkpoints (`checkpoint_every`, `keep_last`) and the
+/// threads may change (a run may resume on a machine with other cores; only float
+/// rounding then differs from an uninterrupted run); the model section and the batch
+/// size are compared on their own, for a clearer message; the number of ranks is not in
+/// the config.
 pub(crate) fn config_fingerprint(cfg: &mfh_config::Config) -> String {
     let mut c = cfg.clone();
-    c.train.checkpoint_every = 0;
-    c.train.keep_last = 0;
-    c.train.threads = mfh_config::Threads::Auto;
+    let t = &mut c.train;
+    t.epochs = 0;
+    t.max_steps = 0;
+    t.checkpoint_every = 0;
+    t.keep_last = 0;
+    t.threads = mfh_config::Threads::Auto;
+    t.batch_size = 0;
+    t.model = None;
     c.to_toml_string()
+}
+
+/// xxh3-64 (hex) of the fitted transforms' JSON, as `trainer.json` records it.
+pub(crate) fn transforms_sum(t: &mfh_data::FittedTransforms) -> Result<String> {
+    Ok(format!("{:016x}", xxh3_64(serde_json::to_string(t)?.as_bytes())))
 }
 
 /// A checkpoint read back and verified.
 pub(crate) struct Restored {
     pub dir: PathBuf,
     pub state: ModelState,
-    pub adam: Adam<f32>,
-    pub adam_loss: Adam<f32>,
+    pub opt: Optimizers,
     pub trainer: LoopState,
 }
 
@@ -226,56 +254,41 @@ fn parse_optimizer(bytes: &[u8]) -> Result<(AdamState, AdamState), String> {
     Ok((a, b))
 }
 
-/// Writes a checkpoint of `step` under `root` and keeps the newest `keep_last`.
-/// Returns its folder. On failure the previous checkpoints are left as they were.
+/// Writes a checkpoint of `step` under `root` and keeps the newest `keep_last`
+/// (collective: the engine saves the model, rank 0 writes the rest). Returns its folder.
+/// On failure the previous checkpoints are left as they were.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write(
     root: &Path,
+    eng: &mut dyn Engine,
     state: &mut ModelState,
     info: &SaveInfo,
-    adam: &Adam<f32>,
-    adam_loss: &Adam<f32>,
+    opt: &Optimizers,
     trainer: &LoopState,
     keep_last: usize,
 ) -> Result<PathBuf> {
+    let lead = eng.rank() == 0;
     let name = name(trainer.step);
     let tmp = root.join(format!(".{name}.tmp"));
     let dst = root.join(&name);
-    let res = (|| -> Result<()> {
-        if tmp.is_dir() {
-            std::fs::remove_dir_all(&tmp)
-                .with_context(|| format!("{}: cannot remove", tmp.display()))?;
-        }
-        save_model(&tmp, state, info)?;
-        write_atomic(&tmp, "optimizer.bin", &optimizer_bytes(adam, adam_loss))?;
-        write_atomic(&tmp, "trainer.json", &serde_json::to_vec_pretty(trainer)?)?;
-        let mut sums = BTreeMap::new();
-        for f in [
-            "config.toml",
-            "transforms.json",
-            "dense.bin",
-            "embeddings.bin",
-            "metrics.json",
-            "model.json",
-            "optimizer.bin",
-            "trainer.json",
-        ] {
-            let p = tmp.join(f);
-            let b =
-                std::fs::read(&p).with_context(|| format!("{}: cannot read back", p.display()))?;
-            sums.insert(f.to_string(), format!("{:016x}", xxh3_64(&b)));
-        }
-        write_atomic(&tmp, "checkpoint.json", &serde_json::to_vec_pretty(&sums)?)?;
-        if dst.is_dir() {
-            std::fs::remove_dir_all(&dst)
-                .with_context(|| format!("{}: cannot replace", dst.display()))?;
-        }
-        std::fs::rename(&tmp, &dst)
-            .with_context(|| format!("{}: cannot rename to {}", tmp.display(), dst.display()))?;
-        sync_dir(root);
+    let r = if lead && tmp.is_dir() {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("{}: cannot remove", tmp.display()))
+    } else {
         Ok(())
-    })();
+    };
+    let res = eng
+        .agree(r, "rank 0 could not prepare the checkpoint folder")
+        .and_then(|_| eng.save_model(state, &tmp, info))
+        .and_then(|_| {
+            let r = if lead {
+                finish(root, &tmp, &dst, opt, trainer)
+            } else {
+                Ok(())
+            };
+            eng.agree(r, "rank 0 could not write the checkpoint")
+        });
     if let Err(e) = res {
-        if tmp.is_dir() {
+        if lead && tmp.is_dir() {
             let _ = std::fs::remove_dir_all(&tmp);
         }
         return Err(e.context(format!(
@@ -284,6 +297,49 @@ pub(crate) fn write(
             dst.display()
         )));
     }
+    let r = if lead { prune(root, keep_last) } else { Ok(()) };
+    eng.agree(r, "rank 0 could not remove an old checkpoint")?;
+    Ok(dst)
+}
+
+/// Adds the optimiser state, the loop state and the manifest to the model in `tmp`, and
+/// renames it to `dst`.
+fn finish(
+    root: &Path,
+    tmp: &Path,
+    dst: &Path,
+    opt: &Optimizers,
+    trainer: &LoopState,
+) -> Result<()> {
+    write_atomic(tmp, "optimizer.bin", &optimizer_bytes(&opt.dense, &opt.loss))?;
+    write_atomic(tmp, "trainer.json", &serde_json::to_vec_pretty(trainer)?)?;
+    let mut sums = BTreeMap::new();
+    for f in [
+        "config.toml",
+        "transforms.json",
+        "dense.bin",
+        "embeddings.bin",
+        "metrics.json",
+        "model.json",
+        "optimizer.bin",
+        "trainer.json",
+    ] {
+        let p = tmp.join(f);
+        let b = std::fs::read(&p).with_context(|| format!("{}: cannot read back", p.display()))?;
+        sums.insert(f.to_string(), format!("{:016x}", xxh3_64(&b)));
+    }
+    write_atomic(tmp, "checkpoint.json", &serde_json::to_vec_pretty(&sums)?)?;
+    if dst.is_dir() {
+        std::fs::remove_dir_all(dst).with_context(|| format!("{}: cannot replace", dst.display()))?;
+    }
+    std::fs::rename(tmp, dst)
+        .with_context(|| format!("{}: cannot rename to {}", tmp.display(), dst.display()))?;
+    sync_dir(root);
+    Ok(())
+}
+
+/// Removes all but the newest `keep_last` checkpoints.
+fn prune(root: &Path, keep_last: usize) -> Result<()> {
     let all = list(root)?;
     if all.len() > keep_last {
         for old in &all[..all.len() - keep_last] {
@@ -292,7 +348,7 @@ pub(crate) fn write(
         }
         sync_dir(root);
     }
-    Ok(dst)
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) {
@@ -338,50 +394,89 @@ pub(crate) fn read(dir: &Path) -> Result<Restored> {
     let opt_path = dir.join("optimizer.bin");
     let (a, b) = parse_optimizer(&std::fs::read(&opt_path)?)
         .map_err(|e| anyhow!("{}: {e}", opt_path.display()))?;
-    let mut adam = Adam::<f32>::new(0.9, 0.999, 1e-8, m.config.train.weight_decay);
-    let mut adam_loss = Adam::<f32>::new(0.9, 0.999, 1e-8, 0.0);
+    let mut opt = Optimizers::new(m.config.train.weight_decay);
     if a.0 > 0 {
-        adam.set_state(m.state.net_mut(), a.0, a.1, a.2)
+        opt.dense
+            .set_state(m.state.net_mut(), a.0, a.1, a.2)
             .map_err(|e| anyhow!("{}: {e}", opt_path.display()))?;
     }
     if b.0 > 0 {
-        adam_loss
+        opt.loss
             .set_state(&mut m.state.loss, b.0, b.1, b.2)
             .map_err(|e| anyhow!("{}: {e}", opt_path.display()))?;
     }
     Ok(Restored {
         dir: dir.to_path_buf(),
         state: m.state,
-        adam,
-        adam_loss,
+        opt,
         trainer,
     })
 }
 
-/// The newest checkpoint under `root` that verifies, falling back to older ones (and
-/// saying why); `None` when there is none. Fails when every checkpoint is unusable.
-pub(crate) fn latest(root: &Path) -> Result<Option<Restored>> {
+/// A checkpoint folder read back and verified, for tools and tests: the model (every
+/// embedding row), both optimisers, and where the loop stood.
+pub struct Checkpoint {
+    pub state: ModelState,
+    pub opt: Optimizers,
+    pub step: u64,
+    /// Ranks of the run that wrote it.
+    pub world_size: usize,
+}
+
+/// Reads and verifies the checkpoint folder `dir` (`OUT/checkpoints/ckpt-<step>`).
+pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint> {
+    let r = read(dir)?;
+    Ok(Checkpoint {
+        state: r.state,
+        opt: r.opt,
+        step: r.trainer.step,
+        world_size: r.trainer.world_size,
+    })
+}
+
+/// The folder name of the checkpoint of `step`.
+pub fn checkpoint_name(step: u64) -> String {
+    name(step)
+}
+
+/// The newest checkpoint under `root` that verifies on every rank, falling back to older
+/// ones (and saying why); `None` when there is none. Fails when every checkpoint is
+/// unusable. Collective.
+pub(crate) fn latest(root: &Path, eng: &mut dyn Engine) -> Result<Option<Restored>> {
+    let lead = eng.rank() == 0;
     let all = list(root)?;
     let mut problems = Vec::new();
     for (i, dir) in all.iter().enumerate().rev() {
-        match read(dir) {
-            Ok(r) => {
+        let r = read(dir);
+        let everywhere = eng.all_ok(r.is_ok());
+        match r {
+            Ok(r) if everywhere => {
                 // Set the unusable newer ones aside (kept for inspection), so that they
                 // neither count among the last K nor are tried again.
-                for bad in &all[i + 1..] {
-                    let name = bad.file_name().unwrap_or_default().to_string_lossy();
-                    let aside = root.join(format!("unusable-{name}"));
-                    let _ = std::fs::remove_dir_all(&aside);
-                    std::fs::rename(bad, &aside).with_context(|| {
-                        format!("{}: cannot rename to {}", bad.display(), aside.display())
-                    })?;
-                    eprintln!("set aside as {}", aside.display());
+                let mut moved = Ok(());
+                if lead {
+                    for bad in &all[i + 1..] {
+                        let name = bad.file_name().unwrap_or_default().to_string_lossy();
+                        let aside = root.join(format!("unusable-{name}"));
+                        let _ = std::fs::remove_dir_all(&aside);
+                        if let Err(e) = std::fs::rename(bad, &aside) {
+                            moved = Err(anyhow!(
+                                "{}: cannot rename to {}: {e}",
+                                bad.display(),
+                                aside.display()
+                            ));
+                            break;
+                        }
+                        eprintln!("set aside as {}", aside.display());
+                    }
+                    if !problems.is_empty() {
+                        eprintln!("resuming from the previous checkpoint {}", dir.display());
+                    }
                 }
-                if !problems.is_empty() {
-                    eprintln!("resuming from the previous checkpoint {}", dir.display());
-                }
+                eng.agree(moved, "rank 0 could not set an unusable checkpoint aside")?;
                 return Ok(Some(r));
             }
+            Ok(_) => problems.push(format!("{}: unusable on another rank", dir.display())),
             Err(e) => {
                 eprintln!("warning: checkpoint {} is unusable: {e:#}", dir.display());
                 problems.push(format!("{}: {e:#}", dir.display()));
@@ -461,15 +556,15 @@ impl Checkpointer<'_> {
         }
     }
 
+    /// Writes a checkpoint of where the loop stands `p` (collective), unless `keep_last`
+    /// is 0; remembers it as the last good one.
     #[allow(clippy::too_many_arguments)]
     pub fn save(
         &mut self,
-        cfg: &Config,
-        layout: &mfh_data::FieldLayout,
-        transforms: &mfh_data::FittedTransforms,
-        metric: &str,
+        ctx: &Ctx,
+        eng: &mut dyn Engine,
         state: &mut ModelState,
-        (adam, adam_loss): (&Adam<f32>, &Adam<f32>),
+        opt: &Optimizers,
         sel: &crate::Selection,
         skipped: &mfh_data::SkipCounts,
         p: &Progress,
@@ -478,12 +573,15 @@ impl Checkpointer<'_> {
             return Ok(());
         }
         guard_params(state, p.step, self)?;
+        let cfg = ctx.cfg;
         let loop_state = LoopState {
             format_version: TRAINER_FORMAT,
             model_name: self.model_name.to_string(),
             seed: self.seed,
             config: self.config.clone(),
             transforms: self.transforms.clone(),
+            batch_size: cfg.train.batch_size,
+            world_size: eng.size(),
             step: p.step,
             epoch: p.epoch,
             batches_done: p.batches_done,
@@ -500,24 +598,13 @@ impl Checkpointer<'_> {
             selection: sel.snapshot(),
         };
         let metrics_json = sel.last_report.to_json();
-        let info = SaveInfo {
-            cfg,
-            model_name: self.model_name,
-            layout,
-            transforms,
-            seed: self.seed,
-            step: p.step,
-            selection_split: &cfg.train.valid_split,
-            selection_metric: metric,
-            selection_value: None,
-            metrics_json: &metrics_json,
-        };
+        let info = ctx.save_info(p.step, None, &metrics_json);
         let dir = write(
             &self.root,
+            eng,
             state,
             &info,
-            adam,
-            adam_loss,
+            opt,
             &loop_state,
             self.keep_last,
         )

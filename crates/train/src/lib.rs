@@ -6,12 +6,18 @@
 //! metric reports (`mfh_metrics::Report`).
 
 mod checkpoint;
+pub mod engine;
 mod schedule;
 pub mod selection;
 mod trainer;
 
 pub mod compare;
-pub use checkpoint::{mark_complete, refuse_interrupted};
+pub use checkpoint::{
+    checkpoint_name, load_checkpoint, mark_complete, refuse_interrupted, Checkpoint,
+};
 pub use schedule::learning_rate;
 pub use selection::{Selection, SelectionState};
-pub use trainer::{check, model_spec, train, CheckSummary, TrainOptions, TrainSummary};
+pub use engine::{Engine, LocalEngine, Optimizers};
+pub use trainer::{
+    check, model_spec, train, train_with, CheckSummary, TrainOptions, TrainSummary,
+};

@@ -3,21 +3,19 @@
 //! N steps), keep the best model on disk, stop early when the metric stops improving.
 
 use crate::checkpoint::{self, guard_params, Checkpointer, Progress};
+use crate::engine::{Engine, LocalEngine, Optimizers};
 use crate::schedule::learning_rate;
 use crate::selection::Selection;
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use mfh_artifact::model_dir::{fresh_state, load_model, save_model, SaveInfo};
-use mfh_artifact::scoring::{evaluate, EvalResult};
+use mfh_artifact::{fresh_state, load_model, EvalResult, ModelState, SaveInfo};
 use mfh_config::Config;
 use mfh_data::{Pipeline, StreamOptions};
 use mfh_metrics::Report;
 use mfh_model::ModelSpec;
-use mfh_nn::{Adam, Module};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use xxhash_rust::xxh3::xxh3_64;
 
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -194,19 +192,37 @@ fn bar(total: u64, show: bool) -> ProgressBar {
     pb
 }
 
-/// Trains the chosen model section of `cfg` and saves the best model to `opts.out`;
-/// with `opts.resume`, continues from the newest intact checkpoint in `out/checkpoints`.
+/// Trains the chosen model section of `cfg` on this process and saves the best model to
+/// `opts.out`; with `opts.resume`, continues from the newest intact checkpoint in
+/// `out/checkpoints`.
 pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
+    train_with(cfg, opts, &mut LocalEngine::default())
+}
+
+/// The training loop, on any [`Engine`] (collective for a distributed one: every rank
+/// calls it with the same config and options; rank 0 writes the files and the logs).
+pub fn train_with(
+    cfg: &Config,
+    opts: &TrainOptions,
+    eng: &mut dyn Engine,
+) -> Result<TrainSummary> {
     let t0 = Instant::now();
     let tc = &cfg.train;
     let threads = tc.threads.resolve();
     mfh_nn::use_threads(threads);
     let (model_name, spec) = model_spec(cfg, opts.model.as_deref())?;
-    prepare_out(&opts.out, tc.keep_last > 0)?;
+    let (rank, size) = (eng.rank(), eng.size());
+    let lead = rank == 0;
+    let r = if lead {
+        prepare_out(&opts.out, tc.keep_last > 0)
+    } else {
+        Ok(())
+    };
+    eng.agree(r, "rank 0 could not prepare the output folder")?;
     let ckpt_root = checkpoint::root(&opts.out);
     let restored = if opts.resume {
-        let r = checkpoint::latest(&ckpt_root)?;
-        if r.is_none() {
+        let r = checkpoint::latest(&ckpt_root, eng)?;
+        if r.is_none() && lead {
             eprintln!(
                 "no checkpoint in {}: training from the beginning",
                 ckpt_root.display()
@@ -214,7 +230,15 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         }
         r
     } else {
-        checkpoint::clear_finished(&ckpt_root)?;
+        let r = if lead {
+            checkpoint::clear_finished(&ckpt_root)
+        } else {
+            Ok(())
+        };
+        eng.agree(
+            r,
+            "rank 0 refused to start over the checkpoints in the output folder",
+        )?;
         None
     };
     let seed = match &restored {
@@ -243,13 +267,10 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
     }
     let transforms = pipeline.transforms.clone();
     check_trainable(cfg, &transforms, fit.rows_read)?;
-    let transforms_sum = format!(
-        "{:016x}",
-        xxh3_64(serde_json::to_string(&transforms)?.as_bytes())
-    );
+    let transforms_sum = checkpoint::transforms_sum(&transforms)?;
     let layout = pipeline.layout().clone();
     let pipeline = Arc::new(pipeline);
-    let (mut state, mut adam, mut adam_loss, resumed) = match restored {
+    let (mut state, mut opt, resumed) = match restored {
         Some(r) => {
             if r.trainer.transforms != transforms_sum {
                 bail!(
@@ -258,33 +279,47 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
                     tc.train_split
                 );
             }
-            eprintln!(
-                "resuming from {} (step {})",
-                r.dir.display(),
-                r.trainer.step
-            );
-            let e = &tc.embedding;
-            if e.admit_after > 1 || e.ttl_steps > 0 || e.max_rows > 0 {
-                // embeddings.bin holds the rows and their optimiser state, not the
-                // admission sketch or the rows' use counts and ages.
+            if lead {
                 eprintln!(
-                    "warning: with train.embedding admit_after, ttl_steps or max_rows the resumed run is close to, not bit for bit, an uninterrupted one (sighting counts and row ages start afresh)"
+                    "resuming from {} (step {})",
+                    r.dir.display(),
+                    r.trainer.step
                 );
+                let e = &tc.embedding;
+                if e.admit_after > 1 || e.ttl_steps > 0 || e.max_rows > 0 {
+                    // embeddings.bin holds the rows and their optimiser state, not the
+                    // admission sketch or the rows' use counts and ages.
+                    eprintln!(
+                        "warning: with train.embedding admit_after, ttl_steps or max_rows the resumed run is close to, not bit for bit, an uninterrupted one (sighting counts and row ages start afresh)"
+                    );
+                }
+                if r.trainer.world_size != size {
+                    eprintln!(
+                        "note: the checkpoint was written by {} rank(s), this run has {size}: its rows are re-sharded",
+                        r.trainer.world_size.max(1)
+                    );
+                }
             }
-            (r.state, r.adam, r.adam_loss, Some((r.dir, r.trainer)))
+            (r.state, r.opt, Some((r.dir, r.trainer)))
         }
         None => (
             match init {
                 Some(m) => warm_state(cfg, &layout, spec, m)?,
                 None => fresh_state(cfg, &layout, spec, seed)?,
             },
-            Adam::<f32>::new(0.9, 0.999, 1e-8, tc.weight_decay),
-            Adam::<f32>::new(0.9, 0.999, 1e-8, 0.0),
+            Optimizers::new(tc.weight_decay),
             None,
         ),
     };
+    eng.check(cfg, &mut state)?;
+    eng.adopt(&mut state)?;
     // From here on the checkpoints are this run's, unfinished until it ends.
-    checkpoint::mark_complete(&ckpt_root, false)?;
+    let r = if lead {
+        checkpoint::mark_complete(&ckpt_root, false)
+    } else {
+        Ok(())
+    };
+    eng.agree(r, "rank 0 could not mark the checkpoints unfinished")?;
     let params = state.net_mut().num_params();
     let metric = tc.early_stopping.metric.clone();
     let steps_per_epoch = transforms.rows.div_ceil(tc.batch_size as u64);
@@ -300,6 +335,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         &opts.out,
         opts.keep_checkpoints.then(|| opts.out.join("checkpoints")),
     );
+    sel.verbose = lead;
     let mut ck = Checkpointer {
         root: ckpt_root,
         keep_last: tc.keep_last,
@@ -328,56 +364,43 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             loss_ema: t.loss_ema.map(f64::from_bits),
             seen: t.seen,
         };
-        resume_at = Some((t.batches_done, t.evaluated_now, t.stop));
+        // A stop recorded then holds now only if its reason still does: patience run
+        // out, or `max_steps` reached under this run's config (a resume may train on).
+        let stops = (sel.patience > 0 && sel.since_best >= sel.patience)
+            || (tc.max_steps > 0 && t.step >= tc.max_steps);
+        p.stop &= stops;
+        p.finished &= stops;
+        resume_at = Some((t.batches_done, t.evaluated_now, p.stop));
         ck.last = Some(dir);
     }
     let mut train_time = 0.0;
-    let mut save = |state: &mut mfh_artifact::ModelState,
-                    step: u64,
-                    value: Option<f64>,
-                    res: &EvalResult,
-                    dir: &Path| {
-        save_best(
-            cfg,
-            &model_name,
-            &layout,
-            &transforms,
-            seed,
-            step,
-            &metric,
-            value,
-            res,
-            state,
-            dir,
-        )
+    let ctx = Ctx {
+        cfg,
+        model_name: &model_name,
+        layout: &layout,
+        transforms: &transforms,
+        seed,
+        metric: &metric,
+        pipeline: &pipeline,
     };
-    let checkpoint = |ck: &mut Checkpointer,
-                      state: &mut mfh_artifact::ModelState,
-                      adam: &Adam<f32>,
-                      adam_loss: &Adam<f32>,
-                      sel: &Selection,
-                      skipped: &mfh_data::SkipCounts,
-                      p: &Progress| {
-        ck.save(
-            cfg,
-            &layout,
-            &transforms,
-            &metric,
-            state,
-            (adam, adam_loss),
-            sel,
-            skipped,
-            p,
-        )
-    };
-    eprintln!(
-        "training `{model_name}` ({params} dense parameters) on {} rows × {} epochs, {} tasks; {} threads, kernel path {}",
-        transforms.rows,
-        tc.epochs,
-        state.grid.n_tasks(),
-        mfh_nn::threads(),
-        mfh_cpu::path()
-    );
+    if lead {
+        let ranks = if size > 1 {
+            format!(
+                " over {size} ranks ({} rows per rank per step)",
+                tc.batch_size.div_ceil(size)
+            )
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "training `{model_name}` ({params} dense parameters) on {} rows × {} epochs, {} tasks{ranks}; {} threads, kernel path {}",
+            transforms.rows,
+            tc.epochs,
+            state.grid.n_tasks(),
+            mfh_nn::threads(),
+            mfh_cpu::path()
+        );
+    }
     let start_epoch = if p.finished { tc.epochs } else { p.epoch };
     'epochs: for epoch in start_epoch..tc.epochs {
         p.epoch = epoch;
@@ -386,7 +409,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             None => (0, u64::MAX, false),
         };
         p.batches_done = skip;
-        let pb = bar(transforms.rows, opts.progress);
+        let pb = bar(transforms.rows, opts.progress && lead);
         pb.set_prefix(format!("epoch {}/{}", epoch + 1, tc.epochs));
         let stream_opts = StreamOptions {
             batch_size: tc.batch_size,
@@ -396,69 +419,52 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         };
         // A run resumed after its batch loop stopped early does not read the epoch again
         // (the uninterrupted run did not finish reading it either).
-        let mut stream = if stop {
-            None
-        } else {
-            Some(pipeline.stream(&tc.train_split, stream_opts)?)
-        };
+        let reading = !stop;
+        if reading {
+            eng.open_epoch(&pipeline, &tc.train_split, stream_opts)?;
+        }
         let mut te = Instant::now();
         let mut to_skip = skip;
-        for batch in stream.iter_mut().flatten() {
-            let mut batch = batch?;
+        // Whether the epoch was read to its end (else a stop cut it short).
+        let mut exhausted = reading;
+        while let Some(rows) = reading.then(|| eng.next_batch()).flatten() {
+            let rows = rows?;
             if to_skip > 0 {
                 // Already trained on before the checkpoint this run resumed from.
                 to_skip -= 1;
-                pb.inc(batch.n as u64);
+                pb.inc(rows as u64);
                 te = Instant::now();
                 continue;
             }
             let step = p.step;
             let lr = learning_rate(&tc.schedule, tc.lr, step, total_steps) as f32;
-            state.net_mut().zero_grad();
-            state.loss.zero_grad();
-            let lv = state.train_step(&mut batch, step + 1);
-            if !lv.loss.is_finite() {
+            let loss = eng.step(&mut state, &mut opt, step + 1, lr)?;
+            if !loss.is_finite() {
                 bail!(
-                    "training diverged at step {}: the loss became {} (try a lower train.lr or train.embedding.lr); {}",
+                    "training diverged at step {}: the loss became {loss} (try a lower train.lr or train.embedding.lr); {}",
                     step + 1,
-                    lv.loss,
                     ck.last_good()
                 );
             }
-            adam.step(state.net_mut(), lr);
-            // Uncertainty weighting's log-variances (no parameters otherwise).
-            adam_loss.step(&mut state.loss, lr);
             p.step += 1;
             p.batches_done += 1;
-            p.seen += batch.n as u64;
+            p.seen += rows as u64;
             p.loss_ema = Some(match p.loss_ema {
-                None => lv.loss,
-                Some(e) => 0.98 * e + 0.02 * lv.loss,
+                None => loss,
+                Some(e) => 0.98 * e + 0.02 * loss,
             });
             let step = p.step;
-            pb.inc(batch.n as u64);
+            pb.inc(rows as u64);
             if step.is_multiple_of(20) {
                 pb.set_message(format!("loss {:.4}", p.loss_ema.unwrap_or(0.0)));
             }
             p.evaluated_now = false;
             if tc.eval_every > 0 && step.is_multiple_of(tc.eval_every) {
                 train_time += te.elapsed().as_secs_f64();
-                guard_params(&mut state, step, &ck)?;
-                let res = evaluate(&mut state, &pipeline, &tc.valid_split, tc.batch_size)?;
-                pb.suspend(|| {
-                    log_eval(
-                        epoch,
-                        step,
-                        p.loss_ema,
-                        &tc.valid_split,
-                        &res,
-                        &metric,
-                        &state.grid,
-                    )
-                });
-                stop = sel
-                    .update(&mut state, step, res, &mut save)
-                    .map_err(|e| stopped(e, step, &ck))?;
+                let now = pb.suspend(|| {
+                    eval_and_select(&ctx, eng, &mut state, &mut sel, &ck, epoch, step, p.loss_ema)
+                })?;
+                stop = now;
                 evaluated_at = step;
                 p.evaluated_now = true;
                 te = Instant::now();
@@ -469,65 +475,64 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             let every = tc.checkpoint_every > 0 && step.is_multiple_of(tc.checkpoint_every);
             if every || p.evaluated_now {
                 p.stop = stop;
-                pb.suspend(|| {
-                    checkpoint(&mut ck, &mut state, &adam, &adam_loss, &sel, &skipped, &p)
-                })?;
+                pb.suspend(|| ck.save(&ctx, eng, &mut state, &opt, &sel, &skipped, &p))?;
                 te = Instant::now();
             }
             if stop {
+                exhausted = false;
                 break;
             }
         }
         if evaluated_at != p.step {
             train_time += te.elapsed().as_secs_f64();
         }
-        if let Some(s) = stream.as_ref().and_then(|s| s.stats()) {
-            skipped.merge(&s.skipped);
+        if reading {
+            skipped.merge(&eng.close_epoch());
         }
-        drop(stream);
         pb.finish_and_clear();
         if evaluated_at != p.step {
-            guard_params(&mut state, p.step, &ck)?;
-            let res = evaluate(&mut state, &pipeline, &tc.valid_split, tc.batch_size)?;
-            log_eval(
-                epoch,
-                p.step,
-                p.loss_ema,
-                &tc.valid_split,
-                &res,
-                &metric,
-                &state.grid,
-            );
-            stop |= sel
-                .update(&mut state, p.step, res, &mut save)
-                .map_err(|e| stopped(e, p.step, &ck))?;
-            let after = Progress {
-                epoch: epoch + 1,
-                batches_done: 0,
-                evaluated_now: true,
-                stop: false,
-                finished: stop,
-                ..p.clone()
-            };
-            checkpoint(
-                &mut ck, &mut state, &adam, &adam_loss, &sel, &skipped, &after,
+            stop |= eval_and_select(
+                &ctx, eng, &mut state, &mut sel, &ck, epoch, p.step, p.loss_ema,
             )?;
+            // Where a resume picks up: the next epoch, or this one's next batch when a
+            // stop cut it short (a resume with a larger `max_steps` trains on).
+            let after = if exhausted {
+                Progress {
+                    epoch: epoch + 1,
+                    batches_done: 0,
+                    evaluated_now: true,
+                    stop: false,
+                    finished: stop,
+                    ..p.clone()
+                }
+            } else {
+                Progress {
+                    evaluated_now: true,
+                    stop,
+                    finished: stop,
+                    ..p.clone()
+                }
+            };
+            ck.save(&ctx, eng, &mut state, &opt, &sel, &skipped, &after)?;
         }
         if stop {
             break 'epochs;
         }
     }
     let (best_value, best_step, report, history) = sel.outcome();
-    if skipped.total() > 0 {
+    if lead && skipped.total() > 0 {
         eprintln!("skipped rows (on_error = \"skip\"):\n{}", skipped.report());
     }
     let lifecycle = lifecycle_report(&state.emb);
-    if !lifecycle.is_empty() {
+    if lead && !lifecycle.is_empty() {
         eprintln!("embedding lifecycle (this run):\n{lifecycle}");
     }
-    if tc.keep_last > 0 {
-        checkpoint::mark_complete(&ck.root, true)?;
-    }
+    let r = if lead && tc.keep_last > 0 {
+        checkpoint::mark_complete(&ck.root, true)
+    } else {
+        Ok(())
+    };
+    eng.agree(r, "rank 0 could not mark the run finished")?;
     Ok(TrainSummary {
         model_name,
         params,
@@ -546,6 +551,81 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         skipped,
         history,
     })
+}
+
+/// What the loop's helpers need of the run.
+pub(crate) struct Ctx<'a> {
+    pub cfg: &'a Config,
+    pub model_name: &'a str,
+    pub layout: &'a mfh_data::FieldLayout,
+    pub transforms: &'a mfh_data::FittedTransforms,
+    pub seed: u64,
+    pub metric: &'a str,
+    pub pipeline: &'a Arc<Pipeline>,
+}
+
+impl Ctx<'_> {
+    /// What a model saved at `step` records about the run.
+    pub fn save_info<'b>(
+        &'b self,
+        step: u64,
+        value: Option<f64>,
+        metrics_json: &'b str,
+    ) -> SaveInfo<'b> {
+        SaveInfo {
+            cfg: self.cfg,
+            model_name: self.model_name,
+            layout: self.layout,
+            transforms: self.transforms,
+            seed: self.seed,
+            step,
+            selection_split: &self.cfg.train.valid_split,
+            selection_metric: self.metric,
+            selection_value: value,
+            metrics_json,
+        }
+    }
+}
+
+/// Evaluates the valid split, logs it (rank 0), and lets the selection save the model
+/// when it improved; returns whether to stop early.
+#[allow(clippy::too_many_arguments)]
+fn eval_and_select(
+    ctx: &Ctx,
+    eng: &mut dyn Engine,
+    state: &mut ModelState,
+    sel: &mut Selection,
+    ck: &Checkpointer,
+    epoch: usize,
+    step: u64,
+    loss_ema: Option<f64>,
+) -> Result<bool> {
+    let tc = &ctx.cfg.train;
+    guard_params(state, step, ck)?;
+    let res = eng.evaluate(state, ctx.pipeline, &tc.valid_split, tc.batch_size)?;
+    if eng.rank() == 0 {
+        log_eval(
+            epoch,
+            step,
+            loss_ema,
+            &tc.valid_split,
+            &res,
+            ctx.metric,
+            &state.grid,
+        );
+    }
+    // Every rank has the same metrics, so every rank takes the same branch of the
+    // selection and joins the same collectives in the save.
+    let mut save = |state: &mut ModelState,
+                    step: u64,
+                    value: Option<f64>,
+                    res: &EvalResult,
+                    dir: &Path| {
+        let json = res.report.to_json();
+        eng.save_model(state, dir, &ctx.save_info(step, value, &json))
+    };
+    sel.update(state, step, res, &mut save)
+        .map_err(|e| stopped(e, step, ck))
 }
 
 /// A failure to save the model at an evaluation, with where training can resume from.
@@ -589,9 +669,19 @@ fn check_resumable(
     }
     if let Some(s) = seed.filter(|&s| s != t.seed) {
         bail!(
-            "{}: the checkpoint was trained with seed {}, not {s}",
+            "{}: the checkpoint was trained with seed {}, not {s}: resume with --seed {}",
             r.dir.display(),
+            t.seed,
             t.seed
+        );
+    }
+    let b = cfg.train.batch_size;
+    if t.batch_size > 0 && t.batch_size != b {
+        bail!(
+            "{}: the checkpoint was trained with a global batch of {} rows, this run has `train.batch_size = {b}`: the batches it skips on resume would not be the ones trained on; set `train.batch_size = {}` (the number of ranks may change, the global batch size may not)",
+            r.dir.display(),
+            t.batch_size,
+            t.batch_size
         );
     }
     let now = checkpoint::config_fingerprint(cfg);
@@ -603,7 +693,7 @@ fn check_resumable(
             .map(|(a, b)| format!("now `{a}`, then `{b}`"))
             .unwrap_or_else(|| "a key was added or removed".into());
         bail!(
-            "{}: the config differs from the one the checkpoint was trained with ({diff}); only train.checkpoint_every and train.keep_last may change on resume",
+            "{}: the config differs from the one the checkpoint was trained with ({diff}); on resume only the number of ranks and train.epochs, max_steps, checkpoint_every, keep_last and threads may change",
             r.dir.display()
         );
     }
@@ -650,35 +740,6 @@ fn check_trainable(
         }
     }
     Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn save_best(
-    cfg: &Config,
-    model_name: &str,
-    layout: &mfh_data::FieldLayout,
-    transforms: &mfh_data::FittedTransforms,
-    seed: u64,
-    step: u64,
-    metric: &str,
-    value: Option<f64>,
-    res: &EvalResult,
-    state: &mut mfh_artifact::ModelState,
-    dir: &Path,
-) -> Result<()> {
-    let info = SaveInfo {
-        cfg,
-        model_name,
-        layout,
-        transforms,
-        seed,
-        step,
-        selection_split: &cfg.train.valid_split,
-        selection_metric: metric,
-        selection_value: value,
-        metrics_json: &res.report.to_json(),
-    };
-    save_model(dir, state, &info)
 }
 
 fn probe_writable(dir: &std::path::Path) -> Result<()> {
