@@ -267,11 +267,13 @@ pub fn save_model(dir: &Path, state: &mut ModelState, info: &SaveInfo) -> Result
         serde_json::to_string_pretty(&meta)?.into_bytes(),
     ));
 
-    // Phase 1: stage every file, fsynced, in a fresh temp folder.
+    // Phase 1: stage every file, fsynced, in the temp folder (what an unfinished
+    // earlier stage left there is overwritten or removed).
     let stage = dir.join(STAGING);
-    if stage.exists() {
-        std::fs::remove_dir_all(&stage)
-            .with_context(|| format!("{}: cannot remove an unfinished save", stage.display()))?;
+    if stage.is_dir() {
+        let names: std::collections::BTreeSet<&str> =
+            files.iter().map(|(n, _)| n.as_str()).collect();
+        remove_stale(&stage, "", &names)?;
     }
     for (name, bytes) in &files {
         let path = stage.join(name);
@@ -285,6 +287,26 @@ pub fn save_model(dir: &Path, state: &mut ModelState, info: &SaveInfo) -> Result
     sync_dir(dir);
     // Phase 2: move them in, model.json last.
     roll_forward(dir)
+}
+
+/// Removes what an unfinished stage holds besides `keep` (paths relative to the stage).
+fn remove_stale(dir: &Path, prefix: &str, keep: &std::collections::BTreeSet<&str>) -> Result<()> {
+    let rd = std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
+    for entry in rd {
+        let entry = entry.with_context(|| format!("{}: cannot list", dir.display()))?;
+        let rel = format!("{prefix}{}", entry.file_name().to_string_lossy());
+        let path = entry.path();
+        let ty = entry
+            .file_type()
+            .with_context(|| format!("{}: cannot stat", path.display()))?;
+        if ty.is_dir() {
+            remove_stale(&path, &format!("{rel}/"), keep)?;
+        } else if !keep.contains(rel.as_str()) {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("{}: cannot remove an unfinished save", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes and fsyncs one file (no rename: its folder is a stage nothing reads yet).

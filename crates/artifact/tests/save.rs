@@ -187,9 +187,12 @@ fn an_interrupted_save_leaves_a_whole_model_old_or_new() {
     let dir = tmp.path().join("c");
     save(&cfg, &dir, 1, 10);
     stage_copy(&new, &dir.join(STAGING), false);
+    std::fs::write(dir.join(STAGING).join("stale.txt"), "left over").unwrap();
+    std::fs::write(dir.join(STAGING).join("tables/gone.csv"), "left over").unwrap();
     save(&cfg, &dir, 3, 30);
     assert_eq!(load_model(&dir).unwrap().meta.step, 30);
     assert!(!dir.join(STAGING).exists());
+    assert!(!dir.join("stale.txt").exists() && !dir.join("tables/gone.csv").exists());
 }
 
 #[test]

@@ -355,14 +355,15 @@ fn a_full_disk_while_saving_the_best_model_stops_and_keeps_the_checkpoints() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let c = tiny(tmp.path(), "checkpoint_every = 2\nshuffle_buffer = 0");
-    // The best model's dense.bin goes through `.dense.bin.tmp`: pointed at /dev/full,
-    // its write fails with ENOSPC at the first evaluation (end of epoch 1, step 20).
+    // The best model's dense.bin is staged as `.saving/dense.bin` (an unfinished
+    // stage's files are written over): pointed at /dev/full, its write fails with ENOSPC
+    // at the first evaluation (end of epoch 1, step 20).
     let out = tmp.path().join("m");
-    std::fs::create_dir_all(&out).unwrap();
-    std::os::unix::fs::symlink(full, out.join(".dense.bin.tmp")).unwrap();
+    std::fs::create_dir_all(out.join(".saving")).unwrap();
+    std::os::unix::fs::symlink(full, out.join(".saving/dense.bin")).unwrap();
     let e = fails(&["train", "--config", s(&c), "--out", s(&out), "--quiet"]).stderr;
     assert!(
-        e.contains(s(&out.join("dense.bin")))
+        e.contains(s(&out.join(".saving/dense.bin")))
             && e.contains("No space left on device")
             && e.contains("training stopped at step 20")
             && e.contains("ckpt-000000000020, is intact"),
