@@ -17,4 +17,4 @@ pub use model_dir::{
     SaveInfo, FORMAT_VERSION, STAGING,
 };
 pub use scoring::{collect_predictions, evaluate, predict_to_csv, EvalResult, Predictions};
-pub use state::{embedding_layer, grid_loss, grid_shape, ModelState};
+pub use state::{embedding_layer, grid_loss, grid_shape, row_optimizer, ModelState};

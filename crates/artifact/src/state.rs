@@ -60,14 +60,9 @@ impl PhaseTimes {
     }
 }
 
-/// Embedding tables and fields for a layout: one table per distinct table name, in order
-/// of first use; each table's rows seeded by (run seed, table name).
-pub fn embedding_layer(
-    layout: &FieldLayout,
-    opt: &EmbeddingOptConfig,
-    seed: u64,
-) -> Result<EmbeddingLayer> {
-    let optimizer = match opt.optimizer {
+/// The row optimiser `train.embedding` describes.
+pub fn row_optimizer(opt: &EmbeddingOptConfig) -> RowOptimizer {
+    match opt.optimizer {
         RowOptimizerKind::Adagrad => RowOptimizer::Adagrad {
             lr: opt.lr as f32,
             eps: opt.eps as f32,
@@ -85,7 +80,17 @@ pub fn embedding_layer(
             l1: opt.l1 as f32,
             l2: opt.l2 as f32,
         },
-    };
+    }
+}
+
+/// Embedding tables and fields for a layout: one table per distinct table name, in order
+/// of first use; each table's rows seeded by (run seed, table name).
+pub fn embedding_layer(
+    layout: &FieldLayout,
+    opt: &EmbeddingOptConfig,
+    seed: u64,
+) -> Result<EmbeddingLayer> {
+    let optimizer = row_optimizer(opt);
     let lifecycle = Lifecycle {
         admit_after: opt.admit_after,
         ttl_steps: opt.ttl_steps,

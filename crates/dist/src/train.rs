@@ -241,7 +241,8 @@ impl Engine for DistEngine<'_> {
         for t in all.tables() {
             let mut table = mfh_embedding::EmbeddingTable::new(t.spec().clone())
                 .map_err(|e| anyhow::anyhow!("embedding table: {e}"))?;
-            let mut ids: Vec<(u64, u32)> = t.ids().filter(|&(id, _)| owner(id, size) == rank).collect();
+            let mut ids: Vec<(u64, u32)> =
+                t.ids().filter(|&(id, _)| owner(id, size) == rank).collect();
             ids.sort_unstable();
             for (id, slot) in ids {
                 table.insert_row(id, t.row(slot), t.row_state(slot));

@@ -246,6 +246,23 @@ impl EmbeddingTable {
             })
     }
 
+    /// Replaces the row optimiser's hyper-parameters (a warm start under a new config:
+    /// its learning rate, not the trained model's). The rows keep their optimizer state,
+    /// so the optimiser must be of the same kind.
+    pub fn set_optimizer(&mut self, optimizer: RowOptimizer) -> Result<(), String> {
+        if std::mem::discriminant(&optimizer) != std::mem::discriminant(&self.spec.optimizer) {
+            return Err(format!(
+                "embedding table '{}': its rows carry {:?} state; the config asks for {optimizer:?}",
+                self.spec.name, self.spec.optimizer
+            ));
+        }
+        optimizer
+            .validate()
+            .map_err(|e| format!("embedding table '{}': {e}", self.spec.name))?;
+        self.spec.optimizer = optimizer;
+        Ok(())
+    }
+
     /// Replaces the admission and expiry settings (a warm start under a new config).
     /// Existing rows count as seen at the current clock, zero times.
     pub fn set_lifecycle(&mut self, lifecycle: Lifecycle) {

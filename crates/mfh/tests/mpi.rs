@@ -197,7 +197,8 @@ fn checkpoint_dense(dir: &Path) -> (u64, Vec<f32>) {
 
 /// The checkpoint of `step` in a run's output folder.
 fn ck(out: &Path, step: u64) -> std::path::PathBuf {
-    out.join("checkpoints").join(mfh_train::checkpoint_name(step))
+    out.join("checkpoints")
+        .join(mfh_train::checkpoint_name(step))
 }
 
 #[test]

@@ -100,7 +100,10 @@ pub(crate) fn config_fingerprint(cfg: &mfh_config::Config) -> String {
 
 /// xxh3-64 (hex) of the fitted transforms' JSON, as `trainer.json` records it.
 pub(crate) fn transforms_sum(t: &mfh_data::FittedTransforms) -> Result<String> {
-    Ok(format!("{:016x}", xxh3_64(serde_json::to_string(t)?.as_bytes())))
+    Ok(format!(
+        "{:016x}",
+        xxh3_64(serde_json::to_string(t)?.as_bytes())
+    ))
 }
 
 /// A checkpoint read back and verified.
@@ -311,7 +314,11 @@ fn finish(
     opt: &Optimizers,
     trainer: &LoopState,
 ) -> Result<()> {
-    write_atomic(tmp, "optimizer.bin", &optimizer_bytes(&opt.dense, &opt.loss))?;
+    write_atomic(
+        tmp,
+        "optimizer.bin",
+        &optimizer_bytes(&opt.dense, &opt.loss),
+    )?;
     write_atomic(tmp, "trainer.json", &serde_json::to_vec_pretty(trainer)?)?;
     let mut sums = BTreeMap::new();
     for f in [
@@ -330,7 +337,8 @@ fn finish(
     }
     write_atomic(tmp, "checkpoint.json", &serde_json::to_vec_pretty(&sums)?)?;
     if dst.is_dir() {
-        std::fs::remove_dir_all(dst).with_context(|| format!("{}: cannot replace", dst.display()))?;
+        std::fs::remove_dir_all(dst)
+            .with_context(|| format!("{}: cannot replace", dst.display()))?;
     }
     std::fs::rename(tmp, dst)
         .with_context(|| format!("{}: cannot rename to {}", tmp.display(), dst.display()))?;

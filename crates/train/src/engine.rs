@@ -65,16 +65,25 @@ pub trait Engine {
         Ok(())
     }
     /// Starts reading one epoch of `split`.
-    fn open_epoch(&mut self, pipeline: &Arc<Pipeline>, split: &str, opts: StreamOptions)
-        -> Result<()>;
+    fn open_epoch(
+        &mut self,
+        pipeline: &Arc<Pipeline>,
+        split: &str,
+        opts: StreamOptions,
+    ) -> Result<()>;
     /// Reads the next batch of the epoch (the rows of the global batch, on every rank);
     /// `None` at its end.
     fn next_batch(&mut self) -> Option<Result<usize>>;
     /// Trains on the batch [`Engine::next_batch`] read: gradients, the embedding rows'
     /// updates and both optimisers' steps at learning rate `lr`; returns the batch's loss.
     /// `step` counts from 1.
-    fn step(&mut self, state: &mut ModelState, opt: &mut Optimizers, step: u64, lr: f32)
-        -> Result<f64>;
+    fn step(
+        &mut self,
+        state: &mut ModelState,
+        opt: &mut Optimizers,
+        step: u64,
+        lr: f32,
+    ) -> Result<f64>;
     /// Ends the epoch; the rows its reading skipped (`on_error = "skip"`).
     fn close_epoch(&mut self) -> SkipCounts;
     /// Scores every row of `split` (the same result on every rank).

@@ -15,9 +15,7 @@ pub mod compare;
 pub use checkpoint::{
     checkpoint_name, load_checkpoint, mark_complete, refuse_interrupted, Checkpoint,
 };
+pub use engine::{Engine, LocalEngine, Optimizers};
 pub use schedule::learning_rate;
 pub use selection::{Selection, SelectionState};
-pub use engine::{Engine, LocalEngine, Optimizers};
-pub use trainer::{
-    check, model_spec, train, train_with, CheckSummary, TrainOptions, TrainSummary,
-};
+pub use trainer::{check, model_spec, train, train_with, CheckSummary, TrainOptions, TrainSummary};

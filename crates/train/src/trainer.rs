@@ -201,11 +201,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
 
 /// The training loop, on any [`Engine`] (collective for a distributed one: every rank
 /// calls it with the same config and options; rank 0 writes the files and the logs).
-pub fn train_with(
-    cfg: &Config,
-    opts: &TrainOptions,
-    eng: &mut dyn Engine,
-) -> Result<TrainSummary> {
+pub fn train_with(cfg: &Config, opts: &TrainOptions, eng: &mut dyn Engine) -> Result<TrainSummary> {
     let t0 = Instant::now();
     let tc = &cfg.train;
     let threads = tc.threads.resolve();
@@ -462,7 +458,9 @@ pub fn train_with(
             if tc.eval_every > 0 && step.is_multiple_of(tc.eval_every) {
                 train_time += te.elapsed().as_secs_f64();
                 let now = pb.suspend(|| {
-                    eval_and_select(&ctx, eng, &mut state, &mut sel, &ck, epoch, step, p.loss_ema)
+                    eval_and_select(
+                        &ctx, eng, &mut state, &mut sel, &ck, epoch, step, p.loss_ema,
+                    )
                 })?;
                 stop = now;
                 evaluated_at = step;
@@ -616,14 +614,11 @@ fn eval_and_select(
     }
     // Every rank has the same metrics, so every rank takes the same branch of the
     // selection and joins the same collectives in the save.
-    let mut save = |state: &mut ModelState,
-                    step: u64,
-                    value: Option<f64>,
-                    res: &EvalResult,
-                    dir: &Path| {
-        let json = res.report.to_json();
-        eng.save_model(state, dir, &ctx.save_info(step, value, &json))
-    };
+    let mut save =
+        |state: &mut ModelState, step: u64, value: Option<f64>, res: &EvalResult, dir: &Path| {
+            let json = res.report.to_json();
+            eng.save_model(state, dir, &ctx.save_info(step, value, &json))
+        };
     sel.update(state, step, res, &mut save)
         .map_err(|e| stopped(e, step, ck))
 }
@@ -772,7 +767,8 @@ fn log_eval(
 
 /// The state of a warm start: the initial model's network and embedding tables (rows and
 /// their optimizer state), checked against this config's grid, features and model
-/// section; the loss and the tables' lifecycle settings come from this config.
+/// section; the loss, the row optimiser's settings (its kind must match the rows' state)
+/// and the tables' lifecycle settings come from this config.
 fn warm_state(
     cfg: &Config,
     layout: &mfh_data::FieldLayout,
@@ -799,6 +795,12 @@ fn warm_state(
     let mut state = m.state;
     state.loss = mfh_artifact::grid_loss(cfg, &grid)?;
     let e = &cfg.train.embedding;
+    // This config's row optimiser settings (its learning rate), over the rows' state.
+    let optimizer = mfh_artifact::row_optimizer(e);
+    for t in state.emb.tables_mut() {
+        t.set_optimizer(optimizer.clone())
+            .map_err(|msg| anyhow!("--init-from {from}: `train.embedding.optimizer`: {msg}"))?;
+    }
     state.emb.set_lifecycle(
         &mfh_embedding::Lifecycle {
             admit_after: e.admit_after,
