@@ -361,15 +361,7 @@ fn checkpoint_rows(dir: &Path) -> BTreeMap<(usize, u64), Vec<f32>> {
 /// A checkpoint's dense state: Adam's step count, then every parameter value and both
 /// moments, in parameter order.
 fn checkpoint_dense(dir: &Path) -> (u64, Vec<f32>) {
-    let mut c = mfh_train::load_checkpoint(dir).unwrap();
-    let mut vals = Vec::new();
-    c.state
-        .net_mut()
-        .visit_params("", &mut |_, p, _| vals.extend_from_slice(p));
-    let (steps, m, v) = c.opt.dense.state();
-    assert_eq!(m.len(), v.len());
-    vals.extend(m.iter().chain(v).flatten().copied());
-    (steps, vals)
+    mfh_train::load_checkpoint(dir).unwrap().dense_state()
 }
 
 #[test]

@@ -431,6 +431,20 @@ pub struct Checkpoint {
     pub world_size: usize,
 }
 
+impl Checkpoint {
+    /// The dense state, flat: Adam's step count, then every parameter value and both
+    /// moments, in parameter order (to compare two runs' checkpoints).
+    pub fn dense_state(&mut self) -> (u64, Vec<f32>) {
+        let mut vals = Vec::new();
+        self.state
+            .net_mut()
+            .visit_params("", &mut |_, p, _| vals.extend_from_slice(p));
+        let (steps, m, v) = self.opt.dense.state();
+        vals.extend(m.iter().chain(v).flatten().copied());
+        (steps, vals)
+    }
+}
+
 /// Reads and verifies the checkpoint folder `dir` (`OUT/checkpoints/ckpt-<step>`).
 pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint> {
     let r = read(dir)?;
