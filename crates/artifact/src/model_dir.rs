@@ -221,9 +221,6 @@ pub fn save_model(dir: &Path, state: &mut ModelState, info: &SaveInfo) -> Result
     state.emb.evict_now();
     std::fs::create_dir_all(dir)
         .with_context(|| format!("{}: cannot create the model folder", dir.display()))?;
-    // An earlier save that crashed while moving its files in is finished first, so the
-    // folder holds one whole model while this one stages.
-    roll_forward(dir)?;
     let mut files: Vec<(String, Vec<u8>)> = vec![
         ("config.toml".into(), info.cfg.to_toml_string().into_bytes()),
         (
@@ -267,14 +264,27 @@ pub fn save_model(dir: &Path, state: &mut ModelState, info: &SaveInfo) -> Result
         serde_json::to_string_pretty(&meta)?.into_bytes(),
     ));
 
+    // One writer at a time (a trainer saving, a load finishing an interrupted save).
+    let _lock = lock(dir)?;
+    // An earlier save that crashed while moving its files in is finished first, so the
+    // folder holds one whole model while this one stages.
+    roll_forward_locked(dir)?;
     // Phase 1: stage every file, fsynced, in the temp folder (what an unfinished
-    // earlier stage left there is overwritten or removed).
+    // earlier stage left there is overwritten or removed); model.json last, under a
+    // temporary name renamed once it is whole, so that its presence means the stage is.
     let stage = dir.join(STAGING);
     if stage.is_dir() {
-        let names: std::collections::BTreeSet<&str> =
-            files.iter().map(|(n, _)| n.as_str()).collect();
+        // A stale model.json goes first: only this save's may mark the stage whole.
+        let names: std::collections::BTreeSet<&str> = files
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| *n != "model.json")
+            .collect();
         remove_stale(&stage, "", &names)?;
     }
+    let Some((meta_name, meta_bytes)) = files.pop() else {
+        bail!("no model.json to save");
+    };
     for (name, bytes) in &files {
         let path = stage.join(name);
         let parent = path.parent().unwrap_or(&stage);
@@ -284,9 +294,29 @@ pub fn save_model(dir: &Path, state: &mut ModelState, info: &SaveInfo) -> Result
     }
     sync_dir(&stage.join("tables"));
     sync_dir(&stage);
+    let part = stage.join(".model.json.part");
+    write_synced(&part, &meta_bytes)?;
+    std::fs::rename(&part, stage.join(&meta_name))
+        .with_context(|| format!("{}: cannot rename", part.display()))?;
+    sync_dir(&stage);
     sync_dir(dir);
     // Phase 2: move them in, model.json last.
-    roll_forward(dir)
+    roll_forward_locked(dir)
+}
+
+/// Holds the model folder's writer lock (`.saving.lock`, an advisory `flock`) while
+/// alive.
+fn lock(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(".saving.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("{}: cannot open the folder's lock", path.display()))?;
+    f.lock()
+        .with_context(|| format!("{}: cannot lock", path.display()))?;
+    Ok(f)
 }
 
 /// Removes what an unfinished stage holds besides `keep` (paths relative to the stage).
@@ -325,15 +355,48 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Finishes a save whose stage is complete (its `model.json` is written last, so its
-/// presence says every other staged file is whole): moves what is still staged into
-/// place, `model.json` last, and removes the stage. A stage without `model.json` was cut
-/// short while staging and is left for the next save to discard; the folder's own files
-/// are then the previous, whole model. Idempotent.
+/// Finishes a save whose stage is complete: moves what is still staged into place,
+/// `model.json` last, and removes the stage. The stage counts as complete when its
+/// `model.json` parses and every file it lists is in the stage, or already in the folder,
+/// with its checksum; anything else is a stage cut short while staging, left for the
+/// next save to discard (the folder's own files are then the previous, whole model).
+/// Takes the folder's writer lock only when there is a stage to finish, so loading a
+/// read-only folder writes nothing. Idempotent.
 pub fn roll_forward(dir: &Path) -> Result<()> {
-    let stage = dir.join(STAGING);
-    if !stage.join("model.json").is_file() {
+    if !dir.join(STAGING).join("model.json").is_file() {
         return Ok(());
+    }
+    let _lock = lock(dir)?;
+    roll_forward_locked(dir)
+}
+
+fn roll_forward_locked(dir: &Path) -> Result<()> {
+    let stage = dir.join(STAGING);
+    let Ok(meta_bytes) = std::fs::read(stage.join("model.json")) else {
+        return Ok(());
+    };
+    let Ok(meta) = serde_json::from_slice::<ModelMeta>(&meta_bytes) else {
+        return Ok(());
+    };
+    let sum = |p: &Path| {
+        std::fs::read(p)
+            .ok()
+            .map(|b| format!("{:016x}", xxh3_64(&b)))
+    };
+    let mut staged = Vec::new();
+    for (name, want) in &meta.checksums {
+        if !safe_name(name) {
+            return Ok(());
+        }
+        let (from, to) = (stage.join(name), dir.join(name));
+        if from.is_file() {
+            if sum(&from).as_deref() != Some(want.as_str()) {
+                return Ok(());
+            }
+            staged.push(name.as_str());
+        } else if sum(&to).as_deref() != Some(want.as_str()) {
+            return Ok(());
+        }
     }
     let mv = |name: &str| -> Result<()> {
         let from = stage.join(name);
@@ -350,32 +413,26 @@ pub fn roll_forward(dir: &Path) -> Result<()> {
             )
         })
     };
-    let mut staged = Vec::new();
-    for entry in
-        std::fs::read_dir(&stage).with_context(|| format!("{}: cannot list", stage.display()))?
-    {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.path().is_dir() {
-            for sub in std::fs::read_dir(entry.path())? {
-                let sub = sub?;
-                staged.push(format!("{name}/{}", sub.file_name().to_string_lossy()));
-            }
-        } else if name != "model.json" {
-            staged.push(name);
-        }
-    }
-    staged.sort();
-    for name in &staged {
+    for name in staged {
         mv(name)?;
     }
     sync_dir(&dir.join("tables"));
+    // Every other file's rename is durable before model.json's.
+    sync_dir(dir);
     mv("model.json")?;
     sync_dir(dir);
     std::fs::remove_dir_all(&stage)
         .with_context(|| format!("{}: cannot remove", stage.display()))?;
     sync_dir(dir);
     Ok(())
+}
+
+/// A path inside the model folder: relative, no empty, `.` or `..` component.
+fn safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\\'))
 }
 
 pub struct LoadedModel {
@@ -436,10 +493,7 @@ pub fn load_model(dir: &Path) -> Result<LoadedModel> {
     // transforms and metrics too; dense.bin and embeddings.bin in older folders).
     let mut files = std::collections::BTreeMap::new();
     for (name, want) in &meta.checksums {
-        if name
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..")
-        {
+        if !safe_name(name) {
             bail!(
                 "{}: lists a file outside the folder (`{name}`)",
                 dir.join("model.json").display()

@@ -183,6 +183,22 @@ fn an_interrupted_save_leaves_a_whole_model_old_or_new() {
     assert!(!stage.exists());
     assert_eq!(files(&dir), files(&new));
 
+    // A stage whose model.json was cut short (a full disk) is not whole: nothing moves,
+    // and the old model loads.
+    let dir = tmp.path().join("d");
+    save(&cfg, &dir, 1, 10);
+    let stage = dir.join(STAGING);
+    stage_copy(&new, &stage, true);
+    let meta = std::fs::read(stage.join("model.json")).unwrap();
+    std::fs::write(stage.join("model.json"), &meta[..meta.len() / 2]).unwrap();
+    assert_eq!(load_model(&dir).unwrap().meta.step, 10);
+    assert_eq!(dense(&dir), dense(&old));
+    // Nor one whose model.json lists a file that is neither staged nor in place.
+    std::fs::write(stage.join("model.json"), &meta).unwrap();
+    std::fs::remove_file(stage.join("embeddings.bin")).unwrap();
+    assert_eq!(load_model(&dir).unwrap().meta.step, 10);
+    assert_eq!(dense(&dir), dense(&old));
+
     // A new save over an unfinished stage: the stale stage is discarded.
     let dir = tmp.path().join("c");
     save(&cfg, &dir, 1, 10);

@@ -752,10 +752,10 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
                 format!("side table `{}` is defined twice", t.name),
             );
         }
-        if t.name.contains('.') || t.name.is_empty() {
+        if t.name.is_empty() || t.name.contains(['.', '/', '\\']) {
             return bad(
                 format!("data.side_tables[{i}].name"),
-                "must be non-empty and contain no `.`".into(),
+                "must be non-empty and contain no `.`, `/` or `\\` (it names a file in the model folder)".into(),
             );
         }
     }

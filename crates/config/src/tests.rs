@@ -228,3 +228,14 @@ fn relative_paths_resolve_to_absolute_ones() {
         .unwrap();
     assert_eq!(back.data.sources, c.data.sources);
 }
+
+#[test]
+fn side_table_names_are_file_names() {
+    // A side table's name names its copy in the model folder (`tables/NAME.csv`).
+    for bad in ["a/b", "/abs", "a\\b", "a.b", ""] {
+        let text = GOOD.replacen("name = \"user\"", &format!("name = {bad:?}"), 1);
+        assert!(text.contains(&format!("name = {bad:?}")), "{bad}");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("data.side_tables[0].name"), "{bad}: {e}");
+    }
+}

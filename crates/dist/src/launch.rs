@@ -44,8 +44,15 @@ pub fn train_under_mpi(cfg: &Config, opts: &TrainOptions) -> Result<Option<Optio
 fn run(cfg: &Config, opts: &TrainOptions, comm: &mut dyn Comm) -> Result<Option<TrainSummary>> {
     let rank = comm.rank();
     let (summary, times) = crate::train::train(cfg, opts, comm)?;
+    // Written before the barrier, its result checked after, so no rank waits alone.
+    let written = if rank == 0 {
+        crate::train::write_step_times(&opts.out, comm.size(), &times)
+    } else {
+        Ok(())
+    };
+    comm.barrier();
+    written?;
     if rank == 0 {
-        crate::train::write_step_times(&opts.out, comm.size(), &times)?;
         let ms = |s: f64| 1e3 * s / times.steps.max(1) as f64;
         eprintln!(
             "distributed: {} ranks, {} steps, {:.1} ms/step ({:.1} reading, {:.2} all-reduce, {:.2} all-to-all), {:.0} samples/s; rank 0 reading {}: {} rows decoded, {:.2} ms/step decoding, {:.2} ms/step scanning",
@@ -62,6 +69,5 @@ fn run(cfg: &Config, opts: &TrainOptions, comm: &mut dyn Comm) -> Result<Option<
             ms(times.scan_s),
         );
     }
-    comm.barrier();
     Ok((rank == 0).then_some(summary))
 }

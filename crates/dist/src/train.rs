@@ -171,7 +171,12 @@ pub fn train(
     comm: &mut dyn Comm,
 ) -> Result<(TrainSummary, StepTimes)> {
     let mut eng = DistEngine::new(comm);
-    let summary = mfh_train::train_with(cfg, opts, &mut eng)?;
+    let mut summary = mfh_train::train_with(cfg, opts, &mut eng)?;
+    // Global rows over the steps' time, as distributed.json says.
+    let t = &eng.times;
+    if t.train_s > 0.0 {
+        summary.samples_per_sec = t.rows as f64 / t.train_s;
+    }
     Ok((summary, eng.times))
 }
 
@@ -225,6 +230,10 @@ impl Engine for DistEngine<'_> {
         let mut failed = [(!ok) as u64 as f64];
         self.comm.all_reduce_sum_f64(&mut failed);
         failed[0] == 0.0
+    }
+
+    fn sum_f64(&mut self, v: &mut [f64]) {
+        self.comm.all_reduce_sum_f64(v);
     }
 
     fn check(&mut self, cfg: &Config, state: &mut ModelState) -> Result<()> {

@@ -35,7 +35,9 @@ const PREFIX: &str = "ckpt-";
 /// Written when a run ends normally; a fresh run may then discard its checkpoints.
 const COMPLETE: &str = "complete";
 const OPT_MAGIC: &[u8; 8] = b"MFHOPTS1";
-pub(crate) const TRAINER_FORMAT: u32 = 1;
+/// 2: the end-of-epoch checkpoint of an epoch cut short by a stop records that epoch's
+/// position (1 recorded the next epoch), so a resume may lift the stop.
+pub(crate) const TRAINER_FORMAT: u32 = 2;
 
 /// Where the training loop stands, and what model selection has seen so far.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,6 +124,33 @@ fn name(step: u64) -> String {
     format!("{PREFIX}{step:012}")
 }
 
+/// The step a checkpoint folder `ckpt-<step>` holds.
+fn step_of(dir: &Path) -> Option<u64> {
+    dir.file_name()?
+        .to_str()?
+        .strip_prefix(PREFIX)?
+        .parse()
+        .ok()
+}
+
+/// Refuses checkpoints of the distributed trainer before the one loop (`stepN/` with a
+/// `manifest.json`): this mfh cannot continue them, and starting over would replace the
+/// run's best model.
+fn refuse_old_layout(root: &Path) -> Result<()> {
+    let old = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|e| e.path().join("manifest.json").is_file());
+    if let Some(e) = old {
+        bail!(
+            "{}: a checkpoint of an older mfh's distributed trainer, which this mfh cannot continue; train afresh into another --out",
+            e.path().display()
+        );
+    }
+    Ok(())
+}
+
 /// Checkpoint folders under `root`, oldest first.
 pub(crate) fn list(root: &Path) -> Result<Vec<PathBuf>> {
     let mut v = Vec::new();
@@ -142,7 +171,7 @@ pub(crate) fn list(root: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Marks the run whose checkpoints are in `root` as finished (`done`) or not.
-pub fn mark_complete(root: &Path, done: bool) -> Result<()> {
+pub(crate) fn mark_complete(root: &Path, done: bool) -> Result<()> {
     let marker = root.join(COMPLETE);
     if done {
         return write_atomic(root, COMPLETE, b"training finished\n");
@@ -162,8 +191,8 @@ pub(crate) fn clear_finished(root: &Path) -> Result<()> {
 }
 
 /// Refuses to start afresh over the checkpoints of a run that did not finish (`newest`
-/// is its newest checkpoint, if any); every trainer calls this before clearing.
-pub fn refuse_interrupted(root: &Path, newest: Option<&PathBuf>) -> Result<()> {
+/// is its newest checkpoint, if any).
+fn refuse_interrupted(root: &Path, newest: Option<&PathBuf>) -> Result<()> {
     if let Some(newest) = newest {
         if !root.join(COMPLETE).exists() {
             bail!(
@@ -391,7 +420,7 @@ pub(crate) fn read(dir: &Path) -> Result<Restored> {
     }
     let trainer: LoopState = serde_json::from_slice(&std::fs::read(dir.join("trainer.json"))?)
         .with_context(|| format!("{}: cannot parse", dir.join("trainer.json").display()))?;
-    if trainer.format_version != TRAINER_FORMAT {
+    if !(1..=TRAINER_FORMAT).contains(&trainer.format_version) {
         bail!(
             "{}: format version {} but this mfh reads version {TRAINER_FORMAT}",
             dir.join("trainer.json").display(),
@@ -466,7 +495,22 @@ pub fn checkpoint_name(step: u64) -> String {
 /// unusable. Collective.
 pub(crate) fn latest(root: &Path, eng: &mut dyn Engine) -> Result<Option<Restored>> {
     let lead = eng.rank() == 0;
-    let all = list(root)?;
+    // Rank 0's listing, on every rank, so that all try the same checkpoints in turn.
+    let listed = if lead {
+        list(root).and_then(|all| {
+            refuse_old_layout(root)?;
+            Ok(all)
+        })
+    } else {
+        Ok(Vec::new())
+    };
+    let mut steps: Vec<u64> = match &listed {
+        Ok(all) => all.iter().filter_map(|d| step_of(d)).collect(),
+        Err(_) => Vec::new(),
+    };
+    eng.agree(listed.map(|_| ()), "rank 0 could not list the checkpoints")?;
+    eng.broadcast_u64(&mut steps);
+    let all: Vec<PathBuf> = steps.iter().map(|&s| root.join(name(s))).collect();
     let mut problems = Vec::new();
     for (i, dir) in all.iter().enumerate().rev() {
         let r = read(dir);
@@ -500,7 +544,15 @@ pub(crate) fn latest(root: &Path, eng: &mut dyn Engine) -> Result<Option<Restore
             }
             Ok(_) => problems.push(format!("{}: unusable on another rank", dir.display())),
             Err(e) => {
-                eprintln!("warning: checkpoint {} is unusable: {e:#}", dir.display());
+                let who = if eng.size() > 1 {
+                    format!("rank {}: ", eng.rank())
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "{who}warning: checkpoint {} is unusable: {e:#}",
+                    dir.display()
+                );
                 problems.push(format!("{}: {e:#}", dir.display()));
             }
         }

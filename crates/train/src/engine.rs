@@ -44,6 +44,22 @@ pub trait Engine {
     fn all_ok(&mut self, ok: bool) -> bool {
         ok
     }
+    /// Sums `v` over the ranks, element by element (collective; nothing on one process).
+    fn sum_f64(&mut self, _v: &mut [f64]) {}
+    /// Rank 0's `v` on every rank (collective): the ranks' sums of rank 0's values and
+    /// zeros. Exact for integers below 2^53.
+    fn broadcast_u64(&mut self, v: &mut Vec<u64>) {
+        let lead = self.rank() == 0;
+        let mut n = [if lead { v.len() as f64 } else { 0.0 }];
+        self.sum_f64(&mut n);
+        let mut vals: Vec<f64> = if lead {
+            v.iter().map(|&x| x as f64).collect()
+        } else {
+            vec![0.0; n[0] as usize]
+        };
+        self.sum_f64(&mut vals);
+        *v = vals.into_iter().map(|x| x as u64).collect();
+    }
     /// This rank's result when it failed, else an error naming `others` when another rank
     /// failed (collective), so that every rank stops together.
     fn agree(&mut self, r: Result<()>, others: &str) -> Result<()> {

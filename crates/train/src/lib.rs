@@ -12,9 +12,7 @@ pub mod selection;
 mod trainer;
 
 pub mod compare;
-pub use checkpoint::{
-    checkpoint_name, load_checkpoint, mark_complete, refuse_interrupted, Checkpoint,
-};
+pub use checkpoint::{checkpoint_name, load_checkpoint, Checkpoint};
 pub use engine::{Engine, LocalEngine, Optimizers};
 pub use schedule::learning_rate;
 pub use selection::{Selection, SelectionState};

@@ -237,78 +237,96 @@ pub fn train_with(cfg: &Config, opts: &TrainOptions, eng: &mut dyn Engine) -> Re
         )?;
         None
     };
-    let seed = match &restored {
-        Some(r) => check_resumable(cfg, &model_name, opts.seed, r)?,
-        None => opts.seed.unwrap_or(tc.seed),
-    };
+    // Setup reads files on every rank: a failure on any stops every rank together.
+    let setup = (|| -> Result<_> {
+        let seed = match &restored {
+            Some(r) => check_resumable(cfg, &model_name, opts.seed, r)?,
+            None => opts.seed.unwrap_or(tc.seed),
+        };
 
-    // Warm start (a resumed run already holds its warm-started state).
-    let init = match (&opts.init_from, &restored) {
-        (Some(dir), None) => {
-            Some(load_model(dir).with_context(|| format!("--init-from {}", dir.display()))?)
+        // Warm start (a resumed run already holds its warm-started state).
+        let init = match (&opts.init_from, &restored) {
+            (Some(dir), None) => {
+                Some(load_model(dir).with_context(|| format!("--init-from {}", dir.display()))?)
+            }
+            _ => None,
+        };
+        let mut pipeline = Pipeline::new(cfg)?;
+        let fit = pipeline
+            .fit(&tc.train_split)
+            .with_context(|| format!("reading the train split `{}`", tc.train_split))?;
+        if let Some(m) = &init {
+            if !tc.refit_transforms {
+                // Yesterday's statistics, today's row and label counts.
+                let mut t = pipeline.transforms.clone();
+                t.features = m.transforms.features.clone();
+                pipeline.set_transforms(t)?;
+            }
         }
-        _ => None,
-    };
-    let mut pipeline = Pipeline::new(cfg)?;
-    let fit = pipeline
-        .fit(&tc.train_split)
-        .with_context(|| format!("reading the train split `{}`", tc.train_split))?;
-    if let Some(m) = &init {
-        if !tc.refit_transforms {
-            // Yesterday's statistics, today's row and label counts.
-            let mut t = pipeline.transforms.clone();
-            t.features = m.transforms.features.clone();
-            pipeline.set_transforms(t)?;
-        }
+        let transforms = pipeline.transforms.clone();
+        check_trainable(cfg, &transforms, fit.rows_read)?;
+        let transforms_sum = checkpoint::transforms_sum(&transforms)?;
+        let layout = pipeline.layout().clone();
+        let pipeline = Arc::new(pipeline);
+        let (mut state, opt, resumed) = match restored {
+            Some(r) => {
+                if r.trainer.transforms != transforms_sum {
+                    bail!(
+                        "{}: the train split `{}` no longer reads as it did when the checkpoint was written (its fitted statistics differ): the data changed; train again without --resume",
+                        r.dir.display(),
+                        tc.train_split
+                    );
+                }
+                if lead {
+                    eprintln!(
+                        "resuming from {} (step {})",
+                        r.dir.display(),
+                        r.trainer.step
+                    );
+                    let e = &tc.embedding;
+                    if e.admit_after > 1 || e.ttl_steps > 0 || e.max_rows > 0 {
+                        // embeddings.bin holds the rows and their optimiser state, not the
+                        // admission sketch or the rows' use counts and ages.
+                        eprintln!(
+                            "warning: with train.embedding admit_after, ttl_steps or max_rows the resumed run is close to, not bit for bit, an uninterrupted one (sighting counts and row ages start afresh)"
+                        );
+                    }
+                    if r.trainer.world_size != size {
+                        eprintln!(
+                            "note: the checkpoint was written by {} rank(s), this run has {size}: its rows are re-sharded",
+                            r.trainer.world_size.max(1)
+                        );
+                    }
+                }
+                (r.state, r.opt, Some((r.dir, r.trainer)))
+            }
+            None => (
+                match init {
+                    Some(m) => warm_state(cfg, &layout, spec, m)?,
+                    None => fresh_state(cfg, &layout, spec, seed)?,
+                },
+                Optimizers::new(tc.weight_decay),
+                None,
+            ),
+        };
+        eng.check(cfg, &mut state)?;
+        eng.adopt(&mut state)?;
+        Ok((
+            seed,
+            transforms,
+            transforms_sum,
+            layout,
+            pipeline,
+            state,
+            opt,
+            resumed,
+        ))
+    })();
+    let ok = eng.all_ok(setup.is_ok());
+    let (seed, transforms, transforms_sum, layout, pipeline, mut state, mut opt, resumed) = setup?;
+    if !ok {
+        bail!("another rank could not set up the run (see its error)");
     }
-    let transforms = pipeline.transforms.clone();
-    check_trainable(cfg, &transforms, fit.rows_read)?;
-    let transforms_sum = checkpoint::transforms_sum(&transforms)?;
-    let layout = pipeline.layout().clone();
-    let pipeline = Arc::new(pipeline);
-    let (mut state, mut opt, resumed) = match restored {
-        Some(r) => {
-            if r.trainer.transforms != transforms_sum {
-                bail!(
-                    "{}: the train split `{}` no longer reads as it did when the checkpoint was written (its fitted statistics differ): the data changed; train again without --resume",
-                    r.dir.display(),
-                    tc.train_split
-                );
-            }
-            if lead {
-                eprintln!(
-                    "resuming from {} (step {})",
-                    r.dir.display(),
-                    r.trainer.step
-                );
-                let e = &tc.embedding;
-                if e.admit_after > 1 || e.ttl_steps > 0 || e.max_rows > 0 {
-                    // embeddings.bin holds the rows and their optimiser state, not the
-                    // admission sketch or the rows' use counts and ages.
-                    eprintln!(
-                        "warning: with train.embedding admit_after, ttl_steps or max_rows the resumed run is close to, not bit for bit, an uninterrupted one (sighting counts and row ages start afresh)"
-                    );
-                }
-                if r.trainer.world_size != size {
-                    eprintln!(
-                        "note: the checkpoint was written by {} rank(s), this run has {size}: its rows are re-sharded",
-                        r.trainer.world_size.max(1)
-                    );
-                }
-            }
-            (r.state, r.opt, Some((r.dir, r.trainer)))
-        }
-        None => (
-            match init {
-                Some(m) => warm_state(cfg, &layout, spec, m)?,
-                None => fresh_state(cfg, &layout, spec, seed)?,
-            },
-            Optimizers::new(tc.weight_decay),
-            None,
-        ),
-    };
-    eng.check(cfg, &mut state)?;
-    eng.adopt(&mut state)?;
     // From here on the checkpoints are this run's, unfinished until it ends.
     let r = if lead {
         checkpoint::mark_complete(&ckpt_root, false)
@@ -362,10 +380,13 @@ pub fn train_with(cfg: &Config, opts: &TrainOptions, eng: &mut dyn Engine) -> Re
         };
         // A stop recorded then holds now only if its reason still does: patience run
         // out, or `max_steps` reached under this run's config (a resume may train on).
-        let stops = (sel.patience > 0 && sel.since_best >= sel.patience)
-            || (tc.max_steps > 0 && t.step >= tc.max_steps);
-        p.stop &= stops;
-        p.finished &= stops;
+        let max_steps_reached = tc.max_steps > 0 && t.step >= tc.max_steps;
+        let stops = (sel.patience > 0 && sel.since_best >= sel.patience) || max_steps_reached;
+        // Format 1 recorded an epoch cut short by a stop as finished: keep it stopped.
+        if t.format_version >= 2 {
+            p.stop = (p.stop && stops) || max_steps_reached;
+            p.finished &= stops;
+        }
         resume_at = Some((t.batches_done, t.evaluated_now, p.stop));
         ck.last = Some(dir);
     }
@@ -417,7 +438,8 @@ pub fn train_with(cfg: &Config, opts: &TrainOptions, eng: &mut dyn Engine) -> Re
         // (the uninterrupted run did not finish reading it either).
         let reading = !stop;
         if reading {
-            eng.open_epoch(&pipeline, &tc.train_split, stream_opts)?;
+            let r = eng.open_epoch(&pipeline, &tc.train_split, stream_opts);
+            eng.agree(r, "another rank could not open the train split")?;
         }
         let mut te = Instant::now();
         let mut to_skip = skip;
@@ -484,6 +506,9 @@ pub fn train_with(cfg: &Config, opts: &TrainOptions, eng: &mut dyn Engine) -> Re
         if evaluated_at != p.step {
             train_time += te.elapsed().as_secs_f64();
         }
+        // The skip counts of the completed epochs: a checkpoint of an epoch cut short
+        // leaves this epoch's out (a resume reads it again).
+        let before = skipped.clone();
         if reading {
             skipped.merge(&eng.close_epoch());
         }
@@ -511,7 +536,8 @@ pub fn train_with(cfg: &Config, opts: &TrainOptions, eng: &mut dyn Engine) -> Re
                     ..p.clone()
                 }
             };
-            ck.save(&ctx, eng, &mut state, &opt, &sel, &skipped, &after)?;
+            let counts = if exhausted { &skipped } else { &before };
+            ck.save(&ctx, eng, &mut state, &opt, &sel, counts, &after)?;
         }
         if stop {
             break 'epochs;

@@ -329,3 +329,16 @@ fn a_warm_start_begins_from_the_model_it_is_given() {
     .unwrap_err();
     assert!(format!("{e:#}").contains("--init-from"), "{e:#}");
 }
+
+#[test]
+fn a_checkpoint_of_the_old_distributed_layout_is_refused_not_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = setup(tmp.path(), "c.toml", "epochs = 1\nmax_steps = 4");
+    let out = tmp.path().join("m");
+    let old = out.join("checkpoints/step5");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("manifest.json"), "{}").unwrap();
+    let e = format!("{:#}", train(&cfg, &resume(&out)).unwrap_err());
+    assert!(e.contains("older mfh's distributed trainer"), "{e}");
+    assert!(!out.join("model.json").exists(), "nothing trained over it");
+}
