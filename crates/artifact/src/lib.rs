@@ -7,6 +7,7 @@
 //! Training (`mfh-train`), serving, export and the distributed trainer all use it; it has
 //! no plotting and no progress bars.
 
+mod commit;
 pub mod model_dir;
 pub mod scoring;
 pub mod serving;

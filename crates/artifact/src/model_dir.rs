@@ -10,15 +10,11 @@
 //! [`crate::serving`]) and `model.json` (format version, model spec, grid, input layout,
 //! and the xxh3-64 of every other file).
 //!
-//! Saving is a two-phase commit, because the folder also holds what is not the model
-//! (the trainer's `checkpoints/`) and so cannot be swapped whole: every file is first
-//! written to the temp folder `.saving/` inside it and fsynced (files, then the folder);
-//! then each is renamed into place, `model.json` last, and `.saving/` is removed. A crash
-//! while staging leaves the previous model untouched (the stage is incomplete and is
-//! discarded); a crash while renaming leaves a complete, fsynced stage, which the next
-//! load or save finishes moving ("rolls forward") before reading. Loading checks every
-//! checksum `model.json` lists.
+//!
+//! Saving is atomic and loading checks every checksum: see [`crate::commit`].
 
+pub use crate::commit::{roll_forward, write_atomic, STAGING};
+use crate::serving::ServingFiles;
 use crate::state::{embedding_layer, grid_loss, ModelState};
 use anyhow::{anyhow, bail, Context, Result};
 use mfh_config::{Config, TaskGrid};
@@ -27,7 +23,7 @@ use mfh_embedding::EmbeddingLayer;
 use mfh_model::ModelSpec;
 use mfh_nn::Module;
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -56,23 +52,6 @@ pub struct ModelMeta {
     pub selection_value: Option<f64>,
     /// xxh3-64 of dense.bin and embeddings.bin, hex.
     pub checksums: std::collections::BTreeMap<String, String>,
-}
-
-/// Writes `bytes` to `dir/name` atomically: temp file, fsync, rename, fsync the folder.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let dst = dir.join(name);
-    (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &dst)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })()
-    .with_context(|| format!("{}: cannot write", dst.display()))
 }
 
 fn dense_bytes(state: &mut ModelState) -> Vec<u8> {
@@ -212,9 +191,6 @@ pub struct SaveInfo<'a> {
     pub metrics_json: &'a str,
 }
 
-/// The temp folder inside a model folder where a save stages its files.
-pub const STAGING: &str = ".saving";
-
 /// Saves the model into `dir` (created if needed), atomically: see the module docs.
 pub fn save_model(dir: &Path, state: &mut ModelState, info: &SaveInfo) -> Result<()> {
     // A saved model honours its tables' caps and expiry, whatever the eviction cadence.
@@ -264,175 +240,7 @@ pub fn save_model(dir: &Path, state: &mut ModelState, info: &SaveInfo) -> Result
         serde_json::to_string_pretty(&meta)?.into_bytes(),
     ));
 
-    // One writer at a time (a trainer saving, a load finishing an interrupted save).
-    let _lock = lock(dir)?;
-    // An earlier save that crashed while moving its files in is finished first, so the
-    // folder holds one whole model while this one stages.
-    roll_forward_locked(dir)?;
-    // Phase 1: stage every file, fsynced, in the temp folder (what an unfinished
-    // earlier stage left there is overwritten or removed); model.json last, under a
-    // temporary name renamed once it is whole, so that its presence means the stage is.
-    let stage = dir.join(STAGING);
-    if stage.is_dir() {
-        // A stale model.json goes first: only this save's may mark the stage whole.
-        let names: std::collections::BTreeSet<&str> = files
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .filter(|n| *n != "model.json")
-            .collect();
-        remove_stale(&stage, "", &names)?;
-    }
-    let Some((meta_name, meta_bytes)) = files.pop() else {
-        bail!("no model.json to save");
-    };
-    for (name, bytes) in &files {
-        let path = stage.join(name);
-        let parent = path.parent().unwrap_or(&stage);
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("{}: cannot create", parent.display()))?;
-        write_synced(&path, bytes)?;
-    }
-    sync_dir(&stage.join("tables"));
-    sync_dir(&stage);
-    let part = stage.join(".model.json.part");
-    write_synced(&part, &meta_bytes)?;
-    std::fs::rename(&part, stage.join(&meta_name))
-        .with_context(|| format!("{}: cannot rename", part.display()))?;
-    sync_dir(&stage);
-    sync_dir(dir);
-    // Phase 2: move them in, model.json last.
-    roll_forward_locked(dir)
-}
-
-/// Holds the model folder's writer lock (`.saving.lock`, an advisory `flock`) while
-/// alive.
-fn lock(dir: &Path) -> Result<std::fs::File> {
-    let path = dir.join(".saving.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("{}: cannot open the folder's lock", path.display()))?;
-    f.lock()
-        .with_context(|| format!("{}: cannot lock", path.display()))?;
-    Ok(f)
-}
-
-/// Removes what an unfinished stage holds besides `keep` (paths relative to the stage).
-fn remove_stale(dir: &Path, prefix: &str, keep: &std::collections::BTreeSet<&str>) -> Result<()> {
-    let rd = std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?;
-    for entry in rd {
-        let entry = entry.with_context(|| format!("{}: cannot list", dir.display()))?;
-        let rel = format!("{prefix}{}", entry.file_name().to_string_lossy());
-        let path = entry.path();
-        let ty = entry
-            .file_type()
-            .with_context(|| format!("{}: cannot stat", path.display()))?;
-        if ty.is_dir() {
-            remove_stale(&path, &format!("{rel}/"), keep)?;
-        } else if !keep.contains(rel.as_str()) {
-            std::fs::remove_file(&path)
-                .with_context(|| format!("{}: cannot remove an unfinished save", path.display()))?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes and fsyncs one file (no rename: its folder is a stage nothing reads yet).
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(path)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })()
-    .with_context(|| format!("{}: cannot write", path.display()))
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-/// Finishes a save whose stage is complete: moves what is still staged into place,
-/// `model.json` last, and removes the stage. The stage counts as complete when its
-/// `model.json` parses and every file it lists is in the stage, or already in the folder,
-/// with its checksum; anything else is a stage cut short while staging, left for the
-/// next save to discard (the folder's own files are then the previous, whole model).
-/// Takes the folder's writer lock only when there is a stage to finish, so loading a
-/// read-only folder writes nothing. Idempotent.
-pub fn roll_forward(dir: &Path) -> Result<()> {
-    if !dir.join(STAGING).join("model.json").is_file() {
-        return Ok(());
-    }
-    let _lock = lock(dir)?;
-    roll_forward_locked(dir)
-}
-
-fn roll_forward_locked(dir: &Path) -> Result<()> {
-    let stage = dir.join(STAGING);
-    let Ok(meta_bytes) = std::fs::read(stage.join("model.json")) else {
-        return Ok(());
-    };
-    let Ok(meta) = serde_json::from_slice::<ModelMeta>(&meta_bytes) else {
-        return Ok(());
-    };
-    let sum = |p: &Path| {
-        std::fs::read(p)
-            .ok()
-            .map(|b| format!("{:016x}", xxh3_64(&b)))
-    };
-    let mut staged = Vec::new();
-    for (name, want) in &meta.checksums {
-        if !safe_name(name) {
-            return Ok(());
-        }
-        let (from, to) = (stage.join(name), dir.join(name));
-        if from.is_file() {
-            if sum(&from).as_deref() != Some(want.as_str()) {
-                return Ok(());
-            }
-            staged.push(name.as_str());
-        } else if sum(&to).as_deref() != Some(want.as_str()) {
-            return Ok(());
-        }
-    }
-    let mv = |name: &str| -> Result<()> {
-        let from = stage.join(name);
-        let to = dir.join(name);
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("{}: cannot create", parent.display()))?;
-        }
-        std::fs::rename(&from, &to).with_context(|| {
-            format!(
-                "{}: cannot move a saved file into place (from {})",
-                to.display(),
-                from.display()
-            )
-        })
-    };
-    for name in staged {
-        mv(name)?;
-    }
-    sync_dir(&dir.join("tables"));
-    // Every other file's rename is durable before model.json's.
-    sync_dir(dir);
-    mv("model.json")?;
-    sync_dir(dir);
-    std::fs::remove_dir_all(&stage)
-        .with_context(|| format!("{}: cannot remove", stage.display()))?;
-    sync_dir(dir);
-    Ok(())
-}
-
-/// A path inside the model folder: relative, no empty, `.` or `..` component.
-fn safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\\'))
+    crate::commit::commit(dir, files)
 }
 
 pub struct LoadedModel {
@@ -465,7 +273,7 @@ pub fn load_model(dir: &Path) -> Result<LoadedModel> {
             dir.display()
         );
     }
-    roll_forward(dir).with_context(|| {
+    crate::commit::roll_forward(dir).with_context(|| {
         format!(
             "{}: a save was interrupted while moving its files in, and cannot be finished here",
             dir.display()
@@ -493,7 +301,7 @@ pub fn load_model(dir: &Path) -> Result<LoadedModel> {
     // transforms and metrics too; dense.bin and embeddings.bin in older folders).
     let mut files = std::collections::BTreeMap::new();
     for (name, want) in &meta.checksums {
-        if !safe_name(name) {
+        if !crate::commit::safe_name(name) {
             bail!(
                 "{}: lists a file outside the folder (`{name}`)",
                 dir.join("model.json").display()
@@ -588,6 +396,44 @@ impl LoadedModel {
         }
         p.set_transforms(self.transforms.clone())?;
         Ok(p)
+    }
+}
+
+impl LoadedModel {
+    /// A pipeline for a server's requests: over the folder's own side tables when it has
+    /// `serving.json`, else over the data the model's config names.
+    pub fn serving_pipeline(&self) -> Result<Pipeline> {
+        let path = self.dir.join("serving.json");
+        if !path.is_file() {
+            return self.pipeline(&self.config).with_context(|| {
+                format!(
+                    "{}: no serving.json (a folder from an older mfh): serving from the data its config names",
+                    self.dir.display()
+                )
+            });
+        }
+        let files: ServingFiles = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?,
+        )
+        .with_context(|| format!("{}: cannot parse", path.display()))?;
+        let mut cfg = self.config.clone();
+        for t in &mut cfg.data.side_tables {
+            let Some(s) = files.side_tables.iter().find(|s| s.name == t.name) else {
+                bail!("{}: no copy of side table `{}`", path.display(), t.name);
+            };
+            let p = self.dir.join(&s.file);
+            let bytes =
+                std::fs::read(&p).with_context(|| format!("{}: cannot read", p.display()))?;
+            if format!("{:016x}", xxh3_64(&bytes)) != s.xxh3 {
+                bail!(
+                    "{}: checksum does not match serving.json: the folder is incomplete or corrupt",
+                    p.display()
+                );
+            }
+            t.path = p;
+        }
+        let p = Pipeline::with_header(&cfg, files.main_columns)?;
+        self.fitted_pipeline(&cfg, p)
     }
 }
 

@@ -8,10 +8,8 @@
 //! [`crate::model_dir::save_model`]; a folder without them (written by an older mfh)
 //! serves from the data its config names.
 
-use crate::model_dir::LoadedModel;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use mfh_config::Config;
-use mfh_data::Pipeline;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -58,42 +56,4 @@ pub fn serving_files(cfg: &Config) -> Result<Vec<(String, Vec<u8>)>> {
         serde_json::to_string_pretty(&files)?.into_bytes(),
     ));
     Ok(out)
-}
-
-impl LoadedModel {
-    /// A pipeline for a server's requests: over the folder's own side tables when it has
-    /// `serving.json`, else over the data the model's config names.
-    pub fn serving_pipeline(&self) -> Result<Pipeline> {
-        let path = self.dir.join("serving.json");
-        if !path.is_file() {
-            return self.pipeline(&self.config).with_context(|| {
-                format!(
-                    "{}: no serving.json (a folder from an older mfh): serving from the data its config names",
-                    self.dir.display()
-                )
-            });
-        }
-        let files: ServingFiles = serde_json::from_slice(
-            &std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?,
-        )
-        .with_context(|| format!("{}: cannot parse", path.display()))?;
-        let mut cfg = self.config.clone();
-        for t in &mut cfg.data.side_tables {
-            let Some(s) = files.side_tables.iter().find(|s| s.name == t.name) else {
-                bail!("{}: no copy of side table `{}`", path.display(), t.name);
-            };
-            let p = self.dir.join(&s.file);
-            let bytes =
-                std::fs::read(&p).with_context(|| format!("{}: cannot read", p.display()))?;
-            if format!("{:016x}", xxh3_64(&bytes)) != s.xxh3 {
-                bail!(
-                    "{}: checksum does not match serving.json: the folder is incomplete or corrupt",
-                    p.display()
-                );
-            }
-            t.path = p;
-        }
-        let p = Pipeline::with_header(&cfg, files.main_columns)?;
-        self.fitted_pipeline(&cfg, p)
-    }
 }

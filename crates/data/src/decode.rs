@@ -3,12 +3,12 @@
 
 use crate::batch::Batch;
 use crate::error::{preview, DataError};
-use crate::fit::FittedFeature;
 use crate::hash::{bucket_id, canonical, hash_value, MISSING_ID};
 use crate::pipeline::{
     ColRef, CompiledBehaviour, CompiledFacet, CompiledSplit, FeatureKind, Pipeline,
 };
 use crate::record::Record;
+use crate::transforms::FittedFeature;
 use mfh_config::{Literal, NumericTransform};
 use std::path::Path;
 

@@ -25,15 +25,16 @@ mod request;
 mod rows;
 mod stream;
 mod striped;
+mod transforms;
 
 pub use batch::{Batch, MultiColumn};
 pub use error::{DataError, SkipCounts};
-pub use fit::{FittedFeature, FittedTransforms};
 pub use hash::{hash_value, MISSING_ID};
 pub use pipeline::{source_header, FieldLayout, Pipeline};
 pub use request::{Input, InputInfo, InputKind, RequestDecoder, RequestError};
 pub use stream::{BatchStream, ReadStats, StreamOptions};
 pub use striped::{stripe_range, Stripe, StripeCounts, StripedStream};
+pub use transforms::{FittedFeature, FittedTransforms};
 
 /// A small deterministic generator (SplitMix64) for shuffling and sampling.
 #[derive(Debug, Clone)]

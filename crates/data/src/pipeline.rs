@@ -3,10 +3,10 @@
 //! names. The result decodes rows into batches.
 
 use crate::error::DataError;
-use crate::fit::FittedTransforms;
 use crate::hash::canonical;
 use crate::record::Record;
 use crate::rows::read_header;
+use crate::transforms::FittedTransforms;
 use mfh_config::{
     BehaviourConfig, Config, CsvOptions, Expr, FacetConfig, FeatureConfig, Literal,
     NumericTransform, PoolingConfig, Predicate,

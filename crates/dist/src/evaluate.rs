@@ -4,9 +4,9 @@
 //! ranks) and every rank reports the same figures.
 
 use crate::comm::Comm;
+use crate::exchange::{assemble, fail_exchange, give_back, others_failed};
 use crate::reader::{read_mode, RankReader};
 use crate::shard::ShardedEmbeddings;
-use crate::train::{assemble, fail_exchange, give_back, others_failed};
 use anyhow::Result;
 use mfh_artifact::{EvalResult, ModelState, Predictions};
 use mfh_data::{Batch, Pipeline, StreamOptions};

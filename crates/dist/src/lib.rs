@@ -11,6 +11,7 @@
 
 mod comm;
 mod evaluate;
+mod exchange;
 #[cfg(feature = "mpi")]
 mod launch;
 #[cfg(feature = "mpi")]

@@ -18,6 +18,7 @@
 
 use crate::comm::{Comm, CommStats};
 use crate::evaluate::evaluate;
+use crate::exchange::{assemble, fail_exchange, give_back, others_failed};
 use crate::reader::{read_mode, RankReader, ReadMode};
 use crate::shard::{owner, ShardedEmbeddings};
 use anyhow::{bail, Result};
@@ -63,55 +64,6 @@ struct Local {
     d_logits: Vec<f32>,
     multi: Vec<MultiIds>,
     fused: Vec<f32>,
-}
-
-/// Runs the embedding forward for `batch` on the shards and fills the network input `x`
-/// (embeddings, then numeric features); `totals` are summed over the ranks on the way
-/// ([`ShardedEmbeddings::forward_summing`]). The batch's multi-valued ids are borrowed
-/// into `multi` until [`give_back`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn assemble(
-    comm: &mut dyn Comm,
-    shard: &mut ShardedEmbeddings,
-    n_dense: usize,
-    batch: &mut Batch,
-    multi: &mut Vec<MultiIds>,
-    x: &mut Vec<f32>,
-    train: bool,
-    totals: &mut [u64],
-) {
-    let w = shard.layer.width();
-    let n_in = w + n_dense;
-    x.clear();
-    x.resize(batch.n * n_in, 0.0);
-    multi.clear();
-    for m in &mut batch.multi {
-        multi.push(MultiIds {
-            offsets: std::mem::take(&mut m.offsets),
-            ids: std::mem::take(&mut m.ids),
-        });
-    }
-    let input = SparseInput {
-        n: batch.n,
-        single: &batch.single,
-        multi,
-    };
-    shard.forward_summing(comm, &input, train, x, n_in, totals);
-    if n_dense > 0 {
-        for (row, d) in x
-            .chunks_exact_mut(n_in)
-            .zip(batch.dense.chunks_exact(n_dense))
-        {
-            row[w..].copy_from_slice(d);
-        }
-    }
-}
-
-pub(crate) fn give_back(batch: &mut Batch, multi: &mut Vec<MultiIds>) {
-    for (m, ids) in batch.multi.iter_mut().zip(multi.drain(..)) {
-        m.offsets = ids.offsets;
-        m.ids = ids.ids;
-    }
 }
 
 /// This rank's part of the loss's denominator (summed over the ranks: the global
@@ -402,37 +354,6 @@ fn add_stats(acc: &mut CommStats, d: &CommStats) {
     acc.all_to_all_bytes += d.all_to_all_bytes;
     acc.all_to_all_calls += d.all_to_all_calls;
     acc.other_s += d.other_s;
-}
-
-/// Tells the other ranks, in the id exchange they make next, that this rank could not
-/// read its rows (they then stop too), and returns the error. `layout` gives the empty
-/// batch's shape.
-pub(crate) fn fail_exchange(
-    comm: &mut dyn Comm,
-    shard: &mut ShardedEmbeddings,
-    layout: &mfh_data::FieldLayout,
-    e: mfh_data::DataError,
-) -> anyhow::Error {
-    let empty = vec![
-        MultiIds {
-            offsets: vec![0],
-            ids: Vec::new()
-        };
-        layout.multi.len()
-    ];
-    let input = SparseInput {
-        n: 0,
-        single: &[],
-        multi: &empty,
-    };
-    let mut totals = [0, 1];
-    shard.forward_summing(comm, &input, false, &mut [], 0, &mut totals);
-    anyhow::Error::new(e).context(format!("rank {} could not read its rows", comm.rank()))
-}
-
-/// The error of a rank whose batch read fine when `failed` others' did not.
-pub(crate) fn others_failed(failed: u64) -> anyhow::Error {
-    anyhow::anyhow!("{failed} other rank(s) could not read their rows of this batch (see their error); stopping")
 }
 
 /// One synchronous step on this rank's rows of the global batch (`l.batch`); returns
