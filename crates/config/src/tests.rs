@@ -1,6 +1,8 @@
 use super::*;
 use std::path::Path;
 
+mod messages;
+
 const GOOD: &str = r#"
 [data]
 sources = ["log.csv.gz"]
