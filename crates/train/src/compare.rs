@@ -10,7 +10,7 @@
 //! interrupted comparison resumes. `OUT/table.md` and `OUT/results.json` are rewritten
 //! from all finished runs at the end.
 
-use crate::trainer::{train, TrainOptions};
+use crate::{train, TrainOptions};
 use anyhow::{bail, Context, Result};
 use mfh_artifact::model_dir::{load_model, write_atomic};
 use mfh_artifact::scoring::{collect_predictions, Predictions};

@@ -5,15 +5,20 @@
 //! Inputs: a checked `mfh_config::Config`. Outputs: a model folder (`mfh_artifact`) and
 //! metric reports (`mfh_metrics::Report`).
 
+mod check;
 mod checkpoint;
+mod ctx;
 pub mod engine;
+mod options;
+mod run;
 mod schedule;
 pub mod selection;
-mod trainer;
 
 pub mod compare;
+pub use check::{check, model_spec, CheckSummary};
 pub use checkpoint::{checkpoint_name, load_checkpoint, Checkpoint};
 pub use engine::{Engine, LocalEngine, Optimizers};
+pub use options::{TrainOptions, TrainSummary};
+pub use run::{train, train_with};
 pub use schedule::learning_rate;
 pub use selection::{Selection, SelectionState};
-pub use trainer::{check, model_spec, train, train_with, CheckSummary, TrainOptions, TrainSummary};

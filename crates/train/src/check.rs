@@ -1,0 +1,130 @@
+//! `mfh check`: a config read against its data without training, and the model
+//! section parsed into a spec.
+
+use anyhow::{anyhow, Context, Result};
+use mfh_config::Config;
+use mfh_data::Pipeline;
+use mfh_model::ModelSpec;
+
+/// What `mfh check` prints: the resolved grid, features and splits.
+pub struct CheckSummary {
+    pub text: String,
+}
+
+/// Parses the model section `name` (or the default) into a spec.
+pub fn model_spec(cfg: &Config, name: Option<&str>) -> Result<(String, ModelSpec)> {
+    let (name, table) = cfg.model_section(name)?;
+    let spec: ModelSpec =
+        toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                anyhow!(
+                    "{}: key `models.{name}`: {}",
+                    cfg.source_file.display(),
+                    e.message()
+                )
+            })?;
+    Ok((name.to_string(), spec))
+}
+
+/// Validates a config against its data without training.
+pub fn check(cfg: &Config, count_rows: bool) -> Result<CheckSummary> {
+    let mut p = Pipeline::new(cfg)?;
+    let grid = cfg.grid();
+    let mut s = String::new();
+    use std::fmt::Write;
+    writeln!(s, "config: {}", cfg.source_file.display())?;
+    writeln!(
+        s,
+        "sources: {}",
+        cfg.data
+            .sources
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    for t in &cfg.data.side_tables {
+        writeln!(
+            s,
+            "side table `{}`: {} joined on {} = {}",
+            t.name,
+            t.path.display(),
+            t.join_column(),
+            t.key
+        )?;
+    }
+    writeln!(
+        s,
+        "task grid: {} behaviours × {} cells = {} tasks",
+        grid.n_behaviours(),
+        grid.n_cells(),
+        grid.n_tasks()
+    )?;
+    for (b, bin) in grid.behaviours.iter().zip(&grid.binary) {
+        writeln!(
+            s,
+            "  behaviour {b} ({})",
+            if *bin {
+                "binary, logloss"
+            } else {
+                "regression, MSE"
+            }
+        )?;
+    }
+    for (f, vals) in &grid.facets {
+        writeln!(s, "  facet {f}: {}", vals.join(" | "))?;
+    }
+    writeln!(s, "  cells: {}", grid.cell_names().join("; "))?;
+    let l = p.layout();
+    let emb_width: usize =
+        l.single.iter().map(|f| f.2).sum::<usize>() + l.multi.iter().map(|f| f.2).sum::<usize>();
+    writeln!(
+        s,
+        "features: {} embedded ({} multi-valued), {} numeric; network input width {}",
+        l.single.len() + l.multi.len(),
+        l.multi.len(),
+        l.dense.len(),
+        emb_width + l.dense.len()
+    )?;
+    for f in &cfg.features {
+        let what = match f {
+            mfh_config::FeatureConfig::Categorical { dim, .. } => format!("categorical, dim {dim}"),
+            mfh_config::FeatureConfig::Multi {
+                dim,
+                separator,
+                pooling,
+                ..
+            } => {
+                format!("multi-valued (`{separator}`), {pooling:?} pooling, dim {dim}")
+            }
+            mfh_config::FeatureConfig::Numeric { transform, .. } => {
+                format!("numeric {transform:?}")
+            }
+            mfh_config::FeatureConfig::Bucketized { dim, .. } => format!("bucketized, dim {dim}"),
+        };
+        writeln!(s, "  {} ← {}: {what}", f.name(), f.column())?;
+    }
+    for name in cfg.models.keys() {
+        let (_, spec) = model_spec(cfg, Some(name))?;
+        writeln!(s, "model `{name}`: {spec:?}")?;
+    }
+    for (name, sp) in &cfg.splits {
+        let how = sp
+            .predicate
+            .clone()
+            .unwrap_or_else(|| format!("rows from {}", sp.rows.as_ref().unwrap().display()));
+        if count_rows {
+            let stats = p
+                .fit(name)
+                .with_context(|| format!("reading split `{name}`"))?;
+            writeln!(s, "split {name}: {how}: {} rows", stats.rows_used)?;
+            if stats.skipped.total() > 0 {
+                write!(s, "{}", stats.skipped.report())?;
+            }
+        } else {
+            writeln!(s, "split {name}: {how}")?;
+        }
+    }
+    Ok(CheckSummary { text: s })
+}
