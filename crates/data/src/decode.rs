@@ -4,6 +4,7 @@
 use crate::batch::Batch;
 use crate::error::{preview, DataError};
 use crate::hash::{bucket_id, canonical, hash_value, MISSING_ID};
+use crate::number::parse_f64;
 use crate::pipeline::{
     ColRef, CompiledBehaviour, CompiledFacet, CompiledSplit, FeatureKind, Pipeline,
 };
@@ -19,46 +20,6 @@ enum Fit {
     None,
     Standardize(f64, f64),
     Buckets(Vec<f64>),
-}
-
-/// A cell as a number, exactly as `str::parse::<f64>` reads it (`1e3`, `+2`, `inf`…),
-/// with a fast path for plain decimals (`-12`, `3.25`).
-#[inline]
-pub(crate) fn parse_f64(v: &[u8]) -> Option<f64> {
-    match plain_decimal(v) {
-        Some(x) => Some(x),
-        None => std::str::from_utf8(v).ok()?.parse().ok(),
-    }
-}
-
-/// `-?D+(.D+)?` with at most 15 digits: m / 10^k with m < 2^53 and 10^k both exact, so
-/// the one division rounds the decimal correctly, as the full parser does.
-#[inline]
-fn plain_decimal(v: &[u8]) -> Option<f64> {
-    const POW10: [f64; 16] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-    ];
-    let (neg, digits) = match v.split_first()? {
-        (b'-', rest) => (true, rest),
-        _ => (false, v),
-    };
-    if digits.is_empty() || digits.len() > 16 {
-        return None;
-    }
-    let (mut m, mut dot) = (0u64, None);
-    for (i, &b) in digits.iter().enumerate() {
-        match b {
-            b'0'..=b'9' => m = m * 10 + (b - b'0') as u64,
-            b'.' if dot.is_none() && i > 0 && i + 1 < digits.len() => dot = Some(i),
-            _ => return None,
-        }
-    }
-    let frac = dot.map_or(0, |i| digits.len() - 1 - i);
-    if digits.len() - dot.is_some() as usize > 15 {
-        return None;
-    }
-    let x = m as f64 / POW10[frac];
-    Some(if neg { -x } else { x })
 }
 
 /// The current row: its main record and the side-table rows it joined to.
@@ -292,6 +253,27 @@ impl Pipeline {
     fn decode_parts(&self, row: &Row, fit: &Fitted, out: &mut Batch) -> Result<(), DataError> {
         let cell = self.cell_of(row)?;
         let single_start = out.single.len();
+        self.decode_features(row, fit, out)?;
+        self.decode_labels(row, out)?;
+        let group = match (self.gauc, self.gauc_slot) {
+            (Some(_), Some(slot)) => out.single[single_start + slot],
+            (Some(c), None) => self.value(row, c).map(hash_value).unwrap_or(MISSING_ID),
+            (None, _) => 0,
+        };
+        if let Some(c) = self.weight {
+            let w = self.row_weight(row, c)?;
+            out.weights.push(w);
+        }
+        out.cells.push(cell);
+        out.groups.push(group);
+        out.rows.push(row.index);
+        out.n += 1;
+        Ok(())
+    }
+
+    /// The row's features: ids into `out.single` and `out.multi`, numbers into
+    /// `out.dense`.
+    fn decode_features(&self, row: &Row, fit: &Fitted, out: &mut Batch) -> Result<(), DataError> {
         for (f, fit) in self.features.iter().zip(&fit.0) {
             match &f.kind {
                 FeatureKind::Categorical => {
@@ -366,6 +348,11 @@ impl Pipeline {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The row's labels, one per behaviour (NaN: missing), into `out.labels`.
+    fn decode_labels(&self, row: &Row, out: &mut Batch) -> Result<(), DataError> {
         for (bi, b) in self.behaviours.iter().enumerate() {
             let y = match b {
                 CompiledBehaviour::Binary(c, positive) => match self.value(row, *c) {
@@ -424,38 +411,31 @@ impl Pipeline {
             };
             out.labels.push(y);
         }
-        let group = match (self.gauc, self.gauc_slot) {
-            (Some(_), Some(slot)) => out.single[single_start + slot],
-            (Some(c), None) => self.value(row, c).map(hash_value).unwrap_or(MISSING_ID),
-            (None, _) => 0,
-        };
-        if let Some(c) = self.weight {
-            let w = match self.number(row, c)? {
-                Some(w) if w.is_finite() && w >= 0.0 => w as f32,
-                Some(w) => {
-                    return Err(self.cell_error(
-                        row,
-                        c,
-                        "bad weight",
-                        format!("row weight {w} is not a finite non-negative number"),
-                    ))
-                }
-                None => {
-                    return Err(self.cell_error(
-                        row,
-                        c,
-                        "bad weight",
-                        "the row weight is missing".into(),
-                    ))
-                }
-            };
-            out.weights.push(w);
-        }
-        out.cells.push(cell);
-        out.groups.push(group);
-        out.rows.push(row.index);
-        out.n += 1;
         Ok(())
+    }
+
+    /// The row's weight from column `c`: finite and non-negative, else an error.
+    fn row_weight(&self, row: &Row, c: ColRef) -> Result<f32, DataError> {
+        let w = match self.number(row, c)? {
+            Some(w) if w.is_finite() && w >= 0.0 => w as f32,
+            Some(w) => {
+                return Err(self.cell_error(
+                    row,
+                    c,
+                    "bad weight",
+                    format!("row weight {w} is not a finite non-negative number"),
+                ))
+            }
+            None => {
+                return Err(self.cell_error(
+                    row,
+                    c,
+                    "bad weight",
+                    "the row weight is missing".into(),
+                ))
+            }
+        };
+        Ok(w)
     }
 
     /// Negative down-sampling of the last decoded row of `out` (train split): each
@@ -541,81 +521,5 @@ impl Pipeline {
 fn facet_col(f: &CompiledFacet) -> ColRef {
     match f {
         CompiledFacet::Thresholds(c, ..) | CompiledFacet::Groups(c, ..) => *c,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_f64;
-
-    #[test]
-    fn numbers_parse_as_the_standard_parser_does() {
-        let cases = [
-            "0",
-            "-0",
-            "7",
-            "-12",
-            "20220425",
-            "1650812741436",
-            "999999999999999",
-            "9999999999999999",
-            "12345678901234567890",
-            "0.1",
-            "-0.3",
-            "3.25",
-            "12.0",
-            "0.000000000000001",
-            "1.23456789012345",
-            "123456789.012345",
-            "5.",
-            ".5",
-            "-.5",
-            "+5",
-            "1e3",
-            "-1E-2",
-            "inf",
-            "-inf",
-            "NaN",
-            "nan",
-            "",
-            "-",
-            ".",
-            "1.2.3",
-            "1-2",
-            "0x10",
-            " 1",
-            "1 ",
-            "00012",
-            "-00.50",
-            "1,5",
-            "٣",
-        ];
-        for c in cases {
-            let want = c.parse::<f64>().ok();
-            let got = parse_f64(c.as_bytes());
-            assert_eq!(
-                got.map(f64::to_bits),
-                want.map(f64::to_bits),
-                "{c:?}: {got:?} vs {want:?}"
-            );
-        }
-        // Every short decimal with up to 4 + 4 digits, both signs.
-        let mut r = crate::SplitMix(7);
-        for _ in 0..200_000 {
-            let ip = r.below(100_000);
-            let fp = r.below(100_000);
-            let fd = r.below(6);
-            let s = match (fd, r.below(2)) {
-                (0, 0) => format!("{ip}"),
-                (0, _) => format!("-{ip}"),
-                (d, 0) => format!("{ip}.{fp:05}")[..format!("{ip}").len() + 1 + d].to_string(),
-                (d, _) => format!("-{ip}.{fp:05}")[..format!("{ip}").len() + 2 + d].to_string(),
-            };
-            assert_eq!(
-                parse_f64(s.as_bytes()).map(f64::to_bits),
-                s.parse::<f64>().ok().map(f64::to_bits),
-                "{s}"
-            );
-        }
     }
 }

@@ -28,35 +28,7 @@ enum Acc {
 impl Pipeline {
     /// Reads `split` once and fits the numeric statistics on it.
     pub fn fit(&mut self, split: &str) -> Result<ReadStats, DataError> {
-        let mut accs: Vec<(usize, Acc)> = Vec::new();
-        for (i, f) in self.features.iter().enumerate() {
-            match (&f.kind, &self.cfg.features[i]) {
-                (FeatureKind::Numeric(tr, _), _) if tr.contains(&NumericTransform::Standardize) => {
-                    accs.push((
-                        i,
-                        Acc::Welford {
-                            n: 0,
-                            mean: 0.0,
-                            m2: 0.0,
-                        },
-                    ))
-                }
-                (
-                    FeatureKind::Bucketized { .. },
-                    FeatureConfig::Bucketized {
-                        quantiles: Some(q), ..
-                    },
-                ) => accs.push((
-                    i,
-                    Acc::Reservoir {
-                        seen: 0,
-                        sample: Vec::new(),
-                        q: *q,
-                    },
-                )),
-                _ => {}
-            }
-        }
+        let mut accs = self.accumulators();
         let mut rng = SplitMix(0xf17);
         let nb = self.behaviours.len();
         let mut counts = vec![0u64; nb];
@@ -97,41 +69,10 @@ impl Pipeline {
             }
             for (i, acc) in accs.iter_mut() {
                 let f = &this.features[*i];
-                let Some(mut x) = this.number(row, f.col)? else {
+                let Some(x) = this.number(row, f.col)? else {
                     continue;
                 };
-                match &f.kind {
-                    FeatureKind::Numeric(tr, _) => {
-                        for t in tr {
-                            if *t == NumericTransform::Log1p {
-                                x = x.max(0.0).ln_1p();
-                            } else {
-                                break;
-                            }
-                        }
-                    }
-                    FeatureKind::Bucketized { log1p: true } => x = x.max(0.0).ln_1p(),
-                    _ => {}
-                }
-                match acc {
-                    Acc::Welford { n, mean, m2 } => {
-                        *n += 1;
-                        let d = x - *mean;
-                        *mean += d / *n as f64;
-                        *m2 += d * (x - *mean);
-                    }
-                    Acc::Reservoir { seen, sample, .. } => {
-                        *seen += 1;
-                        if sample.len() < RESERVOIR {
-                            sample.push(x);
-                        } else {
-                            let j = rng.below(*seen as usize);
-                            if j < RESERVOIR {
-                                sample[j] = x;
-                            }
-                        }
-                    }
-                }
+                acc.add(pre_transform(&f.kind, x), &mut rng);
             }
             Ok(true)
         })?;
@@ -140,23 +81,8 @@ impl Pipeline {
             ..Default::default()
         };
         for (i, acc) in accs {
-            let name = self.features[i].name.clone();
-            let fitted = match acc {
-                Acc::Welford { n, mean, m2 } => {
-                    let var = if n > 1 { m2 / (n - 1) as f64 } else { 0.0 };
-                    let std = if var > 1e-24 { var.sqrt() } else { 1.0 };
-                    FittedFeature::Standardize { mean, std }
-                }
-                Acc::Reservoir { mut sample, q, .. } => {
-                    sample.sort_by(f64::total_cmp);
-                    let mut b: Vec<f64> = (1..q)
-                        .filter_map(|k| sample.get(k * sample.len() / q).copied())
-                        .collect();
-                    b.dedup();
-                    FittedFeature::Buckets { boundaries: b }
-                }
-            };
-            t.features.insert(name, fitted);
+            t.features
+                .insert(self.features[i].name.clone(), acc.finish());
         }
         for (f, v) in self.cfg.train.loss.funnels.iter().zip(violations) {
             t.funnel_violations
@@ -168,5 +94,101 @@ impl Pipeline {
         }
         self.transforms = t;
         Ok(stats)
+    }
+
+    /// An accumulator per feature that fits a statistic: Welford moments for
+    /// standardised numbers, a reservoir sample for quantile buckets.
+    fn accumulators(&self) -> Vec<(usize, Acc)> {
+        let mut accs: Vec<(usize, Acc)> = Vec::new();
+        for (i, f) in self.features.iter().enumerate() {
+            match (&f.kind, &self.cfg.features[i]) {
+                (FeatureKind::Numeric(tr, _), _) if tr.contains(&NumericTransform::Standardize) => {
+                    accs.push((
+                        i,
+                        Acc::Welford {
+                            n: 0,
+                            mean: 0.0,
+                            m2: 0.0,
+                        },
+                    ))
+                }
+                (
+                    FeatureKind::Bucketized { .. },
+                    FeatureConfig::Bucketized {
+                        quantiles: Some(q), ..
+                    },
+                ) => accs.push((
+                    i,
+                    Acc::Reservoir {
+                        seen: 0,
+                        sample: Vec::new(),
+                        q: *q,
+                    },
+                )),
+                _ => {}
+            }
+        }
+        accs
+    }
+}
+
+/// The transforms that come before the fitted one (the leading `log1p`s of a
+/// standardised number, a bucketised feature's `log1p`).
+fn pre_transform(kind: &FeatureKind, mut x: f64) -> f64 {
+    match kind {
+        FeatureKind::Numeric(tr, _) => {
+            for t in tr {
+                if *t == NumericTransform::Log1p {
+                    x = x.max(0.0).ln_1p();
+                } else {
+                    break;
+                }
+            }
+        }
+        FeatureKind::Bucketized { log1p: true } => x = x.max(0.0).ln_1p(),
+        _ => {}
+    }
+    x
+}
+
+impl Acc {
+    fn add(&mut self, x: f64, rng: &mut SplitMix) {
+        match self {
+            Acc::Welford { n, mean, m2 } => {
+                *n += 1;
+                let d = x - *mean;
+                *mean += d / *n as f64;
+                *m2 += d * (x - *mean);
+            }
+            Acc::Reservoir { seen, sample, .. } => {
+                *seen += 1;
+                if sample.len() < RESERVOIR {
+                    sample.push(x);
+                } else {
+                    let j = rng.below(*seen as usize);
+                    if j < RESERVOIR {
+                        sample[j] = x;
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> FittedFeature {
+        match self {
+            Acc::Welford { n, mean, m2 } => {
+                let var = if n > 1 { m2 / (n - 1) as f64 } else { 0.0 };
+                let std = if var > 1e-24 { var.sqrt() } else { 1.0 };
+                FittedFeature::Standardize { mean, std }
+            }
+            Acc::Reservoir { mut sample, q, .. } => {
+                sample.sort_by(f64::total_cmp);
+                let mut b: Vec<f64> = (1..q)
+                    .filter_map(|k| sample.get(k * sample.len() / q).copied())
+                    .collect();
+                b.dedup();
+                FittedFeature::Buckets { boundaries: b }
+            }
+        }
     }
 }

@@ -17,6 +17,7 @@ mod error;
 mod fit;
 mod hash;
 pub mod kuairand;
+mod number;
 #[cfg(feature = "parquet")]
 mod parquet;
 mod pipeline;
