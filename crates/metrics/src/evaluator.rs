@@ -4,10 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::measures::{auc, calibration, gauc, is_positive, logloss, mse};
+pub use crate::report::POOLED_CELL;
 use crate::report::{MetricRecord, Report};
-
-/// Cell name of the records pooled over every facet cell.
-pub const POOLED_CELL: &str = "all";
 
 /// What kind of target a behaviour has, which decides its metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,10 +1,10 @@
 //! Metric records, their JSON form (metrics.json) and console tables.
 
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
-use crate::evaluator::POOLED_CELL;
+/// Cell name of the records pooled over every facet cell.
+pub const POOLED_CELL: &str = "all";
 
 /// One metric of one behaviour in one facet cell (or "all") of one split.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
