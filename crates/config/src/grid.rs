@@ -1,6 +1,8 @@
 //! The task grid: behaviours × facet cells. A cell is one value per facet (mixed-radix
 //! index, first facet most significant); a task is (behaviour, cell), indexed
 //! `behaviour * n_cells + cell`. Zero facets is a valid grid with one cell, `any`.
+//! A checked config's grid has at most [`crate::MAX_TASKS`] tasks, so these products and
+//! the `u32` cell ids of a batch do not overflow.
 
 use crate::Config;
 use serde::{Deserialize, Serialize};

@@ -1,8 +1,8 @@
 //! The config's sections as typed structs, their defaults, and their checks: one module
 //! per section (`[data]`, `[splits]`, `[[features]]`, `[[behaviours]]`, `[[facets]]`,
 //! `[train]`, `[compare]`, `[models.NAME]`), each checking its own keys and the keys of
-//! other sections it names. Here: the whole [`Config`] and the order the sections are
-//! checked in.
+//! other sections it names. Here: the whole [`Config`], the order the sections are
+//! checked in, and the one check over two sections, the size of the task grid.
 //!
 //! Not here: a facet or feature naming a missing column, checked later, once the data's
 //! header is known, by `mfh-data`.
@@ -33,6 +33,11 @@ use check::Check;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+/// The most tasks (behaviours × facet cells) a task grid may have. Cells are `u32` in a
+/// batch and every task has its own tower, loss term and metrics; the limit keeps all of
+/// them far from overflow and the allocation reasonable.
+pub const MAX_TASKS: usize = 1 << 16;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -65,7 +70,41 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     features::validate(&cfg.features, &c)?;
     behaviours::validate(&cfg.behaviours, &c)?;
     facets::validate(&cfg.facets, &c)?;
+    check_grid_size(cfg, &c)?;
     cfg.train.validate(&c, &cfg.splits, &cfg.behaviours)?;
     cfg.compare.validate(&c, &cfg.splits)?;
     models::validate(&cfg.models, &c)
+}
+
+/// Behaviours × facet values, at most [`MAX_TASKS`]: the first key that takes the
+/// product past it is named (`behaviours`, or the facet `facets[i]`).
+fn check_grid_size(cfg: &Config, c: &Check) -> Result<(), ConfigError> {
+    let n = cfg.behaviours.len();
+    if n > MAX_TASKS {
+        return c.fail(
+            "behaviours",
+            format!(
+                "{n} behaviours make more than {MAX_TASKS} tasks, the most a task grid may have"
+            ),
+        );
+    }
+    let mut tasks = n;
+    let mut sizes = Vec::new();
+    for (i, facet) in cfg.facets.iter().enumerate() {
+        let values = facet.values().len();
+        sizes.push(values.to_string());
+        match tasks.checked_mul(values) {
+            Some(t) if t <= MAX_TASKS => tasks = t,
+            _ => {
+                return c.fail(
+                    format!("facets[{i}]"),
+                    format!(
+                        "the task grid has more than {MAX_TASKS} tasks, the most it may have: {n} behaviours × {} values of the facets up to this one; use fewer facets or facet values",
+                        sizes.join(" × ")
+                    ),
+                )
+            }
+        }
+    }
+    Ok(())
 }

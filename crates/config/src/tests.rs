@@ -1,6 +1,7 @@
 use super::*;
 use std::path::Path;
 
+mod limits;
 mod messages;
 
 const GOOD: &str = r#"
