@@ -1,8 +1,9 @@
-//! The stated limits: a task grid of at most `MAX_TASKS` tasks. Past them a config is
-//! refused naming the key, instead of overflowing a count.
+//! The stated limits: a task grid of at most `MAX_TASKS` tasks, an expression at most
+//! `Expr::MAX_DEPTH` levels deep. Past them a config is refused naming the key, instead
+//! of overflowing a count or the stack.
 
 use super::{err_of, parse, GOOD};
-use crate::MAX_TASKS;
+use crate::{Expr, MAX_TASKS};
 
 /// GOOD (2 behaviours × 2 facets of 2 values: 8 tasks) with `n` more two-valued facets.
 fn with_facets(n: usize) -> String {
@@ -50,4 +51,50 @@ fn too_many_behaviours_are_refused_naming_behaviours() {
     // 2 + 65536 behaviours, one cell.
     let e = err_of(&text);
     assert!(e.contains("key `behaviours`") && e.contains("65536"), "{e}");
+}
+
+fn nested(open: &str, depth: usize, close: &str) -> String {
+    format!("{}a{}", open.repeat(depth), close.repeat(depth))
+}
+
+#[test]
+fn expressions_nest_up_to_max_depth() {
+    assert_eq!(Expr::MAX_DEPTH, 64);
+    let d = Expr::MAX_DEPTH;
+    for ok in [
+        nested("(", d, ")"),
+        nested("-", d, ""),
+        vec!["a"; d + 1].join(" + "),
+        format!("-({})", nested("(", d - 2, ")")),
+    ] {
+        assert!(Expr::parse(&ok).is_ok(), "{ok}");
+    }
+    for deep in [
+        nested("(", d + 1, ")"),
+        nested("-", d + 1, ""),
+        vec!["a"; d + 2].join(" * "),
+        format!("-({})", nested("(", d - 1, ")")),
+    ] {
+        let e = Expr::parse(&deep).unwrap_err();
+        assert!(e.contains("nested deeper than 64 levels"), "{deep}: {e}");
+    }
+}
+
+#[test]
+fn a_deeply_nested_expression_is_a_config_error_not_a_stack_overflow() {
+    for deep in [
+        nested("(", 100_000, ")"),
+        nested("-", 100_000, ""),
+        nested("(-", 100_000, ")"),
+        vec!["a"; 100_000].join(" + "),
+        nested("(", Expr::MAX_DEPTH + 1, ")"),
+    ] {
+        let text = GOOD.replace("play_time_ms / duration_ms", &deep);
+        let e = err_of(&text);
+        assert!(
+            e.contains("key `behaviours[1].expr`") && e.contains("nested deeper than 64 levels"),
+            "{}",
+            &e[..e.len().min(300)]
+        );
+    }
 }
