@@ -1,0 +1,61 @@
+//! The whole comparison: every (model, seed) run not finished yet is trained and scored,
+//! then the reports are written from all finished runs.
+
+use crate::runs::{finished_run, protocol, run_dir, train_run, RunRecord};
+use crate::tables::write_reports;
+use crate::tensorboard::write_tensorboard;
+use anyhow::{Context, Result};
+use mfh_config::Config;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    /// Model section names.
+    pub models: Vec<String>,
+    pub seeds: usize,
+    pub out: PathBuf,
+    /// Bootstrap resamples for the 95 % intervals.
+    pub bootstrap: usize,
+    /// Also write TensorBoard event files (`OUT/tensorboard/MODEL-seedS/`).
+    pub tensorboard: bool,
+    pub progress: bool,
+}
+
+/// Trains and scores every (model, seed) not finished yet, then writes the reports.
+pub fn compare(cfg: &Config, opts: &CompareOptions) -> Result<Vec<RunRecord>> {
+    for m in &opts.models {
+        cfg.model_section(Some(m))?;
+    }
+    let (select, report) = protocol(cfg)?;
+    eprintln!(
+        "comparing {} on {} seeds: selected on `{select}`, reported on `{report}`",
+        opts.models.join(", "),
+        opts.seeds
+    );
+    let mut sel_cfg = cfg.clone();
+    sel_cfg.train.valid_split = select.clone();
+    let total = opts.models.len() * opts.seeds;
+    let mut runs = Vec::new();
+    let mut k = 0;
+    for model in &opts.models {
+        for s in 0..opts.seeds {
+            k += 1;
+            let seed = cfg.train.seed + s as u64;
+            let dir = run_dir(&opts.out, model, seed);
+            if let Some(r) = finished_run(&dir) {
+                eprintln!("[{k}/{total}] {model} seed {seed}: already done, kept");
+                runs.push(r);
+                continue;
+            }
+            eprintln!("[{k}/{total}] {model} seed {seed}: training");
+            let r = train_run(&sel_cfg, model, seed, &dir, &report, opts.progress)
+                .with_context(|| format!("model `{model}` seed {seed}"))?;
+            runs.push(r);
+        }
+    }
+    write_reports(cfg, &opts.out, &runs, opts.bootstrap)?;
+    if opts.tensorboard {
+        write_tensorboard(&cfg.grid(), &opts.out, &runs)?;
+    }
+    Ok(runs)
+}
