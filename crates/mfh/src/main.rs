@@ -339,7 +339,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("{}: cannot create", out.display()))?;
-            let opts = mfh_train::compare::CompareOptions {
+            let opts = mfh_compare::CompareOptions {
                 models,
                 seeds,
                 out: out.clone(),
@@ -347,7 +347,7 @@ fn run(cli: Cli) -> Result<()> {
                 tensorboard,
                 progress: !quiet,
             };
-            mfh_train::compare::compare(&cfg, &opts)?;
+            mfh_compare::compare(&cfg, &opts)?;
             let table = std::fs::read_to_string(out.join("table.md"))?;
             out!("{table}");
             outln!(

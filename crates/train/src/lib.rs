@@ -1,6 +1,6 @@
 //! Training: wires the reader, the embeddings, the dense network and the loss into one
-//! loop, selects the best model on the valid split, checkpoints and resumes; `compare`
-//! trains several model sections and tabulates them.
+//! loop, selects the best model on the valid split, checkpoints and resumes. Comparing
+//! several model sections is `mfh_compare`.
 //!
 //! Inputs: a checked `mfh_config::Config`. Outputs: a model folder (`mfh_artifact`) and
 //! metric reports (`mfh_metrics::Report`).
@@ -14,7 +14,6 @@ mod run;
 mod schedule;
 pub mod selection;
 
-pub mod compare;
 pub use check::{check, model_spec, CheckSummary};
 pub use checkpoint::{checkpoint_name, load_checkpoint, Checkpoint};
 pub use engine::{Engine, LocalEngine, Optimizers};
