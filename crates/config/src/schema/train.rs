@@ -14,7 +14,7 @@ use crate::schema::check::{join_or_none, Check};
 use crate::schema::splits::{check_defined, SplitConfig};
 use crate::ConfigError;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -181,8 +181,7 @@ impl EarlyStoppingConfig {
         if ok {
             return Ok(());
         }
-        let names: std::collections::BTreeSet<&str> =
-            behaviours.iter().map(BehaviourConfig::name).collect();
+        let names: BTreeSet<&str> = behaviours.iter().map(BehaviourConfig::name).collect();
         c.fail(
             "train.early_stopping.metric",
             format!(
