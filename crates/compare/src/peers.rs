@@ -75,3 +75,49 @@ fn peer_run(r: &PeerRecord) -> RunRecord {
         cellsel: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECORD: &str = r#"{"model": "gbdt", "seed": 1, "split": "test", "behaviour": "click", "cell": "all", "metric": "auc", "value": 0.61, "n": 20, "positives": 7}"#;
+
+    #[test]
+    fn no_peers_folder_is_no_peers() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(load_peers(tmp.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn records_are_grouped_into_one_run_per_model_and_seed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("peers");
+        std::fs::create_dir_all(&dir).unwrap();
+        let seed2 = RECORD.replace("\"seed\": 1", "\"seed\": 2");
+        let gauc = RECORD.replace("\"auc\"", "\"gauc\"");
+        std::fs::write(dir.join("b.json"), format!("[{seed2}]")).unwrap();
+        std::fs::write(dir.join("a.json"), format!("[{RECORD}, {gauc}]")).unwrap();
+        std::fs::write(dir.join("notes.txt"), "not read").unwrap();
+        let runs = load_peers(tmp.path()).unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!((runs[0].seed, runs[0].records.len()), (1, 2));
+        assert_eq!((runs[1].seed, runs[1].records.len()), (2, 1));
+        let r = &runs[0];
+        assert_eq!((r.kind.as_str(), r.report_split.as_str()), ("peer", "test"));
+        assert_eq!(r.records[1].metric, "gauc");
+        assert_eq!(r.records[0].value, Some(0.61));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_list_of_records_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("peers");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("bad.json"), "{\"model\": 1}").unwrap();
+        let e = format!("{:#}", load_peers(tmp.path()).unwrap_err());
+        assert!(
+            e.contains("bad.json") && e.contains("not a list of result records"),
+            "{e}"
+        );
+    }
+}
