@@ -4,7 +4,7 @@
 # rank, two ranks reading striped and reading whole batches; then the collectives alone and the cost model (docs/distributed.md).
 # Needs OpenMPI and a build with the mpi feature:
 #   cargo build --profile fastrel -p mfh --features mpi
-#   cargo build --profile fastrel -p mfh-dist --features mpi --example collectives
+#   cargo build --profile fastrel -p mfh-distributed --features mpi --example collectives
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${MFH_BIN:-target/fastrel/mfh}

@@ -1,5 +1,5 @@
 //! How the trainer's steps run. The one training loop ([`crate::train_with`]) drives an
-//! [`Engine`]: [`LocalEngine`] trains on this process; `mfh-dist` supplies an engine whose
+//! [`Engine`]: [`LocalEngine`] trains on this process; `mfh-distributed` supplies an engine whose
 //! ranks each train on a slice of every global batch, with the embedding rows sharded
 //! over them. Everything else — setup (fresh, `--resume`, `--init-from`), epochs,
 //! evaluation, model selection, checkpoints, finishing — is the loop's, the same for both.

@@ -1,5 +1,5 @@
 //! Every cross-key check's key and message, word for word: the schema's checks live in
-//! one module per section, and users (and `crates/mfh/tests/errors.rs`) read these texts.
+//! one module per section, and users (and `crates/cli/tests/errors.rs`) read these texts.
 
 use super::{err_of, GOOD};
 

@@ -295,7 +295,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             // Under `mpirun -np N` (N > 1): data-parallel training; only rank 0 reports.
             #[cfg(feature = "mpi")]
-            let s = match mfh_dist::train_under_mpi(&cfg, &opts)? {
+            let s = match mfh_distributed::train_under_mpi(&cfg, &opts)? {
                 Some(Some(s)) => s,
                 Some(None) => return Ok(()),
                 None => train(&cfg, &opts)?,

@@ -7,7 +7,7 @@
 
 #[cfg(feature = "mpi")]
 fn main() {
-    use mfh_dist::{Comm, MpiComm};
+    use mfh_distributed::{Comm, MpiComm};
     use std::time::Instant;
     let args: Vec<usize> = std::env::args()
         .skip(1)

@@ -4,7 +4,7 @@
 
 use mfh_artifact::{collect_predictions, load_model};
 use mfh_config::Config;
-use mfh_dist::{Comm, LocalComm, ReadMode, StepTimes, ThreadComm};
+use mfh_distributed::{Comm, LocalComm, ReadMode, StepTimes, ThreadComm};
 use mfh_train::TrainOptions;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -176,7 +176,7 @@ fn ranks_as_threads_train_the_one_process_model() {
 
     // One rank through the distributed code path: the same model.
     let local = tmp.path().join("local");
-    let (s1, _) = mfh_dist::train(&cfg, &opts(&local), &mut LocalComm::new()).unwrap();
+    let (s1, _) = mfh_distributed::train(&cfg, &opts(&local), &mut LocalComm::new()).unwrap();
     assert_eq!((s1.steps, s1.best_step), (s.steps, s.best_step));
     let d1 = max_diff(&dense(&reference), &dense(&local));
     eprintln!("one rank: max |Δ| dense {d1:e}");
@@ -190,7 +190,7 @@ fn ranks_as_threads_train_the_one_process_model() {
             .map(|mut comm| {
                 let (cfg, out) = (cfg.clone(), out.clone());
                 std::thread::spawn(move || {
-                    let r = mfh_dist::train(&cfg, &opts(&out), &mut comm).unwrap();
+                    let r = mfh_distributed::train(&cfg, &opts(&out), &mut comm).unwrap();
                     (comm.rank(), r.0.steps, r.1.comm.all_to_all_calls)
                 })
             })
@@ -259,7 +259,7 @@ fn on_threads(size: usize, cfg: &Config, opts: &TrainOptions) {
         .into_iter()
         .map(|mut comm| {
             let (cfg, opts) = (cfg.clone(), opts.clone());
-            std::thread::spawn(move || mfh_dist::train(&cfg, &opts, &mut comm).unwrap().0)
+            std::thread::spawn(move || mfh_distributed::train(&cfg, &opts, &mut comm).unwrap().0)
         })
         .collect();
     for h in handles {
@@ -396,7 +396,7 @@ fn a_run_resumed_on_another_number_of_ranks_continues_the_uninterrupted_one() {
         assert_eq!((s.steps, t.steps), (25, 6), "3 ranks train steps 20..=25");
         evals.push(last_eval(&s));
     }
-    let (s1, t1) = mfh_dist::train(&full_cfg, &resume(&on1), &mut LocalComm::new()).unwrap();
+    let (s1, t1) = mfh_distributed::train(&full_cfg, &resume(&on1), &mut LocalComm::new()).unwrap();
     assert_eq!(
         (s1.steps, t1.steps),
         (25, 6),
@@ -476,7 +476,7 @@ fn run_ranks(
         .into_iter()
         .map(|mut comm| {
             let (cfg, opts) = (cfg.clone(), opts.clone());
-            std::thread::spawn(move || mfh_dist::train(&cfg, &opts, &mut comm))
+            std::thread::spawn(move || mfh_distributed::train(&cfg, &opts, &mut comm))
         })
         .collect();
     handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -508,7 +508,7 @@ fn each_rank_decodes_only_its_rows_and_the_model_is_the_one_process_model() {
     let train_rows = s.train_rows;
     assert!(train_rows > 500, "{train_rows}");
     let local = tmp.path().join("local");
-    let (_, t1) = mfh_dist::train(&cfg, &opts(&local), &mut LocalComm::new()).unwrap();
+    let (_, t1) = mfh_distributed::train(&cfg, &opts(&local), &mut LocalComm::new()).unwrap();
     assert_eq!(t1.read_mode, Some(ReadMode::Striped));
     assert_eq!(t1.rows_decoded, 2 * train_rows);
     assert_eq!(max_diff(&dense(&reference), &dense(&local)), 0.0);
@@ -613,7 +613,7 @@ fn embedding_admission_and_expiry_are_refused_by_name() {
             )],
         );
         let out = tmp.path().join(key);
-        let e = mfh_dist::train(&cfg, &opts(&out), &mut LocalComm::new())
+        let e = mfh_distributed::train(&cfg, &opts(&out), &mut LocalComm::new())
             .expect_err("refused")
             .to_string();
         assert!(e.contains(&format!("train.embedding.{key}")), "{e}");
@@ -798,7 +798,7 @@ fn local_and_distributed_runs_resume_each_others_checkpoints() {
     );
     let s = mfh_train::train(&full_cfg, &resume(&b)).unwrap();
     assert_eq!(s.steps, 25);
-    mfh_dist::train(&short_cfg, &opts(&c), &mut LocalComm::new()).unwrap();
+    mfh_distributed::train(&short_cfg, &opts(&c), &mut LocalComm::new()).unwrap();
     let s = mfh_train::train(&full_cfg, &resume(&c)).unwrap();
     assert_eq!(s.steps, 25);
     let (ws, wv) = checkpoint_dense(&ck(&whole, 25));
