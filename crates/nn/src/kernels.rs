@@ -1,10 +1,11 @@
-//! The row-wise elementwise loops the layers share (bias, ReLU, column sums, gated sums,
-//! dot products) and the threads they and the products run on. Each f32 loop runs in the
+//! The row-wise elementwise loops the layers share (bias, ReLU, column sums, dot
+//! products) and the threads they, the gated sums and the products run on. Each f32 loop runs in the
 //! version compiled for the CPU's instruction set ([`mfh_cpu::dispatch`]); every version
 //! gives the same bits.
 //!
-//! Not here: the matrix product ([`crate::product`]); softmax, batch norm and Adam, next
-//! to their layers.
+//! Not here: the matrix product ([`crate::product`]); gated sums of expert outputs
+//! ([`crate::gated_sum`]); row gathers ([`crate::rows`]); softmax, batch norm and Adam,
+//! next to their layers.
 //!
 //! All matrices are row-major with an explicit row stride ("leading dimension"), which
 //! lets layers work on column blocks of a wider buffer (one expert inside an expert bank)
@@ -75,7 +76,7 @@ const PAR_MIN_ELEMS: usize = 1 << 16;
 
 /// Rows per block when `n` rows of `w` elements are split over the product threads, or
 /// `None` when the work is too small to be worth a fork/join.
-fn row_blocks(n: usize, w: usize) -> Option<usize> {
+pub(crate) fn row_blocks(n: usize, w: usize) -> Option<usize> {
     let t = threads();
     (t > 1 && n >= 2 && n * w >= PAR_MIN_ELEMS).then(|| n.div_ceil(t))
 }
@@ -83,7 +84,7 @@ fn row_blocks(n: usize, w: usize) -> Option<usize> {
 /// Runs `f(first_row, rows, block)` over blocks of whole rows of the strided matrix
 /// `data` (`n` rows of width `w`, stride `ld`), in parallel when large enough. Each row
 /// is handled by exactly one call, so results do not depend on the split.
-fn for_row_blocks<T: Send>(
+pub(crate) fn for_row_blocks<T: Send>(
     data: &mut [T],
     ld: usize,
     n: usize,
@@ -232,136 +233,24 @@ pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     s + tail
 }
 
-/// Gated sum of expert outputs: `out[i, c] = Σ_j g[i, j] · x[i, j·d + c]`.
-///
-/// Shapes: `g` n × e, `x` n × (e·d), `out` n × d (overwritten).
-pub fn gated_sum_forward<T: Float>(g: &[T], x: &[T], n: usize, e: usize, d: usize, out: &mut [T]) {
-    assert!(g.len() >= n * e && x.len() >= n * e * d && out.len() >= n * d);
-    if n == 0 || d == 0 {
-        return;
-    }
-    let path = mfh_cpu::path();
-    for_row_blocks(out, d, n, d, |lo, rows, out| {
-        mfh_cpu::dispatch!(
-            path,
-            gated_sum_forward_block(&g[lo * e..], &x[lo * e * d..], rows, e, d, out)
-        )
-    });
-}
-
-#[inline(always)]
-fn gated_sum_forward_block<T: Float>(
-    g: &[T],
-    x: &[T],
-    n: usize,
-    e: usize,
-    d: usize,
-    out: &mut [T],
-) {
-    for i in 0..n {
-        let o = &mut out[i * d..(i + 1) * d];
-        o.fill(T::zero());
-        let xr = &x[i * e * d..(i + 1) * e * d];
-        for (j, &gv) in g[i * e..(i + 1) * e].iter().enumerate() {
-            for (ov, &xv) in o.iter_mut().zip(&xr[j * d..(j + 1) * d]) {
-                *ov += gv * xv;
-            }
-        }
-    }
-}
-
-/// Backward of [`gated_sum_forward`], accumulating: `dg[i, j] += Σ_c dout[i, c]·x[i, j·d + c]`
-/// and `dx[i, j·d + c] += g[i, j]·dout[i, c]`.
-#[allow(clippy::too_many_arguments)] // mirrors the forward's shapes plus two gradients
-pub fn gated_sum_backward<T: Float>(
-    g: &[T],
-    x: &[T],
-    dout: &[T],
-    n: usize,
-    e: usize,
-    d: usize,
-    dg: &mut [T],
-    dx: &mut [T],
-) {
-    assert!(g.len() >= n * e && x.len() >= n * e * d && dout.len() >= n * d);
-    assert!(dg.len() >= n * e && dx.len() >= n * e * d);
-    if n == 0 || e == 0 {
-        return;
-    }
-    let (dg, dx) = (&mut dg[..n * e], &mut dx[..n * e * d]);
-    let path = mfh_cpu::path();
-    match row_blocks(n, e * d) {
-        Some(chunk) if d > 0 => {
-            use rayon::prelude::*;
-            dg.par_chunks_mut(chunk * e)
-                .zip(dx.par_chunks_mut(chunk * e * d))
-                .enumerate()
-                .for_each(|(b, (dg, dx))| {
-                    let lo = b * chunk;
-                    let rows = chunk.min(n - lo);
-                    mfh_cpu::dispatch!(
-                        path,
-                        gated_sum_backward_block(
-                            &g[lo * e..],
-                            &x[lo * e * d..],
-                            &dout[lo * d..],
-                            rows,
-                            e,
-                            d,
-                            dg,
-                            dx,
-                        )
-                    )
-                });
-        }
-        _ => mfh_cpu::dispatch!(path, gated_sum_backward_block(g, x, dout, n, e, d, dg, dx)),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn gated_sum_backward_block<T: Float>(
-    g: &[T],
-    x: &[T],
-    dout: &[T],
-    n: usize,
-    e: usize,
-    d: usize,
-    dg: &mut [T],
-    dx: &mut [T],
-) {
-    for i in 0..n {
-        let dor = &dout[i * d..(i + 1) * d];
-        let xr = &x[i * e * d..(i + 1) * e * d];
-        let dxr = &mut dx[i * e * d..(i + 1) * e * d];
-        for j in 0..e {
-            let gv = g[i * e + j];
-            dg[i * e + j] += dot(dor, &xr[j * d..(j + 1) * d]);
-            for (dxv, &dv) in dxr[j * d..(j + 1) * d].iter_mut().zip(dor) {
-                *dxv += gv * dv;
-            }
-        }
-    }
-}
-
 /// A raw base pointer that worker threads may share; each writes a disjoint range.
 #[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
-// SAFETY: only used by the fused kernels below, whose workers write disjoint row blocks
+pub(crate) struct SharedMut<T>(pub(crate) *mut T);
+// SAFETY: only used by the fused kernels (here and in `gated_sum`), whose workers write disjoint row blocks
 // of buffers that are uniquely borrowed for the whole call.
 unsafe impl<T> Send for SharedMut<T> {}
 unsafe impl<T> Sync for SharedMut<T> {}
 
 impl<T> SharedMut<T> {
     /// The pointer (a method, so closures capture the whole `Sync` wrapper).
-    fn ptr(self) -> *mut T {
+    pub(crate) fn ptr(self) -> *mut T {
         self.0
     }
 }
 
 /// Runs `f(first_row, rows)` over blocks of `n` rows (`w` elements each) on the product
 /// threads, or once over all rows when the work is small.
-fn for_row_ranges(n: usize, w: usize, f: impl Fn(usize, usize) + Sync) {
+pub(crate) fn for_row_ranges(n: usize, w: usize, f: impl Fn(usize, usize) + Sync) {
     match row_blocks(n, w) {
         Some(chunk) => {
             use rayon::prelude::*;
@@ -372,139 +261,6 @@ fn for_row_ranges(n: usize, w: usize, f: impl Fn(usize, usize) + Sync) {
             });
         }
         None => f(0, n),
-    }
-}
-
-/// [`gated_sum_forward`] for K gates over the same experts in one pass over `x`:
-/// `outs[k][i, c] = Σ_j g[k·gs + i·e + j] · x[i, j·d + c]` (gate k's weights are the
-/// `n × e` block at offset `k·gs` of `g`). Each output is computed exactly as
-/// [`gated_sum_forward`] computes it, so results are identical.
-pub fn gated_sums_forward<T: Float>(
-    g: &[T],
-    gs: usize,
-    x: &[T],
-    n: usize,
-    e: usize,
-    d: usize,
-    outs: &mut [Vec<T>],
-) {
-    let k = outs.len();
-    if n == 0 || d == 0 || k == 0 {
-        return;
-    }
-    assert!(gs >= n * e && g.len() >= (k - 1) * gs + n * e && x.len() >= n * e * d);
-    assert!(
-        outs.iter().all(|o| o.len() >= n * d),
-        "gated_sums_forward: short output"
-    );
-    let ptrs: Vec<SharedMut<T>> = outs.iter_mut().map(|o| SharedMut(o.as_mut_ptr())).collect();
-    let path = mfh_cpu::path();
-    for_row_ranges(n, k * d, |lo, rows| {
-        // Rows lo..lo+rows of every output belong to this block alone, and each buffer
-        // holds at least n·d elements (asserted above): what the rows function requires.
-        mfh_cpu::dispatch!(
-            path,
-            gated_sums_forward_rows(g, gs, x, e, d, &ptrs, lo, rows)
-        )
-    });
-}
-
-/// Rows `lo..lo + rows` of [`gated_sums_forward`]: row by row, every output in turn, so
-/// a row of x is read from memory once. The outputs' rows must be this call's alone.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn gated_sums_forward_rows<T: Float>(
-    g: &[T],
-    gs: usize,
-    x: &[T],
-    e: usize,
-    d: usize,
-    outs: &[SharedMut<T>],
-    lo: usize,
-    rows: usize,
-) {
-    for i in lo..lo + rows {
-        for (kk, p) in outs.iter().enumerate() {
-            // SAFETY: the caller hands this call rows lo..lo+rows of every output.
-            let out = unsafe { std::slice::from_raw_parts_mut(p.ptr().add(i * d), d) };
-            gated_sum_forward_block(&g[kk * gs + i * e..], &x[i * e * d..], 1, e, d, out);
-        }
-    }
-}
-
-/// Backward of [`gated_sums_forward`], overwriting both gradients:
-/// `dg[k·gs + i·e + j] = Σ_c douts[k][i, c]·x[i, j·d + c]` and
-/// `dx[i, j·d + c] = Σ_k g[k·gs + i·e + j]·douts[k][i, c]` (summed over k in order, as
-/// K calls of [`gated_sum_backward`] into zeroed buffers would, so results are identical).
-#[allow(clippy::too_many_arguments)] // mirrors the forward's shapes plus two gradients
-pub fn gated_sums_backward<T: Float>(
-    g: &[T],
-    gs: usize,
-    x: &[T],
-    douts: &[Vec<T>],
-    n: usize,
-    e: usize,
-    d: usize,
-    dg: &mut [T],
-    dx: &mut [T],
-) {
-    let k = douts.len();
-    if n == 0 || e == 0 || k == 0 {
-        return;
-    }
-    assert!(gs >= n * e && g.len() >= (k - 1) * gs + n * e && x.len() >= n * e * d);
-    assert!(dg.len() >= (k - 1) * gs + n * e && dx.len() >= n * e * d);
-    assert!(
-        douts.iter().all(|o| o.len() >= n * d),
-        "gated_sums_backward: short gradient"
-    );
-    let (dgp, dxp) = (SharedMut(dg.as_mut_ptr()), SharedMut(dx.as_mut_ptr()));
-    let path = mfh_cpu::path();
-    for_row_ranges(n, e * d, |lo, rows| {
-        // SAFETY: this block alone owns rows lo..lo+rows of dx and of every gate's dg
-        // block; the extents were asserted above.
-        let dxb =
-            unsafe { std::slice::from_raw_parts_mut(dxp.ptr().add(lo * e * d), rows * e * d) };
-        mfh_cpu::dispatch!(
-            path,
-            gated_sums_backward_rows(g, gs, x, douts, e, d, dgp, dxb, lo, rows)
-        )
-    });
-}
-
-/// Rows `lo..lo + rows` of [`gated_sums_backward`], with `dxb` those rows of dx; the
-/// same rows of every gate's block of `dgp` must be this call's alone.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn gated_sums_backward_rows<T: Float>(
-    g: &[T],
-    gs: usize,
-    x: &[T],
-    douts: &[Vec<T>],
-    e: usize,
-    d: usize,
-    dgp: SharedMut<T>,
-    dxb: &mut [T],
-    lo: usize,
-    rows: usize,
-) {
-    for i in 0..rows {
-        let xr = &x[(lo + i) * e * d..(lo + i + 1) * e * d];
-        let dxr = &mut dxb[i * e * d..(i + 1) * e * d];
-        dxr.fill(T::zero());
-        for (kk, dout) in douts.iter().enumerate() {
-            let dor = &dout[(lo + i) * d..(lo + i + 1) * d];
-            let base = kk * gs + (lo + i) * e;
-            for j in 0..e {
-                let gv = g[base + j];
-                let dgv = dot(dor, &xr[j * d..(j + 1) * d]);
-                // SAFETY: element (kk, lo + i, j) of dg is owned by this block.
-                unsafe { *dgp.ptr().add(base + j) = dgv };
-                for (dxv, &dv) in dxr[j * d..(j + 1) * d].iter_mut().zip(dor) {
-                    *dxv += gv * dv;
-                }
-            }
-        }
     }
 }
 

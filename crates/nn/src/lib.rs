@@ -25,6 +25,7 @@ pub mod batchnorm;
 pub mod expert_bank;
 pub mod gate;
 pub mod gate_bank;
+pub mod gated_sum;
 pub mod gradcheck;
 pub mod graph;
 pub mod kernels;
@@ -33,21 +34,24 @@ pub mod mlp;
 pub mod module;
 pub mod product;
 pub mod rng;
+pub mod rows;
 
 pub use adam::Adam;
 pub use batchnorm::BatchNorm;
 pub use expert_bank::ExpertBank;
 pub use gate::{Gate, GateActivation};
 pub use gate_bank::GateBank;
-pub use kernels::{
-    gated_sum_backward, gated_sum_forward, gated_sums_backward, gated_sums_forward,
-    init_thread_pool, set_threads, threads, use_threads,
+pub use gated_sum::{
+    gated_sum_backward, gated_sum_banks_backward, gated_sum_banks_forward, gated_sum_forward,
+    gated_sums_backward, gated_sums_forward, Bank, Slot,
 };
+pub use kernels::{init_thread_pool, set_threads, threads, use_threads};
 pub use linear::{Activation, Linear, Rows, RowsMut};
 pub use mlp::Mlp;
 pub use module::{with_name, Module};
 pub use product::{matmul, matmul_bias_act};
 pub use rng::Rng;
+pub use rows::{gather_rows, scatter_add_rows};
 
 /// Scalar type of the engine (`f32` for training, `f64` for gradient checks).
 ///
