@@ -4,7 +4,7 @@
 //!
 //! `MFH_THREADS` sets the thread count (default 2).
 
-use mfh_model::{build, GateKind, ModelSpec};
+use mfh_model::{build, FlatSpec, GateKind, MmoeShape, ModelSpec, UnitSpec};
 use mfh_nn::{Adam, Module, Rng};
 use std::time::Instant;
 
@@ -17,14 +17,16 @@ fn main() {
     mfh_nn::set_threads(threads);
 
     let (batch, n_in, n_tasks) = (1024, 429, 4);
-    let spec = ModelSpec::Mmoe {
-        experts: 8,
-        expert_layers: vec![256, 128],
-        gate: GateKind::Softmax,
-        gate_hidden: vec![],
+    let spec = ModelSpec::Flat(FlatSpec {
+        switcher: UnitSpec::Mmoe(MmoeShape {
+            experts: 8,
+            expert_layers: vec![256, 128],
+            gate: GateKind::Softmax,
+            gate_hidden: vec![],
+        }),
         tower: vec![64],
         batch_norm: false,
-    };
+    });
     let mut net = build::<f32>(&spec, n_in, n_tasks, 42).expect("valid spec");
     print!("{}", net.describe());
 

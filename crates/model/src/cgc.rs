@@ -1,15 +1,54 @@
 //! Customized Gate Control switcher (CGC, a single-level PLE): per output k its own
 //! task experts plus experts shared by all outputs, and one gate per output mixing only
-//! [its own experts, the shared experts]. [`crate::Ple`] stacks CGC levels.
+//! [its own experts, the shared experts]. [`crate::Ple`] stacks CGC levels; cell routing
+//! (task experts on their own output's rows only) is in `routed`.
 
-use crate::switcher::Switcher;
 mod export;
+mod routed;
 
+use crate::shape::{check_widths, GateKind};
+use crate::switcher::Switcher;
 use mfh_nn::graph::GraphBuilder;
-use mfh_nn::kernels::dot;
 use mfh_nn::{
-    ensure_len, with_name, Activation, ExpertBank, Float, Gate, GateActivation, Module, Rng,
+    ensure_len, gated_sum_banks_backward, gated_sum_banks_forward, with_name, Activation, Bank,
+    ExpertBank, Float, Gate, GateActivation, Module, Rng, Slot,
 };
+use serde::{Deserialize, Serialize};
+
+/// A CGC level's architecture: per output `task_experts` experts of its own, plus
+/// `shared_experts` experts shared by all outputs, each of widths `expert_layers` (each
+/// layer ReLU, plus BatchNorm when the model asks); one gate per output, with ReLU layers
+/// `gate_hidden` before its projection to the expert logits. Each output needs at least
+/// one expert: `task_experts + shared_experts ≥ 1`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CgcShape {
+    pub task_experts: usize,
+    pub shared_experts: usize,
+    pub expert_layers: Vec<usize>,
+    #[serde(default)]
+    pub gate: GateKind,
+    #[serde(default)]
+    pub gate_hidden: Vec<usize>,
+}
+
+impl CgcShape {
+    /// Checks the shape on its own (experts, layer widths).
+    pub fn validate(&self) -> Result<(), String> {
+        self.validate_as("cgc")
+    }
+
+    /// [`CgcShape::validate`], naming the unit `what` (a PLE checks its levels' shape).
+    pub(crate) fn validate_as(&self, what: &str) -> Result<(), String> {
+        if self.task_experts + self.shared_experts == 0 {
+            return Err(format!(
+                "{what} needs at least one expert per output (task_experts and shared_experts are both 0)"
+            ));
+        }
+        check_widths("expert_layers", &self.expert_layers, true)?;
+        check_widths("gate_hidden", &self.gate_hidden, false)
+    }
+}
 
 /// CGC; shapes: x n × in_dim → K × (n × d), output k = Σ_j gate_k(x)_j · expert_j(x) over
 /// j in [task k's experts, shared experts].
@@ -49,23 +88,17 @@ pub struct Cgc<T> {
     n: usize,
 }
 
-/// Where one expert's output lives: bank `bank`, expert `expert` within it.
-#[derive(Clone, Copy, Debug)]
-struct Slot {
-    bank: usize,
-    expert: usize,
-}
-
-/// The knobs shared by CGC and every PLE level.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct LevelShape<'a> {
-    pub n_outputs: usize,
-    pub task_experts: usize,
-    pub shared_experts: usize,
-    pub expert_layers: &'a [usize],
-    pub gate: GateActivation,
-    pub gate_hidden: &'a [usize],
-    pub batch_norm: bool,
+/// How a level lays out its experts and gates (see [`Cgc::level`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Layout {
+    /// Task k's experts read input group k and the shared experts group K (PLE above
+    /// level 1), so they cannot share one GEMM.
+    pub split_inputs: bool,
+    /// A gate over all experts producing the shared output (every PLE level but the
+    /// last; pointless without shared experts, which would read it).
+    pub shared_gate: bool,
+    /// Built for cell routing (separate banks over the one input).
+    pub routable: bool,
 }
 
 /// What one level reads, per input group (0..K task groups, K the shared group).
@@ -100,74 +133,68 @@ impl<T> UpstreamGrad<'_, T> {
     }
 }
 
+/// The banks' last outputs as the gated sums read them (every bank on its own rows).
+fn bank_views<T: Float>(banks: &[ExpertBank<T>]) -> Vec<Bank<'_, T>> {
+    banks
+        .iter()
+        .map(|b| Bank {
+            out: b.output(),
+            experts: b.n_experts(),
+            rows: None,
+        })
+        .collect()
+}
+
 impl<T: Float> Cgc<T> {
-    /// `expert_layers` are each expert's widths (every layer ReLU, plus BatchNorm when
-    /// `batch_norm`); `gate_hidden` are ReLU layers inside each gate. Each output needs at
-    /// least one expert: `task_experts + shared_experts ≥ 1`.
-    #[allow(clippy::too_many_arguments)] // the architecture's independent knobs
+    /// A CGC of `shape` over `n_in` inputs with `n_outputs` outputs, BatchNorm after every
+    /// expert layer when `batch_norm`; all experts in one fused bank.
     pub fn new(
         n_in: usize,
         n_outputs: usize,
-        task_experts: usize,
-        shared_experts: usize,
-        expert_layers: &[usize],
-        gate: GateActivation,
-        gate_hidden: &[usize],
+        shape: &CgcShape,
         batch_norm: bool,
         rng: &mut Rng,
     ) -> Self {
-        let shape = LevelShape {
-            n_outputs,
-            task_experts,
-            shared_experts,
-            expert_layers,
-            gate,
-            gate_hidden,
-            batch_norm,
-        };
-        Self::level(n_in, &shape, false, false, rng)
+        Self::level(n_in, n_outputs, shape, batch_norm, Layout::default(), rng)
     }
 
-    /// A CGC of `shape` over the one input; `routable`: built for cell routing (see
-    /// [`Switcher::forward_routed`]), with task k's experts in a bank of their own and the
-    /// shared experts in another, parameters named `task_experts.{k}.` and
-    /// `shared_experts.`; otherwise one fused bank, as [`Cgc::new`].
-    pub(crate) fn with_layout(
+    /// [`Cgc::new`] built for cell routing (see [`Switcher::forward_routed`]): task k's
+    /// experts in a bank of their own and the shared experts in another, parameters named
+    /// `task_experts.{k}.` and `shared_experts.`.
+    pub fn routable(
         n_in: usize,
-        shape: &LevelShape<'_>,
-        routable: bool,
+        n_outputs: usize,
+        shape: &CgcShape,
+        batch_norm: bool,
         rng: &mut Rng,
     ) -> Self {
-        Self::build_level(n_in, shape, routable, false, routable, rng)
+        let layout = Layout {
+            split_inputs: true,
+            shared_gate: false,
+            routable: true,
+        };
+        Self::level(n_in, n_outputs, shape, batch_norm, layout, rng)
     }
 
-    /// One extraction level. `split_inputs`: task k's experts read input group k and the
-    /// shared experts group K (PLE above level 1), so they cannot share one GEMM.
-    /// `shared_gate`: add a gate over all experts producing the shared output (every PLE
-    /// level but the last; pointless without shared experts, which would read it).
+    /// One extraction level of `shape` laid out as `layout` (a CGC, or a level of PLE).
     pub(crate) fn level(
         n_in: usize,
-        s: &LevelShape<'_>,
-        split_inputs: bool,
-        shared_gate: bool,
+        n_outputs: usize,
+        s: &CgcShape,
+        batch_norm: bool,
+        layout: Layout,
         rng: &mut Rng,
     ) -> Self {
-        Self::build_level(n_in, s, split_inputs, shared_gate, false, rng)
-    }
-
-    fn build_level(
-        n_in: usize,
-        s: &LevelShape<'_>,
-        split_inputs: bool,
-        shared_gate: bool,
-        routable: bool,
-        rng: &mut Rng,
-    ) -> Self {
-        let (k, t, sh) = (s.n_outputs, s.task_experts, s.shared_experts);
+        let (k, t, sh) = (n_outputs, s.task_experts, s.shared_experts);
+        let Layout {
+            split_inputs,
+            shared_gate,
+            routable,
+        } = layout;
         assert!(t + sh > 0, "Cgc: every output needs at least one expert");
         let bank = |experts: usize, rng: &mut Rng| {
-            let (layers, bn) = (s.expert_layers, s.batch_norm);
-            ExpertBank::new(n_in, experts, layers, Activation::Relu, bn, rng)
+            let layers = &s.expert_layers;
+            ExpertBank::new(n_in, experts, layers, Activation::Relu, batch_norm, rng)
         };
         // Expert i (task k's j-th is i = k·t + j, shared j-th is K·t + j) → its slot.
         let (mut banks, mut bank_src, mut slots) = (Vec::new(), Vec::new(), Vec::new());
@@ -202,7 +229,7 @@ impl<T: Float> Cgc<T> {
         }
         let gates = members
             .iter()
-            .map(|m| Gate::new(n_in, s.gate_hidden, m.len(), s.gate, rng))
+            .map(|m| Gate::new(n_in, &s.gate_hidden, m.len(), s.gate.into(), rng))
             .collect();
         let n_gates = members.len();
         Cgc {
@@ -262,7 +289,7 @@ impl<T: Float> Cgc<T> {
     }
 
     /// With separate banks (the task groups' banks in output order, then the shared
-    /// bank; see `build_level`): the shared bank.
+    /// bank; see [`Cgc::level`]): the shared bank.
     fn shared_bank(&self) -> Option<usize> {
         (self.shared_experts > 0).then_some(if self.task_experts > 0 { self.k } else { 0 })
     }
@@ -275,10 +302,11 @@ impl<T: Float> Cgc<T> {
             bank.forward(up.get(src, len_in), n, train);
         }
         // Gate j reads input group j: task gate k its task's input, the shared gate K.
+        let banks = bank_views(&self.banks);
         for (j, gate) in self.gates.iter_mut().enumerate() {
             let g = gate.forward(up.get(j, len_in), n, train);
             let out = ensure_len(&mut self.outputs[j], n * d);
-            mix_forward(g, &self.members[j], &self.banks, n, d, out);
+            gated_sum_banks_forward(g, &banks, &self.members[j], n, d, out);
             let d_out = ensure_len(&mut self.d_outputs[j], n * d);
             if train {
                 d_out.fill(T::zero());
@@ -296,23 +324,17 @@ impl<T: Float> Cgc<T> {
         for (bank, d_bank) in self.banks.iter().zip(&mut self.d_banks) {
             ensure_len(d_bank, n * bank.n_experts() * d).fill(T::zero());
         }
+        let banks = bank_views(&self.banks);
         for (j, gate) in self.gates.iter_mut().enumerate() {
             let members = &self.members[j];
             let dg = ensure_len(&mut self.d_gate, n * members.len());
             dg.fill(T::zero());
             let d_out = &self.d_outputs[j][..n * d];
-            mix_backward(
-                gate.weights(),
-                members,
-                &self.banks,
-                d_out,
-                n,
-                d,
-                dg,
-                &mut self.d_banks,
-            );
+            let g = gate.weights();
+            gated_sum_banks_backward(g, &banks, members, d_out, n, d, dg, &mut self.d_banks);
             gate.backward(up.get(j, len_in), dg, d_up.get(j, len_in), n);
         }
+        drop(banks); // the views borrow the banks, whose backward follows
         for ((bank, d_bank), &src) in self
             .banks
             .iter_mut()
@@ -379,72 +401,6 @@ impl<T: Float> Cgc<T> {
     }
 }
 
-/// `y += a·x`.
-fn axpy<T: Float>(a: T, x: &[T], y: &mut [T]) {
-    for (yv, &xv) in y.iter_mut().zip(x) {
-        *yv += a * xv;
-    }
-}
-
-/// `dst[j, :] = src[rows[j], :]` for rows of width `w`.
-fn gather_rows<T: Float>(src: &[T], w: usize, rows: &[usize], dst: &mut [T]) {
-    for (j, &r) in rows.iter().enumerate() {
-        dst[j * w..(j + 1) * w].copy_from_slice(&src[r * w..(r + 1) * w]);
-    }
-}
-
-/// Gated sum over a subset of experts: `out[i, :] = Σ_j g[i, j] · expert_{members[j]}[i, :]`.
-/// Shapes: `g` n × members.len(), `out` n × d (overwritten).
-fn mix_forward<T: Float>(
-    g: &[T],
-    members: &[Slot],
-    banks: &[ExpertBank<T>],
-    n: usize,
-    d: usize,
-    out: &mut [T],
-) {
-    let m = members.len();
-    for i in 0..n {
-        let o = &mut out[i * d..(i + 1) * d];
-        o.fill(T::zero());
-        for (&gv, slot) in g[i * m..(i + 1) * m].iter().zip(members) {
-            let bank = &banks[slot.bank];
-            let at = (i * bank.n_experts() + slot.expert) * d;
-            for (ov, &xv) in o.iter_mut().zip(&bank.output()[at..at + d]) {
-                *ov += gv * xv;
-            }
-        }
-    }
-}
-
-/// Backward of [`mix_forward`], accumulating `dg` (n × members.len()) and the experts'
-/// output gradients in `d_banks` (bank layout, like the banks' outputs).
-#[allow(clippy::too_many_arguments)] // mirrors the forward's shapes plus two gradients
-fn mix_backward<T: Float>(
-    g: &[T],
-    members: &[Slot],
-    banks: &[ExpertBank<T>],
-    dout: &[T],
-    n: usize,
-    d: usize,
-    dg: &mut [T],
-    d_banks: &mut [Vec<T>],
-) {
-    let m = members.len();
-    for i in 0..n {
-        let dor = &dout[i * d..(i + 1) * d];
-        for (j, slot) in members.iter().enumerate() {
-            let bank = &banks[slot.bank];
-            let at = (i * bank.n_experts() + slot.expert) * d;
-            dg[i * m + j] += dot(dor, &bank.output()[at..at + d]);
-            let gv = g[i * m + j];
-            for (dv, &o) in d_banks[slot.bank][at..at + d].iter_mut().zip(dor) {
-                *dv += gv * o;
-            }
-        }
-    }
-}
-
 impl<T: Float> Module<T> for Cgc<T> {
     fn visit_params(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut [T], &mut [T])) {
         self.visit_banks(prefix, |p, bank| bank.visit_params(p, f));
@@ -499,151 +455,14 @@ impl<T: Float> Switcher<T> for Cgc<T> {
     }
 
     fn forward_routed(&mut self, x: &[T], n: usize, sel: &[Vec<usize>], train: bool) -> bool {
-        if !self.routable {
-            return false;
+        self.routable && {
+            self.forward_rows(x, n, sel, train);
+            true
         }
-        assert_eq!(
-            sel.len(),
-            self.k,
-            "Cgc::forward_routed: one row list per output"
-        );
-        assert!(x.len() >= n * self.n_in, "Cgc::forward_routed: short input");
-        self.n = n;
-        let (d, n_in, t, sh) = (
-            self.out_dim(),
-            self.n_in,
-            self.task_experts,
-            self.shared_experts,
-        );
-        let shared_bank = self.shared_bank();
-        // With separate banks, output g's task experts are bank g (when there are any).
-        let has_task = self.task_experts > 0;
-        let task_bank = |g: usize| has_task.then_some(g);
-        if let Some(b) = shared_bank {
-            self.banks[b].forward(x, n, train);
-        }
-        let mut lens = Vec::with_capacity(self.k);
-        for (g, rows) in sel.iter().enumerate() {
-            let m = rows.len();
-            lens.push(m);
-            ensure_len(&mut self.outputs[g], m * d);
-            ensure_len(&mut self.d_outputs[g], m * d).fill(T::zero());
-            if m == 0 {
-                continue;
-            }
-            assert!(
-                rows.iter().all(|&r| r < n),
-                "Cgc::forward_routed: row out of range"
-            );
-            let xg = ensure_len(&mut self.xk[g], m * n_in);
-            gather_rows(x, n_in, rows, xg);
-            let xg = &self.xk[g][..m * n_in];
-            if let Some(b) = task_bank(g) {
-                self.banks[b].forward(xg, m, train);
-            }
-            let gw = self.gates[g].forward(xg, m, train);
-            let task_out = task_bank(g).map(|b| self.banks[b].output());
-            let shared_out = shared_bank.map(|b| self.banks[b].output());
-            let out = &mut self.outputs[g][..m * d];
-            out.fill(T::zero());
-            for (j, &r) in rows.iter().enumerate() {
-                let o = &mut out[j * d..(j + 1) * d];
-                let gj = &gw[j * (t + sh)..(j + 1) * (t + sh)];
-                if let Some(te) = task_out {
-                    for e in 0..t {
-                        axpy(gj[e], &te[(j * t + e) * d..(j * t + e + 1) * d], o);
-                    }
-                }
-                if let Some(se) = shared_out {
-                    for e in 0..sh {
-                        axpy(gj[t + e], &se[(r * sh + e) * d..(r * sh + e + 1) * d], o);
-                    }
-                }
-            }
-        }
-        self.routed_rows = Some(lens);
-        true
     }
 
-    fn backward_routed(&mut self, x: &[T], n: usize, sel: &[Vec<usize>], mut dx: Option<&mut [T]>) {
-        assert!(
-            self.routed_rows.is_some(),
-            "Cgc::backward_routed without a routed forward"
-        );
-        let (d, n_in, t, sh) = (
-            self.out_dim(),
-            self.n_in,
-            self.task_experts,
-            self.shared_experts,
-        );
-        let shared_bank = self.shared_bank();
-        // With separate banks, output g's task experts are bank g (when there are any).
-        let has_task = self.task_experts > 0;
-        let task_bank = |g: usize| has_task.then_some(g);
-        if let Some(b) = shared_bank {
-            ensure_len(&mut self.d_banks[b], n * sh * d).fill(T::zero());
-        }
-        let Cgc {
-            banks,
-            gates,
-            d_banks,
-            d_gate,
-            d_outputs,
-            xk,
-            dxk,
-            ..
-        } = self;
-        for (g, rows) in sel.iter().enumerate() {
-            let m = rows.len();
-            if m == 0 {
-                continue;
-            }
-            // Task and shared expert-output gradients, and the gate-weight gradient.
-            let dg = ensure_len(d_gate, m * (t + sh));
-            dg.fill(T::zero());
-            if let Some(b) = task_bank(g) {
-                ensure_len(&mut d_banks[b], m * t * d).fill(T::zero());
-            }
-            let gw = gates[g].weights();
-            let dout = &d_outputs[g][..m * d];
-            for (j, &r) in rows.iter().enumerate() {
-                let dor = &dout[j * d..(j + 1) * d];
-                for e in 0..t + sh {
-                    let (b, at) = if e < t {
-                        (task_bank(g).unwrap_or(0), (j * t + e) * d)
-                    } else {
-                        (shared_bank.unwrap_or(0), (r * sh + e - t) * d)
-                    };
-                    dg[j * (t + sh) + e] += dot(dor, &banks[b].output()[at..at + d]);
-                    axpy(gw[j * (t + sh) + e], dor, &mut d_banks[b][at..at + d]);
-                }
-            }
-            let xg = &xk[g][..m * n_in];
-            let mut dxg = match dx {
-                Some(_) => {
-                    let buf = ensure_len(&mut dxk[g], m * n_in);
-                    buf.fill(T::zero());
-                    Some(buf)
-                }
-                None => None,
-            };
-            gates[g].backward(xg, &d_gate[..m * (t + sh)], dxg.as_deref_mut(), m);
-            if let Some(b) = task_bank(g) {
-                banks[b].backward(xg, &mut d_banks[b][..m * t * d], dxg.as_deref_mut(), m);
-            }
-            if let (Some(dx), Some(dxg)) = (dx.as_deref_mut(), dxg) {
-                for (j, &r) in rows.iter().enumerate() {
-                    axpy(
-                        T::one(),
-                        &dxg[j * n_in..(j + 1) * n_in],
-                        &mut dx[r * n_in..(r + 1) * n_in],
-                    );
-                }
-            }
-        }
-        if let Some(b) = shared_bank {
-            banks[b].backward(x, &mut d_banks[b][..n * sh * d], dx, n);
-        }
+    fn backward_routed(&mut self, x: &[T], n: usize, sel: &[Vec<usize>], dx: Option<&mut [T]>) {
+        self.backward_rows(x, n, sel, dx);
     }
 
     fn backward(&mut self, x: &[T], n: usize, dx: Option<&mut [T]>) {

@@ -1,8 +1,10 @@
 //! Multi-task ranking networks over a task grid: *switchers* turn one input
-//! representation into K child representations (shared bottom, MMoE, CGC, PLE, identity;
-//! later trees of switchers), and [`MultiTaskNet`] puts one tower per task on top of a
-//! switcher, producing one logit per task; [`Towers`] optionally passes information
-//! between the towers of funnel pairs (AITM).
+//! representation into K child representations (shared bottom, MMoE, CGC, PLE, identity),
+//! each unit built from its shape (`MmoeShape`, …; one [`UnitSpec`] names any of them).
+//! [`MultiTaskNet`] puts one tower per task on top of a switcher (the flat models);
+//! [`TreeNet`] runs trees of switchers (H-MTL, MFH); [`Towers`] optionally passes
+//! information between the towers of funnel pairs (AITM). [`ModelSpec`] describes any of
+//! them.
 //!
 //! Gradient convention (shared with `mfh-nn`): parameter gradients and input gradients
 //! accumulate; zero them before a backward pass.
@@ -14,30 +16,31 @@
 pub mod cgc;
 pub mod export;
 pub mod identity;
+mod keys;
 pub mod mmoe;
+pub mod model;
 pub mod net;
 pub mod parallel;
 pub mod ple;
+pub mod shape;
 pub mod shared_bottom;
 pub mod spec;
 pub mod switcher;
 pub mod towers;
+pub mod tree;
 pub mod unit;
 
-pub use cgc::Cgc;
+pub use cgc::{Cgc, CgcShape};
 pub use identity::Identity;
-pub use mmoe::Mmoe;
+pub use mmoe::{Mmoe, MmoeShape};
+pub use model::{GridShape, MultiTaskModel};
 pub use net::MultiTaskNet;
 pub use parallel::DataParallel;
-pub use ple::Ple;
-pub use shared_bottom::SharedBottom;
-pub use spec::{build, build_model, build_model_with_transfers, GateKind, ModelSpec};
+pub use ple::{Ple, PleShape};
+pub use shape::GateKind;
+pub use shared_bottom::{SharedBottom, SharedBottomShape};
+pub use spec::{build, build_model, build_model_with_transfers, FlatSpec, ModelSpec};
 pub use switcher::Switcher;
 pub use towers::Towers;
-pub use unit::UnitSpec;
-
-// Trees of switchers and the model trait the trainer uses.
-pub mod model;
-pub mod tree;
-pub use model::{GridShape, MultiTaskModel};
 pub use tree::{Fusion, TreeNet, TreeSpec, Trees};
+pub use unit::UnitSpec;

@@ -1,11 +1,38 @@
 //! Multi-gate mixture-of-experts switcher (MMoE): E shared experts over the input and
 //! one gate per output mixing the experts with input-dependent weights.
 
+use crate::shape::{check_widths, GateKind};
 use crate::switcher::Switcher;
 use mfh_nn::{
     ensure_len, gated_sum_backward, gated_sum_forward, gated_sums_backward, gated_sums_forward,
     with_name, Activation, ExpertBank, Float, Gate, GateActivation, GateBank, Module, Rng,
 };
+use serde::{Deserialize, Serialize};
+
+/// An MMoE's architecture: `experts` experts of widths `expert_layers` (each layer ReLU,
+/// plus BatchNorm when the model asks) and one gate per output, with ReLU layers
+/// `gate_hidden` before its projection to the expert logits.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MmoeShape {
+    pub experts: usize,
+    pub expert_layers: Vec<usize>,
+    #[serde(default)]
+    pub gate: GateKind,
+    #[serde(default)]
+    pub gate_hidden: Vec<usize>,
+}
+
+impl MmoeShape {
+    /// Checks the shape on its own (at least one expert, no zero-width layer).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.experts == 0 {
+            return Err("mmoe needs at least one expert".into());
+        }
+        check_widths("expert_layers", &self.expert_layers, true)?;
+        check_widths("gate_hidden", &self.gate_hidden, false)
+    }
+}
 
 /// MMoE; shapes: x n × in_dim → K × (n × d), output k = Σ_e gate_k(x)_e · expert_e(x).
 #[derive(Clone, Debug)]
@@ -24,30 +51,26 @@ pub struct Mmoe<T> {
 }
 
 impl<T: Float> Mmoe<T> {
-    /// `expert_layers` are each expert's widths (every layer ReLU, plus BatchNorm when
-    /// `batch_norm`); `gate_hidden` are ReLU layers inside each gate before its
-    /// projection to E logits.
-    #[allow(clippy::too_many_arguments)] // the architecture's independent knobs
+    /// An MMoE of `shape` over `n_in` inputs with `n_outputs` gates, BatchNorm after every
+    /// expert layer when `batch_norm`.
     pub fn new(
         n_in: usize,
         n_outputs: usize,
-        experts: usize,
-        expert_layers: &[usize],
-        gate: GateActivation,
-        gate_hidden: &[usize],
+        shape: &MmoeShape,
         batch_norm: bool,
         rng: &mut Rng,
     ) -> Self {
+        let (experts, gate) = (shape.experts, shape.gate.into());
         let bank = ExpertBank::new(
             n_in,
             experts,
-            expert_layers,
+            &shape.expert_layers,
             Activation::Relu,
             batch_norm,
             rng,
         );
         let gates: Vec<Gate<T>> = (0..n_outputs)
-            .map(|_| Gate::new(n_in, gate_hidden, experts, gate, rng))
+            .map(|_| Gate::new(n_in, &shape.gate_hidden, experts, gate, rng))
             .collect();
         Mmoe {
             bank,

@@ -3,10 +3,54 @@
 //! level's shared experts (and shared gate) read, while the next level's task-k experts
 //! and gate read u_k, task k's output of this level.
 
-use crate::cgc::{Cgc, LevelShape, Upstream, UpstreamGrad};
+use crate::cgc::{Cgc, CgcShape, Layout, Upstream, UpstreamGrad};
+use crate::keys;
 use crate::switcher::Switcher;
 use mfh_nn::graph::GraphBuilder;
-use mfh_nn::{with_name, Float, GateActivation, Module, Rng};
+use mfh_nn::{with_name, Float, Module, Rng};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A PLE's architecture: `levels` CGC levels of the same shape. In a table, the CGC
+/// level's keys sit beside `levels`.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct PleShape {
+    pub levels: usize,
+    #[serde(flatten)]
+    pub level: CgcShape,
+}
+
+impl PleShape {
+    /// Checks the shape on its own (levels, experts, layer widths).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.levels == 0 {
+            return Err("ple needs at least one level".into());
+        }
+        self.level.validate_as("ple")
+    }
+}
+
+impl<'de> Deserialize<'de> for PleShape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Table;
+        impl<'de> Visitor<'de> for Table {
+            type Value = PleShape;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a PLE table (`levels` and a CGC level's keys)")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PleShape, A::Error> {
+                let mut levels = None;
+                let level = keys::split(map, |key: &str, map: &mut A| match key {
+                    "levels" => keys::take(&mut levels, "levels", map),
+                    _ => Ok(false),
+                })?;
+                let levels = levels.ok_or_else(|| serde::de::Error::missing_field("levels"))?;
+                Ok(PleShape { levels, level })
+            }
+        }
+        d.deserialize_map(Table)
+    }
+}
 
 /// PLE; shapes: x n × in_dim → K × (n × d), the last level's K task outputs.
 #[derive(Clone, Debug)]
@@ -17,38 +61,29 @@ pub struct Ple<T> {
 }
 
 impl<T: Float> Ple<T> {
-    /// `levels ≥ 1`; every level has the same experts (`expert_layers` widths, ReLU,
-    /// BatchNorm when `batch_norm`) and gates. `levels = 1` is the same network (same
-    /// parameters, drawn in the same order) as [`Cgc::new`].
-    #[allow(clippy::too_many_arguments)] // the architecture's independent knobs
+    /// A PLE of `shape` over `n_in` inputs with `n_outputs` outputs, BatchNorm after every
+    /// expert layer when `batch_norm`. `levels = 1` is the same network (same parameters,
+    /// drawn in the same order) as [`Cgc::new`] of the level's shape.
     pub fn new(
         n_in: usize,
         n_outputs: usize,
-        levels: usize,
-        task_experts: usize,
-        shared_experts: usize,
-        expert_layers: &[usize],
-        gate: GateActivation,
-        gate_hidden: &[usize],
+        shape: &PleShape,
         batch_norm: bool,
         rng: &mut Rng,
     ) -> Self {
+        let levels = shape.levels;
         assert!(levels > 0, "Ple needs at least one level");
-        let shape = LevelShape {
-            n_outputs,
-            task_experts,
-            shared_experts,
-            expert_layers,
-            gate,
-            gate_hidden,
-            batch_norm,
-        };
-        let d = expert_layers.last().copied().unwrap_or(n_in);
+        let d = shape.level.expert_layers.last().copied().unwrap_or(n_in);
         let levels = (0..levels)
             .map(|l| {
-                let (input, split_inputs, shared_gate) =
-                    (if l == 0 { n_in } else { d }, l > 0, l + 1 < levels);
-                Cgc::level(input, &shape, split_inputs, shared_gate, rng)
+                // Level 1 reads x in every input group; level l + 1 level l's outputs.
+                let layout = Layout {
+                    split_inputs: l > 0,
+                    shared_gate: l + 1 < levels,
+                    routable: false,
+                };
+                let input = if l == 0 { n_in } else { d };
+                Cgc::level(input, n_outputs, &shape.level, batch_norm, layout, rng)
             })
             .collect();
         Ple { levels }

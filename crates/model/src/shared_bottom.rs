@@ -1,8 +1,25 @@
 //! Shared-bottom switcher: one MLP whose output is handed to all K consumers.
 
+use crate::shape::check_widths;
 use crate::switcher::Switcher;
 use mfh_nn::graph::GraphBuilder;
 use mfh_nn::{ensure_len, with_name, Activation, Float, Mlp, Module, Rng};
+use serde::{Deserialize, Serialize};
+
+/// A shared bottom's architecture: the widths of its MLP (each layer ReLU, plus BatchNorm
+/// when the model asks).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SharedBottomShape {
+    pub layers: Vec<usize>,
+}
+
+impl SharedBottomShape {
+    /// Checks the shape on its own (at least one layer, none of width 0).
+    pub fn validate(&self) -> Result<(), String> {
+        check_widths("shared_bottom layers", &self.layers, true)
+    }
+}
 
 /// Shared bottom; shapes: x n × in_dim → K × (n × out_dim), all K outputs identical.
 ///
@@ -17,17 +34,17 @@ pub struct SharedBottom<T> {
 }
 
 impl<T: Float> SharedBottom<T> {
-    /// `widths` are the bottom's layer widths; every layer uses ReLU (plus BatchNorm when
-    /// `batch_norm`).
+    /// A shared bottom of `shape` over `n_in` inputs handed to `n_outputs` consumers,
+    /// BatchNorm after every layer when `batch_norm`.
     pub fn new(
         n_in: usize,
         n_outputs: usize,
-        widths: &[usize],
+        shape: &SharedBottomShape,
         batch_norm: bool,
         rng: &mut Rng,
     ) -> Self {
         SharedBottom {
-            mlp: Mlp::new(n_in, widths, Activation::Relu, batch_norm, rng),
+            mlp: Mlp::new(n_in, &shape.layers, Activation::Relu, batch_norm, rng),
             k: n_outputs,
             d_out: Vec::new(),
             n: 0,

@@ -19,10 +19,12 @@
 
 mod export;
 
+use crate::cgc::CgcShape;
 use crate::model::{GridShape, MultiTaskModel};
+use crate::shape::check_widths;
 use crate::switcher::Switcher;
 use crate::towers::Towers;
-use crate::unit::UnitSpec;
+use crate::unit::{mlp_params, UnitSpec};
 use mfh_nn::graph::GraphBuilder;
 use mfh_nn::{ensure_len, with_name, Activation, Float, Mlp, Module, Rng};
 use serde::{Deserialize, Serialize};
@@ -91,24 +93,22 @@ fn yes() -> bool {
     true
 }
 
-fn default_level1() -> UnitSpec {
-    UnitSpec::Cgc {
+fn cgc_level(expert_layers: Vec<usize>) -> UnitSpec {
+    UnitSpec::Cgc(CgcShape {
         task_experts: 2,
         shared_experts: 2,
-        expert_layers: vec![256, 128],
+        expert_layers,
         gate: Default::default(),
         gate_hidden: Vec::new(),
-    }
+    })
+}
+
+fn default_level1() -> UnitSpec {
+    cgc_level(vec![256, 128])
 }
 
 fn default_level2() -> UnitSpec {
-    UnitSpec::Cgc {
-        task_experts: 2,
-        shared_experts: 2,
-        expert_layers: vec![128],
-        gate: Default::default(),
-        gate_hidden: Vec::new(),
-    }
+    cgc_level(vec![128])
 }
 
 /// One tree: level 1 over the values of `dim`, level 2 per value over the rest.
@@ -191,6 +191,37 @@ fn dims_of(shape: &GridShape, names: &[String]) -> Result<Vec<usize>, String> {
 }
 
 impl TreeSpec {
+    /// Checks the spec on its own (the levels' units, layer widths).
+    pub fn validate(&self) -> Result<(), String> {
+        self.level1.validate().map_err(|e| format!("level1: {e}"))?;
+        self.level2.validate().map_err(|e| format!("level2: {e}"))?;
+        check_widths("bottom", &self.bottom, false)?;
+        check_widths("tower", &self.tower, false)
+    }
+
+    /// See [`crate::ModelSpec::min_params`].
+    pub(crate) fn min_params(&self, shape: &GridShape, n_in: usize) -> u128 {
+        // Overridden towers may be smaller: count the smallest, once.
+        let tower = std::iter::once(&self.tower)
+            .chain(self.tower_overrides.values())
+            .map(|w| mlp_params(1, w))
+            .min()
+            .unwrap_or(0);
+        let mut total = mlp_params(n_in, &self.bottom).saturating_add(tower);
+        let all_split = shape.dims.iter().all(|(_, values)| values.len() >= 2);
+        if all_split {
+            total = total.saturating_add(self.level1.min_params(1));
+            let one_dim_tree = match &self.trees {
+                Some(Trees::Orderings(o)) => o.iter().any(|dims| dims.len() < 2),
+                _ => false,
+            };
+            if shape.dims.len() >= 2 && !one_dim_tree {
+                total = total.saturating_add(self.level2.min_params(1));
+            }
+        }
+        total
+    }
+
     /// The first dimension of each tree.
     fn first_dims(&self, shape: &GridShape, hmtl: bool) -> Result<Vec<usize>, String> {
         if hmtl {
@@ -237,13 +268,6 @@ impl TreeSpec {
     }
 }
 
-fn check_widths(what: &str, w: &[usize]) -> Result<(), String> {
-    match w.iter().position(|&x| x == 0) {
-        Some(i) => Err(format!("{what} layer {i} has width 0")),
-        None => Ok(()),
-    }
-}
-
 impl<T: Float> TreeNet<T> {
     /// Builds the trees (`hmtl`: one tree from `split`) over `shape` for `n_in` inputs.
     pub fn new(
@@ -271,10 +295,7 @@ impl<T: Float> TreeNet<T> {
         if n_in == 0 {
             return Err("input width is 0".into());
         }
-        spec.level1.validate().map_err(|e| format!("level1: {e}"))?;
-        spec.level2.validate().map_err(|e| format!("level2: {e}"))?;
-        check_widths("bottom", &spec.bottom)?;
-        check_widths("tower", &spec.tower)?;
+        spec.validate()?;
         let firsts = spec.first_dims(shape, hmtl)?;
         let sizes = shape.sizes();
         let n_tasks = shape.n_tasks();
@@ -346,7 +367,7 @@ impl<T: Float> TreeNet<T> {
         let z_dim = fused + if spec.condition { n_cells } else { 0 };
         let mut overrides = Vec::new();
         for (key, widths) in &spec.tower_overrides {
-            check_widths(&format!("tower_overrides.\"{key}\""), widths)?;
+            check_widths(&format!("tower_overrides.\"{key}\""), widths, false)?;
             let (dname, vname) = key.split_once('=').ok_or_else(|| {
                 format!("tower_overrides key `{key}`: expected `dimension=value`")
             })?;

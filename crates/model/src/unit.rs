@@ -1,114 +1,62 @@
-//! Serialisable description of one switcher ([`UnitSpec`]): one input in, K outputs out.
-//! Flat models use one; tree models use one per tree level.
+//! Serialisable description of one switcher ([`UnitSpec`]): one input in, K outputs out,
+//! each unit described by its own shape (`MmoeShape`, `CgcShape`, …, beside the unit).
+//! A flat model uses one unit over all tasks; a tree model one per tree level.
 
-use crate::cgc::Cgc;
-use crate::mmoe::Mmoe;
-use crate::ple::Ple;
-use crate::shared_bottom::SharedBottom;
-use crate::spec::{check_widths, GateKind};
+use crate::cgc::{Cgc, CgcShape};
+use crate::identity::Identity;
+use crate::mmoe::{Mmoe, MmoeShape};
+use crate::ple::{Ple, PleShape};
+use crate::shared_bottom::{SharedBottom, SharedBottomShape};
 use crate::switcher::Switcher;
 use mfh_nn::{Float, Rng};
 use serde::{Deserialize, Serialize};
 
-/// One switcher; layer lists are widths after the input.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// One switcher; in a table, `type` names it and its shape's keys follow.
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum UnitSpec {
-    SharedBottom {
-        layers: Vec<usize>,
-    },
-    Mmoe {
-        experts: usize,
-        expert_layers: Vec<usize>,
-        #[serde(default)]
-        gate: GateKind,
-        #[serde(default)]
-        gate_hidden: Vec<usize>,
-    },
-    Cgc {
-        task_experts: usize,
-        shared_experts: usize,
-        expert_layers: Vec<usize>,
-        #[serde(default)]
-        gate: GateKind,
-        #[serde(default)]
-        gate_hidden: Vec<usize>,
-    },
-    Ple {
-        levels: usize,
-        task_experts: usize,
-        shared_experts: usize,
-        expert_layers: Vec<usize>,
-        #[serde(default)]
-        gate: GateKind,
-        #[serde(default)]
-        gate_hidden: Vec<usize>,
-    },
+    SharedBottom(SharedBottomShape),
+    Mmoe(MmoeShape),
+    Cgc(CgcShape),
+    Ple(PleShape),
+    /// Every output a copy of the input, no parameters (the `single` model's switcher).
+    Identity {},
 }
 
-fn check_task_shared(what: &str, task_experts: usize, shared_experts: usize) -> Result<(), String> {
-    if task_experts + shared_experts == 0 {
-        return Err(format!(
-            "{what} needs at least one expert per output (task_experts and shared_experts are both 0)"
-        ));
+impl std::fmt::Debug for UnitSpec {
+    /// The unit's shape (its type name says which unit).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnitSpec::SharedBottom(s) => s.fmt(f),
+            UnitSpec::Mmoe(s) => s.fmt(f),
+            UnitSpec::Cgc(s) => s.fmt(f),
+            UnitSpec::Ple(s) => s.fmt(f),
+            UnitSpec::Identity {} => f.write_str("Identity"),
+        }
     }
-    Ok(())
 }
 
 impl UnitSpec {
     /// Checks the spec on its own (experts, layer widths, levels).
     pub fn validate(&self) -> Result<(), String> {
         match self {
-            UnitSpec::SharedBottom { layers } => check_widths("shared_bottom layers", layers, true),
-            UnitSpec::Mmoe {
-                experts,
-                expert_layers,
-                gate_hidden,
-                ..
-            } => {
-                if *experts == 0 {
-                    return Err("mmoe needs at least one expert".into());
-                }
-                check_widths("expert_layers", expert_layers, true)?;
-                check_widths("gate_hidden", gate_hidden, false)
-            }
-            UnitSpec::Cgc {
-                task_experts,
-                shared_experts,
-                expert_layers,
-                gate_hidden,
-                ..
-            } => {
-                check_task_shared("cgc", *task_experts, *shared_experts)?;
-                check_widths("expert_layers", expert_layers, true)?;
-                check_widths("gate_hidden", gate_hidden, false)
-            }
-            UnitSpec::Ple {
-                levels,
-                task_experts,
-                shared_experts,
-                expert_layers,
-                gate_hidden,
-                ..
-            } => {
-                if *levels == 0 {
-                    return Err("ple needs at least one level".into());
-                }
-                check_task_shared("ple", *task_experts, *shared_experts)?;
-                check_widths("expert_layers", expert_layers, true)?;
-                check_widths("gate_hidden", gate_hidden, false)
-            }
+            UnitSpec::SharedBottom(s) => s.validate(),
+            UnitSpec::Mmoe(s) => s.validate(),
+            UnitSpec::Cgc(s) => s.validate(),
+            UnitSpec::Ple(s) => s.validate(),
+            UnitSpec::Identity {} => Ok(()),
         }
     }
 
     /// Width of each output for an input of width `n_in` (the last layer's width;
-    /// `n_in` only for an empty layer list, which `validate` rejects).
+    /// `n_in` for the identity, or an empty layer list, which `validate` rejects).
     pub fn out_dim(&self, n_in: usize) -> usize {
         let layers = match self {
-            UnitSpec::SharedBottom { layers } => layers,
-            UnitSpec::Mmoe { expert_layers, .. }
-            | UnitSpec::Cgc { expert_layers, .. }
-            | UnitSpec::Ple { expert_layers, .. } => expert_layers,
+            UnitSpec::SharedBottom(s) => &s.layers,
+            UnitSpec::Mmoe(s) => &s.expert_layers,
+            UnitSpec::Cgc(s) => &s.expert_layers,
+            UnitSpec::Ple(s) => &s.level.expert_layers,
+            UnitSpec::Identity {} => return n_in,
         };
         layers.last().copied().unwrap_or(n_in)
     }
@@ -139,63 +87,44 @@ impl UnitSpec {
             panic!("UnitSpec::build: {e}");
         }
         match self {
-            UnitSpec::SharedBottom { layers } => {
-                Box::new(SharedBottom::new(n_in, k, layers, batch_norm, rng))
-            }
-            UnitSpec::Mmoe {
-                experts,
-                expert_layers,
-                gate,
-                gate_hidden,
-            } => Box::new(Mmoe::new(
-                n_in,
-                k,
-                *experts,
-                expert_layers,
-                (*gate).into(),
-                gate_hidden,
-                batch_norm,
-                rng,
-            )),
-            UnitSpec::Cgc {
-                task_experts,
-                shared_experts,
-                expert_layers,
-                gate,
-                gate_hidden,
-            } => Box::new(Cgc::with_layout(
-                n_in,
-                &crate::cgc::LevelShape {
-                    n_outputs: k,
-                    task_experts: *task_experts,
-                    shared_experts: *shared_experts,
-                    expert_layers,
-                    gate: (*gate).into(),
-                    gate_hidden,
-                    batch_norm,
-                },
-                routable,
-                rng,
-            )),
-            UnitSpec::Ple {
-                levels,
-                task_experts,
-                shared_experts,
-                expert_layers,
-                gate,
-                gate_hidden,
-            } => Box::new(Ple::new(
-                n_in,
-                k,
-                *levels,
-                *task_experts,
-                *shared_experts,
-                expert_layers,
-                (*gate).into(),
-                gate_hidden,
-                batch_norm,
-                rng,
-            )),
+            UnitSpec::SharedBottom(s) => Box::new(SharedBottom::new(n_in, k, s, batch_norm, rng)),
+            UnitSpec::Mmoe(s) => Box::new(Mmoe::new(n_in, k, s, batch_norm, rng)),
+            UnitSpec::Cgc(s) if routable => Box::new(Cgc::routable(n_in, k, s, batch_norm, rng)),
+            UnitSpec::Cgc(s) => Box::new(Cgc::new(n_in, k, s, batch_norm, rng)),
+            UnitSpec::Ple(s) => Box::new(Ple::new(n_in, k, s, batch_norm, rng)),
+            UnitSpec::Identity {} => Box::new(Identity::new(n_in, k)),
         }
     }
+
+    /// A lower bound on the unit's parameters on `n_in` inputs: its experts (or layers)
+    /// alone, computed without building it (saturating).
+    pub(crate) fn min_params(&self, n_in: usize) -> u128 {
+        let experts = |te: usize, se: usize, levels: usize, layers: &[usize]| {
+            let first = mlp_params(n_in, layers);
+            let later = mlp_params(1, layers).saturating_mul(levels.saturating_sub(1) as u128);
+            ((te as u128).saturating_add(se as u128)).saturating_mul(first.saturating_add(later))
+        };
+        match self {
+            UnitSpec::SharedBottom(s) => mlp_params(n_in, &s.layers),
+            UnitSpec::Mmoe(s) => experts(s.experts, 0, 1, &s.expert_layers),
+            UnitSpec::Cgc(s) => experts(s.task_experts, s.shared_experts, 1, &s.expert_layers),
+            UnitSpec::Ple(s) => {
+                let l = &s.level;
+                experts(l.task_experts, l.shared_experts, s.levels, &l.expert_layers)
+            }
+            UnitSpec::Identity {} => 0,
+        }
+    }
+}
+
+/// Weights and biases of an MLP with these widths on `n_in` inputs (saturating).
+pub(crate) fn mlp_params(n_in: usize, widths: &[usize]) -> u128 {
+    let mut total = 0u128;
+    let mut inp = n_in as u128;
+    for &w in widths {
+        let w = w as u128;
+        total = total.saturating_add(inp.saturating_mul(w).saturating_add(w));
+        inp = w;
+    }
+    total
 }

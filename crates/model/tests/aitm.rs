@@ -3,7 +3,8 @@
 //! only along its pairs), stable names and initialisation, and refused pairs.
 
 use mfh_model::{
-    build_model, build_model_with_transfers, GridShape, ModelSpec, MultiTaskModel, TreeNet,
+    build_model, build_model_with_transfers, FlatSpec, GridShape, MmoeShape, ModelSpec,
+    MultiTaskModel, SharedBottomShape, TreeNet, UnitSpec,
 };
 use mfh_nn::gradcheck::{check_module, compare, numeric_grad, Tolerance};
 use mfh_nn::{Module, Rng};
@@ -74,14 +75,16 @@ fn fd_check(mut net: Box<dyn MultiTaskModel<f64>>, g: &GridShape, masked: bool) 
 }
 
 fn mmoe(tower: Vec<usize>, batch_norm: bool) -> ModelSpec {
-    ModelSpec::Mmoe {
-        experts: 2,
-        expert_layers: vec![5, 4],
-        gate: Default::default(),
-        gate_hidden: Vec::new(),
+    ModelSpec::Flat(FlatSpec {
+        switcher: UnitSpec::Mmoe(MmoeShape {
+            experts: 2,
+            expert_layers: vec![5, 4],
+            gate: Default::default(),
+            gate_hidden: Vec::new(),
+        }),
         tower,
         batch_norm,
-    }
+    })
 }
 
 #[test]
@@ -96,11 +99,11 @@ fn flat_net_with_transfers_matches_finite_differences() {
         fd_check(net, &g, false);
     }
     // No tower hidden layer: q is the tower's input (the shared bottom's output).
-    let sb = ModelSpec::SharedBottom {
-        bottom: vec![4],
+    let sb = ModelSpec::Flat(FlatSpec {
+        switcher: UnitSpec::SharedBottom(SharedBottomShape { layers: vec![4] }),
         tower: vec![],
         batch_norm: false,
-    };
+    });
     let net = build_model_with_transfers(&sb, &g, 5, 3, &[(2, 0)]).unwrap();
     fd_check(net, &g, false);
 }

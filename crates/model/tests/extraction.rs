@@ -2,7 +2,10 @@
 //! finite-difference gradient checks (f64), PLE with one level against CGC, parameter
 //! counts by hand, summaries, and the serialised specs.
 
-use mfh_model::{build, Cgc, GateKind, Identity, ModelSpec, MultiTaskNet, Ple, Switcher, UnitSpec};
+use mfh_model::{
+    build, Cgc, CgcShape, FlatSpec, GateKind, Identity, MmoeShape, ModelSpec, MultiTaskNet, Ple,
+    PleShape, SharedBottomShape, Switcher, UnitSpec,
+};
 use mfh_nn::gradcheck::{check_module, compare, numeric_grad, Tolerance};
 use mfh_nn::{GateActivation, Module, Rng};
 
@@ -51,6 +54,21 @@ fn check_switcher<S: Switcher<f64>>(sw: &mut S) {
     compare("dx", &dx, &num, tol).unwrap();
 }
 
+/// `t` task and `s` shared experts 5→4 per output.
+fn cgc_shape(t: usize, s: usize, gate: GateActivation, gate_hidden: &[usize]) -> CgcShape {
+    CgcShape {
+        task_experts: t,
+        shared_experts: s,
+        expert_layers: vec![5, 4],
+        gate: gate.into(),
+        gate_hidden: gate_hidden.to_vec(),
+    }
+}
+
+fn ple_shape(levels: usize, level: CgcShape) -> PleShape {
+    PleShape { levels, level }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn cgc(
     k: usize,
@@ -61,22 +79,19 @@ fn cgc(
     bn: bool,
     seed: u64,
 ) -> Cgc<f64> {
-    Cgc::new(
-        7,
-        k,
-        t,
-        s,
-        &[5, 4],
-        gate,
-        gate_hidden,
-        bn,
-        &mut Rng::new(seed),
-    )
+    let shape = cgc_shape(t, s, gate, gate_hidden);
+    Cgc::new(7, k, &shape, bn, &mut Rng::new(seed))
 }
 
 fn ple(levels: usize, t: usize, s: usize, gate: GateActivation, bn: bool, seed: u64) -> Ple<f64> {
     let rng = &mut Rng::new(seed);
-    Ple::new(7, 3, levels, t, s, &[5, 4], gate, &[], bn, rng)
+    Ple::new(
+        7,
+        3,
+        &ple_shape(levels, cgc_shape(t, s, gate, &[])),
+        bn,
+        rng,
+    )
 }
 
 #[test]
@@ -102,18 +117,8 @@ fn ple_gradients_two_and_three_levels() {
     check_switcher(&mut ple(2, 1, 1, GateActivation::Softmax, true, 3));
     let rng = &mut Rng::new(4);
     let gate = GateActivation::Softmax;
-    check_switcher(&mut Ple::new(
-        7,
-        2,
-        2,
-        2,
-        1,
-        &[5, 4],
-        gate,
-        &[3],
-        false,
-        rng,
-    ));
+    let shape = ple_shape(2, cgc_shape(2, 1, gate, &[3]));
+    check_switcher(&mut Ple::new(7, 2, &shape, false, rng));
 }
 
 #[test]
@@ -141,8 +146,9 @@ fn identity_copies_the_input_and_sums_output_gradients() {
 #[test]
 fn ple_with_one_level_is_cgc() {
     let gate = GateActivation::SigmoidOverN;
-    let mut c = Cgc::<f64>::new(7, 3, 2, 1, &[5, 4], gate, &[3], true, &mut Rng::new(9));
-    let mut p = Ple::<f64>::new(7, 3, 1, 2, 1, &[5, 4], gate, &[3], true, &mut Rng::new(9));
+    let level = cgc_shape(2, 1, gate, &[3]);
+    let mut c = Cgc::<f64>::new(7, 3, &level, true, &mut Rng::new(9));
+    let mut p = Ple::<f64>::new(7, 3, &ple_shape(1, level), true, &mut Rng::new(9));
     assert_eq!(c.param_count(), p.param_count());
     assert_eq!(c.num_params(), p.num_params());
     let params = |m: &mut dyn Module<f64>| {
@@ -166,33 +172,13 @@ fn parameter_counts_by_hand() {
     let experts_over = |i: usize| 5 * (lin(i, 5) + lin(5, 4));
     let cgc_count = experts_over(7) + 2 * lin(7, 3);
     assert_eq!(cgc_count, 368);
-    let mut c = Cgc::<f32>::new(
-        7,
-        2,
-        2,
-        1,
-        &[5, 4],
-        GateActivation::Softmax,
-        &[],
-        false,
-        &mut Rng::new(0),
-    );
+    let level = cgc_shape(2, 1, GateActivation::Softmax, &[]);
+    let mut c = Cgc::<f32>::new(7, 2, &level, false, &mut Rng::new(0));
     assert_eq!((c.param_count(), c.num_params()), (cgc_count, cgc_count));
     // PLE, 2 levels: level 1 adds a shared gate over all 5 experts; level 2 reads width 4.
     let ple_count = cgc_count + lin(7, 5) + experts_over(4) + 2 * lin(4, 3);
     assert_eq!(ple_count, 683);
-    let mut p = Ple::<f32>::new(
-        7,
-        2,
-        2,
-        2,
-        1,
-        &[5, 4],
-        GateActivation::Softmax,
-        &[],
-        false,
-        &mut Rng::new(0),
-    );
+    let mut p = Ple::<f32>::new(7, 2, &ple_shape(2, level), false, &mut Rng::new(0));
     assert_eq!((p.param_count(), p.num_params()), (ple_count, ple_count));
 }
 
@@ -286,42 +272,48 @@ fn check_net(spec: &ModelSpec, n_in: usize, n_tasks: usize) {
     compare("dx", &dx, &num, tol).unwrap();
 }
 
+fn flat(switcher: UnitSpec, tower: Vec<usize>, batch_norm: bool) -> ModelSpec {
+    ModelSpec::Flat(FlatSpec {
+        switcher,
+        tower,
+        batch_norm,
+    })
+}
+
+fn single(tower: Vec<usize>, batch_norm: bool) -> ModelSpec {
+    flat(UnitSpec::Identity {}, tower, batch_norm)
+}
+
 fn cgc_spec(gate: GateKind, batch_norm: bool) -> ModelSpec {
-    ModelSpec::Cgc {
+    let level = CgcShape {
         task_experts: 2,
         shared_experts: 1,
         expert_layers: vec![5, 4],
         gate,
         gate_hidden: vec![],
-        tower: vec![3],
-        batch_norm,
-    }
+    };
+    flat(UnitSpec::Cgc(level), vec![3], batch_norm)
 }
 
 fn ple_spec(levels: usize, batch_norm: bool) -> ModelSpec {
-    ModelSpec::Ple {
-        levels,
+    let level = CgcShape {
         task_experts: 1,
         shared_experts: 2,
         expert_layers: vec![5, 4],
         gate: GateKind::Softmax,
         gate_hidden: vec![3],
-        tower: vec![3],
+    };
+    flat(
+        UnitSpec::Ple(PleShape { levels, level }),
+        vec![3],
         batch_norm,
-    }
+    )
 }
 
 #[test]
 fn single_cgc_and_ple_net_gradients() {
     for batch_norm in [false, true] {
-        check_net(
-            &ModelSpec::Single {
-                tower: vec![4, 3],
-                batch_norm,
-            },
-            7,
-            3,
-        );
+        check_net(&single(vec![4, 3], batch_norm), 7, 3);
         check_net(&cgc_spec(GateKind::SigmoidOverN, batch_norm), 7, 3);
         check_net(&ple_spec(2, batch_norm), 7, 3);
     }
@@ -329,15 +321,7 @@ fn single_cgc_and_ple_net_gradients() {
 
 #[test]
 fn nets_describe_their_switchers() {
-    let single = net(
-        &ModelSpec::Single {
-            tower: vec![4],
-            batch_norm: false,
-        },
-        7,
-        3,
-        0,
-    );
+    let single = net(&single(vec![4], false), 7, 3, 0);
     let text = single.describe();
     assert!(text.contains("switcher: identity → 3 outputs"), "{text}");
     assert!(text.contains("towers: 3 × 7→4→1"), "{text}");
@@ -352,13 +336,7 @@ fn nets_describe_their_switchers() {
 #[test]
 fn model_spec_variants_parse_with_defaults_and_validate() {
     let single: ModelSpec = toml::from_str("type = \"single\"\ntower = [64]\n").unwrap();
-    assert_eq!(
-        single,
-        ModelSpec::Single {
-            tower: vec![64],
-            batch_norm: false
-        }
-    );
+    assert_eq!(single, self::single(vec![64], false));
     let c: ModelSpec = toml::from_str(
         "type = \"cgc\"\ntask_experts = 2\nshared_experts = 1\nexpert_layers = [5, 4]\ntower = [3]\n",
     )
@@ -383,19 +361,14 @@ fn model_spec_variants_parse_with_defaults_and_validate() {
     }
 
     let err = |spec: &ModelSpec| build::<f32>(spec, 5, 2, 0).err().unwrap_or_default();
-    assert!(err(&ModelSpec::Single {
-        tower: vec![],
-        batch_norm: false
-    })
-    .contains("tower"));
+    assert!(err(&self::single(vec![], false)).contains("tower"));
     let mut no_experts = cgc_spec(GateKind::Softmax, false);
-    if let ModelSpec::Cgc {
-        task_experts,
-        shared_experts,
+    if let ModelSpec::Flat(FlatSpec {
+        switcher: UnitSpec::Cgc(c),
         ..
-    } = &mut no_experts
+    }) = &mut no_experts
     {
-        (*task_experts, *shared_experts) = (0, 0);
+        (c.task_experts, c.shared_experts) = (0, 0);
     }
     assert!(
         err(&no_experts).contains("at least one expert"),
@@ -404,8 +377,13 @@ fn model_spec_variants_parse_with_defaults_and_validate() {
     );
     let mut no_levels = ple_spec(0, false);
     assert!(err(&no_levels).contains("level"), "{}", err(&no_levels));
-    if let ModelSpec::Ple { levels, tower, .. } = &mut no_levels {
-        (*levels, *tower) = (1, vec![3, 0]);
+    if let ModelSpec::Flat(FlatSpec {
+        switcher: UnitSpec::Ple(p),
+        tower,
+        ..
+    }) = &mut no_levels
+    {
+        (p.levels, *tower) = (1, vec![3, 0]);
     }
     assert!(
         err(&no_levels).contains("tower layer 1 has width 0"),
@@ -416,19 +394,31 @@ fn model_spec_variants_parse_with_defaults_and_validate() {
     assert_eq!(net.forward(&[0.5; 15], 3, true).len(), 6);
 }
 
+/// A CGC level with softmax gates.
+fn softmax_level(
+    t: usize,
+    s: usize,
+    expert_layers: Vec<usize>,
+    gate_hidden: Vec<usize>,
+) -> CgcShape {
+    CgcShape {
+        task_experts: t,
+        shared_experts: s,
+        expert_layers,
+        gate: GateKind::Softmax,
+        gate_hidden,
+    }
+}
+
 #[test]
 fn unit_spec_parses_validates_and_builds() {
     let u: UnitSpec = toml::from_str("type = \"ple\"\nlevels = 2\ntask_experts = 1\nshared_experts = 1\nexpert_layers = [6, 3]\n").unwrap();
     assert_eq!(
         u,
-        UnitSpec::Ple {
+        UnitSpec::Ple(PleShape {
             levels: 2,
-            task_experts: 1,
-            shared_experts: 1,
-            expert_layers: vec![6, 3],
-            gate: GateKind::Softmax,
-            gate_hidden: vec![],
-        }
+            level: softmax_level(1, 1, vec![6, 3], vec![]),
+        })
     );
     let sb: UnitSpec = toml::from_str("type = \"shared_bottom\"\nlayers = [8, 4]\n").unwrap();
     let m: UnitSpec = toml::from_str(
@@ -441,10 +431,10 @@ fn unit_spec_parses_validates_and_builds() {
     .unwrap();
     assert!(matches!(
         m,
-        UnitSpec::Mmoe {
+        UnitSpec::Mmoe(MmoeShape {
             gate: GateKind::SigmoidOverN,
             ..
-        }
+        })
     ));
     for (unit, d) in [(&u, 3), (&sb, 4), (&m, 5), (&c, 2)] {
         unit.validate().unwrap();
@@ -467,52 +457,38 @@ fn unit_spec_parses_validates_and_builds() {
     }
     let invalid = [
         (
-            UnitSpec::SharedBottom { layers: vec![] },
+            UnitSpec::SharedBottom(SharedBottomShape { layers: vec![] }),
             "at least one layer",
         ),
         (
-            UnitSpec::SharedBottom { layers: vec![4, 0] },
+            UnitSpec::SharedBottom(SharedBottomShape { layers: vec![4, 0] }),
             "layer 1 has width 0",
         ),
         (
-            UnitSpec::Mmoe {
+            UnitSpec::Mmoe(MmoeShape {
                 experts: 0,
                 expert_layers: vec![4],
                 gate: GateKind::Softmax,
                 gate_hidden: vec![],
-            },
+            }),
             "at least one expert",
         ),
         (
-            UnitSpec::Cgc {
-                task_experts: 0,
-                shared_experts: 0,
-                expert_layers: vec![4],
-                gate: GateKind::Softmax,
-                gate_hidden: vec![],
-            },
+            UnitSpec::Cgc(softmax_level(0, 0, vec![4], vec![])),
             "at least one expert per output",
         ),
         (
-            UnitSpec::Ple {
+            UnitSpec::Ple(PleShape {
                 levels: 0,
-                task_experts: 1,
-                shared_experts: 1,
-                expert_layers: vec![4],
-                gate: GateKind::Softmax,
-                gate_hidden: vec![],
-            },
+                level: softmax_level(1, 1, vec![4], vec![]),
+            }),
             "at least one level",
         ),
         (
-            UnitSpec::Ple {
+            UnitSpec::Ple(PleShape {
                 levels: 2,
-                task_experts: 1,
-                shared_experts: 1,
-                expert_layers: vec![4],
-                gate: GateKind::Softmax,
-                gate_hidden: vec![0],
-            },
+                level: softmax_level(1, 1, vec![4], vec![0]),
+            }),
             "gate_hidden layer 0 has width 0",
         ),
     ];

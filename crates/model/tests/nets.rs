@@ -1,7 +1,9 @@
 //! Whole-network tests: finite-difference gradient checks (f64), seeding, parameter
 //! counts, names and the serialised spec.
 
-use mfh_model::{build, GateKind, ModelSpec, MultiTaskNet};
+use mfh_model::{
+    build, FlatSpec, GateKind, MmoeShape, ModelSpec, MultiTaskNet, SharedBottomShape, UnitSpec,
+};
 use mfh_nn::gradcheck::{check_module, compare, numeric_grad, Tolerance};
 use mfh_nn::{Module, Rng};
 
@@ -14,14 +16,16 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 fn mmoe(gate: GateKind, gate_hidden: Vec<usize>, batch_norm: bool) -> ModelSpec {
-    ModelSpec::Mmoe {
-        experts: 3,
-        expert_layers: vec![5, 4],
-        gate,
-        gate_hidden,
+    ModelSpec::Flat(FlatSpec {
+        switcher: UnitSpec::Mmoe(MmoeShape {
+            experts: 3,
+            expert_layers: vec![5, 4],
+            gate,
+            gate_hidden,
+        }),
         tower: vec![3],
         batch_norm,
-    }
+    })
 }
 
 /// Checks every parameter gradient and the input gradient of the loss Σ r·logits.
@@ -55,11 +59,11 @@ fn mmoe_net_gradients_sigmoid_gates_hidden_and_batch_norm() {
 #[test]
 fn shared_bottom_net_gradients() {
     for batch_norm in [false, true] {
-        let spec = ModelSpec::SharedBottom {
-            bottom: vec![6, 5],
+        let spec = ModelSpec::Flat(FlatSpec {
+            switcher: UnitSpec::SharedBottom(SharedBottomShape { layers: vec![6, 5] }),
             tower: vec![3],
             batch_norm,
-        };
+        });
         check_net(&spec, 7, 4);
     }
 }
@@ -80,14 +84,16 @@ fn same_seed_same_outputs_different_seed_differs() {
 
 #[test]
 fn mmoe_ref_parameter_count() {
-    let spec = ModelSpec::Mmoe {
-        experts: 8,
-        expert_layers: vec![256, 128],
-        gate: GateKind::Softmax,
-        gate_hidden: vec![],
+    let spec = ModelSpec::Flat(FlatSpec {
+        switcher: UnitSpec::Mmoe(MmoeShape {
+            experts: 8,
+            expert_layers: vec![256, 128],
+            gate: GateKind::Softmax,
+            gate_hidden: vec![],
+        }),
         tower: vec![64],
         batch_norm: false,
-    };
+    });
     let mut net = build::<f32>(&spec, 429, 4, 0).unwrap();
     let experts = 8 * (429 * 256 + 256) + 8 * (256 * 128 + 128);
     let gates = 4 * (429 * 8 + 8);
@@ -147,14 +153,16 @@ fn spec_serde_defaults_and_errors() {
             .unwrap();
     assert_eq!(
         spec,
-        ModelSpec::Mmoe {
-            experts: 8,
-            expert_layers: vec![256, 128],
-            gate: GateKind::Softmax,
-            gate_hidden: vec![],
+        ModelSpec::Flat(FlatSpec {
+            switcher: UnitSpec::Mmoe(MmoeShape {
+                experts: 8,
+                expert_layers: vec![256, 128],
+                gate: GateKind::Softmax,
+                gate_hidden: vec![],
+            }),
             tower: vec![64],
             batch_norm: false,
-        }
+        })
     );
     let json = serde_json::to_string(&mmoe(GateKind::SigmoidOverN, vec![2], true)).unwrap();
     assert!(
@@ -167,37 +175,40 @@ fn spec_serde_defaults_and_errors() {
         serde_json::from_str(r#"{"type":"shared_bottom","bottom":[8],"tower":[]}"#).unwrap();
     assert!(matches!(
         sb,
-        ModelSpec::SharedBottom {
+        ModelSpec::Flat(FlatSpec {
+            switcher: UnitSpec::SharedBottom(_),
             batch_norm: false,
             ..
-        }
+        })
     ));
 
     let unknown = r#"{"type":"shared_bottom","bottom":[8],"tower":[],"dropout":0.1}"#;
     assert!(serde_json::from_str::<ModelSpec>(unknown).is_err());
     assert!(serde_json::from_str::<ModelSpec>(r#"{"type":"ple"}"#).is_err());
 
-    let zero = ModelSpec::SharedBottom {
-        bottom: vec![8, 0],
+    let zero = ModelSpec::Flat(FlatSpec {
+        switcher: UnitSpec::SharedBottom(SharedBottomShape { layers: vec![8, 0] }),
         tower: vec![],
         batch_norm: false,
-    };
+    });
     assert!(build::<f32>(&zero, 5, 2, 0).is_err());
-    let ok = ModelSpec::SharedBottom {
-        bottom: vec![8],
+    let ok = ModelSpec::Flat(FlatSpec {
+        switcher: UnitSpec::SharedBottom(SharedBottomShape { layers: vec![8] }),
         tower: vec![],
         batch_norm: false,
-    };
+    });
     assert!(build::<f32>(&ok, 0, 2, 0).is_err());
     assert!(build::<f32>(&ok, 5, 0, 0).is_err());
-    let no_experts = ModelSpec::Mmoe {
-        experts: 0,
-        expert_layers: vec![4],
-        gate: GateKind::Softmax,
-        gate_hidden: vec![],
+    let no_experts = ModelSpec::Flat(FlatSpec {
+        switcher: UnitSpec::Mmoe(MmoeShape {
+            experts: 0,
+            expert_layers: vec![4],
+            gate: GateKind::Softmax,
+            gate_hidden: vec![],
+        }),
         tower: vec![],
         batch_norm: false,
-    };
+    });
     assert!(build::<f32>(&no_experts, 5, 2, 0).is_err());
     let mut net = build::<f32>(&ok, 5, 2, 0).unwrap();
     assert_eq!(net.forward(&[0.5; 10], 2, true).len(), 4);

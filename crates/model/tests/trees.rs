@@ -2,7 +2,10 @@
 //! equal flat MMoE, routed against dense computation, and finite-difference gradients
 //! (f64), on grids 3 × 2 × 2 and 2 × 3 × 4.
 
-use mfh_model::{build, GridShape, ModelSpec, MultiTaskModel, TreeNet, TreeSpec, UnitSpec};
+use mfh_model::{
+    build, CgcShape, FlatSpec, GridShape, MmoeShape, ModelSpec, MultiTaskModel, PleShape, TreeNet,
+    TreeSpec, UnitSpec,
+};
 use mfh_nn::gradcheck::{check_module, compare, numeric_grad, Tolerance};
 use mfh_nn::{Module, Rng};
 
@@ -10,13 +13,13 @@ mod common;
 use common::*;
 
 fn cgc(width: usize) -> UnitSpec {
-    UnitSpec::Cgc {
+    UnitSpec::Cgc(CgcShape {
         task_experts: 1,
         shared_experts: 1,
         expert_layers: vec![width],
         gate: Default::default(),
         gate_hidden: Vec::new(),
-    }
+    })
 }
 
 #[test]
@@ -144,26 +147,28 @@ fn one_user_group_leaves_the_others_with_zero_gradient() {
 #[test]
 fn degenerate_mfh_is_flat_mmoe() {
     let g = GridShape::flat(4);
-    let mmoe_unit = UnitSpec::Mmoe {
+    let mmoe_unit = UnitSpec::Mmoe(MmoeShape {
         experts: 3,
         expert_layers: vec![5, 4],
         gate: Default::default(),
         gate_hidden: Vec::new(),
-    };
+    });
     let tree_spec = TreeSpec {
         level1: mmoe_unit.clone(),
         level2: mmoe_unit,
         ..tree_spec("")
     };
     let mut tree: TreeNet<f64> = TreeNet::new(&tree_spec, &g, 7, false, 11).unwrap();
-    let flat_spec = ModelSpec::Mmoe {
-        experts: 3,
-        expert_layers: vec![5, 4],
-        gate: Default::default(),
-        gate_hidden: Vec::new(),
+    let flat_spec = ModelSpec::Flat(FlatSpec {
+        switcher: UnitSpec::Mmoe(MmoeShape {
+            experts: 3,
+            expert_layers: vec![5, 4],
+            gate: Default::default(),
+            gate_hidden: Vec::new(),
+        }),
         tower: vec![3],
         batch_norm: false,
-    };
+    });
     let mut flat = build::<f64>(&flat_spec, 7, 4, 99).unwrap();
     assert_eq!(tree.num_params(), flat.num_params());
     // Same weights (copied in visit order, shapes checked) → same outputs.
@@ -354,20 +359,22 @@ fn hmtl_gradients_match_finite_differences() {
     }
     // PLE at level 1, MMoE at level 2.
     let mut s = tree_spec("split = \"item\"");
-    s.level1 = UnitSpec::Ple {
+    s.level1 = UnitSpec::Ple(PleShape {
         levels: 2,
-        task_experts: 1,
-        shared_experts: 1,
-        expert_layers: vec![4],
-        gate: Default::default(),
-        gate_hidden: Vec::new(),
-    };
-    s.level2 = UnitSpec::Mmoe {
+        level: CgcShape {
+            task_experts: 1,
+            shared_experts: 1,
+            expert_layers: vec![4],
+            gate: Default::default(),
+            gate_hidden: Vec::new(),
+        },
+    });
+    s.level2 = UnitSpec::Mmoe(MmoeShape {
         experts: 2,
         expert_layers: vec![3],
         gate: Default::default(),
         gate_hidden: Vec::new(),
-    };
+    });
     fd_check(TreeNet::new(&s, &g, 5, true, 2).unwrap(), &g, 5);
 }
 
