@@ -1,10 +1,10 @@
 //! Multi-task ranking networks over a task grid: *switchers* turn one input
-//! representation into K child representations (shared bottom, MMoE, CGC, PLE, identity),
-//! each unit built from its shape (`MmoeShape`, …; one [`UnitSpec`] names any of them).
-//! [`MultiTaskNet`] puts one tower per task on top of a switcher (the flat models);
-//! [`TreeNet`] runs trees of switchers (H-MTL, MFH); [`Towers`] optionally passes
-//! information between the towers of funnel pairs (AITM). [`ModelSpec`] describes any of
-//! them.
+//! representation into K child representations (shared bottom, MMoE, CGC, PLE, identity,
+//! and trees of switchers), each unit built from its shape (`MmoeShape`, …; one
+//! [`UnitSpec`] names any of them). [`MultiTaskNet`] puts one tower per task on top of a
+//! switcher (the flat models); [`TreeNet`] fuses the leaves of one or several trees per
+//! task before its tower (H-MTL, MFH); [`Towers`] optionally passes information between
+//! the towers of funnel pairs (AITM). [`ModelSpec`] describes any of them.
 //!
 //! Gradient convention (shared with `mfh-nn`): parameter gradients and input gradients
 //! accumulate; zero them before a backward pass.
@@ -15,6 +15,7 @@
 
 pub mod cgc;
 pub mod export;
+pub mod fusion;
 pub mod identity;
 mod keys;
 pub mod mmoe;
@@ -31,6 +32,7 @@ pub mod tree;
 pub mod unit;
 
 pub use cgc::{Cgc, CgcShape};
+pub use fusion::Fusion;
 pub use identity::Identity;
 pub use mmoe::{Mmoe, MmoeShape};
 pub use model::{GridShape, MultiTaskModel};
@@ -42,5 +44,5 @@ pub use shared_bottom::{SharedBottom, SharedBottomShape};
 pub use spec::{build, build_model, build_model_with_transfers, FlatSpec, ModelSpec};
 pub use switcher::Switcher;
 pub use towers::Towers;
-pub use tree::{Fusion, TreeNet, TreeSpec, Trees};
+pub use tree::{TreeNet, TreeSpec, Trees};
 pub use unit::UnitSpec;

@@ -2,7 +2,9 @@
 //! switcher runs on every row (the `routing = false` form); a task's leaves are fused
 //! as in the forward and fed to its tower.
 
-use super::{Fusion, TreeNet};
+use super::TreeNet;
+use crate::fusion::Fusion;
+use crate::switcher::Switcher;
 use mfh_nn::graph::GraphBuilder;
 use mfh_nn::Float;
 
@@ -19,29 +21,14 @@ impl<T: Float> TreeNet<T> {
             Some(b) => g.scoped("bottom", |g| b.export(g, x)),
             None => x.to_string(),
         };
-        // [tree][value]: level 2's outputs, or the one tensor standing for them when
-        // level 2 is dropped (level 1's output of that value, or h).
-        let mut leaves: Vec<Vec<Vec<String>>> = Vec::with_capacity(self.trees.len());
+        // [tree][task]: the task's leaf in that tree.
+        let mut leaves: Vec<Vec<String>> = Vec::with_capacity(self.trees.len());
         for (i, tree) in self.trees.iter().enumerate() {
-            let per_value = g.scoped(&format!("trees.{i}"), |g| {
-                let l1 = match &tree.level1 {
-                    Some(s) => g.scoped("level1", |g| s.export(g, &h))?,
-                    None => vec![h.clone(); tree.level2.len()],
-                };
-                tree.level2
-                    .iter()
-                    .enumerate()
-                    .map(|(v, l2)| match l2 {
-                        Some(s) => g.scoped(&format!("level2.{v}"), |g| s.export(g, &l1[v])),
-                        None => Ok(vec![l1[v].clone()]),
-                    })
-                    .collect::<Result<Vec<_>, String>>()
-            })?;
-            leaves.push(per_value);
+            leaves.push(g.scoped(&format!("trees.{i}"), |g| tree.export(g, &h))?);
         }
         let n_tasks = self.towers.n_tasks();
         let n_cells = self.shape.n_cells();
-        let one_hot = self.condition.then(|| {
+        let one_hot = self.fuse.conditions().then(|| {
             let mut eye = vec![0.0f32; n_cells * n_cells];
             for c in 0..n_cells {
                 eye[c * n_cells + c] = 1.0;
@@ -51,19 +38,9 @@ impl<T: Float> TreeNet<T> {
         });
         let mut z = Vec::with_capacity(n_tasks);
         for t in 0..n_tasks {
-            let parts: Vec<&str> = self
-                .trees
-                .iter()
-                .zip(&leaves)
-                .map(|(tree, per_value)| {
-                    let (v, k) = tree.leaf_of_task[t];
-                    let outs = &per_value[v];
-                    let at = if tree.level2[v].is_some() { k } else { 0 };
-                    outs[at].as_str()
-                })
-                .collect();
+            let parts: Vec<&str> = leaves.iter().map(|l| l[t].as_str()).collect();
             let zt = g.scoped(&format!("fuse.{t}"), |g| {
-                let fused = match self.fusion {
+                let fused = match self.fuse.fusion() {
                     Fusion::Sum => {
                         let mut acc = parts[0].to_string();
                         for p in &parts[1..] {
