@@ -346,9 +346,9 @@ fn aitm_funnel_trains_and_reloads() {
     assert_eq!(saved, again);
 }
 
-#[test]
-fn compare_writes_tables_and_resumes_finished_runs() {
-    let tmp = tempfile::tempdir().unwrap();
+/// The compare data (80 rows over 4 days) and config: a second model section `sb2`,
+/// selection on split `v1` (day 3) and report on `v2` (day 4); returns the config path.
+fn compare_setup(dir: &Path) -> std::path::PathBuf {
     let mut log = String::from("uid,item,day,price,clicked\n");
     for i in 0..80 {
         log.push_str(&format!(
@@ -360,12 +360,19 @@ fn compare_writes_tables_and_resumes_finished_runs() {
             (i % 3 == 0) as u8
         ));
     }
-    let c = setup(tmp.path(), &log, "");
+    let c = setup(dir, &log, "");
     let text = std::fs::read_to_string(&c).unwrap().replace(
         "valid = { where = \"day == 3\" }",
         "valid = { where = \"day >= 3\" }\nv1 = { where = \"day == 3\" }\nv2 = { where = \"day == 4\" }",
     ) + "[models.sb2]\ntype = \"single\"\ntower = [4]\n[compare]\nselect = \"v1\"\nreport = \"v2\"\n";
     std::fs::write(&c, text).unwrap();
+    c
+}
+
+#[test]
+fn compare_writes_tables_and_resumes_finished_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = compare_setup(tmp.path());
     let out = tmp.path().join("cmp");
     let args = [
         "compare",

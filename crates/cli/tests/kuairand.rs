@@ -26,6 +26,34 @@ fn redated_log(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
     (path, n)
 }
 
+/// Eval reproduces the saved valid metrics exactly: every behaviour × cell and facet,
+/// and a click AUC clearly above chance.
+fn eval_reproduces_the_saved_valid_metrics(model: &std::path::Path) {
+    let e = ok(&["eval", "--model-dir", s(model), "--json"]);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("metrics.json")).unwrap())
+            .unwrap();
+    let again: serde_json::Value = serde_json::from_str(&e.stdout).unwrap();
+    assert_eq!(saved, again);
+    let recs = again.as_array().unwrap();
+    // 3 behaviours × (4 cells + pooled + 4 facet values), each with auc, gauc, logloss,
+    // calibration.
+    assert_eq!(recs.len(), 3 * 9 * 4);
+    assert!(recs
+        .iter()
+        .any(|r| r["cell"] == "user=new" && r["metric"] == "auc"));
+    let click_auc = recs
+        .iter()
+        .find(|r| r["behaviour"] == "click" && r["cell"] == "all" && r["metric"] == "auc")
+        .unwrap()["value"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        click_auc > 0.6,
+        "click AUC {click_auc} is not clearly above chance"
+    );
+}
+
 #[test]
 fn prepare_train_eval_reproduces_and_reports_test_split() {
     let tmp = tempfile::tempdir().unwrap();
@@ -63,30 +91,7 @@ fn prepare_train_eval_reproduces_and_reports_test_split() {
     ]);
     assert!(t.stdout.contains("user=new,item=tail"), "{}", t.stdout);
 
-    // Eval reproduces the saved valid metrics exactly.
-    let e = ok(&["eval", "--model-dir", s(&model), "--json"]);
-    let saved: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("metrics.json")).unwrap())
-            .unwrap();
-    let again: serde_json::Value = serde_json::from_str(&e.stdout).unwrap();
-    assert_eq!(saved, again);
-    let recs = again.as_array().unwrap();
-    // 3 behaviours × (4 cells + pooled + 4 facet values), each with auc, gauc, logloss,
-    // calibration.
-    assert_eq!(recs.len(), 3 * 9 * 4);
-    assert!(recs
-        .iter()
-        .any(|r| r["cell"] == "user=new" && r["metric"] == "auc"));
-    let click_auc = recs
-        .iter()
-        .find(|r| r["behaviour"] == "click" && r["cell"] == "all" && r["metric"] == "auc")
-        .unwrap()["value"]
-        .as_f64()
-        .unwrap();
-    assert!(
-        click_auc > 0.6,
-        "click AUC {click_auc} is not clearly above chance"
-    );
+    eval_reproduces_the_saved_valid_metrics(&model);
 
     // The re-dated rows make the test split, which eval reports.
     let e = ok(&[

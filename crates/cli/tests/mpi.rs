@@ -76,6 +76,36 @@ fn mpirun(np: usize, args: &[&str]) -> Out {
     out
 }
 
+/// The one-process and the two-rank model folders: the same dense tensors, each value
+/// within 1e-5, and the same valid metrics within 1e-5.
+fn assert_same_dense_and_metrics(one: &Path, two: &Path) {
+    let (a, b) = (dense_tensors(one), dense_tensors(two));
+    assert_eq!(a.len(), b.len(), "dense tensor count");
+    assert!(!a.is_empty(), "no dense tensor in {}", one.display());
+    let mut max = 0.0f32;
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert_eq!(va.len(), vb.len(), "{na}");
+        assert!(!va.is_empty(), "{na}: empty");
+        for (x, y) in va.iter().zip(vb) {
+            max = max.max((x - y).abs());
+        }
+    }
+    eprintln!("max |Δ| over dense parameters: {max:e}");
+    assert!(max < 1e-5, "dense parameters differ by {max}");
+
+    let (ma, mb) = (metric_values(one), metric_values(two));
+    assert_eq!(ma.len(), mb.len(), "metric count:\n{ma:?}\n{mb:?}");
+    assert!(!ma.is_empty(), "no metric value in {}", one.display());
+    let mut worst = 0.0f64;
+    for ((ka, x), (kb, y)) in ma.iter().zip(&mb) {
+        assert_eq!(ka, kb);
+        worst = worst.max((x - y).abs());
+    }
+    eprintln!("max |Δ| over valid metrics: {worst:e}");
+    assert!(worst < 1e-5, "metrics differ by {worst}");
+}
+
 #[test]
 fn two_ranks_train_the_one_process_model() {
     let tmp = tempfile::tempdir().unwrap();
@@ -115,31 +145,7 @@ fn two_ranks_train_the_one_process_model() {
         t.stdout
     );
 
-    let (a, b) = (dense_tensors(&one), dense_tensors(&two));
-    assert_eq!(a.len(), b.len(), "dense tensor count");
-    assert!(!a.is_empty(), "no dense tensor in {}", one.display());
-    let mut max = 0.0f32;
-    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        assert_eq!(va.len(), vb.len(), "{na}");
-        assert!(!va.is_empty(), "{na}: empty");
-        for (x, y) in va.iter().zip(vb) {
-            max = max.max((x - y).abs());
-        }
-    }
-    eprintln!("max |Δ| over dense parameters: {max:e}");
-    assert!(max < 1e-5, "dense parameters differ by {max}");
-
-    let (ma, mb) = (metric_values(&one), metric_values(&two));
-    assert_eq!(ma.len(), mb.len(), "metric count:\n{ma:?}\n{mb:?}");
-    assert!(!ma.is_empty(), "no metric value in {}", one.display());
-    let mut worst = 0.0f64;
-    for ((ka, x), (kb, y)) in ma.iter().zip(&mb) {
-        assert_eq!(ka, kb);
-        worst = worst.max((x - y).abs());
-    }
-    eprintln!("max |Δ| over valid metrics: {worst:e}");
-    assert!(worst < 1e-5, "metrics differ by {worst}");
+    assert_same_dense_and_metrics(&one, &two);
 
     // The gathered model folder scores like a one-process one.
     let e = ok(&["eval", "--model-dir", s(&two), "--json"]);

@@ -144,25 +144,35 @@ fn killed_mid_epoch_resumes_to_the_same_model_bit_for_bit() {
     assert_same_model(&straight, &resumed);
     assert!(o.stdout.contains("at step 138 of 138"), "{}", o.stdout);
 
-    // A corrupt newest checkpoint: said so, and the previous one is used.
-    let again = tmp.path().join("again");
-    let mut left = train_and_kill(&cfg, &again);
-    if left.len() < 2 {
-        // Two checkpoints are needed to fall back; resume once more and kill later.
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mfh"))
-            .args(["train", "--config", s(&cfg), "--out", s(&again)])
-            .args(["--resume", "--quiet"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        while checkpoints(&again).len() < 2 && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        left = checkpoints(&again);
+    corrupt_newest_checkpoint_falls_back(&cfg, &tmp.path().join("again"), &straight);
+    finished_run_resumes_and_another_config_is_refused(&cfg, &straight);
+}
+
+/// Two checkpoints are needed to fall back: when the killed run left fewer, resumes once
+/// more and kills it once a second one exists; returns the checkpoints left.
+fn resume_to_two_checkpoints(cfg: &Path, out: &Path, left: Vec<PathBuf>) -> Vec<PathBuf> {
+    if left.len() >= 2 {
+        return left;
     }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mfh"))
+        .args(["train", "--config", s(cfg), "--out", s(out)])
+        .args(["--resume", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while checkpoints(out).len() < 2 && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    checkpoints(out)
+}
+
+/// A corrupt newest checkpoint: said so, and the previous one is used.
+fn corrupt_newest_checkpoint_falls_back(cfg: &Path, again: &Path, straight: &Path) {
+    let left = train_and_kill(cfg, again);
+    let left = resume_to_two_checkpoints(cfg, again, left);
     assert!(
         left.len() >= 2,
         "two checkpoints are needed to fall back from a corrupt one: {left:?}"
@@ -176,9 +186,9 @@ fn killed_mid_epoch_resumes_to_the_same_model_bit_for_bit() {
     let o = ok(&[
         "train",
         "--config",
-        s(&cfg),
+        s(cfg),
         "--out",
-        s(&again),
+        s(again),
         "--resume",
         "--quiet",
     ]);
@@ -193,7 +203,7 @@ fn killed_mid_epoch_resumes_to_the_same_model_bit_for_bit() {
         "{}",
         o.stderr
     );
-    assert_same_model(&straight, &again);
+    assert_same_model(straight, again);
     let name = newest.file_name().unwrap().to_string_lossy();
     assert!(
         again
@@ -202,26 +212,28 @@ fn killed_mid_epoch_resumes_to_the_same_model_bit_for_bit() {
             .is_dir(),
         "the corrupt checkpoint was not set aside"
     );
+}
 
-    // A finished run resumes to itself; another config is refused.
+/// A finished run resumes to itself; another config is refused.
+fn finished_run_resumes_and_another_config_is_refused(cfg: &Path, straight: &Path) {
     let o = ok(&[
         "train",
         "--config",
-        s(&cfg),
+        s(cfg),
         "--out",
-        s(&straight),
+        s(straight),
         "--resume",
         "--quiet",
     ]);
     assert!(o.stdout.contains("at step 138 of 138"), "{}", o.stdout);
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, text.replace("lr = 0.001", "lr = 0.002")).unwrap();
+    let text = std::fs::read_to_string(cfg).unwrap();
+    std::fs::write(cfg, text.replace("lr = 0.001", "lr = 0.002")).unwrap();
     let e = fails(&[
         "train",
         "--config",
-        s(&cfg),
+        s(cfg),
         "--out",
-        s(&straight),
+        s(straight),
         "--resume",
         "--quiet",
     ])
