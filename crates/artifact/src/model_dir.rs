@@ -369,6 +369,12 @@ impl LoadedModel {
         self.fitted_pipeline(cfg, Pipeline::new(cfg)?)
     }
 
+    /// As [`LoadedModel::pipeline`], with the splits named in `tables` read from those
+    /// in-memory tables.
+    pub fn pipeline_with(&self, cfg: &Config, tables: &mfh_data::SplitTables) -> Result<Pipeline> {
+        self.fitted_pipeline(cfg, Pipeline::with_tables(cfg, tables)?)
+    }
+
     /// Checks that `p` (built over `cfg`) reads what the model was trained on and
     /// installs the model's fitted transforms.
     pub(crate) fn fitted_pipeline(&self, cfg: &Config, mut p: Pipeline) -> Result<Pipeline> {

@@ -46,6 +46,7 @@ pub(crate) fn train_cmd(a: TrainArgs) -> Result<()> {
         cfg.train.threads = t;
     }
     let opts = TrainOptions {
+        hooks: Default::default(),
         model,
         out: out.clone(),
         seed,
@@ -340,6 +341,7 @@ pub(crate) fn quickstart(out: &Path, raw: Option<PathBuf>, threads: Option<Threa
         let s = train(
             &cfg,
             &TrainOptions {
+                hooks: Default::default(),
                 model: Some(name.into()),
                 out: model_dir.clone(),
                 seed: None,

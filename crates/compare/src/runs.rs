@@ -92,6 +92,7 @@ pub(crate) fn train_run(
     let summary = train(
         cfg,
         &TrainOptions {
+            hooks: Default::default(),
             model: Some(model.into()),
             out: model_dir.clone(),
             seed: Some(seed),

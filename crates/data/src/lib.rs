@@ -10,6 +10,8 @@
 //!
 //! Not here: embedding lookups (`mfh-embedding`), anything about models.
 
+#[cfg(feature = "arrow")]
+pub mod arrow;
 mod batch;
 pub mod census;
 mod decode;
@@ -17,6 +19,7 @@ mod error;
 mod fit;
 mod hash;
 pub mod kuairand;
+pub mod memory;
 mod number;
 #[cfg(feature = "parquet")]
 mod parquet;
@@ -31,6 +34,7 @@ mod transforms;
 pub use batch::{Batch, MultiColumn};
 pub use error::{DataError, SkipCounts};
 pub use hash::{hash_value, MISSING_ID};
+pub use memory::{Cells, RowTable, SplitTables};
 pub use pipeline::{source_header, FieldLayout, Pipeline};
 pub use request::{Input, InputInfo, InputKind, RequestDecoder, RequestError};
 pub use stream::{BatchStream, ReadStats, StreamOptions};

@@ -103,6 +103,8 @@ pub struct Pipeline {
     /// `missing` is `[""]` (the default): only an empty cell is missing.
     pub(crate) missing_is_empty: bool,
     pub transforms: FittedTransforms,
+    /// Splits read from in-memory tables instead of the sources.
+    pub(crate) tables: crate::memory::SplitTables,
 }
 
 impl Pipeline {
@@ -124,6 +126,32 @@ impl Pipeline {
             }
         }
         Pipeline::build(cfg, main_columns, true)
+    }
+
+    /// A pipeline whose splits named in `tables` read those in-memory tables (their
+    /// columns are the main table's header); other splits read the config's sources.
+    /// With no tables, [`Pipeline::new`].
+    pub fn with_tables(
+        cfg: &Config,
+        tables: &crate::memory::SplitTables,
+    ) -> Result<Pipeline, DataError> {
+        let Some(header) = tables.header()? else {
+            return Pipeline::new(cfg);
+        };
+        let mut p = Pipeline::build(cfg, header, true)?;
+        if let Some(s) = tables.splits().find(|s| !p.splits.contains_key(*s)) {
+            return Err(DataError::config(format!(
+                "data: `{s}` is not a split of the config (it defines: {})",
+                p.split_names().join(", ")
+            )));
+        }
+        p.tables = tables.clone();
+        Ok(p)
+    }
+
+    /// The in-memory tables of this pipeline's splits.
+    pub fn tables(&self) -> &crate::memory::SplitTables {
+        &self.tables
     }
 
     /// A pipeline over rows that do not come from the config's sources (a server's
@@ -159,6 +187,7 @@ impl Pipeline {
                 .collect(),
             missing_is_empty: d.csv.missing.len() == 1 && d.csv.missing[0].is_empty(),
             transforms: FittedTransforms::default(),
+            tables: crate::memory::SplitTables::default(),
         };
         for (i, t) in d.side_tables.iter().enumerate() {
             let join_col = t.join_column().to_string();

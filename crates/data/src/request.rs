@@ -58,6 +58,8 @@ impl std::fmt::Display for RequestError {
     }
 }
 
+impl std::error::Error for RequestError {}
+
 /// Decodes request rows for one pipeline (one loaded model).
 pub struct RequestDecoder {
     p: Arc<Pipeline>,
@@ -325,5 +327,68 @@ impl RequestDecoder {
             })?;
         }
         Ok(())
+    }
+}
+
+impl RequestDecoder {
+    /// Decodes every row of an in-memory table (columns named as request inputs; columns
+    /// the model does not read are ignored) into `out`, in order, as [`Self::decode`]
+    /// decodes request rows. A null cell is a missing value, as an empty cell of a file.
+    pub fn decode_table(
+        &self,
+        table: &dyn crate::memory::RowTable,
+        out: &mut Batch,
+    ) -> Result<(), RequestError> {
+        let cols: Vec<Option<Input>> = table
+            .columns()
+            .iter()
+            .map(|c| {
+                self.input(c)
+                    .filter(|i| self.kind(*i).is_some() || self.fills(*i))
+            })
+            .collect();
+        const CHUNK: u64 = 1024;
+        let n = table.rows();
+        let mut recs: Vec<Record> = Vec::new();
+        let mut start = 0u64;
+        while start < n {
+            let end = (start + CHUNK).min(n);
+            recs.resize_with((end - start) as usize, Record::new);
+            for (k, rec) in recs.iter_mut().enumerate() {
+                rec.clear();
+                let row = start + k as u64;
+                table
+                    .read(row, &self.missing, &mut crate::memory::Cells(rec))
+                    .map_err(|(c, m)| RequestError {
+                        row: row as usize,
+                        message: format!("{m} (input `{}`)", table.columns()[c]),
+                    })?;
+            }
+            let rows: Vec<Vec<(Input, &[u8])>> = recs
+                .iter()
+                .map(|rec| {
+                    cols.iter()
+                        .enumerate()
+                        .filter_map(|(c, i)| i.map(|i| (i, &rec[c])))
+                        .collect()
+                })
+                .collect();
+            self.decode::<&[u8], _>(&[], &rows, out)
+                .map_err(|e| RequestError {
+                    row: e.row + start as usize,
+                    message: e.message,
+                })?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Whether the input is a side-table column (it overrides the joined row) or a main
+    /// column a side table's join reads.
+    fn fills(&self, input: Input) -> bool {
+        match input.0 {
+            ColRef::Side(..) => true,
+            ColRef::Main(i) => self.p.side.iter().any(|s| s.join == i),
+        }
     }
 }

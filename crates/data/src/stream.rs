@@ -4,6 +4,7 @@
 use crate::batch::Batch;
 use crate::decode::Row;
 use crate::error::{DataError, SkipCounts};
+use crate::memory::TableReader;
 use crate::pipeline::Pipeline;
 use crate::rows::RowReader;
 use crate::SplitMix;
@@ -60,34 +61,53 @@ pub(crate) fn scan(
     })?;
     let skip = p.cfg.data.on_error == OnError::Skip;
     let mut stats = ReadStats::default();
-    let mut reader = RowReader::new(
-        p.cfg.data.sources.clone(),
-        p.cfg.data.csv.clone(),
-        p.main_columns.len(),
-    );
+    // A split given as an in-memory table holds exactly its rows.
+    let (mut reader, in_memory) = match p.tables.get(split) {
+        Some(t) => {
+            let missing = if p.missing_is_empty {
+                &[][..]
+            } else {
+                p.missing.first().map_or(&[][..], |m| &m[..])
+            };
+            (
+                Reader::Table(TableReader::new(split, t.clone(), missing)),
+                true,
+            )
+        }
+        None => (
+            Reader::Files(RowReader::new(
+                p.cfg.data.sources.clone(),
+                p.cfg.data.csv.clone(),
+                p.main_columns.len(),
+            )),
+            false,
+        ),
+    };
     let mut side = Vec::with_capacity(p.side.len());
     loop {
         let res = (|| -> Result<Option<bool>, DataError> {
             if !reader.advance()? {
                 return Ok(None);
             }
-            let (path, line) = (reader.path(), reader.line());
-            let join = p.join(path, line, &reader.record, &mut side);
+            let (path, line, rec) = reader.current();
+            let join = p.join(path, line, rec, &mut side);
             let row = Row {
                 path,
                 line,
-                index: reader.row_index - 1,
-                rec: &reader.record,
+                index: reader.rows_read() - 1,
+                rec,
                 side: &side,
                 patch: &[],
             };
             // A row outside the split may fail to join without consequence, unless the
             // split itself reads a side-table column: then membership is unknown.
-            if compiled.uses_side() {
-                join.clone()?;
-            }
-            if !p.in_split(compiled, &row)? {
-                return Ok(Some(true));
+            if !in_memory {
+                if compiled.uses_side() {
+                    join.clone()?;
+                }
+                if !p.in_split(compiled, &row)? {
+                    return Ok(Some(true));
+                }
             }
             join?;
             let go = on_row(&row)?;
@@ -102,8 +122,38 @@ pub(crate) fn scan(
             Err(e) => return Err(e),
         }
     }
-    stats.rows_read = reader.row_index;
+    stats.rows_read = reader.rows_read();
     Ok(stats)
+}
+
+/// Rows from the sources' files or from a split's in-memory table.
+enum Reader {
+    Files(RowReader),
+    Table(TableReader),
+}
+
+impl Reader {
+    fn advance(&mut self) -> Result<bool, DataError> {
+        match self {
+            Reader::Files(r) => r.advance(),
+            Reader::Table(r) => r.advance(),
+        }
+    }
+
+    /// The current row's place (file or table, line or row) and cells.
+    fn current(&self) -> (&std::path::Path, u64, &crate::record::Record) {
+        match self {
+            Reader::Files(r) => (r.path(), r.line(), &r.record),
+            Reader::Table(r) => (r.path(), r.record.line(), &r.record),
+        }
+    }
+
+    fn rows_read(&self) -> u64 {
+        match self {
+            Reader::Files(r) => r.row_index,
+            Reader::Table(r) => r.rows_read(),
+        }
+    }
 }
 
 /// What a reader thread sends: an item (a batch, a stripe), then its statistics or an

@@ -65,8 +65,9 @@ fn table_file(i: usize, name: &str) -> String {
     }
 }
 
-/// A graph input name: `want`, or `want_` (…) when a feature already has that name.
-fn unique_input(want: &str, taken: &[String]) -> String {
+/// A graph input name: `want`, or `want_` (…) when a feature already has that name (the
+/// `dense` and `cell` inputs are named so).
+pub fn unique_input(want: &str, taken: &[String]) -> String {
     let mut name = want.to_string();
     while taken.contains(&name) {
         name.push('_');

@@ -135,6 +135,7 @@ fn train_export_compare(dir: &Path, model: &str, section: &str) -> f32 {
     train(
         &cfg,
         &TrainOptions {
+            hooks: Default::default(),
             model: Some(model.into()),
             out: out.clone(),
             seed: Some(5),

@@ -2,8 +2,10 @@
 
 use mfh_metrics::Report;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
     pub model: Option<String>,
     pub out: PathBuf,
@@ -20,7 +22,76 @@ pub struct TrainOptions {
     /// and their optimizer state, fitted statistics unless `train.refit_transforms`).
     /// Ignored when `resume` finds a checkpoint (the run being resumed began warm).
     pub init_from: Option<PathBuf>,
+    /// What a caller embedding the loop (the Python package) adds: in-memory tables,
+    /// a stop request, live progress.
+    pub hooks: RunHooks,
 }
+
+/// A library caller's handles on a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunHooks {
+    /// Splits read from in-memory tables instead of the config's sources.
+    pub tables: mfh_data::SplitTables,
+    /// Set it to stop at the next step: the loop saves a checkpoint there (unless
+    /// `train.keep_last = 0`) and returns an [`Interrupted`] error, so that a run with
+    /// `resume` continues it.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Counters the loop keeps current, for a progress display on another thread.
+    pub progress: Option<Arc<LiveProgress>>,
+}
+
+/// A run's progress, readable from any thread while it trains.
+#[derive(Debug, Default)]
+pub struct LiveProgress {
+    /// 0-based epoch being trained.
+    pub epoch: AtomicU64,
+    pub epochs: AtomicU64,
+    /// Train rows per epoch, and rows of this epoch trained on (or skipped on resume).
+    pub rows_per_epoch: AtomicU64,
+    pub rows_done: AtomicU64,
+    pub step: AtomicU64,
+    /// The loss's moving average, as f64 bits (0 = none yet).
+    pub loss_bits: AtomicU64,
+    /// Evaluations done.
+    pub evaluations: AtomicU64,
+}
+
+impl LiveProgress {
+    pub fn loss(&self) -> Option<f64> {
+        match self.loss_bits.load(Ordering::Relaxed) {
+            0 => None,
+            b => Some(f64::from_bits(b)),
+        }
+    }
+}
+
+/// The error a run stopped through [`RunHooks::stop`] returns.
+#[derive(Debug, Clone)]
+pub struct Interrupted {
+    pub step: u64,
+    /// The checkpoint saved at the stop (None with `train.keep_last = 0`).
+    pub checkpoint: Option<PathBuf>,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.checkpoint {
+            Some(c) => write!(
+                f,
+                "interrupted at step {}; checkpoint {} saved: train again with resume to continue",
+                self.step,
+                c.display()
+            ),
+            None => write!(
+                f,
+                "interrupted at step {}; no checkpoint saved (train.keep_last = 0)",
+                self.step
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 #[derive(Debug, Clone)]
 pub struct TrainSummary {

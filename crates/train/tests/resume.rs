@@ -84,7 +84,9 @@ embedding = {{ optimizer = "adagrad", lr = 0.05 }}
 }
 
 fn opts(out: &Path) -> TrainOptions {
+    hooks: Default::default(),
     TrainOptions {
+        hooks: Default::default(),
         model: None,
         out: out.to_path_buf(),
         seed: Some(11),
@@ -100,7 +102,9 @@ fn ck(out: &Path, step: u64) -> PathBuf {
 }
 
 fn resume(out: &Path) -> TrainOptions {
+    hooks: Default::default(),
     TrainOptions {
+        hooks: Default::default(),
         resume: true,
         ..opts(out)
     }
@@ -250,6 +254,7 @@ fn a_warm_start_begins_from_the_model_it_is_given() {
     let s = train(
         &frozen,
         &TrainOptions {
+            hooks: Default::default(),
             init_from: Some(first.clone()),
             seed: Some(99),
             ..opts(&warm)
@@ -307,6 +312,7 @@ fn a_warm_start_begins_from_the_model_it_is_given() {
     let e = train(
         &adam,
         &TrainOptions {
+            hooks: Default::default(),
             init_from: Some(first.clone()),
             ..opts(&tmp.path().join("adam"))
         },
@@ -322,6 +328,7 @@ fn a_warm_start_begins_from_the_model_it_is_given() {
     let e = train(
         &cfg,
         &TrainOptions {
+            hooks: Default::default(),
             init_from: Some(tmp.path().join("missing")),
             ..opts(&other)
         },

@@ -9,7 +9,7 @@ use crate::check::model_spec;
 use crate::checkpoint::{self, guard_params, Checkpointer, LoopState, Progress};
 use crate::ctx::Ctx;
 use crate::engine::{Engine, LocalEngine, Optimizers};
-use crate::options::{TrainOptions, TrainSummary};
+use crate::options::{Interrupted, TrainOptions, TrainSummary};
 use crate::schedule::learning_rate;
 use crate::selection::Selection;
 use anyhow::{bail, Result};
@@ -18,6 +18,7 @@ use mfh_artifact::{EvalResult, ModelState};
 use mfh_config::Config;
 use mfh_data::{SkipCounts, StreamOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 /// Trains the chosen model section of `cfg` on this process and saves the best model to
@@ -224,6 +225,12 @@ impl<'a> Loop<'a> {
         };
         self.p.batches_done = skip;
         let pb = bar(self.ctx.transforms.rows, self.opts.progress && self.lead);
+        if let Some(live) = &self.opts.hooks.progress {
+            live.epoch.store(epoch as u64, Relaxed);
+            live.epochs.store(tc.epochs as u64, Relaxed);
+            live.rows_per_epoch.store(self.ctx.transforms.rows, Relaxed);
+            live.rows_done.store(0, Relaxed);
+        }
         pb.set_prefix(format!("epoch {}/{}", epoch + 1, tc.epochs));
         let stream_opts = StreamOptions {
             batch_size: tc.batch_size,
@@ -302,12 +309,14 @@ impl<'a> Loop<'a> {
                 // Already trained on before the checkpoint this run resumed from.
                 to_skip -= 1;
                 pb.inc(rows as u64);
+                self.report(rows);
                 te = Instant::now();
                 continue;
             }
             self.step(eng, rows)?;
             let step = self.p.step;
             pb.inc(rows as u64);
+            self.report(rows);
             if step.is_multiple_of(20) {
                 pb.set_message(format!("loss {:.4}", self.p.loss_ema.unwrap_or(0.0)));
             }
@@ -336,6 +345,9 @@ impl<'a> Loop<'a> {
                 exhausted = false;
                 break;
             }
+            if self.stop_requested() {
+                return Err(self.interrupt(eng, every || self.p.evaluated_now)?.into());
+            }
         }
         if evaluated_at != self.p.step {
             self.train_time += te.elapsed().as_secs_f64();
@@ -344,6 +356,40 @@ impl<'a> Loop<'a> {
             stop,
             evaluated_at,
             exhausted,
+        })
+    }
+
+    /// Live progress after a batch of `rows`.
+    fn report(&self, rows: usize) {
+        if let Some(live) = &self.opts.hooks.progress {
+            live.rows_done.fetch_add(rows as u64, Relaxed);
+            live.step.store(self.p.step, Relaxed);
+            live.loss_bits
+                .store(self.p.loss_ema.map_or(0, f64::to_bits), Relaxed);
+        }
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.opts
+            .hooks
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Relaxed))
+    }
+
+    /// A stop asked for through the hooks: a checkpoint of this step (unless one was just
+    /// written, or `keep_last = 0`), and the error that says where to resume.
+    fn interrupt(&mut self, eng: &mut dyn Engine, saved: bool) -> Result<Interrupted> {
+        let keep = self.ctx.cfg.train.keep_last > 0;
+        if keep && !saved {
+            self.p.stop = false;
+            let (ctx, sel, skipped) = (self.ctx, &self.sel, &self.skipped);
+            self.ck
+                .save(ctx, eng, &mut self.state, &self.opt, sel, skipped, &self.p)?;
+        }
+        Ok(Interrupted {
+            step: self.p.step,
+            checkpoint: if keep { self.ck.last.clone() } else { None },
         })
     }
 
@@ -372,6 +418,9 @@ impl<'a> Loop<'a> {
     }
 
     fn evaluate(&mut self, eng: &mut dyn Engine, epoch: usize, step: u64) -> Result<bool> {
+        if let Some(live) = &self.opts.hooks.progress {
+            live.evaluations.fetch_add(1, Relaxed);
+        }
         eval_and_select(
             self.ctx,
             eng,

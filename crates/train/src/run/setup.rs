@@ -114,7 +114,7 @@ fn build(
         }
         _ => None,
     };
-    let mut pipeline = Pipeline::new(cfg)?;
+    let mut pipeline = Pipeline::with_tables(cfg, &opts.hooks.tables)?;
     let fit = pipeline
         .fit(&tc.train_split)
         .with_context(|| format!("reading the train split `{}`", tc.train_split))?;

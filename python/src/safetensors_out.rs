@@ -1,0 +1,86 @@
+//! `Model.save_safetensors`: the dense weights (and optionally the embedding tables) as a
+//! safetensors file, written to a temporary file, synced and renamed into place.
+
+use crate::model::Model;
+use anyhow::{Context, Result};
+use safetensors::tensor::{Dtype, TensorView};
+use std::io::Write;
+use std::path::Path;
+
+pub fn write(model: &Model, path: &Path, embeddings: bool) -> Result<()> {
+    let mut named: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = model
+        .named_weights()
+        .into_iter()
+        .map(|(k, v)| {
+            let n = v.len();
+            (
+                k,
+                Dtype::F32,
+                vec![n],
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    if embeddings {
+        let m = model.locked();
+        for t in m.state.emb.tables() {
+            let mut ids: Vec<(u32, u64)> = t.ids().map(|(id, slot)| (slot, id)).collect();
+            ids.sort_unstable();
+            let keys: Vec<u8> = ids.iter().flat_map(|(_, id)| id.to_le_bytes()).collect();
+            let rows: Vec<u8> = ids
+                .iter()
+                .flat_map(|(slot, _)| t.row(*slot).iter().flat_map(|x| x.to_le_bytes()))
+                .collect();
+            let n = ids.len();
+            named.push((
+                format!("embeddings.{}.keys", t.name()),
+                Dtype::U64,
+                vec![n],
+                keys,
+            ));
+            named.push((
+                format!("embeddings.{}.rows", t.name()),
+                Dtype::F32,
+                vec![n, t.dim()],
+                rows,
+            ));
+        }
+    }
+    let views: Vec<(String, TensorView<'_>)> = named
+        .iter()
+        .map(|(k, dt, shape, bytes)| {
+            TensorView::new(*dt, shape.clone(), bytes)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| anyhow::anyhow!("tensor `{k}`: {e}"))
+        })
+        .collect::<Result<_>>()?;
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("format".to_string(), "mfh".to_string());
+    meta.insert("model".to_string(), model.name_str().to_string());
+    let bytes = safetensors::tensor::serialize(views, Some(meta))
+        .map_err(|e| anyhow::anyhow!("cannot serialise: {e}"))?;
+    atomic_write(path, &bytes)
+}
+
+/// Writes `bytes` to `path` through a synced temporary file in the same folder.
+fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.part", name.to_string_lossy()));
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("{}: cannot rename into place", path.display()))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
