@@ -84,7 +84,6 @@ embedding = {{ optimizer = "adagrad", lr = 0.05 }}
 }
 
 fn opts(out: &Path) -> TrainOptions {
-    hooks: Default::default(),
     TrainOptions {
         hooks: Default::default(),
         model: None,
@@ -102,7 +101,6 @@ fn ck(out: &Path, step: u64) -> PathBuf {
 }
 
 fn resume(out: &Path) -> TrainOptions {
-    hooks: Default::default(),
     TrainOptions {
         hooks: Default::default(),
         resume: true,

@@ -100,7 +100,6 @@ embedding = { optimizer = "adagrad", lr = 0.05 }
 }
 
 pub fn opts(out: &Path) -> TrainOptions {
-    hooks: Default::default(),
     TrainOptions {
         hooks: Default::default(),
         model: None,
