@@ -77,7 +77,11 @@ def _to_arrow(data: TableLike) -> Any:
     """An object with ``__arrow_c_stream__`` holding ``data``'s rows."""
     if isinstance(data, pd.DataFrame):
         # NaN in float columns becomes null (missing), as pandas means it.
-        return pa.Table.from_pandas(data, preserve_index=False)
+        try:
+            return pa.Table.from_pandas(data, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # A column of mixed Python values: each value as its text, as a CSV holds it.
+            return pa.table({str(c): _pandas_column(data[c]) for c in data.columns})
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data])
     if isinstance(data, (pa.Table, pa.RecordBatchReader)):
@@ -90,6 +94,13 @@ def _to_arrow(data: TableLike) -> Any:
         f"expected a pandas DataFrame, a pyarrow Table or RecordBatch, or a dict of "
         f"arrays; got {type(data).__name__}"
     )
+
+
+def _pandas_column(col: "pd.Series") -> "pa.Array":
+    try:
+        return pa.Array.from_pandas(col)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if pd.isna(x) else str(x) for x in col], type=pa.string())
 
 
 def _column(v: Any) -> "pa.Array":
@@ -247,13 +258,13 @@ class _TextBar:
         print(file=sys.stderr)
 
 
-def _watch(worker: threading.Thread, handle: "_mfh.RunHandle", progress: bool) -> None:
-    """Shows the run's progress until ``worker`` ends; Ctrl-C asks the run to stop."""
+def _watch(done: threading.Event, handle: "_mfh.RunHandle", progress: bool) -> None:
+    """Shows the run's progress until ``done`` is set; Ctrl-C asks the run to stop (it
+    stops at its next step, after a checkpoint) and waits for it."""
     bar, epoch = None, -1
     try:
-        while worker.is_alive():
-            worker.join(0.1)
-            e, epochs, done, per_epoch, step, loss, _ = handle.progress()
+        while not done.wait(0.1):
+            e, epochs, rows, per_epoch, step, loss, _ = handle.progress()
             if not progress or epochs == 0:
                 continue
             if bar is None:
@@ -262,13 +273,14 @@ def _watch(worker: threading.Thread, handle: "_mfh.RunHandle", progress: bool) -
                 epoch = e
                 bar.reset(total=per_epoch)
                 bar.set_description(f"epoch {e + 1}/{epochs}")
-            if done > bar.n:
-                bar.update(done - bar.n)
+            if rows > bar.n:
+                bar.update(rows - bar.n)
             if loss is not None:
                 bar.set_postfix_str(f"step {step}, loss {loss:.4f}")
     except KeyboardInterrupt:
         handle.stop()
-        worker.join()
+        while not done.wait(0.1):
+            pass
         raise
     finally:
         if bar is not None:
@@ -279,21 +291,25 @@ def _run(fn, *args, handle=None, progress=False, **kwargs):
     """Runs ``fn`` on a worker thread (it releases the GIL) while this thread shows
     progress and turns Ctrl-C into a stop request."""
     result: Dict[str, Any] = {}
+    done = threading.Event()
 
     def work():
         try:
             result["value"] = fn(*args, handle=handle, **kwargs) if handle is not None else fn(*args, **kwargs)
         except BaseException as e:  # re-raised on the calling thread
             result["error"] = e
+        finally:
+            done.set()
 
+    # Waiting on an Event (not Thread.join, whose state an interrupt can leave wrong).
     worker = threading.Thread(target=work, name="mfh-run", daemon=True)
     worker.start()
     try:
         if handle is not None:
-            _watch(worker, handle, progress)
+            _watch(done, handle, progress)
         else:
-            while worker.is_alive():
-                worker.join(0.1)
+            while not done.wait(0.1):
+                pass
     except KeyboardInterrupt:
         err = result.get("error")
         if isinstance(err, StopRequested):

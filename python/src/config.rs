@@ -94,31 +94,47 @@ fn load(path: &Path, overrides: Option<&Bound<'_, PyDict>>) -> PyResult<Cfg> {
         })
         .map_err(anyhow::Error::new)
         .py_err()?;
+    let original = doc.clone();
+    let mut applied = Vec::new();
     for (k, v) in over.iter() {
         let key: String = k.extract()?;
-        let value = to_toml(&v).map_err(|m| {
+        let bad = |m: String| {
             crate::errors::to_py(anyhow::Error::new(mfh_config::ConfigError::invalid(
                 path,
                 key.clone(),
                 format!("override: {m}"),
             )))
-        })?;
-        set(&mut doc, &key, value).map_err(|m| {
-            crate::errors::to_py(anyhow::Error::new(mfh_config::ConfigError::invalid(
-                path,
-                key.clone(),
-                format!("override: {m}"),
-            )))
-        })?;
+        };
+        let value = to_toml(&v).map_err(bad)?;
+        set(&mut doc, &key, value.clone()).map_err(bad)?;
+        applied.push((key, value));
     }
     let text = toml::to_string(&doc).expect("a TOML table serialises");
     let base = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    Cfg::from_toml_str(&text, path, base)
-        .map_err(anyhow::Error::new)
-        .py_err()
+    match Cfg::from_toml_str(&text, path, base) {
+        Err(mfh_config::ConfigError::Parse { .. }) => {
+            // The regenerated text's line numbers mean nothing to the caller: name the
+            // override that does not parse.
+            for (key, value) in &applied {
+                let mut one = original.clone();
+                let _ = set(&mut one, key, value.clone());
+                if let Err(e) = toml::from_str::<Cfg>(&toml::to_string(&one).unwrap()) {
+                    return Err(mfh_config::ConfigError::invalid(
+                        path,
+                        key.clone(),
+                        format!("override: {}", e.message()),
+                    ))
+                    .map_err(anyhow::Error::new)
+                    .py_err();
+                }
+            }
+            Cfg::load(path).map_err(anyhow::Error::new).py_err()
+        }
+        r => r.map_err(anyhow::Error::new).py_err(),
+    }
 }
 
 /// Sets dotted `key` in `doc`, creating tables on the way.
