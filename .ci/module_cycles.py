@@ -174,6 +174,7 @@ def main():
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent
     bad = 0
     crates = sorted(p for p in (root / "crates").iterdir() if (p / "src").is_dir())
+    crates.append(root / "python")
     for crate in crates:
         mods = modules_of(crate / "src")
         graph = {}

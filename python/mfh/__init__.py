@@ -168,11 +168,19 @@ class Model:
         """Scores rows of raw columns (the model's inputs, by name; side tables joined
         as the server joins them; other columns ignored). Returns one float32 column per
         behaviour (each row scored by its own cell's heads) and ``cell``."""
-        scores, cells = self._m.predict(_to_arrow(data))
-        out = pd.DataFrame(scores, columns=self.behaviours)
-        names = np.asarray(self.cells, dtype=object)
-        out["cell"] = names[cells] if len(cells) else np.asarray([], dtype=object)
+        scores, cells = self._m.predict(self._arrow(data))
+        out = pd.DataFrame(scores, columns=self.behaviours, copy=False)
+        out["cell"] = pd.Categorical.from_codes(cells.astype(np.int32), categories=self.cells)
         return out
+
+    def _arrow(self, data: TableLike) -> Any:
+        """``data`` as Arrow; of a DataFrame only the columns scoring reads are converted
+        (column by column: cheaper than selecting a sub-frame first)."""
+        if isinstance(data, pd.DataFrame) and data.columns.is_unique:
+            names = [str(c) for c in data.columns]
+            keep = set(self._m.columns_read(names))
+            return pa.table({n: _pandas_column(data[c]) for n, c in zip(names, data.columns) if n in keep})
+        return _to_arrow(data)
 
     def evaluate(
         self,
@@ -205,7 +213,7 @@ class Model:
     def onnx_feed(self, data: TableLike) -> Dict[str, np.ndarray]:
         """The inputs of the graph ``mfh export --onnx`` writes for this model, for these
         rows: row indices per embedded feature, ``dense``, ``cell``."""
-        return dict(self._m.onnx_feed(_to_arrow(data)))
+        return dict(self._m.onnx_feed(self._arrow(data)))
 
     def time_request_path(self, data: TableLike, reps: int = 5) -> float:
         """Median seconds to decode and score ``data`` through the server's request

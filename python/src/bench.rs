@@ -2,13 +2,16 @@
 //! already split into `(input, bytes)` fields, as a parsed KServe or TF-Serving request
 //! holds them) decoded and scored in process.
 
-use crate::model::Model;
 use anyhow::Result;
-use mfh_data::{Input, RowTable};
+use mfh_data::{Batch, Input, RequestDecoder, RowTable};
 
 /// Median seconds of decode + score of every row of `t` over `reps` runs.
-pub fn request_path(model: &Model, t: &dyn RowTable, reps: usize) -> Result<f64> {
-    let dec = model.decoder();
+pub fn request_path(
+    dec: &RequestDecoder,
+    mut score: impl FnMut(&mut Batch) -> Vec<f32>,
+    t: &dyn RowTable,
+    reps: usize,
+) -> Result<f64> {
     let cols: Vec<Option<Input>> = t
         .columns()
         .iter()
@@ -32,7 +35,7 @@ pub fn request_path(model: &Model, t: &dyn RowTable, reps: usize) -> Result<f64>
         let mut batch = dec.batch();
         dec.decode::<Vec<u8>, _>(&[], &rows, &mut batch)
             .map_err(anyhow::Error::new)?;
-        let scores = model.score(&mut batch);
+        let scores = score(&mut batch);
         std::hint::black_box(&scores);
         times.push(t0.elapsed().as_secs_f64());
     }

@@ -122,13 +122,13 @@ fn load(path: &Path, overrides: Option<&Bound<'_, PyDict>>) -> PyResult<Cfg> {
                 let mut one = original.clone();
                 let _ = set(&mut one, key, value.clone());
                 if let Err(e) = toml::from_str::<Cfg>(&toml::to_string(&one).unwrap()) {
-                    return Err(mfh_config::ConfigError::invalid(
-                        path,
-                        key.clone(),
-                        format!("override: {}", e.message()),
-                    ))
-                    .map_err(anyhow::Error::new)
-                    .py_err();
+                    return Err(crate::errors::to_py(anyhow::Error::new(
+                        mfh_config::ConfigError::invalid(
+                            path,
+                            key.clone(),
+                            format!("override: {}", e.message()),
+                        ),
+                    )));
                 }
             }
             Cfg::load(path).map_err(anyhow::Error::new).py_err()

@@ -12,6 +12,11 @@ use pyo3::types::PyDict;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// Scores `[rows, behaviours]` and each row's cell index.
+type Scored<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<u32>>);
+/// An embedding table's keys and rows.
+type TableRows<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray2<f32>>);
+
 /// Rows scored per forward pass.
 const CHUNK: usize = 4096;
 
@@ -42,7 +47,7 @@ pub fn load(py: Python<'_>, dir: PathBuf) -> PyResult<Model> {
             behaviours: grid.behaviours.clone(),
             cells: grid.cell_names(),
             decoder: RequestDecoder::new(p),
-            list_sep: crate::run::list_separator(&m.config),
+            list_sep: crate::tables::list_separator(&m.config),
             inner: Mutex::new(m),
         })
     })
@@ -121,13 +126,18 @@ impl Model {
         }
     }
 
+    /// Of `columns`, those scoring reads (the model's inputs, side-table overrides and
+    /// join keys), in the given order.
+    fn columns_read(&self, columns: Vec<String>) -> Vec<String> {
+        columns
+            .into_iter()
+            .filter(|c| self.decoder.input(c).is_some_and(|i| self.decoder.reads(i)))
+            .collect()
+    }
+
     /// Scores an Arrow table of raw columns: `(scores [rows, behaviours] float32,
     /// cell index per row uint32)`.
-    fn predict<'py>(
-        &self,
-        py: Python<'py>,
-        data: &Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<u32>>)> {
+    fn predict<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Scored<'py>> {
         let t = table(data, "data", self.list_sep)?;
         let nb = self.behaviours.len();
         let (scores, cells) = py
@@ -157,7 +167,7 @@ impl Model {
             Some(c) => c.cfg.clone(),
             None => self.lock().config.clone(),
         };
-        let tables = split_tables(data, crate::run::list_separator(&cfg))?;
+        let tables = split_tables(data, crate::tables::list_separator(&cfg))?;
         let split = split.unwrap_or_else(|| cfg.train.valid_split.clone());
         py.detach(|| -> anyhow::Result<String> {
             let mut m = self.lock();
@@ -181,11 +191,7 @@ impl Model {
 
     /// Feature `feature`'s embedding table: `(keys uint64 [rows], rows float32 [rows, dim])`
     /// in row order; `mfh.hash_id(value)` gives a raw value's key.
-    fn embeddings<'py>(
-        &self,
-        py: Python<'py>,
-        feature: &str,
-    ) -> PyResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyArray2<f32>>)> {
+    fn embeddings<'py>(&self, py: Python<'py>, feature: &str) -> PyResult<TableRows<'py>> {
         let (keys, rows, dim) = {
             let m = self.lock();
             let emb = &m.state.emb;
@@ -220,8 +226,13 @@ impl Model {
     /// `embeddings.TABLE.keys` / `.rows`) to a safetensors file, atomically.
     #[pyo3(signature = (path, embeddings=false))]
     fn save_safetensors(&self, py: Python<'_>, path: PathBuf, embeddings: bool) -> PyResult<()> {
-        py.detach(|| crate::safetensors_out::write(self, &path, embeddings))
-            .py_err()
+        py.detach(|| {
+            let named = self.named_weights();
+            let m = self.lock();
+            let tables = embeddings.then(|| m.state.emb.tables());
+            crate::safetensors_out::write(&self.name, named, tables, &path)
+        })
+        .py_err()
     }
 
     /// The inputs an `mfh export --onnx` graph of this model takes for these rows: per
@@ -253,7 +264,7 @@ impl Model {
         reps: usize,
     ) -> PyResult<f64> {
         let t = table(data, "data", self.list_sep)?;
-        py.detach(|| crate::bench::request_path(self, &*t, reps))
+        py.detach(|| crate::bench::request_path(&self.decoder, |b| self.score(b), &*t, reps))
             .py_err()
     }
 
@@ -277,17 +288,5 @@ impl Model {
         });
         net.visit_buffers("", &mut |name, b| out.push((name.to_string(), b.to_vec())));
         out
-    }
-
-    pub(crate) fn decoder(&self) -> &RequestDecoder {
-        &self.decoder
-    }
-
-    pub(crate) fn locked(&self) -> std::sync::MutexGuard<'_, LoadedModel> {
-        self.lock()
-    }
-
-    pub(crate) fn name_str(&self) -> &str {
-        &self.name
     }
 }

@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::errors::IntoPy;
 use crate::model::Model;
-use crate::tables::split_tables;
+use crate::tables::{list_separator, split_tables};
 use mfh_train::{LiveProgress, RunHooks, TrainOptions};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -45,17 +45,6 @@ impl RunHandle {
             l.evaluations.load(Relaxed),
         )
     }
-}
-
-/// The separator lists are joined with: the first `multi` feature's (`,` by default).
-pub fn list_separator(cfg: &mfh_config::Config) -> u8 {
-    cfg.features
-        .iter()
-        .find_map(|f| match f {
-            mfh_config::FeatureConfig::Multi { separator, .. } => separator.bytes().next(),
-            _ => None,
-        })
-        .unwrap_or(b',')
 }
 
 /// Trains model section `model` of `config` into `out`; returns the saved model.
@@ -103,6 +92,7 @@ pub fn train(
 /// `mfh compare` does; returns the path of results.json.
 #[pyfunction]
 #[pyo3(signature = (config, models, seeds, out, bootstrap=1000, tensorboard=false, threads=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn compare(
     py: Python<'_>,
     config: &Config,

@@ -1,15 +1,20 @@
 //! `Model.save_safetensors`: the dense weights (and optionally the embedding tables) as a
 //! safetensors file, written to a temporary file, synced and renamed into place.
 
-use crate::model::Model;
 use anyhow::{Context, Result};
+use mfh_embedding::EmbeddingTable;
 use safetensors::tensor::{Dtype, TensorView};
 use std::io::Write;
 use std::path::Path;
 
-pub fn write(model: &Model, path: &Path, embeddings: bool) -> Result<()> {
-    let mut named: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = model
-        .named_weights()
+/// Writes `weights` (name, flat values) and, when given, every table's keys and rows.
+pub fn write(
+    model_name: &str,
+    weights: Vec<(String, Vec<f32>)>,
+    tables: Option<&[EmbeddingTable]>,
+    path: &Path,
+) -> Result<()> {
+    let mut named: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = weights
         .into_iter()
         .map(|(k, v)| {
             let n = v.len();
@@ -21,9 +26,8 @@ pub fn write(model: &Model, path: &Path, embeddings: bool) -> Result<()> {
             )
         })
         .collect();
-    if embeddings {
-        let m = model.locked();
-        for t in m.state.emb.tables() {
+    if let Some(tables) = tables {
+        for t in tables {
             let mut ids: Vec<(u32, u64)> = t.ids().map(|(id, slot)| (slot, id)).collect();
             ids.sort_unstable();
             let keys: Vec<u8> = ids.iter().flat_map(|(_, id)| id.to_le_bytes()).collect();
@@ -56,7 +60,7 @@ pub fn write(model: &Model, path: &Path, embeddings: bool) -> Result<()> {
         .collect::<Result<_>>()?;
     let mut meta = std::collections::HashMap::new();
     meta.insert("format".to_string(), "mfh".to_string());
-    meta.insert("model".to_string(), model.name_str().to_string());
+    meta.insert("model".to_string(), model_name.to_string());
     let bytes = safetensors::tensor::serialize(views, Some(meta))
         .map_err(|e| anyhow::anyhow!("cannot serialise: {e}"))?;
     atomic_write(path, &bytes)

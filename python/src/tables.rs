@@ -94,3 +94,14 @@ pub fn value_text(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         v.get_type().name()?
     )))
 }
+
+/// The separator lists are joined with: the first `multi` feature's (`,` by default).
+pub fn list_separator(cfg: &mfh_config::Config) -> u8 {
+    cfg.features
+        .iter()
+        .find_map(|f| match f {
+            mfh_config::FeatureConfig::Multi { separator, .. } => separator.bytes().next(),
+            _ => None,
+        })
+        .unwrap_or(b',')
+}

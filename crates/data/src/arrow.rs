@@ -93,15 +93,14 @@ impl RowTable for ArrowTable {
     fn read(&self, i: u64, missing: &[u8], cells: &mut Cells) -> Result<(), (usize, String)> {
         let b = self.starts.partition_point(|&s| s <= i) - 1;
         let row = (i - self.starts[b]) as usize;
-        let mut buf = Vec::with_capacity(32);
         for (c, col) in self.batches[b].columns().iter().enumerate() {
-            buf.clear();
             if col.is_null(row) {
                 cells.push(missing);
                 continue;
             }
-            write_value(col, row, self.list_sep, &mut buf).map_err(|m| (c, m))?;
-            cells.push(&buf);
+            let mut res = Ok(());
+            cells.push_with(|out| res = write_value(col, row, self.list_sep, out));
+            res.map_err(|m| (c, m))?;
         }
         Ok(())
     }
@@ -131,13 +130,13 @@ fn write_value(a: &ArrayRef, row: usize, sep: u8, out: &mut Vec<u8>) -> Result<(
     match a.data_type() {
         Null => {}
         Boolean => out.push(b'0' + a.as_boolean().value(row) as u8),
-        Int8 => w(write!(out, "{}", a.as_primitive::<Int8Type>().value(row)))?,
-        Int16 => w(write!(out, "{}", a.as_primitive::<Int16Type>().value(row)))?,
-        Int32 => w(write!(out, "{}", a.as_primitive::<Int32Type>().value(row)))?,
-        Int64 => w(write!(out, "{}", a.as_primitive::<Int64Type>().value(row)))?,
-        UInt8 => w(write!(out, "{}", a.as_primitive::<UInt8Type>().value(row)))?,
-        UInt16 => w(write!(out, "{}", a.as_primitive::<UInt16Type>().value(row)))?,
-        UInt32 => w(write!(out, "{}", a.as_primitive::<UInt32Type>().value(row)))?,
+        Int8 => int(out, a.as_primitive::<Int8Type>().value(row) as i64),
+        Int16 => int(out, a.as_primitive::<Int16Type>().value(row) as i64),
+        Int32 => int(out, a.as_primitive::<Int32Type>().value(row) as i64),
+        Int64 => int(out, a.as_primitive::<Int64Type>().value(row)),
+        UInt8 => int(out, a.as_primitive::<UInt8Type>().value(row) as i64),
+        UInt16 => int(out, a.as_primitive::<UInt16Type>().value(row) as i64),
+        UInt32 => int(out, a.as_primitive::<UInt32Type>().value(row) as i64),
         UInt64 => w(write!(out, "{}", a.as_primitive::<UInt64Type>().value(row)))?,
         Float32 => w(write!(
             out,
@@ -180,6 +179,25 @@ fn write_value(a: &ArrayRef, row: usize, sep: u8, out: &mut Vec<u8>) -> Result<(
         t => return Err(format!("Arrow type {t} is not read")),
     }
     Ok(())
+}
+
+/// `x` in decimal.
+fn int(out: &mut Vec<u8>, x: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut u = x.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    if x < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 fn write_list(items: &ArrayRef, sep: u8, out: &mut Vec<u8>) -> Result<(), String> {

@@ -24,6 +24,12 @@ impl Cells<'_> {
     pub fn push(&mut self, cell: &[u8]) {
         self.0.push_field(cell);
     }
+
+    /// Appends the next column's cell, written by `f` into the row's buffer (no copy).
+    #[inline]
+    pub fn push_with(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        self.0.push_with(f);
+    }
 }
 
 /// A table of rows in memory.
@@ -80,7 +86,7 @@ impl SplitTables {
         for (name, other) in it {
             if other.columns() != cols.as_slice() {
                 return Err(DataError::file(
-                    &table_path(name),
+                    table_path(name),
                     "header",
                     format!(
                         "its columns ({}) differ from those of {} ({}); every table must have the same columns in the same order",

@@ -72,6 +72,14 @@ impl Record {
         self.ends.push(self.data.len());
     }
 
+    /// Appends a cell written by `f` straight into the record's buffer.
+    pub fn push_with(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.data.len();
+        f(&mut self.data);
+        self.ascii &= self.data[start..].is_ascii();
+        self.ends.push(self.data.len());
+    }
+
     /// Makes `self` a copy of `other`, reusing `self`'s buffers.
     pub fn copy_from(&mut self, other: &Record) {
         self.data.clone_from(&other.data);

@@ -383,8 +383,12 @@ impl RequestDecoder {
         Ok(())
     }
 
-    /// Whether the input is a side-table column (it overrides the joined row) or a main
-    /// column a side table's join reads.
+    /// Whether decoding reads the input: a feature or facet reads it, it is a side-table
+    /// column (it overrides the joined row) or a main column a side table's join reads.
+    pub fn reads(&self, input: Input) -> bool {
+        self.kind(input).is_some() || self.fills(input)
+    }
+
     fn fills(&self, input: Input) -> bool {
         match input.0 {
             ColRef::Side(..) => true,

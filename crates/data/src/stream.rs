@@ -75,11 +75,11 @@ pub(crate) fn scan(
             )
         }
         None => (
-            Reader::Files(RowReader::new(
+            Reader::Files(Box::new(RowReader::new(
                 p.cfg.data.sources.clone(),
                 p.cfg.data.csv.clone(),
                 p.main_columns.len(),
-            )),
+            ))),
             false,
         ),
     };
@@ -128,7 +128,7 @@ pub(crate) fn scan(
 
 /// Rows from the sources' files or from a split's in-memory table.
 enum Reader {
-    Files(RowReader),
+    Files(Box<RowReader>),
     Table(TableReader),
 }
 

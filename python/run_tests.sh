@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The Python package's tests: a venv (target/pyenv, or $MFH_PYENV), the package installed
+# from python/ as a newcomer installs it (pip builds the wheel with maturin, profile
+# `wheel`), then pytest. The tests compare the package with the CLI: target/debug/mfh (built
+# here when missing) or $MFH_BIN.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${MFH_PYENV:-target/pyenv}
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+fi
+"$venv/bin/pip" install -q "./python[test]"
+if [ -z "${MFH_BIN:-}" ]; then
+  [ -x target/debug/mfh ] || cargo build -p mfh
+  MFH_BIN=$PWD/target/debug/mfh
+fi
+export MFH_BIN
+py=$(cd "$venv" && pwd)/bin/python
+cd python && exec "$py" -m pytest -q tests "$@"
