@@ -16,5 +16,5 @@ if [ -z "${MFH_BIN:-}" ]; then
   MFH_BIN=$PWD/target/debug/mfh
 fi
 export MFH_BIN
-py=$(cd "$venv" && pwd)/bin/python
-cd python && exec "$py" -m pytest -q tests "$@"
+# From the repository root, so that `import mfh` is the installed package, not python/mfh.
+exec "$venv/bin/python" -m pytest -q python/tests "$@"

@@ -49,6 +49,7 @@ __all__ = [
     "train",
     "load",
     "compare",
+    "prepare_kuairand",
     "hash_id",
     "kernel_path",
     "MfhError",
@@ -123,6 +124,7 @@ def _records_frame(records: list) -> "pd.DataFrame":
     if not records:
         return pd.DataFrame(columns=cols)
     df = pd.DataFrame.from_records(records)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")  # None (undefined) → NaN
     keys = ["split", "behaviour", "cell"]
     wide = df.pivot_table(index=keys, columns="metric", values="value", aggfunc="first", dropna=False)
     counts = df.groupby(keys, sort=False)[["n", "positives"]].max()
@@ -210,6 +212,12 @@ class Model:
         a safetensors file, atomically."""
         self._m.save_safetensors(os.fspath(path), embeddings)
 
+    def export_onnx(self, path: PathLike) -> None:
+        """Writes the model as ONNX (row indices in, scores out) to ``path``, with the
+        key → row maps in ``path.rows/`` and the inputs described in ``path.io.json``, as
+        ``mfh export --onnx`` does; ``onnx_feed`` computes the inputs."""
+        self._m.export_onnx(os.fspath(path))
+
     def onnx_feed(self, data: TableLike) -> Dict[str, np.ndarray]:
         """The inputs of the graph ``mfh export --onnx`` writes for this model, for these
         rows: row indices per embedded feature, ``dense``, ``cell``."""
@@ -222,6 +230,14 @@ class Model:
 
     def __repr__(self) -> str:
         return f"mfh.Model({str(self.dir)!r}, model={self.name!r})"
+
+
+def prepare_kuairand(raw: PathLike, out: PathLike) -> Path:
+    """Prepares KuaiRand-Pure's raw files (``raw``: the log, user and video features; the
+    repository bundles a slice in data/kuairand-pure) into ``out`` as ``mfh prepare
+    kuairand`` does: the training table, side tables and ``kuairand.toml``, whose path it
+    returns."""
+    return Path(_mfh.prepare_kuairand(os.fspath(raw), os.fspath(out)))
 
 
 def load(path: PathLike) -> Model:
@@ -276,7 +292,7 @@ def _watch(done: threading.Event, handle: "_mfh.RunHandle", progress: bool) -> N
             if not progress or epochs == 0:
                 continue
             if bar is None:
-                bar = _bar(per_epoch, "training", progress)
+                bar = _bar(per_epoch, f"epoch {e + 1}/{epochs}", progress)
             if e != epoch:
                 epoch = e
                 bar.reset(total=per_epoch)

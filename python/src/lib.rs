@@ -16,7 +16,9 @@ mod run;
 mod safetensors_out;
 mod tables;
 
+use errors::IntoPy;
 use pyo3::prelude::*;
+use std::path::PathBuf;
 
 /// The hashed key mfh gives a raw categorical value: the key `mfh export`'s row maps
 /// list, and the key the reader computes for the same value in a file, a request or a
@@ -33,6 +35,23 @@ fn kernel_path() -> String {
     mfh_cpu::path().to_string()
 }
 
+/// Prepares the KuaiRand-Pure files in `raw` (log, user and video features, optionally
+/// gzipped) into `out`: the training table, side tables and `kuairand.toml`, as `mfh
+/// prepare kuairand` does. Returns the config's path.
+#[pyfunction]
+fn prepare_kuairand(py: Python<'_>, raw: PathBuf, out: PathBuf) -> PyResult<PathBuf> {
+    py.detach(|| {
+        mfh_data::kuairand::prepare(&mfh_data::kuairand::PrepareOptions {
+            raw,
+            extra_logs: Vec::new(),
+            out,
+        })
+        .map(|r| r.config)
+        .map_err(anyhow::Error::new)
+    })
+    .py_err()
+}
+
 #[pymodule]
 fn _mfh(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
@@ -41,6 +60,7 @@ fn _mfh(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<run::RunHandle>()?;
     m.add_function(wrap_pyfunction!(hash_id, m)?)?;
     m.add_function(wrap_pyfunction!(kernel_path, m)?)?;
+    m.add_function(wrap_pyfunction!(prepare_kuairand, m)?)?;
     m.add_function(wrap_pyfunction!(run::train, m)?)?;
     m.add_function(wrap_pyfunction!(run::compare, m)?)?;
     m.add_function(wrap_pyfunction!(model::load, m)?)?;

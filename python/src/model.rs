@@ -235,6 +235,13 @@ impl Model {
         .py_err()
     }
 
+    /// Writes the model as ONNX to `path` (with `path.rows/` and `path.io.json`), as
+    /// `mfh export --onnx` does.
+    fn export_onnx(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        py.detach(|| mfh_export::export(&self.lock(), &path).map(|_| ()))
+            .py_err()
+    }
+
     /// The inputs an `mfh export --onnx` graph of this model takes for these rows: per
     /// embedded feature its row indices (int64), `dense` (float32), `cell` (int64).
     fn onnx_feed<'py>(
