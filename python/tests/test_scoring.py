@@ -2,6 +2,7 @@
 `mfh eval`'s; weights and embeddings leave mfh intact."""
 
 import json
+import subprocess
 import threading
 
 import numpy as np
@@ -148,3 +149,28 @@ def test_onnx_export_fed_by_onnx_feed_equals_predict(mfh_bin, models, valid_rows
         want = model.predict(rows)[model.behaviours].to_numpy()
         assert scores.shape == want.shape
         assert np.abs(scores - want).max() <= 1e-5, (name, np.abs(scores - want).max())
+
+
+def test_cli_predict_on_unlabelled_files_keeps_columns(mfh_bin, models, valid_rows, tmp_path):
+    m = models["mfh"]
+    rows = valid_rows.iloc[:3000].drop(columns=["is_click", "long_view", "is_like", "date"])
+    src = tmp_path / "unlabelled.csv"
+    rows.to_csv(src, index=False)
+    want = m.predict(rows)
+    for out in [tmp_path / "p.csv", tmp_path / "p.parquet"]:
+        run_cli(mfh_bin, "predict", "--model-dir", str(m.dir), "--data", str(src),
+                "--keep", "user_id,video_id", "--out", str(out))
+        got = pd.read_parquet(out) if out.suffix == ".parquet" else pd.read_csv(out)
+        assert list(got.columns) == ["row", "user_id", "video_id", "cell"] + [f"{b}_pred" for b in m.behaviours]
+        assert len(got) == len(rows), out
+        assert got["row"].tolist() == list(range(len(rows)))
+        assert got["user_id"].astype(str).tolist() == rows["user_id"].astype(str).tolist()
+        assert got["video_id"].astype(str).tolist() == rows["video_id"].astype(str).tolist()
+        assert got["cell"].tolist() == want["cell"].astype(str).tolist()
+        for b in m.behaviours:
+            diff = np.abs(got[f"{b}_pred"].to_numpy(np.float64) - want[b].to_numpy(np.float64))
+            assert diff.max() <= 1e-6, (out.name, b, diff.max())
+    r = subprocess.run([str(mfh_bin), "predict", "--model-dir", str(m.dir), "--data", str(src),
+                        "--keep", "nope", "--out", str(tmp_path / "x.csv")], capture_output=True, text=True)
+    assert r.returncode != 0 and "--keep: no column `nope`" in r.stderr, r.stderr
+    assert not (tmp_path / "x.csv").exists()

@@ -156,9 +156,16 @@ pub(crate) fn predict(a: PredictArgs) -> Result<()> {
         model_dir,
         config,
         split,
+        data,
+        keep,
         out,
         threads,
     } = a;
+    let (Some(config), Some(split)) = (config, split) else {
+        let n = crate::predict::predict_files(&model_dir, data, &keep, &out, threads)?;
+        outln!("{n} rows → {}", out.display());
+        return Ok(());
+    };
     let mut m = load_model(&model_dir)?;
     let cfg = Config::load(&config)?;
     let p = Arc::new(m.pipeline(&cfg)?);

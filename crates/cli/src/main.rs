@@ -25,6 +25,9 @@ macro_rules! outln {
 
 mod bench;
 mod commands;
+mod predict;
+#[cfg(feature = "parquet")]
+mod predict_parquet;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -172,10 +175,19 @@ struct EvalArgs {
 struct PredictArgs {
     #[arg(long)]
     model_dir: PathBuf,
-    #[arg(long)]
-    config: PathBuf,
-    #[arg(long)]
-    split: String,
+    /// Score split SPLIT of this config's data (labels written beside the scores).
+    #[arg(long, requires = "split", conflicts_with = "data")]
+    config: Option<PathBuf>,
+    #[arg(long, requires = "config")]
+    split: Option<String>,
+    /// Score every row of these files (CSV, gzip CSV or Parquet; no labels needed):
+    /// the model's inputs by column name, side tables joined from the model folder.
+    #[arg(long, num_args = 1.., required_unless_present = "config")]
+    data: Vec<PathBuf>,
+    /// With --data: columns passed through to the output (comma-separated, e.g. user_id,video_id).
+    #[arg(long, value_delimiter = ',', requires = "data")]
+    keep: Vec<String>,
+    /// CSV, or Parquet when the name ends in .parquet (with --data; needs the parquet feature).
     #[arg(long)]
     out: PathBuf,
     /// Compute threads, a count or `auto` (default: the config's `train.threads`).

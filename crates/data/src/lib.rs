@@ -24,6 +24,7 @@ mod number;
 #[cfg(feature = "parquet")]
 mod parquet;
 mod pipeline;
+mod raw;
 mod record;
 mod request;
 mod rows;
@@ -36,6 +37,7 @@ pub use error::{DataError, SkipCounts};
 pub use hash::{hash_value, MISSING_ID};
 pub use memory::{Cells, RowTable, SplitTables};
 pub use pipeline::{source_header, FieldLayout, Pipeline};
+pub use raw::{RawChunk, RawRows};
 pub use request::{Input, InputInfo, InputKind, RequestDecoder, RequestError};
 pub use stream::{BatchStream, ReadStats, StreamOptions};
 pub use striped::{stripe_range, Stripe, StripeCounts, StripedStream};
