@@ -355,14 +355,19 @@ def train(
     keep_checkpoints: bool = False,
     threads: Optional[int] = None,
     progress: bool = True,
+    tensorboard: Union[bool, PathLike] = False,
 ) -> Model:
     """Trains model section ``model`` of ``config`` into the folder ``out`` and returns
     the saved model (the best on the valid split). ``data`` maps split names to
     in-memory tables, read instead of the config's files for those splits (each holds
     exactly its split's rows). ``resume`` continues an interrupted run in ``out``;
     ``init_from`` warm-starts from a model folder. Ctrl-C stops at the next step with a
-    checkpoint and raises ``mfh.Interrupted`` (a ``KeyboardInterrupt``)."""
+    checkpoint and raises ``mfh.Interrupted`` (a ``KeyboardInterrupt``). ``tensorboard``
+    (True: ``out``/tensorboard, or a folder) writes TensorBoard scalars as it trains."""
     handle = _mfh.RunHandle()
+    if tensorboard is True:
+        tensorboard = Path(os.fspath(out)) / "tensorboard"
+    tb = os.fspath(tensorboard) if tensorboard not in (False, None) else None
     inner = _run(
         _mfh.train,
         config,
@@ -374,6 +379,7 @@ def train(
         os.fspath(init_from) if init_from is not None else None,
         keep_checkpoints,
         threads,
+        tb,
         handle=handle,
         progress=progress,
     )

@@ -95,6 +95,7 @@ def train(
     init_from: Optional[_Path] = None,
     keep_checkpoints: bool = False,
     threads: Optional[int] = None,
+    tensorboard: Optional[_Path] = None,
     handle: Optional[RunHandle] = None,
 ) -> Model: ...
 def compare(

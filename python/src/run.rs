@@ -49,7 +49,7 @@ impl RunHandle {
 
 /// Trains model section `model` of `config` into `out`; returns the saved model.
 #[pyfunction]
-#[pyo3(signature = (config, model, out, seed=None, data=None, resume=false, init_from=None, keep_checkpoints=false, threads=None, handle=None))]
+#[pyo3(signature = (config, model, out, seed=None, data=None, resume=false, init_from=None, keep_checkpoints=false, threads=None, tensorboard=None, handle=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     py: Python<'_>,
@@ -62,6 +62,7 @@ pub fn train(
     init_from: Option<PathBuf>,
     keep_checkpoints: bool,
     threads: Option<usize>,
+    tensorboard: Option<PathBuf>,
     handle: Option<&RunHandle>,
 ) -> PyResult<Model> {
     let mut cfg = config.cfg.clone();
@@ -77,6 +78,7 @@ pub fn train(
         keep_checkpoints,
         resume,
         init_from,
+        tensorboard,
         hooks: RunHooks {
             tables,
             stop: handle.map(|h| h.stop.clone()),

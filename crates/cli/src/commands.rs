@@ -39,6 +39,7 @@ pub(crate) fn train_cmd(a: TrainArgs) -> Result<()> {
         resume,
         init_from,
         quiet,
+        tensorboard,
         threads,
     } = a;
     let mut cfg = Config::load(&config)?;
@@ -47,6 +48,7 @@ pub(crate) fn train_cmd(a: TrainArgs) -> Result<()> {
     }
     let opts = TrainOptions {
         hooks: Default::default(),
+        tensorboard: tensorboard.then(|| out.join("tensorboard")),
         model,
         out: out.clone(),
         seed,
@@ -349,6 +351,7 @@ pub(crate) fn quickstart(out: &Path, raw: Option<PathBuf>, threads: Option<Threa
             &cfg,
             &TrainOptions {
                 hooks: Default::default(),
+                tensorboard: None,
                 model: Some(name.into()),
                 out: model_dir.clone(),
                 seed: None,

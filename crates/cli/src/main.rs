@@ -124,6 +124,10 @@ struct TrainArgs {
     /// Hide the progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Write TensorBoard scalars to OUT/tensorboard as training goes (train loss; the
+    /// valid split's loss, AUC, GAUC and logloss per behaviour × cell).
+    #[arg(long)]
+    tensorboard: bool,
     /// Compute threads, a count or `auto` (default: the config's `train.threads`).
     #[arg(long)]
     threads: Option<Threads>,
@@ -143,7 +147,9 @@ struct CompareArgs {
     /// Bootstrap resamples for the AUC intervals.
     #[arg(long, default_value_t = 200)]
     bootstrap: usize,
-    /// Also write TensorBoard event files to OUT/tensorboard.
+    /// Write TensorBoard scalars as each run trains, to OUT/tensorboard/MODEL-seedS (the
+    /// same scalars as `mfh train --tensorboard`), and each segment's mean AUC to
+    /// OUT/tensorboard/MODEL-seedS/segments.
     #[arg(long)]
     tensorboard: bool,
     #[arg(long)]

@@ -105,6 +105,7 @@ enum Writer {
 }
 
 impl Writer {
+    #[cfg_attr(not(feature = "parquet"), allow(unused_variables))]
     fn create(path: &Path, header: &[String], n_keep: usize, nb: usize) -> Result<Writer> {
         let parquet = path
             .to_string_lossy()

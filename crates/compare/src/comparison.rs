@@ -16,7 +16,8 @@ pub struct CompareOptions {
     pub out: PathBuf,
     /// Bootstrap resamples for the 95 % intervals.
     pub bootstrap: usize,
-    /// Also write TensorBoard event files (`OUT/tensorboard/MODEL-seedS/`).
+    /// Write TensorBoard scalars as each run trains (`OUT/tensorboard/MODEL-seedS/`) and
+    /// each segment's mean AUC after (`…/segments/`).
     pub tensorboard: bool,
     pub progress: bool,
 }
@@ -48,7 +49,10 @@ pub fn compare(cfg: &Config, opts: &CompareOptions) -> Result<Vec<RunRecord>> {
                 continue;
             }
             eprintln!("[{k}/{total}] {model} seed {seed}: training");
-            let r = train_run(&sel_cfg, model, seed, &dir, &report, opts.progress)
+            let tb = opts
+                .tensorboard
+                .then(|| crate::tensorboard::run_dir(&opts.out, model, seed));
+            let r = train_run(&sel_cfg, model, seed, &dir, &report, opts.progress, tb)
                 .with_context(|| format!("model `{model}` seed {seed}"))?;
             runs.push(r);
         }

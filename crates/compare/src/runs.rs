@@ -80,6 +80,7 @@ pub(crate) fn train_run(
     dir: &Path,
     report: &str,
     progress: bool,
+    tensorboard: Option<PathBuf>,
 ) -> Result<RunRecord> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let kind = cfg.models[model]
@@ -93,6 +94,7 @@ pub(crate) fn train_run(
         cfg,
         &TrainOptions {
             hooks: Default::default(),
+            tensorboard,
             model: Some(model.into()),
             out: model_dir.clone(),
             seed: Some(seed),

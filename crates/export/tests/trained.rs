@@ -136,6 +136,7 @@ fn train_export_compare(dir: &Path, model: &str, section: &str) -> f32 {
         &cfg,
         &TrainOptions {
             hooks: Default::default(),
+            tensorboard: None,
             model: Some(model.into()),
             out: out.clone(),
             seed: Some(5),

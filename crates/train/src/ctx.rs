@@ -14,6 +14,8 @@ pub(crate) struct Ctx<'a> {
     pub seed: u64,
     pub metric: &'a str,
     pub pipeline: &'a Arc<Pipeline>,
+    /// Live TensorBoard scalars (rank 0, when asked for).
+    pub tensorboard: std::cell::RefCell<Option<crate::tensorboard::Scalars>>,
 }
 
 impl Ctx<'_> {

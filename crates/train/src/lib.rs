@@ -13,6 +13,7 @@ mod options;
 mod run;
 mod schedule;
 pub mod selection;
+mod tensorboard;
 
 pub use check::{check, model_spec, CheckSummary};
 pub use checkpoint::{checkpoint_name, load_checkpoint, Checkpoint};

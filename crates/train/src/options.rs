@@ -22,6 +22,10 @@ pub struct TrainOptions {
     /// and their optimizer state, fitted statistics unless `train.refit_transforms`).
     /// Ignored when `resume` finds a checkpoint (the run being resumed began warm).
     pub init_from: Option<PathBuf>,
+    /// Write TensorBoard scalars to this folder as the run goes: the train loss, and the
+    /// valid split's loss and AUC, GAUC and logloss per behaviour × cell at every
+    /// evaluation (`tensorboard --logdir` it).
+    pub tensorboard: Option<PathBuf>,
     /// What a caller embedding the loop (the Python package) adds: in-memory tables,
     /// a stop request, live progress.
     pub hooks: RunHooks,

@@ -1,11 +1,16 @@
 //! The training loop through the library (`mfh_train::train`): a resumed run ends with
 //! the uninterrupted run's model bit for bit, a damaged newest checkpoint falls back to
-//! the one before, a fresh run refuses an interrupted run's checkpoints, and a warm start
-//! begins from the model it is given.
+//! the one before, a fresh run refuses an interrupted run's checkpoints, a warm start
+//! begins from the model it is given, a stop request leaves a checkpoint the run resumes
+//! from, and TensorBoard scalars are written as the run goes.
 
 use mfh_config::Config;
-use mfh_train::{checkpoint_name, load_checkpoint, train, TrainOptions};
+use mfh_train::{
+    checkpoint_name, load_checkpoint, train, Interrupted, LiveProgress, RunHooks, TrainOptions,
+};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// A made-up log (a user table, a multi-valued field, a numeric feature, two behaviours,
 /// a facet) and its config; `train` replaces the `[train]` keys after `batch_size`.
@@ -86,6 +91,7 @@ embedding = {{ optimizer = "adagrad", lr = 0.05 }}
 fn opts(out: &Path) -> TrainOptions {
     TrainOptions {
         hooks: Default::default(),
+        tensorboard: None,
         model: None,
         out: out.to_path_buf(),
         seed: Some(11),
@@ -103,6 +109,7 @@ fn ck(out: &Path, step: u64) -> PathBuf {
 fn resume(out: &Path) -> TrainOptions {
     TrainOptions {
         hooks: Default::default(),
+        tensorboard: None,
         resume: true,
         ..opts(out)
     }
@@ -253,6 +260,7 @@ fn a_warm_start_begins_from_the_model_it_is_given() {
         &frozen,
         &TrainOptions {
             hooks: Default::default(),
+            tensorboard: None,
             init_from: Some(first.clone()),
             seed: Some(99),
             ..opts(&warm)
@@ -311,6 +319,7 @@ fn a_warm_start_begins_from_the_model_it_is_given() {
         &adam,
         &TrainOptions {
             hooks: Default::default(),
+            tensorboard: None,
             init_from: Some(first.clone()),
             ..opts(&tmp.path().join("adam"))
         },
@@ -327,6 +336,7 @@ fn a_warm_start_begins_from_the_model_it_is_given() {
         &cfg,
         &TrainOptions {
             hooks: Default::default(),
+            tensorboard: None,
             init_from: Some(tmp.path().join("missing")),
             ..opts(&other)
         },
@@ -346,4 +356,78 @@ fn a_checkpoint_of_the_old_distributed_layout_is_refused_not_replaced() {
     let e = format!("{:#}", train(&cfg, &resume(&out)).unwrap_err());
     assert!(e.contains("older mfh's distributed trainer"), "{e}");
     assert!(!out.join("model.json").exists(), "nothing trained over it");
+}
+
+#[test]
+fn a_stop_request_checkpoints_and_the_resumed_run_ends_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = setup(tmp.path(), "full.toml", "epochs = 2\ncheckpoint_every = 5");
+    let (whole, cut) = (tmp.path().join("whole"), tmp.path().join("cut"));
+    let a = train(&full, &opts(&whole)).unwrap();
+    // A stop already requested: the run stops after its first step, with a checkpoint.
+    let stop = Arc::new(AtomicBool::new(true));
+    let live = Arc::new(LiveProgress::default());
+    let mut o = opts(&cut);
+    o.hooks = RunHooks {
+        stop: Some(stop.clone()),
+        progress: Some(live.clone()),
+        ..Default::default()
+    };
+    let e = train(&full, &o).unwrap_err();
+    let i = e
+        .downcast_ref::<Interrupted>()
+        .unwrap_or_else(|| panic!("not an interruption: {e:#}"));
+    assert_eq!(i.step, 1);
+    assert_eq!(i.checkpoint.as_deref(), Some(ck(&cut, 1).as_path()));
+    assert_eq!(live.step.load(Ordering::Relaxed), 1);
+    assert!(live.rows_done.load(Ordering::Relaxed) > 0 && live.loss().is_some());
+    assert!(
+        !cut.join("dense.bin").exists(),
+        "no model saved before an evaluation"
+    );
+    let b = train(&full, &resume(&cut)).unwrap();
+    assert_eq!((a.steps, a.best_step), (b.steps, b.best_step));
+    for f in ["dense.bin", "embeddings.bin", "metrics.json"] {
+        let x = std::fs::read(whole.join(f)).unwrap();
+        let y = std::fs::read(cut.join(f)).unwrap();
+        assert!(
+            x == y,
+            "the best model's {f} differs after a stop and resume"
+        );
+    }
+}
+
+#[test]
+fn tensorboard_scalars_are_written_as_the_run_goes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = setup(tmp.path(), "tb.toml", "epochs = 2");
+    let out = tmp.path().join("run");
+    let mut o = opts(&out);
+    o.tensorboard = Some(out.join("tensorboard"));
+    let s = train(&cfg, &o).unwrap();
+    let files: Vec<PathBuf> = std::fs::read_dir(out.join("tensorboard"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let scalars = mfh_report::tensorboard::read_scalars(&files[0]).unwrap();
+    let steps = |tag: &str| -> Vec<i64> {
+        scalars
+            .iter()
+            .filter(|(t, _, _)| t == tag)
+            .map(|(_, s, _)| *s)
+            .collect()
+    };
+    let loss = steps("train/loss");
+    assert!(
+        !loss.is_empty() && loss.iter().all(|s| s % 10 == 0),
+        "{loss:?}"
+    );
+    let evals: Vec<i64> = s.history.iter().map(|(st, _)| *st as i64).collect();
+    assert!(evals.len() >= 2);
+    let split = &cfg.train.valid_split;
+    assert_eq!(steps(&format!("{split}/loss")), evals);
+    let b = &cfg.grid().behaviours[0];
+    assert_eq!(steps(&format!("{split}/auc/{b}/all")), evals);
+    assert_eq!(steps(&format!("{split}/logloss/{b}/all")), evals);
 }

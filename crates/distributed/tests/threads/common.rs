@@ -102,6 +102,7 @@ embedding = { optimizer = "adagrad", lr = 0.05 }
 pub fn opts(out: &Path) -> TrainOptions {
     TrainOptions {
         hooks: Default::default(),
+        tensorboard: None,
         model: None,
         out: out.to_path_buf(),
         seed: Some(3),

@@ -25,6 +25,7 @@ fn a_resumed_run_writes_the_uninterrupted_checkpoint() {
         &full_cfg,
         &TrainOptions {
             hooks: Default::default(),
+            tensorboard: None,
             resume: true,
             ..opts(&cut)
         },
@@ -41,6 +42,7 @@ fn a_resumed_run_writes_the_uninterrupted_checkpoint() {
     std::fs::write(&halved, text.replace("batch_size = 64", "batch_size = 32")).unwrap();
     let resume = TrainOptions {
         hooks: Default::default(),
+        tensorboard: None,
         resume: true,
         ..opts(&cut)
     };
@@ -77,6 +79,7 @@ fn a_run_resumed_on_another_number_of_ranks_continues_the_uninterrupted_one() {
     copy_dir(&cut, &on1);
     let resume = |out: &Path| TrainOptions {
         hooks: Default::default(),
+        tensorboard: None,
         resume: true,
         ..opts(out)
     };
@@ -202,6 +205,7 @@ fn resume_falls_back_to_an_older_intact_checkpoint_and_keeps_the_selection() {
         &full_cfg,
         &TrainOptions {
             hooks: Default::default(),
+            tensorboard: None,
             resume: true,
             ..opts(&cut)
         },
@@ -246,6 +250,7 @@ fn local_and_distributed_runs_resume_each_others_checkpoints() {
     mfh_train::train(&full_cfg, &opts(&whole)).unwrap();
     let resume = |out: &Path| TrainOptions {
         hooks: Default::default(),
+        tensorboard: None,
         resume: true,
         ..opts(out)
     };

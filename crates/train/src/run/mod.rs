@@ -3,13 +3,14 @@
 //! N steps), keep the best model on disk, checkpoint, stop early when the metric stops
 //! improving. One loop for every [`Engine`]; setting up is [`setup`]'s.
 
+mod hooks;
 mod setup;
 
 use crate::check::model_spec;
 use crate::checkpoint::{self, guard_params, Checkpointer, LoopState, Progress};
 use crate::ctx::Ctx;
 use crate::engine::{Engine, LocalEngine, Optimizers};
-use crate::options::{Interrupted, TrainOptions, TrainSummary};
+use crate::options::{TrainOptions, TrainSummary};
 use crate::schedule::learning_rate;
 use crate::selection::Selection;
 use anyhow::{bail, Result};
@@ -55,6 +56,10 @@ pub fn train_with(cfg: &Config, opts: &TrainOptions, eng: &mut dyn Engine) -> Re
         seed,
         metric: &metric,
         pipeline: &pipeline,
+        tensorboard: std::cell::RefCell::new(match &opts.tensorboard {
+            Some(dir) if eng.rank() == 0 => Some(crate::tensorboard::Scalars::open(dir)?),
+            _ => None,
+        }),
     };
     let mut run = Loop::new(
         &ctx,
@@ -359,40 +364,6 @@ impl<'a> Loop<'a> {
         })
     }
 
-    /// Live progress after a batch of `rows`.
-    fn report(&self, rows: usize) {
-        if let Some(live) = &self.opts.hooks.progress {
-            live.rows_done.fetch_add(rows as u64, Relaxed);
-            live.step.store(self.p.step, Relaxed);
-            live.loss_bits
-                .store(self.p.loss_ema.map_or(0, f64::to_bits), Relaxed);
-        }
-    }
-
-    fn stop_requested(&self) -> bool {
-        self.opts
-            .hooks
-            .stop
-            .as_ref()
-            .is_some_and(|s| s.load(Relaxed))
-    }
-
-    /// A stop asked for through the hooks: a checkpoint of this step (unless one was just
-    /// written, or `keep_last = 0`), and the error that says where to resume.
-    fn interrupt(&mut self, eng: &mut dyn Engine, saved: bool) -> Result<Interrupted> {
-        let keep = self.ctx.cfg.train.keep_last > 0;
-        if keep && !saved {
-            self.p.stop = false;
-            let (ctx, sel, skipped) = (self.ctx, &self.sel, &self.skipped);
-            self.ck
-                .save(ctx, eng, &mut self.state, &self.opt, sel, skipped, &self.p)?;
-        }
-        Ok(Interrupted {
-            step: self.p.step,
-            checkpoint: if keep { self.ck.last.clone() } else { None },
-        })
-    }
-
     /// One training step on the batch just read (`rows` of the global batch).
     fn step(&mut self, eng: &mut dyn Engine, rows: usize) -> Result<()> {
         let tc = &self.ctx.cfg.train;
@@ -414,6 +385,9 @@ impl<'a> Loop<'a> {
             None => loss,
             Some(e) => 0.98 * e + 0.02 * loss,
         });
+        if let (Some(tb), Some(l)) = (self.ctx.tensorboard.borrow_mut().as_mut(), p.loss_ema) {
+            tb.train_loss(p.step, l);
+        }
         Ok(())
     }
 
@@ -491,6 +465,9 @@ fn eval_and_select(
     let tc = &ctx.cfg.train;
     guard_params(state, step, ck)?;
     let res = eng.evaluate(state, ctx.pipeline, &tc.valid_split, tc.batch_size)?;
+    if let Some(tb) = ctx.tensorboard.borrow_mut().as_mut() {
+        tb.evaluation(step, &tc.valid_split, &res);
+    }
     if eng.rank() == 0 {
         log_eval(
             epoch,
