@@ -144,7 +144,7 @@ impl Writer {
                 Ok(())
             }
             #[cfg(feature = "parquet")]
-            Writer::Parquet(p) => p.write(c),
+            Writer::Parquet(p) => p.write(c.first_row, &c.keep, &c.cells, c.preds),
         }
     }
 

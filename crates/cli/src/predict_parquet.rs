@@ -2,7 +2,6 @@
 //! columns as optional UTF-8 strings, `cell` UTF-8, a FLOAT per behaviour; one row group
 //! per chunk of scored rows.
 
-use crate::predict::Columns;
 use anyhow::{Context, Result};
 use parquet::basic::{ConvertedType, Repetition, Type as Physical};
 use parquet::data_type::{ByteArray, ByteArrayType, FloatType, Int64Type};
@@ -54,16 +53,24 @@ impl ParquetOut {
         Ok(ParquetOut { w, nb })
     }
 
-    pub fn write(&mut self, c: &Columns) -> Result<()> {
-        let n = c.cells.len();
+    /// One row group: rows from `first_row` on, the kept cells per column (None:
+    /// missing), each row's cell name, the scores (rows × behaviours).
+    pub fn write(
+        &mut self,
+        first_row: u64,
+        keep: &[Vec<Option<&[u8]>>],
+        cells: &[&str],
+        preds: &[f32],
+    ) -> Result<()> {
+        let n = cells.len();
         let mut rg = self.w.next_row_group()?;
         let mut i = 0usize;
         while let Some(mut col) = rg.next_column()? {
             if i == 0 {
-                let rows: Vec<i64> = (0..n as u64).map(|r| (c.first_row + r) as i64).collect();
+                let rows: Vec<i64> = (0..n as u64).map(|r| (first_row + r) as i64).collect();
                 col.typed::<Int64Type>().write_batch(&rows, None, None)?;
-            } else if i <= c.keep.len() {
-                let k = &c.keep[i - 1];
+            } else if i <= keep.len() {
+                let k = &keep[i - 1];
                 let defs: Vec<i16> = k.iter().map(|v| v.is_some() as i16).collect();
                 let vals: Vec<ByteArray> = k
                     .iter()
@@ -72,13 +79,13 @@ impl ParquetOut {
                     .collect();
                 col.typed::<ByteArrayType>()
                     .write_batch(&vals, Some(&defs), None)?;
-            } else if i == c.keep.len() + 1 {
-                let vals: Vec<ByteArray> = c.cells.iter().map(|s| ByteArray::from(*s)).collect();
+            } else if i == keep.len() + 1 {
+                let vals: Vec<ByteArray> = cells.iter().map(|s| ByteArray::from(*s)).collect();
                 col.typed::<ByteArrayType>()
                     .write_batch(&vals, None, None)?;
             } else {
-                let b = i - c.keep.len() - 2;
-                let vals: Vec<f32> = (0..n).map(|r| c.preds[r * self.nb + b]).collect();
+                let b = i - keep.len() - 2;
+                let vals: Vec<f32> = (0..n).map(|r| preds[r * self.nb + b]).collect();
                 col.typed::<FloatType>().write_batch(&vals, None, None)?;
             }
             col.close()?;
