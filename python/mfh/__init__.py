@@ -143,6 +143,8 @@ class Model:
 
     def __init__(self, inner: "_mfh.Model"):
         self._m = inner
+        self._behaviours = list(inner.behaviours)
+        self._cell_dtype = pd.CategoricalDtype(list(inner.cells))
 
     @property
     def dir(self) -> Path:
@@ -171,8 +173,8 @@ class Model:
         as the server joins them; other columns ignored). Returns one float32 column per
         behaviour (each row scored by its own cell's heads) and ``cell``."""
         scores, cells = self._m.predict(self._arrow(data))
-        out = pd.DataFrame(scores, columns=self.behaviours, copy=False)
-        out["cell"] = pd.Categorical.from_codes(cells.astype(np.int32), categories=self.cells)
+        out = pd.DataFrame(scores, columns=self._behaviours, copy=False)
+        out["cell"] = pd.Categorical.from_codes(cells.astype(np.int32), dtype=self._cell_dtype)
         return out
 
     def _arrow(self, data: TableLike) -> Any:

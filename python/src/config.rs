@@ -20,6 +20,11 @@ impl Config {
     #[pyo3(signature = (path, overrides=None))]
     fn new(path: PathBuf, overrides: Option<&Bound<'_, PyDict>>) -> PyResult<Config> {
         let cfg = load(&path, overrides)?;
+        // Every model section builds (its keys, widths and tree levels), as `mfh check`
+        // checks the section it trains.
+        for name in cfg.models.keys() {
+            mfh_train::model_spec(&cfg, Some(name)).py_err()?;
+        }
         Ok(Config { cfg })
     }
 

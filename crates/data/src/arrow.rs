@@ -13,15 +13,74 @@ use crate::error::DataError;
 use crate::memory::{Cells, RowTable};
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{
+    Array, ArrayRef, LargeStringArray, PrimitiveArray, RecordBatch, StringArray, StringViewArray,
+};
 use arrow_schema::DataType;
 use std::io::Write;
 use std::path::Path;
 
+/// A column of one batch, downcast once: the common types read without a type dispatch
+/// per cell.
+enum Reader {
+    I64(PrimitiveArray<Int64Type>),
+    I32(PrimitiveArray<Int32Type>),
+    F64(PrimitiveArray<Float64Type>),
+    F32(PrimitiveArray<Float32Type>),
+    Utf8(StringArray),
+    LargeUtf8(LargeStringArray),
+    View(StringViewArray),
+    Other(ArrayRef),
+}
+
+impl Reader {
+    fn new(a: &ArrayRef) -> Reader {
+        match a.data_type() {
+            DataType::Int64 => Reader::I64(a.as_primitive::<Int64Type>().clone()),
+            DataType::Int32 => Reader::I32(a.as_primitive::<Int32Type>().clone()),
+            DataType::Float64 => Reader::F64(a.as_primitive::<Float64Type>().clone()),
+            DataType::Float32 => Reader::F32(a.as_primitive::<Float32Type>().clone()),
+            DataType::Utf8 => Reader::Utf8(a.as_string::<i32>().clone()),
+            DataType::LargeUtf8 => Reader::LargeUtf8(a.as_string::<i64>().clone()),
+            DataType::Utf8View => Reader::View(a.as_string_view().clone()),
+            _ => Reader::Other(a.clone()),
+        }
+    }
+
+    fn is_null(&self, row: usize) -> bool {
+        match self {
+            Reader::I64(a) => a.is_null(row),
+            Reader::I32(a) => a.is_null(row),
+            Reader::F64(a) => a.is_null(row),
+            Reader::F32(a) => a.is_null(row),
+            Reader::Utf8(a) => a.is_null(row),
+            Reader::LargeUtf8(a) => a.is_null(row),
+            Reader::View(a) => a.is_null(row),
+            Reader::Other(a) => a.is_null(row),
+        }
+    }
+
+    /// Writes the text of `row` (not null), as [`write_value`] would.
+    fn write(&self, row: usize, sep: u8, out: &mut Vec<u8>) -> Result<(), String> {
+        match self {
+            Reader::I64(a) => int(out, a.value(row)),
+            Reader::I32(a) => int(out, a.value(row) as i64),
+            Reader::F64(a) => write!(out, "{}", a.value(row)).map_err(|e| e.to_string())?,
+            Reader::F32(a) => write!(out, "{}", a.value(row)).map_err(|e| e.to_string())?,
+            Reader::Utf8(a) => out.extend_from_slice(a.value(row).as_bytes()),
+            Reader::LargeUtf8(a) => out.extend_from_slice(a.value(row).as_bytes()),
+            Reader::View(a) => out.extend_from_slice(a.value(row).as_bytes()),
+            Reader::Other(a) => write_value(a, row, sep, out)?,
+        }
+        Ok(())
+    }
+}
+
 /// Record batches of one schema, read as rows.
 pub struct ArrowTable {
     columns: Vec<String>,
-    batches: Vec<RecordBatch>,
+    /// Per batch, per column (holding the batch's arrays).
+    readers: Vec<Vec<Reader>>,
     /// Rows before each batch, and the total at the end.
     starts: Vec<u64>,
     /// The separator lists are joined with.
@@ -72,9 +131,13 @@ impl ArrowTable {
             }
             starts.push(starts.last().unwrap() + b.num_rows() as u64);
         }
+        let readers = batches
+            .iter()
+            .map(|b| b.columns().iter().map(Reader::new).collect())
+            .collect();
         Ok(ArrowTable {
             columns,
-            batches,
+            readers,
             starts,
             list_sep,
         })
@@ -93,13 +156,13 @@ impl RowTable for ArrowTable {
     fn read(&self, i: u64, missing: &[u8], cells: &mut Cells) -> Result<(), (usize, String)> {
         let b = self.starts.partition_point(|&s| s <= i) - 1;
         let row = (i - self.starts[b]) as usize;
-        for (c, col) in self.batches[b].columns().iter().enumerate() {
+        for (c, col) in self.readers[b].iter().enumerate() {
             if col.is_null(row) {
                 cells.push(missing);
                 continue;
             }
             let mut res = Ok(());
-            cells.push_with(|out| res = write_value(col, row, self.list_sep, out));
+            cells.push_with(|out| res = col.write(row, self.list_sep, out));
             res.map_err(|m| (c, m))?;
         }
         Ok(())
@@ -235,4 +298,107 @@ fn dictionary_key<'a>(
         DataType::UInt64 => key!(UInt64Type),
         t => return Err(format!("dictionary keys of type {t} are not read")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::read_cells;
+    use arrow_array::builder::{ListBuilder, StringBuilder};
+    use arrow_array::{
+        BooleanArray, DictionaryArray, Float64Array, Int32Array, Int64Array, LargeStringArray,
+        StringArray,
+    };
+    use std::sync::Arc;
+
+    fn cells(t: &ArrowTable, i: u64) -> Vec<String> {
+        read_cells(t, i, b"<NA>")
+            .unwrap()
+            .into_iter()
+            .map(|c| String::from_utf8(c).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn values_become_the_text_the_file_path_reads() {
+        let mut list = ListBuilder::new(StringBuilder::new());
+        list.values().append_value("a");
+        list.values().append_value("b");
+        list.append(true);
+        list.append(false);
+        let dict: DictionaryArray<Int32Type> = vec!["x", "y"].into_iter().collect();
+        let b = RecordBatch::try_from_iter(vec![
+            (
+                "i",
+                Arc::new(Int64Array::from(vec![Some(-12), None])) as ArrayRef,
+            ),
+            (
+                "f",
+                Arc::new(Float64Array::from(vec![12.0, 0.1])) as ArrayRef,
+            ),
+            (
+                "s",
+                Arc::new(StringArray::from(vec!["12", "é"])) as ArrayRef,
+            ),
+            (
+                "l",
+                Arc::new(LargeStringArray::from(vec!["u", "v"])) as ArrayRef,
+            ),
+            (
+                "b",
+                Arc::new(BooleanArray::from(vec![true, false])) as ArrayRef,
+            ),
+            ("n", Arc::new(Int32Array::from(vec![7, 8])) as ArrayRef),
+            ("d", Arc::new(dict) as ArrayRef),
+            ("t", Arc::new(list.finish()) as ArrayRef),
+        ])
+        .unwrap();
+        let t = ArrowTable::new("t", vec![b.clone(), b.slice(1, 1)], b'|').unwrap();
+        assert_eq!(t.rows(), 3);
+        assert_eq!(t.columns(), ["i", "f", "s", "l", "b", "n", "d", "t"]);
+        assert_eq!(cells(&t, 0), ["-12", "12", "12", "u", "1", "7", "x", "a|b"]);
+        assert_eq!(
+            cells(&t, 1),
+            ["<NA>", "0.1", "é", "v", "0", "8", "y", "<NA>"]
+        );
+        assert_eq!(
+            cells(&t, 2),
+            cells(&t, 1),
+            "a sliced batch reads its own rows"
+        );
+        // `12`, `12.0` and "12" are one key.
+        let h = |i: usize| crate::hash_value(cells(&t, 0)[i].as_bytes());
+        assert_eq!(h(1), h(2));
+        assert_eq!(crate::hash_value(b"12.0"), h(2));
+    }
+
+    #[test]
+    fn unreadable_types_and_mixed_batches_are_refused_by_name() {
+        let dec = arrow_array::Decimal128Array::from(vec![1i128])
+            .with_precision_and_scale(10, 2)
+            .unwrap();
+        let b = RecordBatch::try_from_iter(vec![("price", Arc::new(dec) as ArrayRef)]).unwrap();
+        let e = ArrowTable::new("data", vec![b], b',')
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("column `price`") && e.contains("Decimal128"),
+            "{e}"
+        );
+        let a = RecordBatch::try_from_iter(vec![(
+            "x",
+            Arc::new(Int64Array::from(vec![1])) as ArrayRef,
+        )])
+        .unwrap();
+        let c = RecordBatch::try_from_iter(vec![(
+            "x",
+            Arc::new(StringArray::from(vec!["1"])) as ArrayRef,
+        )])
+        .unwrap();
+        let e = ArrowTable::new("data", vec![a, c], b',')
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("record batch 1"), "{e}");
+        assert!(ArrowTable::new("data", vec![], b',').is_err());
+    }
 }
