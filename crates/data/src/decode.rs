@@ -330,7 +330,22 @@ impl Pipeline {
                             x
                         }
                     };
-                    out.dense.push(x as f32);
+                    let y = x as f32;
+                    if !y.is_finite() {
+                        // A finite f64 beyond the float32 range (say 1e39): an error, never
+                        // an infinite input that scores as null.
+                        let v = self.value(row, f.col).unwrap_or_default();
+                        return Err(self.cell_error(
+                            row,
+                            f.col,
+                            "out of range",
+                            format!(
+                                "`{}` is beyond the float32 range the model computes in (after the feature's transforms: {x:e})",
+                                preview(v)
+                            ),
+                        ));
+                    }
+                    out.dense.push(y);
                 }
                 FeatureKind::Bucketized { log1p } => {
                     let id = match self.number(row, f.col)? {

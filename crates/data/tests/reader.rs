@@ -237,3 +237,24 @@ fn explicit_bucket_boundaries_need_no_fitted_entry() {
     let e = p.set_transforms(t).unwrap_err().to_string();
     assert!(e.contains("no entry for feature `day`"), "{e}");
 }
+
+#[test]
+fn a_number_beyond_float32_after_its_transforms_is_a_row_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    // u4 (valid only) is 1e300 years old: finite as f64, infinite as the model's f32.
+    let users = format!("{USERS}u4,a,1e300\r\n");
+    write(tmp.path(), &LOG.replace("u1,3,t3", "u4,3,t3"), &users);
+    let mut p = Pipeline::new(&cfg(tmp.path(), "")).unwrap();
+    assert_eq!(p.fit("train").unwrap().rows_used, 3);
+    let p = Arc::new(p);
+    let e = p
+        .stream("valid", StreamOptions::in_order(8))
+        .unwrap()
+        .find_map(|b| b.err())
+        .expect("the row is refused")
+        .to_string();
+    assert!(
+        e.contains("users.csv") && e.contains("age") && e.contains("beyond the float32 range"),
+        "{e}"
+    );
+}

@@ -149,7 +149,7 @@ impl Metrics {
         g(
             &mut s,
             "mfh_model_reload_failures_total",
-            "Published versions that failed to load.",
+            "Failed loads of published versions (each retry counts).",
             "counter",
             self.reload_failures.load(Ordering::Relaxed),
         );

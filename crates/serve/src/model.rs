@@ -3,7 +3,8 @@
 //!
 //! `--model-dir` is either one model folder (version 1, never reloaded) or, TF-Serving
 //! style, a root of numbered version folders (`1/`, `2/`…): a version is published once
-//! its `DONE` file exists, and the server swaps atomically to the highest published one.
+//! its `DONE` file exists, and the server swaps atomically to the highest published one;
+//! one that fails to load is tried again after 1 s, 2 s, 4 s… (at most 60 s).
 //! A request holds the version it started on until it ends.
 
 use anyhow::{bail, Context, Result};
@@ -11,6 +12,7 @@ use mfh_artifact::{load_model, ModelState};
 use mfh_data::{Input, RequestDecoder, RequestError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 /// One loaded version.
 pub struct ServedModel {
@@ -154,8 +156,22 @@ impl ModelSource {
 pub struct ModelStore {
     pub source: ModelSource,
     current: RwLock<Arc<ServedModel>>,
-    /// The highest version that failed to load (not retried until a higher one appears).
-    failed: Mutex<u64>,
+    /// The newest version that failed to load, retried with backoff.
+    failed: Mutex<Option<Failure>>,
+}
+
+/// A published version that failed to load: how often, and when to try again.
+#[derive(Debug, Clone, Copy)]
+struct Failure {
+    version: u64,
+    attempts: u32,
+    retry_at: Instant,
+}
+
+/// The wait after the `attempts`-th failed load of a version: 1 s, doubling, at most 60 s
+/// (a version whose files were still being copied when `DONE` appeared loads later).
+pub fn retry_delay(attempts: u32) -> Duration {
+    Duration::from_secs(1u64 << attempts.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
 impl ModelStore {
@@ -172,7 +188,7 @@ impl ModelStore {
         Ok(ModelStore {
             source,
             current: RwLock::new(Arc::new(m)),
-            failed: Mutex::new(0),
+            failed: Mutex::new(None),
         })
     }
 
@@ -183,24 +199,58 @@ impl ModelStore {
             .clone()
     }
 
-    /// Loads and swaps in a newer published version; returns it when it swapped.
+    /// Loads and swaps in a newer published version; returns it when it swapped. A
+    /// version that failed to load is tried again after [`retry_delay`].
     pub fn reload(&self) -> Result<Option<u64>> {
+        self.reload_at(Instant::now())
+    }
+
+    /// [`Self::reload`] at time `now`.
+    pub fn reload_at(&self, now: Instant) -> Result<Option<u64>> {
         let Some((v, path)) = self.source.latest()? else {
             return Ok(None);
         };
         let failed = *self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        if v <= self.current().version || v <= failed {
+        let waiting = failed.is_some_and(|f| f.version == v && now < f.retry_at);
+        if v <= self.current().version || waiting {
             return Ok(None);
         }
         match ServedModel::load(&path, v) {
             Ok(m) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(m);
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 Ok(Some(v))
             }
             Err(e) => {
-                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = v;
-                Err(e.context(format!("version {v} ({}) failed to load", path.display())))
+                let attempts = match failed {
+                    Some(f) if f.version == v => f.attempts + 1,
+                    _ => 1,
+                };
+                let wait = retry_delay(attempts);
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Failure {
+                    version: v,
+                    attempts,
+                    retry_at: now + wait,
+                });
+                Err(e.context(format!(
+                    "version {v} ({}) failed to load (attempt {attempts}; next in {} s)",
+                    path.display(),
+                    wait.as_secs()
+                )))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn retries_back_off_to_a_minute() {
+        let s: Vec<u64> = (1..=9).map(|a| retry_delay(a).as_secs()).collect();
+        assert_eq!(s, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(60));
     }
 }

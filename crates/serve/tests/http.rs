@@ -236,6 +236,17 @@ fn bad_requests_get_4xx_with_a_reason() {
         400,
         "`cheap` is not a number (input `price`)",
     );
+    // 1e300 is beyond float32, but `price` is log1p'd first: a finite input, real scores
+    // (an input still beyond float32 after its transforms is a 400, tested in mfh-data).
+    let (c, b) = http(
+        a,
+        "POST",
+        p,
+        br#"{"instances": [{"uid": "u1", "item": "i1", "hour": 1, "price": 1e300}]}"#,
+    );
+    assert_eq!(c, 200, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert!(v["predictions"][0]["click"].is_f64(), "{b}");
     bad(
         p,
         r#"{"instances": [{"uid": "u1", "item": "i1", "hour": true, "price": 1}]}"#,
@@ -556,5 +567,54 @@ fn a_storm_of_malformed_requests_gets_only_4xx_and_leaves_the_server_healthy() {
         post_json(a, "/v1/models/mmoe:regress", &many_rows(5)).0,
         200
     );
+    srv.stop();
+}
+
+#[test]
+fn a_version_published_before_its_files_were_complete_is_retried() {
+    let root = tempfile::tempdir().unwrap();
+    let v1 = root.path().join("1");
+    copy_dir(model(), &v1);
+    std::fs::write(v1.join("DONE"), "").unwrap();
+    let srv = start(mfh_serve::ServeOptions {
+        poll: Duration::from_millis(50),
+        ..options(root.path())
+    });
+    // Version 2's DONE appears while its dense weights are still half copied.
+    let v2 = root.path().join("2");
+    copy_dir(model(), &v2);
+    let dense = std::fs::read(v2.join("dense.bin")).unwrap();
+    std::fs::write(v2.join("dense.bin"), &dense[..dense.len() / 2]).unwrap();
+    std::fs::write(v2.join("DONE"), "").unwrap();
+    let failures = || {
+        let (_, m) = get(srv.addr, "/metrics");
+        m.lines()
+            .find_map(|l| l.strip_prefix("mfh_model_reload_failures_total "))
+            .map(|v| v.trim().parse::<u64>().unwrap())
+            .unwrap_or_else(|| panic!("no failure counter in {m}"))
+    };
+    let t0 = Instant::now();
+    while failures() == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the broken version was never tried"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Retried after a wait, not on every poll.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(failures(), 1, "retried before its backoff");
+    // The copy completes: the next retry serves version 2.
+    std::fs::write(v2.join("dense.bin"), &dense).unwrap();
+    let status = || get(srv.addr, "/v1/models/mmoe").1;
+    while !status().contains(r#""version":"2""#) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "version 2 never served: {}",
+            status()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(failures() >= 1);
     srv.stop();
 }
