@@ -15,7 +15,7 @@ pub fn request_path(
     let cols: Vec<Option<Input>> = t
         .columns()
         .iter()
-        .map(|c| dec.input(c).filter(|i| dec.kind(*i).is_some()))
+        .map(|c| dec.input(c).filter(|i| dec.reads(*i)))
         .collect();
     // The request's rows, as the JSON parser leaves them.
     let mut rows: Vec<Vec<(Input, Vec<u8>)>> = Vec::with_capacity(t.rows() as usize);

@@ -108,8 +108,7 @@ fn classify(e: &anyhow::Error) -> Kind {
                 checkpoint: s.checkpoint.as_ref().map(|p| p.display().to_string()),
             };
         }
-        if let Some(m) = cause.downcast_ref::<ModelFailure>() {
-            let _ = m;
+        if cause.is::<ModelFailure>() {
             return Kind::Model;
         }
     }

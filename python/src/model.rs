@@ -203,8 +203,7 @@ impl Model {
                 )));
             };
             let t = &emb.tables()[f.table];
-            let mut ids: Vec<(u32, u64)> = t.ids().map(|(id, slot)| (slot, id)).collect();
-            ids.sort_unstable();
+            let ids = t.slots_in_order();
             let mut rows = Vec::with_capacity(ids.len() * t.dim());
             for (slot, _) in &ids {
                 rows.extend_from_slice(t.row(*slot));

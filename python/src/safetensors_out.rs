@@ -28,8 +28,7 @@ pub fn write(
         .collect();
     if let Some(tables) = tables {
         for t in tables {
-            let mut ids: Vec<(u32, u64)> = t.ids().map(|(id, slot)| (slot, id)).collect();
-            ids.sort_unstable();
+            let ids = t.slots_in_order();
             let keys: Vec<u8> = ids.iter().flat_map(|(_, id)| id.to_le_bytes()).collect();
             let rows: Vec<u8> = ids
                 .iter()

@@ -52,7 +52,8 @@ pub(crate) fn predict_files(
     header.push("cell".into());
     header.extend(grid.behaviours.iter().map(|b| format!("{b}_pred")));
     let part = part_path(out)?;
-    let mut w = Writer::create(&part, &header, keep.len(), grid.behaviours.len())?;
+    let parquet = out.extension().is_some_and(|e| e == "parquet");
+    let mut w = Writer::create(&part, parquet, &header, keep.len(), grid.behaviours.len())?;
     let mut chunk = RawChunk::default();
     let (mut preds, mut total) = (Vec::new(), 0u64);
     while rows.next_chunk(CHUNK, &mut chunk)? > 0 {
@@ -106,11 +107,13 @@ enum Writer {
 
 impl Writer {
     #[cfg_attr(not(feature = "parquet"), allow(unused_variables))]
-    fn create(path: &Path, header: &[String], n_keep: usize, nb: usize) -> Result<Writer> {
-        let parquet = path
-            .to_string_lossy()
-            .trim_end_matches(".part")
-            .ends_with(".parquet");
+    fn create(
+        path: &Path,
+        parquet: bool,
+        header: &[String],
+        n_keep: usize,
+        nb: usize,
+    ) -> Result<Writer> {
         if parquet {
             #[cfg(feature = "parquet")]
             return Ok(Writer::Parquet(crate::predict_parquet::ParquetOut::create(

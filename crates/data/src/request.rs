@@ -364,15 +364,21 @@ impl RequestDecoder {
                         message: format!("{m} (input `{}`)", table.columns()[c]),
                     })?;
             }
-            let rows: Vec<Vec<(Input, &[u8])>> = recs
+            // Every row carries the same inputs: one flat list of fields, cut per row.
+            let width = cols.iter().flatten().count().max(1);
+            let fields: Vec<(Input, &[u8])> = recs
                 .iter()
-                .map(|rec| {
+                .flat_map(|rec| {
                     cols.iter()
                         .enumerate()
-                        .filter_map(|(c, i)| i.map(|i| (i, &rec[c])))
-                        .collect()
+                        .filter_map(move |(c, i)| i.map(|i| (i, &rec[c])))
                 })
                 .collect();
+            let rows: Vec<&[(Input, &[u8])]> = if fields.is_empty() {
+                vec![&[][..]; recs.len()]
+            } else {
+                fields.chunks(width).collect()
+            };
             self.decode::<&[u8], _>(&[], &rows, out)
                 .map_err(|e| RequestError {
                     row: e.row + start as usize,

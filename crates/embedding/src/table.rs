@@ -548,6 +548,14 @@ impl EmbeddingTable {
         self.index.iter()
     }
 
+    /// Every `(slot, id)`, in slot (row) order: how the tables are listed outside mfh
+    /// (the ONNX export's row maps, the Python package's embeddings and safetensors).
+    pub fn slots_in_order(&self) -> Vec<(u32, u64)> {
+        let mut ids: Vec<(u32, u64)> = self.ids().map(|(id, slot)| (slot, id)).collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Sets the row of `id` and its optimizer state, creating the row if needed (for
     /// assembling a table from the shards of a distributed one).
     ///

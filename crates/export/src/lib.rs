@@ -306,8 +306,7 @@ fn write_row_maps(m: &LoadedModel, rows_dir: &Path) -> Result<Vec<String>> {
         .with_context(|| format!("{}: cannot create", rows_dir.display()))?;
     let mut files = Vec::new();
     for (i, t) in m.state.emb.tables().iter().enumerate() {
-        let mut ids: Vec<(u32, u64)> = t.ids().map(|(id, slot)| (slot, id)).collect();
-        ids.sort_unstable();
+        let ids = t.slots_in_order();
         let mut text = String::with_capacity(ids.len() * 28 + 8);
         text.push_str("key,row\n");
         for (slot, id) in ids {

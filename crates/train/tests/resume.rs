@@ -108,8 +108,6 @@ fn ck(out: &Path, step: u64) -> PathBuf {
 
 fn resume(out: &Path) -> TrainOptions {
     TrainOptions {
-        hooks: Default::default(),
-        tensorboard: None,
         resume: true,
         ..opts(out)
     }
@@ -259,8 +257,6 @@ fn a_warm_start_begins_from_the_model_it_is_given() {
     let s = train(
         &frozen,
         &TrainOptions {
-            hooks: Default::default(),
-            tensorboard: None,
             init_from: Some(first.clone()),
             seed: Some(99),
             ..opts(&warm)
@@ -318,8 +314,6 @@ fn a_warm_start_begins_from_the_model_it_is_given() {
     let e = train(
         &adam,
         &TrainOptions {
-            hooks: Default::default(),
-            tensorboard: None,
             init_from: Some(first.clone()),
             ..opts(&tmp.path().join("adam"))
         },
@@ -335,8 +329,6 @@ fn a_warm_start_begins_from_the_model_it_is_given() {
     let e = train(
         &cfg,
         &TrainOptions {
-            hooks: Default::default(),
-            tensorboard: None,
             init_from: Some(tmp.path().join("missing")),
             ..opts(&other)
         },

@@ -24,8 +24,6 @@ fn a_resumed_run_writes_the_uninterrupted_checkpoint() {
         2,
         &full_cfg,
         &TrainOptions {
-            hooks: Default::default(),
-            tensorboard: None,
             resume: true,
             ..opts(&cut)
         },
@@ -41,8 +39,6 @@ fn a_resumed_run_writes_the_uninterrupted_checkpoint() {
     let halved = tmp.path().join("halved.toml");
     std::fs::write(&halved, text.replace("batch_size = 64", "batch_size = 32")).unwrap();
     let resume = TrainOptions {
-        hooks: Default::default(),
-        tensorboard: None,
         resume: true,
         ..opts(&cut)
     };
@@ -78,8 +74,6 @@ fn a_run_resumed_on_another_number_of_ranks_continues_the_uninterrupted_one() {
     copy_dir(&cut, &on3);
     copy_dir(&cut, &on1);
     let resume = |out: &Path| TrainOptions {
-        hooks: Default::default(),
-        tensorboard: None,
         resume: true,
         ..opts(out)
     };
@@ -204,8 +198,6 @@ fn resume_falls_back_to_an_older_intact_checkpoint_and_keeps_the_selection() {
         2,
         &full_cfg,
         &TrainOptions {
-            hooks: Default::default(),
-            tensorboard: None,
             resume: true,
             ..opts(&cut)
         },
@@ -249,8 +241,6 @@ fn local_and_distributed_runs_resume_each_others_checkpoints() {
     let whole = tmp.path().join("whole");
     mfh_train::train(&full_cfg, &opts(&whole)).unwrap();
     let resume = |out: &Path| TrainOptions {
-        hooks: Default::default(),
-        tensorboard: None,
         resume: true,
         ..opts(out)
     };
