@@ -217,7 +217,8 @@ class Model:
     def export_onnx(self, path: PathLike) -> None:
         """Writes the model as ONNX (row indices in, scores out) to ``path``, with the
         key → row maps in ``path.rows/`` and the inputs described in ``path.io.json``, as
-        ``mfh export --onnx`` does; ``onnx_feed`` computes the inputs."""
+        ``mfh export --onnx`` does (the three replaced as one bundle: a failed export
+        leaves the previous one); ``onnx_feed`` computes the inputs."""
         self._m.export_onnx(os.fspath(path))
 
     def onnx_feed(self, data: TableLike) -> Dict[str, np.ndarray]:

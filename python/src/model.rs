@@ -234,8 +234,8 @@ impl Model {
         .py_err()
     }
 
-    /// Writes the model as ONNX to `path` (with `path.rows/` and `path.io.json`), as
-    /// `mfh export --onnx` does.
+    /// Writes the model as ONNX to `path` (with `path.rows/` and `path.io.json`, replaced
+    /// as one bundle), through `mfh export --onnx`'s own function.
     fn export_onnx(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
         py.detach(|| mfh_export::export(&self.lock(), &path).map(|_| ()))
             .py_err()

@@ -142,6 +142,9 @@ def test_onnx_export_fed_by_onnx_feed_equals_predict(mfh_bin, models, valid_rows
         onnx = tmp_path / f"{name}.onnx"
         run_cli(mfh_bin, "export", "--model-dir", str(model.dir), "--onnx", str(onnx))
         sess = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+        # The graph and io.json are one bundle: the graph's metadata carries io.json's id.
+        io = json.loads((tmp_path / f"{name}.onnx.io.json").read_text())
+        assert sess.get_modelmeta().custom_metadata_map["mfh_bundle"] == io["bundle"]["id"], name
         feed = model.onnx_feed(rows)
         names = {i.name for i in sess.get_inputs()}
         assert names == set(feed), (name, names ^ set(feed))
@@ -149,6 +152,15 @@ def test_onnx_export_fed_by_onnx_feed_equals_predict(mfh_bin, models, valid_rows
         want = model.predict(rows)[model.behaviours].to_numpy()
         assert scores.shape == want.shape
         assert np.abs(scores - want).max() <= 1e-5, (name, np.abs(scores - want).max())
+        # Model.export_onnx writes its bundle through the same code.
+        py_onnx = tmp_path / f"{name}-py.onnx"
+        model.export_onnx(py_onnx)
+        py_io = json.loads((tmp_path / f"{name}-py.onnx.io.json").read_text())
+        py_sess = ort.InferenceSession(str(py_onnx), providers=["CPUExecutionProvider"])
+        assert py_sess.get_modelmeta().custom_metadata_map["mfh_bundle"] == py_io["bundle"]["id"]
+        (py_scores,) = py_sess.run(["scores"], feed)
+        assert np.abs(py_scores - scores).max() <= 1e-6, name
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
 def test_cli_predict_on_unlabelled_files_keeps_columns(mfh_bin, models, valid_rows, tmp_path):

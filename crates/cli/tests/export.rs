@@ -1,5 +1,6 @@
-//! `mfh export`: the command writes the ONNX file and its sidecars, and refuses what it
-//! cannot read. (The graph's numbers are checked in tract by `cargo test -p mfh-export`.)
+//! `mfh export`: the command writes the ONNX file and its sidecars as one bundle, and
+//! refuses what it cannot read. (The graph's numbers are checked in tract by
+//! `cargo test -p mfh-export`.)
 
 mod common;
 
@@ -40,6 +41,46 @@ fn export_writes_the_graph_the_row_maps_and_io_json() {
     assert_eq!(lines[0], "key,row");
     assert_eq!(lines.len(), 6, "{rows}");
     assert!(lines[1..].iter().any(|l| l.ends_with(",5")), "{rows}");
+    // One bundle: io.json lists the graph's and each row map's checksum, and no temp
+    // folder is left.
+    let id = mfh_export::verify(&onnx).unwrap();
+    assert_eq!(io["bundle"]["id"], id.as_str());
+    assert!(o.stdout.contains(&format!("bundle {id}")), "{}", o.stdout);
+    let names = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(),
+        [
+            "c.toml",
+            "log.csv",
+            "m",
+            "m.onnx",
+            "m.onnx.io.json",
+            "m.onnx.rows"
+        ]
+    );
+    // Another export's temp folder (one cut short) is left as it is, and named.
+    let theirs = tmp.path().join(".m.onnx.tmp-1-0");
+    std::fs::create_dir(&theirs).unwrap();
+    let o = ok(&["export", "--model-dir", s(&model), "--onnx", s(&onnx)]);
+    assert!(
+        o.stderr
+            .contains(".m.onnx.tmp-1-0 is the temp folder of another export"),
+        "{}",
+        o.stderr
+    );
+    assert!(theirs.is_dir());
+    assert_eq!(
+        mfh_export::verify(&onnx).unwrap(),
+        id,
+        "the same model, the same bundle"
+    );
 }
 
 #[test]

@@ -11,12 +11,18 @@
 //! heads exactly as `mfh predict` answers it, and `logits` `[n, tasks]`, every task's
 //! logit. docs/serving.md ("ONNX export") is the caller's guide.
 //!
+//! The three paths are one bundle, written whole or not at all (a temp folder beside
+//! `FILE`, then renames: `src/bundle.rs`); [`verify`] tells a bundle from a mix of two.
+//!
 //! Not here: the layers' graphs (each layer describes itself through
 //! `mfh_nn::graph::GraphBuilder`); the protobuf writer is [`onnx`].
 
+mod bundle;
 pub mod onnx;
 
-use anyhow::{anyhow, bail, Context, Result};
+pub use bundle::{verify, BUNDLE_KEY};
+
+use anyhow::{anyhow, bail, Result};
 use mfh_artifact::LoadedModel;
 use mfh_embedding::EmbeddingTable;
 use mfh_nn::graph::{Attr, GraphBuilder};
@@ -40,6 +46,11 @@ pub struct ExportSummary {
     pub nodes: usize,
     /// Per table: name and rows (without the zero and padding rows).
     pub tables: Vec<(String, usize)>,
+    /// The bundle id: io.json's `bundle.id`, and the graph's metadata [`BUNDLE_KEY`].
+    pub bundle: String,
+    /// Temp folders of other exports to the same path (one running now, or one cut short
+    /// by a crash), left as they are.
+    pub other_temps: Vec<PathBuf>,
 }
 
 /// `FILE.rows` and `FILE.io.json` for the ONNX file `onnx`.
@@ -97,7 +108,8 @@ fn funnel_parents(m: &LoadedModel) -> Vec<Option<usize>> {
     parent
 }
 
-/// Writes `onnx`, `onnx.rows/` and `onnx.io.json` for the loaded model.
+/// Writes `onnx`, `onnx.rows/` and `onnx.io.json` for the loaded model, as one bundle:
+/// on failure the paths hold what they held before.
 pub fn export(m: &LoadedModel, onnx: &Path) -> Result<ExportSummary> {
     let state = &m.state;
     let emb = &state.emb;
@@ -219,10 +231,10 @@ pub fn export(m: &LoadedModel, onnx: &Path) -> Result<ExportSummary> {
         m.dir.display()
     );
     let bytes = onnx::encode_model(&g, &m.meta.model_name, &doc, &inputs, &outputs);
-    std::fs::write(onnx, &bytes).with_context(|| format!("{}: cannot write", onnx.display()))?;
 
     let (rows_dir, io_json) = sidecar_paths(onnx);
-    let table_files = write_row_maps(m, &rows_dir)?;
+    let mut stage = bundle::Stage::new(onnx)?;
+    let table_files = write_row_maps(m, &mut stage)?;
     let io = io_description(
         m,
         onnx,
@@ -232,19 +244,20 @@ pub fn export(m: &LoadedModel, onnx: &Path) -> Result<ExportSummary> {
         &dense_in,
         &cell_in,
     );
-    std::fs::write(&io_json, serde_json::to_string_pretty(&io)? + "\n")
-        .with_context(|| format!("{}: cannot write", io_json.display()))?;
+    let done = stage.commit(bytes, io)?;
     Ok(ExportSummary {
         onnx: onnx.to_path_buf(),
         io_json,
         rows_dir,
-        onnx_bytes: bytes.len(),
+        onnx_bytes: done.onnx_bytes,
         nodes: g.nodes().len(),
         tables: emb
             .tables()
             .iter()
             .map(|t| (t.name().to_string(), t.len()))
             .collect(),
+        bundle: done.id,
+        other_temps: done.other_temps,
     })
 }
 
@@ -299,11 +312,9 @@ fn score_head(g: &mut GraphBuilder, m: &LoadedModel, logits: &str, cell: &str) -
     g.concat(&refs, 1)
 }
 
-/// Writes `rows_dir/TABLE.csv` (`key,row`, by row) for every table; returns the file
+/// Stages `FILE.rows/TABLE.csv` (`key,row`, by row) for every table; returns the file
 /// name of each.
-fn write_row_maps(m: &LoadedModel, rows_dir: &Path) -> Result<Vec<String>> {
-    std::fs::create_dir_all(rows_dir)
-        .with_context(|| format!("{}: cannot create", rows_dir.display()))?;
+fn write_row_maps(m: &LoadedModel, stage: &mut bundle::Stage) -> Result<Vec<String>> {
     let mut files = Vec::new();
     for (i, t) in m.state.emb.tables().iter().enumerate() {
         let ids = t.slots_in_order();
@@ -313,8 +324,7 @@ fn write_row_maps(m: &LoadedModel, rows_dir: &Path) -> Result<Vec<String>> {
             text.push_str(&format!("{id},{}\n", slot + 1));
         }
         let name = table_file(i, t.name());
-        let path = rows_dir.join(&name);
-        std::fs::write(&path, text).with_context(|| format!("{}: cannot write", path.display()))?;
+        stage.write_row_map(&name, text.as_bytes())?;
         files.push(name);
     }
     Ok(files)

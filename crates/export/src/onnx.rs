@@ -97,6 +97,9 @@ mod field {
     pub const MODEL_DOC_STRING: u32 = 6;
     pub const MODEL_GRAPH: u32 = 7;
     pub const MODEL_OPSET_IMPORT: u32 = 8;
+    pub const MODEL_METADATA_PROPS: u32 = 14;
+    pub const ENTRY_KEY: u32 = 1;
+    pub const ENTRY_VALUE: u32 = 2;
     pub const OPSET_DOMAIN: u32 = 1;
     pub const OPSET_VERSION: u32 = 2;
     pub const GRAPH_NODE: u32 = 1;
@@ -259,6 +262,19 @@ pub fn encode_model(
     model.into_bytes()
 }
 
+/// One `metadata_props` entry of a ModelProto (`key` → `value`), as bytes to append to
+/// [`encode_model`]'s: a reader merges the fields of concatenated message bytes, so the
+/// model gains the entry (onnxruntime lists it in `custom_metadata_map`).
+pub fn metadata_entry(key: &str, value: &str) -> Vec<u8> {
+    let mut entry = Message::new();
+    entry
+        .string(field::ENTRY_KEY, key)
+        .string(field::ENTRY_VALUE, value);
+    let mut m = Message::new();
+    m.message(field::MODEL_METADATA_PROPS, entry);
+    m.into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +349,16 @@ mod tests {
         want.extend_from_slice(&1i64.to_le_bytes());
         want.extend_from_slice(&2i64.to_le_bytes());
         assert_eq!(t, want);
+    }
+
+    #[test]
+    fn a_metadata_entry_encodes_to_hand_derived_bytes() {
+        // ModelProto { metadata_props: [StringStringEntryProto { key: "k", value: "v" }] }:
+        // field 14, LEN (key 14 << 3 | 2 = 0x72), then key (1) and value (2).
+        assert_eq!(
+            metadata_entry("k", "v"),
+            [0x72, 0x06, 0x0a, 0x01, b'k', 0x12, 0x01, b'v']
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Train tiny models on a small generated log (two facets, a multi-valued and a
 //! bucketised feature, admission, an ESMM funnel and negative down-sampling), export
 //! them, and score the valid split in tract from the files the export wrote (row maps,
-//! io.json): the scores match mfh's own predictions on the same rows within 1e-5.
+//! io.json): the scores match mfh's own predictions on the same rows within 1e-5. The
+//! bundle is whole after an export; one that fails while moving in leaves the previous
+//! bundle byte-identical.
 
 mod common;
 
@@ -9,8 +11,8 @@ use mfh_artifact::load_model;
 use mfh_config::Config;
 use mfh_data::StreamOptions;
 use mfh_train::{train, TrainOptions};
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// 600 rows over days 1–3; some IDs are seen once only (admission leaves them rowless).
@@ -125,8 +127,8 @@ fn read_rows(path: &Path) -> HashMap<u64, i64> {
         .collect()
 }
 
-/// Trains `model`, exports it, and returns the largest |onnx − mfh| over the valid split.
-fn train_export_compare(dir: &Path, model: &str, section: &str) -> f32 {
+/// Trains `model` in `dir`; returns its model folder.
+fn train_model(dir: &Path, model: &str, section: &str) -> PathBuf {
     std::fs::write(dir.join("log.csv"), log()).unwrap();
     let cfg_path = dir.join(format!("{model}.toml"));
     std::fs::write(&cfg_path, config(section)).unwrap();
@@ -147,6 +149,36 @@ fn train_export_compare(dir: &Path, model: &str, section: &str) -> f32 {
         },
     )
     .unwrap();
+    out
+}
+
+/// The temp folders under `dir` (exports' `.FILE.tmp-…`).
+fn temp_folders(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect()
+}
+
+/// Every path under `dir` with its bytes (`None` for a folder).
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.insert(p.clone(), None);
+            out.extend(snapshot(&p));
+        } else {
+            out.insert(p.clone(), Some(std::fs::read(&p).unwrap()));
+        }
+    }
+    out
+}
+
+/// Trains `model`, exports it, and returns the largest |onnx − mfh| over the valid split.
+fn train_export_compare(dir: &Path, model: &str, section: &str) -> f32 {
+    let out = train_model(dir, model, section);
     let mut m = load_model(&out).unwrap();
     let onnx = dir.join(format!("{model}.onnx"));
     let summary = mfh_export::export(&m, &onnx).unwrap();
@@ -154,6 +186,11 @@ fn train_export_compare(dir: &Path, model: &str, section: &str) -> f32 {
         summary.nodes > 10 && summary.onnx_bytes > 1000,
         "{summary:?}"
     );
+    // The bundle is whole (every file io.json lists has its checksum), the graph carries
+    // its id, and no temp folder is left.
+    assert_eq!(mfh_export::verify(&onnx).unwrap(), summary.bundle);
+    assert!(summary.other_temps.is_empty(), "{summary:?}");
+    assert!(temp_folders(dir).is_empty(), "{:?}", temp_folders(dir));
     let io: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summary.io_json).unwrap()).unwrap();
     let inputs = io["inputs"].as_array().unwrap();
@@ -185,6 +222,12 @@ fn train_export_compare(dir: &Path, model: &str, section: &str) -> f32 {
         Some("click")
     );
     let bytes = std::fs::read(&onnx).unwrap();
+    assert_eq!(bytes.len(), summary.onnx_bytes);
+    let tag = mfh_export::onnx::metadata_entry(mfh_export::BUNDLE_KEY, &summary.bundle);
+    assert!(
+        bytes.ends_with(&tag),
+        "the graph's metadata names the bundle"
+    );
 
     let p = Arc::new(m.pipeline(&m.config.clone()).unwrap());
     let mut worst = 0.0f32;
@@ -244,6 +287,47 @@ fn trained_models_score_the_same_in_tract() {
         let worst = train_export_compare(tmp.path(), model, section);
         eprintln!("{model}: max |onnx - mfh| = {worst:e}");
     }
+}
+
+#[test]
+fn a_failed_export_keeps_the_previous_bundle_and_a_retry_replaces_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mmoe, ple) = (MODELS[0], MODELS[2]);
+    let first = load_model(&train_model(tmp.path(), mmoe.0, mmoe.1)).unwrap();
+    let second = load_model(&train_model(tmp.path(), ple.0, ple.1)).unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let onnx = out.join("m.onnx");
+    let id = mfh_export::export(&first, &onnx).unwrap().bundle;
+    // A folder where io.json must go: the last move fails, after the row maps and the
+    // graph had moved in; they go back.
+    let io = out.join("m.onnx.io.json");
+    let io_bytes = std::fs::read(&io).unwrap();
+    std::fs::remove_file(&io).unwrap();
+    std::fs::create_dir_all(io.join("in-the-way")).unwrap();
+    let before = snapshot(&out);
+    let err = mfh_export::export(&second, &onnx).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("cannot move into place"),
+        "{err:#}"
+    );
+    assert_eq!(
+        snapshot(&out),
+        before,
+        "the paths changed, or a temp folder is left"
+    );
+    // With io.json back, the first bundle is whole.
+    std::fs::remove_dir_all(&io).unwrap();
+    std::fs::write(&io, &io_bytes).unwrap();
+    assert_eq!(mfh_export::verify(&onnx).unwrap(), id);
+    // A retry replaces every part.
+    let s = mfh_export::export(&second, &onnx).unwrap();
+    assert_ne!(s.bundle, id);
+    assert_eq!(mfh_export::verify(&onnx).unwrap(), s.bundle);
+    assert!(temp_folders(&out).is_empty(), "{:?}", temp_folders(&out));
+    let io: serde_json::Value = serde_json::from_slice(&std::fs::read(&io).unwrap()).unwrap();
+    assert_eq!(io["model"], "ple");
+    assert_eq!(io["bundle"]["id"], s.bundle.as_str());
 }
 
 #[test]
