@@ -9,6 +9,7 @@
 
 mod commit;
 pub mod model_dir;
+pub mod scorer;
 pub mod scoring;
 pub mod serving;
 mod state;
@@ -17,5 +18,6 @@ pub use model_dir::{
     fresh_state, load_model, roll_forward, save_model, write_atomic, LoadedModel, ModelMeta,
     SaveInfo, FORMAT_VERSION, STAGING,
 };
+pub use scorer::Scorer;
 pub use scoring::{collect_predictions, evaluate, predict_to_csv, EvalResult, Predictions};
 pub use state::{embedding_layer, grid_loss, grid_shape, row_optimizer, ModelState};

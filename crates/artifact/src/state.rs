@@ -16,7 +16,7 @@ pub struct ModelState {
     pub emb: EmbeddingLayer,
     /// The dense network; reached through [`ModelState::net`] and
     /// [`ModelState::net_mut`] (which tells the row-block copies to refresh).
-    net: Box<dyn MultiTaskModel<f32>>,
+    pub(crate) net: Box<dyn MultiTaskModel<f32>>,
     pub loss: GridLoss,
     pub n_dense: usize,
     x: Vec<f32>,
@@ -30,7 +30,7 @@ pub struct ModelState {
     parallel: DataParallel<f32>,
     /// What the network was built from, to build those copies: input width, seed and
     /// the towers' transfers.
-    build: (usize, u64, Vec<(usize, usize)>),
+    pub(crate) build: (usize, u64, Vec<(usize, usize)>),
 }
 
 /// Wall time per phase of [`ModelState::train_step`], summed over steps.
@@ -258,7 +258,7 @@ impl ModelState {
     }
 
     /// Fills the network input for `batch`: embeddings, then numeric features.
-    fn assemble(&mut self, batch: &mut Batch, train: bool) {
+    pub(crate) fn assemble(&mut self, batch: &mut Batch, train: bool) {
         let n_in = self.n_in();
         let w = self.emb.width();
         self.x.resize(batch.n * n_in, 0.0);

@@ -191,14 +191,23 @@ pub(crate) fn export(model_dir: &Path, onnx: &Path) -> Result<()> {
     let s = mfh_export::export(&m, onnx)?;
     let rows: usize = s.tables.iter().map(|t| t.1).sum();
     outln!(
-        "{} ({} nodes, {} bytes); {} tables, {rows} rows → {}; inputs and outputs: {}",
+        "{} ({} nodes, {} bytes); {} tables, {rows} rows → {}; inputs and outputs: {}; bundle {}",
         s.onnx.display(),
         s.nodes,
         s.onnx_bytes,
         s.tables.len(),
         s.rows_dir.display(),
-        s.io_json.display()
+        s.io_json.display(),
+        s.bundle
     );
+    for t in &s.other_temps {
+        eprintln!(
+            "warning: {} is the temp folder of another export to {} (one running now, or one \
+             cut short); left as it is: remove it once no export to that path runs",
+            t.display(),
+            s.onnx.display()
+        );
+    }
     Ok(())
 }
 
@@ -206,10 +215,16 @@ pub(crate) fn export(model_dir: &Path, onnx: &Path) -> Result<()> {
 pub(crate) fn serve(a: crate::ServeArgs) -> Result<()> {
     mfh_serve::run(mfh_serve::ServeOptions {
         addr: a.addr,
+        grpc_addr: a.grpc_addr,
         name: a.name,
-        concurrency: a.concurrency,
+        scorers: a.scorers.unwrap_or(0),
+        threads: a.threads,
         queue: a.queue,
+        max_rows: a.max_rows,
         body_limit: a.body_limit,
+        max_connections: a.max_connections,
+        header_timeout: std::time::Duration::from_millis(a.header_timeout_ms),
+        body_timeout: std::time::Duration::from_millis(a.body_timeout_ms),
         timeout: std::time::Duration::from_millis(a.timeout_ms),
         poll: std::time::Duration::from_millis(a.poll_ms),
         debug_log: a.debug,

@@ -73,7 +73,8 @@ enum Cmd {
         #[arg(long)]
         model_dir: PathBuf,
     },
-    /// Export a trained model to ONNX (row indices in; FILE.rows/ and FILE.io.json beside).
+    /// Export a trained model to ONNX (row indices in; FILE.rows/ and FILE.io.json beside,
+    /// the three replaced as one bundle).
     Export {
         #[arg(long)]
         model_dir: PathBuf,
@@ -212,16 +213,35 @@ struct ServeArgs {
     /// Served model name (default: the model's config section).
     #[arg(long)]
     name: Option<String>,
-    /// Requests scored at once.
-    #[arg(long, default_value_t = 2)]
-    concurrency: usize,
-    /// Requests that may wait for a scorer; more are answered 503.
+    /// KServe v2 gRPC address (needs a build with `--features grpc`), e.g. 127.0.0.1:8081.
+    #[arg(long)]
+    grpc_addr: Option<std::net::SocketAddr>,
+    /// Requests scored at once, each by its own scorer (default: the cores this process
+    /// may use, divided by --threads).
+    #[arg(long, alias = "concurrency")]
+    scorers: Option<usize>,
+    /// Threads per scorer.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Admitted requests that may wait for a scorer; more are answered 503.
     #[arg(long, default_value_t = 64)]
     queue: usize,
+    /// Most rows per request; more are answered 413.
+    #[arg(long, default_value_t = 10_000)]
+    max_rows: usize,
     /// Largest request body in bytes; larger ones are answered 413.
     #[arg(long, default_value_t = 16 << 20)]
     body_limit: usize,
-    /// Request timeout in milliseconds (504 past it).
+    /// Open connections per port; more are refused (503 over REST).
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// A request head must arrive within this many milliseconds (else the connection closes).
+    #[arg(long, default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// A request body must arrive within this many milliseconds (408 past it).
+    #[arg(long, default_value_t = 30_000)]
+    body_timeout_ms: u64,
+    /// Request timeout in milliseconds, from arrival to answer (504 past it).
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
     /// How often to look for a newer version, in milliseconds.

@@ -164,6 +164,12 @@ impl RequestDecoder {
         self.p.resolve("", name).ok().map(Input)
     }
 
+    /// How many distinct inputs a request may name: every main-table and side-table
+    /// column (a request naming one twice is refused, so this bounds its fields per row).
+    pub fn n_columns(&self) -> usize {
+        self.p.main_columns.len() + self.p.side.iter().map(|s| s.columns.len()).sum::<usize>()
+    }
+
     /// What the model reads the input as; None when no feature or facet reads it (a
     /// label or an unused column: accepted and ignored).
     pub fn kind(&self, input: Input) -> Option<InputKind> {

@@ -342,13 +342,7 @@ impl EmbeddingLayer {
         self.check_out("EmbeddingLayer::forward", n, out.len(), row_stride);
         self.train_batch = None;
         if !train {
-            self.gather(
-                input,
-                out,
-                row_stride,
-                |f, _, id| self.tables[self.fields[f].table].lookup_eval(id),
-                |f, id| self.tables[self.fields[f].table].prefetch(id),
-            );
+            self.lookup(input, out, row_stride);
             return;
         }
         self.lookup_train_fields(input);
@@ -365,6 +359,25 @@ impl EmbeddingLayer {
             |_, _| {},
         );
         self.train_batch = Some(n);
+    }
+
+    /// Eval-mode [`EmbeddingLayer::forward`] through a shared reference: every field's
+    /// embedding of every row, unseen ids reading zeros; nothing is created or kept, so
+    /// several scorers may read one layer at once.
+    ///
+    /// Panics as `forward` does on a malformed batch or a too-small `out`.
+    pub fn lookup(&self, input: &SparseInput, out: &mut [f32], row_stride: usize) {
+        if let Err(e) = self.check_input(input) {
+            panic!("EmbeddingLayer::lookup: {e}");
+        }
+        self.check_out("EmbeddingLayer::lookup", input.n, out.len(), row_stride);
+        self.gather(
+            input,
+            out,
+            row_stride,
+            |f, _, id| self.tables[self.fields[f].table].lookup_eval(id),
+            |f, id| self.tables[self.fields[f].table].prefetch(id),
+        );
     }
 
     /// Train-mode lookups of every field (rows created or admitted as the lifecycle

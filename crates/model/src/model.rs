@@ -122,7 +122,7 @@ impl GridShape {
 /// `forward` gets each row's cell (`cells[i] < n_cells`) so that a model may compute only
 /// what a row needs (its cell's towers, its facet value's subtrees); logits of tasks
 /// outside a row's cell are then 0 and their gradients are ignored.
-pub trait MultiTaskModel<T: Float>: Module<T> + Send {
+pub trait MultiTaskModel<T: Float>: Module<T> + Send + Sync {
     fn n_in(&self) -> usize;
     fn n_tasks(&self) -> usize;
     /// Logits n × n_tasks for `n` rows of `x` (n × n_in).

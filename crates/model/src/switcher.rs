@@ -11,7 +11,7 @@ use mfh_nn::{Float, Module};
 /// gradient; an eval forward leaves them as they were), then the
 /// consumers of output k *add* ∂loss/∂output_k into `d_output_mut(k)` (never overwrite:
 /// implementations may back several outputs with one shared buffer), then `backward`.
-pub trait Switcher<T: Float>: Module<T> + Send {
+pub trait Switcher<T: Float>: Module<T> + Send + Sync {
     /// Width of the input representation.
     fn in_dim(&self) -> usize;
     /// Number of child representations K.

@@ -28,30 +28,37 @@ pub fn set_threads(n: usize) {
 }
 
 thread_local! {
-    /// Set while this thread runs inside [`serial`]: its kernels use one thread.
-    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set while this thread runs inside [`serial`] (1) or [`with_threads`] (n): the
+    /// product thread count of its kernels; 0 = the process-global count.
+    static LOCAL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// The number of threads the matrix products use on this thread (1 inside [`serial`]).
 pub fn threads() -> usize {
-    if SERIAL.with(|s| s.get()) {
-        1
-    } else {
-        THREADS.load(Ordering::Relaxed)
+    match LOCAL.with(|s| s.get()) {
+        0 => THREADS.load(Ordering::Relaxed),
+        n => n,
     }
 }
 
 /// Runs `f` with every kernel it calls on this thread unthreaded: for callers that
-/// already split their work across the threads (one network replica per thread).
+/// already run several kernels side by side on their own threads.
 pub fn serial<R>(f: impl FnOnce() -> R) -> R {
-    /// Restores the flag even if `f` unwinds.
-    struct Restore(bool);
+    with_threads(1, f)
+}
+
+/// Runs `f` with the kernels it calls on this thread splitting their work `n` ways
+/// (on the rayon pool `f` runs in: a server's scorer installs its own pool of `n`
+/// threads), whatever the process-global count.
+pub fn with_threads<R>(n: usize, f: impl FnOnce() -> R) -> R {
+    /// Restores the count even if `f` unwinds.
+    struct Restore(usize);
     impl Drop for Restore {
         fn drop(&mut self) {
-            SERIAL.with(|s| s.set(self.0));
+            LOCAL.with(|s| s.set(self.0));
         }
     }
-    let _restore = Restore(SERIAL.with(|s| s.replace(true)));
+    let _restore = Restore(LOCAL.with(|s| s.replace(n.max(1))));
     f()
 }
 

@@ -165,6 +165,134 @@ fn storm(addr: SocketAddr, name: &str, n: usize) -> std::collections::BTreeMap<u
     codes
 }
 
+fn status_kib(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One request on its own connection, the body written by another thread while this one
+/// waits for the answer; returns the status.
+fn ask(addr: SocketAddr, path: &str, body: std::sync::Arc<Vec<u8>>) -> u16 {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(600))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: l\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(head.as_bytes());
+        let _ = w.write_all(&body);
+    });
+    let mut buf = Vec::new();
+    let mut r = s;
+    let _ = r.read_to_end(&mut buf);
+    let _ = writer.join();
+    String::from_utf8_lossy(&buf[..buf.len().min(32)])
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// 64 concurrent 16 MiB requests (10,000 candidates with long IDs, which score; a column
+/// of four million values, over --max-rows; the same candidates cut at the last byte; one
+/// over the body limit) while another connection asks /v2/health/live every 5 ms: the
+/// answers, the peak RSS over the stated bound, and the health check's latency.
+fn memory_storm(server: &mfh_serve::Server, name: &str, user: &str, videos: &[String]) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let addr = server.addr;
+    let limit = 16usize << 20;
+    let pad = "v".repeat(limit / 10_000 - 80);
+    let ex: Vec<String> = (0..10_000)
+        .map(|i| {
+            format!(
+                r#"{{"video_id": "{pad}{}", "item_prior_impressions": {}}}"#,
+                videos[i % videos.len()],
+                i % 50
+            )
+        })
+        .collect();
+    let rows = format!(
+        r#"{{"context": {{"user_id": "{user}", "tab": 1, "hourmin": 1300}}, "examples": [{}]}}"#,
+        ex.join(",")
+    )
+    .into_bytes();
+    let mut column = br#"{"inputs": [{"name": "user_id", "datatype": "BYTES", "data": ["#.to_vec();
+    while column.len() < limit - 16 {
+        column.extend_from_slice(br#""u1","#);
+    }
+    column.extend_from_slice(br#""u1"]}]}"#);
+    let mut cut = rows.clone();
+    cut.truncate(cut.len() - 1);
+    let regress = format!("/v1/models/{name}:regress");
+    let infer = format!("/v2/models/{name}/infer");
+    let bodies: Vec<(String, Arc<Vec<u8>>)> = vec![
+        (regress.clone(), Arc::new(rows)),
+        (infer, Arc::new(column)),
+        (regress.clone(), Arc::new(cut)),
+        (regress, Arc::new(vec![b' '; limit + 1])),
+    ];
+    let warm: Vec<u16> = bodies
+        .iter()
+        .map(|(p, b)| ask(addr, p, Arc::clone(b)))
+        .collect();
+    let bound = server.metrics.memory_bound.load(Ordering::Relaxed);
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let base = status_kib("VmRSS:") << 10;
+    let done = Arc::new(AtomicBool::new(false));
+    let d = Arc::clone(&done);
+    let health = std::thread::spawn(move || {
+        let mut c = Conn::open(addr);
+        let mut lat = Vec::new();
+        while !d.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            let code = c.send("GET", "/v2/health/live", b"").map_or(0, |r| r.0);
+            assert_eq!(code, 200);
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        lat.sort_by(f64::total_cmp);
+        lat
+    });
+    let t0 = Instant::now();
+    let codes: Vec<u16> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..64)
+            .map(|k| {
+                let (p, b) = &bodies[k % bodies.len()];
+                let b = Arc::clone(b);
+                s.spawn(move || ask(addr, p, b))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    let lat = health.join().unwrap();
+    let peak = status_kib("VmHWM:") << 10;
+    let mut count = std::collections::BTreeMap::new();
+    for c in &codes {
+        *count.entry(*c).or_insert(0) += 1;
+    }
+    println!(
+        "64 concurrent 16 MiB requests (warm-up answers {warm:?}) in {secs:.1} s: answers {count:?}; peak RSS {} MiB over a {} MiB baseline{} (stated bound {} MiB): {}; /v2/health/live meanwhile: {} checks, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        peak.saturating_sub(base) >> 20,
+        base >> 20,
+        if reset { "" } else { " (peak not reset: includes warm-up)" },
+        bound >> 20,
+        if peak.saturating_sub(base) <= bound { "under" } else { "OVER" },
+        lat.len(),
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = Path::new(
@@ -182,25 +310,23 @@ fn main() {
 
     // In process: the same N rows, decode + forward, then forward alone.
     let m = ServedModel::load(dir, 1).unwrap();
-    let parsed =
-        mfh_serve::protocol::parse_regress(&m.decoder, &serde_json::from_str(&body).unwrap())
-            .unwrap();
+    let parsed = mfh_serve::protocol::parse_regress(&m.decoder, body.as_bytes(), 10_000).unwrap();
+    let views = parsed.views();
+    let rows = views.rows();
     let mut t = Vec::new();
     for _ in 0..200 {
         let t0 = Instant::now();
-        let s = m.score(&parsed.context, &parsed.rows).unwrap();
+        let s = m.score(0, &views.context, &rows).unwrap();
         assert_eq!(s.n, n);
         t.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     t.sort_by(f64::total_cmp);
-    let forward = m.time_forward(&parsed.context, &parsed.rows, 200);
+    let forward = m.time_forward(&views.context, &rows, 200);
     let mut d = Vec::new();
     for _ in 0..200 {
         let mut b = m.decoder.batch();
         let t0 = Instant::now();
-        m.decoder
-            .decode(&parsed.context, &parsed.rows, &mut b)
-            .unwrap();
+        m.decoder.decode(&views.context, &rows, &mut b).unwrap();
         d.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     d.sort_by(f64::total_cmp);
@@ -212,6 +338,8 @@ fn main() {
         n as f64 / forward * 1e3,
         pct(&d, 0.5)
     );
+    drop(rows);
+    drop(views);
     drop(m);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -244,6 +372,15 @@ fn main() {
             (lat.len() * n) as f64 / wall
         );
     }
+    let (lat1, wall1) = load(addr, &path, body.as_bytes(), 1, secs);
+    let (lat4, wall4) = load(addr, &path, body.as_bytes(), 4, secs);
+    println!(
+        "4 clients / 1 client, candidates/s, interleaved rerun: {:.2}x ({:.0} / {:.0})",
+        (lat4.len() as f64 / wall4) / (lat1.len() as f64 / wall1),
+        (lat4.len() * n) as f64 / wall4,
+        (lat1.len() * n) as f64 / wall1
+    );
+    memory_storm(&server, &name, &users[0], &videos);
     let t0 = Instant::now();
     let codes = storm(addr, &name, 10_000);
     println!(

@@ -16,40 +16,62 @@
 //!
 //! Not here: training, the model folder format (`mfh-train`).
 
+pub mod bound;
+pub mod conn;
+#[cfg(feature = "grpc")]
+pub mod grpc;
+pub mod lanes;
 pub mod metrics;
 pub mod model;
 pub mod protocol;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
-use axum::http::{header, StatusCode};
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use http_body_util::BodyExt;
+use lanes::Lanes;
 use metrics::Metrics;
-use model::{ModelStore, ServedModel};
+pub use model::{ModelStore, ServedModel};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{watch, Semaphore};
+
+/// The binary tensor extension's header: bytes of JSON before the binary data.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub model_dir: PathBuf,
     pub addr: SocketAddr,
+    /// KServe v2 gRPC (`--grpc-addr`; needs the `grpc` feature).
+    pub grpc_addr: Option<SocketAddr>,
     /// Served name (default: the model's config section, e.g. `mfh`).
     pub name: Option<String>,
-    /// Requests scored at once.
-    pub concurrency: usize,
-    /// Requests waiting for a scorer beyond those; more get 503.
+    /// Requests scored at once, each by its own scorer (default: the cores the process
+    /// may use, divided by `threads`).
+    pub scorers: usize,
+    /// Threads per scorer (default 1).
+    pub threads: usize,
+    /// Admitted requests waiting for a scorer beyond those; more get 503.
     pub queue: usize,
+    /// Most rows per request; more get 413.
+    pub max_rows: usize,
     /// Largest request body, bytes; more get 413.
     pub body_limit: usize,
+    /// Open connections (REST and gRPC each); more are refused (503).
+    pub max_connections: usize,
+    /// A request head must arrive within this; then the connection is closed.
+    pub header_timeout: Duration,
+    /// A request body must arrive within this; past it 408.
+    pub body_timeout: Duration,
     /// From arrival to response, queueing included; past it 504.
     pub timeout: Duration,
     /// How often to look for a newer published version (version roots only).
@@ -63,24 +85,47 @@ impl ServeOptions {
         ServeOptions {
             model_dir,
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            grpc_addr: None,
             name: None,
-            concurrency: 2,
+            scorers: 0,
+            threads: 1,
             queue: 64,
+            max_rows: 10_000,
             body_limit: 16 << 20,
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             timeout: Duration::from_secs(10),
             poll: Duration::from_secs(2),
             debug_log: false,
         }
     }
+
+    /// Scorers × threads: `scorers` when set, else the cores the process may use
+    /// divided by `threads` (at least one).
+    pub fn lanes(&self) -> (usize, usize) {
+        let threads = self.threads.max(1);
+        let scorers = if self.scorers > 0 {
+            self.scorers
+        } else {
+            (mfh_cpu::available_threads() / threads).max(1)
+        };
+        (scorers, threads)
+    }
 }
 
-struct App {
-    store: Arc<ModelStore>,
-    name: String,
-    metrics: Arc<Metrics>,
-    scorers: Arc<Semaphore>,
-    capacity: u64,
-    timeout: Duration,
+pub(crate) struct App {
+    pub(crate) store: Arc<ModelStore>,
+    pub(crate) name: String,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) lanes: Arc<Lanes>,
+    /// Bodies held in memory at once: one per scorer being fed and one waiting.
+    pub(crate) bodies: Arc<Semaphore>,
+    pub(crate) capacity: u64,
+    pub(crate) max_rows: usize,
+    pub(crate) body_limit: usize,
+    pub(crate) body_timeout: Duration,
+    pub(crate) timeout: Duration,
     debug_log: bool,
 }
 
@@ -93,42 +138,77 @@ fn error(code: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        v.to_string(),
-    )
-        .into_response()
+    bytes_response(code, v.to_string().into_bytes())
+}
+
+fn bytes_response(code: StatusCode, body: Vec<u8>) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The gRPC port, when one was asked for.
+    pub grpc_addr: Option<SocketAddr>,
     pub store: Arc<ModelStore>,
     pub metrics: Arc<Metrics>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
     stop_poll: Arc<AtomicBool>,
 }
 
 impl Server {
     /// Stops accepting, lets in-flight requests finish, and returns.
-    pub async fn shutdown(mut self) -> std::io::Result<()> {
+    pub async fn shutdown(self) -> std::io::Result<()> {
         self.stop_poll.store(true, Ordering::Relaxed);
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            t.await.unwrap_or(Ok(()))?;
         }
-        self.task.await.unwrap_or(Ok(()))
+        Ok(())
+    }
+}
+
+/// Buffers of 1 MiB and more (bodies, decoded requests, responses) are mapped on their
+/// own and returned to the system when freed. glibc's default raises that threshold to
+/// the largest buffer freed so far (up to 32 MiB), after which request-sized buffers come
+/// from per-thread heaps that keep their peak: the memory bound would not hold.
+fn fixed_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; any value is valid to pass.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 
 /// Loads the model, binds `opts.addr` (port 0 picks one) and serves on the current runtime.
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
+    #[cfg(not(feature = "grpc"))]
+    if opts.grpc_addr.is_some() {
+        anyhow::bail!("--grpc-addr: this build has no gRPC (build with `--features grpc`)");
+    }
+    fixed_mmap_threshold();
+    let (scorers, threads) = opts.lanes();
+    // Products inside a scorer split `threads` ways on its own pool.
+    mfh_nn::set_threads(threads);
     let dir = opts.model_dir.clone();
-    let store = Arc::new(tokio::task::spawn_blocking(move || ModelStore::open(&dir)).await??);
+    let store =
+        Arc::new(tokio::task::spawn_blocking(move || ModelStore::open_with(&dir, scorers)).await??);
     let first = store.current();
     let metrics = Arc::new(Metrics::default());
     metrics.version.store(first.version, Ordering::Relaxed);
+    let lanes = Arc::new(Lanes::new(scorers, threads)?);
+    let body_slots = 2 * scorers;
+    let limits = bound::Limits {
+        scorers,
+        body_slots,
+        body_limit: opts.body_limit,
+        max_rows: opts.max_rows,
+        max_connections: opts.max_connections * if opts.grpc_addr.is_some() { 2 } else { 1 },
+    };
+    metrics
+        .memory_bound
+        .store(bound::total(&first, &limits), Ordering::Relaxed);
     let app = Arc::new(App {
         store: Arc::clone(&store),
         name: opts
@@ -136,22 +216,49 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
             .clone()
             .unwrap_or_else(|| first.model_name.clone()),
         metrics: Arc::clone(&metrics),
-        scorers: Arc::new(Semaphore::new(opts.concurrency.max(1))),
-        capacity: (opts.concurrency.max(1) + opts.queue) as u64,
+        lanes,
+        bodies: Arc::new(Semaphore::new(body_slots)),
+        capacity: (scorers + opts.queue) as u64,
+        max_rows: opts.max_rows,
+        body_limit: opts.body_limit,
+        body_timeout: opts.body_timeout,
         timeout: opts.timeout,
         debug_log: opts.debug_log,
     });
-    let router = router(Arc::clone(&app), opts.body_limit);
+    let (stop, stop_rx) = watch::channel(false);
+    let conn_limits = |max: usize| {
+        Arc::new(conn::Limits {
+            conns: Arc::new(Semaphore::new(max.max(1))),
+            max: max.max(1),
+            header_timeout: opts.header_timeout,
+        })
+    };
     let listener = tokio::net::TcpListener::bind(opts.addr).await?;
     let addr = listener.local_addr()?;
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
+    #[allow(unused_mut)] // the gRPC port adds its task
+    let mut tasks = vec![tokio::spawn(conn::serve(
+        listener,
+        router(Arc::clone(&app)),
+        conn::Proto::Http1,
+        conn_limits(opts.max_connections),
+        Arc::clone(&metrics),
+        stop_rx.clone(),
+    ))];
+    #[allow(unused_mut)]
+    let mut grpc_addr = None;
+    #[cfg(feature = "grpc")]
+    if let Some(ga) = opts.grpc_addr {
+        let l = tokio::net::TcpListener::bind(ga).await?;
+        grpc_addr = Some(l.local_addr()?);
+        tasks.push(tokio::spawn(conn::serve(
+            l,
+            grpc::router(Arc::clone(&app)),
+            conn::Proto::Http2,
+            conn_limits(opts.max_connections),
+            Arc::clone(&metrics),
+            stop_rx,
+        )));
+    }
     let stop_poll = Arc::new(AtomicBool::new(false));
     if matches!(store.source, model::ModelSource::Versions(_)) {
         tokio::spawn(poll_versions(
@@ -163,10 +270,11 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     }
     Ok(Server {
         addr,
+        grpc_addr,
         store,
         metrics,
-        shutdown: Some(tx),
-        task,
+        stop,
+        tasks,
         stop_poll,
     })
 }
@@ -206,11 +314,18 @@ pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
         let server = start(opts).await?;
         let m = server.store.current();
         eprintln!(
-            "serving `{}` version {} from {} on http://{}",
+            "serving `{}` version {} from {} on http://{}{} ({} scorers x {} threads; memory bound {} MiB)",
             m.model_name,
             m.version,
             m.dir.display(),
-            server.addr
+            server.addr,
+            server
+                .grpc_addr
+                .map(|a| format!(" and grpc://{a}"))
+                .unwrap_or_default(),
+            m.lanes(),
+            mfh_nn::kernels::threads(),
+            server.metrics.memory_bound.load(Ordering::Relaxed) >> 20,
         );
         shutdown_signal().await;
         eprintln!("shutting down: finishing in-flight requests");
@@ -235,7 +350,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn router(app: Arc<App>, body_limit: usize) -> Router {
+fn router(app: Arc<App>) -> Router {
     Router::new()
         .route(
             "/v2/health/live",
@@ -247,12 +362,23 @@ fn router(app: Arc<App>, body_limit: usize) -> Router {
         )
         .route("/v2", get(server_metadata))
         .route("/v2/models/{name}", get(kserve_metadata))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(kserve_metadata_v),
+        )
         .route("/v2/models/{name}/ready", get(model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready_v),
+        )
         .route("/v2/models/{name}/infer", post(kserve_infer))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(kserve_infer_v),
+        )
         .route("/v1/models/{spec}", get(tf_status).post(tf_post))
         .route("/metrics", get(prometheus))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
-        .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), track))
         .with_state(app)
 }
@@ -288,32 +414,66 @@ async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
 async fn server_metadata() -> Response {
     json_response(
         StatusCode::OK,
-        &json!({"name": "mfh", "version": env!("CARGO_PKG_VERSION"), "extensions": []}),
+        &json!({"name": "mfh", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}),
     )
 }
 
-fn unknown_model(app: &App, name: &str) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        format!("unknown model `{name}` (this server serves `{}`)", app.name),
-    )
+/// The served model for `name` (and `version`, when the URL names one), or the 404.
+pub(crate) fn served(
+    app: &App,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Arc<ServedModel>, String> {
+    if name != app.name {
+        return Err(format!(
+            "unknown model `{name}` (this server serves `{}`)",
+            app.name
+        ));
+    }
+    let m = app.store.current();
+    match version {
+        Some(v) if !v.is_empty() && v != m.version.to_string() => Err(format!(
+            "model `{name}` version {v} is not served (version {} is)",
+            m.version
+        )),
+        _ => Ok(m),
+    }
 }
 
 async fn kserve_metadata(State(app): State<Arc<App>>, UrlPath(name): UrlPath<String>) -> Response {
-    if name != app.name {
-        return unknown_model(&app, &name);
+    metadata(&app, &name, None)
+}
+
+async fn kserve_metadata_v(
+    State(app): State<Arc<App>>,
+    UrlPath((name, v)): UrlPath<(String, String)>,
+) -> Response {
+    metadata(&app, &name, Some(&v))
+}
+
+fn metadata(app: &App, name: &str, v: Option<&str>) -> Response {
+    match served(app, name, v) {
+        Ok(m) => json_response(StatusCode::OK, &protocol::kserve_metadata(&app.name, &m)),
+        Err(e) => error(StatusCode::NOT_FOUND, e),
     }
-    json_response(
-        StatusCode::OK,
-        &protocol::kserve_metadata(&app.name, &app.store.current()),
-    )
 }
 
 async fn model_ready(State(app): State<Arc<App>>, UrlPath(name): UrlPath<String>) -> Response {
-    if name != app.name {
-        return unknown_model(&app, &name);
+    ready(&app, &name, None)
+}
+
+async fn model_ready_v(
+    State(app): State<Arc<App>>,
+    UrlPath((name, v)): UrlPath<(String, String)>,
+) -> Response {
+    ready(&app, &name, Some(&v))
+}
+
+fn ready(app: &App, name: &str, v: Option<&str>) -> Response {
+    match served(app, name, v) {
+        Ok(_) => json_response(StatusCode::OK, &json!({"name": name, "ready": true})),
+        Err(e) => error(StatusCode::NOT_FOUND, e),
     }
-    json_response(StatusCode::OK, &json!({"name": name, "ready": true}))
 }
 
 async fn prometheus(State(app): State<Arc<App>>) -> Response {
@@ -327,7 +487,10 @@ async fn prometheus(State(app): State<Arc<App>>) -> Response {
 
 async fn tf_status(State(app): State<Arc<App>>, UrlPath(spec): UrlPath<String>) -> Response {
     if spec != app.name {
-        return unknown_model(&app, &spec);
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown model `{spec}` (this server serves `{}`)", app.name),
+        );
     }
     let v = app.store.current().version;
     json_response(
@@ -338,7 +501,7 @@ async fn tf_status(State(app): State<Arc<App>>, UrlPath(spec): UrlPath<String>) 
 }
 
 #[derive(Clone, Copy)]
-enum Form {
+pub(crate) enum Form {
     KServe,
     Predict,
     Regress,
@@ -347,15 +510,23 @@ enum Form {
 async fn kserve_infer(
     State(app): State<Arc<App>>,
     UrlPath(name): UrlPath<String>,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> Response {
-    score(app, &name, body, Form::KServe).await
+    score(app, &name, None, req, Form::KServe).await
+}
+
+async fn kserve_infer_v(
+    State(app): State<Arc<App>>,
+    UrlPath((name, v)): UrlPath<(String, String)>,
+    req: Request,
+) -> Response {
+    score(app, &name, Some(&v), req, Form::KServe).await
 }
 
 async fn tf_post(
     State(app): State<Arc<App>>,
     UrlPath(spec): UrlPath<String>,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> Response {
     let (name, form) = match spec.rsplit_once(':') {
         Some((n, "predict")) => (n, Form::Predict),
@@ -367,84 +538,232 @@ async fn tf_post(
             )
         }
     };
-    score(app, name, body, form).await
+    score(app, name, None, req, form).await
 }
 
 /// Decrements the in-flight count when a request ends, however it ends.
-struct Admitted(Arc<Metrics>);
+pub(crate) struct Admitted(Arc<Metrics>);
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
+/// Admission, before any of the body is read: a request beyond the scorers and the
+/// queue is refused.
+pub(crate) fn admit(app: &App) -> Result<Admitted, String> {
+    if app.metrics.in_flight.fetch_add(1, Ordering::Relaxed) >= app.capacity {
+        app.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        return Err(format!(
+            "overloaded: {} requests are running or queued; retry later",
+            app.capacity
+        ));
+    }
+    Ok(Admitted(Arc::clone(&app.metrics)))
+}
+
+/// What a scoring job answers.
+pub(crate) struct Reply {
+    status: StatusCode,
+    body: Vec<u8>,
+    /// Binary tensor data after the JSON (KServe binary outputs).
+    binary: Vec<u8>,
+    rows: usize,
+}
+
+impl Reply {
+    fn err(status: u16, msg: String) -> Reply {
+        Reply {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            body: json!({ "error": msg }).to_string().into_bytes(),
+            binary: Vec::new(),
+            rows: 0,
+        }
+    }
+}
+
+/// Reads a body of at most `limit` bytes into one buffer, within `within`.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    expect: Option<usize>,
+    within: Duration,
+) -> Result<Vec<u8>, Response> {
+    let mut out = Vec::with_capacity(expect.unwrap_or(0).min(limit));
+    let mut body = body;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame
+                .map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                if out.len() + data.len() > limit {
+                    return Err(error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("the body exceeds {limit} bytes (--body-limit)"),
+                    ));
+                }
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(within, read).await {
+        Ok(Ok(())) => Ok(out),
+        Ok(Err(r)) => Err(r),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body did not arrive within {within:?}"),
+        )),
+    }
+}
+
+fn header_usize(h: &HeaderMap, name: &str) -> Result<Option<usize>, String> {
+    match h.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| format!("header {name}: not a byte count")),
+    }
+}
+
+/// A scoring request: admission, the body (into one of the body slots), then parsing,
+/// decoding, scoring and the response on a scorer's lane.
 async fn score(
     app: Arc<App>,
     name: &str,
-    body: Result<Bytes, BytesRejection>,
+    version: Option<&str>,
+    req: Request,
     form: Form,
 ) -> Response {
-    if name != app.name {
-        return unknown_model(&app, name);
-    }
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return error(e.status(), e.body_text()),
-    };
-    let json: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
-    };
     // The version is fixed here: a reload does not change what this request scores with.
-    let model: Arc<ServedModel> = app.store.current();
-    let parsed = match form {
-        Form::KServe => protocol::parse_kserve(&model.decoder, &json),
-        Form::Predict => protocol::parse_instances(&model.decoder, &json),
-        Form::Regress => protocol::parse_regress(&model.decoder, &json),
+    let model = match served(&app, name, version) {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::NOT_FOUND, e),
     };
-    let parsed = match parsed {
-        Ok(p) => p,
+    let _admitted = match admit(&app) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+    };
+    let (parts, body) = req.into_parts();
+    let length = match header_usize(&parts.headers, header::CONTENT_LENGTH.as_str()) {
+        Ok(l) => l,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    if app.metrics.in_flight.fetch_add(1, Ordering::Relaxed) >= app.capacity {
-        app.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    if let Some(l) = length.filter(|&l| l > app.body_limit) {
         return error(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "overloaded: {} requests are running or queued; retry later",
-                app.capacity
+                "the body has {l} bytes; this server takes at most {} (--body-limit)",
+                app.body_limit
             ),
         );
     }
-    let _admitted = Admitted(Arc::clone(&app.metrics));
-    let Ok(permit) = Arc::clone(&app.scorers).acquire_owned().await else {
+    let json_len = match header_usize(&parts.headers, HEADER_LENGTH) {
+        Ok(l) => l,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if json_len.is_some() && !matches!(form, Form::KServe) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "binary tensor data is only for KServe v2 infer",
+        );
+    }
+    let Ok(slot) = Arc::clone(&app.bodies).acquire_owned().await else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     };
+    let bytes = match read_body(body, app.body_limit, length, app.body_timeout).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Some(j) = json_len.filter(|&j| j > bytes.len()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{HEADER_LENGTH} is {j} but the body has {} bytes",
+                bytes.len()
+            ),
+        );
+    }
+    let served_name = app.name.clone();
+    let max_rows = app.max_rows;
     let m = Arc::clone(&model);
-    // The permit moves into the blocking task: a request that times out still holds its
-    // scorer until the forward pass ends, so concurrency stays bounded.
-    let scored = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        m.score(&parsed.context, &parsed.rows)
-    })
-    .await;
-    let scores = match scored {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("scoring failed: {e}"),
-            )
-        }
+    let job = move |lane: usize| {
+        let reply = score_job(&m, &served_name, lane, &bytes, json_len, max_rows, form);
+        drop(bytes);
+        drop(slot);
+        reply
     };
-    let v = match form {
-        Form::KServe => protocol::kserve_response(&app.name, &model, &scores, json.get("id")),
-        Form::Predict => protocol::predict_response(&model, &scores),
-        Form::Regress => protocol::regress_response(&model, &scores),
+    let Some(reply) = app.lanes.run(job).await else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "scoring failed");
     };
-    let mut resp = json_response(StatusCode::OK, &v);
-    resp.extensions_mut()
-        .insert(RowsScored(scores.n, model.version));
+    let mut resp = if reply.binary.is_empty() {
+        bytes_response(reply.status, reply.body)
+    } else {
+        let json_len = reply.body.len();
+        let mut body = reply.body;
+        body.extend_from_slice(&reply.binary);
+        let mut r = (
+            reply.status,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            body,
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(HEADER_LENGTH, HeaderValue::from(json_len));
+        r
+    };
+    if reply.status == StatusCode::OK {
+        resp.extensions_mut()
+            .insert(RowsScored(reply.rows, model.version));
+    }
     resp
+}
+
+/// Parses, decodes and scores one REST request on scorer `lane`; writes the response.
+fn score_job(
+    m: &ServedModel,
+    name: &str,
+    lane: usize,
+    body: &[u8],
+    json_len: Option<usize>,
+    max_rows: usize,
+    form: Form,
+) -> Reply {
+    let (json_part, binary) = match json_len {
+        Some(j) => body.split_at(j),
+        None => (body, &[][..]),
+    };
+    let parsed = match form {
+        Form::KServe => protocol::parse_kserve(&m.decoder, json_part, binary, max_rows),
+        Form::Predict => protocol::parse_instances(&m.decoder, json_part, max_rows),
+        Form::Regress => protocol::parse_regress(&m.decoder, json_part, max_rows),
+    };
+    let parsed = match parsed {
+        Ok(p) => p,
+        Err(e) => return Reply::err(e.status(), e.to_string()),
+    };
+    let views = parsed.views();
+    let scores = match m.score(lane, &views.context, &views.rows()) {
+        Ok(s) => s,
+        Err(e) => return Reply::err(400, e.to_string()),
+    };
+    drop(views);
+    let rows = scores.n;
+    let (body, binary) = match form {
+        Form::KServe => match protocol::kserve_outputs(m, &scores, &parsed.outputs) {
+            Ok(outs) => protocol::kserve_response(name, m, &outs, parsed.id.as_deref()),
+            Err(e) => return Reply::err(e.status(), e.to_string()),
+        },
+        Form::Predict => (protocol::predict_response(m, &scores), Vec::new()),
+        Form::Regress => (protocol::regress_response(m, &scores), Vec::new()),
+    };
+    Reply {
+        status: StatusCode::OK,
+        body,
+        binary,
+        rows,
+    }
 }

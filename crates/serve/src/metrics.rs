@@ -67,6 +67,14 @@ pub struct Metrics {
     pub reload_failures: AtomicU64,
     /// Requests admitted and not finished (running or waiting for a scorer).
     pub in_flight: AtomicU64,
+    /// Open connections (REST and gRPC).
+    pub connections: AtomicU64,
+    /// Connections refused over `--max-connections`.
+    pub connections_refused: AtomicU64,
+    /// gRPC calls by status code name.
+    grpc: Mutex<BTreeMap<&'static str, u64>>,
+    /// The stated bound on the memory requests may hold, bytes (docs/serving.md).
+    pub memory_bound: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -79,6 +87,10 @@ impl Default for Metrics {
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            grpc: Mutex::new(BTreeMap::new()),
+            memory_bound: AtomicU64::new(0),
         }
     }
 }
@@ -92,6 +104,27 @@ impl Metrics {
             .entry(code)
             .or_default() += 1;
         self.latency.observe(seconds);
+    }
+
+    /// A gRPC call answered with `code` (`OK`, `INVALID_ARGUMENT`…).
+    pub fn grpc(&self, code: &'static str, seconds: f64) {
+        *self
+            .grpc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(code)
+            .or_default() += 1;
+        self.latency.observe(seconds);
+    }
+
+    /// gRPC calls answered with `code` so far.
+    pub fn grpc_count(&self, code: &str) -> u64 {
+        self.grpc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(code)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn rows(&self, n: usize) {
@@ -118,6 +151,10 @@ impl Metrics {
             .iter()
         {
             let _ = writeln!(s, "mfh_requests_total{{code=\"{code}\"}} {n}");
+        }
+        s.push_str("# HELP mfh_grpc_requests_total gRPC calls by status code.\n# TYPE mfh_grpc_requests_total counter\n");
+        for (code, n) in self.grpc.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(s, "mfh_grpc_requests_total{{code=\"{code}\"}} {n}");
         }
         self.latency.render(
             &mut s,
@@ -159,6 +196,27 @@ impl Metrics {
             "Scoring requests admitted and not finished.",
             "gauge",
             self.in_flight.load(Ordering::Relaxed),
+        );
+        g(
+            &mut s,
+            "mfh_connections",
+            "Open connections (REST and gRPC).",
+            "gauge",
+            self.connections.load(Ordering::Relaxed),
+        );
+        g(
+            &mut s,
+            "mfh_connections_refused_total",
+            "Connections refused over --max-connections.",
+            "counter",
+            self.connections_refused.load(Ordering::Relaxed),
+        );
+        g(
+            &mut s,
+            "mfh_memory_bound_bytes",
+            "Stated bound on what admitted requests and connections hold, beyond the loaded model and its warmed scorers.",
+            "gauge",
+            self.memory_bound.load(Ordering::Relaxed),
         );
         s
     }

@@ -8,13 +8,17 @@
 //! A request holds the version it started on until it ends.
 
 use anyhow::{bail, Context, Result};
-use mfh_artifact::{load_model, ModelState};
+use mfh_artifact::{load_model, ModelState, Scorer};
 use mfh_data::{Input, RequestDecoder, RequestError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-/// One loaded version.
+/// Rows per forward pass: a scorer's activations are those of this many rows at most,
+/// however many rows a request has.
+pub const CHUNK_ROWS: usize = 1024;
+
+/// One loaded version: the model, read by every scorer, and one scorer per lane.
 pub struct ServedModel {
     pub version: u64,
     pub dir: PathBuf,
@@ -23,7 +27,12 @@ pub struct ServedModel {
     pub behaviours: Vec<String>,
     pub cell_names: Vec<String>,
     pub decoder: RequestDecoder,
-    state: Mutex<ModelState>,
+    state: ModelState,
+    /// Lane `i` scores with `scorers[i]` (the lock is never contended: a lane runs one
+    /// request at a time).
+    scorers: Vec<Mutex<Scorer>>,
+    /// Bytes of one scorer's copy of the dense network.
+    pub scorer_bytes: usize,
 }
 
 /// Scores of a request: rows × behaviours, each from its row's own cell's heads.
@@ -34,12 +43,36 @@ pub struct Scores {
 }
 
 impl ServedModel {
+    /// Loads a version with one scorer.
     pub fn load(dir: &Path, version: u64) -> Result<ServedModel> {
-        let m = load_model(dir)?;
+        ServedModel::load_with(dir, version, 1)
+    }
+
+    /// Loads a version with `lanes` scorers.
+    pub fn load_with(dir: &Path, version: u64, lanes: usize) -> Result<ServedModel> {
+        let mut m = load_model(dir)?;
         let p = Arc::new(m.serving_pipeline()?);
-        let threads = m.config.train.threads.resolve();
-        mfh_nn::use_threads(threads);
         let grid = m.state.grid.clone();
+        let mut scorers = Vec::with_capacity(lanes.max(1));
+        for _ in 0..lanes.max(1) {
+            scorers.push(m.state.scorer()?);
+        }
+        let scorer_bytes = scorers[0].dense_bytes();
+        // Each scorer scores a full chunk once: its activations are allocated at load,
+        // part of the resident baseline, not of what a request adds.
+        let layout = p.layout();
+        let n = CHUNK_ROWS;
+        let mut batch = RequestDecoder::new(Arc::clone(&p)).batch();
+        batch.n = n;
+        batch.single = vec![0; n * layout.single.len()];
+        for mc in &mut batch.multi {
+            mc.offsets = vec![0; n + 1];
+        }
+        batch.dense = vec![0.0; n * layout.dense.len()];
+        batch.cells = vec![0; n];
+        for sc in &mut scorers {
+            let _ = m.state.score(sc, &mut batch, CHUNK_ROWS);
+        }
         Ok(ServedModel {
             version,
             dir: dir.to_path_buf(),
@@ -47,13 +80,26 @@ impl ServedModel {
             behaviours: grid.behaviours.clone(),
             cell_names: grid.cell_names(),
             decoder: RequestDecoder::new(p),
-            state: Mutex::new(m.state),
+            state: m.state,
+            scorers: scorers.into_iter().map(Mutex::new).collect(),
+            scorer_bytes,
         })
     }
 
-    /// Decodes and scores `rows`, each with the `context` fields (which its own override).
+    pub fn lanes(&self) -> usize {
+        self.scorers.len()
+    }
+
+    /// Width of the network input (embeddings and numeric features), floats per row.
+    pub fn input_width(&self) -> usize {
+        self.state.n_in()
+    }
+
+    /// Decodes and scores `rows`, each with the `context` fields (which its own
+    /// override), on scorer `lane` (taken modulo the lanes).
     pub fn score<V: AsRef<[u8]>, R: AsRef<[(Input, V)]>>(
         &self,
+        lane: usize,
         context: &[(Input, V)],
         rows: &[R],
     ) -> Result<Scores, RequestError> {
@@ -69,10 +115,11 @@ impl ServedModel {
         }
         let mut preds = Vec::with_capacity(batch.n * nb);
         {
-            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let st = &mut *st;
-            let logits = st.forward(&mut batch).to_vec();
-            st.loss.predict(&logits, &batch.cells, &mut preds);
+            let mut sc = self.scorers[lane % self.scorers.len()]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let logits = self.state.score(&mut sc, &mut batch, CHUNK_ROWS);
+            self.state.loss.predict(logits, &batch.cells, &mut preds);
         }
         Ok(Scores {
             n: batch.n,
@@ -80,9 +127,7 @@ impl ServedModel {
             cells: batch.cells,
         })
     }
-}
 
-impl ServedModel {
     /// Median milliseconds of the forward pass alone (no decoding) over `reps` runs on
     /// the decoded `rows`: the compute a request's latency is compared with.
     pub fn time_forward<V: AsRef<[u8]>, R: AsRef<[(Input, V)]>>(
@@ -95,11 +140,11 @@ impl ServedModel {
         if self.decoder.decode(context, rows, &mut batch).is_err() || batch.n == 0 {
             return f64::NAN;
         }
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sc = self.scorers[0].lock().unwrap_or_else(|e| e.into_inner());
         let mut t: Vec<f64> = (0..reps.max(1))
             .map(|_| {
                 let t0 = std::time::Instant::now();
-                let _ = st.forward(&mut batch);
+                let _ = self.state.score(&mut sc, &mut batch, CHUNK_ROWS);
                 t0.elapsed().as_secs_f64() * 1e3
             })
             .collect();
@@ -155,6 +200,8 @@ impl ModelSource {
 /// The current version, swapped atomically on reload.
 pub struct ModelStore {
     pub source: ModelSource,
+    /// Scorers each version is loaded with.
+    lanes: usize,
     current: RwLock<Arc<ServedModel>>,
     /// The newest version that failed to load, retried with backoff.
     failed: Mutex<Option<Failure>>,
@@ -176,6 +223,11 @@ pub fn retry_delay(attempts: u32) -> Duration {
 
 impl ModelStore {
     pub fn open(dir: &Path) -> Result<ModelStore> {
+        ModelStore::open_with(dir, 1)
+    }
+
+    /// Opens `dir` with `lanes` scorers per version.
+    pub fn open_with(dir: &Path, lanes: usize) -> Result<ModelStore> {
         let source = ModelSource::detect(dir)?;
         let Some((v, path)) = source.latest()? else {
             bail!(
@@ -183,10 +235,11 @@ impl ModelStore {
                 dir.display()
             );
         };
-        let m = ServedModel::load(&path, v)
+        let m = ServedModel::load_with(&path, v, lanes)
             .with_context(|| format!("loading version {v} from {}", path.display()))?;
         Ok(ModelStore {
             source,
+            lanes,
             current: RwLock::new(Arc::new(m)),
             failed: Mutex::new(None),
         })
@@ -215,7 +268,7 @@ impl ModelStore {
         if v <= self.current().version || waiting {
             return Ok(None);
         }
-        match ServedModel::load(&path, v) {
+        match ServedModel::load_with(&path, v, self.lanes) {
             Ok(m) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(m);
                 *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = None;

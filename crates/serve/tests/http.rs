@@ -6,6 +6,8 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// `mfh predict`'s output for the valid split: row → (cell, [click, like]).
@@ -321,8 +323,9 @@ fn many_rows(n: usize) -> Value {
 #[test]
 fn a_full_queue_answers_503_and_the_timeout_504() {
     let srv = start(mfh_serve::ServeOptions {
-        concurrency: 1,
+        scorers: 1,
         queue: 0,
+        max_rows: 20_000,
         ..options(model())
     });
     let body = many_rows(20_000).to_string();
@@ -341,6 +344,7 @@ fn a_full_queue_answers_503_and_the_timeout_504() {
 
     let srv = start(mfh_serve::ServeOptions {
         timeout: Duration::from_millis(1),
+        max_rows: 20_000,
         ..options(model())
     });
     let (c, b) = http(srv.addr, "POST", "/v1/models/mmoe:regress", body.as_bytes());
@@ -358,6 +362,7 @@ fn a_new_published_version_is_swapped_in() {
     std::fs::write(v1.join("DONE"), "").unwrap();
     let srv = start(mfh_serve::ServeOptions {
         poll: Duration::from_millis(50),
+        max_rows: 30_000,
         ..options(root.path())
     });
     let status = || get(srv.addr, "/v1/models/mmoe").1;
@@ -482,7 +487,10 @@ fn health_metadata_and_metrics() {
 
 #[test]
 fn shutdown_lets_in_flight_requests_finish() {
-    let srv = start(options(model()));
+    let srv = start(mfh_serve::ServeOptions {
+        max_rows: 20_000,
+        ..options(model())
+    });
     let addr = srv.addr;
     let body = many_rows(20_000).to_string();
     let h =
@@ -616,5 +624,64 @@ fn a_version_published_before_its_files_were_complete_is_retried() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(failures() >= 1);
+    srv.stop();
+}
+
+#[test]
+fn limits_rows_connections_and_slow_heads() {
+    let srv = start(mfh_serve::ServeOptions {
+        max_rows: 5,
+        max_connections: 2,
+        header_timeout: Duration::from_millis(300),
+        ..options(model())
+    });
+    let a = srv.addr;
+    // Rows over --max-rows: a 413 naming the count, in every form.
+    let (c, b) = post_json(a, "/v1/models/mmoe:regress", &many_rows(7));
+    assert_eq!(c, 413, "{b}");
+    assert!(b.to_string().contains("has 7 rows") && b.to_string().contains("at most 5"));
+    let col = json!({"inputs": [{"name": "uid", "datatype": "BYTES", "data": vec!["u1"; 6]}]});
+    let (c, b) = post_json(a, "/v2/models/mmoe/infer", &col);
+    assert_eq!(c, 413, "{b}");
+    assert!(b.to_string().contains("has 6 rows"), "{b}");
+    assert_eq!(
+        post_json(a, "/v1/models/mmoe:regress", &many_rows(5)).0,
+        200
+    );
+    // An input named twice, a version that is not served, the served one.
+    let twice =
+        json!({"inputs": [{"name": "uid", "data": ["u1"]}, {"name": "uid", "data": ["u2"]}]});
+    let (c, b) = post_json(a, "/v2/models/mmoe/infer", &twice);
+    assert_eq!(c, 400);
+    assert!(b.to_string().contains("appears twice"), "{b}");
+    assert_eq!(get(a, "/v2/models/mmoe/versions/9").0, 404);
+    assert_eq!(get(a, "/v2/models/mmoe/versions/1/ready").0, 200);
+    // Two idle connections fill --max-connections: a third is answered 503 at once.
+    let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(a).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let mut third = TcpStream::connect(a).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = String::new();
+    let _ = third.read_to_string(&mut buf);
+    assert!(buf.starts_with("HTTP/1.1 503"), "{buf:?}");
+    assert!(buf.contains("too many connections"), "{buf:?}");
+    // A head that does not arrive within --header-timeout: the connection is closed
+    // (freeing its slot).
+    let mut slow = idle.into_iter().next().unwrap();
+    slow.write_all(b"GET /v2/health/live HTTP/1.1\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(
+        srv.metrics()
+            .connections_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
     srv.stop();
 }

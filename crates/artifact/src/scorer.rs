@@ -1,0 +1,156 @@
+//! Scoring lanes over one loaded model: several requests scored at once, each by its own
+//! [`Scorer`], while the model itself ([`ModelState`]) is only read.
+//!
+//! A scorer holds a copy of the dense network (its parameters, gradient buffers and
+//! activations) and the scratch of one forward pass; the embedding tables — the bulk of
+//! a recommender's parameters — are one copy, read by every scorer through
+//! [`mfh_embedding::EmbeddingLayer::lookup`]. So `S` scorers cost `S ×`
+//! [`Scorer::dense_bytes`] beyond the model, plus each one's scratch, which
+//! [`ModelState::score`] bounds by scoring at most `chunk` rows per pass.
+
+use crate::state::{grid_shape, ModelState};
+use anyhow::{anyhow, Result};
+use mfh_data::Batch;
+use mfh_embedding::{MultiIds, SparseInput};
+use mfh_model::{DataParallel, MultiTaskModel};
+
+/// One scoring lane: a copy of the dense network and its buffers.
+pub struct Scorer {
+    net: Box<dyn MultiTaskModel<f32>>,
+    parallel: DataParallel<f32>,
+    x: Vec<f32>,
+    multi: Vec<MultiIds>,
+    logits: Vec<f32>,
+}
+
+impl Scorer {
+    /// Bytes of the dense network copy: parameters, gradients and buffers.
+    pub fn dense_bytes(&mut self) -> usize {
+        let mut n = 0;
+        self.net
+            .visit_params("", &mut |_, p, g| n += (p.len() + g.len()) * 4);
+        self.net.visit_buffers("", &mut |_, b| n += b.len() * 4);
+        n
+    }
+}
+
+impl ModelState {
+    /// A new scorer holding a copy of the dense network's parameters and buffers.
+    /// (Taking them needs `&mut self`: a server makes its scorers when it loads a
+    /// version, before the state is shared.)
+    pub fn scorer(&mut self) -> Result<Scorer> {
+        let mut net = mfh_model::build_model_with_transfers::<f32>(
+            &self.spec,
+            &grid_shape(&self.grid),
+            self.build.0,
+            self.build.1,
+            &self.build.2,
+        )
+        .map_err(|e| anyhow!("cannot build a scorer's network: {e}"))?;
+        let mut params: Vec<Vec<f32>> = Vec::new();
+        let mut buffers: Vec<Vec<f32>> = Vec::new();
+        self.net
+            .visit_params("", &mut |_, p, _| params.push(p.to_vec()));
+        self.net
+            .visit_buffers("", &mut |_, b| buffers.push(b.to_vec()));
+        let (mut k, mut bad) = (0, false);
+        net.visit_params("", &mut |_, p, _| {
+            match params.get(k).filter(|s| s.len() == p.len()) {
+                Some(s) => p.copy_from_slice(s),
+                None => bad = true,
+            }
+            k += 1;
+        });
+        let mut j = 0;
+        net.visit_buffers("", &mut |_, b| {
+            match buffers.get(j).filter(|s| s.len() == b.len()) {
+                Some(s) => b.copy_from_slice(s),
+                None => bad = true,
+            }
+            j += 1;
+        });
+        if bad || k != params.len() || j != buffers.len() {
+            return Err(anyhow!(
+                "a scorer's network does not match the model's ({k} of {} parameter tensors, {j} of {} buffers)",
+                params.len(),
+                buffers.len()
+            ));
+        }
+        Ok(Scorer {
+            net,
+            parallel: DataParallel::default(),
+            x: Vec::new(),
+            multi: Vec::new(),
+            logits: Vec::new(),
+        })
+    }
+
+    /// Scores `batch` with `scorer`, at most `chunk` rows per forward pass (the scorer's
+    /// activations stay those of `chunk` rows, however many the batch has): logits,
+    /// rows × tasks, valid until the scorer's next use. Equal to [`ModelState::forward`]
+    /// for networks that score rows independently (every network in eval mode).
+    pub fn score<'s>(&self, scorer: &'s mut Scorer, batch: &mut Batch, chunk: usize) -> &'s [f32] {
+        let n = batch.n;
+        let n_in = self.n_in();
+        let w = self.emb.width();
+        let Scorer {
+            net,
+            parallel,
+            x,
+            multi,
+            logits,
+        } = scorer;
+        x.clear();
+        x.resize(n * n_in, 0.0);
+        multi.clear();
+        for m in &mut batch.multi {
+            multi.push(MultiIds {
+                offsets: std::mem::take(&mut m.offsets),
+                ids: std::mem::take(&mut m.ids),
+            });
+        }
+        let input = SparseInput {
+            n,
+            single: &batch.single,
+            multi,
+        };
+        self.emb.lookup(&input, x, n_in);
+        for (m, ids) in batch.multi.iter_mut().zip(multi.drain(..)) {
+            m.offsets = ids.offsets;
+            m.ids = ids.ids;
+        }
+        if self.n_dense > 0 {
+            for (row, d) in x
+                .chunks_exact_mut(n_in)
+                .zip(batch.dense.chunks_exact(self.n_dense))
+            {
+                row[w..].copy_from_slice(d);
+            }
+        }
+        let nt = net.n_tasks();
+        logits.clear();
+        logits.reserve(n * nt);
+        let chunk = chunk.max(1);
+        let threads = mfh_nn::kernels::threads();
+        let make = || {
+            mfh_model::build_model_with_transfers::<f32>(
+                &self.spec,
+                &grid_shape(&self.grid),
+                self.build.0,
+                self.build.1,
+                &self.build.2,
+            )
+        };
+        let mut lo = 0;
+        while lo < n {
+            let rows = chunk.min(n - lo);
+            let xs = &x[lo * n_in..(lo + rows) * n_in];
+            let cells = &batch.cells[lo..lo + rows];
+            let blocks = parallel.blocks_for(net.as_mut(), rows, threads);
+            let out = parallel.forward(net.as_mut(), &make, xs, cells, rows, false, blocks);
+            logits.extend_from_slice(&out[..rows * nt]);
+            lo += rows;
+        }
+        logits
+    }
+}
