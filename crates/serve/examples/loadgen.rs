@@ -49,8 +49,18 @@ impl Conn {
         }
     }
 
-    /// Sends one request and reads the answer: (status, body).
+    /// Sends one request and reads the answer: (status, body). `closing` tells whether
+    /// the server closes the connection after it (`Connection: close`).
     fn send(&mut self, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+        self.send_full(method, path, body).map(|(c, b, _)| (c, b))
+    }
+
+    fn send_full(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, Vec<u8>, bool)> {
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: l\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
@@ -69,6 +79,7 @@ impl Conn {
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
         let mut len = 0usize;
+        let mut closing = false;
         loop {
             line.clear();
             self.r.read_line(&mut line)?;
@@ -79,11 +90,14 @@ impl Conn {
                 if k.eq_ignore_ascii_case("content-length") {
                     len = v.trim().parse().unwrap_or(0);
                 }
+                if k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close") {
+                    closing = true;
+                }
             }
         }
         let mut body = vec![0; len];
         self.r.read_exact(&mut body)?;
-        Ok((status, body))
+        Ok((status, body, closing))
     }
 }
 
@@ -152,13 +166,14 @@ fn storm(addr: SocketAddr, name: &str, n: usize) -> std::collections::BTreeMap<u
             let (m, p, b) = &bad[i % bad.len()];
             (*m, p, b)
         };
-        let code = match c.send(m, p, b) {
-            Ok((code, _)) => code,
-            Err(_) => 0,
+        let (code, closing) = match c.send_full(m, p, b) {
+            Ok((code, _, closing)) => (code, closing),
+            Err(_) => (0, true),
         };
         *codes.entry(code).or_insert(0) += 1;
-        // The server closes a connection after a 413 (the body was not read): reconnect.
-        if code == 413 || code == 0 {
+        // A request answered before its body was read (413, 404 for an unknown model)
+        // is answered `Connection: close`: reconnect, as an HTTP client does.
+        if closing {
             c = Conn::open(addr);
         }
     }

@@ -15,6 +15,9 @@ pub struct Limits {
     pub scorers: usize,
     /// Bodies read at once (those of the requests on a lane and those waiting for one).
     pub body_slots: usize,
+    /// Requests admitted at once (scorers + queue): each may hold its answer until a
+    /// slow client has read it.
+    pub admitted: usize,
     pub body_limit: usize,
     pub max_rows: usize,
     /// Connections on every port together.
@@ -35,9 +38,10 @@ pub fn request(m: &ServedModel, body: usize, rows: usize) -> u64 {
     let tasks = nb * m.cell_names.len() as u64;
     let field = std::mem::size_of::<(Input, (u32, u32))>() as u64;
     let view = std::mem::size_of::<(Input, &[u8])>() as u64;
-    let longest = |v: &[String]| v.iter().map(String::len).max().unwrap_or(0) as u64;
-    // The body itself, and over gRPC its decoded message.
-    let body = 2 * b;
+    // The body itself, and over gRPC tonic's copy and the decoded message: at most C
+    // inputs, raw contents and outputs and 64 parameters (a few hundred bytes each), and
+    // R·C typed values (a bytes value's own 24 bytes; its data is within the body).
+    let body = 3 * b + r * c * 32 + (c + 64) * 512;
     // Value bytes: strings as sent (at most the body); a number as text, ≤ 24 bytes
     // (also from 2-, 4- or 8-byte binary numbers).
     let arena = b + r * c * 24;
@@ -51,17 +55,25 @@ pub fn request(m: &ServedModel, body: usize, rows: usize) -> u64 {
     let batch = 2 * (r * (single * 8 + dense * 4 + 32) + multi * (r + 1) * 4 + multi_ids);
     // The network input and the logits.
     let net = r * m.input_width() as u64 * 4 + r * tasks * 4;
-    // Scores, output columns and the response (JSON text, or binary plus its JSON).
-    let out = r * nb * 4 * 3
-        + r * (nb * (longest(&m.behaviours) + 24) + longest(&m.cell_names) + 24)
-        + 4096;
+    // Scores, output columns and the response.
+    let out = r * nb * 4 * 3 + response(m, rows);
     body + arena + fields + batch + net + out
 }
 
+/// Bytes of the largest answer to a request of `rows` rows (JSON text, or binary plus its
+/// JSON, twice for the vector it grows in).
+pub fn response(m: &ServedModel, rows: usize) -> u64 {
+    let longest = |v: &[String]| v.iter().map(String::len).max().unwrap_or(0) as u64;
+    let nb = m.behaviours.len() as u64;
+    2 * (rows as u64 * (nb * (longest(&m.behaviours) + 24) + longest(&m.cell_names) + 24) + 4096)
+}
+
 /// The total: every scorer with a request of the limits, the other body slots holding a
-/// whole body, and every connection's buffers.
+/// whole body, every admitted request's answer waiting to be read, and every
+/// connection's buffers.
 pub fn total(m: &ServedModel, l: &Limits) -> u64 {
     l.scorers as u64 * request(m, l.body_limit, l.max_rows)
         + l.body_slots.saturating_sub(l.scorers) as u64 * l.body_limit as u64
+        + l.admitted as u64 * response(m, l.max_rows)
         + l.max_connections as u64 * (CONN_BUF as u64 + (16 << 10))
 }

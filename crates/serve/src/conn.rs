@@ -115,6 +115,9 @@ pub async fn serve(
                         .timer(TokioTimer::new())
                         .initial_connection_window_size(CONN_BUF as u32)
                         .initial_stream_window_size(CONN_BUF as u32)
+                        .max_concurrent_streams(64)
+                        .keep_alive_interval(Some(Duration::from_secs(30)))
+                        .keep_alive_timeout(Duration::from_secs(20))
                         .serve_connection(io, svc);
                 let fut = graceful.watch(conn);
                 tokio::spawn(async move {

@@ -7,8 +7,15 @@
 //! (Triton's clients always send these) or typed `contents`; every output comes back in
 //! `raw_output_contents` (FP32 little-endian; BYTES length-prefixed), as Triton answers.
 //! Status codes: INVALID_ARGUMENT for a bad request (REST 400), RESOURCE_EXHAUSTED for too
-//! many rows or too large a message (413), NOT_FOUND (404), UNAVAILABLE when the queue is
-//! full (503), DEADLINE_EXCEEDED past the request timeout (504), INTERNAL (500).
+//! many rows or a message over `--body-limit` (413), NOT_FOUND (404), UNAVAILABLE when
+//! the queue is full (503), DEADLINE_EXCEEDED past the body or request timeout (408, 504),
+//! INTERNAL (500).
+//!
+//! ModelInfer's message is read, within `--body-timeout-ms`, into one of the body slots
+//! REST uses, and its wire form is scanned before prost decodes it: at most as many inputs
+//! and raw contents as the model's data has columns, every output once, 64 parameters,
+//! and `--max-rows` × columns typed values in all. So what the decoded message holds is
+//! bounded by the same limits as a REST request (`bound.rs`).
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod inference {
@@ -21,6 +28,7 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
+use http_body_util::BodyExt;
 use inference::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use inference::model_infer_response::InferOutputTensor;
 use inference::model_metadata_response::TensorMetadata;
@@ -28,6 +36,7 @@ use inference::*;
 use mfh_data::InputKind;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::{Code, Status};
 
 /// The gRPC port's routes: the generated service behind admission.
@@ -57,29 +66,216 @@ fn code_name(c: Code) -> &'static str {
     }
 }
 
-/// ModelInfer is admitted (or refused UNAVAILABLE) and takes a body slot before tonic
-/// reads its message; both are held until the answer.
+/// Taken by ModelInfer's scoring job, so that the body slot stays held until the job
+/// ends even when the caller stops waiting.
+#[derive(Clone)]
+struct Slot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
+
+fn status_response(st: Status) -> Response {
+    st.into_http::<axum::body::Body>()
+}
+
+/// ModelInfer is admitted (or refused UNAVAILABLE) and its message read into a body slot
+/// and checked (see the module's notes) before tonic decodes it; the answer keeps the
+/// admission until it is sent.
 async fn admission(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     if !req.uri().path().ends_with("/ModelInfer") {
         return next.run(req).await;
     }
-    let refuse = |msg: String| {
-        app.metrics.grpc("UNAVAILABLE", 0.0);
-        Status::unavailable(msg)
-            .into_http::<axum::body::Body>()
-            .map(axum::body::Body::new)
+    let refuse = |st: Status| {
+        app.metrics.grpc(code_name(st.code()), 0.0);
+        status_response(st)
     };
     let admitted = match admit(&app) {
         Ok(a) => a,
-        Err(e) => return refuse(e),
+        Err(e) => return refuse(Status::unavailable(e)),
     };
-    let Ok(slot) = Arc::clone(&app.bodies).acquire_owned().await else {
-        return refuse("shutting down".into());
+    let deadline = tokio::time::Instant::now() + app.timeout;
+    let slot =
+        match tokio::time::timeout_at(deadline, Arc::clone(&app.bodies).acquire_owned()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(_)) => return refuse(Status::unavailable("shutting down")),
+            Err(_) => return refuse(Status::deadline_exceeded("no body slot within the timeout")),
+        };
+    let (mut parts, body) = req.into_parts();
+    let mut bytes = Vec::new();
+    let mut body = body;
+    let limit = app.body_limit + 5;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Status::invalid_argument(format!("reading: {e}")))?;
+            if let Ok(d) = frame.into_data() {
+                if bytes.len() + d.len() > limit {
+                    return Err(Status::resource_exhausted(format!(
+                        "the message exceeds {} bytes (--body-limit)",
+                        app.body_limit
+                    )));
+                }
+                bytes.extend_from_slice(&d);
+            }
+        }
+        Ok(())
     };
-    let resp = next.run(req).await;
-    drop(slot);
-    drop(admitted);
-    resp
+    match tokio::time::timeout(app.body_timeout, read).await {
+        Ok(Ok(())) => {}
+        Ok(Err(st)) => return refuse(st),
+        Err(_) => {
+            return refuse(Status::deadline_exceeded(format!(
+                "the message did not arrive within {:?}",
+                app.body_timeout
+            )))
+        }
+    }
+    let m = app.store.current();
+    let limits = WireLimits {
+        inputs: m.decoder.n_columns(),
+        outputs: m.behaviours.len() + 1,
+        values: app.max_rows.saturating_mul(m.decoder.n_columns()),
+    };
+    if let Err(st) = check_frame(&bytes, &limits) {
+        return refuse(st);
+    }
+    parts
+        .extensions
+        .insert(Slot(Arc::new(std::sync::Mutex::new(Some(slot)))));
+    let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+    crate::hold(next.run(req).await, admitted)
+}
+
+/// What a ModelInfer message may hold.
+struct WireLimits {
+    inputs: usize,
+    outputs: usize,
+    values: usize,
+}
+
+/// A protobuf reader over one message's bytes.
+struct Wire<'a>(&'a [u8]);
+
+impl<'a> Wire<'a> {
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let (&b, rest) = self.0.split_first()?;
+            self.0 = rest;
+            v |= ((b & 0x7f) as u64) << (7 * i);
+            if b < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// The next field: (number, wire type, the bytes of a length-delimited one).
+    fn field(&mut self) -> Option<Result<(u64, u8, &'a [u8]), ()>> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let Some(key) = self.varint() else {
+            return Some(Err(()));
+        };
+        let (num, wt) = (key >> 3, (key & 7) as u8);
+        let ok = match wt {
+            0 => self.varint().map(|_| &[][..]),
+            1 => self.take(8),
+            2 => match self.varint() {
+                Some(n) => self.take(n as usize),
+                None => None,
+            },
+            5 => self.take(4),
+            _ => None,
+        };
+        Some(ok.map(|b| (num, wt, b)).ok_or(()))
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.0.len() {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+}
+
+/// Checks one gRPC frame holding a ModelInferRequest against `l` without decoding it.
+fn check_frame(body: &[u8], l: &WireLimits) -> Result<(), Status> {
+    let bad = || Status::invalid_argument("a malformed gRPC message");
+    if body.len() < 5 {
+        return Err(bad());
+    }
+    if body[0] != 0 {
+        return Err(Status::unimplemented(
+            "compressed messages are not accepted; send them uncompressed",
+        ));
+    }
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    if len != body.len() - 5 {
+        return Err(bad());
+    }
+    let too_many = |what: &str, max: usize| {
+        Status::invalid_argument(format!("more than {max} {what} in the request"))
+    };
+    let (mut inputs, mut outputs, mut raws, mut params, mut values) = (0, 0, 0, 0, 0usize);
+    let mut w = Wire(&body[5..]);
+    while let Some(f) = w.field() {
+        let (num, wt, bytes) = f.map_err(|_| bad())?;
+        match (num, wt) {
+            (4, 2) => params += 1,
+            (5, 2) => {
+                inputs += 1;
+                values += input_values(bytes, &mut params).ok_or_else(bad)?;
+            }
+            (6, 2) => outputs += 1,
+            (7, 2) => raws += 1,
+            _ => {}
+        }
+        if inputs > l.inputs || raws > l.inputs {
+            return Err(too_many("inputs", l.inputs));
+        }
+        if outputs > l.outputs {
+            return Err(too_many("outputs", l.outputs));
+        }
+        if params > 64 {
+            return Err(too_many("parameters", 64));
+        }
+        if values > l.values {
+            return Err(Status::resource_exhausted(format!(
+                "more than {} values (--max-rows × the model's columns)",
+                l.values
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Typed values in one InferInputTensor's `contents` (its parameters are added to
+/// `params`); None when it is malformed.
+fn input_values(input: &[u8], params: &mut usize) -> Option<usize> {
+    let mut n = 0usize;
+    let mut w = Wire(input);
+    while let Some(f) = w.field() {
+        let (num, _, bytes) = f.ok()?;
+        match num {
+            3 if bytes.len() > 64 * 10 => return None,
+            4 => *params += 1,
+            5 => {
+                let mut c = Wire(bytes);
+                while let Some(f) = c.field() {
+                    let (num, wt, b) = f.ok()?;
+                    n += match (num, wt) {
+                        // Packed varints: one value per final byte.
+                        (1..=5, 2) => b.iter().filter(|&&x| x < 0x80).count(),
+                        (6, 2) => b.len() / 4,
+                        (7, 2) => b.len() / 8,
+                        _ => 1,
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(n)
 }
 
 struct Grpc {
@@ -94,8 +290,13 @@ fn wire_status(e: WireError) -> Status {
 }
 
 /// A request's inputs as KServe columns: raw contents when sent, else typed contents.
-fn columns(req: &ModelInferRequest, max_rows: usize) -> Result<Columns, WireError> {
-    let mut cols = Columns::new(max_rows);
+fn columns(
+    req: &ModelInferRequest,
+    dec: &mfh_data::RequestDecoder,
+    max_rows: usize,
+    outputs: usize,
+) -> Result<Columns, WireError> {
+    let mut cols = Columns::new(dec, max_rows, outputs);
     let raw = &req.raw_input_contents;
     if !raw.is_empty() && raw.len() != req.inputs.len() {
         return Err(WireError::Bad(format!(
@@ -105,7 +306,7 @@ fn columns(req: &ModelInferRequest, max_rows: usize) -> Result<Columns, WireErro
         )));
     }
     for (k, t) in req.inputs.iter().enumerate() {
-        let c = cols.column(t.name.clone(), t.datatype.clone(), Some(t.shape.clone()));
+        let c = cols.column(t.name.clone(), t.datatype.clone(), Some(t.shape.clone()))?;
         if let Some(r) = raw.get(k) {
             cols.push_raw(c, r)?;
         } else if let Some(v) = &t.contents {
@@ -131,7 +332,7 @@ fn columns(req: &ModelInferRequest, max_rows: usize) -> Result<Columns, WireErro
                 cols.push_u64(c, x);
             }
             for &x in &v.fp32_contents {
-                cols.push_f64(c, x as f64)?;
+                cols.push_f32(c, x)?;
             }
             for &x in &v.fp64_contents {
                 cols.push_f64(c, x)?;
@@ -143,10 +344,12 @@ fn columns(req: &ModelInferRequest, max_rows: usize) -> Result<Columns, WireErro
     }
     cols.id = (!req.id.is_empty()).then(|| req.id.clone());
     cols.outputs = OutputSpec {
-        names: (!req.outputs.is_empty())
-            .then(|| req.outputs.iter().map(|o| (o.name.clone(), None)).collect()),
+        names: None,
         all_binary: true,
     };
+    if !req.outputs.is_empty() {
+        cols.set_outputs(req.outputs.iter().map(|o| (o.name.clone(), None)).collect())?;
+    }
     Ok(cols)
 }
 
@@ -155,13 +358,21 @@ impl Grpc {
         served(&self.app, name, Some(version)).map_err(Status::not_found)
     }
 
-    async fn infer(&self, req: ModelInferRequest) -> Result<ModelInferResponse, Status> {
+    async fn infer(
+        &self,
+        req: ModelInferRequest,
+        slot: Option<Slot>,
+    ) -> Result<ModelInferResponse, Status> {
         let m = self.model(&req.model_name, &req.model_version)?;
         let max_rows = self.app.max_rows;
         let name = self.app.name.clone();
         let mm = Arc::clone(&m);
+        // The body slot moves into the job: it is held until the job ends.
+        let slot = slot.and_then(|s| s.0.lock().unwrap_or_else(|e| e.into_inner()).take());
         let job = move |lane: usize| -> Result<ModelInferResponse, Status> {
-            let cols = columns(&req, max_rows).map_err(wire_status)?;
+            let _slot = slot;
+            let outputs = mm.behaviours.len() + 1;
+            let cols = columns(&req, &mm.decoder, max_rows, outputs).map_err(wire_status)?;
             drop(req);
             let parsed = cols.finish(&mm.decoder).map_err(wire_status)?;
             let views = parsed.views();
@@ -281,7 +492,8 @@ impl GrpcInferenceService for Grpc {
         r: tonic::Request<ModelInferRequest>,
     ) -> Result<tonic::Response<ModelInferResponse>, Status> {
         let t0 = Instant::now();
-        let out = self.infer(r.into_inner()).await;
+        let slot = r.extensions().get::<Slot>().cloned();
+        let out = self.infer(r.into_inner(), slot).await;
         let code = out.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
         self.app
             .metrics

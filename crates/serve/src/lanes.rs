@@ -8,6 +8,18 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, Semaphore};
 
+/// Scorer threads run at a lower priority (nice +5) than the threads that move bytes:
+/// when scoring fills every core, health checks, metadata and admission answers still get
+/// the CPU at once.
+fn yield_to_io() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take plain integers and change only this thread.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 5);
+    }
+}
+
 pub struct Lanes {
     pools: Vec<rayon::ThreadPool>,
     free: Mutex<Vec<usize>>,
@@ -24,6 +36,7 @@ impl Lanes {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .thread_name(move |t| format!("mfh-scorer-{i}.{t}"))
+                    .start_handler(|_| yield_to_io())
                     .build()
             })
             .collect::<Result<Vec<_>, _>>()?;

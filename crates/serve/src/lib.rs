@@ -129,6 +129,10 @@ pub(crate) struct App {
     debug_log: bool,
 }
 
+/// Set once a handler has read the request's body.
+#[derive(Clone, Default)]
+struct BodyRead(Arc<AtomicBool>);
+
 /// Rows a response scored, for the batch-size histogram and the log line.
 #[derive(Clone, Copy)]
 struct RowsScored(usize, u64);
@@ -187,6 +191,12 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     if opts.grpc_addr.is_some() {
         anyhow::bail!("--grpc-addr: this build has no gRPC (build with `--features grpc`)");
     }
+    if opts.body_limit > 1 << 30 {
+        anyhow::bail!(
+            "--body-limit {} is over 1 GiB (a request's values are addressed with 32 bits)",
+            opts.body_limit
+        );
+    }
     fixed_mmap_threshold();
     let (scorers, threads) = opts.lanes();
     // Products inside a scorer split `threads` ways on its own pool.
@@ -199,13 +209,14 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     metrics.version.store(first.version, Ordering::Relaxed);
     let lanes = Arc::new(Lanes::new(scorers, threads)?);
     let body_slots = 2 * scorers;
-    let limits = bound::Limits {
+    let limits = Arc::new(bound::Limits {
         scorers,
         body_slots,
+        admitted: scorers + opts.queue,
         body_limit: opts.body_limit,
         max_rows: opts.max_rows,
         max_connections: opts.max_connections * if opts.grpc_addr.is_some() { 2 } else { 1 },
-    };
+    });
     metrics
         .memory_bound
         .store(bound::total(&first, &limits), Ordering::Relaxed);
@@ -264,6 +275,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         tokio::spawn(poll_versions(
             Arc::clone(&store),
             Arc::clone(&metrics),
+            limits,
             opts.poll,
             Arc::clone(&stop_poll),
         ));
@@ -282,6 +294,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
 async fn poll_versions(
     store: Arc<ModelStore>,
     metrics: Arc<Metrics>,
+    limits: Arc<bound::Limits>,
     every: Duration,
     stop: Arc<AtomicBool>,
 ) {
@@ -291,6 +304,9 @@ async fn poll_versions(
         match tokio::task::spawn_blocking(move || s.reload()).await {
             Ok(Ok(Some(v))) => {
                 metrics.version.store(v, Ordering::Relaxed);
+                metrics
+                    .memory_bound
+                    .store(bound::total(&store.current(), &limits), Ordering::Relaxed);
                 metrics.reloads.fetch_add(1, Ordering::Relaxed);
                 eprintln!("level=info msg=\"serving a new version\" version={v}");
             }
@@ -384,16 +400,25 @@ fn router(app: Arc<App>) -> Router {
 }
 
 /// Timeout, metrics and the per-request log line, around every route.
-async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+async fn track(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let t0 = Instant::now();
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let resp = match tokio::time::timeout(app.timeout, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => error(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("no answer within {:?}", app.timeout),
-        ),
-    };
+    // A request answered without its body being read (unknown model, admission, a
+    // Content-Length over the limit) is answered `Connection: close`: the connection
+    // cannot carry another request, and the client learns it from the answer.
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || header_usize(req.headers(), header::CONTENT_LENGTH.as_str())
+            .ok()
+            .flatten()
+            .is_some_and(|n| n > 0);
+    let read = BodyRead::default();
+    req.extensions_mut().insert(read.clone());
+    let resp = next.run(req).await;
+    let mut resp = resp;
+    if has_body && !read.0.load(Ordering::Relaxed) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let secs = t0.elapsed().as_secs_f64();
     let code = resp.status().as_u16();
     app.metrics.request(code, secs);
@@ -643,9 +668,18 @@ async fn score(
         Ok(m) => m,
         Err(e) => return error(StatusCode::NOT_FOUND, e),
     };
-    let _admitted = match admit(&app) {
+    let admitted = match admit(&app) {
         Ok(a) => a,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+    };
+    // --timeout-ms counts the waits and the scoring, not the body's transfer (that has
+    // --body-timeout-ms).
+    let mut deadline = tokio::time::Instant::now() + app.timeout;
+    let late = || {
+        error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("no answer within {:?}", app.timeout),
+        )
     };
     let (parts, body) = req.into_parts();
     let length = match header_usize(&parts.headers, header::CONTENT_LENGTH.as_str()) {
@@ -671,13 +705,21 @@ async fn score(
             "binary tensor data is only for KServe v2 infer",
         );
     }
-    let Ok(slot) = Arc::clone(&app.bodies).acquire_owned().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-    };
+    let slot =
+        match tokio::time::timeout_at(deadline, Arc::clone(&app.bodies).acquire_owned()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(_)) => return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+            Err(_) => return late(),
+        };
+    let reading = tokio::time::Instant::now();
     let bytes = match read_body(body, app.body_limit, length, app.body_timeout).await {
         Ok(b) => b,
         Err(r) => return r,
     };
+    deadline += reading.elapsed();
+    if let Some(r) = parts.extensions.get::<BodyRead>() {
+        r.0.store(true, Ordering::Relaxed);
+    }
     if let Some(j) = json_len.filter(|&j| j > bytes.len()) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -696,8 +738,10 @@ async fn score(
         drop(slot);
         reply
     };
-    let Some(reply) = app.lanes.run(job).await else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "scoring failed");
+    let reply = match tokio::time::timeout_at(deadline, app.lanes.run(job)).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return error(StatusCode::INTERNAL_SERVER_ERROR, "scoring failed"),
+        Err(_) => return late(),
     };
     let mut resp = if reply.binary.is_empty() {
         bytes_response(reply.status, reply.body)
@@ -719,7 +763,41 @@ async fn score(
         resp.extensions_mut()
             .insert(RowsScored(reply.rows, model.version));
     }
-    resp
+    // The request counts as admitted until its answer has been sent: answers waiting
+    // for slow clients are bounded by the admitted requests.
+    hold(resp, admitted)
+}
+
+/// A response body that keeps `guard` until the body has been sent (or dropped).
+struct Hold<G> {
+    inner: Body,
+    _guard: G,
+}
+
+impl<G: Send + Unpin + 'static> http_body::Body for Hold<G> {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pub(crate) fn hold<G: Send + Unpin + 'static>(resp: Response, guard: G) -> Response {
+    resp.map(|inner| {
+        Body::new(Hold {
+            inner,
+            _guard: guard,
+        })
+    })
 }
 
 /// Parses, decodes and scores one REST request on scorer `lane`; writes the response.
@@ -737,7 +815,13 @@ fn score_job(
         None => (body, &[][..]),
     };
     let parsed = match form {
-        Form::KServe => protocol::parse_kserve(&m.decoder, json_part, binary, max_rows),
+        Form::KServe => protocol::parse_kserve(
+            &m.decoder,
+            json_part,
+            binary,
+            max_rows,
+            m.behaviours.len() + 1,
+        ),
         Form::Predict => protocol::parse_instances(&m.decoder, json_part, max_rows),
         Form::Regress => protocol::parse_regress(&m.decoder, json_part, max_rows),
     };

@@ -134,7 +134,19 @@ impl Parsed {
 
 /// Appends a number's text as a file's cell would hold it.
 fn push_f64(arena: &mut Vec<u8>, v: f64) {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
+    // An integral value as an integer (`1e15` → `1000000000000000`, as a file's cell
+    // holds it); others in the shortest text that reads back as the same f64.
+    if v.fract() == 0.0 && v.abs() < 9.2e18 {
+        arena.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
+    } else {
+        arena.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    }
+}
+
+/// A float32 in the shortest text that reads back as the same f32 (`0.1`, not the f64
+/// expansion `0.10000000149011612`).
+fn push_f32_text(arena: &mut Vec<u8>, v: f32) {
+    if v.fract() == 0.0 && v.abs() < 9.2e18 {
         arena.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
     } else {
         arena.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
@@ -484,6 +496,10 @@ pub struct Column {
 /// KServe columns being built, their values in one arena.
 pub struct Columns {
     max_rows: usize,
+    /// Most input columns (the columns a request may name).
+    max_cols: usize,
+    /// Most outputs asked for (every output once).
+    max_outputs: usize,
     pub arena: Vec<u8>,
     pub cols: Vec<Column>,
     pub id: Option<String>,
@@ -491,9 +507,12 @@ pub struct Columns {
 }
 
 impl Columns {
-    pub fn new(max_rows: usize) -> Columns {
+    /// Columns of at most `max_rows` values each, for `dec`'s model.
+    pub fn new(dec: &RequestDecoder, max_rows: usize, outputs: usize) -> Columns {
         Columns {
             max_rows,
+            max_cols: dec.n_columns(),
+            max_outputs: outputs,
             arena: Vec::new(),
             cols: Vec::new(),
             id: None,
@@ -563,6 +582,27 @@ impl Columns {
         Ok(())
     }
 
+    /// A float32 (binary FP32 data); a non-finite one is an error naming the input.
+    pub fn push_f32(&mut self, c: usize, v: f32) -> Result<(), WireError> {
+        if !v.is_finite() {
+            return Err(bad(format!(
+                "input `{}`: {v} is not a value (numbers must be finite)",
+                self.cols[c].name
+            )));
+        }
+        if self.store(&self.cols[c]) {
+            let s = self.arena.len() as u32;
+            push_f32_text(&mut self.arena, v);
+            let e = self.arena.len() as u32;
+            self.cols[c].spans.push((s, e));
+        }
+        let col = &mut self.cols[c];
+        col.count += 1;
+        col.seen.fraction |= v.fract() != 0.0;
+        col.seen.negative |= v < 0.0;
+        Ok(())
+    }
+
     pub fn push_null(&mut self, c: usize) {
         if self.store(&self.cols[c]) {
             self.cols[c].spans.push(NULL);
@@ -575,15 +615,46 @@ impl Columns {
         self.cols[c].has_data = true;
     }
 
-    /// Starts a column; returns its index.
-    pub fn column(&mut self, name: String, datatype: String, shape: Option<Vec<i64>>) -> usize {
+    /// Starts a column; returns its index. More columns than the model's data has is an
+    /// error (an input named twice, or one the data does not have, is refused in
+    /// [`Columns::finish`]; this keeps what is stored before that bounded).
+    pub fn column(
+        &mut self,
+        name: String,
+        datatype: String,
+        shape: Option<Vec<i64>>,
+    ) -> Result<usize, WireError> {
+        if self.cols.len() >= self.max_cols {
+            return Err(bad(format!(
+                "more than {} inputs: the model's data has {} columns (an input may be sent once)",
+                self.max_cols, self.max_cols
+            )));
+        }
         self.cols.push(Column {
             name,
             datatype,
             shape,
             ..Column::default()
         });
-        self.cols.len() - 1
+        Ok(self.cols.len() - 1)
+    }
+
+    /// Sets the outputs asked for; more than every output once is an error.
+    pub fn set_outputs(&mut self, names: Vec<(String, Option<bool>)>) -> Result<(), WireError> {
+        for (k, (n, _)) in names.iter().enumerate() {
+            if names[..k].iter().any(|(m, _)| m == n) {
+                return Err(bad(format!("output `{n}` is asked for twice")));
+            }
+        }
+        if names.len() > self.max_outputs {
+            return Err(bad(format!(
+                "{} outputs asked for; the model has {}",
+                names.len(),
+                self.max_outputs
+            )));
+        }
+        self.outputs.names = Some(names);
+        Ok(())
     }
 
     /// Appends the values of column `c` from its binary form (Triton's binary tensors,
@@ -632,13 +703,13 @@ impl Columns {
                 "INT16" => self.push_i64(c, i16::from_le_bytes([b[0], b[1]]) as i64),
                 "UINT16" => self.push_u64(c, u16::from_le_bytes([b[0], b[1]]) as u64),
                 "FP16" => self.push_f64(c, f16_to_f64(u16::from_le_bytes([b[0], b[1]])))?,
-                "BF16" => self.push_f64(
+                "BF16" => self.push_f32(
                     c,
-                    f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16) as f64,
+                    f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16),
                 )?,
                 "INT32" => self.push_i64(c, i32::from_le_bytes(b.try_into().unwrap()) as i64),
                 "UINT32" => self.push_u64(c, u32::from_le_bytes(b.try_into().unwrap()) as u64),
-                "FP32" => self.push_f64(c, f32::from_le_bytes(b.try_into().unwrap()) as f64)?,
+                "FP32" => self.push_f32(c, f32::from_le_bytes(b.try_into().unwrap()))?,
                 "INT64" => self.push_i64(c, i64::from_le_bytes(b.try_into().unwrap())),
                 "UINT64" => self.push_u64(c, u64::from_le_bytes(b.try_into().unwrap())),
                 _ => self.push_f64(c, f64::from_le_bytes(b.try_into().unwrap()))?,
@@ -879,7 +950,9 @@ impl<'de> Visitor<'de> for InputSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let cols = self.0;
         let k = cols.cols.len();
-        let c = cols.column(String::new(), "BYTES".into(), None);
+        let c = cols
+            .column(String::new(), "BYTES".into(), None)
+            .map_err(de::Error::custom)?;
         let mut key = String::new();
         let mut named = false;
         while map.next_key_seed(KeySeed(&mut key))?.is_some() {
@@ -971,6 +1044,36 @@ impl<'de> serde::Deserialize<'de> for OutputReq {
     }
 }
 
+/// `outputs`: at most `.0` of them are kept (one more, and the request is refused).
+struct OutputsSeed(usize);
+
+impl<'de> DeserializeSeed<'de> for OutputsSeed {
+    type Value = Vec<(String, Option<bool>)>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OutputsSeed {
+    type Value = Vec<(String, Option<bool>)>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("`outputs` as a JSON array")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(o) = seq.next_element::<OutputReq>()? {
+            if out.len() > self.0 {
+                return Err(de::Error::custom(format!(
+                    "more than {} outputs asked for; the model has {}",
+                    self.0, self.0
+                )));
+            }
+            out.push((o.0, o.1));
+        }
+        Ok(out)
+    }
+}
+
 struct KServeRequest<'a>(&'a mut Columns);
 
 impl<'de> Visitor<'de> for KServeRequest<'_> {
@@ -989,8 +1092,8 @@ impl<'de> Visitor<'de> for KServeRequest<'_> {
                 }
                 "id" => self.0.id = Some(map.next_value()?),
                 "outputs" => {
-                    let o: Vec<OutputReq> = map.next_value()?;
-                    self.0.outputs.names = Some(o.into_iter().map(|o| (o.0, o.1)).collect());
+                    let o = map.next_value_seed(OutputsSeed(self.0.max_outputs))?;
+                    self.0.set_outputs(o).map_err(de::Error::custom)?;
                 }
                 "parameters" => {
                     let p: Params = map.next_value()?;
@@ -1012,9 +1115,10 @@ pub fn parse_kserve(
     json: &[u8],
     binary: &[u8],
     max_rows: usize,
+    outputs: usize,
 ) -> Result<Parsed, WireError> {
     object_body(json)?;
-    let mut cols = Columns::new(max_rows);
+    let mut cols = Columns::new(dec, max_rows, outputs);
     cols.arena.reserve_exact(json.len() + binary.len());
     let mut de = serde_json::Deserializer::from_slice(json);
     let saw =

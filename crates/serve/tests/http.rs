@@ -654,6 +654,20 @@ fn limits_rows_connections_and_slow_heads() {
     let (c, b) = post_json(a, "/v2/models/mmoe/infer", &twice);
     assert_eq!(c, 400);
     assert!(b.to_string().contains("appears twice"), "{b}");
+    // Outputs asked for twice, and more inputs than the data has columns: refused while
+    // parsing (what is stored stays bounded).
+    let outs = json!({"inputs": [{"name": "uid", "data": ["u1"]}],
+        "outputs": [{"name": "cell"}, {"name": "cell"}]});
+    let (c, b) = post_json(a, "/v2/models/mmoe/infer", &outs);
+    assert_eq!(c, 400);
+    assert!(b.to_string().contains("asked for twice"), "{b}");
+    let many: Vec<Value> = (0..1000).map(|_| json!({"name": ""})).collect();
+    let (c, b) = post_json(a, "/v2/models/mmoe/infer", &json!({ "inputs": many }));
+    assert_eq!(c, 400);
+    assert!(
+        b.to_string().contains("inputs: the model's data has"),
+        "{b}"
+    );
     assert_eq!(get(a, "/v2/models/mmoe/versions/9").0, 404);
     assert_eq!(get(a, "/v2/models/mmoe/versions/1/ready").0, 200);
     // Two idle connections fill --max-connections: a third is answered 503 at once.
