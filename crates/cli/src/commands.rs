@@ -221,6 +221,8 @@ pub(crate) fn serve(a: crate::ServeArgs) -> Result<()> {
         threads: a.threads,
         queue: a.queue,
         max_rows: a.max_rows,
+        batch_delay: std::time::Duration::from_micros(a.batch_delay_us),
+        max_batch_rows: a.max_batch_rows,
         body_limit: a.body_limit,
         max_connections: a.max_connections,
         header_timeout: std::time::Duration::from_millis(a.header_timeout_ms),

@@ -229,6 +229,13 @@ struct ServeArgs {
     /// Most rows per request; more are answered 413.
     #[arg(long, default_value_t = 10_000)]
     max_rows: usize,
+    /// Dynamic batching: requests arriving within this many microseconds are scored in
+    /// one forward pass (0: off).
+    #[arg(long, default_value_t = 0)]
+    batch_delay_us: u64,
+    /// Most rows scored together by dynamic batching.
+    #[arg(long, default_value_t = 1024)]
+    max_batch_rows: usize,
     /// Largest request body in bytes; larger ones are answered 413.
     #[arg(long, default_value_t = 16 << 20)]
     body_limit: usize,

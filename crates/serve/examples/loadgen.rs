@@ -180,6 +180,9 @@ fn storm(addr: SocketAddr, name: &str, n: usize) -> std::collections::BTreeMap<u
     codes
 }
 
+/// The batching server's delay, microseconds.
+const BATCH_DELAY_US: u64 = 1000;
+
 fn status_kib(field: &str) -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
     s.lines()
@@ -407,6 +410,32 @@ fn main() {
         (lat4.len() * n) as f64 / wall4,
         (lat1.len() * n) as f64 / wall1
     );
+    // Many small requests (1 user x 20 candidates, 8 clients), without and with dynamic
+    // batching, interleaved twice.
+    let small = json!({"context": context, "examples": examples[..20.min(n)]}).to_string();
+    let batching = rt
+        .block_on(mfh_serve::start(mfh_serve::ServeOptions {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            batch_delay: Duration::from_micros(BATCH_DELAY_US),
+            max_batch_rows: 1024,
+            ..mfh_serve::ServeOptions::new(dir.to_path_buf())
+        }))
+        .unwrap();
+    for round in 0..2 {
+        let (l0, w0) = load(addr, &path, small.as_bytes(), 8, secs);
+        let (l1, w1) = load(batching.addr, &path, small.as_bytes(), 8, secs);
+        let (c0, c1) = ((l0.len() * 20) as f64 / w0, (l1.len() * 20) as f64 / w1);
+        println!(
+            "1 x 20 candidates, 8 clients, round {}: without batching {c0:.0} candidates/s (p99 {:.2} ms); batching {BATCH_DELAY_US} us: {c1:.0} candidates/s (p99 {:.2} ms); ratio {:.2}x; {} requests in {} batches",
+            round + 1,
+            pct(&l0, 0.99),
+            pct(&l1, 0.99),
+            c1 / c0,
+            batching.metrics.batched_requests.load(std::sync::atomic::Ordering::Relaxed),
+            batching.metrics.batches.load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
+    rt.block_on(batching.shutdown()).unwrap();
     memory_storm(&server, &name, &users[0], &videos);
     let t0 = Instant::now();
     let codes = storm(addr, &name, 10_000);

@@ -22,6 +22,8 @@ pub struct Limits {
     pub max_rows: usize,
     /// Connections on every port together.
     pub max_connections: usize,
+    /// Dynamic batching is on: decoded requests wait in groups without a body slot.
+    pub batching: bool,
 }
 
 /// Bytes one request may hold while a scorer works on it, body included.
@@ -75,5 +77,10 @@ pub fn total(m: &ServedModel, l: &Limits) -> u64 {
     l.scorers as u64 * request(m, l.body_limit, l.max_rows)
         + l.body_slots.saturating_sub(l.scorers) as u64 * l.body_limit as u64
         + l.admitted as u64 * response(m, l.max_rows)
+        + if l.batching {
+            l.admitted as u64 * crate::batcher::HOLD_SLOT_BYTES as u64
+        } else {
+            0
+        }
         + l.max_connections as u64 * (CONN_BUF as u64 + (16 << 10))
 }

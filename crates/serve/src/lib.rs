@@ -16,6 +16,7 @@
 //!
 //! Not here: training, the model folder format (`mfh-train`).
 
+pub mod batcher;
 pub mod bound;
 pub mod conn;
 #[cfg(feature = "grpc")]
@@ -35,7 +36,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use lanes::Lanes;
 use metrics::Metrics;
-pub use model::{ModelStore, ServedModel};
+pub use model::{ModelStore, Scores, ServedModel};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +65,10 @@ pub struct ServeOptions {
     pub queue: usize,
     /// Most rows per request; more get 413.
     pub max_rows: usize,
+    /// Dynamic batching: requests arriving within this are scored together (0: off).
+    pub batch_delay: Duration,
+    /// Most rows scored together by dynamic batching.
+    pub max_batch_rows: usize,
     /// Largest request body, bytes; more get 413.
     pub body_limit: usize,
     /// Open connections (REST and gRPC each); more are refused (503).
@@ -91,6 +96,8 @@ impl ServeOptions {
             threads: 1,
             queue: 64,
             max_rows: 10_000,
+            batch_delay: Duration::ZERO,
+            max_batch_rows: 1024,
             body_limit: 16 << 20,
             max_connections: 256,
             header_timeout: Duration::from_secs(10),
@@ -119,6 +126,8 @@ pub(crate) struct App {
     pub(crate) name: String,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) lanes: Arc<Lanes>,
+    /// Dynamic batching, when `--batch-delay-us` > 0.
+    pub(crate) batcher: Option<Arc<batcher::Batcher>>,
     /// Bodies held in memory at once: one per scorer being fed and one waiting.
     pub(crate) bodies: Arc<Semaphore>,
     pub(crate) capacity: u64,
@@ -216,6 +225,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         body_limit: opts.body_limit,
         max_rows: opts.max_rows,
         max_connections: opts.max_connections * if opts.grpc_addr.is_some() { 2 } else { 1 },
+        batching: opts.batch_delay > Duration::ZERO,
     });
     metrics
         .memory_bound
@@ -227,6 +237,14 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
             .clone()
             .unwrap_or_else(|| first.model_name.clone()),
         metrics: Arc::clone(&metrics),
+        batcher: (opts.batch_delay > Duration::ZERO).then(|| {
+            Arc::new(batcher::Batcher::new(
+                opts.batch_delay,
+                opts.max_batch_rows,
+                Arc::clone(&lanes),
+                Arc::clone(&metrics),
+            ))
+        }),
         lanes,
         bodies: Arc::new(Semaphore::new(body_slots)),
         capacity: (scorers + opts.queue) as u64,
@@ -732,16 +750,49 @@ async fn score(
     let served_name = app.name.clone();
     let max_rows = app.max_rows;
     let m = Arc::clone(&model);
-    let job = move |lane: usize| {
-        let reply = score_job(&m, &served_name, lane, &bytes, json_len, max_rows, form);
-        drop(bytes);
-        drop(slot);
-        reply
-    };
-    let reply = match tokio::time::timeout_at(deadline, app.lanes.run(job)).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return error(StatusCode::INTERNAL_SERVER_ERROR, "scoring failed"),
-        Err(_) => return late(),
+    let reply = if let Some(batcher) = &app.batcher {
+        // Parsed on a lane, then scored with whatever else arrives within the delay.
+        let (tx, rx) = tokio::sync::oneshot::channel::<Reply>();
+        let b = Arc::clone(batcher);
+        let job = move |_lane: usize| {
+            let parsed = parse_request(&m, &bytes, json_len, max_rows, form);
+            drop(bytes);
+            let parsed = match parsed {
+                Ok(p) => p,
+                Err(r) => {
+                    let _ = tx.send(r);
+                    return;
+                }
+            };
+            // A large request keeps its body slot until answered; a small one lets it go.
+            let slot = (parsed.bytes() > batcher::HOLD_SLOT_BYTES).then_some(slot);
+            let done: batcher::Done = Box::new(move |m, parsed, scores| {
+                let _slot = slot;
+                let _ = tx.send(respond(m, &served_name, parsed, scores, form));
+            });
+            b.submit(Arc::clone(&m), parsed, done);
+        };
+        let run = async {
+            app.lanes.run(job).await?;
+            rx.await.ok()
+        };
+        match tokio::time::timeout_at(deadline, run).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return error(StatusCode::INTERNAL_SERVER_ERROR, "scoring failed"),
+            Err(_) => return late(),
+        }
+    } else {
+        let job = move |lane: usize| {
+            let reply = score_job(&m, &served_name, lane, &bytes, json_len, max_rows, form);
+            drop(bytes);
+            drop(slot);
+            reply
+        };
+        match tokio::time::timeout_at(deadline, app.lanes.run(job)).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return error(StatusCode::INTERNAL_SERVER_ERROR, "scoring failed"),
+            Err(_) => return late(),
+        }
     };
     let mut resp = if reply.binary.is_empty() {
         bytes_response(reply.status, reply.body)
@@ -801,15 +852,13 @@ pub(crate) fn hold<G: Send + Unpin + 'static>(resp: Response, guard: G) -> Respo
 }
 
 /// Parses, decodes and scores one REST request on scorer `lane`; writes the response.
-fn score_job(
+fn parse_request(
     m: &ServedModel,
-    name: &str,
-    lane: usize,
     body: &[u8],
     json_len: Option<usize>,
     max_rows: usize,
     form: Form,
-) -> Reply {
+) -> Result<protocol::Parsed, Reply> {
     let (json_part, binary) = match json_len {
         Some(j) => body.split_at(j),
         None => (body, &[][..]),
@@ -825,16 +874,21 @@ fn score_job(
         Form::Predict => protocol::parse_instances(&m.decoder, json_part, max_rows),
         Form::Regress => protocol::parse_regress(&m.decoder, json_part, max_rows),
     };
-    let parsed = match parsed {
-        Ok(p) => p,
-        Err(e) => return Reply::err(e.status(), e.to_string()),
-    };
-    let views = parsed.views();
-    let scores = match m.score(lane, &views.context, &views.rows()) {
+    parsed.map_err(|e| Reply::err(e.status(), e.to_string()))
+}
+
+/// The answer to a scored request.
+fn respond(
+    m: &ServedModel,
+    name: &str,
+    parsed: &protocol::Parsed,
+    scores: Result<Scores, mfh_data::RequestError>,
+    form: Form,
+) -> Reply {
+    let scores = match scores {
         Ok(s) => s,
         Err(e) => return Reply::err(400, e.to_string()),
     };
-    drop(views);
     let rows = scores.n;
     let (body, binary) = match form {
         Form::KServe => match protocol::kserve_outputs(m, &scores, &parsed.outputs) {
@@ -850,4 +904,24 @@ fn score_job(
         binary,
         rows,
     }
+}
+
+/// Parses, decodes and scores one REST request on scorer `lane`; writes the response.
+fn score_job(
+    m: &ServedModel,
+    name: &str,
+    lane: usize,
+    body: &[u8],
+    json_len: Option<usize>,
+    max_rows: usize,
+    form: Form,
+) -> Reply {
+    let parsed = match parse_request(m, body, json_len, max_rows, form) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let views = parsed.views();
+    let scores = m.score(lane, &views.context, &views.rows());
+    drop(views);
+    respond(m, name, &parsed, scores, form)
 }

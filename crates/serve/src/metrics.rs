@@ -75,6 +75,9 @@ pub struct Metrics {
     grpc: Mutex<BTreeMap<&'static str, u64>>,
     /// The stated bound on the memory requests may hold, bytes (docs/serving.md).
     pub memory_bound: AtomicU64,
+    /// Dynamic batching: groups scored, and requests in them.
+    pub batches: AtomicU64,
+    pub batched_requests: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -91,6 +94,8 @@ impl Default for Metrics {
             connections_refused: AtomicU64::new(0),
             grpc: Mutex::new(BTreeMap::new()),
             memory_bound: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batched_requests: AtomicU64::new(0),
         }
     }
 }
@@ -125,6 +130,12 @@ impl Metrics {
             .get(code)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// A group of `n` requests scored together (dynamic batching).
+    pub fn batch(&self, n: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batched_requests.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub fn rows(&self, n: usize) {
@@ -210,6 +221,20 @@ impl Metrics {
             "Connections refused over --max-connections.",
             "counter",
             self.connections_refused.load(Ordering::Relaxed),
+        );
+        g(
+            &mut s,
+            "mfh_batches_total",
+            "Dynamic batching: forward passes over requests grouped together.",
+            "counter",
+            self.batches.load(Ordering::Relaxed),
+        );
+        g(
+            &mut s,
+            "mfh_batched_requests_total",
+            "Dynamic batching: requests in those groups.",
+            "counter",
+            self.batched_requests.load(Ordering::Relaxed),
         );
         g(
             &mut s,

@@ -128,6 +128,59 @@ impl ServedModel {
         })
     }
 
+    /// Decodes and scores several requests in one forward pass on scorer `lane` (dynamic
+    /// batching): each request's rows are decoded after the previous one's, and each gets
+    /// exactly its own rows' scores back, or its own decoding error.
+    pub fn score_many(
+        &self,
+        lane: usize,
+        requests: &[&crate::protocol::Parsed],
+    ) -> Vec<Result<Scores, RequestError>> {
+        let mut batch = self.decoder.batch();
+        let mut spans: Vec<Result<(usize, usize), RequestError>> = Vec::new();
+        for p in requests {
+            let start = batch.n;
+            let views = p.views();
+            match self
+                .decoder
+                .decode(&views.context, &views.rows(), &mut batch)
+            {
+                Ok(()) => spans.push(Ok((start, batch.n))),
+                Err(e) => {
+                    batch.truncate_rows(start);
+                    spans.push(Err(e));
+                }
+            }
+        }
+        let nb = self.behaviours.len();
+        let nt = nb * self.cell_names.len();
+        let mut logits = Vec::new();
+        if batch.n > 0 {
+            let mut sc = self.scorers[lane % self.scorers.len()]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            logits.extend_from_slice(self.state.score(&mut sc, &mut batch, CHUNK_ROWS));
+        }
+        spans
+            .into_iter()
+            .map(|span| {
+                let (a, b) = span?;
+                let cells = batch.cells[a..b].to_vec();
+                let mut preds = Vec::with_capacity((b - a) * nb);
+                if b > a {
+                    self.state
+                        .loss
+                        .predict(&logits[a * nt..b * nt], &cells, &mut preds);
+                }
+                Ok(Scores {
+                    n: b - a,
+                    preds,
+                    cells,
+                })
+            })
+            .collect()
+    }
+
     /// Median milliseconds of the forward pass alone (no decoding) over `reps` runs on
     /// the decoded `rows`: the compute a request's latency is compared with.
     pub fn time_forward<V: AsRef<[u8]>, R: AsRef<[(Input, V)]>>(

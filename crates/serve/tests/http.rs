@@ -699,3 +699,89 @@ fn limits_rows_connections_and_slow_heads() {
     );
     srv.stop();
 }
+
+#[test]
+fn dynamic_batching_gives_each_request_exactly_its_own_rows() {
+    // The answers without batching, one request at a time.
+    let plain = start(options(model()));
+    let requests: Vec<Value> = (0..24)
+        .map(|k| {
+            let ex: Vec<Value> = (0..1 + k % 7)
+                .map(|i| json!({"item": format!("i{}", (i + k) % 9), "hour": (i * 5 + k) % 24, "price": (k * 3 + i) % 40}))
+                .collect();
+            json!({"context": {"uid": format!("u{}", k % USERS)}, "examples": ex})
+        })
+        .collect();
+    let want: Vec<Value> = requests
+        .iter()
+        .map(|r| {
+            let (c, v) = post_json(plain.addr, "/v1/models/mmoe:regress", r);
+            assert_eq!(c, 200, "{v}");
+            v
+        })
+        .collect();
+    plain.stop();
+    let srv = start(mfh_serve::ServeOptions {
+        batch_delay: Duration::from_millis(20),
+        max_batch_rows: 40,
+        ..options(model())
+    });
+    let a = srv.addr;
+    // Eight clients interleaving the requests; every answer checked row by row.
+    std::thread::scope(|s| {
+        for c in 0..8 {
+            let (requests, want) = (&requests, &want);
+            s.spawn(move || {
+                for round in 0..3 {
+                    for k in (c..requests.len()).step_by(8) {
+                        let k = (k + round) % requests.len();
+                        if c == 0 {
+                            // A row that cannot be decoded, grouped with the others,
+                            // fails alone.
+                            let bad = json!({"context": {"uid": "nobody"},
+                                "examples": [{"item": "i1", "hour": 1, "price": 1}]});
+                            let (code, b) = post_json(a, "/v1/models/mmoe:regress", &bad);
+                            assert_eq!(code, 400, "{b}");
+                        }
+                        let (code, got) = post_json(a, "/v1/models/mmoe:regress", &requests[k]);
+                        assert_eq!(code, 200, "{got}");
+                        let (g, w) = (&got["results"], &want[k]["results"]);
+                        let (g, w) = (g.as_array().unwrap(), w.as_array().unwrap());
+                        assert_eq!(g.len(), w.len(), "request {k}");
+                        for (x, y) in g.iter().zip(w) {
+                            let (x, y) = (x.as_array().unwrap(), y.as_array().unwrap());
+                            assert_eq!(x.len(), y.len());
+                            for (p, q) in x.iter().zip(y) {
+                                let d = (p.as_f64().unwrap() - q.as_f64().unwrap()).abs();
+                                assert!(d <= 1e-6, "request {k}: {p} vs {q}");
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let m = srv.metrics();
+    let batches = m.batches.load(std::sync::atomic::Ordering::Relaxed);
+    let requests_n = m
+        .batched_requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        requests_n,
+        8 * 3 * 3 + 9,
+        "every request went through the batcher"
+    );
+    assert!(
+        batches < requests_n,
+        "no two requests were scored together ({batches} batches)"
+    );
+    // A lone request waits for company at most the delay.
+    let t0 = Instant::now();
+    assert_eq!(post_json(a, "/v1/models/mmoe:regress", &requests[0]).0, 200);
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(20) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    srv.stop();
+}
