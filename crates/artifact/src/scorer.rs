@@ -21,6 +21,8 @@ pub struct Scorer {
     x: Vec<f32>,
     multi: Vec<MultiIds>,
     logits: Vec<f32>,
+    /// Factor the columns rows share out of the first layers' products (default on).
+    pub factored: bool,
 }
 
 impl Scorer {
@@ -82,6 +84,7 @@ impl ModelState {
             x: Vec::new(),
             multi: Vec::new(),
             logits: Vec::new(),
+            factored: true,
         })
     }
 
@@ -99,7 +102,9 @@ impl ModelState {
             x,
             multi,
             logits,
+            factored,
         } = scorer;
+        let factored = *factored;
         x.clear();
         x.resize(n * n_in, 0.0);
         multi.clear();
@@ -147,7 +152,18 @@ impl ModelState {
             let xs = &x[lo * n_in..(lo + rows) * n_in];
             let cells = &batch.cells[lo..lo + rows];
             let blocks = parallel.blocks_for(net.as_mut(), rows, threads);
-            let out = parallel.forward(net.as_mut(), &make, xs, cells, rows, false, blocks);
+            // Columns equal on every row (one user's side of a ranking request) are
+            // multiplied once per first-layer product, not once per row.
+            let mut pass = || {
+                parallel
+                    .forward(net.as_mut(), &make, xs, cells, rows, false, blocks)
+                    .to_vec()
+            };
+            let out = if factored {
+                mfh_nn::product::with_factored_input(pass)
+            } else {
+                pass()
+            };
             logits.extend_from_slice(&out[..rows * nt]);
             lo += rows;
         }

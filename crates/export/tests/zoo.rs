@@ -168,3 +168,54 @@ fn every_zoo_model_exports_and_tract_matches_the_forward() {
     }
     eprintln!("zoo: max |onnx - mfh| = {worst:e}");
 }
+
+/// One user × many candidates: with the input's shared columns factored out of every
+/// first-layer product (`mfh_nn::product::with_factored_input`, what a server's scorer
+/// does), every zoo model gives the logits of the plain forward.
+#[test]
+fn every_zoo_model_scores_a_shared_user_side_like_the_row_by_row_forward() {
+    let shape = grid();
+    let (n_in, n) = (7, 41);
+    let n_cells = shape.n_cells();
+    let mut rng = Rng::new(9);
+    // Columns 0, 2 and 3 are the user's: equal on every row.
+    let user: Vec<f32> = (0..n_in)
+        .map(|_| rng.uniform_range(-2.0, 2.0) as f32)
+        .collect();
+    let x: Vec<f32> = (0..n * n_in)
+        .map(|i| {
+            let j = i % n_in;
+            if [0, 2, 3].contains(&j) {
+                user[j]
+            } else {
+                rng.uniform_range(-2.0, 2.0) as f32
+            }
+        })
+        .collect();
+    let cells: Vec<u32> = (0..n).map(|i| ((i * 7 + i / 2) % n_cells) as u32).collect();
+    let mut worst = 0.0f32;
+    for (name, spec, transfers) in specs() {
+        let spec: ModelSpec = serde_json::from_value(spec).unwrap();
+        let mut net =
+            build_model_with_transfers::<f32>(&spec, &shape, n_in, 5, &transfers).unwrap();
+        for k in 0..2 {
+            let shifted: Vec<f32> = x.iter().map(|v| v * (1.0 + k as f32) - 0.25).collect();
+            net.forward(&shifted, &cells, n, true);
+        }
+        let want = net.forward(&x, &cells, n, false).to_vec();
+        let got = mfh_nn::product::with_factored_input_from(1, || {
+            net.forward(&x, &cells, n, false).to_vec()
+        });
+        assert_eq!(got.len(), want.len(), "{name}");
+        assert!(
+            got.iter().zip(&want).any(|(a, b)| a != b),
+            "{name}: the factored path was not taken (equal bits)"
+        );
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            let d = (a - b).abs();
+            worst = worst.max(d / (1.0 + b.abs()));
+            assert!(d <= 1e-5 * (1.0 + b.abs()), "{name}: logit {i}: {a} vs {b}");
+        }
+    }
+    eprintln!("zoo: max relative |factored - plain| = {worst:e}");
+}

@@ -343,14 +343,39 @@ fn main() {
     let parsed = mfh_serve::protocol::parse_regress(&m.decoder, body.as_bytes(), 10_000).unwrap();
     let views = parsed.views();
     let rows = views.rows();
-    let mut t = Vec::new();
+    // Decode + score with and without the user side factored out, interleaved.
+    let (mut t, mut plain) = (Vec::new(), Vec::new());
+    let want = m.score(0, &views.context, &rows).unwrap();
     for _ in 0..200 {
-        let t0 = Instant::now();
-        let s = m.score(0, &views.context, &rows).unwrap();
-        assert_eq!(s.n, n);
-        t.push(t0.elapsed().as_secs_f64() * 1e3);
+        for (on, into) in [(true, &mut t), (false, &mut plain)] {
+            m.set_factored(on);
+            let t0 = Instant::now();
+            let s = m.score(0, &views.context, &rows).unwrap();
+            into.push(t0.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(s.n, n);
+            let d = s
+                .preds
+                .iter()
+                .zip(&want.preds)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(d <= 1e-6, "factored {on}: scores differ by {d}");
+        }
     }
+    m.set_factored(true);
+    println!(
+        "factored products: {} of {} examined",
+        mfh_nn::product::FACTORED_PRODUCTS.load(std::sync::atomic::Ordering::Relaxed),
+        mfh_nn::product::EXAMINED_PRODUCTS.load(std::sync::atomic::Ordering::Relaxed)
+    );
     t.sort_by(f64::total_cmp);
+    plain.sort_by(f64::total_cmp);
+    println!(
+        "in process, {n} rows, 1 user: decode+score median {:.3} ms with the user side factored out, {:.3} ms row by row: {:.2}x rows/s",
+        pct(&t, 0.5),
+        pct(&plain, 0.5),
+        pct(&plain, 0.5) / pct(&t, 0.5)
+    );
     let forward = m.time_forward(&views.context, &rows, 200);
     let mut d = Vec::new();
     for _ in 0..200 {

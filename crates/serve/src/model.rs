@@ -86,6 +86,14 @@ impl ServedModel {
         })
     }
 
+    /// Switches factoring the rows' shared columns out of the first layers on or off
+    /// (on by default; benchmarks compare the two).
+    pub fn set_factored(&self, on: bool) {
+        for s in &self.scorers {
+            s.lock().unwrap_or_else(|e| e.into_inner()).factored = on;
+        }
+    }
+
     pub fn lanes(&self) -> usize {
         self.scorers.len()
     }

@@ -27,6 +27,11 @@ mod avx2;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod blocked;
+mod factored;
+
+pub use factored::{
+    with_factored_input, with_factored_input_from, EXAMINED_PRODUCTS, FACTORED_PRODUCTS,
+};
 
 use crate::kernels::{span, threads};
 use crate::Float;
@@ -197,6 +202,21 @@ pub fn matmul_bias_act<T: Float>(
     assert!(c.len() >= span(m, n, ldc), "matmul: C too short");
     if m == 0 || n == 0 {
         return;
+    }
+    if !trans_a && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: T is f32 (same type id), so each slice is a slice of f32 as it is.
+        let f32s =
+            |s: &[T]| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) };
+        let (a32, b32) = (f32s(a), f32s(b));
+        let bias32 = bias.map(f32s);
+        // SAFETY: as above; `c` is a unique borrow.
+        let c32 = unsafe { std::slice::from_raw_parts_mut(c.as_mut_ptr().cast::<f32>(), c.len()) };
+        let (alpha32, beta32) = (alpha.to_f64() as f32, beta.to_f64() as f32);
+        if factored::try_product(
+            m, n, k, alpha32, a32, lda, b32, ldb, trans_b, beta32, c32, ldc, bias32, relu,
+        ) {
+            return;
+        }
     }
     let (a_cs, a_rs) = if trans_a { (lda, 1) } else { (1, lda) };
     let (b_cs, b_rs) = if trans_b { (ldb, 1) } else { (1, ldb) };
