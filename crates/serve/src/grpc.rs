@@ -149,6 +149,10 @@ struct WireLimits {
     values: usize,
 }
 
+/// One protobuf field: its number, wire type and (length-delimited) bytes; Err when the
+/// message is malformed.
+type Field<'a> = Result<(u64, u8, &'a [u8]), ()>;
+
 /// A protobuf reader over one message's bytes.
 struct Wire<'a>(&'a [u8]);
 
@@ -167,7 +171,7 @@ impl<'a> Wire<'a> {
     }
 
     /// The next field: (number, wire type, the bytes of a length-delimited one).
-    fn field(&mut self) -> Option<Result<(u64, u8, &'a [u8]), ()>> {
+    fn field(&mut self) -> Option<Field<'a>> {
         if self.0.is_empty() {
             return None;
         }
