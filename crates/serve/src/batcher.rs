@@ -134,9 +134,17 @@ impl Batcher {
             std::mem::take(&mut st.items)
         };
         self.stats.batch(items.len());
-        let parsed: Vec<&Parsed> = items.iter().map(|i| &i.parsed).collect();
-        let scores = g.model.score_many(lane, &parsed);
-        drop(parsed);
+        let views: Vec<_> = items.iter().map(|i| i.parsed.views()).collect();
+        let rows: Vec<Vec<_>> = views.iter().map(|v| v.rows()).collect();
+        let requests: Vec<(&[_], &[_])> = views
+            .iter()
+            .zip(&rows)
+            .map(|(v, r)| (&v.context[..], &r[..]))
+            .collect();
+        let scores = g.model.score_many(lane, &requests);
+        drop(requests);
+        drop(rows);
+        drop(views);
         for (item, s) in items.into_iter().zip(scores) {
             (item.done)(&g.model, &item.parsed, s);
         }

@@ -139,20 +139,16 @@ impl ServedModel {
     /// Decodes and scores several requests in one forward pass on scorer `lane` (dynamic
     /// batching): each request's rows are decoded after the previous one's, and each gets
     /// exactly its own rows' scores back, or its own decoding error.
-    pub fn score_many(
+    pub fn score_many<V: AsRef<[u8]>, R: AsRef<[(Input, V)]>>(
         &self,
         lane: usize,
-        requests: &[&crate::protocol::Parsed],
+        requests: &[(&[(Input, V)], &[R])],
     ) -> Vec<Result<Scores, RequestError>> {
         let mut batch = self.decoder.batch();
         let mut spans: Vec<Result<(usize, usize), RequestError>> = Vec::new();
-        for p in requests {
+        for (context, rows) in requests {
             let start = batch.n;
-            let views = p.views();
-            match self
-                .decoder
-                .decode(&views.context, &views.rows(), &mut batch)
-            {
+            match self.decoder.decode(context, rows, &mut batch) {
                 Ok(()) => spans.push(Ok((start, batch.n))),
                 Err(e) => {
                     batch.truncate_rows(start);
