@@ -35,6 +35,9 @@ pub struct ServedModel {
     pub scorer_bytes: usize,
 }
 
+/// One request's rows for [`ServedModel::score_many`]: the context fields and each row's.
+pub type Request<'a, V, R> = (&'a [(Input, V)], &'a [R]);
+
 /// Scores of a request: rows × behaviours, each from its row's own cell's heads.
 pub struct Scores {
     pub n: usize,
@@ -142,7 +145,7 @@ impl ServedModel {
     pub fn score_many<V: AsRef<[u8]>, R: AsRef<[(Input, V)]>>(
         &self,
         lane: usize,
-        requests: &[(&[(Input, V)], &[R])],
+        requests: &[Request<'_, V, R>],
     ) -> Vec<Result<Scores, RequestError>> {
         let mut batch = self.decoder.batch();
         let mut spans: Vec<Result<(usize, usize), RequestError>> = Vec::new();
