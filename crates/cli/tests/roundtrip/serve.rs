@@ -53,7 +53,7 @@ impl Server {
             log,
             seen: Vec::new(),
         };
-        // "serving `rt` version 0 from DIR on http://127.0.0.1:PORT"
+        // "serving `rt` version 0 from DIR on http://127.0.0.1:PORT (…)"
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -64,7 +64,8 @@ impl Server {
                         .strip_prefix("serving `")
                         .and_then(|l| l.rsplit_once(" on http://"))
                     {
-                        srv.addr = a.1.trim().parse().unwrap();
+                        // "… on http://ADDR (2 scorers x 1 threads; memory bound …)"
+                        srv.addr = a.1.split_whitespace().next().unwrap().parse().unwrap();
                         return srv;
                     }
                 }
