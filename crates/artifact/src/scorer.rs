@@ -4,11 +4,11 @@
 //! A scorer holds a copy of the dense network (its parameters, gradient buffers and
 //! activations) and the scratch of one forward pass; the embedding tables — the bulk of
 //! a recommender's parameters — are one copy, read by every scorer through
-//! [`mfh_embedding::EmbeddingLayer::lookup`]. So `S` scorers cost `S ×`
-//! [`Scorer::dense_bytes`] beyond the model, plus each one's scratch, which
+//! [`mfh_embedding::EmbeddingLayer::lookup`]. So `S` scorers cost `S` copies of the dense
+//! network's parameters and gradients beyond the model, plus each one's scratch, which
 //! [`ModelState::score`] bounds by scoring at most `chunk` rows per pass.
 
-use crate::state::{grid_shape, ModelState};
+use crate::state::{copy_dense, grid_shape, lend_multi, return_multi, ModelState};
 use anyhow::{anyhow, Result};
 use mfh_data::Batch;
 use mfh_embedding::{MultiIds, SparseInput};
@@ -23,17 +23,6 @@ pub struct Scorer {
     logits: Vec<f32>,
     /// Factor the columns rows share out of the first layers' products (default on).
     pub factored: bool,
-}
-
-impl Scorer {
-    /// Bytes of the dense network copy: parameters, gradients and buffers.
-    pub fn dense_bytes(&mut self) -> usize {
-        let mut n = 0;
-        self.net
-            .visit_params("", &mut |_, p, g| n += (p.len() + g.len()) * 4);
-        self.net.visit_buffers("", &mut |_, b| n += b.len() * 4);
-        n
-    }
 }
 
 impl ModelState {
@@ -107,31 +96,15 @@ impl ModelState {
         let factored = *factored;
         x.clear();
         x.resize(n * n_in, 0.0);
-        multi.clear();
-        for m in &mut batch.multi {
-            multi.push(MultiIds {
-                offsets: std::mem::take(&mut m.offsets),
-                ids: std::mem::take(&mut m.ids),
-            });
-        }
+        lend_multi(batch, multi);
         let input = SparseInput {
             n,
             single: &batch.single,
             multi,
         };
         self.emb.lookup(&input, x, n_in);
-        for (m, ids) in batch.multi.iter_mut().zip(multi.drain(..)) {
-            m.offsets = ids.offsets;
-            m.ids = ids.ids;
-        }
-        if self.n_dense > 0 {
-            for (row, d) in x
-                .chunks_exact_mut(n_in)
-                .zip(batch.dense.chunks_exact(self.n_dense))
-            {
-                row[w..].copy_from_slice(d);
-            }
-        }
+        return_multi(batch, multi);
+        copy_dense(x, &batch.dense, n_in, w);
         let nt = net.n_tasks();
         logits.clear();
         logits.reserve(n * nt);

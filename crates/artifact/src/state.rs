@@ -60,6 +60,36 @@ impl PhaseTimes {
     }
 }
 
+/// Lends the batch's multi-valued ID columns to `multi` (the embedding layer reads them
+/// as [`MultiIds`]); [`return_multi`] hands them back.
+pub(crate) fn lend_multi(batch: &mut Batch, multi: &mut Vec<MultiIds>) {
+    multi.clear();
+    for m in &mut batch.multi {
+        multi.push(MultiIds {
+            offsets: std::mem::take(&mut m.offsets),
+            ids: std::mem::take(&mut m.ids),
+        });
+    }
+}
+
+/// Hands the columns [`lend_multi`] lent back to the batch.
+pub(crate) fn return_multi(batch: &mut Batch, multi: &mut Vec<MultiIds>) {
+    for (m, ids) in batch.multi.iter_mut().zip(multi.drain(..)) {
+        m.offsets = ids.offsets;
+        m.ids = ids.ids;
+    }
+}
+
+/// Copies each row's numeric features into columns `w..n_in` of `x` (rows × n_in).
+pub(crate) fn copy_dense(x: &mut [f32], dense: &[f32], n_in: usize, w: usize) {
+    let n_dense = n_in - w;
+    if n_dense > 0 {
+        for (row, d) in x.chunks_exact_mut(n_in).zip(dense.chunks_exact(n_dense)) {
+            row[w..].copy_from_slice(d);
+        }
+    }
+}
+
 /// The row optimiser `train.embedding` describes.
 pub fn row_optimizer(opt: &EmbeddingOptConfig) -> RowOptimizer {
     match opt.optimizer {
@@ -262,37 +292,20 @@ impl ModelState {
         let n_in = self.n_in();
         let w = self.emb.width();
         self.x.resize(batch.n * n_in, 0.0);
-        self.multi.clear();
-        for m in &mut batch.multi {
-            self.multi.push(MultiIds {
-                offsets: std::mem::take(&mut m.offsets),
-                ids: std::mem::take(&mut m.ids),
-            });
-        }
+        lend_multi(batch, &mut self.multi);
         let input = SparseInput {
             n: batch.n,
             single: &batch.single,
             multi: &self.multi,
         };
         self.emb.forward(&input, train, &mut self.x, n_in);
-        if self.n_dense > 0 {
-            for (row, d) in self
-                .x
-                .chunks_exact_mut(n_in)
-                .zip(batch.dense.chunks_exact(self.n_dense))
-            {
-                row[w..].copy_from_slice(d);
-            }
-        }
+        copy_dense(&mut self.x, &batch.dense, n_in, w);
     }
 
     /// Hands the multi-valued ID columns borrowed by `assemble` back to the batch, so a
     /// batch can be used again (benchmarks replay batches from memory).
     fn restore(&mut self, batch: &mut Batch) {
-        for (m, ids) in batch.multi.iter_mut().zip(self.multi.drain(..)) {
-            m.offsets = ids.offsets;
-            m.ids = ids.ids;
-        }
+        return_multi(batch, &mut self.multi);
     }
 
     /// Scores a batch: logits rows × tasks (valid until the next call).

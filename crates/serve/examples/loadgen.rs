@@ -11,6 +11,9 @@
 //! The server runs in this process on 127.0.0.1 (port picked by the OS), so client and
 //! server share the machine's cores, as on any loopback benchmark.
 
+#[path = "../tests/common/storm.rs"]
+mod storm;
+
 use flate2::read::GzDecoder;
 use mfh_serve::model::ServedModel;
 use serde_json::{json, Value};
@@ -18,6 +21,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use storm::{ask, status_kib};
 
 fn column(dir: &Path, table: &str, col: &str, limit: usize) -> Vec<String> {
     let f = std::fs::File::open(dir.join("tables").join(format!("{table}.csv.gz")))
@@ -183,52 +187,6 @@ fn storm(addr: SocketAddr, name: &str, n: usize) -> std::collections::BTreeMap<u
 /// The batching server's delay, microseconds.
 const BATCH_DELAY_US: u64 = 1000;
 
-fn status_kib(field: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// This thread at nice +10: the storm's 128 client threads share the server's two cores
-/// here, where a deployment's clients run elsewhere; below the server's threads (its
-/// scorers run at +5), they do not delay what is measured, the server's health answers.
-fn client_priority() {
-    // SAFETY: gettid and setpriority take plain integers and change only this thread.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
-    }
-}
-
-/// One request on its own connection, the body written by another thread while this one
-/// waits for the answer; returns the status.
-fn ask(addr: SocketAddr, path: &str, body: std::sync::Arc<Vec<u8>>) -> u16 {
-    client_priority();
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(600))).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: l\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let writer = std::thread::spawn(move || {
-        client_priority();
-        let _ = w.write_all(head.as_bytes());
-        let _ = w.write_all(&body);
-    });
-    let mut buf = Vec::new();
-    let mut r = s;
-    let _ = r.read_to_end(&mut buf);
-    let _ = writer.join();
-    String::from_utf8_lossy(&buf[..buf.len().min(32)])
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 /// 64 concurrent 16 MiB requests (10,000 candidates with long IDs, which score; a column
 /// of four million values, over --max-rows; the same candidates cut at the last byte; one
 /// over the body limit) while another connection asks /v2/health/live every 5 ms: the
@@ -253,27 +211,13 @@ fn memory_storm(server: &mfh_serve::Server, name: &str, user: &str, videos: &[St
         ex.join(",")
     )
     .into_bytes();
-    let mut column = br#"{"inputs": [{"name": "user_id", "datatype": "BYTES", "data": ["#.to_vec();
-    while column.len() < limit - 16 {
-        column.extend_from_slice(br#""u1","#);
-    }
-    column.extend_from_slice(br#""u1"]}]}"#);
-    let mut cut = rows.clone();
-    cut.truncate(cut.len() - 1);
-    let regress = format!("/v1/models/{name}:regress");
-    let infer = format!("/v2/models/{name}/infer");
-    let bodies: Vec<(String, Arc<Vec<u8>>)> = vec![
-        (regress.clone(), Arc::new(rows)),
-        (infer, Arc::new(column)),
-        (regress.clone(), Arc::new(cut)),
-        (regress, Arc::new(vec![b' '; limit + 1])),
-    ];
+    let bodies = storm::bodies(name, limit, rows, "user_id");
     let warm: Vec<u16> = bodies
         .iter()
         .map(|(p, b)| ask(addr, p, Arc::clone(b)))
         .collect();
     let bound = server.metrics.memory_bound.load(Ordering::Relaxed);
-    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let reset = storm::reset_peak();
     let base = status_kib("VmRSS:") << 10;
     let done = Arc::new(AtomicBool::new(false));
     let d = Arc::clone(&done);
@@ -291,16 +235,7 @@ fn memory_storm(server: &mfh_serve::Server, name: &str, user: &str, videos: &[St
         lat
     });
     let t0 = Instant::now();
-    let codes: Vec<u16> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..64)
-            .map(|k| {
-                let (p, b) = &bodies[k % bodies.len()];
-                let b = Arc::clone(b);
-                s.spawn(move || ask(addr, p, b))
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let codes = storm::fire(addr, &bodies, 64);
     let secs = t0.elapsed().as_secs_f64();
     done.store(true, Ordering::Relaxed);
     let lat = health.join().unwrap();

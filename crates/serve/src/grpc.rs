@@ -23,12 +23,11 @@ pub mod inference {
 }
 
 use crate::protocol::{self, Columns, OutputSpec, WireError};
-use crate::{admit, served, App};
+use crate::{admit, read_body, served, App, BodyError};
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
-use http_body_util::BodyExt;
 use inference::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use inference::model_infer_response::InferOutputTensor;
 use inference::model_metadata_response::TensorMetadata;
@@ -98,34 +97,24 @@ async fn admission(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
             Err(_) => return refuse(Status::deadline_exceeded("no body slot within the timeout")),
         };
     let (mut parts, body) = req.into_parts();
-    let mut bytes = Vec::new();
-    let mut body = body;
-    let limit = app.body_limit + 5;
-    let read = async {
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| Status::invalid_argument(format!("reading: {e}")))?;
-            if let Ok(d) = frame.into_data() {
-                if bytes.len() + d.len() > limit {
-                    return Err(Status::resource_exhausted(format!(
-                        "the message exceeds {} bytes (--body-limit)",
-                        app.body_limit
-                    )));
-                }
-                bytes.extend_from_slice(&d);
-            }
+    // A gRPC frame is the message and a 5-byte prefix.
+    let bytes = match read_body(body, app.body_limit + 5, None, app.body_timeout).await {
+        Ok(b) => b,
+        Err(BodyError::Broken(e)) => {
+            return refuse(Status::invalid_argument(format!("reading: {e}")))
         }
-        Ok(())
-    };
-    match tokio::time::timeout(app.body_timeout, read).await {
-        Ok(Ok(())) => {}
-        Ok(Err(st)) => return refuse(st),
-        Err(_) => {
-            return refuse(Status::deadline_exceeded(format!(
-                "the message did not arrive within {:?}",
-                app.body_timeout
+        Err(BodyError::TooLarge(_)) => {
+            return refuse(Status::resource_exhausted(format!(
+                "the message exceeds {} bytes (--body-limit)",
+                app.body_limit
             )))
         }
-    }
+        Err(BodyError::Late(within)) => {
+            return refuse(Status::deadline_exceeded(format!(
+                "the message did not arrive within {within:?}"
+            )))
+        }
+    };
     let m = app.store.current();
     let limits = WireLimits {
         inputs: m.decoder.n_columns(),
@@ -336,10 +325,10 @@ fn columns(
                 cols.push_u64(c, x);
             }
             for &x in &v.fp32_contents {
-                cols.push_f32(c, x)?;
+                cols.push_float(c, x)?;
             }
             for &x in &v.fp64_contents {
-                cols.push_f64(c, x)?;
+                cols.push_float(c, x)?;
             }
         } else {
             return Err(WireError::Bad(format!("input `{}` has no data", t.name)));

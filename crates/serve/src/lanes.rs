@@ -48,23 +48,6 @@ impl Lanes {
         })
     }
 
-    pub fn len(&self) -> usize {
-        self.pools.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pools.is_empty()
-    }
-
-    pub fn threads(&self) -> usize {
-        self.threads
-    }
-
-    /// Lanes not running a request now.
-    pub fn idle(&self) -> usize {
-        self.permits.available_permits()
-    }
-
     /// Runs `job(lane)` on the next free lane, waiting for one. The lane stays taken
     /// until `job` ends, even when the caller stops waiting (a request past its
     /// timeout): the lanes bound the work in progress. None when `job` panicked.

@@ -626,24 +626,31 @@ impl Reply {
 }
 
 /// Reads a body of at most `limit` bytes into one buffer, within `within`.
-async fn read_body(
-    body: Body,
+/// Why a body could not be read.
+pub(crate) enum BodyError {
+    /// The connection failed mid-body.
+    Broken(String),
+    /// More than the limit, bytes.
+    TooLarge(usize),
+    /// Not whole within the timeout.
+    Late(Duration),
+}
+
+/// Reads a body of at most `limit` bytes into one buffer (`expect` bytes reserved),
+/// within `within`. REST and gRPC both read theirs here.
+pub(crate) async fn read_body(
+    mut body: Body,
     limit: usize,
     expect: Option<usize>,
     within: Duration,
-) -> Result<Vec<u8>, Response> {
+) -> Result<Vec<u8>, BodyError> {
     let mut out = Vec::with_capacity(expect.unwrap_or(0).min(limit));
-    let mut body = body;
     let read = async {
         while let Some(frame) = body.frame().await {
-            let frame = frame
-                .map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?;
+            let frame = frame.map_err(|e| BodyError::Broken(e.to_string()))?;
             if let Ok(data) = frame.into_data() {
                 if out.len() + data.len() > limit {
-                    return Err(error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("the body exceeds {limit} bytes (--body-limit)"),
-                    ));
+                    return Err(BodyError::TooLarge(limit));
                 }
                 out.extend_from_slice(&data);
             }
@@ -652,11 +659,8 @@ async fn read_body(
     };
     match tokio::time::timeout(within, read).await {
         Ok(Ok(())) => Ok(out),
-        Ok(Err(r)) => Err(r),
-        Err(_) => Err(error(
-            StatusCode::REQUEST_TIMEOUT,
-            format!("the body did not arrive within {within:?}"),
-        )),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(BodyError::Late(within)),
     }
 }
 
@@ -732,7 +736,21 @@ async fn score(
     let reading = tokio::time::Instant::now();
     let bytes = match read_body(body, app.body_limit, length, app.body_timeout).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(BodyError::Broken(e)) => {
+            return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}"))
+        }
+        Err(BodyError::TooLarge(limit)) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body exceeds {limit} bytes (--body-limit)"),
+            )
+        }
+        Err(BodyError::Late(within)) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {within:?}"),
+            )
+        }
     };
     deadline += reading.elapsed();
     if let Some(r) = parts.extensions.get::<BodyRead>() {

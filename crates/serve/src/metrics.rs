@@ -58,8 +58,41 @@ impl<const N: usize> Histogram<N> {
     }
 }
 
+/// A counter per label value (a status code).
+struct Counts<K>(Mutex<BTreeMap<K, u64>>);
+
+impl<K> Default for Counts<K> {
+    fn default() -> Self {
+        Counts(Mutex::new(BTreeMap::new()))
+    }
+}
+
+impl<K: Ord + Copy + std::fmt::Display> Counts<K> {
+    fn add(&self, k: K) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(k)
+            .or_default() += 1;
+    }
+
+    fn get(&self, k: K) -> u64 {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&k).copied().unwrap_or(0)
+    }
+
+    /// A Prometheus counter with one line per value: `name{code="k"} n`.
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (k, n) in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "{name}{{code=\"{k}\"}} {n}");
+        }
+    }
+}
+
 pub struct Metrics {
-    by_code: Mutex<BTreeMap<u16, u64>>,
+    by_code: Counts<u16>,
     latency: Histogram<14>,
     rows: Histogram<10>,
     pub version: AtomicU64,
@@ -72,7 +105,7 @@ pub struct Metrics {
     /// Connections refused over `--max-connections`.
     pub connections_refused: AtomicU64,
     /// gRPC calls by status code name.
-    grpc: Mutex<BTreeMap<&'static str, u64>>,
+    grpc: Counts<&'static str>,
     /// The stated bound on the memory requests may hold, bytes (docs/serving.md).
     pub memory_bound: AtomicU64,
     /// Dynamic batching: groups scored, and requests in them.
@@ -83,7 +116,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            by_code: Mutex::new(BTreeMap::new()),
+            by_code: Counts::default(),
             latency: Histogram::new(LATENCY_BOUNDS),
             rows: Histogram::new(ROWS_BOUNDS),
             version: AtomicU64::new(0),
@@ -92,7 +125,7 @@ impl Default for Metrics {
             in_flight: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
-            grpc: Mutex::new(BTreeMap::new()),
+            grpc: Counts::default(),
             memory_bound: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             batched_requests: AtomicU64::new(0),
@@ -102,34 +135,14 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn request(&self, code: u16, seconds: f64) {
-        *self
-            .by_code
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(code)
-            .or_default() += 1;
+        self.by_code.add(code);
         self.latency.observe(seconds);
     }
 
     /// A gRPC call answered with `code` (`OK`, `INVALID_ARGUMENT`…).
     pub fn grpc(&self, code: &'static str, seconds: f64) {
-        *self
-            .grpc
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(code)
-            .or_default() += 1;
+        self.grpc.add(code);
         self.latency.observe(seconds);
-    }
-
-    /// gRPC calls answered with `code` so far.
-    pub fn grpc_count(&self, code: &str) -> u64 {
-        self.grpc
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(code)
-            .copied()
-            .unwrap_or(0)
     }
 
     /// A group of `n` requests scored together (dynamic batching).
@@ -144,29 +157,21 @@ impl Metrics {
 
     /// Requests answered with `code` so far.
     pub fn count(&self, code: u16) -> u64 {
-        self.by_code
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&code)
-            .copied()
-            .unwrap_or(0)
+        self.by_code.get(code)
     }
 
     pub fn render(&self) -> String {
         let mut s = String::new();
-        s.push_str("# HELP mfh_requests_total HTTP requests by status code.\n# TYPE mfh_requests_total counter\n");
-        for (code, n) in self
-            .by_code
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(s, "mfh_requests_total{{code=\"{code}\"}} {n}");
-        }
-        s.push_str("# HELP mfh_grpc_requests_total gRPC calls by status code.\n# TYPE mfh_grpc_requests_total counter\n");
-        for (code, n) in self.grpc.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(s, "mfh_grpc_requests_total{{code=\"{code}\"}} {n}");
-        }
+        self.by_code.render(
+            &mut s,
+            "mfh_requests_total",
+            "HTTP requests by status code.",
+        );
+        self.grpc.render(
+            &mut s,
+            "mfh_grpc_requests_total",
+            "gRPC calls by status code.",
+        );
         self.latency.render(
             &mut s,
             "mfh_request_duration_seconds",

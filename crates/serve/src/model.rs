@@ -31,8 +31,6 @@ pub struct ServedModel {
     /// Lane `i` scores with `scorers[i]` (the lock is never contended: a lane runs one
     /// request at a time).
     scorers: Vec<Mutex<Scorer>>,
-    /// Bytes of one scorer's copy of the dense network.
-    pub scorer_bytes: usize,
 }
 
 /// One request's rows for [`ServedModel::score_many`]: the context fields and each row's.
@@ -60,7 +58,6 @@ impl ServedModel {
         for _ in 0..lanes.max(1) {
             scorers.push(m.state.scorer()?);
         }
-        let scorer_bytes = scorers[0].dense_bytes();
         // Each scorer scores a full chunk once: its activations are allocated at load,
         // part of the resident baseline, not of what a request adds.
         let layout = p.layout();
@@ -85,7 +82,6 @@ impl ServedModel {
             decoder: RequestDecoder::new(p),
             state: m.state,
             scorers: scorers.into_iter().map(Mutex::new).collect(),
-            scorer_bytes,
         })
     }
 
@@ -114,29 +110,8 @@ impl ServedModel {
         context: &[(Input, V)],
         rows: &[R],
     ) -> Result<Scores, RequestError> {
-        let mut batch = self.decoder.batch();
-        self.decoder.decode(context, rows, &mut batch)?;
-        let nb = self.behaviours.len();
-        if batch.n == 0 {
-            return Ok(Scores {
-                n: 0,
-                preds: Vec::new(),
-                cells: Vec::new(),
-            });
-        }
-        let mut preds = Vec::with_capacity(batch.n * nb);
-        {
-            let mut sc = self.scorers[lane % self.scorers.len()]
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let logits = self.state.score(&mut sc, &mut batch, CHUNK_ROWS);
-            self.state.loss.predict(logits, &batch.cells, &mut preds);
-        }
-        Ok(Scores {
-            n: batch.n,
-            preds,
-            cells: batch.cells,
-        })
+        let mut one = self.score_many(lane, &[(context, rows)]);
+        one.remove(0)
     }
 
     /// Decodes and scores several requests in one forward pass on scorer `lane` (dynamic
@@ -161,13 +136,14 @@ impl ServedModel {
         }
         let nb = self.behaviours.len();
         let nt = nb * self.cell_names.len();
-        let mut logits = Vec::new();
-        if batch.n > 0 {
-            let mut sc = self.scorers[lane % self.scorers.len()]
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            logits.extend_from_slice(self.state.score(&mut sc, &mut batch, CHUNK_ROWS));
-        }
+        let mut sc = self.scorers[lane % self.scorers.len()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let logits: &[f32] = if batch.n > 0 {
+            self.state.score(&mut sc, &mut batch, CHUNK_ROWS)
+        } else {
+            &[]
+        };
         spans
             .into_iter()
             .map(|span| {

@@ -132,25 +132,28 @@ impl Parsed {
     }
 }
 
-/// Appends a number's text as a file's cell would hold it.
-fn push_f64(arena: &mut Vec<u8>, v: f64) {
-    // An integral value as an integer (`1e15` → `1000000000000000`, as a file's cell
-    // holds it); others in the shortest text that reads back as the same f64.
-    if v.fract() == 0.0 && v.abs() < 9.2e18 {
-        arena.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
+/// Appends a number's text as a file's cell would hold it: an integral value as an
+/// integer (`1e15` → `1000000000000000`), others in the shortest text that reads back as
+/// the same value of its own type (an f32 `0.1` as `0.1`, not `0.10000000149011612`).
+fn push_float<F: ryu::Float + Into<f64>>(arena: &mut Vec<u8>, v: F) {
+    let d: f64 = v.into();
+    if d.fract() == 0.0 && d.abs() < 9.2e18 {
+        arena.extend_from_slice(itoa::Buffer::new().format(d as i64).as_bytes());
     } else {
         arena.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
     }
 }
 
-/// A float32 in the shortest text that reads back as the same f32 (`0.1`, not the f64
-/// expansion `0.10000000149011612`).
-fn push_f32_text(arena: &mut Vec<u8>, v: f32) {
-    if v.fract() == 0.0 && v.abs() < 9.2e18 {
-        arena.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
-    } else {
-        arena.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
-    }
+/// `DeserializeSeed` for a seed that is its own visitor, deserialized with `$how`.
+macro_rules! seed_is_visitor {
+    ($ty:ty, $value:ty, $how:ident) => {
+        impl<'de> DeserializeSeed<'de> for $ty {
+            type Value = $value;
+            fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<$value, D::Error> {
+                d.$how(self)
+            }
+        }
+    };
 }
 
 /// The state of a row-form request (`:predict`, `:regress`) being decoded.
@@ -182,12 +185,7 @@ struct ObjectSeed<'a, 'd> {
     what: &'static str,
 }
 
-impl<'de> DeserializeSeed<'de> for ObjectSeed<'_, '_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_is_visitor!(ObjectSeed<'_, '_>, (), deserialize_any);
 
 impl<'de> Visitor<'de> for ObjectSeed<'_, '_> {
     type Value = ();
@@ -241,12 +239,7 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, '_> {
 /// A map key, into a reused buffer.
 struct KeySeed<'a>(&'a mut String);
 
-impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_str(self)
-    }
-}
+seed_is_visitor!(KeySeed<'_>, (), deserialize_str);
 
 impl<'de> Visitor<'de> for KeySeed<'_> {
     type Value = ();
@@ -274,12 +267,7 @@ impl ValueSeed<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
-    type Value = Span;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Span, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_is_visitor!(ValueSeed<'_>, Span, deserialize_any);
 
 impl<'de> Visitor<'de> for ValueSeed<'_> {
     type Value = Span;
@@ -297,7 +285,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Span, E> {
         let s = self.arena.len() as u32;
-        push_f64(self.arena, v);
+        push_float(self.arena, v);
         Ok((s, self.arena.len() as u32))
     }
     fn visit_unit<E: de::Error>(self) -> Result<Span, E> {
@@ -329,12 +317,7 @@ struct RowListSeed<'a, 'd> {
     what: &'static str,
 }
 
-impl<'de> DeserializeSeed<'de> for RowListSeed<'_, '_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_is_visitor!(RowListSeed<'_, '_>, (), deserialize_any);
 
 impl<'de> Visitor<'de> for RowListSeed<'_, '_> {
     type Value = ();
@@ -524,82 +507,54 @@ impl Columns {
         col.count < self.max_rows
     }
 
-    pub fn push_text(&mut self, c: usize, v: &[u8]) {
-        let col = &self.cols[c];
-        if self.store(col) {
-            let s = self.arena.len() as u32;
-            self.arena.extend_from_slice(v);
-            let e = self.arena.len() as u32;
-            self.cols[c].spans.push((s, e));
-        }
-        let col = &mut self.cols[c];
-        col.count += 1;
-        col.seen.text = true;
-    }
-
-    pub fn push_i64(&mut self, c: usize, v: i64) {
+    /// Counts a value of column `c` and, below the row cap, stores the text `write`
+    /// appends to the arena.
+    fn put(&mut self, c: usize, write: impl FnOnce(&mut Vec<u8>)) {
         if self.store(&self.cols[c]) {
             let s = self.arena.len() as u32;
-            self.arena
-                .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-            let e = self.arena.len() as u32;
-            self.cols[c].spans.push((s, e));
-        }
-        let col = &mut self.cols[c];
-        col.count += 1;
-        col.seen.negative |= v < 0;
-    }
-
-    pub fn push_u64(&mut self, c: usize, v: u64) {
-        if self.store(&self.cols[c]) {
-            let s = self.arena.len() as u32;
-            self.arena
-                .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+            write(&mut self.arena);
             let e = self.arena.len() as u32;
             self.cols[c].spans.push((s, e));
         }
         self.cols[c].count += 1;
     }
 
-    /// A float; a non-finite one is an error naming the input.
-    pub fn push_f64(&mut self, c: usize, v: f64) -> Result<(), WireError> {
-        if !v.is_finite() {
-            return Err(bad(format!(
-                "input `{}`: {v} is not a value (numbers must be finite)",
-                self.cols[c].name
-            )));
-        }
-        if self.store(&self.cols[c]) {
-            let s = self.arena.len() as u32;
-            push_f64(&mut self.arena, v);
-            let e = self.arena.len() as u32;
-            self.cols[c].spans.push((s, e));
-        }
-        let col = &mut self.cols[c];
-        col.count += 1;
-        col.seen.fraction |= v.fract() != 0.0;
-        col.seen.negative |= v < 0.0;
-        Ok(())
+    pub fn push_text(&mut self, c: usize, v: &[u8]) {
+        self.put(c, |a| a.extend_from_slice(v));
+        self.cols[c].seen.text = true;
     }
 
-    /// A float32 (binary FP32 data); a non-finite one is an error naming the input.
-    pub fn push_f32(&mut self, c: usize, v: f32) -> Result<(), WireError> {
-        if !v.is_finite() {
+    pub fn push_i64(&mut self, c: usize, v: i64) {
+        self.put(c, |a| {
+            a.extend_from_slice(itoa::Buffer::new().format(v).as_bytes())
+        });
+        self.cols[c].seen.negative |= v < 0;
+    }
+
+    pub fn push_u64(&mut self, c: usize, v: u64) {
+        self.put(c, |a| {
+            a.extend_from_slice(itoa::Buffer::new().format(v).as_bytes())
+        });
+    }
+
+    /// A float (f64, or f32 from binary FP32 data, written in its own shortest form); a
+    /// non-finite one is an error naming the input.
+    pub fn push_float<F: ryu::Float + Into<f64>>(
+        &mut self,
+        c: usize,
+        v: F,
+    ) -> Result<(), WireError> {
+        let d: f64 = v.into();
+        if !d.is_finite() {
             return Err(bad(format!(
-                "input `{}`: {v} is not a value (numbers must be finite)",
+                "input `{}`: {d} is not a value (numbers must be finite)",
                 self.cols[c].name
             )));
         }
-        if self.store(&self.cols[c]) {
-            let s = self.arena.len() as u32;
-            push_f32_text(&mut self.arena, v);
-            let e = self.arena.len() as u32;
-            self.cols[c].spans.push((s, e));
-        }
-        let col = &mut self.cols[c];
-        col.count += 1;
-        col.seen.fraction |= v.fract() != 0.0;
-        col.seen.negative |= v < 0.0;
+        self.put(c, |a| push_float(a, v));
+        let seen = &mut self.cols[c].seen;
+        seen.fraction |= d.fract() != 0.0;
+        seen.negative |= d < 0.0;
         Ok(())
     }
 
@@ -702,17 +657,17 @@ impl Columns {
                 "BOOL" => return Err(unsupported(&name, "BOOL")),
                 "INT16" => self.push_i64(c, i16::from_le_bytes([b[0], b[1]]) as i64),
                 "UINT16" => self.push_u64(c, u16::from_le_bytes([b[0], b[1]]) as u64),
-                "FP16" => self.push_f64(c, f16_to_f64(u16::from_le_bytes([b[0], b[1]])))?,
-                "BF16" => self.push_f32(
+                "FP16" => self.push_float(c, f16_to_f64(u16::from_le_bytes([b[0], b[1]])))?,
+                "BF16" => self.push_float(
                     c,
                     f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16),
                 )?,
                 "INT32" => self.push_i64(c, i32::from_le_bytes(b.try_into().unwrap()) as i64),
                 "UINT32" => self.push_u64(c, u32::from_le_bytes(b.try_into().unwrap()) as u64),
-                "FP32" => self.push_f32(c, f32::from_le_bytes(b.try_into().unwrap()))?,
+                "FP32" => self.push_float(c, f32::from_le_bytes(b.try_into().unwrap()))?,
                 "INT64" => self.push_i64(c, i64::from_le_bytes(b.try_into().unwrap())),
                 "UINT64" => self.push_u64(c, u64::from_le_bytes(b.try_into().unwrap())),
-                _ => self.push_f64(c, f64::from_le_bytes(b.try_into().unwrap()))?,
+                _ => self.push_float(c, f64::from_le_bytes(b.try_into().unwrap()))?,
             }
         }
         Ok(())
@@ -837,12 +792,7 @@ struct DataSeed<'a> {
     c: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_is_visitor!(DataSeed<'_>, (), deserialize_any);
 
 impl<'de> Visitor<'de> for DataSeed<'_> {
     type Value = ();
@@ -876,7 +826,7 @@ impl<'de> Visitor<'de> for DataSeed<'_> {
         Ok(())
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.cols.push_f64(self.c, v).map_err(E::custom)
+        self.cols.push_float(self.c, v).map_err(E::custom)
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         self.cols.push_null(self.c);
@@ -935,12 +885,7 @@ impl<'de> serde::Deserialize<'de> for Params {
 /// One element of `inputs`.
 struct InputSeed<'a>(&'a mut Columns);
 
-impl<'de> DeserializeSeed<'de> for InputSeed<'_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_is_visitor!(InputSeed<'_>, (), deserialize_any);
 
 impl<'de> Visitor<'de> for InputSeed<'_> {
     type Value = ();
@@ -995,12 +940,7 @@ impl<'de> Visitor<'de> for InputSeed<'_> {
 
 struct InputsSeed<'a>(&'a mut Columns);
 
-impl<'de> DeserializeSeed<'de> for InputsSeed<'_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
+seed_is_visitor!(InputsSeed<'_>, (), deserialize_any);
 
 impl<'de> Visitor<'de> for InputsSeed<'_> {
     type Value = ();
@@ -1047,12 +987,7 @@ impl<'de> serde::Deserialize<'de> for OutputReq {
 /// `outputs`: at most `.0` of them are kept (one more, and the request is refused).
 struct OutputsSeed(usize);
 
-impl<'de> DeserializeSeed<'de> for OutputsSeed {
-    type Value = Vec<(String, Option<bool>)>;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
+seed_is_visitor!(OutputsSeed, Vec<(String, Option<bool>)>, deserialize_seq);
 
 impl<'de> Visitor<'de> for OutputsSeed {
     type Value = Vec<(String, Option<bool>)>;
@@ -1167,7 +1102,7 @@ fn unknown_input(dec: &RequestDecoder, name: &str) -> String {
 }
 
 /// A score as JSON (serde_json's form: shortest round-trip text, `null` when not finite).
-fn push_f32(out: &mut Vec<u8>, v: f32) {
+fn push_score(out: &mut Vec<u8>, v: f32) {
     if v.is_finite() {
         out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
     } else {
@@ -1205,7 +1140,7 @@ pub fn predict_response(m: &ServedModel, s: &Scores) -> Vec<u8> {
                 out.push(b',');
             }
             out.extend_from_slice(k);
-            push_f32(&mut out, s.preds[r * nb + b]);
+            push_score(&mut out, s.preds[r * nb + b]);
         }
         out.push(b'}');
     }
@@ -1227,7 +1162,7 @@ pub fn regress_response(m: &ServedModel, s: &Scores) -> Vec<u8> {
             if b > 0 {
                 out.push(b',');
             }
-            push_f32(&mut out, s.preds[r * nb + b]);
+            push_score(&mut out, s.preds[r * nb + b]);
         }
         out.push(b']');
     }
@@ -1370,7 +1305,7 @@ pub fn kserve_response(
                         if i > 0 {
                             out.push(b',');
                         }
-                        push_f32(&mut out, *v);
+                        push_score(&mut out, *v);
                     }
                 }
                 Output::Cells(c) => {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod storm;
+
 use mfh_artifact::model_dir::{fresh_state, save_model, SaveInfo};
 use mfh_config::Config;
 use mfh_data::{Pipeline, StreamOptions};
