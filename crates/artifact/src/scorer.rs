@@ -23,6 +23,9 @@ pub struct Scorer {
     logits: Vec<f32>,
     /// Factor the columns rows share out of the first layers' products (default on).
     pub factored: bool,
+    /// Run each tower on its own cell's rows only, where the model can (default on; see
+    /// `MultiTaskModel::set_cell_towers`).
+    pub cell_towers: bool,
 }
 
 impl ModelState {
@@ -74,6 +77,7 @@ impl ModelState {
             multi: Vec::new(),
             logits: Vec::new(),
             factored: true,
+            cell_towers: true,
         })
     }
 
@@ -92,8 +96,10 @@ impl ModelState {
             multi,
             logits,
             factored,
+            cell_towers,
         } = scorer;
-        let factored = *factored;
+        let (factored, cell_towers) = (*factored, *cell_towers);
+        net.set_cell_towers(cell_towers);
         x.clear();
         x.resize(n * n_in, 0.0);
         lend_multi(batch, multi);
@@ -118,6 +124,10 @@ impl ModelState {
                 self.build.1,
                 &self.build.2,
             )
+            .map(|mut replica| {
+                replica.set_cell_towers(cell_towers);
+                replica
+            })
         };
         let mut lo = 0;
         while lo < n {

@@ -152,8 +152,12 @@ fn every_zoo_model_exports_and_tract_matches_the_forward() {
         );
         let nt = shape.n_tasks();
         assert_eq!(got[0].len(), n * nt, "{name}");
-        // Routed trees leave the tasks outside a row's cell at 0: compare own cells.
-        let routed = matches!(&spec, ModelSpec::Mfh(t) | ModelSpec::Hmtl(t) if t.routing);
+        // Routed trees, and flat models' towers in eval passes, leave the tasks outside a
+        // row's cell at 0: compare own cells.
+        let routed = match &spec {
+            ModelSpec::Mfh(t) | ModelSpec::Hmtl(t) => t.routing,
+            ModelSpec::Flat(_) => true,
+        };
         for i in 0..n {
             for t in 0..nt {
                 if routed && t % n_cells != cells[i] as usize {
@@ -218,4 +222,95 @@ fn every_zoo_model_scores_a_shared_user_side_like_the_row_by_row_forward() {
         }
     }
     eprintln!("zoo: max relative |factored - plain| = {worst:e}");
+}
+
+/// Scoring reads only a row's own cell's tasks: an eval pass runs each flat model's
+/// towers on their own cell's rows (`set_cell_towers`, on by default), giving the logits
+/// of every tower on every row there and 0 elsewhere; a backward pass after it gives the
+/// gradients it gives after the pass with every tower on every row. Trees given one
+/// cell's rows only (one user's request on a user split: no gather) score those rows as
+/// they do among other rows.
+#[test]
+fn every_zoo_model_scores_own_cells_alike_with_towers_per_cell() {
+    let shape = grid();
+    let (n_in, n) = (7, 29);
+    let (n_cells, nt) = (shape.n_cells(), shape.n_tasks());
+    let mut rng = Rng::new(11);
+    let x: Vec<f32> = (0..n * n_in)
+        .map(|_| rng.uniform_range(-2.0, 2.0) as f32)
+        .collect();
+    let cells: Vec<u32> = (0..n).map(|i| ((i * 5 + 1) % n_cells) as u32).collect();
+    let d_logits: Vec<f32> = (0..n * nt)
+        .map(|k| {
+            if k % nt % n_cells == cells[k / nt] as usize {
+                rng.uniform_range(-1.0, 1.0) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let grads = |net: &mut Box<dyn MultiTaskModel<f32>>| {
+        let mut g = Vec::new();
+        net.visit_params("", &mut |_, _, d| g.extend_from_slice(d));
+        g
+    };
+    for (name, spec, transfers) in specs() {
+        let spec: ModelSpec = serde_json::from_value(spec).unwrap();
+        // Two copies of one network: every tower on every row, and towers per cell.
+        let build = || {
+            let mut net =
+                build_model_with_transfers::<f32>(&spec, &shape, n_in, 3, &transfers).unwrap();
+            net.forward(&x, &cells, n, true);
+            net
+        };
+        let (mut all, mut net) = (build(), build());
+        all.set_cell_towers(false);
+        let dense = all.forward(&x, &cells, n, false).to_vec();
+        all.backward(&x, &cells, &d_logits, None, n);
+        let g_dense = grads(&mut all);
+        let routed = net.forward(&x, &cells, n, false).to_vec();
+        net.backward(&x, &cells, &d_logits, None, n);
+        let g_routed = grads(&mut net);
+        assert_eq!(routed.len(), dense.len(), "{name}");
+        let flat = matches!(spec, ModelSpec::Flat(_));
+        for i in 0..n {
+            for t in 0..nt {
+                let (a, b) = (routed[i * nt + t], dense[i * nt + t]);
+                if t % n_cells == cells[i] as usize {
+                    assert!(
+                        (a - b).abs() <= 1e-6,
+                        "{name}: row {i} task {t}: {a} vs {b}"
+                    );
+                } else if flat {
+                    assert_eq!(a, 0.0, "{name}: row {i} task {t} outside its cell");
+                }
+            }
+        }
+        assert_eq!(g_routed.len(), g_dense.len(), "{name}");
+        assert!(g_dense.iter().any(|g| *g != 0.0), "{name}: no gradient");
+        for (k, (a, b)) in g_routed.iter().zip(&g_dense).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "{name}: grad {k}: {a} vs {b}"
+            );
+        }
+        // One cell's rows alone, then the same rows after one row of another cell.
+        let c = cells[0];
+        let one: Vec<u32> = vec![c; n - 1];
+        let alone = net.forward(&x[n_in..], &one, n - 1, false).to_vec();
+        let mut mixed_cells = vec![(c + 1) % n_cells as u32];
+        mixed_cells.extend_from_slice(&one);
+        let mixed = net.forward(&x, &mixed_cells, n, false).to_vec();
+        for i in 0..n - 1 {
+            let t = c as usize;
+            for b in 0..nt / n_cells {
+                let k = b * n_cells + t;
+                let (a, m) = (alone[i * nt + k], mixed[(i + 1) * nt + k]);
+                assert!(
+                    (a - m).abs() <= 1e-6,
+                    "{name}: one cell, row {i} task {k}: {a} vs {m}"
+                );
+            }
+        }
+    }
 }

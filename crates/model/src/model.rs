@@ -132,6 +132,10 @@ pub trait MultiTaskModel<T: Float>: Module<T> + Send + Sync {
     fn backward(&mut self, x: &[T], cells: &[u32], d_logits: &[T], dx: Option<&mut [T]>, n: usize);
     /// A text tree of the model's parts with parameter counts.
     fn describe(&self) -> String;
+    /// Whether eval passes run each tower on its own cell's rows only (the default where
+    /// a model can; see [`MultiTaskNet::forward_cells`]); off, every tower runs on every
+    /// row. Benchmarks compare the two; tree models route by their own `routing`.
+    fn set_cell_towers(&mut self, _on: bool) {}
     /// Adds the eval-mode forward with every task on every row to `g` (see
     /// [`crate::export`]), from the input `x` (n × n_in) and each row's cell `cell`
     /// (int64, n); returns the name of the logits tensor (n × n_tasks). The default
@@ -148,8 +152,12 @@ impl<T: Float> MultiTaskModel<T> for MultiTaskNet<T> {
     fn n_tasks(&self) -> usize {
         MultiTaskNet::n_tasks(self)
     }
-    fn forward(&mut self, x: &[T], _cells: &[u32], n: usize, train: bool) -> &[T] {
-        MultiTaskNet::forward(self, x, n, train)
+    fn forward(&mut self, x: &[T], cells: &[u32], n: usize, train: bool) -> &[T] {
+        if train || !self.cell_towers() {
+            MultiTaskNet::forward(self, x, n, train)
+        } else {
+            MultiTaskNet::forward_cells(self, x, cells, n)
+        }
     }
     fn backward(
         &mut self,
@@ -163,6 +171,9 @@ impl<T: Float> MultiTaskModel<T> for MultiTaskNet<T> {
     }
     fn describe(&self) -> String {
         MultiTaskNet::describe(self)
+    }
+    fn set_cell_towers(&mut self, on: bool) {
+        MultiTaskNet::set_cell_towers(self, on)
     }
     fn export(&self, g: &mut GraphBuilder, x: &str, _cell: &str) -> Result<String, String> {
         MultiTaskNet::export(self, g, x)

@@ -5,7 +5,7 @@
 use crate::switcher::Switcher;
 use crate::towers::Towers;
 use mfh_nn::graph::GraphBuilder;
-use mfh_nn::{ensure_len, with_name, Float, Module, Rng};
+use mfh_nn::{ensure_len, gather_rows, with_name, Float, Module, Rng};
 
 /// Multi-task network; shapes: x n × n_in → logits n × n_tasks (row-major).
 pub struct MultiTaskNet<T: Float> {
@@ -15,6 +15,15 @@ pub struct MultiTaskNet<T: Float> {
     /// One task's column of the logit gradient, n × 1.
     d_tower: Vec<T>,
     n: usize,
+    /// Cells of the task grid (task t serves cell `t % n_cells`); 1 when unknown.
+    n_cells: usize,
+    /// Eval passes given cells run each tower on its cell's rows (default on).
+    cell_towers: bool,
+    /// The last forward ran each tower on its own cell's rows only.
+    routed: bool,
+    /// Per cell, its rows (that forward's); one task's tower input gathered.
+    cell_rows: Vec<Vec<usize>>,
+    gathered: Vec<T>,
 }
 
 impl<T: Float> MultiTaskNet<T> {
@@ -54,7 +63,91 @@ impl<T: Float> MultiTaskNet<T> {
             logits: Vec::new(),
             d_tower: Vec::new(),
             n: 0,
+            n_cells: 1,
+            cell_towers: true,
+            routed: false,
+            cell_rows: Vec::new(),
+            gathered: Vec::new(),
         })
+    }
+
+    /// Tells the network that task t serves cell `t % n_cells` of the grid, so that an
+    /// eval pass given the rows' cells ([`MultiTaskNet::forward_cells`]) runs each tower
+    /// on its own cell's rows only. Ignored unless `n_cells` divides the task count.
+    pub fn with_cells(mut self, n_cells: usize) -> Self {
+        if n_cells > 0 && self.n_tasks() % n_cells == 0 {
+            self.n_cells = n_cells;
+        }
+        self
+    }
+
+    /// See [`MultiTaskModel::set_cell_towers`](crate::MultiTaskModel::set_cell_towers).
+    pub fn set_cell_towers(&mut self, on: bool) {
+        self.cell_towers = on;
+    }
+
+    pub fn cell_towers(&self) -> bool {
+        self.cell_towers
+    }
+
+    /// Eval-mode logits (n × n_tasks) where a row needs only its own cell's tasks: the
+    /// switcher on every row, then each task's tower on the rows of its cell (gathered),
+    /// the other tasks' logits 0 — what scoring reads, with a tower's work cut to its
+    /// cell's share of the rows. Rows whose cell is out of range get no logits. Without
+    /// cells ([`MultiTaskNet::with_cells`] not given) it is [`MultiTaskNet::forward`].
+    pub fn forward_cells(&mut self, x: &[T], cells: &[u32], n: usize) -> &[T] {
+        let nc = self.n_cells;
+        if nc <= 1 || cells.len() < n {
+            return self.forward(x, n, false);
+        }
+        assert!(
+            x.len() >= n * self.n_in(),
+            "MultiTaskNet::forward_cells: input too short"
+        );
+        self.n = n;
+        self.routed = true;
+        let t_count = self.n_tasks();
+        self.switcher.forward(x, n, false);
+        self.cell_rows.resize(nc, Vec::new());
+        for r in &mut self.cell_rows {
+            r.clear();
+        }
+        for (i, &c) in cells[..n].iter().enumerate() {
+            if let Some(r) = self.cell_rows.get_mut(c as usize) {
+                r.push(i);
+            }
+        }
+        let d = self.switcher.out_dim();
+        let MultiTaskNet {
+            switcher,
+            towers,
+            logits,
+            cell_rows,
+            gathered,
+            ..
+        } = self;
+        let logits = ensure_len(logits, n * t_count);
+        logits.fill(T::zero());
+        for j in 0..t_count {
+            let t = towers.order()[j];
+            let rows = &cell_rows[t % nc];
+            let m = rows.len();
+            if m == 0 {
+                continue;
+            }
+            let out = switcher.output(t);
+            let input = if m == n {
+                &out[..n * d]
+            } else {
+                gather_rows(out, d, rows, ensure_len(gathered, m * d));
+                &gathered[..m * d]
+            };
+            let y = towers.forward_task(t, input, m, false);
+            for (&r, &v) in rows.iter().zip(y) {
+                logits[r * t_count + t] = v;
+            }
+        }
+        &self.logits[..n * t_count]
     }
 
     pub fn n_in(&self) -> usize {
@@ -80,6 +173,7 @@ impl<T: Float> MultiTaskNet<T> {
             "MultiTaskNet::forward: input too short"
         );
         self.n = n;
+        self.routed = false;
         let t_count = self.n_tasks();
         self.switcher.forward(x, n, train);
         let logits = ensure_len(&mut self.logits, n * t_count);
@@ -96,8 +190,12 @@ impl<T: Float> MultiTaskNet<T> {
     }
 
     /// Backward from `d_logits` (n × n_tasks) for the last forward: parameter gradients
-    /// and `dx` (n × n_in) accumulate.
+    /// and `dx` (n × n_in) accumulate. After [`MultiTaskNet::forward_cells`] the towers
+    /// first run again on every row (eval mode), as the backward pass needs.
     pub fn backward(&mut self, x: &[T], d_logits: &[T], dx: Option<&mut [T]>, n: usize) {
+        if self.routed {
+            self.forward(x, n, false);
+        }
         let t_count = self.n_tasks();
         assert!(
             d_logits.len() >= n * t_count,

@@ -140,7 +140,10 @@ pub fn build_model_with_transfers<T: Float>(
         )?),
         ModelSpec::Flat(f) => {
             let pairs = shape.transfer_tasks(transfers)?;
-            Box::new(f.build::<T>(n_in, shape.n_tasks(), seed, &pairs)?)
+            Box::new(
+                f.build::<T>(n_in, shape.n_tasks(), seed, &pairs)?
+                    .with_cells(shape.n_cells()),
+            )
         }
     })
 }

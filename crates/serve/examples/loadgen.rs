@@ -278,39 +278,56 @@ fn main() {
     let parsed = mfh_serve::protocol::parse_regress(&m.decoder, body.as_bytes(), 10_000).unwrap();
     let views = parsed.views();
     let rows = views.rows();
-    // Decode + score with and without the user side factored out, interleaved.
-    let (mut t, mut plain) = (Vec::new(), Vec::new());
+    // Decode + score three ways, interleaved: as a server scores (the user's side
+    // factored out of the first layers, each tower on its own cell's rows), factoring
+    // alone, and row by row with every tower on every row (the path before issue 21).
+    let ways = [
+        ("served", true, true),
+        ("factored only", true, false),
+        ("row by row", false, false),
+    ];
+    let mut t: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
+    m.set_factored(false);
+    m.set_cell_towers(false);
     let want = m.score(0, &views.context, &rows).unwrap();
     for _ in 0..200 {
-        for (on, into) in [(true, &mut t), (false, &mut plain)] {
-            m.set_factored(on);
+        for (&(name, factored, towers), into) in ways.iter().zip(&mut t) {
+            m.set_factored(factored);
+            m.set_cell_towers(towers);
             let t0 = Instant::now();
             let s = m.score(0, &views.context, &rows).unwrap();
             into.push(t0.elapsed().as_secs_f64() * 1e3);
             assert_eq!(s.n, n);
+            assert_eq!(s.preds.len(), want.preds.len());
             let d = s
                 .preds
                 .iter()
                 .zip(&want.preds)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0f32, f32::max);
-            assert!(d <= 1e-6, "factored {on}: scores differ by {d}");
+            assert!(d <= 1e-6, "{name}: scores differ by {d}");
         }
     }
     m.set_factored(true);
+    m.set_cell_towers(true);
     println!(
         "factored products: {} of {} examined",
         mfh_nn::product::FACTORED_PRODUCTS.load(std::sync::atomic::Ordering::Relaxed),
         mfh_nn::product::EXAMINED_PRODUCTS.load(std::sync::atomic::Ordering::Relaxed)
     );
-    t.sort_by(f64::total_cmp);
-    plain.sort_by(f64::total_cmp);
+    for v in &mut t {
+        v.sort_by(f64::total_cmp);
+    }
+    let med: Vec<f64> = t.iter().map(|v| pct(v, 0.5)).collect();
     println!(
-        "in process, {n} rows, 1 user: decode+score median {:.3} ms with the user side factored out, {:.3} ms row by row: {:.2}x rows/s",
-        pct(&t, 0.5),
-        pct(&plain, 0.5),
-        pct(&plain, 0.5) / pct(&t, 0.5)
+        "in process, {n} rows, 1 user: decode+score median {:.3} ms served, {:.3} ms factoring only, {:.3} ms row by row: {:.2}x rows/s served / row by row ({:.2}x factoring only)",
+        med[0],
+        med[1],
+        med[2],
+        med[2] / med[0],
+        med[2] / med[1]
     );
+    let t = &t[0];
     let forward = m.time_forward(&views.context, &rows, 200);
     let mut d = Vec::new();
     for _ in 0..200 {
@@ -322,8 +339,8 @@ fn main() {
     d.sort_by(f64::total_cmp);
     println!(
         "in process, {n} rows: decode+score median {:.3} ms ({:.0} rows/s); forward alone median {:.3} ms ({:.0} rows/s); decode alone median {:.3} ms",
-        pct(&t, 0.5),
-        n as f64 / pct(&t, 0.5) * 1e3,
+        pct(t, 0.5),
+        n as f64 / pct(t, 0.5) * 1e3,
         forward,
         n as f64 / forward * 1e3,
         pct(&d, 0.5)
@@ -331,6 +348,10 @@ fn main() {
     drop(rows);
     drop(views);
     drop(m);
+    if secs == 0.0 {
+        // `loadgen MODEL N 0`: the in-process figures only (for a profiler).
+        return;
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

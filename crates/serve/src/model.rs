@@ -93,6 +93,14 @@ impl ServedModel {
         }
     }
 
+    /// Switches running each tower on its own cell's rows only on or off (on by default;
+    /// benchmarks compare the two).
+    pub fn set_cell_towers(&self, on: bool) {
+        for s in &self.scorers {
+            s.lock().unwrap_or_else(|e| e.into_inner()).cell_towers = on;
+        }
+    }
+
     pub fn lanes(&self) -> usize {
         self.scorers.len()
     }

@@ -41,7 +41,11 @@ impl<T: Float> Cgc<T> {
             let m = rows.len();
             lens.push(m);
             ensure_len(&mut self.outputs[g], m * d);
-            ensure_len(&mut self.d_outputs[g], m * d).fill(T::zero());
+            let d_out = ensure_len(&mut self.d_outputs[g], m * d);
+            if train {
+                // Zeroed for the backward pass to add into (none follows an eval pass).
+                d_out.fill(T::zero());
+            }
             if m == 0 {
                 continue;
             }
@@ -49,8 +53,15 @@ impl<T: Float> Cgc<T> {
                 rows.iter().all(|&r| r < n),
                 "Cgc::forward_routed: row out of range"
             );
-            gather_rows(x, n_in, rows, ensure_len(&mut self.xk[g], m * n_in));
-            let xg = &self.xk[g][..m * n_in];
+            // Scoring every row in order (one user's request on a user split): the input
+            // itself (the backward pass reads the gathered copy, so training gathers).
+            let all = !train && m == n && rows.iter().enumerate().all(|(i, &r)| i == r);
+            let xg = if all {
+                &x[..n * n_in]
+            } else {
+                gather_rows(x, n_in, rows, ensure_len(&mut self.xk[g], m * n_in));
+                &self.xk[g][..m * n_in]
+            };
             if has_task {
                 self.banks[g].forward(xg, m, train);
             }

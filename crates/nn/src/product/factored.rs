@@ -56,26 +56,43 @@ pub fn with_factored_input_from<R>(min_width: usize, f: impl FnOnce() -> R) -> R
     f()
 }
 
-/// The columns of `a` (m rows of k, stride lda) equal on every row, when there are
-/// enough of them; None otherwise (stops looking as soon as too few are left).
-fn shared_columns(a: &[f32], lda: usize, m: usize, k: usize) -> Option<Vec<bool>> {
+/// Buffers of one thread's factored products, kept between products.
+#[derive(Default)]
+struct Scratch {
+    /// Per column: the OR of every row's bits XOR the first row's (0 = shared).
+    diff: Vec<u32>,
+    /// The varying columns as runs `(first, len)`.
+    runs: Vec<(usize, usize)>,
+    x_var: Vec<f32>,
+    b_var: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Whether enough columns of `a` (m rows of k, stride lda) are equal on every row;
+/// `diff[j] == 0` then marks the shared columns. Compares bit patterns (so -0.0 and
+/// NaNs count as they are stored), branch-free over each row so that it vectorises,
+/// and stops as soon as too few shared columns are left.
+fn shared_columns(a: &[f32], lda: usize, m: usize, k: usize, diff: &mut Vec<u32>) -> bool {
     let need = ((MIN_SHARED * k as f64).ceil() as usize).max(1);
     let first = &a[..k];
-    let mut same = vec![true; k];
-    let mut left = k;
+    diff.clear();
+    diff.resize(k, 0);
     for i in 1..m {
         let row = &a[i * lda..i * lda + k];
-        for ((s, x), y) in same.iter_mut().zip(row).zip(first) {
-            if *s && x.to_bits() != y.to_bits() {
-                *s = false;
-                left -= 1;
-            }
+        for ((d, x), y) in diff.iter_mut().zip(row).zip(first) {
+            *d |= x.to_bits() ^ y.to_bits();
         }
-        if left < need {
-            return None;
+        // After the second row, then every 32 rows: a hidden layer's operand is given
+        // up at once.
+        if (i == 1 || i % 32 == 0) && diff.iter().filter(|&&d| d == 0).count() < need {
+            return false;
         }
     }
-    Some(same)
+    diff.iter().filter(|&&d| d == 0).count() >= need
 }
 
 /// `C = act(alpha·A·op(B) + beta·C + bias)` through the factored form, inside
@@ -98,76 +115,128 @@ pub(super) fn try_product(
     bias: Option<&[f32]>,
     relu: bool,
 ) -> bool {
-    // Narrow products (a tower's last layer) gain less than the copies cost.
     let min_width = ACTIVE.with(|a| a.get());
     if m < 2 || k < 2 || min_width == 0 || n < min_width {
         return false;
     }
     EXAMINED_PRODUCTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let Some(same) = shared_columns(a, lda, m, k) else {
-        return false;
+    // The buffers are taken out for the product (the inner products below run with
+    // factoring off, so they never ask for them).
+    let mut s = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    let done = shared_columns(a, lda, m, k, &mut s.diff) && {
+        FACTORED_PRODUCTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        factored_product(
+            m, n, k, alpha, a, lda, b, ldb, trans_b, beta, c, ldc, bias, relu, &mut s,
+        );
+        true
     };
-    FACTORED_PRODUCTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let var: Vec<usize> = (0..k).filter(|&j| !same[j]).collect();
-    let constant: Vec<(usize, f32)> = (0..k).filter(|&j| same[j]).map(|j| (j, a[j])).collect();
-    let kv = var.len();
-    let mut x_var = Vec::with_capacity(m * kv);
-    for i in 0..m {
-        let row = &a[i * lda..i * lda + k];
-        x_var.extend(var.iter().map(|&j| row[j]));
-    }
-    // op(B)'s rows `rows`, gathered into a row-major (rows × n) matrix.
-    let gather = |rows: &mut dyn Iterator<Item = usize>| -> Vec<f32> {
-        let mut out = Vec::with_capacity(k * n);
-        for kk in rows {
-            if trans_b {
-                out.extend((0..n).map(|j| b[j * ldb + kk]));
-            } else {
-                out.extend_from_slice(&b[kk * ldb..kk * ldb + n]);
-            }
+    SCRATCH.with(|t| *t.borrow_mut() = s);
+    done
+}
+
+/// The product once `s.diff` marks the shared columns.
+#[allow(clippy::too_many_arguments)] // the product's own arguments
+fn factored_product(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    trans_b: bool,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    bias: Option<&[f32]>,
+    relu: bool,
+    s: &mut Scratch,
+) {
+    // Row kk of op(B), element j.
+    let b_at = |kk: usize, j: usize| {
+        if trans_b {
+            b[j * ldb + kk]
+        } else {
+            b[kk * ldb + j]
         }
-        out
     };
-    // The shared columns' part, once: shift = bias + alpha·x_const·B_const.
-    let mut shift: Vec<f32> = match bias {
-        Some(bias) => bias.to_vec(),
-        None => vec![0.0; n],
-    };
-    let kc = constant.len();
-    let x_const: Vec<f32> = constant.iter().map(|&(_, v)| v).collect();
-    let b_const = gather(&mut constant.iter().map(|&(kk, _)| kk));
-    super::matmul::<f32>(
-        1, n, kc, alpha, &x_const, kc, false, &b_const, n, false, 1.0, &mut shift, n,
-    );
-    drop(b_const);
+    // The shared columns' part, once: shift = bias + alpha·Σ x_j·B[j, :] over them.
+    s.shift.clear();
+    match bias {
+        Some(bias) => s.shift.extend_from_slice(&bias[..n]),
+        None => s.shift.resize(n, 0.0),
+    }
+    s.runs.clear();
+    let mut j = 0;
+    while j < k {
+        if s.diff[j] == 0 {
+            let v = alpha * a[j];
+            if trans_b {
+                for (o, sh) in s.shift.iter_mut().enumerate() {
+                    *sh += v * b_at(j, o);
+                }
+            } else {
+                for (sh, w) in s.shift.iter_mut().zip(&b[j * ldb..j * ldb + n]) {
+                    *sh += v * w;
+                }
+            }
+            j += 1;
+        } else {
+            let start = j;
+            while j < k && s.diff[j] != 0 {
+                j += 1;
+            }
+            s.runs.push((start, j - start));
+        }
+    }
+    let kv: usize = s.runs.iter().map(|r| r.1).sum();
     if kv == 0 {
         // Every column shared: each row is the shifted bias (+ beta·C).
         for i in 0..m {
             let row = &mut c[i * ldc..i * ldc + n];
-            for (v, s) in row.iter_mut().zip(&shift) {
-                let x = if beta == 0.0 { *s } else { beta * *v + s };
+            for (v, sh) in row.iter_mut().zip(&s.shift) {
+                let x = if beta == 0.0 { *sh } else { beta * *v + sh };
                 *v = if relu { x.max(0.0) } else { x };
             }
         }
-        return true;
+        return;
     }
-    let b_var = gather(&mut var.iter().copied());
+    // The varying columns of A, and the rows of op(B) they meet, copied run by run.
+    s.x_var.clear();
+    for i in 0..m {
+        let row = &a[i * lda..i * lda + k];
+        for &(lo, len) in &s.runs {
+            s.x_var.extend_from_slice(&row[lo..lo + len]);
+        }
+    }
+    s.b_var.clear();
+    for &(lo, len) in &s.runs {
+        for kk in lo..lo + len {
+            if trans_b {
+                s.b_var.extend((0..n).map(|o| b_at(kk, o)));
+            } else {
+                s.b_var.extend_from_slice(&b[kk * ldb..kk * ldb + n]);
+            }
+        }
+    }
+    let saved = ACTIVE.with(|a| a.replace(0));
     super::matmul_bias_act::<f32>(
         m,
         n,
         kv,
         alpha,
-        &x_var,
+        &s.x_var,
         kv,
         false,
-        &b_var,
+        &s.b_var,
         n,
         false,
         beta,
         c,
         ldc,
-        Some(&shift),
+        Some(&s.shift),
         relu,
     );
-    true
+    ACTIVE.with(|a| a.set(saved));
 }
