@@ -84,6 +84,11 @@ pub enum BenchCmd {
         windows: usize,
         #[arg(long, default_value_t = 20)]
         steps_per_window: usize,
+        /// Each batch as one ranking request: the first row's user and context on every
+        /// row, the items from the rows, COLUMN being the item key (e.g. `video_id`);
+        /// timed as served, with factoring only and row by row.
+        #[arg(long, value_name = "COLUMN")]
+        one_user: Option<String>,
     },
     /// Writes a workload's synthetic batches to a file that mfh and the PyTorch peers
     /// both read.
@@ -202,6 +207,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             threads,
             windows,
             steps_per_window,
+            one_user,
         } => mfh_bench::infer(&InferOptions {
             model_dir,
             config,
@@ -211,6 +217,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             threads,
             windows,
             steps_per_window,
+            one_user,
         })?,
     }
     Ok(())

@@ -36,7 +36,7 @@ pub use batch::{Batch, MultiColumn};
 pub use error::{DataError, SkipCounts};
 pub use hash::{hash_value, MISSING_ID};
 pub use memory::{Cells, RowTable, SplitTables};
-pub use pipeline::{source_header, FieldLayout, Pipeline};
+pub use pipeline::{source_header, FieldLayout, Following, Pipeline};
 pub use raw::{RawChunk, RawRows};
 pub use request::{Input, InputInfo, InputKind, RequestDecoder, RequestError};
 pub use stream::{BatchStream, ReadStats, StreamOptions};

@@ -84,6 +84,18 @@ pub struct FieldLayout {
     pub dense: Vec<String>,
 }
 
+/// Which parts of a batch follow one column of the data ([`Pipeline::fields_following`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Following {
+    /// Per single-valued categorical slot, multi-valued slot and numeric slot.
+    pub single: Vec<bool>,
+    pub multi: Vec<bool>,
+    pub dense: Vec<bool>,
+    /// Per facet (in cell order, first most significant): its number of values, and
+    /// whether it follows.
+    pub facets: Vec<(usize, bool)>,
+}
+
 pub struct Pipeline {
     pub(crate) cfg: Config,
     pub(crate) main_columns: Vec<String>,
@@ -223,6 +235,45 @@ impl Pipeline {
 
     pub fn split_names(&self) -> Vec<String> {
         self.splits.keys().cloned().collect()
+    }
+
+    /// What follows `column` of the main data — read from it, or from a side table
+    /// joined on it — in a batch: with the item key, the candidate side of a ranking
+    /// request (one user and context, many items). Errors name the columns there are.
+    pub fn fields_following(&self, column: &str) -> Result<Following, DataError> {
+        let i = self
+            .main_columns
+            .iter()
+            .position(|c| c == column)
+            .ok_or_else(|| self.key_error("--one-user", column, "the data"))?;
+        let follows = |c: ColRef| match c {
+            ColRef::Main(j) => j == i,
+            ColRef::Side(t, _) => self.side[t].join == i,
+        };
+        let l = &self.layout;
+        let mut f = Following {
+            single: vec![false; l.single.len()],
+            multi: vec![false; l.multi.len()],
+            dense: vec![false; l.dense.len()],
+            facets: Vec::new(),
+        };
+        for feat in &self.features {
+            let slot = match feat.kind {
+                FeatureKind::Categorical | FeatureKind::Bucketized { .. } => {
+                    f.single.get_mut(feat.slot)
+                }
+                FeatureKind::Multi(_) => f.multi.get_mut(feat.slot),
+                FeatureKind::Numeric(..) => f.dense.get_mut(feat.slot),
+            };
+            if let Some(s) = slot {
+                *s = follows(feat.col);
+            }
+        }
+        for (facet, cfg) in self.facets.iter().zip(&self.cfg.facets) {
+            let (CompiledFacet::Thresholds(c, ..) | CompiledFacet::Groups(c, ..)) = facet;
+            f.facets.push((cfg.values().len(), follows(*c)));
+        }
+        Ok(f)
     }
 
     fn key_error(&self, key: &str, column: &str, place: &str) -> DataError {

@@ -258,3 +258,27 @@ fn a_number_beyond_float32_after_its_transforms_is_a_row_error() {
         "{e}"
     );
 }
+
+/// What follows a key column: the column itself and what is joined on it (here the
+/// user's side, as a ranking request's items follow the item key).
+#[test]
+fn fields_following_a_column_are_it_and_its_joins() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), LOG, USERS);
+    let p = Pipeline::new(&cfg(tmp.path(), "")).unwrap();
+    let f = p.fields_following("uid").unwrap();
+    // uid (categorical), tags (multi, from the log), age (numeric, from users.csv).
+    assert_eq!(f.single, vec![true]);
+    assert_eq!(f.multi, vec![false]);
+    assert_eq!(f.dense, vec![true]);
+    // The facet reads user.tier: joined on uid.
+    assert_eq!(f.facets, vec![(2, true)]);
+    let g = p.fields_following("tags").unwrap();
+    assert_eq!(
+        (g.single, g.multi, g.dense),
+        (vec![false], vec![true], vec![false])
+    );
+    assert_eq!(g.facets, vec![(2, false)]);
+    let e = p.fields_following("nope").unwrap_err().to_string();
+    assert!(e.contains("nope") && e.contains("uid"), "{e}");
+}
