@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Serving load figures (issues 7 and 20): prepares the bundled KuaiRand slice, trains the
-# MFH model (unless WORK/mfh exists), then `mfh bench infer` (compute per batch of
-# CANDIDATES rows) and crates/serve/examples/loadgen.rs against it: 1 user × CANDIDATES
+# Serving load figures (issues 7, 20 and 21): prepares the bundled KuaiRand slice, trains
+# MFH and MMoE (unless WORK/mfh, WORK/mmoe exist), then `mfh bench infer` (compute per
+# batch of CANDIDATES rows; with --one-user, one user's request scored as served, with
+# factoring only and row by row, for both models; loadgen's in-process decode + score of
+# the same three ways for MMoE) and crates/serve/examples/loadgen.rs against MFH: 1 user × CANDIDATES
 # candidates over loopback :regress (1, 2 and 4 clients, SECONDS each, then 1 and 4 again
 # for the ratio), the in-process decode / forward time of the same rows, 64 concurrent
 # 16 MiB requests (answers, peak RSS against the stated bound, /v2/health/live latency
@@ -19,9 +21,17 @@ if [ ! -f "$work/mfh/model.json" ]; then
   "$mfh" prepare kuairand --raw data/kuairand-pure --out "$work/data"
   "$mfh" train --config "$work/data/kuairand.toml" --model mfh --out "$work/mfh" --quiet
 fi
+if [ ! -f "$work/mmoe/model.json" ]; then
+  "$mfh" train --config "$work/data/kuairand.toml" --model mmoe --out "$work/mmoe" --quiet
+fi
 echo "# $(date -u +%F) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 # The compute the latency is compared with: the forward of a batch of N rows in-process.
 "$mfh" bench infer --model-dir "$work/mfh" --config "$work/data/kuairand.toml" --batch "$n"
+for m in mmoe mfh; do
+  "$mfh" bench infer --model-dir "$work/$m" --config "$work/data/kuairand.toml" --batch "$n" \
+    --one-user video_id --threads 1
+done
+target/fastrel/examples/loadgen "$work/mmoe" "$n" 0
 target/fastrel/examples/loadgen "$work/mfh" "$n" "$secs"
 venv=$work/venv
 if [ ! -x "$venv/bin/python" ]; then

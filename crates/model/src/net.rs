@@ -75,7 +75,7 @@ impl<T: Float> MultiTaskNet<T> {
     /// eval pass given the rows' cells ([`MultiTaskNet::forward_cells`]) runs each tower
     /// on its own cell's rows only. Ignored unless `n_cells` divides the task count.
     pub fn with_cells(mut self, n_cells: usize) -> Self {
-        if n_cells > 0 && self.n_tasks() % n_cells == 0 {
+        if n_cells > 0 && self.n_tasks().is_multiple_of(n_cells) {
             self.n_cells = n_cells;
         }
         self
