@@ -371,7 +371,9 @@ fn main() {
         "request: 1 user x {n} candidates, {} bytes of JSON, :regress",
         body.len()
     );
-    for clients in [1, 2, 4] {
+    // `loadgen MODEL N SECS small`: the many-small-requests rounds only (for a profiler).
+    let small_only = args.get(4).is_some_and(|a| a == "small");
+    for clients in if small_only { vec![] } else { vec![1, 2, 4] } {
         let (lat, wall) = load(addr, &path, body.as_bytes(), clients, secs);
         println!(
             "{clients} client(s), {secs:.0} s: {} requests, p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms, {:.1} requests/s = {:.0} candidates/s",
@@ -383,14 +385,16 @@ fn main() {
             (lat.len() * n) as f64 / wall
         );
     }
-    let (lat1, wall1) = load(addr, &path, body.as_bytes(), 1, secs);
-    let (lat4, wall4) = load(addr, &path, body.as_bytes(), 4, secs);
-    println!(
-        "4 clients / 1 client, candidates/s, interleaved rerun: {:.2}x ({:.0} / {:.0})",
-        (lat4.len() as f64 / wall4) / (lat1.len() as f64 / wall1),
-        (lat4.len() * n) as f64 / wall4,
-        (lat1.len() * n) as f64 / wall1
-    );
+    if !small_only {
+        let (lat1, wall1) = load(addr, &path, body.as_bytes(), 1, secs);
+        let (lat4, wall4) = load(addr, &path, body.as_bytes(), 4, secs);
+        println!(
+            "4 clients / 1 client, candidates/s, interleaved rerun: {:.2}x ({:.0} / {:.0})",
+            (lat4.len() as f64 / wall4) / (lat1.len() as f64 / wall1),
+            (lat4.len() * n) as f64 / wall4,
+            (lat1.len() * n) as f64 / wall1
+        );
+    }
     // Many small requests (1 user x 20 candidates, 8 clients), without and with dynamic
     // batching, interleaved twice.
     let small = json!({"context": context, "examples": examples[..20.min(n)]}).to_string();
@@ -417,6 +421,9 @@ fn main() {
         );
     }
     rt.block_on(batching.shutdown()).unwrap();
+    if small_only {
+        return;
+    }
     memory_storm(&server, &name, &users[0], &videos);
     let t0 = Instant::now();
     let codes = storm(addr, &name, 10_000);

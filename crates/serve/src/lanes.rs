@@ -48,6 +48,11 @@ impl Lanes {
         })
     }
 
+    /// How many lanes there are.
+    pub fn count(&self) -> usize {
+        self.pools.len()
+    }
+
     /// Runs `job(lane)` on the next free lane, waiting for one. The lane stays taken
     /// until `job` ends, even when the caller stops waiting (a request past its
     /// timeout): the lanes bound the work in progress. None when `job` panicked.

@@ -237,14 +237,15 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
             .clone()
             .unwrap_or_else(|| first.model_name.clone()),
         metrics: Arc::clone(&metrics),
-        batcher: (opts.batch_delay > Duration::ZERO).then(|| {
-            Arc::new(batcher::Batcher::new(
+        batcher: match opts.batch_delay > Duration::ZERO {
+            true => Some(Arc::new(batcher::Batcher::new(
                 opts.batch_delay,
                 opts.max_batch_rows,
                 Arc::clone(&lanes),
                 Arc::clone(&metrics),
-            ))
-        }),
+            )?)),
+            false => None,
+        },
         lanes,
         bodies: Arc::new(Semaphore::new(body_slots)),
         capacity: (scorers + opts.queue) as u64,
