@@ -22,6 +22,38 @@ pub(crate) fn prepare_census(raw: PathBuf, out: PathBuf, seed: u64) -> Result<()
     Ok(())
 }
 
+pub(crate) fn prepare_synthetic(o: &mfh_data::synthetic::SyntheticOptions) -> Result<()> {
+    use mfh_data::synthetic::{BEHAVIOURS, CELLS};
+    let r = mfh_data::synthetic::prepare(o)?;
+    eprintln!(
+        "generated {} rows ({} users, {} new; {} items, {} head): train {}, valid {}, test {}; config: {}",
+        r.rows,
+        r.users,
+        r.new_users,
+        r.items,
+        r.head_items,
+        r.split_rows[0],
+        r.split_rows[1],
+        r.split_rows[2],
+        r.config.display()
+    );
+    eprintln!("oracle AUC on `test` (the stored true probabilities), per cell:");
+    eprintln!(
+        "  {:<10} {:>7} {}",
+        "user,item",
+        "rows",
+        BEHAVIOURS.join("  ")
+    );
+    for ((cell, aucs), rows) in CELLS.iter().zip(&r.oracle_auc).zip(r.cell_rows) {
+        let v: Vec<String> = aucs
+            .iter()
+            .map(|a| a.map_or("   -  ".into(), |a| format!("{a:.4}")))
+            .collect();
+        eprintln!("  {cell:<10} {rows:>7} {}", v.join("  "));
+    }
+    Ok(())
+}
+
 pub(crate) fn check(config: &Path, count: bool) -> Result<()> {
     let cfg = Config::load(config)?;
     let s = mfh_train::check(&cfg, count)?;

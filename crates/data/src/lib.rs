@@ -30,6 +30,7 @@ mod request;
 mod rows;
 mod stream;
 mod striped;
+pub mod synthetic;
 mod transforms;
 
 pub use batch::{Batch, MultiColumn};
