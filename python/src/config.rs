@@ -111,7 +111,7 @@ fn load(path: &Path, overrides: Option<&Bound<'_, PyDict>>) -> PyResult<Cfg> {
             )))
         };
         let value = to_toml(&v).map_err(bad)?;
-        set(&mut doc, &key, value.clone()).map_err(bad)?;
+        mfh_config::set_dotted(&mut doc, &key, value.clone()).map_err(bad)?;
         applied.push((key, value));
     }
     let text = toml::to_string(&doc).expect("a TOML table serialises");
@@ -125,7 +125,7 @@ fn load(path: &Path, overrides: Option<&Bound<'_, PyDict>>) -> PyResult<Cfg> {
             // override that does not parse.
             for (key, value) in &applied {
                 let mut one = original.clone();
-                let _ = set(&mut one, key, value.clone());
+                let _ = mfh_config::set_dotted(&mut one, key, value.clone());
                 if let Err(e) = toml::from_str::<Cfg>(&toml::to_string(&one).unwrap()) {
                     return Err(crate::errors::to_py(anyhow::Error::new(
                         mfh_config::ConfigError::invalid(
@@ -140,26 +140,6 @@ fn load(path: &Path, overrides: Option<&Bound<'_, PyDict>>) -> PyResult<Cfg> {
         }
         r => r.map_err(anyhow::Error::new).py_err(),
     }
-}
-
-/// Sets dotted `key` in `doc`, creating tables on the way.
-fn set(doc: &mut toml::Table, key: &str, value: toml::Value) -> Result<(), String> {
-    let parts: Vec<&str> = key.split('.').collect();
-    if parts.iter().any(|p| p.is_empty()) {
-        return Err("an empty part in the dotted key".into());
-    }
-    let mut t = doc;
-    for (i, p) in parts[..parts.len() - 1].iter().enumerate() {
-        let entry = t
-            .entry(p.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        t = match entry {
-            toml::Value::Table(t) => t,
-            _ => return Err(format!("`{}` is not a table", parts[..=i].join("."))),
-        };
-    }
-    t.insert(parts[parts.len() - 1].to_string(), value);
-    Ok(())
 }
 
 /// A Python value as TOML.

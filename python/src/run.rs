@@ -121,6 +121,7 @@ pub fn compare(
         bootstrap,
         tensorboard,
         progress: false,
+        tuned: None,
     };
     py.detach(move || -> anyhow::Result<()> {
         std::fs::create_dir_all(&opts.out)?;

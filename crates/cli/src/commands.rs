@@ -123,6 +123,7 @@ pub(crate) fn compare(a: CompareArgs) -> Result<()> {
         tensorboard,
         quiet,
         threads,
+        tuned,
     } = a;
     let mut cfg = Config::load(&config)?;
     if let Some(t) = threads {
@@ -144,6 +145,7 @@ pub(crate) fn compare(a: CompareArgs) -> Result<()> {
         bootstrap,
         tensorboard,
         progress: !quiet,
+        tuned,
     };
     mfh_compare::compare(&cfg, &opts)?;
     let table = std::fs::read_to_string(out.join("table.md"))?;
@@ -431,6 +433,51 @@ pub(crate) fn quickstart(out: &Path, raw: Option<PathBuf>, threads: Option<Threa
         "{:.0} s in all. Re-score a model with: mfh eval --model-dir {}",
         t0.elapsed().as_secs_f64(),
         out.join("mfh").display()
+    );
+    Ok(())
+}
+
+pub(crate) fn tune(a: crate::TuneArgs) -> Result<()> {
+    let mut cfg = Config::load(&a.config)?;
+    if let Some(t) = a.threads {
+        cfg.train.threads = t;
+    }
+    let max_steps = match a.max_steps {
+        Some(s) => s,
+        None if cfg.train.max_steps > 0 => cfg.train.max_steps,
+        None => bail!(
+            "--max-steps: the steps of the last rung (the config's `train.max_steps` is not set)"
+        ),
+    };
+    let s = mfh_compare::tune::tune(
+        &cfg,
+        &mfh_compare::tune::TuneOptions {
+            model: a.model,
+            trials: a.trials,
+            out: a.out.clone(),
+            seed: a.seed,
+            max_steps,
+            eta: a.eta,
+            rungs: a.rungs,
+            progress: !a.quiet,
+        },
+    )?;
+    outln!(
+        "best: trial {} ({} {} on `{}`), budget {} training steps",
+        s.best_trial,
+        s.metric,
+        s.best_value.map_or("-".into(), |v| format!("{v:.5}")),
+        s.select_split,
+        s.budget_steps
+    );
+    for (k, v) in &s.best {
+        outln!("  {k} = {v}");
+    }
+    outln!(
+        "written: {}, {}, {}",
+        a.out.join("best.toml").display(),
+        a.out.join("trials.md").display(),
+        a.out.join("tune.json").display()
     );
     Ok(())
 }

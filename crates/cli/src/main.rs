@@ -64,6 +64,9 @@ enum Cmd {
     Train(TrainArgs),
     /// Train several model sections over several seeds; write table.md and results.json.
     Compare(CompareArgs),
+    /// Random search with successive halving over a model's `[tune.NAME]` space,
+    /// selected on the comparison's selection split; writes best.toml for `compare --tuned`.
+    Tune(TuneArgs),
     /// Score a trained model on a split and print its metrics per behaviour × cell.
     Eval(EvalArgs),
     /// Write per-row predictions of a split to a CSV file.
@@ -158,6 +161,41 @@ struct CompareArgs {
     /// Compute threads, a count or `auto` (default: the config's `train.threads`).
     #[arg(long)]
     threads: Option<Threads>,
+    /// Folder of `mfh tune` results, one per model (DIR/MODEL/best.toml): each model's
+    /// runs take its tuned settings.
+    #[arg(long)]
+    tuned: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct TuneArgs {
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The model section to tune (its space: `[tune.NAME]`).
+    #[arg(long)]
+    pub model: String,
+    #[arg(long, default_value_t = 20)]
+    pub trials: usize,
+    /// Output folder (trials.jsonl, trials.md, best.toml, tune.json); rerun to resume.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of the draws (the training seed is the config's `train.seed`).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Training steps of the last rung (default: the config's `train.max_steps`).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Each rung keeps 1/eta of the trials and trains them eta times longer.
+    #[arg(long, default_value_t = 3)]
+    pub eta: usize,
+    /// Rungs of successive halving (1: plain random search).
+    #[arg(long, default_value_t = 3)]
+    pub rungs: usize,
+    #[arg(long)]
+    pub quiet: bool,
+    /// Compute threads, a count or `auto` (default: the config's `train.threads`).
+    #[arg(long)]
+    pub threads: Option<Threads>,
 }
 
 #[derive(clap::Args)]
@@ -358,6 +396,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Check { config, count } => commands::check(&config, count)?,
         Cmd::Train(a) => commands::train_cmd(a)?,
         Cmd::Compare(a) => commands::compare(a)?,
+        Cmd::Tune(a) => commands::tune(a)?,
         Cmd::Eval(a) => commands::eval(a)?,
         Cmd::Predict(a) => commands::predict(a)?,
         Cmd::Inspect { model_dir } => commands::inspect_cmd(&model_dir)?,

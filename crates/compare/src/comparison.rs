@@ -20,6 +20,9 @@ pub struct CompareOptions {
     /// each segment's mean AUC after (`…/segments/`).
     pub tensorboard: bool,
     pub progress: bool,
+    /// `mfh tune` results, one folder per model (`DIR/MODEL/best.toml`): each model's
+    /// runs take its tuned overrides.
+    pub tuned: Option<PathBuf>,
 }
 
 /// Trains and scores every (model, seed) not finished yet, then writes the reports.
@@ -39,6 +42,33 @@ pub fn compare(cfg: &Config, opts: &CompareOptions) -> Result<Vec<RunRecord>> {
     let mut runs = Vec::new();
     let mut k = 0;
     for model in &opts.models {
+        let model_cfg = match &opts.tuned {
+            None => sel_cfg.clone(),
+            Some(dir) => {
+                let path = dir.join(model).join("best.toml");
+                if !path.exists() {
+                    anyhow::bail!(
+                        "--tuned: no {} (run `mfh tune --model {model} --out {}`)",
+                        path.display(),
+                        dir.join(model).display()
+                    );
+                }
+                let o = crate::tune::read_best(&path)?;
+                eprintln!(
+                    "{model}: tuned settings from {}: {}",
+                    path.display(),
+                    o.iter()
+                        .map(|(k, v)| format!("{k} = {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let mut c = sel_cfg
+                    .with_overrides(&o)
+                    .with_context(|| format!("{}", path.display()))?;
+                c.train.valid_split = select.clone();
+                c
+            }
+        };
         for s in 0..opts.seeds {
             k += 1;
             let seed = cfg.train.seed + s as u64;
@@ -52,11 +82,12 @@ pub fn compare(cfg: &Config, opts: &CompareOptions) -> Result<Vec<RunRecord>> {
             let tb = opts
                 .tensorboard
                 .then(|| crate::tensorboard::run_dir(&opts.out, model, seed));
-            let r = train_run(&sel_cfg, model, seed, &dir, &report, opts.progress, tb)
+            let r = train_run(&model_cfg, model, seed, &dir, &report, opts.progress, tb)
                 .with_context(|| format!("model `{model}` seed {seed}"))?;
             runs.push(r);
         }
     }
+    crate::oracle::write_oracle(cfg, &opts.out, &report)?;
     write_reports(cfg, &opts.out, &runs, opts.bootstrap)?;
     if opts.tensorboard {
         write_tensorboard(&cfg.grid(), &opts.out, &runs)?;

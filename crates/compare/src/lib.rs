@@ -21,6 +21,7 @@
 
 mod cellsel;
 mod comparison;
+mod oracle;
 mod overfitting;
 mod peers;
 mod plots;
@@ -29,8 +30,10 @@ mod segments;
 mod statistics;
 mod tables;
 mod tensorboard;
+pub mod tune;
 
 pub use cellsel::CellSelection;
 pub use comparison::{compare, CompareOptions};
+pub use oracle::oracle_records;
 pub use runs::{protocol, RunRecord};
 pub use tables::{write_reports, FLAT_MODELS};

@@ -54,6 +54,7 @@ pub fn write_reports(cfg: &Config, out: &Path, runs: &[RunRecord], bootstrap: us
             }
         }
     }
+    oracle_table(&mut md, &s, &crate::oracle::read_oracle(out)?)?;
     local_overfitting(&mut md, &s.grid, base_runs)?;
     plots(&mut md, out, &s, base_runs)?;
     models_table(&mut md, &s.models, runs)?;
@@ -289,6 +290,59 @@ fn models_table(md: &mut String, models: &[String], runs: &[RunRecord]) -> Resul
                 rs[0].kind, rs[0].params
             )?;
         }
+    }
+    Ok(())
+}
+
+/// Per behaviour with an oracle: its AUC per cell, and the share of it above chance each
+/// model's mean AUC reaches, `(AUC − 0.5) / (oracle − 0.5)`.
+fn oracle_table(md: &mut String, s: &Summary, oracle: &[mfh_metrics::MetricRecord]) -> Result<()> {
+    let behaviours: Vec<&String> = s
+        .grid
+        .behaviours
+        .iter()
+        .filter(|b| oracle.iter().any(|r| &r.behaviour == *b))
+        .collect();
+    if behaviours.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        md,
+        "## The oracle: AUC of the true probabilities, and the share of it each model reaches\n\n\
+         Share = (model's mean AUC − 0.5) / (oracle AUC − 0.5), per cell of the report split.\n"
+    )?;
+    for b in behaviours {
+        writeln!(md, "### {b}\n")?;
+        let mut head = "| cell | oracle AUC |".to_string();
+        let mut rule = "|---|---:|".to_string();
+        for m in &s.models {
+            write!(head, " {m} |")?;
+            rule.push_str("---:|");
+        }
+        writeln!(md, "{head}\n{rule}")?;
+        for cell in &s.cells {
+            let o = oracle
+                .iter()
+                .find(|r| &r.behaviour == b && &r.cell == cell && r.metric == "auc")
+                .and_then(|r| r.value);
+            let mut line = format!(
+                "| {cell} | {} |",
+                o.map_or("-".into(), |v| format!("{v:.4}"))
+            );
+            for m in &s.models {
+                let key = (m.clone(), b.clone(), cell.clone(), "auc".to_string());
+                let share = match (s.agg.get(&key), o) {
+                    (Some(c), Some(o)) if !c.values.is_empty() && o > 0.5 => {
+                        let (mean, _) = mean_sd(&c.values);
+                        format!("{:.1} %", 100.0 * (mean - 0.5) / (o - 0.5))
+                    }
+                    _ => "-".into(),
+                };
+                write!(line, " {share} |")?;
+            }
+            writeln!(md, "{line}")?;
+        }
+        writeln!(md)?;
     }
     Ok(())
 }

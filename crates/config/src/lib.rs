@@ -89,6 +89,48 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The search space of `[tune.NAME]` (empty when the section is absent).
+    pub fn tune_space(&self, name: &str) -> Result<Space, ConfigError> {
+        let check = schema::check::Check::new(&self.source_file);
+        Ok(schema::tune::parse(&self.tune, &self.models, &check)?
+            .remove(name)
+            .unwrap_or_default())
+    }
+
+    /// This config with dotted `overrides` applied (`train.lr`, `models.mmoe.experts`…),
+    /// read and validated again; an override that does not fit names its key.
+    pub fn with_overrides(
+        &self,
+        overrides: &[(String, toml::Value)],
+    ) -> Result<Config, ConfigError> {
+        let mut doc: toml::Table =
+            toml::from_str(&self.to_toml_string()).map_err(|e| ConfigError::Parse {
+                file: self.source_file.clone(),
+                message: e.to_string(),
+            })?;
+        for (k, v) in overrides {
+            set_dotted(&mut doc, k, v.clone())
+                .map_err(|m| ConfigError::invalid(&self.source_file, k.clone(), m))?;
+        }
+        let text = toml::to_string(&doc).map_err(|e| ConfigError::Parse {
+            file: self.source_file.clone(),
+            message: e.to_string(),
+        })?;
+        let base = self.source_file.parent().unwrap_or(Path::new("."));
+        Config::from_toml_str(&text, &self.source_file, base).map_err(|e| match e {
+            ConfigError::Parse { file, message } => ConfigError::Invalid {
+                file,
+                key: overrides
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                message: format!("with these overrides: {message}"),
+            },
+            e => e,
+        })
+    }
+
     /// The config as TOML, with every default spelled out and every path absolute: what a
     /// model folder stores so that it can be evaluated later from anywhere.
     pub fn to_toml_string(&self) -> String {

@@ -8,7 +8,7 @@
 //! header is known, by `mfh-data`.
 
 mod behaviours;
-mod check;
+pub(crate) mod check;
 mod compare;
 mod data;
 mod facets;
@@ -16,6 +16,7 @@ mod features;
 mod models;
 mod splits;
 mod train;
+pub(crate) mod tune;
 
 pub use behaviours::BehaviourConfig;
 pub use compare::CompareConfig;
@@ -27,6 +28,7 @@ pub use train::{
     EarlyStoppingConfig, EmbeddingOptConfig, FunnelConfig, FunnelKind, LossConfig, Reduction,
     RowOptimizerKind, ScheduleConfig, ScheduleKind, Threads, TrainConfig,
 };
+pub use tune::{set_dotted, Domain, Space};
 
 use crate::ConfigError;
 use check::Check;
@@ -56,6 +58,9 @@ pub struct Config {
     pub models: BTreeMap<String, toml::Table>,
     #[serde(default)]
     pub compare: CompareConfig,
+    /// `[tune.NAME]`: the search space of `mfh tune --model NAME` (see [`Domain`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tune: BTreeMap<String, toml::Table>,
     /// The file this config was read from (not part of the TOML).
     #[serde(skip)]
     pub source_file: PathBuf,
@@ -72,7 +77,8 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     facets::validate(&cfg.facets, &c)?;
     check_grid_size(cfg, &c)?;
     cfg.train.validate(&c, &cfg.splits, &cfg.behaviours)?;
-    cfg.compare.validate(&c, &cfg.splits)?;
+    cfg.compare.validate(&c, &cfg.splits, &cfg.behaviours)?;
+    tune::parse(&cfg.tune, &cfg.models, &c)?;
     models::validate(&cfg.models, &c)
 }
 
