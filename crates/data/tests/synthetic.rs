@@ -96,9 +96,9 @@ fn the_oracle_auc_is_the_auc_of_the_stored_probabilities_and_the_config_reads_th
             per[cell][k].1.push(f[3 + k].parse().unwrap());
         }
     }
-    for c in 0..4 {
-        for k in 0..3 {
-            let want = mfh_metrics::auc(&per[c][k].0, &per[c][k].1);
+    for (c, cell) in per.iter().enumerate() {
+        for (k, (p, y)) in cell.iter().enumerate() {
+            let want = mfh_metrics::auc(p, y);
             assert_eq!(r.oracle_auc[c][k], want, "cell {c} behaviour {k}");
             assert!(want.is_some(), "cell {c} behaviour {k}: no AUC");
         }

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The planted-structure study (issue 22): on logs from `mfh prepare synthetic`, each model
+# tuned with the same budget (`mfh tune`: TRIALS settings, successive halving over 2 rungs,
+# eta 2, the last rung MAX_STEPS steps), then compared over SEEDS seeds with its tuned
+# settings (`mfh compare --tuned`), with weak and strong facet-specific parts. The
+# comparison's table.md holds per-cell AUC and each model's share of the oracle AUC.
+#   bench/synthetic_study.sh [TRAIN_ROWS=100000] [SEEDS=3] [TRIALS=8] [MODELS=single,mmoe,ple,hmtl,mfh] [STRENGTHS="0.3 1.5"]
+# Output: target/study/TRAIN_ROWS/strength-S/{data,tuned,cmp}; a summary on stdout.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+train_rows="${1:-100000}"
+seeds="${2:-3}"
+trials="${3:-8}"
+models="${4:-single,mmoe,ple,hmtl,mfh}"
+strengths="${5:-0.3 1.5}"
+(cd "$root" && cargo build --profile fastrel -q -p mfh)
+mfh="$root/target/fastrel/mfh"
+# The generator's train split is 80 % of the rows.
+rows=$(( train_rows * 5 / 4 ))
+# Three epochs of the train split at batch 512 for the last rung.
+max_steps=$(( train_rows * 3 / 512 ))
+echo "# $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+echo "# $train_rows training rows ($rows generated), $seeds seeds, $trials trials per model, last rung $max_steps steps; models $models"
+for s in $strengths; do
+  work="$root/target/study/$train_rows/strength-$s"
+  mkdir -p "$work"
+  if [ ! -f "$work/data/synthetic.json" ]; then
+    "$mfh" prepare synthetic --rows "$rows" --facet-strength "$s" --seed 1 --out "$work/data"
+  fi
+  cfg="$work/data/synthetic.toml"
+  start=$(date +%s)
+  for m in ${models//,/ }; do
+    "$mfh" tune --config "$cfg" --model "$m" --trials "$trials" --rungs 2 --eta 2 \
+      --max-steps "$max_steps" --out "$work/tuned/$m" --quiet 2>/dev/null | grep -E '^best|^  '
+  done
+  "$mfh" compare --config "$cfg" --models "$models" --seeds "$seeds" --tuned "$work/tuned" \
+    --out "$work/cmp" --quiet > /dev/null 2>&1
+  echo "## facet strength $s: tuned and compared in $(( $(date +%s) - start )) s; $work/cmp/table.md"
+  python3 - "$work/cmp" "$models" <<'PY'
+import json, sys, statistics
+out, models = sys.argv[1], sys.argv[2].split(",")
+res = json.load(open(out + "/results.json"))
+orc = json.load(open(out + "/oracle.json"))
+cells = ["user=new,item=tail", "user=new,item=head", "user=old,item=tail", "user=old,item=head", "all"]
+for b in ["click", "long_view", "like"]:
+    print(f"\n{b}: mean AUC over seeds (share of the oracle above chance)")
+    print("| cell | oracle | " + " | ".join(models) + " |")
+    print("|---|---:|" + "---:|" * len(models))
+    for c in cells:
+        o = next(r["value"] for r in orc if r["behaviour"] == b and r["cell"] == c and r["metric"] == "auc")
+        row = [c, f"{o:.4f}"]
+        for m in models:
+            v = [r["value"] for r in res if r["model"] == m and r["behaviour"] == b and r["cell"] == c
+                 and r["metric"] == "auc" and r["value"] is not None]
+            if not v:
+                row.append("-")
+                continue
+            mu = statistics.mean(v)
+            sd = statistics.stdev(v) if len(v) > 1 else 0.0
+            row.append(f"{mu:.4f} ± {sd:.4f} ({100 * (mu - 0.5) / (o - 0.5):.1f} %)")
+        print("| " + " | ".join(row) + " |")
+PY
+  for m in ${models//,/ }; do
+    python3 -c "import json,sys; t=json.load(open(sys.argv[1])); print(f\"budget {t['model']}: {t['budget_steps']} steps over {t['trials']} trials\")" "$work/tuned/$m/tune.json"
+  done
+done
