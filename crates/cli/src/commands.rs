@@ -39,9 +39,9 @@ pub(crate) fn prepare_synthetic(o: &mfh_data::synthetic::SyntheticOptions) -> Re
     );
     eprintln!("oracle AUC on `test` (the stored true probabilities), per cell:");
     eprintln!(
-        "  {:<10} {:>7} {}",
+        "  {:<10} {:>9} {}",
         "user,item",
-        "rows",
+        "all rows",
         BEHAVIOURS.join("  ")
     );
     for ((cell, aucs), rows) in CELLS.iter().zip(&r.oracle_auc).zip(r.cell_rows) {
@@ -49,7 +49,7 @@ pub(crate) fn prepare_synthetic(o: &mfh_data::synthetic::SyntheticOptions) -> Re
             .iter()
             .map(|a| a.map_or("   -  ".into(), |a| format!("{a:.4}")))
             .collect();
-        eprintln!("  {cell:<10} {rows:>7} {}", v.join("  "));
+        eprintln!("  {cell:<10} {rows:>9} {}", v.join("  "));
     }
     Ok(())
 }
