@@ -10,7 +10,8 @@
 //! appended to `OUT/trials.jsonl` as it finishes (synced), so a rerun with the same
 //! settings skips what is done and continues an interrupted run from its checkpoint. At
 //! the end `OUT/best.toml` holds the best trial's settings as dotted overrides (what `mfh
-//! compare --tuned` reads), `OUT/trials.md` every trial's values and `OUT/tune.json` the
+//! compare --tuned` reads), `OUT/best_section.toml` the model section with them applied (to
+//! paste into a config), `OUT/trials.md` every trial's values and `OUT/tune.json` the
 //! summary with the budget. Each trial's model folder is removed once its result is kept.
 
 use crate::runs::protocol;
@@ -310,7 +311,33 @@ pub fn tune(cfg: &Config, o: &TuneOptions) -> Result<TuneSummary> {
         best: best.params.clone(),
     };
     write_outputs(&o.out, &summary, &done, &trials)?;
+    write_section(cfg, &o.out, &summary)?;
     Ok(summary)
+}
+
+/// `OUT/best_section.toml`: the model section with the best settings applied, and the
+/// tuned `train` keys — what to paste into a config.
+fn write_section(cfg: &Config, out: &Path, s: &TuneSummary) -> Result<()> {
+    let tuned = cfg.with_overrides(&overrides(&s.best)?)?;
+    let mut doc = toml::Table::new();
+    let mut models = toml::Table::new();
+    models.insert(
+        s.model.clone(),
+        toml::Value::Table(tuned.models[&s.model].clone()),
+    );
+    doc.insert("models".into(), toml::Value::Table(models));
+    for (k, v) in overrides(&s.best)? {
+        if k.starts_with("train.") {
+            mfh_config::set_dotted(&mut doc, &k, v).map_err(anyhow::Error::msg)?;
+        }
+    }
+    let text = format!(
+        "# mfh tune: `{}`'s best setting (trial {}), as a config section to paste.\n{}",
+        s.model,
+        s.best_trial,
+        toml::to_string(&doc)?
+    );
+    write_atomic(out, "best_section.toml", text.as_bytes())
 }
 
 fn write_outputs(

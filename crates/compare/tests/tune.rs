@@ -91,6 +91,17 @@ fn a_small_search_finds_the_planted_setting_and_resumes() {
     assert!(std::fs::read_to_string(out.join("trials.md"))
         .unwrap()
         .contains("**best**"));
+    // The section to paste: the model section and the tuned train keys.
+    let sec: toml::Table =
+        toml::from_str(&std::fs::read_to_string(out.join("best_section.toml")).unwrap()).unwrap();
+    assert_eq!(sec["train"]["lr"].as_float(), Some(0.003));
+    assert_eq!(sec["train"]["embedding"]["lr"].as_float(), Some(0.05));
+    assert_eq!(
+        sec["models"]["mmoe"]["expert_layers"]
+            .as_array()
+            .map(|a| a.len()),
+        Some(1)
+    );
     // Nothing left to train: a rerun reads every result back.
     assert_eq!(tune(&cfg, &opts(&out)).unwrap(), s);
     assert_eq!(
