@@ -18,6 +18,7 @@ use crate::runs::protocol;
 use anyhow::{bail, Context, Result};
 use mfh_artifact::model_dir::write_atomic;
 use mfh_config::{Config, Domain};
+use mfh_data::SplitMix;
 use mfh_train::{train, TrainOptions};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -70,35 +71,18 @@ pub struct TuneSummary {
     pub best: Vec<(String, String)>,
 }
 
-/// A seeded stream of draws (SplitMix64).
-struct Draws(u64);
-
-impl Draws {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: usize) -> usize {
-        ((self.next() as u128 * n as u128) >> 64) as usize
-    }
-    fn draw(&mut self, d: &Domain) -> toml::Value {
-        match d {
-            Domain::Choice(v) => v[self.below(v.len())].clone(),
-            Domain::Uniform(lo, hi) => {
-                toml::Value::Float(four_digits(lo + (hi - lo) * self.uniform()).clamp(*lo, *hi))
-            }
-            Domain::LogUniform(lo, hi) => toml::Value::Float(
-                four_digits((lo.ln() + (hi.ln() - lo.ln()) * self.uniform()).exp()).clamp(*lo, *hi),
-            ),
-            Domain::IntUniform(lo, hi) => {
-                toml::Value::Integer(lo + self.below((hi - lo + 1) as usize) as i64)
-            }
+/// One value of `d`, from the seeded stream.
+fn draw(rng: &mut SplitMix, d: &Domain) -> toml::Value {
+    match d {
+        Domain::Choice(v) => v[rng.below(v.len())].clone(),
+        Domain::Uniform(lo, hi) => {
+            toml::Value::Float(four_digits(lo + (hi - lo) * rng.uniform()).clamp(*lo, *hi))
+        }
+        Domain::LogUniform(lo, hi) => toml::Value::Float(
+            four_digits((lo.ln() + (hi.ln() - lo.ln()) * rng.uniform()).exp()).clamp(*lo, *hi),
+        ),
+        Domain::IntUniform(lo, hi) => {
+            toml::Value::Integer(lo + rng.below((hi - lo + 1) as usize) as i64)
         }
     }
 }
@@ -208,12 +192,12 @@ pub fn tune(cfg: &Config, o: &TuneOptions) -> Result<TuneSummary> {
     let (select, _report) = protocol(cfg)?;
     let steps = rung_steps(o.max_steps, o.eta, o.rungs);
     // Every trial's settings, drawn in order from the seed.
-    let mut draws = Draws(o.seed);
+    let mut rng = SplitMix(o.seed);
     let trials: Vec<Vec<(String, String)>> = (0..o.trials)
         .map(|_| {
             space
                 .iter()
-                .map(|(k, d)| (k.clone(), draws.draw(d).to_string()))
+                .map(|(k, d)| (k.clone(), draw(&mut rng, d).to_string()))
                 .collect()
         })
         .collect();

@@ -103,7 +103,7 @@ struct Draw(SplitMix);
 
 impl Draw {
     fn uniform(&mut self) -> f64 {
-        (self.0.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.uniform()
     }
     fn normal(&mut self) -> f64 {
         loop {
