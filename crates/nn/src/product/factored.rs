@@ -123,120 +123,100 @@ pub(super) fn try_product(
     // The buffers are taken out for the product (the inner products below run with
     // factoring off, so they never ask for them).
     let mut s = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    let done = shared_columns(a, lda, m, k, &mut s.diff) && {
+    let done = shared_columns(a, lda, m, k, &mut s.diff);
+    if done {
         FACTORED_PRODUCTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        factored_product(
-            m, n, k, alpha, a, lda, b, ldb, trans_b, beta, c, ldc, bias, relu, &mut s,
-        );
-        true
-    };
+        // The product once `s.diff` marks the shared columns.
+        let mut product = |s: &mut Scratch| {
+            // Row kk of op(B), element j.
+            let b_at = |kk: usize, j: usize| {
+                if trans_b {
+                    b[j * ldb + kk]
+                } else {
+                    b[kk * ldb + j]
+                }
+            };
+            // The shared columns' part, once: shift = bias + alpha·Σ x_j·B[j, :] over them.
+            s.shift.clear();
+            match bias {
+                Some(bias) => s.shift.extend_from_slice(&bias[..n]),
+                None => s.shift.resize(n, 0.0),
+            }
+            s.runs.clear();
+            let mut j = 0;
+            while j < k {
+                if s.diff[j] == 0 {
+                    let v = alpha * a[j];
+                    if trans_b {
+                        for (o, sh) in s.shift.iter_mut().enumerate() {
+                            *sh += v * b_at(j, o);
+                        }
+                    } else {
+                        for (sh, w) in s.shift.iter_mut().zip(&b[j * ldb..j * ldb + n]) {
+                            *sh += v * w;
+                        }
+                    }
+                    j += 1;
+                } else {
+                    let start = j;
+                    while j < k && s.diff[j] != 0 {
+                        j += 1;
+                    }
+                    s.runs.push((start, j - start));
+                }
+            }
+            let kv: usize = s.runs.iter().map(|r| r.1).sum();
+            if kv == 0 {
+                // Every column shared: each row is the shifted bias (+ beta·C).
+                for i in 0..m {
+                    let row = &mut c[i * ldc..i * ldc + n];
+                    for (v, sh) in row.iter_mut().zip(&s.shift) {
+                        let x = if beta == 0.0 { *sh } else { beta * *v + sh };
+                        *v = if relu { x.max(0.0) } else { x };
+                    }
+                }
+                return;
+            }
+            // The varying columns of A, and the rows of op(B) they meet, copied run by run.
+            s.x_var.clear();
+            for i in 0..m {
+                let row = &a[i * lda..i * lda + k];
+                for &(lo, len) in &s.runs {
+                    s.x_var.extend_from_slice(&row[lo..lo + len]);
+                }
+            }
+            s.b_var.clear();
+            for &(lo, len) in &s.runs {
+                for kk in lo..lo + len {
+                    if trans_b {
+                        s.b_var.extend((0..n).map(|o| b_at(kk, o)));
+                    } else {
+                        s.b_var.extend_from_slice(&b[kk * ldb..kk * ldb + n]);
+                    }
+                }
+            }
+            let saved = ACTIVE.with(|a| a.replace(0));
+            super::matmul_bias_act::<f32>(
+                m,
+                n,
+                kv,
+                alpha,
+                &s.x_var,
+                kv,
+                false,
+                &s.b_var,
+                n,
+                false,
+                beta,
+                c,
+                ldc,
+                Some(&s.shift),
+                relu,
+            );
+            ACTIVE.with(|a| a.set(saved));
+        };
+        product(&mut s);
+    }
     SCRATCH.with(|t| *t.borrow_mut() = s);
     done
-}
-
-/// The product once `s.diff` marks the shared columns.
-#[allow(clippy::too_many_arguments)] // the product's own arguments
-fn factored_product(
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    trans_b: bool,
-    beta: f32,
-    c: &mut [f32],
-    ldc: usize,
-    bias: Option<&[f32]>,
-    relu: bool,
-    s: &mut Scratch,
-) {
-    // Row kk of op(B), element j.
-    let b_at = |kk: usize, j: usize| {
-        if trans_b {
-            b[j * ldb + kk]
-        } else {
-            b[kk * ldb + j]
-        }
-    };
-    // The shared columns' part, once: shift = bias + alpha·Σ x_j·B[j, :] over them.
-    s.shift.clear();
-    match bias {
-        Some(bias) => s.shift.extend_from_slice(&bias[..n]),
-        None => s.shift.resize(n, 0.0),
-    }
-    s.runs.clear();
-    let mut j = 0;
-    while j < k {
-        if s.diff[j] == 0 {
-            let v = alpha * a[j];
-            if trans_b {
-                for (o, sh) in s.shift.iter_mut().enumerate() {
-                    *sh += v * b_at(j, o);
-                }
-            } else {
-                for (sh, w) in s.shift.iter_mut().zip(&b[j * ldb..j * ldb + n]) {
-                    *sh += v * w;
-                }
-            }
-            j += 1;
-        } else {
-            let start = j;
-            while j < k && s.diff[j] != 0 {
-                j += 1;
-            }
-            s.runs.push((start, j - start));
-        }
-    }
-    let kv: usize = s.runs.iter().map(|r| r.1).sum();
-    if kv == 0 {
-        // Every column shared: each row is the shifted bias (+ beta·C).
-        for i in 0..m {
-            let row = &mut c[i * ldc..i * ldc + n];
-            for (v, sh) in row.iter_mut().zip(&s.shift) {
-                let x = if beta == 0.0 { *sh } else { beta * *v + sh };
-                *v = if relu { x.max(0.0) } else { x };
-            }
-        }
-        return;
-    }
-    // The varying columns of A, and the rows of op(B) they meet, copied run by run.
-    s.x_var.clear();
-    for i in 0..m {
-        let row = &a[i * lda..i * lda + k];
-        for &(lo, len) in &s.runs {
-            s.x_var.extend_from_slice(&row[lo..lo + len]);
-        }
-    }
-    s.b_var.clear();
-    for &(lo, len) in &s.runs {
-        for kk in lo..lo + len {
-            if trans_b {
-                s.b_var.extend((0..n).map(|o| b_at(kk, o)));
-            } else {
-                s.b_var.extend_from_slice(&b[kk * ldb..kk * ldb + n]);
-            }
-        }
-    }
-    let saved = ACTIVE.with(|a| a.replace(0));
-    super::matmul_bias_act::<f32>(
-        m,
-        n,
-        kv,
-        alpha,
-        &s.x_var,
-        kv,
-        false,
-        &s.b_var,
-        n,
-        false,
-        beta,
-        c,
-        ldc,
-        Some(&s.shift),
-        relu,
-    );
-    ACTIVE.with(|a| a.set(saved));
 }
