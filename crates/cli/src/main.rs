@@ -322,28 +322,46 @@ enum Dataset {
     },
     /// A generated log with a known structure (click, long_view, like × user new/old ×
     /// item tail/head) and the true probability of every label; see docs/results.md.
-    Synthetic {
-        #[arg(long)]
-        rows: u64,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Users and items (default: rows / 40 and rows / 100, at least 100 and 50).
-        #[arg(long, default_value_t = 0)]
-        users: usize,
-        #[arg(long, default_value_t = 0)]
-        items: usize,
-        /// Share of the rows from new users (a third of the users).
-        #[arg(long, default_value_t = 0.1)]
-        new_user_share: f64,
-        /// Scale of the logits' per-cell parts (0: none).
-        #[arg(long, default_value_t = 1.0)]
-        facet_strength: f64,
-        /// Scale of the logits' part shared by the behaviours (0: none).
-        #[arg(long, default_value_t = 1.0)]
-        sharing: f64,
-    },
+    Synthetic(SyntheticArgs),
+}
+
+#[derive(clap::Args)]
+pub(crate) struct SyntheticArgs {
+    #[arg(long)]
+    rows: u64,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Users and items (default: rows / 40 and rows / 100, at least 100 and 50).
+    #[arg(long, default_value_t = 0)]
+    users: usize,
+    #[arg(long, default_value_t = 0)]
+    items: usize,
+    /// Share of the rows from new users (a third of the users).
+    #[arg(long, default_value_t = 0.1)]
+    new_user_share: f64,
+    /// Scale of the logits' per-cell parts (0: none).
+    #[arg(long, default_value_t = 1.0)]
+    facet_strength: f64,
+    /// Scale of the logits' part shared by the behaviours (0: none).
+    #[arg(long, default_value_t = 1.0)]
+    sharing: f64,
+}
+
+impl From<SyntheticArgs> for mfh_data::synthetic::SyntheticOptions {
+    fn from(a: SyntheticArgs) -> Self {
+        Self {
+            rows: a.rows,
+            out: a.out,
+            seed: a.seed,
+            users: a.users,
+            items: a.items,
+            new_user_share: a.new_user_share,
+            facet_strength: a.facet_strength,
+            sharing: a.sharing,
+        }
+    }
 }
 
 fn main() {
@@ -372,27 +390,8 @@ fn run(cli: Cli) -> Result<()> {
             dataset: Dataset::Census { raw, out, seed },
         } => commands::prepare_census(raw, out, seed)?,
         Cmd::Prepare {
-            dataset:
-                Dataset::Synthetic {
-                    rows,
-                    out,
-                    seed,
-                    users,
-                    items,
-                    new_user_share,
-                    facet_strength,
-                    sharing,
-                },
-        } => commands::prepare_synthetic(&mfh_data::synthetic::SyntheticOptions {
-            rows,
-            out,
-            seed,
-            users,
-            items,
-            new_user_share,
-            facet_strength,
-            sharing,
-        })?,
+            dataset: Dataset::Synthetic(a),
+        } => commands::prepare_synthetic(&a.into())?,
         Cmd::Check { config, count } => commands::check(&config, count)?,
         Cmd::Train(a) => commands::train_cmd(a)?,
         Cmd::Compare(a) => commands::compare(a)?,
