@@ -5,12 +5,21 @@
 //! different instruction sets, and [`path`] says which one runs. The choice comes from
 //! the CPU's features (checked once), never from the machine that built the binary.
 //!
+//! - [`Path::Amx`]: [`Path::Avx512`] for f32, and bf16 products on AMX tiles (AMX-TILE
+//!   and AMX-BF16, with the tile state granted by Linux, see [`amx_usable`]).
+//! - [`Path::Avx512Bf16`]: [`Path::Avx512`] for f32, and bf16 products by AVX512-BF16 dot
+//!   products.
 //! - [`Path::Avx512`]: AVX-512 F/BW/DQ/VL (x86-64-v4) with AVX2 and FMA.
 //! - [`Path::Avx2`]: AVX2 and FMA (x86-64-v3).
 //! - [`Path::Portable`]: no instruction set picked by mfh: loops as compiled for the
 //!   build's baseline, and matrix products from the `gemm` crate (which picks its own).
 //!
-//! `MFH_KERNEL=avx512|avx2|portable` forces a path for the whole process (tests and
+//! Every path runs f32 loops and products alike on the three AVX-512 levels (the bf16
+//! levels differ only in how bf16 products run; on the others a bf16 product is the
+//! portable reference: operands rounded to bf16, f32 arithmetic). See `mfh-nn`'s
+//! `product::bf16`.
+//!
+//! `MFH_KERNEL=amx|avx512bf16|avx512|avx2|portable` forces a path for the whole process (tests and
 //! measurements); `auto` or unset takes [`best`]: the widest path, except where the
 //! CPU's 512-bit units are half width (AMD Zen 4), where it takes avx2. A path the CPU
 //! lacks is an error ([`check_env`]), never an illegal instruction. [`with_path`] forces
@@ -32,6 +41,8 @@ use std::sync::OnceLock;
 /// An instruction-set level a loop can run at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Path {
+    Amx,
+    Avx512Bf16,
     Avx512,
     Avx2,
     Portable,
@@ -39,11 +50,24 @@ pub enum Path {
 
 impl Path {
     /// Every path, best first.
-    pub const ALL: [Path; 3] = [Path::Avx512, Path::Avx2, Path::Portable];
+    pub const ALL: [Path; 5] = [
+        Path::Amx,
+        Path::Avx512Bf16,
+        Path::Avx512,
+        Path::Avx2,
+        Path::Portable,
+    ];
+
+    /// Whether f32 loops run their AVX-512 versions on it (every AVX-512 level).
+    pub fn avx512(self) -> bool {
+        matches!(self, Path::Amx | Path::Avx512Bf16 | Path::Avx512)
+    }
 
     /// The name `MFH_KERNEL` takes.
     pub fn name(self) -> &'static str {
         match self {
+            Path::Amx => "amx",
+            Path::Avx512Bf16 => "avx512bf16",
             Path::Avx512 => "avx512",
             Path::Avx2 => "avx2",
             Path::Portable => "portable",
@@ -53,6 +77,8 @@ impl Path {
     /// Whether this CPU runs it.
     pub fn supported(self) -> bool {
         match self {
+            Path::Amx => features().avx512 && features().amx_bf16 && amx_usable(),
+            Path::Avx512Bf16 => features().avx512 && features().avx512_bf16,
             Path::Avx512 => features().avx512,
             Path::Avx2 => features().avx2,
             Path::Portable => true,
@@ -64,6 +90,8 @@ impl Path {
             Path::Avx512 => 1,
             Path::Avx2 => 2,
             Path::Portable => 3,
+            Path::Avx512Bf16 => 4,
+            Path::Amx => 5,
         }
     }
 
@@ -85,7 +113,9 @@ impl std::str::FromStr for Path {
             .into_iter()
             .find(|p| p.name() == s.trim().to_ascii_lowercase())
             .ok_or_else(|| {
-                format!("unknown kernel path {s:?}: expected avx512, avx2, portable or auto")
+                format!(
+                    "unknown kernel path {s:?}: expected amx, avx512bf16, avx512, avx2, portable or auto"
+                )
             })
     }
 }
@@ -97,9 +127,10 @@ pub struct Features {
     pub avx2: bool,
     /// AVX-512 F, BW, DQ and VL (with AVX2 and FMA).
     pub avx512: bool,
-    /// AVX512-BF16 (reported; no path uses it yet).
+    /// AVX512-BF16 ([`Path::Avx512Bf16`]).
     pub avx512_bf16: bool,
-    /// AMX-BF16 tiles (reported; no path uses it yet).
+    /// AMX-TILE and AMX-BF16 as the CPU reports them ([`Path::Amx`] also needs
+    /// [`amx_usable`]).
     pub amx_bf16: bool,
     /// A CPU whose 512-bit operations run as two 256-bit halves (AMD family 19h, Zen 4).
     pub half_width_512: bool,
@@ -143,13 +174,66 @@ fn amd_family() -> Option<u32> {
     })
 }
 
-/// CPUID leaf 7, EDX bit 22 (the standard library detects AMX on nightly only). What the
-/// CPU has, as `/proc/cpuinfo` lists it; using the tiles would also need the OS's leave.
+/// CPUID leaf 7, EDX bits 22 (AMX-BF16) and 24 (AMX-TILE): what the CPU has, as
+/// `/proc/cpuinfo` lists it (the standard library detects AMX on nightly only). Using
+/// the tiles also needs the OS's leave: [`amx_usable`].
 #[cfg(target_arch = "x86_64")]
 fn amx_bf16() -> bool {
     // CPUID exists on every x86-64 CPU; leaf 7 is read only when the max leaf is ≥ 7.
     use std::arch::x86_64::{__cpuid, __cpuid_count};
-    __cpuid(0).eax >= 7 && (__cpuid_count(7, 0).edx >> 22) & 1 == 1
+    if __cpuid(0).eax < 7 {
+        return false;
+    }
+    let edx = __cpuid_count(7, 0).edx;
+    (edx >> 22) & 1 == 1 && (edx >> 24) & 1 == 1
+}
+
+/// Whether this process may use the AMX tiles, asked once: the OS saves tile state
+/// (XCR0 bits 17 and 18, read by XGETBV when CPUID says OSXSAVE), and on Linux the
+/// process has asked for it with `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`
+/// (Linux ≥ 5.16; without that leave the first tile instruction faults). The request is
+/// made here, for the whole process, the first time anything asks.
+pub fn amx_usable() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| features().amx_bf16 && request_amx())
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_amx() -> bool {
+    use std::arch::x86_64::__cpuid;
+    // OSXSAVE (CPUID.1:ECX bit 27): XGETBV is there to read XCR0.
+    if (__cpuid(1).ecx >> 27) & 1 == 0 {
+        return false;
+    }
+    let xcr0: u64;
+    // SAFETY: XGETBV with ECX = 0 reads XCR0; OSXSAVE is set, so the instruction exists.
+    unsafe {
+        let (lo, hi): (u32, u32);
+        std::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi,
+            options(nomem, nostack, preserves_flags));
+        xcr0 = (u64::from(hi) << 32) | u64::from(lo);
+    }
+    if xcr0 & (0b11 << 17) != 0b11 << 17 {
+        return false;
+    }
+    const SYS_ARCH_PRCTL: u64 = 158;
+    const ARCH_REQ_XCOMP_PERM: u64 = 0x1023;
+    const XFEATURE_XTILEDATA: u64 = 18;
+    let ret: i64;
+    // SAFETY: the arch_prctl system call with a request code and a feature number; it
+    // reads and writes no memory of ours. `syscall` clobbers rcx and r11.
+    unsafe {
+        std::arch::asm!("syscall",
+            inlateout("rax") SYS_ARCH_PRCTL as i64 => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM, in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret == 0
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn request_amx() -> bool {
+    false
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -168,13 +252,19 @@ fn detect() -> Features {
 /// AVX-512 tile does no more multiply-adds per cycle than the AVX2 tile, and MMoE-ref
 /// training measured 3–8 % faster on avx2 (bench/RESULTS.md). Both give equal bits, so
 /// this choice changes speed only. `MFH_KERNEL=avx512` still forces AVX-512 there.
+///
+/// Among the AVX-512 levels it takes the highest the CPU has (AMX, then AVX512-BF16):
+/// their f32 loops are the same, so the level decides only how bf16 products run.
 pub fn best() -> Path {
     if features().avx512 && !features().half_width_512 {
-        return Path::Avx512;
+        return [Path::Amx, Path::Avx512Bf16]
+            .into_iter()
+            .find(|p| p.supported())
+            .unwrap_or(Path::Avx512);
     }
     Path::ALL
         .into_iter()
-        .filter(|&p| p != Path::Avx512)
+        .filter(|p| !p.avx512())
         .find(|p| p.supported())
         .unwrap_or(Path::Portable)
 }
@@ -292,7 +382,11 @@ pub fn describe() -> String {
             ""
         },
         flag(f.avx512_bf16, "avx512_bf16"),
-        flag(f.amx_bf16, "amx_bf16"),
+        match (f.amx_bf16, amx_usable()) {
+            (false, _) => "no amx_bf16",
+            (true, true) => "amx_bf16 (tile state granted)",
+            (true, false) => "amx_bf16 (tile state not granted by the OS)",
+        },
         names(&supported()),
         best()
     )
@@ -331,7 +425,9 @@ macro_rules! dispatch {
             match $path {
                 // SAFETY: a path is only ever chosen when the CPU supports it
                 // (`Path::supported`, checked by `path` and `with_path`).
-                $crate::Path::Avx512 => unsafe { on_avx512(|| $($call)+) },
+                $crate::Path::Amx | $crate::Path::Avx512Bf16 | $crate::Path::Avx512 => unsafe {
+                    on_avx512(|| $($call)+)
+                }
                 $crate::Path::Avx2 => unsafe { on_avx2(|| $($call)+) },
                 $crate::Path::Portable => $($call)+,
             }
@@ -384,7 +480,11 @@ mod tests {
         let f = features();
         if f.avx512 {
             assert!(f.avx2, "AVX-512 path implies AVX2");
-            assert_eq!(best() == Path::Avx512, !f.half_width_512);
+            assert_eq!(best().avx512(), !f.half_width_512);
+            if !f.half_width_512 {
+                assert_eq!(best() == Path::Amx, amx_usable());
+                assert_eq!(best() == Path::Avx512Bf16, !amx_usable() && f.avx512_bf16);
+            }
         } else if f.avx2 {
             assert_eq!(best(), Path::Avx2);
         }

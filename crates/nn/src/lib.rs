@@ -49,7 +49,7 @@ pub use kernels::{init_thread_pool, set_threads, threads, use_threads};
 pub use linear::{Activation, Linear, Rows, RowsMut};
 pub use mlp::Mlp;
 pub use module::{with_name, Module};
-pub use product::{matmul, matmul_bias_act};
+pub use product::{matmul, matmul_bias_act, precision, set_precision, with_precision, Precision};
 pub use rng::Rng;
 pub use rows::{gather_rows, scatter_add_rows};
 

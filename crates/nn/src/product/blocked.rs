@@ -83,7 +83,7 @@ impl Epilogue {
     }
 
     /// The epilogue of the columns from `j` on.
-    unsafe fn at_col(self, j: usize) -> Epilogue {
+    pub(super) unsafe fn at_col(self, j: usize) -> Epilogue {
         Epilogue {
             bias: if self.bias.is_null() {
                 self.bias

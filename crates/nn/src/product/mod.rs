@@ -18,6 +18,12 @@
 //! and AVX-512 tiles give equal bits. The `gemm` crate's results differ from theirs by
 //! float rounding.
 //!
+//! Precision: with [`Precision::Bf16`] ([`set_precision`], [`with_precision`]) every f32
+//! product rounds its operands to bf16 and sums in f32 ([`bf16`]): on AMX tiles or
+//! AVX512-BF16 dot products where the path has them, else the reference (rounded
+//! operands through the path's f32 kernel). f64 products (gradient checks) ignore it.
+//! The factored product (one user's request) is f32 only.
+//!
 //! Not here: the elementwise loops (`crate::kernels`), softmax, batch norm and Adam
 //! (next to their layers).
 
@@ -25,6 +31,9 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub mod bf16;
+#[cfg(target_arch = "x86_64")]
+mod bf16_tiles;
 #[cfg(target_arch = "x86_64")]
 mod blocked;
 mod factored;
@@ -36,6 +45,93 @@ pub use factored::{
 use crate::kernels::{span, threads};
 use crate::Float;
 use mfh_cpu::Path;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The number format of the f32 products' operands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// f32 operands (the default).
+    #[default]
+    F32,
+    /// Operands rounded to bf16, f32 sums (see [`bf16`]).
+    Bf16,
+}
+
+impl Precision {
+    /// The name configs and flags take.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Precision::F32 => 1,
+            Precision::Bf16 => 2,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Precision> {
+        match c {
+            1 => Some(Precision::F32),
+            2 => Some(Precision::Bf16),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Precision, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown precision {s:?}: expected f32 or bf16")),
+        }
+    }
+}
+
+/// The process-wide precision (a [`Precision`] code).
+static PRECISION: AtomicU8 = AtomicU8::new(1);
+
+thread_local! {
+    /// This thread's [`with_precision`], 0 when none.
+    static LOCAL_PRECISION: Cell<u8> = const { Cell::new(0) };
+}
+
+/// Sets the precision of every thread's f32 products (default f32).
+pub fn set_precision(p: Precision) {
+    PRECISION.store(p.code(), Ordering::Relaxed);
+}
+
+/// The precision of the f32 products on this thread.
+pub fn precision() -> Precision {
+    Precision::from_code(LOCAL_PRECISION.with(Cell::get))
+        .or_else(|| Precision::from_code(PRECISION.load(Ordering::Relaxed)))
+        .unwrap_or_default()
+}
+
+/// Runs `f` with the f32 products it calls on this thread in precision `p` (work handed
+/// to other threads by a product takes the precision the product captured at entry).
+pub fn with_precision<R>(p: Precision, f: impl FnOnce() -> R) -> R {
+    struct Restore(u8);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LOCAL_PRECISION.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(LOCAL_PRECISION.with(|s| s.replace(p.code())));
+    f()
+}
 
 /// Below this many multiply-adds a product runs on one thread: fork/join would cost
 /// more than it saves.
@@ -63,7 +159,8 @@ unsafe impl<T> Send for Operands<T> {}
 unsafe impl<T> Sync for Operands<T> {}
 
 /// `C[m × n] = act(alpha·A·B + beta·C + bias)` on the calling thread (see [`Operands`]),
-/// by the kernel of `path` for f32 and by the `gemm` crate otherwise.
+/// by the kernel of `path` for f32 (its bf16 kernel, or the bf16 reference, when `prec`
+/// is bf16) and by the `gemm` crate otherwise.
 ///
 /// # Safety
 /// Every element addressed through the operands' pointers and strides must be valid,
@@ -77,9 +174,43 @@ unsafe fn gemm_block<T: Float>(
     alpha: T,
     beta: T,
     o: Operands<T>,
+    prec: Precision,
 ) {
+    let is_f32 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
+    if is_f32 && prec == Precision::Bf16 {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(path, Path::Amx | Path::Avx512Bf16) {
+            let view = |ptr: *const T, rs, cs| blocked::View {
+                ptr: ptr.cast(),
+                rs,
+                cs,
+            };
+            let epi = blocked::Epilogue {
+                bias: o.bias.cast(),
+                relu: o.relu,
+            };
+            let (a, b) = (view(o.a, o.a_rs, o.a_cs), view(o.b, o.b_rs, o.b_cs));
+            let (alpha, beta) = (alpha.to_f64() as f32, beta.to_f64() as f32);
+            bf16_tiles::sgemm(path, m, n, k, alpha, a, b, beta, o.c.cast(), o.ldc, epi);
+            return;
+        }
+        // The reference: rounded copies through the path's f32 kernel.
+        let a = bf16::rounded_dense(o.a, o.a_rs, o.a_cs, m, k);
+        let b = bf16::rounded_dense(o.b, o.b_rs, o.b_cs, k, n);
+        let rounded = Operands {
+            a: a.as_ptr(),
+            a_cs: 1,
+            a_rs: k,
+            b: b.as_ptr(),
+            b_cs: 1,
+            b_rs: n,
+            ..o
+        };
+        gemm_block(path, m, n, k, alpha, beta, rounded, Precision::F32);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && path != Path::Portable {
+    if is_f32 && path != Path::Portable {
         // T is f32 here, so the pointer casts and the scalar conversions are exact.
         let view = |ptr: *const T, rs, cs| blocked::View {
             ptr: ptr.cast(),
@@ -94,7 +225,7 @@ unsafe fn gemm_block<T: Float>(
         let (alpha, beta) = (alpha.to_f64() as f32, beta.to_f64() as f32);
         // Products at most 16 wide (gates) take the 16-column tile on AVX-512 machines
         // too: a 32-column tile would be half padding, and both tiles give equal bits.
-        if path == Path::Avx512 && n > <avx2::Avx2 as blocked::Tile>::NR {
+        if path.avx512() && n > <avx2::Avx2 as blocked::Tile>::NR {
             blocked::sgemm::<avx512::Avx512>(m, n, k, alpha, a, b, beta, o.c.cast(), o.ldc, epi);
         } else {
             blocked::sgemm::<avx2::Avx2>(m, n, k, alpha, a, b, beta, o.c.cast(), o.ldc, epi);
@@ -203,7 +334,14 @@ pub fn matmul_bias_act<T: Float>(
     if m == 0 || n == 0 {
         return;
     }
-    if !trans_a && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+    // The path and precision are taken here, on the calling thread, and handed to the
+    // workers.
+    let path = mfh_cpu::path();
+    let prec = precision();
+    if !trans_a
+        && prec == Precision::F32
+        && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+    {
         // SAFETY: T is f32 (same type id), so each slice is a slice of f32 as it is.
         let f32s =
             |s: &[T]| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) };
@@ -232,13 +370,11 @@ pub fn matmul_bias_act<T: Float>(
         bias: bias.map_or(std::ptr::null(), <[T]>::as_ptr),
         relu,
     };
-    // The path is taken here, on the calling thread, and handed to the workers.
-    let path = mfh_cpu::path();
     let t = threads();
     if t == 1 || m * n * k < PAR_MIN_WORK {
         // SAFETY: the asserts above keep every addressed element inside its slice, and
         // `c` is a unique borrow, so it cannot alias `a` or `b`.
-        unsafe { gemm_block(path, m, n, k, alpha, beta, o) };
+        unsafe { gemm_block(path, m, n, k, alpha, beta, o, prec) };
         return;
     }
     // One block of whole rows (or whole columns, whichever dimension is longer) per
@@ -258,14 +394,14 @@ pub fn matmul_bias_act<T: Float>(
             if split_rows {
                 ob.a = o.a.add(lo * o.a_rs);
                 ob.c = o.c.add(lo * o.ldc);
-                gemm_block(path, len, n, k, alpha, beta, ob);
+                gemm_block(path, len, n, k, alpha, beta, ob, prec);
             } else {
                 ob.b = o.b.add(lo * o.b_cs);
                 ob.c = o.c.add(lo);
                 if !o.bias.is_null() {
                     ob.bias = o.bias.add(lo);
                 }
-                gemm_block(path, m, len, k, alpha, beta, ob);
+                gemm_block(path, m, len, k, alpha, beta, ob, prec);
             }
         }
     });

@@ -1,0 +1,252 @@
+//! bf16 products: on every kernel path this CPU runs (the AMX and AVX512-BF16 kernels
+//! where it has them, the reference elsewhere), the result equals the exact product of
+//! the bf16-rounded operands within f32 summation error; the reference equals the f32
+//! product of rounded copies bit for bit; every path is deterministic and independent of
+//! the thread split. Each test prints the paths it ran.
+
+use mfh_cpu::Path;
+use mfh_nn::product::bf16::{round, round_f32, widen};
+use mfh_nn::{matmul, matmul_bias_act, with_precision, Precision, Rng};
+
+fn paths() -> Vec<Path> {
+    let p = mfh_cpu::supported();
+    println!("{}", mfh_cpu::describe());
+    println!("testing kernel paths: {p:?}");
+    p
+}
+
+#[test]
+fn rounding_is_to_nearest_even() {
+    assert_eq!(round(1.0), 0x3f80);
+    // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties go to the even (1.0).
+    assert_eq!(widen(round(1.0 + 1.0 / 256.0)), 1.0);
+    // 1 + 3·2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: ties to even (1 + 2^-6).
+    assert_eq!(widen(round(1.0 + 3.0 / 256.0)), 1.0 + 1.0 / 64.0);
+    // Just above the tie rounds up.
+    assert_eq!(widen(round(1.0 + 1.0 / 256.0 + 1e-6)), 1.0 + 1.0 / 128.0);
+    assert_eq!(round_f32(-2.5), -2.5);
+    assert!(round_f32(f32::NAN).is_nan());
+    assert_eq!(round_f32(f32::INFINITY), f32::INFINITY);
+    assert_eq!(round_f32(f32::MAX), f32::INFINITY, "f32::MAX rounds up past bf16's max");
+    // Relative error at most 2^-8 (half a unit in the 8th significant bit).
+    let mut rng = Rng::new(5);
+    for _ in 0..10_000 {
+        let x = (rng.normal() * 100.0) as f32;
+        assert!((round_f32(x) - x).abs() <= x.abs() / 256.0, "{x}");
+    }
+}
+
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+    alpha: f32,
+    beta: f32,
+    bias: bool,
+    relu: bool,
+}
+
+/// Runs one bf16 product on the current path and checks it against the f64 product of
+/// the rounded operands: within 2^-20 of Σ|a·b| per element (f32 sums in any order).
+fn check(rng: &mut Rng, c: &Case) -> Vec<f32> {
+    let (m, n, k) = (c.m, c.n, c.k);
+    let (lda, ldb, ldc) = (
+        if c.ta { m + 3 } else { k + 1 },
+        if c.tb { k + 2 } else { n + 5 },
+        n + 1,
+    );
+    let a: Vec<f32> = (0..lda * if c.ta { k } else { m })
+        .map(|_| rng.normal() as f32)
+        .collect();
+    let b: Vec<f32> = (0..ldb * if c.tb { n } else { k })
+        .map(|_| rng.normal() as f32)
+        .collect();
+    let c0: Vec<f32> = (0..ldc * m).map(|_| rng.normal() as f32).collect();
+    let bias: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+    let at = |i: usize, p: usize| if c.ta { a[p * lda + i] } else { a[i * lda + p] };
+    let bt = |p: usize, j: usize| if c.tb { b[j * ldb + p] } else { b[p * ldb + j] };
+    let mut out = c0.clone();
+    with_precision(Precision::Bf16, || {
+        matmul_bias_act(
+            m,
+            n,
+            k,
+            c.alpha,
+            &a,
+            lda,
+            c.ta,
+            &b,
+            ldb,
+            c.tb,
+            c.beta,
+            &mut out,
+            ldc,
+            c.bias.then_some(&bias[..]),
+            c.relu,
+        )
+    });
+    for i in 0..m {
+        for j in 0..n {
+            let (mut s, mut mag) = (0f64, 0f64);
+            for p in 0..k {
+                let v = f64::from(round_f32(at(i, p))) * f64::from(round_f32(bt(p, j)));
+                s += v;
+                mag += v.abs();
+            }
+            let mut want = f64::from(c.alpha) * s;
+            if c.beta != 0.0 {
+                want += f64::from(c.beta) * f64::from(c0[i * ldc + j]);
+            }
+            if c.bias {
+                want += f64::from(bias[j]);
+            }
+            if c.relu {
+                want = want.max(0.0);
+            }
+            let got = f64::from(out[i * ldc + j]);
+            let tol = 2f64.powi(-20) * (f64::from(c.alpha.abs()) * mag + want.abs() + 4.0);
+            assert!(
+                (got - want).abs() <= tol,
+                "{m}×{n}×{k} ta {} tb {} at ({i}, {j}): {got} vs {want} (tol {tol:e}) on {}",
+                c.ta,
+                c.tb,
+                mfh_cpu::path()
+            );
+        }
+    }
+    out
+}
+
+fn cases() -> Vec<Case> {
+    let shapes = [
+        (1, 1, 1),
+        (14, 32, 2),
+        (15, 33, 3),
+        (16, 16, 32),
+        (17, 31, 33),
+        (32, 32, 64),
+        (33, 65, 429),
+        (29, 70, 300),
+        (64, 1, 64),
+        (1, 64, 429),
+        (100, 40, 7),
+        (3, 130, 1000),
+    ];
+    let mut v = Vec::new();
+    for (m, n, k) in shapes {
+        for ta in [false, true] {
+            for tb in [false, true] {
+                v.push(Case {
+                    m,
+                    n,
+                    k,
+                    ta,
+                    tb,
+                    alpha: 1.0,
+                    beta: 0.0,
+                    bias: false,
+                    relu: false,
+                });
+            }
+        }
+        v.push(Case {
+            m,
+            n,
+            k,
+            ta: false,
+            tb: false,
+            alpha: 0.5,
+            beta: 2.0,
+            bias: true,
+            relu: true,
+        });
+        v.push(Case {
+            m,
+            n,
+            k,
+            ta: true,
+            tb: true,
+            alpha: -1.5,
+            beta: 1.0,
+            bias: true,
+            relu: false,
+        });
+    }
+    v
+}
+
+#[test]
+fn bf16_products_equal_the_rounded_operands_product_on_every_path() {
+    mfh_nn::set_threads(1);
+    for path in paths() {
+        println!("path {path}");
+        let mut rng = Rng::new(17);
+        mfh_cpu::with_path(path, || {
+            for c in cases() {
+                check(&mut rng, &c);
+            }
+        });
+    }
+}
+
+/// The reference is the f32 product of rounded copies, bit for bit; the bf16 result
+/// differs from the f32 product of the unrounded operands (the precision took effect).
+#[test]
+fn the_reference_is_the_f32_product_of_rounded_operands() {
+    mfh_nn::set_threads(1);
+    let (m, n, k) = (37, 45, 129);
+    let mut rng = Rng::new(3);
+    let a: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
+    let b: Vec<f32> = (0..k * n).map(|_| rng.normal() as f32).collect();
+    let (ra, rb): (Vec<f32>, Vec<f32>) = (
+        a.iter().map(|&x| round_f32(x)).collect(),
+        b.iter().map(|&x| round_f32(x)).collect(),
+    );
+    for path in paths()
+        .into_iter()
+        .filter(|p| !matches!(p, Path::Amx | Path::Avx512Bf16))
+    {
+        mfh_cpu::with_path(path, || {
+            let mut bf = vec![0f32; m * n];
+            let mut want = vec![0f32; m * n];
+            let mut f32s = vec![0f32; m * n];
+            with_precision(Precision::Bf16, || {
+                matmul(m, n, k, 1.0, &a, k, false, &b, n, false, 0.0, &mut bf, n)
+            });
+            matmul(m, n, k, 1.0, &ra, k, false, &rb, n, false, 0.0, &mut want, n);
+            matmul(m, n, k, 1.0, &a, k, false, &b, n, false, 0.0, &mut f32s, n);
+            assert_eq!(bf, want, "{path}");
+            assert_ne!(bf, f32s, "{path}: bf16 gave the f32 result");
+        });
+    }
+}
+
+/// Every path gives the same bits twice and with 1 or 2 threads (rows split or columns
+/// split), so a bf16 run repeats for a fixed seed.
+#[test]
+fn bf16_products_are_deterministic_and_split_independent() {
+    mfh_nn::init_thread_pool(2);
+    let mut rng = Rng::new(9);
+    for path in paths() {
+        for (m, n, k) in [(600, 300, 429), (40, 900, 256)] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rng.normal() as f32).collect();
+            let run = |threads: usize| {
+                mfh_nn::set_threads(threads);
+                let mut c = vec![0f32; m * n];
+                mfh_cpu::with_path(path, || {
+                    with_precision(Precision::Bf16, || {
+                        matmul(m, n, k, 1.0, &a, k, false, &b, n, false, 0.0, &mut c, n)
+                    })
+                });
+                c.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()
+            };
+            let one = run(1);
+            assert_eq!(one, run(1), "{path}: not repeatable");
+            assert_eq!(one, run(2), "{path}: 2 threads differ from 1");
+        }
+    }
+    mfh_nn::set_threads(1);
+}
