@@ -17,6 +17,7 @@ written to lose. Prints median and min–max samples/s over timed windows after 
     bench/.venv/bin/python bench/peers/torch_mmoe_ref.py --data mmoe_ref.bin --variant sparse
 """
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -118,7 +119,12 @@ def main():
     ap.add_argument("--windows", type=int, default=7)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--infer-only", action="store_true", help="time scoring only (after the warm-up steps)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="forward passes (and the loss) under torch.autocast('cpu', dtype=torch.bfloat16)")
     args = ap.parse_args()
+    # Mixed precision as PyTorch users get it: products in bf16 under autocast, f32
+    # parameters and optimiser state; a no-op context without --bf16.
+    cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.bf16 else contextlib.nullcontext
     torch.set_num_threads(args.threads)
     torch.manual_seed(7)
     model = Mmoe(args.variant == "sparse")
@@ -138,7 +144,8 @@ def main():
             ids, dense, y = data[step % len(data)]
             for o in opts:
                 o.zero_grad(set_to_none=True)
-            loss = loss_fn(model(ids, dense), y)
+            with cast():
+                loss = loss_fn(model(ids, dense), y)
             loss.backward()
             for o in opts:
                 o.step()
@@ -151,7 +158,7 @@ def main():
         run(args.steps)
         rates.append(args.steps * BATCH / (time.perf_counter() - t))
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), cast():
         # Scoring cycles through the batches, as mfh's does (the same ids, so the same
         # embedding rows are touched on both sides).
         for k in range(5):
@@ -166,7 +173,8 @@ def main():
                 k += 1
             inf.append(args.steps * BATCH / (time.perf_counter() - t))
     n_params = sum(p.numel() for p in other)
-    print(f"torch {torch.__version__} MMoE-ref ({args.variant} embeddings), {n_params} dense parameters, {args.threads} threads")
+    prec = ", bf16 autocast" if args.bf16 else ""
+    print(f"torch {torch.__version__} MMoE-ref ({args.variant} embeddings{prec}), {n_params} dense parameters, {args.threads} threads")
     if rates:
         print(f"training: median {statistics.median(rates):.0f} samples/s (min {min(rates):.0f}, max {max(rates):.0f}, {len(rates)} windows)")
     print(f"inference (batch {BATCH}): median {statistics.median(inf):.0f} samples/s (min {min(inf):.0f}, max {max(inf):.0f})")

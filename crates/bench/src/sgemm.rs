@@ -1,28 +1,34 @@
 //! `mfh bench sgemm`: f32 product throughput, n × n × n through mfh's product kernel and
 //! through the `gemm` crate itself; with `--shapes`, each product of one MMoE-ref
-//! training step on its own.
+//! training step on its own; with `--bf16`, the same in bf16 ([`mfh_nn::Precision::Bf16`]:
+//! AMX or AVX512-BF16 where the kernel path has them) beside f32.
 
 use crate::print::summary;
 use crate::workload::BATCH;
 use mfh_data::SplitMix;
+use mfh_nn::{with_precision, Precision};
 use std::time::Instant;
 
 /// Times the square product `repeats` times after a warm-up on each side (default
 /// threads: the cores this process may use), then the MMoE-ref shapes when `shapes`.
-pub fn sgemm(n: usize, threads: Option<usize>, repeats: usize, shapes: bool) {
+pub fn sgemm(n: usize, threads: Option<usize>, repeats: usize, shapes: bool, bf16: bool) {
     square(
         n,
         threads.unwrap_or_else(mfh_cpu::available_threads),
         repeats,
+        bf16,
     );
     if shapes {
-        step_shapes(repeats);
+        step_shapes(repeats, Precision::F32);
+        if bf16 {
+            step_shapes(repeats, Precision::Bf16);
+        }
     }
 }
 
 /// sgemm throughput on n × n × n f32 through mfh's product kernel (row blocks over the
 /// compute threads) and the `gemm` crate, in GFLOP/s per repetition.
-fn square(n: usize, threads: usize, repeats: usize) {
+fn square(n: usize, threads: usize, repeats: usize, bf16: bool) {
     mfh_nn::use_threads(threads);
     let mut rng = SplitMix(3);
     let mut m = || -> Vec<f32> {
@@ -40,7 +46,7 @@ fn square(n: usize, threads: usize, repeats: usize) {
         gemm::Parallelism::None
     };
     type Product<'a> = &'a dyn Fn(&mut [f32]);
-    let runs: [(&str, Product); 2] = [
+    let base: [(&str, Product); 2] = [
         ("mfh kernel", &|c: &mut [f32]| {
             mfh_nn::matmul(n, n, n, 1.0, &a, n, false, &b, n, false, 0.0, c, n)
         }),
@@ -72,6 +78,15 @@ fn square(n: usize, threads: usize, repeats: usize) {
             }
         }),
     ];
+    let bf16_product = |c: &mut [f32]| {
+        with_precision(Precision::Bf16, || {
+            mfh_nn::matmul(n, n, n, 1.0, &a, n, false, &b, n, false, 0.0, c, n)
+        })
+    };
+    let mut runs = base.to_vec();
+    if bf16 {
+        runs.insert(1, ("mfh kernel, bf16 operands", &bf16_product));
+    }
     for (name, product) in runs {
         let mut rates = Vec::new();
         for r in 0..=repeats {
@@ -84,7 +99,7 @@ fn square(n: usize, threads: usize, repeats: usize) {
         }
         std::hint::black_box(&c);
         summary(
-            &format!("sgemm {n}³ f32 ({name}), {threads} threads"),
+            &format!("sgemm {n}³ ({name}), {threads} threads"),
             "GFLOP/s",
             rates,
         );
@@ -149,12 +164,14 @@ const STEP_SHAPES: [Shape; 10] = [
     shape("bwd dx gate", BATCH, 429, 8, 8, false, 8, true, 429, 4),
 ];
 
-/// GFLOP/s of each product in one MMoE-ref training step, then of all of them together.
-fn step_shapes(repeats: usize) {
+/// GFLOP/s of each product in one MMoE-ref training step, then of all of them together,
+/// in precision `prec`.
+fn step_shapes(repeats: usize, prec: Precision) {
+    outln!("MMoE-ref step products, {prec} operands:");
     let mut total_flops = 0.0;
     let mut total_time = 0.0;
     for s in &STEP_SHAPES {
-        let t = time_shape(s, repeats.max(3) * 4);
+        let t = with_precision(prec, || time_shape(s, repeats.max(3) * 4));
         let (m, n, k, count) = (s.m, s.n, s.k, s.count);
         let flops = 2.0 * (m * n * k) as f64;
         total_flops += flops * count as f64;

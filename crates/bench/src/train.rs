@@ -34,6 +34,8 @@ pub struct TrainOptions {
     pub steps_per_window: usize,
     /// Batches from an MFHBENC2 file (default: [`GenSpec::default`]'s batches).
     pub data: Option<PathBuf>,
+    /// The dense products' number format.
+    pub precision: mfh_nn::Precision,
 }
 
 /// Runs [`TrainOptions`]: one run per thread count, each in a pool of exactly that many
@@ -63,6 +65,7 @@ pub fn train(o: &TrainOptions) -> Result<()> {
 /// One run at `threads` threads; the caller runs it inside a pool of that many.
 fn run_once(o: &TrainOptions, threads: usize) -> Result<Figures> {
     mfh_nn::kernels::set_threads(threads);
+    mfh_nn::set_precision(o.precision);
     let w = o.workload;
     let raw = match &o.data {
         Some(p) => read_file(p, w)?,
@@ -123,7 +126,7 @@ fn describe(
     threads: usize,
 ) {
     outln!(
-        "{}: input {} → {}; {params} dense parameters; batch {BATCH}; {threads} threads{}",
+        "{}: input {} → {}; {params} dense parameters; batch {BATCH}; {threads} threads; {} products{}",
         w.name(),
         state.n_in(),
         match w {
@@ -139,6 +142,7 @@ fn describe(
                 }
             ),
         },
+        mfh_nn::precision(),
         ""
     );
 }

@@ -59,6 +59,10 @@ pub enum BenchCmd {
         /// Batches from a file written by `mfh bench gen` (the peers read the same file).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Number format of the dense products: f32 or bf16 (AMX or AVX512-BF16 where the
+        /// kernel path has them).
+        #[arg(long, default_value = "f32")]
+        precision: mfh_nn::Precision,
     },
     /// Scoring time of a trained model: batches of a split decoded into memory, then the
     /// embedding lookups and forward pass alone, per batch (the compute a served
@@ -121,6 +125,10 @@ pub enum BenchCmd {
         /// on its own.
         #[arg(long)]
         shapes: bool,
+        /// Also time the products with bf16 operands (f32 sums): AMX tiles or AVX512-BF16
+        /// where the kernel path has them (`MFH_KERNEL=amx|avx512bf16`).
+        #[arg(long)]
+        bf16: bool,
     },
 }
 
@@ -153,6 +161,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             windows,
             steps_per_window,
             data,
+            precision,
         } => mfh_bench::train(&TrainOptions {
             workload,
             routing: !dense,
@@ -162,6 +171,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             windows,
             steps_per_window,
             data,
+            precision,
         })?,
         BenchCmd::Gen {
             out,
@@ -184,7 +194,8 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             threads,
             repeats,
             shapes,
-        } => mfh_bench::sgemm(n, threads, repeats, shapes),
+            bf16,
+        } => mfh_bench::sgemm(n, threads, repeats, shapes, bf16),
         BenchCmd::Routing {
             config,
             model,

@@ -165,7 +165,9 @@ pub(crate) fn eval(a: EvalArgs) -> Result<()> {
         split,
         json,
         threads,
+        precision,
     } = a;
+    mfh_nn::set_precision(precision);
     let mut m = load_model(&model_dir)?;
     let cfg = match &config {
         Some(c) => Config::load(c)?,
@@ -196,7 +198,9 @@ pub(crate) fn predict(a: PredictArgs) -> Result<()> {
         keep,
         out,
         threads,
+        precision,
     } = a;
+    mfh_nn::set_precision(precision);
     let (Some(config), Some(split)) = (config, split) else {
         let n = crate::predict::predict_files(&model_dir, data, &keep, &out, threads)?;
         outln!("{n} rows → {}", out.display());
@@ -247,6 +251,8 @@ pub(crate) fn export(model_dir: &Path, onnx: &Path) -> Result<()> {
 
 #[cfg(feature = "serve")]
 pub(crate) fn serve(a: crate::ServeArgs) -> Result<()> {
+    // Every scorer's products (the scorers' threads read the process-wide setting).
+    mfh_nn::set_precision(a.precision);
     mfh_serve::run(mfh_serve::ServeOptions {
         addr: a.addr,
         grpc_addr: a.grpc_addr,

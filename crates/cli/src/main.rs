@@ -214,6 +214,10 @@ struct EvalArgs {
     /// Compute threads, a count or `auto` (default: the config's `train.threads`).
     #[arg(long)]
     threads: Option<Threads>,
+    /// Number format of the dense products: f32, or bf16 (operands rounded to bf16, f32
+    /// sums; AMX tiles where the CPU has them).
+    #[arg(long, default_value = "f32")]
+    precision: mfh_nn::Precision,
 }
 
 #[derive(clap::Args)]
@@ -238,6 +242,10 @@ struct PredictArgs {
     /// Compute threads, a count or `auto` (default: the config's `train.threads`).
     #[arg(long)]
     threads: Option<Threads>,
+    /// Number format of the dense products: f32, or bf16 (operands rounded to bf16, f32
+    /// sums; AMX tiles where the CPU has them).
+    #[arg(long, default_value = "f32")]
+    precision: mfh_nn::Precision,
 }
 
 #[cfg(feature = "serve")]
@@ -295,6 +303,10 @@ struct ServeArgs {
     /// Log one line per request on stderr (level=debug).
     #[arg(long)]
     debug: bool,
+    /// Number format of the dense products: f32, or bf16 (operands rounded to bf16, f32
+    /// sums; AMX tiles where the CPU has them).
+    #[arg(long, default_value = "f32")]
+    precision: mfh_nn::Precision,
 }
 
 #[derive(Subcommand)]

@@ -26,7 +26,7 @@ pub use features::{FeatureConfig, NumericTransform, PoolingConfig};
 pub use splits::SplitConfig;
 pub use train::{
     EarlyStoppingConfig, EmbeddingOptConfig, FunnelConfig, FunnelKind, LossConfig, Reduction,
-    RowOptimizerKind, ScheduleConfig, ScheduleKind, Threads, TrainConfig,
+    RowOptimizerKind, ScheduleConfig, ScheduleKind, Threads, TrainConfig, Precision,
 };
 pub use tune::{set_dotted, Domain, Space};
 

@@ -250,3 +250,89 @@ fn bf16_products_are_deterministic_and_split_independent() {
     }
     mfh_nn::set_threads(1);
 }
+
+/// Two bf16 training steps of an MLP on `path` at `threads` threads: the first step's
+/// outputs, its input gradient and the parameters after the second.
+fn mlp_steps(path: Path, threads: usize, prec: Precision) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    use mfh_nn::{Activation, Adam, Mlp, Module};
+    mfh_nn::init_thread_pool(2);
+    mfh_nn::set_threads(threads);
+    let r = mfh_cpu::with_path(path, || {
+        with_precision(prec, || {
+            let mut rng = Rng::new(5);
+            let (n, n_in) = (300, 61);
+            let mut mlp =
+                Mlp::<f32>::new(n_in, &[300, 200, 9], Activation::Identity, true, &mut rng);
+            let x: Vec<f32> = (0..n * n_in).map(|_| rng.normal() as f32).collect();
+            let mut adam = Adam::<f32>::default();
+            let (mut y, mut dx) = (Vec::new(), Vec::new());
+            for s in 0..2 {
+                mlp.zero_grad();
+                let out = mlp.forward(&x, n, true).to_vec();
+                let mut dy: Vec<f32> = out.iter().map(|v| v * 0.01).collect();
+                let mut d = vec![0f32; n * n_in];
+                mlp.backward(&x, &mut dy, Some(&mut d), n);
+                if s == 0 {
+                    (y, dx) = (out, d);
+                }
+                adam.step(&mut mlp, 1e-3);
+            }
+            let mut params = Vec::new();
+            mlp.visit_params("", &mut |_, p, _| params.extend_from_slice(p));
+            (y, dx, params)
+        })
+    });
+    mfh_nn::set_threads(1);
+    r
+}
+
+fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    a.iter()
+        .zip(b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+/// A bf16 training step on every path: the same bits at one and two threads and when
+/// repeated; close to the reference path's (f32 sums in another order) and to f32 (bf16
+/// rounding); the parameters stay f32 (master weights, not rounded to bf16).
+#[test]
+fn bf16_training_steps_are_deterministic_and_keep_f32_weights() {
+    let reference = mlp_steps(Path::Portable, 1, Precision::Bf16);
+    let f32s = mlp_steps(Path::Portable, 1, Precision::F32);
+    for p in paths() {
+        println!("path {p}");
+        let one = mlp_steps(p, 1, Precision::Bf16);
+        let two = mlp_steps(p, 2, Precision::Bf16);
+        assert_eq!(one, mlp_steps(p, 1, Precision::Bf16), "{p}: not repeatable");
+        if p != Path::Portable {
+            // The `gemm` crate's own threading is not used, but its sums depend on
+            // the block a thread gets; the own kernels' and the bf16 tiles' do not.
+            assert_eq!(one, two, "{p}: 2 threads differ from 1");
+        }
+        // A layer's output that differs from the reference's in its last f32 bits may
+        // round to the neighbouring bf16 value where it feeds the next product, so
+        // across paths outputs agree to bf16's precision, not f32's.
+        let (ry, rd, rp) = (
+            max_rel(&one.0, &reference.0),
+            max_rel(&one.1, &reference.1),
+            max_rel(&one.2, &reference.2),
+        );
+        let (dy, dd) = (max_rel(&one.0, &f32s.0), max_rel(&one.1, &f32s.1));
+        println!("  vs reference: outputs {ry:e}, dx {rd:e}, parameters {rp:e}; vs f32: outputs {dy:e}, dx {dd:e}");
+        assert!(ry < 4e-3 && rd < 4e-3 && rp < 1e-2, "{p}: far from the reference");
+        assert!(dy > 0.0 && dy < 2e-2, "{p}: outputs vs f32 {dy}");
+        // dx is small beside its terms: this MLP has batch norm and no nonlinearity, and
+        // dy is proportional to the output, so batch norm's backward cancels most of it
+        // and bf16's rounding shows relative to what is left.
+        assert!(dd > 0.0 && dd < 3e-1, "{p}: dx vs f32 {dd}");
+        let unrounded = one.2.iter().filter(|&&w| round_f32(w) != w).count();
+        assert!(
+            unrounded > one.2.len() / 2,
+            "{p}: {unrounded} of {} weights off the bf16 grid",
+            one.2.len()
+        );
+    }
+}

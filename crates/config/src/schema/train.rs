@@ -38,6 +38,11 @@ pub struct TrainConfig {
     /// count. Results are deterministic for a fixed seed, thread count and kernel path.
     #[serde(default)]
     pub threads: Threads,
+    /// Number format of the dense network's matrix products: `"f32"` (the default) or
+    /// `"bf16"` (operands rounded to bf16, f32 sums; weights, gradients, optimiser state
+    /// and embeddings stay f32).
+    #[serde(default)]
+    pub precision: Precision,
     /// Dense-parameter learning rate (Adam).
     #[serde(default = "d_lr")]
     pub lr: f64,
@@ -70,6 +75,15 @@ pub struct TrainConfig {
     pub keep_last: usize,
     #[serde(default)]
     pub early_stopping: EarlyStoppingConfig,
+}
+
+/// `train.precision`: the number format of the dense products' operands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
 }
 
 impl Default for TrainConfig {

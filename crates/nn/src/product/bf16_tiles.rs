@@ -3,6 +3,7 @@
 use super::bf16::round;
 use super::blocked::{Epilogue, View};
 use mfh_cpu::Path;
+use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 /// Columns of one packed panel of `B`.
@@ -34,32 +35,145 @@ fn lines(buf: &mut Vec<Line>, values: usize) -> *mut u16 {
     buf.as_mut_ptr().cast()
 }
 
-/// Packs `A` (`m × k`) as `mp` rows of `kp` bf16 values, zero-padded.
+/// 16 f32 lanes rounded to bf16 as [`round`] does, each in the low 16 bits of a 32-bit
+/// lane (upper bits zero).
 #[inline(always)]
-unsafe fn pack_a(a: View, m: usize, k: usize, mp: usize, kp: usize, dst: *mut u16) {
-    let out = std::slice::from_raw_parts_mut(dst, mp * kp);
+unsafe fn bf16x16(v: __m512) -> __m512i {
+    let b = _mm512_castps_si512(v);
+    let hi = _mm512_srli_epi32::<16>(b);
+    let lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
+    let r = _mm512_srli_epi32::<16>(_mm512_add_epi32(
+        b,
+        _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)),
+    ));
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+    _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)))
+}
+
+/// The mask of the first `n` (≤ 16) lanes.
+#[inline(always)]
+fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+/// Pairs of rows `2q, 2q + 1` of 16 columns from `p0` and `p1` (the first `n` columns
+/// read, the rest zero; `p1` null for a row past the end): per column the bf16 of row
+/// `2q` in the low half of a 32-bit lane and that of row `2q + 1` in the high half.
+#[inline(always)]
+unsafe fn pairs16(p0: *const f32, p1: *const f32, n: usize) -> __m512i {
+    let m = lanes(n);
+    let lo = bf16x16(_mm512_maskz_loadu_ps(m, p0));
+    if p1.is_null() {
+        return lo;
+    }
+    let hi = bf16x16(_mm512_maskz_loadu_ps(m, p1));
+    _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi))
+}
+
+/// Packs `A` (`m × k`) for AMX: `mp` rows of `kp` bf16 values, zero-padded.
+#[inline(always)]
+unsafe fn pack_a_rows(a: View, m: usize, k: usize, mp: usize, kp: usize, dst: *mut u16) {
     if a.cs == 1 {
         for i in 0..m {
-            let src = std::slice::from_raw_parts(a.ptr.add(i * a.rs), k);
-            let row = &mut out[i * kp..(i + 1) * kp];
-            for (o, &x) in row.iter_mut().zip(src) {
-                *o = round(x);
+            let src = a.ptr.add(i * a.rs);
+            let row = dst.add(i * kp);
+            for p in (0..kp).step_by(16) {
+                let n = k.saturating_sub(p);
+                let v = if n == 0 {
+                    _mm512_setzero_si512()
+                } else {
+                    bf16x16(_mm512_maskz_loadu_ps(lanes(n), src.add(p)))
+                };
+                _mm256_storeu_si256(row.add(p).cast(), _mm512_cvtepi32_epi16(v));
             }
-            row[k..].fill(0);
         }
     } else {
-        // Stored transposed (element (i, p) at p·cs + i): read along rows of storage.
-        for p in 0..k {
-            let src = std::slice::from_raw_parts(a.ptr.add(p * a.cs), (m - 1) * a.rs + 1);
-            for i in 0..m {
-                out[i * kp + p] = round(src[i * a.rs]);
+        // Stored transposed (element (i, p) at p·cs + i·rs): a pair of storage rows
+        // gives every packed row's pair at once.
+        let out = dst.cast::<u32>();
+        let half = kp / 2;
+        for q in 0..half {
+            let (p0, p1) = (2 * q, 2 * q + 1);
+            if p0 >= k {
+                for i in 0..m {
+                    *out.add(i * half + q) = 0;
+                }
+                continue;
+            }
+            let r0 = a.ptr.add(p0 * a.cs);
+            let r1 = (p1 < k).then(|| a.ptr.add(p1 * a.cs));
+            if a.rs == 1 {
+                for i0 in (0..m).step_by(16) {
+                    let v = pairs16(r0.add(i0), r1.map_or(std::ptr::null(), |r| r.add(i0)), m - i0);
+                    let mut t = [0u32; 16];
+                    _mm512_storeu_si512(t.as_mut_ptr().cast(), v);
+                    for (ii, &x) in t.iter().enumerate().take(16.min(m - i0)) {
+                        *out.add((i0 + ii) * half + q) = x;
+                    }
+                }
+            } else {
+                for i in 0..m {
+                    let lo = u32::from(round(*r0.add(i * a.rs)));
+                    let hi = r1.map_or(0, |r| u32::from(round(*r.add(i * a.rs))));
+                    *out.add(i * half + q) = lo | hi << 16;
+                }
             }
         }
-        for i in 0..m {
-            out[i * kp + k..(i + 1) * kp].fill(0);
+    }
+    std::ptr::write_bytes(dst.add(m * kp), 0, (mp - m) * kp);
+}
+
+/// Packs `A` (`m × k`) for the AVX512-BF16 tile: panels of [`DP_MR`] rows, each `kp / 2`
+/// groups of `DP_MR` pairs (row `i`'s values at `k = 2q, 2q + 1` as one 32-bit word),
+/// zero-padded.
+#[inline(always)]
+unsafe fn pack_a_panels(a: View, m: usize, k: usize, kp: usize, dst: *mut u16) {
+    let half = kp / 2;
+    let out = dst.cast::<u32>();
+    let mp = m.div_ceil(DP_MR) * DP_MR;
+    let mut row = vec![0u32; half.div_ceil(16) * 16];
+    for i in 0..mp {
+        let panel = out.add(i / DP_MR * half * DP_MR);
+        let r = i % DP_MR;
+        if i >= m {
+            for q in 0..half {
+                *panel.add(q * DP_MR + r) = 0;
+            }
+            continue;
+        }
+        if a.cs == 1 {
+            // Row i's bf16 values in order are its pairs as 32-bit words.
+            let src = a.ptr.add(i * a.rs);
+            let words = row.as_mut_ptr().cast::<u16>();
+            for p in (0..half * 2).step_by(16) {
+                let n = k.saturating_sub(p);
+                let v = if n == 0 {
+                    _mm512_setzero_si512()
+                } else {
+                    bf16x16(_mm512_maskz_loadu_ps(lanes(n), src.add(p)))
+                };
+                _mm256_storeu_si256(words.add(p).cast(), _mm512_cvtepi32_epi16(v));
+            }
+        } else {
+            for (q, w) in row.iter_mut().enumerate().take(half) {
+                let at = |p: usize| {
+                    if p < k {
+                        u32::from(round(*a.ptr.add(i * a.rs + p * a.cs)))
+                    } else {
+                        0
+                    }
+                };
+                *w = at(2 * q) | at(2 * q + 1) << 16;
+            }
+        }
+        for (q, &w) in row.iter().enumerate().take(half) {
+            *panel.add(q * DP_MR + r) = w;
         }
     }
-    out[m * kp..].fill(0);
 }
 
 /// Packs `B` (`k × n`) into `n.div_ceil(32)` panels of `kp / 2` pairs of rows, each pair
@@ -67,60 +181,67 @@ unsafe fn pack_a(a: View, m: usize, k: usize, mp: usize, kp: usize, dst: *mut u1
 #[inline(always)]
 unsafe fn pack_b(b: View, k: usize, n: usize, kp: usize, dst: *mut u16) {
     let panels = n.div_ceil(NR);
-    let panel_len = kp / 2 * 2 * NR;
-    let out = std::slice::from_raw_parts_mut(dst, panels * panel_len);
+    let half = kp / 2;
+    let out = dst.cast::<u32>();
     for jp in 0..panels {
         let j0 = jp * NR;
         let nr = NR.min(n - j0);
-        let panel = &mut out[jp * panel_len..(jp + 1) * panel_len];
+        let panel = out.add(jp * half * NR);
         if b.cs == 1 {
-            for q in 0..kp / 2 {
-                let dstq = &mut panel[q * 2 * NR..(q + 1) * 2 * NR];
-                for r in 0..2 {
-                    let p = 2 * q + r;
-                    if p < k {
-                        let src = std::slice::from_raw_parts(b.ptr.add(p * b.rs + j0), nr);
-                        for (jj, &x) in src.iter().enumerate() {
-                            dstq[jj * 2 + r] = round(x);
-                        }
-                        for jj in nr..NR {
-                            dstq[jj * 2 + r] = 0;
-                        }
-                    } else {
-                        for jj in 0..NR {
-                            dstq[jj * 2 + r] = 0;
-                        }
-                    }
+            for q in 0..half {
+                let (p0, p1) = (2 * q, 2 * q + 1);
+                let dstq = panel.add(q * NR);
+                if p0 >= k {
+                    _mm512_storeu_si512(dstq.cast(), _mm512_setzero_si512());
+                    _mm512_storeu_si512(dstq.add(16).cast(), _mm512_setzero_si512());
+                    continue;
                 }
+                let r0 = b.ptr.add(p0 * b.rs + j0);
+                let r1 = if p1 < k {
+                    b.ptr.add(p1 * b.rs + j0)
+                } else {
+                    std::ptr::null()
+                };
+                _mm512_storeu_si512(dstq.cast(), pairs16(r0, r1, nr));
+                let v = if nr > 16 {
+                    pairs16(r0.add(16), if r1.is_null() { r1 } else { r1.add(16) }, nr - 16)
+                } else {
+                    _mm512_setzero_si512()
+                };
+                _mm512_storeu_si512(dstq.add(16).cast(), v);
             }
         } else {
-            // Stored transposed (element (p, j) at j·cs + p·rs): along each column.
+            // Stored transposed (element (p, j) at j·cs + p·rs): along each column, whose
+            // pairs are side by side when rs == 1.
             for jj in 0..NR {
-                if jj < nr {
-                    let col = b.ptr.add((j0 + jj) * b.cs);
-                    for p in 0..k {
-                        panel[(p / 2) * 2 * NR + jj * 2 + (p & 1)] = round(*col.add(p * b.rs));
+                if jj >= nr {
+                    for q in 0..half {
+                        *panel.add(q * NR + jj) = 0;
                     }
-                    for p in k..kp {
-                        panel[(p / 2) * 2 * NR + jj * 2 + (p & 1)] = 0;
+                    continue;
+                }
+                let col = b.ptr.add((j0 + jj) * b.cs);
+                let at = |p: usize| {
+                    if p < k {
+                        u32::from(round(*col.add(p * b.rs)))
+                    } else {
+                        0
                     }
-                } else {
-                    for p in 0..kp {
-                        panel[(p / 2) * 2 * NR + jj * 2 + (p & 1)] = 0;
-                    }
+                };
+                for q in 0..half {
+                    *panel.add(q * NR + jj) = at(2 * q) | at(2 * q + 1) << 16;
                 }
             }
         }
     }
 }
 
-/// Writes an `mr × nr` block of results (`t`, row stride `ldt`) into `C` through
+/// Writes an `mr × nr` block of results (`t`, row stride [`NR`]) into `C` through
 /// `alpha`, `beta` and the epilogue (whose bias starts at the block's first column).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn store_block(
-    t: &[f32],
-    ldt: usize,
+    t: *const f32,
     mr: usize,
     nr: usize,
     alpha: f32,
@@ -129,20 +250,33 @@ unsafe fn store_block(
     ldc: usize,
     epi: Epilogue,
 ) {
-    let bias = (!epi.bias.is_null()).then(|| std::slice::from_raw_parts(epi.bias, nr));
-    for i in 0..mr {
-        let src = &t[i * ldt..i * ldt + nr];
-        let dst = std::slice::from_raw_parts_mut(c.add(i * ldc), nr);
-        for (j, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
-            let mut v = if beta == 0.0 {
-                alpha * s
-            } else {
-                alpha * s + beta * *d
-            };
-            if let Some(b) = bias {
-                v += b[j];
+    let (va, vb, zero) = (
+        _mm512_set1_ps(alpha),
+        _mm512_set1_ps(beta),
+        _mm512_setzero_ps(),
+    );
+    for h in 0..2 {
+        if nr <= h * 16 {
+            break;
+        }
+        let m = lanes(nr - h * 16);
+        let bias = if epi.bias.is_null() {
+            zero
+        } else {
+            _mm512_maskz_loadu_ps(m, epi.bias.add(h * 16))
+        };
+        for i in 0..mr {
+            let src = t.add(i * NR + h * 16);
+            let dst = c.add(i * ldc + h * 16);
+            let mut v = _mm512_mul_ps(va, _mm512_loadu_ps(src));
+            if beta != 0.0 {
+                v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, dst), v);
             }
-            *d = if epi.relu { v.max(0.0) } else { v };
+            v = _mm512_add_ps(v, bias);
+            if epi.relu {
+                v = _mm512_max_ps(v, zero);
+            }
+            _mm512_mask_storeu_ps(dst, m, v);
         }
     }
 }
@@ -185,7 +319,7 @@ pub(crate) unsafe fn sgemm(
             bufs.c.resize(32 * NR, 0.0);
         }
         let t = &mut bufs.c[..];
-        pack_avx512(a, b, m, n, k, mp, kp, ap, bp);
+        pack_avx512(amx, a, b, m, n, k, mp, kp, ap, bp);
         if amx {
             amx_product(m, n, kp, ap, bp, alpha, beta, c, ldc, epi, t);
         } else {
@@ -197,6 +331,7 @@ pub(crate) unsafe fn sgemm(
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
 unsafe fn pack_avx512(
+    amx: bool,
     a: View,
     b: View,
     m: usize,
@@ -207,7 +342,11 @@ unsafe fn pack_avx512(
     ap: *mut u16,
     bp: *mut u16,
 ) {
-    pack_a(a, m, k, mp, kp, ap);
+    if amx {
+        pack_a_rows(a, m, k, mp, kp, ap);
+    } else {
+        pack_a_panels(a, m, k, kp, ap);
+    }
     pack_b(b, k, n, kp, bp);
 }
 
@@ -231,7 +370,6 @@ unsafe fn dp_product(
     epi: Epilogue,
     t: &mut [f32],
 ) {
-    use std::arch::x86_64::*;
     let pairs = kp / 2;
     for j0 in (0..n).step_by(NR) {
         let nr = NR.min(n - j0);
@@ -240,25 +378,24 @@ unsafe fn dp_product(
         for i0 in (0..m).step_by(DP_MR) {
             let mr = DP_MR.min(m - i0);
             let mut acc = [[_mm512_setzero_ps(); 2]; DP_MR];
-            let rows: [*const u32; DP_MR] =
-                std::array::from_fn(|i| ap.add((i0 + i) * kp).cast::<u32>());
+            let mut a = ap.cast::<u32>().add(i0 * pairs);
             let mut b = panel;
-            for q in 0..pairs {
+            for _ in 0..pairs {
                 let b0: __m512bh = std::mem::transmute(_mm512_load_si512(b.cast()));
                 let b1: __m512bh = std::mem::transmute(_mm512_load_si512(b.add(32).cast()));
                 for (i, row) in acc.iter_mut().enumerate() {
-                    let x: __m512bh =
-                        std::mem::transmute(_mm512_set1_epi32(*rows[i].add(q) as i32));
+                    let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(i) as i32));
                     row[0] = _mm512_dpbf16_ps(row[0], x, b0);
                     row[1] = _mm512_dpbf16_ps(row[1], x, b1);
                 }
+                a = a.add(DP_MR);
                 b = b.add(2 * NR);
             }
             for (i, [lo, hi]) in acc.iter().enumerate() {
                 _mm512_storeu_ps(t.as_mut_ptr().add(i * NR), *lo);
                 _mm512_storeu_ps(t.as_mut_ptr().add(i * NR + 16), *hi);
             }
-            store_block(t, NR, mr, nr, alpha, beta, c.add(i0 * ldc + j0), ldc, epi_j);
+            store_block(t.as_ptr(), mr, nr, alpha, beta, c.add(i0 * ldc + j0), ldc, epi_j);
         }
     }
 }
@@ -373,7 +510,7 @@ unsafe fn amx_product(
                     options(nostack),
                 );
             }
-            store_block(t, NR, mr, nr, alpha, beta, c.add(i0 * ldc + j0), ldc, epi_j);
+            store_block(t.as_ptr(), mr, nr, alpha, beta, c.add(i0 * ldc + j0), ldc, epi_j);
         }
     }
     asm!("tilerelease", options(nostack, nomem));

@@ -35,6 +35,7 @@ pub fn train_with(cfg: &Config, opts: &TrainOptions, eng: &mut dyn Engine) -> Re
     let t0 = Instant::now();
     let tc = &cfg.train;
     mfh_nn::use_threads(tc.threads.resolve());
+    mfh_nn::set_precision(precision(tc.precision));
     let (model_name, spec) = model_spec(cfg, opts.model.as_deref())?;
     let setup::Setup {
         seed,
@@ -102,14 +103,23 @@ fn announce(ctx: &Ctx, params: usize, state: &ModelState, size: usize) {
         String::new()
     };
     eprintln!(
-        "training `{}` ({params} dense parameters) on {} rows × {} epochs, {} tasks{ranks}; {} threads, kernel path {}",
+        "training `{}` ({params} dense parameters) on {} rows × {} epochs, {} tasks{ranks}; {} threads, kernel path {}, {} products",
         ctx.model_name,
         ctx.transforms.rows,
         tc.epochs,
         state.grid.n_tasks(),
         mfh_nn::threads(),
-        mfh_cpu::path()
+        mfh_cpu::path(),
+        mfh_nn::precision()
     );
+}
+
+/// The products' precision for `train.precision`.
+pub fn precision(p: mfh_config::Precision) -> mfh_nn::Precision {
+    match p {
+        mfh_config::Precision::F32 => mfh_nn::Precision::F32,
+        mfh_config::Precision::Bf16 => mfh_nn::Precision::Bf16,
+    }
 }
 
 /// The loop's state across epochs.
