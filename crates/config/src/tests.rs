@@ -242,3 +242,15 @@ fn side_table_names_are_file_names() {
         assert!(e.contains("data.side_tables[0].name"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn precision_is_f32_by_default_bf16_when_asked_and_round_trips() {
+    assert_eq!(parse(GOOD).unwrap().train.precision, Precision::F32);
+    let c = parse(&format!("{GOOD}\n[train]\nprecision = \"bf16\"\n")).unwrap();
+    assert_eq!(c.train.precision, Precision::Bf16);
+    let back =
+        Config::from_toml_str(&c.to_toml_string(), Path::new("x.toml"), Path::new("/b")).unwrap();
+    assert_eq!(back.train.precision, Precision::Bf16);
+    let e = err_of(&format!("{GOOD}\n[train]\nprecision = \"fp8\"\n"));
+    assert!(e.contains("precision") && e.contains("fp8"), "{e}");
+}

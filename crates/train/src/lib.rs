@@ -19,6 +19,6 @@ pub use check::{check, model_spec, CheckSummary};
 pub use checkpoint::{checkpoint_name, load_checkpoint, Checkpoint};
 pub use engine::{Engine, LocalEngine, Optimizers};
 pub use options::{Interrupted, LiveProgress, RunHooks, TrainOptions, TrainSummary};
-pub use run::{train, train_with};
+pub use run::{precision, train, train_with};
 pub use schedule::learning_rate;
 pub use selection::{Selection, SelectionState};

@@ -92,34 +92,57 @@ unsafe fn pack_a_rows(a: View, m: usize, k: usize, mp: usize, kp: usize, dst: *m
             }
         }
     } else {
-        // Stored transposed (element (i, p) at p·cs + i·rs): a pair of storage rows
-        // gives every packed row's pair at once.
+        // Stored transposed (element (i, p) at p·cs + i·rs). With rs == 1, blocks of 16
+        // pairs × 16 rows: each pair of storage rows gives 16 packed rows' pair at once,
+        // and the block is turned in a local buffer so that every packed row receives
+        // 64 contiguous bytes.
         let out = dst.cast::<u32>();
         let half = kp / 2;
-        for q in 0..half {
-            let (p0, p1) = (2 * q, 2 * q + 1);
-            if p0 >= k {
-                for i in 0..m {
-                    *out.add(i * half + q) = 0;
-                }
-                continue;
-            }
-            let r0 = a.ptr.add(p0 * a.cs);
-            let r1 = (p1 < k).then(|| a.ptr.add(p1 * a.cs));
-            if a.rs == 1 {
+        if a.rs == 1 {
+            let mut t = [0u32; 256];
+            let idx = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
+            for q0 in (0..half).step_by(16) {
+                let qn = 16.min(half - q0);
                 for i0 in (0..m).step_by(16) {
-                    let v = pairs16(r0.add(i0), r1.map_or(std::ptr::null(), |r| r.add(i0)), m - i0);
-                    let mut t = [0u32; 16];
-                    _mm512_storeu_si512(t.as_mut_ptr().cast(), v);
-                    for (ii, &x) in t.iter().enumerate().take(16.min(m - i0)) {
-                        *out.add((i0 + ii) * half + q) = x;
+                    let mi = 16.min(m - i0);
+                    for qq in 0..16 {
+                        let (p0, p1) = (2 * (q0 + qq), 2 * (q0 + qq) + 1);
+                        let v = if qq >= qn || p0 >= k {
+                            _mm512_setzero_si512()
+                        } else {
+                            let r1 = if p1 < k {
+                                a.ptr.add(p1 * a.cs + i0)
+                            } else {
+                                std::ptr::null()
+                            };
+                            pairs16(a.ptr.add(p0 * a.cs + i0), r1, mi)
+                        };
+                        _mm512_storeu_si512(t.as_mut_ptr().add(qq * 16).cast(), v);
+                    }
+                    for ii in 0..mi {
+                        let col = _mm512_i32gather_epi32::<4>(
+                            _mm512_add_epi32(idx, _mm512_set1_epi32(ii as i32)),
+                            t.as_ptr().cast(),
+                        );
+                        _mm512_mask_storeu_epi32(
+                            out.add((i0 + ii) * half + q0).cast(),
+                            lanes(qn),
+                            col,
+                        );
                     }
                 }
-            } else {
+            }
+        } else {
+            for q in 0..half {
+                let at = |i: usize, p: usize| {
+                    if p < k {
+                        u32::from(round(*a.ptr.add(i * a.rs + p * a.cs)))
+                    } else {
+                        0
+                    }
+                };
                 for i in 0..m {
-                    let lo = u32::from(round(*r0.add(i * a.rs)));
-                    let hi = r1.map_or(0, |r| u32::from(round(*r.add(i * a.rs))));
-                    *out.add(i * half + q) = lo | hi << 16;
+                    *out.add(i * half + q) = at(i, 2 * q) | at(i, 2 * q + 1) << 16;
                 }
             }
         }
@@ -211,8 +234,37 @@ unsafe fn pack_b(b: View, k: usize, n: usize, kp: usize, dst: *mut u16) {
                 _mm512_storeu_si512(dstq.add(16).cast(), v);
             }
         } else {
-            // Stored transposed (element (p, j) at j·cs + p·rs): along each column, whose
-            // pairs are side by side when rs == 1.
+            // Stored transposed (element (p, j) at j·cs + p·rs). With rs == 1 each column's
+            // pairs lie side by side: blocks of 16 columns × 16 pairs are read along the
+            // columns and turned in a local buffer, so every pair of rows of the panel
+            // receives 64 contiguous bytes.
+            if b.rs == 1 {
+                let mut t = [0u32; 256];
+                let idx = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
+                for q0 in (0..half).step_by(16) {
+                    let qn = 16.min(half - q0);
+                    let kn = k.saturating_sub(2 * q0).min(32);
+                    for jb in 0..2 {
+                        for jj in 0..16 {
+                            let j = jb * 16 + jj;
+                            let v = if j >= nr || kn == 0 {
+                                _mm512_setzero_si512()
+                            } else {
+                                pairs_along(b.ptr.add((j0 + j) * b.cs + 2 * q0), kn)
+                            };
+                            _mm512_storeu_si512(t.as_mut_ptr().add(jj * 16).cast(), v);
+                        }
+                        for qq in 0..qn {
+                            let row = _mm512_i32gather_epi32::<4>(
+                                _mm512_add_epi32(idx, _mm512_set1_epi32(qq as i32)),
+                                t.as_ptr().cast(),
+                            );
+                            _mm512_storeu_si512(panel.add((q0 + qq) * NR + jb * 16).cast(), row);
+                        }
+                    }
+                }
+                continue;
+            }
             for jj in 0..NR {
                 if jj >= nr {
                     for q in 0..half {
@@ -234,6 +286,19 @@ unsafe fn pack_b(b: View, k: usize, n: usize, kp: usize, dst: *mut u16) {
             }
         }
     }
+}
+
+/// 32 consecutive values from `p` (the first `n` read, the rest zero) rounded to bf16 and
+/// taken two by two: 16 pairs, the first of each in the low half of a 32-bit lane.
+#[inline(always)]
+unsafe fn pairs_along(p: *const f32, n: usize) -> __m512i {
+    let lo = _mm512_cvtepi32_epi16(bf16x16(_mm512_maskz_loadu_ps(lanes(n), p)));
+    let hi = if n > 16 {
+        _mm512_cvtepi32_epi16(bf16x16(_mm512_maskz_loadu_ps(lanes(n - 16), p.add(16))))
+    } else {
+        _mm256_setzero_si256()
+    };
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
 /// Writes an `mr × nr` block of results (`t`, row stride [`NR`]) into `C` through
