@@ -9,6 +9,12 @@
 #   SCALING=1,2,4,8,16             instead of the above: MMoE-ref and MFH-ref on mfh and the
 #                                  PyTorch peers (sparse, MFH) at each thread count, then
 #                                  mfh's scaling tables and the ratios per count
+#   BF16=1                         instead of the above: bf16 against f32 (issue 26), ROUNDS
+#                                  rounds at THREADS threads, each MMoE-ref training and
+#                                  scoring on mfh f32, mfh bf16 (the CPU's best path), mfh
+#                                  bf16 on avx512bf16 where the CPU has it, PyTorch sparse
+#                                  f32 and PyTorch sparse under bf16 autocast; then the
+#                                  per-round ratios' medians and ranges
 # From a fresh clone it makes bench/.venv and installs torch, numpy and pyarrow from PyPI
 # (a large download). Offline, give it what it would install:
 #   PYTHON=/path/to/python         an interpreter with torch and numpy (pyarrow optional:
@@ -90,6 +96,61 @@ for t in sorted(mmoe):
     a, b, c = mmoe[t], sparse.get(t, (float("nan"),) * 2), tmfh.get(t, (float("nan"),) * 2)
     m = mfhr.get(t, (float("nan"),) * 2)
     print(f"| {t} | {a[0] / b[0]:.2f}× | {a[1] / b[1]:.2f}× | {m[0] / c[0]:.2f}× |")
+PY
+  exit 0
+fi
+if [ -n "${BF16:-}" ]; then
+  rounds="${1:-3}"
+  threads="${THREADS:-2}"
+  log="$root/target/bf16.log"
+  data=(--threads "$threads" --data "$root/target/mmoe-ref.bin")
+  has_dp=$("$mfh" bench sgemm --n 8 --repeats 1 | grep -c 'runs [a-z0-9, ]*avx512bf16' || true)
+  {
+  header "$threads threads, bf16 against f32"
+  "$mfh" bench sgemm --threads "$threads" --n 1024 --bf16 --shapes | grep -vE '^#'
+  for r in $(seq 1 "$rounds"); do
+    echo "## round $r"
+    "$mfh" bench train "${data[@]}" --precision f32 | grep -E "training|inference" | sed 's/^/mfh f32 /'
+    "$mfh" bench train "${data[@]}" --precision bf16 | grep -E "training|inference" | sed 's/^/mfh bf16 /'
+    if [ "$has_dp" != 0 ]; then
+      MFH_KERNEL=avx512bf16 "$mfh" bench train "${data[@]}" --precision bf16 | grep -E "training|inference" | sed 's/^/mfh avx512bf16 /'
+    fi
+    "$py" "$here/peers/torch_mmoe_ref.py" --data "$root/target/mmoe-ref.bin" --variant sparse --threads "$threads" | grep -E "training|inference" | sed 's/^/torch f32 /'
+    "$py" "$here/peers/torch_mmoe_ref.py" --data "$root/target/mmoe-ref.bin" --variant sparse --threads "$threads" --bf16 | grep -E "training|inference" | sed 's/^/torch bf16 /'
+  done
+  } | tee "$log"
+  echo
+  echo "## bf16 ratios per round (median, min–max over $rounds rounds)"
+  python3 - "$log" <<'PY'
+import re, statistics, sys
+text = open(sys.argv[1]).read()
+def per_round(who, what):
+    out = []
+    for body in text.split("## round ")[1:]:
+        pat = rf"^{who} " + (r"MMoE-ref training: median (\d+)" if what == "train" else r"MMoE-ref inference \(batch 1024\): median (\d+)")
+        if who.startswith("torch"):
+            pat = rf"^{who} " + (r"training: median (\d+)" if what == "train" else r"inference \(batch 1024\): median (\d+)")
+        m = re.search(pat, body, re.M)
+        out.append(float(m.group(1)) if m else float("nan"))
+    return out
+def ratio(a, b, label, target):
+    r = [x / y for x, y in zip(a, b)]
+    if not r or any(v != v for v in r):
+        print(f"{label}: not measured")
+        return
+    print(f"{label}: {statistics.median(r):.2f}× (min {min(r):.2f}, max {max(r):.2f}){target}")
+f32t, bft, dpt = per_round("mfh f32", "train"), per_round("mfh bf16", "train"), per_round("mfh avx512bf16", "train")
+f32i, bfi, dpi = per_round("mfh f32", "infer"), per_round("mfh bf16", "infer"), per_round("mfh avx512bf16", "infer")
+tt, tbt = per_round("torch f32", "train"), per_round("torch bf16", "train")
+ti, tbi = per_round("torch f32", "infer"), per_round("torch bf16", "infer")
+ratio(bft, f32t, "MMoE-ref training, mfh bf16 / mfh f32", "  (target ≥ 1.6× on AMX)")
+ratio(bft, tbt, "MMoE-ref training, mfh bf16 / torch bf16 autocast", "  (target ≥ 2×)")
+ratio(bfi, f32i, "MMoE-ref inference, mfh bf16 / mfh f32", "  (target ≥ 2× on AMX)")
+ratio(bfi, tbi, "MMoE-ref inference, mfh bf16 / torch bf16 autocast", "")
+ratio(dpt, f32t, "MMoE-ref training, mfh avx512bf16 (forced) / mfh f32", "  (target ≥ 1.3×)")
+ratio(dpi, f32i, "MMoE-ref inference, mfh avx512bf16 (forced) / mfh f32", "")
+ratio(tbt, tt, "PyTorch training, bf16 autocast / f32", "")
+ratio(f32t, tt, "MMoE-ref training, mfh f32 / torch f32", "")
 PY
   exit 0
 fi
