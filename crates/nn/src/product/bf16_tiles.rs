@@ -74,13 +74,27 @@ unsafe fn pairs16(p0: *const f32, p1: *const f32, n: usize) -> __m512i {
     _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi))
 }
 
-/// Packs `A` (`m × k`) for AMX: `mp` rows of `kp` bf16 values, zero-padded.
+/// Where AMX's packed `A` keeps element `(i, p)` (in bf16 values from the start): tile by
+/// tile, each tile (16 rows × 32 values of `k`, 1 KB) contiguous, the tiles of a block of
+/// 16 rows in order of `k`. A tile then loads as 16 consecutive cache lines and the
+/// product reads `A` as a few sequential streams.
+#[inline(always)]
+fn a_tile_at(i: usize, p: usize, kp: usize) -> usize {
+    ((i / 16) * (kp / 32) + p / 32) * 512 + (i % 16) * 32 + p % 32
+}
+
+/// Packs `A` (`m × k`) for AMX as tiles ([`a_tile_at`]) of `mp` rows × `kp` bf16 values,
+/// zero-padded.
 #[inline(always)]
 unsafe fn pack_a_rows(a: View, m: usize, k: usize, mp: usize, kp: usize, dst: *mut u16) {
+    for i in m..mp {
+        for p in (0..kp).step_by(32) {
+            std::ptr::write_bytes(dst.add(a_tile_at(i, p, kp)), 0, 32);
+        }
+    }
     if a.cs == 1 {
         for i in 0..m {
             let src = a.ptr.add(i * a.rs);
-            let row = dst.add(i * kp);
             for p in (0..kp).step_by(16) {
                 let n = k.saturating_sub(p);
                 let v = if n == 0 {
@@ -88,7 +102,10 @@ unsafe fn pack_a_rows(a: View, m: usize, k: usize, mp: usize, kp: usize, dst: *m
                 } else {
                     bf16x16(_mm512_maskz_loadu_ps(lanes(n), src.add(p)))
                 };
-                _mm256_storeu_si256(row.add(p).cast(), _mm512_cvtepi32_epi16(v));
+                _mm256_storeu_si256(
+                    dst.add(a_tile_at(i, p, kp)).cast(),
+                    _mm512_cvtepi32_epi16(v),
+                );
             }
         }
     } else {
@@ -96,7 +113,6 @@ unsafe fn pack_a_rows(a: View, m: usize, k: usize, mp: usize, kp: usize, dst: *m
         // pairs × 16 rows: each pair of storage rows gives 16 packed rows' pair at once,
         // and the block is turned in a local buffer so that every packed row receives
         // 64 contiguous bytes.
-        let out = dst.cast::<u32>();
         let half = kp / 2;
         if a.rs == 1 {
             let mut t = [0u32; 256];
@@ -125,7 +141,7 @@ unsafe fn pack_a_rows(a: View, m: usize, k: usize, mp: usize, kp: usize, dst: *m
                             t.as_ptr().cast(),
                         );
                         _mm512_mask_storeu_epi32(
-                            out.add((i0 + ii) * half + q0).cast(),
+                            dst.add(a_tile_at(i0 + ii, 2 * q0, kp)).cast(),
                             lanes(qn),
                             col,
                         );
@@ -142,12 +158,12 @@ unsafe fn pack_a_rows(a: View, m: usize, k: usize, mp: usize, kp: usize, dst: *m
                     }
                 };
                 for i in 0..m {
-                    *out.add(i * half + q) = at(i, 2 * q) | at(i, 2 * q + 1) << 16;
+                    *dst.add(a_tile_at(i, 2 * q, kp)).cast::<u32>() =
+                        at(i, 2 * q) | at(i, 2 * q + 1) << 16;
                 }
             }
         }
     }
-    std::ptr::write_bytes(dst.add(m * kp), 0, (mp - m) * kp);
 }
 
 /// Packs `A` (`m × k`) for the AVX512-BF16 tile: panels of [`DP_MR`] rows, each `kp / 2`
@@ -502,7 +518,7 @@ unsafe fn amx_product(
     use std::arch::asm;
     let cfg = TileConfig::all_16x64();
     asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
-    let lda = kp * 2; // bytes per packed row of A
+    let lda = 64usize; // bytes per row of a packed tile of A
     let ldb = 2 * NR * 2; // bytes per pair of rows of a B panel
     let ldt = NR * 4; // bytes per row of the result block
     let pairs = kp / 2;
@@ -512,13 +528,22 @@ unsafe fn amx_product(
         let epi_j = epi.at_col(j0);
         for i0 in (0..m).step_by(32) {
             let mr = 32.min(m - i0);
-            let a0 = ap.add(i0 * kp);
+            let a0 = ap.add(a_tile_at(i0, 0, kp));
             let tp = t.as_mut_ptr();
             if mr > 16 {
-                let a1 = a0.add(16 * kp);
+                let a1 = ap.add(a_tile_at(i0 + 16, 0, kp));
                 asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3",
                     options(nostack, nomem));
                 for kk in (0..kp).step_by(32) {
+                    // The next tiles of A (1 KB each, contiguous) into L1 while these run.
+                    let (n0, n1) = (a0.add(kk * 16 + 512), a1.add(kk * 16 + 512));
+                    let nb = panel.add((kk + 32) / 2 * 2 * NR);
+                    for line in 0..16 {
+                        _mm_prefetch::<_MM_HINT_T0>(n0.add(line * 32).cast());
+                        _mm_prefetch::<_MM_HINT_T0>(n1.add(line * 32).cast());
+                        _mm_prefetch::<_MM_HINT_T0>(nb.add(line * 64).cast());
+                        _mm_prefetch::<_MM_HINT_T0>(nb.add(line * 64 + 32).cast());
+                    }
                     asm!(
                         "tileloadd tmm4, [{a0} + {lda}*1]",
                         "tileloadd tmm5, [{a1} + {lda}*1]",
@@ -528,8 +553,8 @@ unsafe fn amx_product(
                         "tdpbf16ps tmm1, tmm4, tmm7",
                         "tdpbf16ps tmm2, tmm5, tmm6",
                         "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0.add(kk),
-                        a1 = in(reg) a1.add(kk),
+                        a0 = in(reg) a0.add(kk * 16),
+                        a1 = in(reg) a1.add(kk * 16),
                         b0 = in(reg) panel.add(kk / 2 * 2 * NR),
                         b1 = in(reg) panel.add(kk / 2 * 2 * NR + 32),
                         lda = in(reg) lda,
@@ -558,7 +583,7 @@ unsafe fn amx_product(
                         "tileloadd tmm7, [{b1} + {ldb}*1]",
                         "tdpbf16ps tmm0, tmm4, tmm6",
                         "tdpbf16ps tmm1, tmm4, tmm7",
-                        a0 = in(reg) a0.add(kk),
+                        a0 = in(reg) a0.add(kk * 16),
                         b0 = in(reg) panel.add(kk / 2 * 2 * NR),
                         b1 = in(reg) panel.add(kk / 2 * 2 * NR + 32),
                         lda = in(reg) lda,
