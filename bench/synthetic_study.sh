@@ -4,7 +4,9 @@
 # eta 2, the last rung MAX_STEPS steps), then compared over SEEDS seeds with its tuned
 # settings (`mfh compare --tuned`), with weak and strong facet-specific parts. The
 # comparison's table.md holds per-cell AUC and each model's share of the oracle AUC.
-#   bench/synthetic_study.sh [TRAIN_ROWS=100000] [SEEDS=3] [TRIALS=8] [MODELS=single,mmoe,ple,hmtl,mfh] [STRENGTHS="0.3 1.5"]
+#   bench/synthetic_study.sh [TRAIN_ROWS=100000] [SEEDS=3] [TRIALS=8] [MODELS=single,mmoe,ple,hmtl,mfh] [STRENGTHS="0.3 1.5"] [TUNED_AT]
+# With TUNED_AT (a smaller TRAIN_ROWS), no tuning at TRAIN_ROWS: each model takes the
+# settings its tuning at TUNED_AT rows picked (run that study first), in cmp-tuned-at-TUNED_AT.
 # Output: target/study/TRAIN_ROWS/strength-S/{data,tuned,cmp}; a summary on stdout.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -13,6 +15,7 @@ seeds="${2:-3}"
 trials="${3:-8}"
 models="${4:-single,mmoe,ple,hmtl,mfh}"
 strengths="${5:-0.3 1.5}"
+tuned_at="${6:-}"
 (cd "$root" && cargo build --profile fastrel -q -p mfh)
 mfh="$root/target/fastrel/mfh"
 # The generator's train split is 80 % of the rows.
@@ -29,14 +32,24 @@ for s in $strengths; do
   fi
   cfg="$work/data/synthetic.toml"
   start=$(date +%s)
-  for m in ${models//,/ }; do
-    "$mfh" tune --config "$cfg" --model "$m" --trials "$trials" --rungs 2 --eta 2 \
-      --max-steps "$max_steps" --out "$work/tuned/$m" --quiet 2>/dev/null | grep -E '^best|^  '
-  done
-  "$mfh" compare --config "$cfg" --models "$models" --seeds "$seeds" --tuned "$work/tuned" \
-    --out "$work/cmp" --quiet > /dev/null 2>&1
-  echo "## facet strength $s: tuned and compared in $(( $(date +%s) - start )) s; $work/cmp/table.md"
-  python3 - "$work/cmp" "$models" <<'PY'
+  tuned="$work/tuned"
+  cmp="$work/cmp"
+  if [ -n "$tuned_at" ]; then
+    tuned="$root/target/study/$tuned_at/strength-$s/tuned"
+    cmp="$work/cmp-tuned-at-$tuned_at"
+    for m in ${models//,/ }; do
+      [ -f "$tuned/$m/best.toml" ] || { echo "error: no $tuned/$m/best.toml: run the study at $tuned_at rows first" >&2; exit 1; }
+    done
+  else
+    for m in ${models//,/ }; do
+      "$mfh" tune --config "$cfg" --model "$m" --trials "$trials" --rungs 2 --eta 2 \
+        --max-steps "$max_steps" --out "$tuned/$m" --quiet 2>/dev/null | grep -E '^best|^  '
+    done
+  fi
+  "$mfh" compare --config "$cfg" --models "$models" --seeds "$seeds" --tuned "$tuned" \
+    --out "$cmp" --quiet > /dev/null 2>&1
+  echo "## facet strength $s: ${tuned_at:+settings tuned at $tuned_at rows; }tuned and compared in $(( $(date +%s) - start )) s; $cmp/table.md"
+  python3 - "$cmp" "$models" <<'PY'
 import json, sys, statistics
 out, models = sys.argv[1], sys.argv[2].split(",")
 res = json.load(open(out + "/results.json"))
@@ -61,6 +74,6 @@ for b in ["click", "long_view", "like"]:
         print("| " + " | ".join(row) + " |")
 PY
   for m in ${models//,/ }; do
-    python3 -c "import json,sys; t=json.load(open(sys.argv[1])); print(f\"budget {t['model']}: {t['budget_steps']} steps over {t['trials']} trials\")" "$work/tuned/$m/tune.json"
+    python3 -c "import json,sys; t=json.load(open(sys.argv[1])); print(f\"budget {t['model']}: {t['budget_steps']} steps over {t['trials']} trials\")" "$tuned/$m/tune.json"
   done
 done
