@@ -25,8 +25,8 @@ pub use facets::{FacetConfig, FacetGroup};
 pub use features::{FeatureConfig, NumericTransform, PoolingConfig};
 pub use splits::SplitConfig;
 pub use train::{
-    EarlyStoppingConfig, EmbeddingOptConfig, FunnelConfig, FunnelKind, LossConfig, Reduction,
-    RowOptimizerKind, ScheduleConfig, ScheduleKind, Threads, TrainConfig, Precision,
+    EarlyStoppingConfig, EmbeddingOptConfig, FunnelConfig, FunnelKind, LossConfig, Precision,
+    Reduction, RowOptimizerKind, ScheduleConfig, ScheduleKind, Threads, TrainConfig,
 };
 pub use tune::{set_dotted, Domain, Space};
 

@@ -27,7 +27,11 @@ fn rounding_is_to_nearest_even() {
     assert_eq!(round_f32(-2.5), -2.5);
     assert!(round_f32(f32::NAN).is_nan());
     assert_eq!(round_f32(f32::INFINITY), f32::INFINITY);
-    assert_eq!(round_f32(f32::MAX), f32::INFINITY, "f32::MAX rounds up past bf16's max");
+    assert_eq!(
+        round_f32(f32::MAX),
+        f32::INFINITY,
+        "f32::MAX rounds up past bf16's max"
+    );
     // Relative error at most 2^-8 (half a unit in the 8th significant bit).
     let mut rng = Rng::new(5);
     for _ in 0..10_000 {
@@ -215,7 +219,9 @@ fn the_reference_is_the_f32_product_of_rounded_operands() {
             with_precision(Precision::Bf16, || {
                 matmul(m, n, k, 1.0, &a, k, false, &b, n, false, 0.0, &mut bf, n)
             });
-            matmul(m, n, k, 1.0, &ra, k, false, &rb, n, false, 0.0, &mut want, n);
+            matmul(
+                m, n, k, 1.0, &ra, k, false, &rb, n, false, 0.0, &mut want, n,
+            );
             matmul(m, n, k, 1.0, &a, k, false, &b, n, false, 0.0, &mut f32s, n);
             assert_eq!(bf, want, "{path}");
             assert_ne!(bf, f32s, "{path}: bf16 gave the f32 result");
@@ -289,10 +295,7 @@ fn mlp_steps(path: Path, threads: usize, prec: Precision) -> (Vec<f32>, Vec<f32>
 fn max_rel(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    a.iter()
-        .zip(b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
-        / scale
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
 /// A bf16 training step on every path: the same bits at one and two threads and when
@@ -322,7 +325,10 @@ fn bf16_training_steps_are_deterministic_and_keep_f32_weights() {
         );
         let (dy, dd) = (max_rel(&one.0, &f32s.0), max_rel(&one.1, &f32s.1));
         println!("  vs reference: outputs {ry:e}, dx {rd:e}, parameters {rp:e}; vs f32: outputs {dy:e}, dx {dd:e}");
-        assert!(ry < 4e-3 && rd < 4e-3 && rp < 1e-2, "{p}: far from the reference");
+        assert!(
+            ry < 4e-3 && rd < 4e-3 && rp < 1e-2,
+            "{p}: far from the reference"
+        );
         assert!(dy > 0.0 && dy < 2e-2, "{p}: outputs vs f32 {dy}");
         // dx is small beside its terms: this MLP has batch norm and no nonlinearity, and
         // dy is proportional to the output, so batch norm's backward cancels most of it

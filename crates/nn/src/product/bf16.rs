@@ -34,7 +34,6 @@
 //! does not depend on `m`, `n`, the tile it lands in or a thread's block, so a fixed
 //! thread count (or any, as for f32) gives the same bits.
 
-
 /// `x` rounded to the nearest bf16 (ties to even), as its 16 bits; NaN stays NaN.
 #[inline(always)]
 pub fn round(x: f32) -> u16 {
@@ -57,7 +56,6 @@ pub fn widen(b: u16) -> f32 {
 pub fn round_f32(x: f32) -> f32 {
     widen(round(x))
 }
-
 
 /// Copies `rows × cols` of the matrix at `ptr` (element `(i, j)` at `ptr + i·rs + j·cs`)
 /// rounded to bf16 into a dense row-major f32 buffer: the reference's operands.
@@ -103,4 +101,3 @@ unsafe fn rounded_dense_into<T: crate::Float>(
         }
     }
 }
-

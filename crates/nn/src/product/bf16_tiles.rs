@@ -116,7 +116,9 @@ unsafe fn pack_a_rows(a: View, m: usize, k: usize, mp: usize, kp: usize, dst: *m
         let half = kp / 2;
         if a.rs == 1 {
             let mut t = [0u32; 256];
-            let idx = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
+            let idx = _mm512_setr_epi32(
+                0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240,
+            );
             for q0 in (0..half).step_by(16) {
                 let qn = 16.min(half - q0);
                 for i0 in (0..m).step_by(16) {
@@ -243,7 +245,11 @@ unsafe fn pack_b(b: View, k: usize, n: usize, kp: usize, dst: *mut u16) {
                 };
                 _mm512_storeu_si512(dstq.cast(), pairs16(r0, r1, nr));
                 let v = if nr > 16 {
-                    pairs16(r0.add(16), if r1.is_null() { r1 } else { r1.add(16) }, nr - 16)
+                    pairs16(
+                        r0.add(16),
+                        if r1.is_null() { r1 } else { r1.add(16) },
+                        nr - 16,
+                    )
                 } else {
                     _mm512_setzero_si512()
                 };
@@ -256,7 +262,9 @@ unsafe fn pack_b(b: View, k: usize, n: usize, kp: usize, dst: *mut u16) {
             // receives 64 contiguous bytes.
             if b.rs == 1 {
                 let mut t = [0u32; 256];
-                let idx = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
+                let idx = _mm512_setr_epi32(
+                    0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240,
+                );
                 for q0 in (0..half).step_by(16) {
                     let qn = 16.min(half - q0);
                     let kn = k.saturating_sub(2 * q0).min(32);
@@ -476,7 +484,16 @@ unsafe fn dp_product(
                 _mm512_storeu_ps(t.as_mut_ptr().add(i * NR), *lo);
                 _mm512_storeu_ps(t.as_mut_ptr().add(i * NR + 16), *hi);
             }
-            store_block(t.as_ptr(), mr, nr, alpha, beta, c.add(i0 * ldc + j0), ldc, epi_j);
+            store_block(
+                t.as_ptr(),
+                mr,
+                nr,
+                alpha,
+                beta,
+                c.add(i0 * ldc + j0),
+                ldc,
+                epi_j,
+            );
         }
     }
 }
@@ -532,8 +549,13 @@ unsafe fn amx_product(
             let tp = t.as_mut_ptr();
             if mr > 16 {
                 let a1 = ap.add(a_tile_at(i0 + 16, 0, kp));
-                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3",
-                    options(nostack, nomem));
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
                 for kk in (0..kp).step_by(32) {
                     // The next tiles of A (1 KB each, contiguous) into L1 while these run.
                     let (n0, n1) = (a0.add(kk * 16 + 512), a1.add(kk * 16 + 512));
@@ -600,7 +622,16 @@ unsafe fn amx_product(
                     options(nostack),
                 );
             }
-            store_block(t.as_ptr(), mr, nr, alpha, beta, c.add(i0 * ldc + j0), ldc, epi_j);
+            store_block(
+                t.as_ptr(),
+                mr,
+                nr,
+                alpha,
+                beta,
+                c.add(i0 * ldc + j0),
+                ldc,
+                epi_j,
+            );
         }
     }
     asm!("tilerelease", options(nostack, nomem));

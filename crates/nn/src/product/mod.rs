@@ -166,6 +166,7 @@ unsafe impl<T> Sync for Operands<T> {}
 /// Every element addressed through the operands' pointers and strides must be valid,
 /// `bias`, when not null, must point at `n` values, `c` must not alias `a` or `b`, and
 /// the CPU must have `path` (as every [`Path`] handed out by `mfh_cpu` is).
+#[allow(clippy::too_many_arguments)] // one product's shape, scalars, operands and kernel choice
 unsafe fn gemm_block<T: Float>(
     path: Path,
     m: usize,

@@ -93,4 +93,3 @@ pub fn opts(out: &Path) -> TrainOptions {
         init_from: None,
     }
 }
-
