@@ -342,3 +342,51 @@ fn bf16_training_steps_are_deterministic_and_keep_f32_weights() {
         );
     }
 }
+
+/// An empty reduction or `alpha == 0` computes no product on any path (as in f32): the
+/// result is `epi(beta·C)`, even with an Inf in the operands.
+#[test]
+fn bf16_products_without_a_product_scale_c() {
+    mfh_nn::set_threads(1);
+    let (m, n) = (5, 37);
+    let bias: Vec<f32> = (0..n).map(|j| j as f32 - 3.0).collect();
+    for path in paths() {
+        for (k, alpha) in [(0usize, 1.0f32), (19, 0.0)] {
+            let a = vec![f32::INFINITY; m * k.max(1)];
+            let b = vec![1.0f32; k.max(1) * n];
+            let c0: Vec<f32> = (0..m * n).map(|v| v as f32 * 0.5 - 20.0).collect();
+            let mut c = c0.clone();
+            mfh_cpu::with_path(path, || {
+                with_precision(Precision::Bf16, || {
+                    matmul_bias_act(
+                        m,
+                        n,
+                        k,
+                        alpha,
+                        &a[..m * k],
+                        k.max(1),
+                        false,
+                        &b[..k * n],
+                        n,
+                        false,
+                        2.0,
+                        &mut c,
+                        n,
+                        Some(&bias),
+                        true,
+                    )
+                })
+            });
+            for i in 0..m {
+                for j in 0..n {
+                    let want = (2.0 * c0[i * n + j] + bias[j]).max(0.0);
+                    assert_eq!(
+                        c[i * n + j],
+                        want,
+                        "{path} k {k} alpha {alpha} at ({i}, {j})"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -395,6 +395,17 @@ pub(crate) unsafe fn sgemm(
     if m == 0 || n == 0 {
         return;
     }
+    if k == 0 || alpha == 0.0 {
+        // As the f32 kernel: no product at all (operands may be empty, and an Inf in
+        // them must not turn 0·A·B into NaN).
+        for i in 0..m {
+            for j in 0..n {
+                let p = c.add(i * ldc + j);
+                *p = epi.apply(if beta == 0.0 { 0.0 } else { beta * *p }, j);
+            }
+        }
+        return;
+    }
     let amx = path == Path::Amx;
     let (mr, kstep) = if amx { (16, 32) } else { (DP_MR, 2) };
     let kp = k.max(1).div_ceil(kstep) * kstep;
@@ -558,13 +569,16 @@ unsafe fn amx_product(
                 );
                 for kk in (0..kp).step_by(32) {
                     // The next tiles of A (1 KB each, contiguous) into L1 while these run.
-                    let (n0, n1) = (a0.add(kk * 16 + 512), a1.add(kk * 16 + 512));
-                    let nb = panel.add((kk + 32) / 2 * 2 * NR);
+                    // (Past the last tiles these point beyond the buffers: wrapping
+                    // arithmetic, and a prefetch never faults.)
+                    let n0 = a0.wrapping_add(kk * 16 + 512);
+                    let n1 = a1.wrapping_add(kk * 16 + 512);
+                    let nb = panel.wrapping_add((kk + 32) / 2 * 2 * NR);
                     for line in 0..16 {
-                        _mm_prefetch::<_MM_HINT_T0>(n0.add(line * 32).cast());
-                        _mm_prefetch::<_MM_HINT_T0>(n1.add(line * 32).cast());
-                        _mm_prefetch::<_MM_HINT_T0>(nb.add(line * 64).cast());
-                        _mm_prefetch::<_MM_HINT_T0>(nb.add(line * 64 + 32).cast());
+                        _mm_prefetch::<_MM_HINT_T0>(n0.wrapping_add(line * 32).cast());
+                        _mm_prefetch::<_MM_HINT_T0>(n1.wrapping_add(line * 32).cast());
+                        _mm_prefetch::<_MM_HINT_T0>(nb.wrapping_add(line * 64).cast());
+                        _mm_prefetch::<_MM_HINT_T0>(nb.wrapping_add(line * 64 + 32).cast());
                     }
                     asm!(
                         "tileloadd tmm4, [{a0} + {lda}*1]",

@@ -177,6 +177,25 @@ unsafe fn gemm_block<T: Float>(
     o: Operands<T>,
     prec: Precision,
 ) {
+    if k == 0 || alpha == T::zero() {
+        // No product (as BLAS: A and B are not read, so an Inf in them cannot make
+        // 0·A·B a NaN): C = act(beta·C + bias) on every path and precision.
+        for i in 0..m {
+            let row = std::slice::from_raw_parts_mut(o.c.add(i * o.ldc), n);
+            for (j, v) in row.iter_mut().enumerate() {
+                let mut x = if beta == T::zero() {
+                    T::zero()
+                } else {
+                    beta * *v
+                };
+                if !o.bias.is_null() {
+                    x += *o.bias.add(j);
+                }
+                *v = if o.relu { x.max(T::zero()) } else { x };
+            }
+        }
+        return;
+    }
     let is_f32 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
     if is_f32 && prec == Precision::Bf16 {
         #[cfg(target_arch = "x86_64")]
