@@ -395,17 +395,8 @@ pub(crate) unsafe fn sgemm(
     if m == 0 || n == 0 {
         return;
     }
-    if k == 0 || alpha == 0.0 {
-        // As the f32 kernel: no product at all (operands may be empty, and an Inf in
-        // them must not turn 0·A·B into NaN).
-        for i in 0..m {
-            for j in 0..n {
-                let p = c.add(i * ldc + j);
-                *p = epi.apply(if beta == 0.0 { 0.0 } else { beta * *p }, j);
-            }
-        }
-        return;
-    }
+    // `gemm_block` answers k == 0 and alpha == 0 without a product.
+    debug_assert!(k > 0 && alpha != 0.0);
     let amx = path == Path::Amx;
     let (mr, kstep) = if amx { (16, 32) } else { (DP_MR, 2) };
     let kp = k.max(1).div_ceil(kstep) * kstep;

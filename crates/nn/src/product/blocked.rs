@@ -96,7 +96,7 @@ impl Epilogue {
 
     /// Applies it to one element of column `j`.
     #[inline]
-    pub(super) unsafe fn apply(&self, v: f32, j: usize) -> f32 {
+    unsafe fn apply(&self, v: f32, j: usize) -> f32 {
         let v = if self.bias.is_null() {
             v
         } else {
