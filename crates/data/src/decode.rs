@@ -22,6 +22,15 @@ enum Fit {
     Buckets(Vec<f64>),
 }
 
+/// Features whose values a row shares with an earlier row of the batch (a ranking
+/// request's user side): copied from that row instead of decoded again.
+pub(crate) struct Reuse<'a> {
+    /// Per feature, in the pipeline's order: the same value as row `from`.
+    pub constant: &'a [bool],
+    /// The row of the batch, decoded in full, that holds the values.
+    pub from: usize,
+}
+
 /// The current row: its main record and the side-table rows it joined to.
 pub(crate) struct Row<'a> {
     pub path: &'a Path,
@@ -234,8 +243,20 @@ impl Pipeline {
         fit: &Fitted,
         out: &mut Batch,
     ) -> Result<(), DataError> {
+        self.decode_reusing(row, fit, out, None)
+    }
+
+    /// [`Pipeline::decode_into`], with the features `reuse` marks constant copied from an
+    /// earlier row of `out` instead of decoded again (a ranking request's user side).
+    pub(crate) fn decode_reusing(
+        &self,
+        row: &Row,
+        fit: &Fitted,
+        out: &mut Batch,
+        reuse: Option<&Reuse>,
+    ) -> Result<(), DataError> {
         let mark = (out.single.len(), out.dense.len(), out.labels.len());
-        let res = self.decode_parts(row, fit, out);
+        let res = self.decode_parts(row, fit, out, reuse);
         if res.is_err() {
             out.single.truncate(mark.0);
             out.dense.truncate(mark.1);
@@ -250,10 +271,16 @@ impl Pipeline {
         res
     }
 
-    fn decode_parts(&self, row: &Row, fit: &Fitted, out: &mut Batch) -> Result<(), DataError> {
+    fn decode_parts(
+        &self,
+        row: &Row,
+        fit: &Fitted,
+        out: &mut Batch,
+        reuse: Option<&Reuse>,
+    ) -> Result<(), DataError> {
         let cell = self.cell_of(row)?;
         let single_start = out.single.len();
-        self.decode_features(row, fit, out)?;
+        self.decode_features(row, fit, out, reuse)?;
         self.decode_labels(row, out)?;
         let group = match (self.gauc, self.gauc_slot) {
             (Some(_), Some(slot)) => out.single[single_start + slot],
@@ -273,8 +300,43 @@ impl Pipeline {
 
     /// The row's features: ids into `out.single` and `out.multi`, numbers into
     /// `out.dense`.
-    fn decode_features(&self, row: &Row, fit: &Fitted, out: &mut Batch) -> Result<(), DataError> {
-        for (f, fit) in self.features.iter().zip(&fit.0) {
+    fn decode_features(
+        &self,
+        row: &Row,
+        fit: &Fitted,
+        out: &mut Batch,
+        reuse: Option<&Reuse>,
+    ) -> Result<(), DataError> {
+        // Where the template row's values start, and how many of each this row has pushed.
+        let (n_single, n_dense) = (self.layout.single.len(), self.layout.dense.len());
+        let (mut si, mut di) = (0usize, 0usize);
+        for (k, (f, fit)) in self.features.iter().zip(&fit.0).enumerate() {
+            if let Some(r) = reuse.filter(|r| r.constant.get(k) == Some(&true)) {
+                match &f.kind {
+                    FeatureKind::Categorical | FeatureKind::Bucketized { .. } => {
+                        let v = out.single[r.from * n_single + si];
+                        out.single.push(v);
+                        si += 1;
+                    }
+                    FeatureKind::Numeric(..) => {
+                        let v = out.dense[r.from * n_dense + di];
+                        out.dense.push(v);
+                        di += 1;
+                    }
+                    FeatureKind::Multi(_) => {
+                        let m = &mut out.multi[f.slot];
+                        let (a, b) = (m.offsets[r.from] as usize, m.offsets[r.from + 1] as usize);
+                        m.ids.extend_from_within(a..b);
+                        m.offsets.push(m.ids.len() as u32);
+                    }
+                }
+                continue;
+            }
+            match &f.kind {
+                FeatureKind::Categorical | FeatureKind::Bucketized { .. } => si += 1,
+                FeatureKind::Numeric(..) => di += 1,
+                FeatureKind::Multi(_) => {}
+            }
             match &f.kind {
                 FeatureKind::Categorical => {
                     let id = match self.value(row, f.col) {

@@ -15,11 +15,12 @@
 //! override them.
 
 use crate::batch::Batch;
-use crate::decode::{Fitted, Row};
+use crate::decode::{Fitted, Reuse, Row};
 use crate::hash::canonical;
 use crate::pipeline::{ColRef, CompiledFacet, FeatureKind, Pipeline};
 use crate::record::Record;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// A request input resolved against the model's columns.
@@ -71,6 +72,9 @@ pub struct RequestDecoder {
     kinds: Vec<(ColRef, InputKind)>,
     inputs: Vec<InputInfo>,
     missing: Vec<u8>,
+    /// Decode the features no row changes once per request (on unless a benchmark
+    /// measures the path before it).
+    context_once: AtomicBool,
 }
 
 impl RequestDecoder {
@@ -145,8 +149,15 @@ impl RequestDecoder {
             kinds,
             inputs,
             missing,
+            context_once: AtomicBool::new(true),
             p,
         }
+    }
+
+    /// Whether the features no row of a request changes are decoded once and copied
+    /// (the default) or decoded for every row (the path before; for benchmarks).
+    pub fn set_context_once(&self, on: bool) {
+        self.context_once.store(on, Ordering::Relaxed);
     }
 
     pub fn pipeline(&self) -> &Pipeline {
@@ -245,6 +256,33 @@ impl RequestDecoder {
         let ctx_patch: Vec<Option<Record>> = (0..nt)
             .map(|t| self.patch::<V>(t, ctx_join[t], context, &[]))
             .collect();
+        // The features no row changes (the user's side of a ranking request): decoded for
+        // the first row, copied to the others.
+        let mut main_set = vec![false; p.main_columns.len()];
+        let mut table_set = vec![false; nt];
+        for fields in rows {
+            for (Input(c), _) in fields.as_ref() {
+                match *c {
+                    ColRef::Main(i) => {
+                        main_set[i] = true;
+                        for (t, s) in p.side.iter().enumerate() {
+                            table_set[t] |= s.join == i;
+                        }
+                    }
+                    ColRef::Side(t, _) => table_set[t] = true,
+                }
+            }
+        }
+        let constant: Vec<bool> = p
+            .features
+            .iter()
+            .map(|f| match f.col {
+                ColRef::Main(i) => !main_set[i] && self.fill[i].is_none_or(|(t, _)| !table_set[t]),
+                ColRef::Side(t, _) => !table_set[t],
+            })
+            .collect();
+        let first = out.n;
+        let once = self.context_once.load(Ordering::Relaxed);
         let mut rec = Record::new();
         let mut joins = vec![None; nt];
         let mut own: Vec<Option<Record>> = vec![None; nt];
@@ -313,24 +351,30 @@ impl RequestDecoder {
                 side: &joins,
                 patch: &patch,
             };
-            p.decode_into(&row, &self.fitted, out).map_err(|e| {
-                let col = e
-                    .column
-                    .as_ref()
-                    .filter(|(_, n)| !n.is_empty())
-                    .map(|(_, n)| format!(" (input `{n}`)"))
-                    .unwrap_or_default();
-                let msg = e
-                    .message
-                    .split(" (joined from")
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                RequestError {
-                    row: ri,
-                    message: format!("{msg}{col}"),
-                }
-            })?;
+            let reuse = Reuse {
+                constant: &constant,
+                from: first,
+            };
+            let reuse = Some(&reuse).filter(|_| ri > 0 && once);
+            p.decode_reusing(&row, &self.fitted, out, reuse)
+                .map_err(|e| {
+                    let col = e
+                        .column
+                        .as_ref()
+                        .filter(|(_, n)| !n.is_empty())
+                        .map(|(_, n)| format!(" (input `{n}`)"))
+                        .unwrap_or_default();
+                    let msg = e
+                        .message
+                        .split(" (joined from")
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    RequestError {
+                        row: ri,
+                        message: format!("{msg}{col}"),
+                    }
+                })?;
         }
         Ok(())
     }

@@ -282,3 +282,62 @@ fn fields_following_a_column_are_it_and_its_joins() {
     let e = p.fields_following("nope").unwrap_err().to_string();
     assert!(e.contains("nope") && e.contains("uid"), "{e}");
 }
+
+/// A ranking request's user side is decoded once and copied to every candidate row; a
+/// row that changes the user (its key, a user-table column, a main column) gets its own.
+/// Every row must decode exactly as the same fields sent alone, context merged in.
+#[test]
+fn a_request_decodes_as_its_rows_sent_one_by_one() {
+    use mfh_data::{Batch, RequestDecoder};
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), LOG, USERS);
+    let mut p = Pipeline::new(&cfg(tmp.path(), "")).unwrap();
+    p.fit("train").unwrap();
+    let d = RequestDecoder::new(Arc::new(p));
+    let i = |n: &str| d.input(n).unwrap_or_else(|| panic!("input {n}"));
+    let context = vec![(i("uid"), "u1"), (i("tags"), "t1|t2")];
+    let rows: Vec<Vec<(mfh_data::Input, &str)>> = vec![
+        vec![(i("day"), "1")],
+        vec![(i("tags"), "t3")],
+        vec![(i("age"), "77")],
+        vec![(i("uid"), "u3")],
+        vec![(i("user.tier"), "c")],
+        vec![],
+        vec![(i("uid"), "nobody")],
+        vec![(i("day"), "2")],
+    ];
+    // Once in front of an earlier request's rows, so the template is not row 0.
+    let mut got = d.batch();
+    d.decode(&[(i("uid"), "u2"), (i("tags"), "t2")], &rows[..2], &mut got)
+        .unwrap();
+    d.decode(&context, &rows, &mut got).unwrap();
+    let mut want = d.batch();
+    let none: [(mfh_data::Input, &str); 0] = [];
+    d.decode(
+        &[(i("uid"), "u2"), (i("tags"), "t2")],
+        &rows[..2],
+        &mut want,
+    )
+    .unwrap();
+    for r in &rows {
+        let mut merged = context.clone();
+        merged.retain(|(c, _)| !r.iter().any(|(x, _)| x == c));
+        merged.extend(r.iter().cloned());
+        d.decode(&none, &[merged], &mut want).unwrap();
+    }
+    assert_eq!(got.n, 2 + rows.len());
+    let strip = |b: &Batch| {
+        let mut b = b.clone();
+        b.rows.clear();
+        let labels: Vec<u32> = b.labels.drain(..).map(f32::to_bits).collect();
+        (b, labels)
+    };
+    // Row indices count within each call; everything else must match (labels by bits:
+    // a request has none, NaN).
+    assert_eq!(strip(&got), strip(&want));
+    // The user's side really differs between the rows that change it.
+    let age = |b: &Batch, r: usize| b.dense[r];
+    assert_ne!(age(&got, 2), age(&got, 4));
+    assert_ne!(age(&got, 2), age(&got, 5));
+    assert_ne!(got.cells[2], got.cells[6]);
+}
