@@ -8,7 +8,7 @@ use mfh_embedding::{
     EmbeddingLayer, FieldSpec, Lifecycle, MultiIds, Pooling, RowOptimizer, SparseInput, TableSpec,
 };
 use mfh_loss::{task_weights, GridLoss, LossSpec, LossValue, Reduction};
-use mfh_model::{DataParallel, GridShape, ModelSpec, MultiTaskModel};
+use mfh_model::{DataParallel, GridShape, InputField, ModelSpec, MultiTaskModel};
 
 pub struct ModelState {
     pub grid: TaskGrid,
@@ -231,6 +231,20 @@ impl ModelState {
         seed: u64,
     ) -> Result<Self> {
         let n_in = emb.width() + n_dense;
+        // What the spec names in the input (PEPNet's priors), resolved to its columns.
+        let mut spec = spec;
+        let fields: Vec<InputField> = emb
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(f, fs)| InputField {
+                name: fs.name.clone(),
+                offset: emb.field_offset(f),
+                width: fs.dim,
+            })
+            .collect();
+        spec.bind(&fields)
+            .map_err(|e| anyhow!("cannot build the model: {e}"))?;
         // AITM's funnel pairs live in the loss (its calibration penalty); the towers
         // transfer information along the same pairs.
         let transfers: Vec<(usize, usize)> = loss

@@ -181,7 +181,9 @@ fn every_model_of_the_zoo_trains_and_reports_all_twelve_cells() {
             ("eval_every = 125", "eval_every = 0"),
         ],
     );
-    for model in ["single", "sb", "mmoe", "cgc", "ple", "hmtl", "mfh"] {
+    for model in [
+        "single", "sb", "mmoe", "cgc", "ple", "hmtl", "mfh", "pepnet",
+    ] {
         let dir = tmp.path().join(model);
         ok(&[
             "train",
@@ -205,6 +207,15 @@ fn every_model_of_the_zoo_trains_and_reports_all_twelve_cells() {
         assert_eq!(cells.len(), 12, "{model}: {cells:?}");
         let i = ok(&["inspect", "--model-dir", s(&dir)]);
         assert!(i.stdout.contains("params"), "{model}: {}", i.stdout);
+        if model == "pepnet" {
+            // The default priors: the IDs joined to the user and video tables.
+            assert!(
+                i.stdout
+                    .contains("priors: user_id (16), video_id (16), 4 facet values"),
+                "{}",
+                i.stdout
+            );
+        }
     }
 }
 

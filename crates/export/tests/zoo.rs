@@ -90,6 +90,16 @@ fn specs() -> Vec<Case> {
             json!({"type": "mfh", "level1": cgc, "level2": mmoe_unit, "tower": [4]}),
             vec![(0, 1)],
         ),
+        (
+            "pepnet",
+            json!({"type": "pepnet", "tower": [6, 4], "gate_hidden": 5, "priors": ["u", "i"], "prior_columns": [[0, 2], [4, 1]]}),
+            vec![],
+        ),
+        (
+            "pepnet, facets only",
+            json!({"type": "pepnet", "tower": [5], "gate_hidden": 3, "gamma": 1.5}),
+            vec![],
+        ),
     ]
 }
 
@@ -156,7 +166,7 @@ fn every_zoo_model_exports_and_tract_matches_the_forward() {
         // row's cell at 0: compare own cells.
         let routed = match &spec {
             ModelSpec::Mfh(t) | ModelSpec::Hmtl(t) => t.routing,
-            ModelSpec::Flat(_) => true,
+            ModelSpec::Flat(_) | ModelSpec::Pepnet(_) => true,
         };
         for i in 0..n {
             for t in 0..nt {
@@ -272,7 +282,7 @@ fn every_zoo_model_scores_own_cells_alike_with_towers_per_cell() {
         net.backward(&x, &cells, &d_logits, None, n);
         let g_routed = grads(&mut net);
         assert_eq!(routed.len(), dense.len(), "{name}");
-        let flat = matches!(spec, ModelSpec::Flat(_));
+        let flat = matches!(spec, ModelSpec::Flat(_) | ModelSpec::Pepnet(_));
         for i in 0..n {
             for t in 0..nt {
                 let (a, b) = (routed[i * nt + t], dense[i * nt + t]);

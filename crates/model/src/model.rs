@@ -179,3 +179,27 @@ impl<T: Float> MultiTaskModel<T> for MultiTaskNet<T> {
         MultiTaskNet::export(self, g, x)
     }
 }
+
+impl<T: Float> MultiTaskModel<T> for crate::Pepnet<T> {
+    fn n_in(&self) -> usize {
+        crate::Pepnet::n_in(self)
+    }
+    fn n_tasks(&self) -> usize {
+        crate::Pepnet::n_tasks(self)
+    }
+    fn forward(&mut self, x: &[T], cells: &[u32], n: usize, train: bool) -> &[T] {
+        crate::Pepnet::forward(self, x, cells, n, train)
+    }
+    fn backward(&mut self, x: &[T], cells: &[u32], d_logits: &[T], dx: Option<&mut [T]>, n: usize) {
+        crate::Pepnet::backward(self, x, cells, d_logits, dx, n)
+    }
+    fn describe(&self) -> String {
+        crate::Pepnet::describe(self)
+    }
+    fn set_cell_towers(&mut self, on: bool) {
+        crate::Pepnet::set_cell_towers(self, on)
+    }
+    fn export(&self, g: &mut GraphBuilder, x: &str, cell: &str) -> Result<String, String> {
+        crate::Pepnet::export(self, g, x, cell)
+    }
+}

@@ -8,6 +8,7 @@ mod wire;
 
 use crate::model::{GridShape, MultiTaskModel};
 use crate::net::MultiTaskNet;
+use crate::pepnet::{InputField, Pepnet, PepnetSpec};
 use crate::shape::check_widths;
 use crate::tree::{TreeNet, TreeSpec};
 use crate::unit::{mlp_params, UnitSpec};
@@ -26,6 +27,9 @@ pub enum ModelSpec {
     /// Multi-faceted hierarchical: several trees over the grid, leaves fused per task
     /// ([`TreeNet`]).
     Mfh(TreeSpec),
+    /// PEPNet: the input and every tower layer scaled by gates on prior features
+    /// ([`Pepnet`]).
+    Pepnet(PepnetSpec),
 }
 
 /// A flat model: `switcher` over all tasks of the grid ([`UnitSpec::Identity`] for the
@@ -45,6 +49,16 @@ impl ModelSpec {
         match self {
             ModelSpec::Flat(f) => f.validate(),
             ModelSpec::Hmtl(t) | ModelSpec::Mfh(t) => t.validate(),
+            ModelSpec::Pepnet(p) => p.validate(),
+        }
+    }
+
+    /// Resolves what the spec names in the network's input (PEPNet's prior features)
+    /// against the input's fields; the other models name nothing.
+    pub fn bind(&mut self, fields: &[InputField]) -> Result<(), String> {
+        match self {
+            ModelSpec::Pepnet(p) => p.bind(fields),
+            _ => Ok(()),
         }
     }
 
@@ -57,6 +71,7 @@ impl ModelSpec {
         match self {
             ModelSpec::Flat(f) => f.min_params(shape.n_tasks(), n_in),
             ModelSpec::Hmtl(t) | ModelSpec::Mfh(t) => t.min_params(shape, n_in),
+            ModelSpec::Pepnet(p) => p.min_params(shape.n_tasks(), n_in),
         }
     }
 }
@@ -138,6 +153,12 @@ pub fn build_model_with_transfers<T: Float>(
         ModelSpec::Mfh(t) => Box::new(TreeNet::with_transfers(
             t, shape, n_in, false, seed, transfers,
         )?),
+        ModelSpec::Pepnet(p) => {
+            if !transfers.is_empty() {
+                return Err("AITM transfers are not built for pepnet towers".into());
+            }
+            Box::new(Pepnet::new(p, shape, n_in, seed)?)
+        }
         ModelSpec::Flat(f) => {
             let pairs = shape.transfer_tasks(transfers)?;
             Box::new(
@@ -159,8 +180,8 @@ pub fn build<T: Float>(
 ) -> Result<MultiTaskNet<T>, String> {
     match spec {
         ModelSpec::Flat(f) => f.build(n_in, n_tasks, seed, &[]),
-        ModelSpec::Hmtl(_) | ModelSpec::Mfh(_) => {
-            Err("tree models are built over the grid's dimensions (build_model)".into())
+        ModelSpec::Hmtl(_) | ModelSpec::Mfh(_) | ModelSpec::Pepnet(_) => {
+            Err("tree models and PEPNet are built over the grid's dimensions (build_model)".into())
         }
     }
 }

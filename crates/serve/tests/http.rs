@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 
 /// `mfh predict`'s output for the valid split: row → (cell, [click, like]).
 fn predicted() -> BTreeMap<u64, (String, [f64; 2])> {
-    let dir = model();
+    predicted_by(model())
+}
+
+/// [`predicted`] for the model folder `dir`.
+fn predicted_by(dir: &std::path::Path) -> BTreeMap<u64, (String, [f64; 2])> {
     let mut m = mfh_artifact::load_model(dir).unwrap();
     let p = std::sync::Arc::new(m.pipeline(&m.config.clone()).unwrap());
     let out = dir
@@ -175,6 +179,65 @@ fn scores_equal_mfh_predict_on_every_endpoint() {
     }
     assert!(srv.metrics().count(200) >= 2 + USERS as u64);
     srv.stop();
+}
+
+/// PEPNet (and every model kind added after the first zoo) serves over :regress exactly
+/// what `mfh predict` scores from the file.
+#[test]
+fn newer_model_kinds_serve_what_mfh_predict_scores() {
+    let root = tempfile::tempdir().unwrap();
+    let kinds = [(
+        "pepnet",
+        "[models.pepnet]\ntype = \"pepnet\"\ntower = [8, 4]\ngate_hidden = 6\npriors = [\"uid\", \"item\"]\n",
+    )];
+    let rows = valid_instances();
+    for (name, section) in kinds {
+        let dir = make_model_with(root.path(), 3, name, section);
+        let want = predicted_by(&dir);
+        assert_eq!(want.len(), rows.len(), "{name}: predict's rows");
+        let srv = start(options(&dir));
+        let mut seen = 0;
+        for u in 0..USERS {
+            let uid = format!("u{u}");
+            let mine: Vec<&(u64, Value)> = rows.iter().filter(|(_, v)| v["uid"] == uid).collect();
+            let examples: Vec<Value> = mine
+                .iter()
+                .map(|(_, v)| {
+                    let mut e = v.clone();
+                    e.as_object_mut().unwrap().remove("uid");
+                    e
+                })
+                .collect();
+            let (code, r) = post_json(
+                srv.addr,
+                &format!("/v1/models/{name}:regress"),
+                &json!({ "context": { "uid": uid }, "examples": examples }),
+            );
+            assert_eq!(code, 200, "{name}: {r}");
+            let results = r["results"].as_array().unwrap();
+            assert_eq!(
+                results.len(),
+                mine.len(),
+                "{name} {uid}: one result per example"
+            );
+            for ((row, _), res) in mine.iter().zip(results) {
+                let (_, w) = &want[row];
+                for b in 0..2 {
+                    assert!(
+                        close(res[b].as_f64().unwrap(), w[b]),
+                        "{name} row {row}: {res} vs {w:?}"
+                    );
+                }
+                seen += 1;
+            }
+        }
+        assert_eq!(
+            seen,
+            rows.len(),
+            "{name}: every valid row, through some user"
+        );
+        srv.stop();
+    }
 }
 
 #[test]

@@ -24,7 +24,34 @@ pub fn model_spec(cfg: &Config, name: Option<&str>) -> Result<(String, ModelSpec
                     e.message()
                 )
             })?;
+    let mut spec = spec;
+    if let ModelSpec::Pepnet(p) = &mut spec {
+        if p.priors.is_none() {
+            p.priors = Some(id_features(cfg));
+        }
+    }
     Ok((name.to_string(), spec))
+}
+
+/// The categorical features read from the column a side table is joined on (the user
+/// and item IDs of a log with user and item tables): PEPNet's default priors.
+pub fn id_features(cfg: &Config) -> Vec<String> {
+    let keys: Vec<&str> = cfg
+        .data
+        .side_tables
+        .iter()
+        .map(|t| t.join_column())
+        .collect();
+    cfg.features
+        .iter()
+        .filter_map(|f| match f {
+            mfh_config::FeatureConfig::Categorical { name, column, .. } => {
+                let col = column.as_deref().unwrap_or(name);
+                keys.contains(&col).then(|| name.clone())
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Validates a config against its data without training.

@@ -7,6 +7,7 @@ use super::{FlatSpec, ModelSpec};
 use crate::cgc::CgcShape;
 use crate::keys;
 use crate::mmoe::MmoeShape;
+use crate::pepnet::PepnetSpec;
 use crate::ple::PleShape;
 use crate::shared_bottom::SharedBottomShape;
 use crate::tree::TreeSpec;
@@ -26,6 +27,7 @@ pub(super) enum Wire {
     Ple(Towered<PleShape>),
     Hmtl(TreeSpec),
     Mfh(TreeSpec),
+    Pepnet(PepnetSpec),
 }
 
 /// The shared bottom's layers under the flat model's key.
@@ -97,6 +99,7 @@ impl From<Wire> for ModelSpec {
             Wire::Ple(t) => t.flat(UnitSpec::Ple),
             Wire::Hmtl(t) => ModelSpec::Hmtl(t),
             Wire::Mfh(t) => ModelSpec::Mfh(t),
+            Wire::Pepnet(p) => ModelSpec::Pepnet(p),
         }
     }
 }
@@ -106,6 +109,7 @@ impl From<ModelSpec> for Wire {
         let f = match m {
             ModelSpec::Hmtl(t) => return Wire::Hmtl(t),
             ModelSpec::Mfh(t) => return Wire::Mfh(t),
+            ModelSpec::Pepnet(p) => return Wire::Pepnet(p),
             ModelSpec::Flat(f) => f,
         };
         let (tower, batch_norm) = (f.tower, f.batch_norm);

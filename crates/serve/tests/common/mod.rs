@@ -128,6 +128,15 @@ pub const LOG_ROWS: usize = 240;
 /// Writes the data and a model folder (embedding rows made by a pass of training steps)
 /// under `root`; returns the model folder.
 pub fn make_model(root: &Path, seed: u64) -> PathBuf {
+    make_model_with(root, seed, "mmoe", MMOE)
+}
+
+const MMOE: &str =
+    "[models.mmoe]\ntype = \"mmoe\"\nexperts = 2\nexpert_layers = [16]\ntower = [8]\n";
+
+/// [`make_model`] with another model section (`section`, the table named `name`) in
+/// place of the MMoE one; the folder is `model-NAME-SEED`.
+pub fn make_model_with(root: &Path, seed: u64, name: &str, section: &str) -> PathBuf {
     let data = root.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let mut log = LOG_HEADER.join(",") + "\n";
@@ -146,7 +155,11 @@ pub fn make_model(root: &Path, seed: u64) -> PathBuf {
         counts.push_str(&format!("i{i},{}\n", i * 3));
     }
     std::fs::write(data.join("item_counts.csv"), counts).unwrap();
-    std::fs::write(data.join("t.toml"), CONFIG).unwrap();
+    assert!(CONFIG.contains(MMOE), "the config's model section");
+    let config = CONFIG
+        .replace(MMOE, section)
+        .replace("model = \"mmoe\"", &format!("model = \"{name}\""));
+    std::fs::write(data.join("t.toml"), config).unwrap();
     let cfg = Config::load(&data.join("t.toml")).unwrap();
     let mut p = Pipeline::new(&cfg).unwrap();
     p.fit("train").unwrap();
@@ -161,13 +174,17 @@ pub fn make_model(root: &Path, seed: u64) -> PathBuf {
         step += 1;
         state.train_step(&mut b.unwrap(), step);
     }
-    let dir = root.join(format!("model-{seed}"));
+    let dir = if name == "mmoe" {
+        root.join(format!("model-{seed}"))
+    } else {
+        root.join(format!("model-{name}-{seed}"))
+    };
     save_model(
         &dir,
         &mut state,
         &SaveInfo {
             cfg: &cfg,
-            model_name: "mmoe",
+            model_name: name,
             layout: &layout,
             transforms: &transforms,
             seed,
