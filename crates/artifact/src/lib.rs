@@ -20,4 +20,7 @@ pub use model_dir::{
 };
 pub use scorer::Scorer;
 pub use scoring::{collect_predictions, evaluate, predict_to_csv, EvalResult, Predictions};
-pub use state::{embedding_layer, grid_loss, grid_shape, row_optimizer, ModelState};
+pub use state::{
+    bind_spec, embedding_layer, embedding_layer_wide, grid_loss, grid_shape, row_optimizer,
+    ModelState,
+};

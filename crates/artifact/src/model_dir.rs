@@ -15,7 +15,7 @@
 
 pub use crate::commit::{roll_forward, write_atomic, STAGING};
 use crate::serving::ServingFiles;
-use crate::state::{embedding_layer, grid_loss, ModelState};
+use crate::state::{embedding_layer_wide, grid_loss, ModelState};
 use anyhow::{anyhow, bail, Context, Result};
 use mfh_config::{Config, TaskGrid};
 use mfh_data::{FieldLayout, FittedTransforms, Pipeline};
@@ -451,7 +451,8 @@ pub fn fresh_state(
     seed: u64,
 ) -> Result<ModelState> {
     let grid = cfg.grid();
-    let emb = embedding_layer(layout, &cfg.train.embedding, seed)?;
+    let copies = spec.embedding_copies(&crate::state::grid_shape(&grid));
+    let emb = embedding_layer_wide(layout, &cfg.train.embedding, seed, copies)?;
     let loss = grid_loss(cfg, &grid)?;
     ModelState::new(grid, spec, emb, layout.dense.len(), loss, seed)
 }

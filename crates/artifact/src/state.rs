@@ -120,6 +120,19 @@ pub fn embedding_layer(
     opt: &EmbeddingOptConfig,
     seed: u64,
 ) -> Result<EmbeddingLayer> {
+    embedding_layer_wide(layout, opt, seed, 1)
+}
+
+/// [`embedding_layer`] with every table and field `copies` times its features' `dim`
+/// wide (STEM's shared and specific blocks side by side in one row:
+/// [`ModelSpec::embedding_copies`]).
+pub fn embedding_layer_wide(
+    layout: &FieldLayout,
+    opt: &EmbeddingOptConfig,
+    seed: u64,
+    copies: usize,
+) -> Result<EmbeddingLayer> {
+    let copies = copies.max(1);
     let optimizer = row_optimizer(opt);
     let lifecycle = Lifecycle {
         admit_after: opt.admit_after,
@@ -143,14 +156,16 @@ pub fn embedding_layer(
     };
     let mut fields = Vec::new();
     for (name, table, dim) in &layout.single {
-        fields.push(FieldSpec::single(name.clone(), table_of(table, *dim), *dim));
+        let dim = dim * copies;
+        fields.push(FieldSpec::single(name.clone(), table_of(table, dim), dim));
     }
     for (name, table, dim, mean) in &layout.multi {
+        let dim = dim * copies;
         let pooling = if *mean { Pooling::Mean } else { Pooling::Sum };
         fields.push(FieldSpec::multi(
             name.clone(),
-            table_of(table, *dim),
-            *dim,
+            table_of(table, dim),
+            dim,
             pooling,
         ));
     }
@@ -158,6 +173,23 @@ pub fn embedding_layer(
         EmbeddingLayer::new(tables, fields).map_err(|e| anyhow!("embedding tables: {e}"))?;
     layer.set_evict_every(opt.evict_every);
     Ok(layer)
+}
+
+/// Resolves what `spec` names in the network input (PEPNet's priors, STEM's blocks)
+/// against the embedding fields, which come first in the input.
+pub fn bind_spec(spec: &mut ModelSpec, emb: &EmbeddingLayer) -> Result<()> {
+    let fields: Vec<InputField> = emb
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(f, fs)| InputField {
+            name: fs.name.clone(),
+            offset: emb.field_offset(f),
+            width: fs.dim,
+        })
+        .collect();
+    spec.bind(&fields)
+        .map_err(|e| anyhow!("cannot build the model: {e}"))
 }
 
 /// The grid's loss as the config describes it: reduction, weights per behaviour and per
@@ -231,20 +263,8 @@ impl ModelState {
         seed: u64,
     ) -> Result<Self> {
         let n_in = emb.width() + n_dense;
-        // What the spec names in the input (PEPNet's priors), resolved to its columns.
         let mut spec = spec;
-        let fields: Vec<InputField> = emb
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(f, fs)| InputField {
-                name: fs.name.clone(),
-                offset: emb.field_offset(f),
-                width: fs.dim,
-            })
-            .collect();
-        spec.bind(&fields)
-            .map_err(|e| anyhow!("cannot build the model: {e}"))?;
+        bind_spec(&mut spec, &emb)?;
         // AITM's funnel pairs live in the loss (its calibration penalty); the towers
         // transfer information along the same pairs.
         let transfers: Vec<(usize, usize)> = loss

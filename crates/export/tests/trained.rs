@@ -113,6 +113,7 @@ const MODELS: &[(&str, &str)] = &[
     ("mmoe", "[models.mmoe]\ntype = \"mmoe\"\nexperts = 3\nexpert_layers = [8]\ntower = [4]\nbatch_norm = true"),
     ("mfh", "[models.mfh]\ntype = \"mfh\"\nlevel1 = { type = \"cgc\", task_experts = 1, shared_experts = 1, expert_layers = [8] }\nlevel2 = { type = \"mmoe\", experts = 2, expert_layers = [6] }\ntower = [4]"),
     ("ple", "[models.ple]\ntype = \"ple\"\nlevels = 2\ntask_experts = 1\nshared_experts = 1\nexpert_layers = [6]\ntower = [4]"),
+    ("stem", "[models.stem]\ntype = \"stem\"\ntower = [5]"),
     ("pepnet", "[models.pepnet]\ntype = \"pepnet\"\ntower = [6, 4]\ngate_hidden = 5\npriors = [\"uid\", \"tags\"]"),
 ];
 

@@ -96,6 +96,16 @@ fn specs() -> Vec<Case> {
             vec![],
         ),
         (
+            "stem",
+            json!({"type": "stem", "tower": [6, 4], "field_columns": [[0, 3], [3, 3]]}),
+            vec![],
+        ),
+        (
+            "stem + AITM, batch norm",
+            json!({"type": "stem", "tower": [5], "batch_norm": true, "field_columns": [[0, 6]]}),
+            vec![(0, 1)],
+        ),
+        (
             "pepnet, facets only",
             json!({"type": "pepnet", "tower": [5], "gate_hidden": 3, "gamma": 1.5}),
             vec![],
@@ -166,7 +176,7 @@ fn every_zoo_model_exports_and_tract_matches_the_forward() {
         // row's cell at 0: compare own cells.
         let routed = match &spec {
             ModelSpec::Mfh(t) | ModelSpec::Hmtl(t) => t.routing,
-            ModelSpec::Flat(_) | ModelSpec::Pepnet(_) => true,
+            ModelSpec::Flat(_) | ModelSpec::Pepnet(_) | ModelSpec::Stem(_) => true,
         };
         for i in 0..n {
             for t in 0..nt {
@@ -282,7 +292,10 @@ fn every_zoo_model_scores_own_cells_alike_with_towers_per_cell() {
         net.backward(&x, &cells, &d_logits, None, n);
         let g_routed = grads(&mut net);
         assert_eq!(routed.len(), dense.len(), "{name}");
-        let flat = matches!(spec, ModelSpec::Flat(_) | ModelSpec::Pepnet(_));
+        let flat = matches!(
+            spec,
+            ModelSpec::Flat(_) | ModelSpec::Pepnet(_) | ModelSpec::Stem(_)
+        );
         for i in 0..n {
             for t in 0..nt {
                 let (a, b) = (routed[i * nt + t], dense[i * nt + t]);

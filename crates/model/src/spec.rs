@@ -10,6 +10,7 @@ use crate::model::{GridShape, MultiTaskModel};
 use crate::net::MultiTaskNet;
 use crate::pepnet::{InputField, Pepnet, PepnetSpec};
 use crate::shape::check_widths;
+use crate::stem::StemSpec;
 use crate::tree::{TreeNet, TreeSpec};
 use crate::unit::{mlp_params, UnitSpec};
 use mfh_nn::{Float, Rng};
@@ -30,6 +31,9 @@ pub enum ModelSpec {
     /// PEPNet: the input and every tower layer scaled by gates on prior features
     /// ([`Pepnet`]).
     Pepnet(PepnetSpec),
+    /// STEM: shared and per-behaviour (or per-task) embeddings, each task's tower
+    /// sending gradients only to the shared and its own ([`crate::stem`]).
+    Stem(StemSpec),
 }
 
 /// A flat model: `switcher` over all tasks of the grid ([`UnitSpec::Identity`] for the
@@ -50,6 +54,16 @@ impl ModelSpec {
             ModelSpec::Flat(f) => f.validate(),
             ModelSpec::Hmtl(t) | ModelSpec::Mfh(t) => t.validate(),
             ModelSpec::Pepnet(p) => p.validate(),
+            ModelSpec::Stem(s) => s.validate(),
+        }
+    }
+
+    /// Each embedding table's width as a multiple of its features' `dim` (STEM's shared
+    /// and specific blocks; 1 for every other model).
+    pub fn embedding_copies(&self, shape: &GridShape) -> usize {
+        match self {
+            ModelSpec::Stem(s) => s.embedding_copies(shape),
+            _ => 1,
         }
     }
 
@@ -58,6 +72,10 @@ impl ModelSpec {
     pub fn bind(&mut self, fields: &[InputField]) -> Result<(), String> {
         match self {
             ModelSpec::Pepnet(p) => p.bind(fields),
+            ModelSpec::Stem(s) => {
+                s.bind(fields);
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -72,6 +90,9 @@ impl ModelSpec {
             ModelSpec::Flat(f) => f.min_params(shape.n_tasks(), n_in),
             ModelSpec::Hmtl(t) | ModelSpec::Mfh(t) => t.min_params(shape, n_in),
             ModelSpec::Pepnet(p) => p.min_params(shape.n_tasks(), n_in),
+            ModelSpec::Stem(s) => mlp_params(n_in, &s.tower)
+                .saturating_add(*s.tower.last().unwrap_or(&0) as u128 + 1)
+                .saturating_mul(shape.n_tasks() as u128),
         }
     }
 }
@@ -159,6 +180,24 @@ pub fn build_model_with_transfers<T: Float>(
             }
             Box::new(Pepnet::new(p, shape, n_in, seed)?)
         }
+        ModelSpec::Stem(s) => {
+            if n_in == 0 {
+                return Err("input width is 0".into());
+            }
+            let pairs = shape.transfer_tasks(transfers)?;
+            let input = s.input::<T>(shape, n_in)?;
+            let mut rng = Rng::new(seed);
+            Box::new(
+                MultiTaskNet::with_transfers(
+                    Box::new(input),
+                    &s.tower,
+                    s.batch_norm,
+                    &pairs,
+                    &mut rng,
+                )?
+                .with_cells(shape.n_cells()),
+            )
+        }
         ModelSpec::Flat(f) => {
             let pairs = shape.transfer_tasks(transfers)?;
             Box::new(
@@ -180,8 +219,9 @@ pub fn build<T: Float>(
 ) -> Result<MultiTaskNet<T>, String> {
     match spec {
         ModelSpec::Flat(f) => f.build(n_in, n_tasks, seed, &[]),
-        ModelSpec::Hmtl(_) | ModelSpec::Mfh(_) | ModelSpec::Pepnet(_) => {
-            Err("tree models and PEPNet are built over the grid's dimensions (build_model)".into())
-        }
+        ModelSpec::Hmtl(_) | ModelSpec::Mfh(_) | ModelSpec::Pepnet(_) | ModelSpec::Stem(_) => Err(
+            "tree models, PEPNet and STEM are built over the grid's dimensions (build_model)"
+                .into(),
+        ),
     }
 }

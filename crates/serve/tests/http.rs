@@ -181,15 +181,18 @@ fn scores_equal_mfh_predict_on_every_endpoint() {
     srv.stop();
 }
 
-/// PEPNet (and every model kind added after the first zoo) serves over :regress exactly
+/// PEPNet and STEM (the model kinds added after the first zoo) serve over :regress exactly
 /// what `mfh predict` scores from the file.
 #[test]
 fn newer_model_kinds_serve_what_mfh_predict_scores() {
     let root = tempfile::tempdir().unwrap();
-    let kinds = [(
-        "pepnet",
-        "[models.pepnet]\ntype = \"pepnet\"\ntower = [8, 4]\ngate_hidden = 6\npriors = [\"uid\", \"item\"]\n",
-    )];
+    let kinds = [
+        (
+            "pepnet",
+            "[models.pepnet]\ntype = \"pepnet\"\ntower = [8, 4]\ngate_hidden = 6\npriors = [\"uid\", \"item\"]\n",
+        ),
+        ("stem", "[models.stem]\ntype = \"stem\"\ntower = [8]\n"),
+    ];
     let rows = valid_instances();
     for (name, section) in kinds {
         let dir = make_model_with(root.path(), 3, name, section);

@@ -10,6 +10,7 @@ use crate::mmoe::MmoeShape;
 use crate::pepnet::PepnetSpec;
 use crate::ple::PleShape;
 use crate::shared_bottom::SharedBottomShape;
+use crate::stem::StemSpec;
 use crate::tree::TreeSpec;
 use crate::unit::UnitSpec;
 use serde::de::{Error, MapAccess, Visitor};
@@ -28,6 +29,7 @@ pub(super) enum Wire {
     Hmtl(TreeSpec),
     Mfh(TreeSpec),
     Pepnet(PepnetSpec),
+    Stem(StemSpec),
 }
 
 /// The shared bottom's layers under the flat model's key.
@@ -100,6 +102,7 @@ impl From<Wire> for ModelSpec {
             Wire::Hmtl(t) => ModelSpec::Hmtl(t),
             Wire::Mfh(t) => ModelSpec::Mfh(t),
             Wire::Pepnet(p) => ModelSpec::Pepnet(p),
+            Wire::Stem(s) => ModelSpec::Stem(s),
         }
     }
 }
@@ -110,6 +113,7 @@ impl From<ModelSpec> for Wire {
             ModelSpec::Hmtl(t) => return Wire::Hmtl(t),
             ModelSpec::Mfh(t) => return Wire::Mfh(t),
             ModelSpec::Pepnet(p) => return Wire::Pepnet(p),
+            ModelSpec::Stem(s) => return Wire::Stem(s),
             ModelSpec::Flat(f) => f,
         };
         let (tower, batch_norm) = (f.tower, f.batch_norm);

@@ -325,6 +325,9 @@ fn warm_state(
     {
         bail!("--init-from {from}: the model's features differ from this config's");
     }
+    // The section as the model holds it: with what it names resolved in the input.
+    let mut spec = spec;
+    mfh_artifact::bind_spec(&mut spec, &m.state.emb)?;
     if spec != m.meta.spec {
         bail!(
             "--init-from {from}: the model section differs from the one it was trained with ({})",
