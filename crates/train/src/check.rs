@@ -135,6 +135,14 @@ pub fn check(cfg: &Config, count_rows: bool) -> Result<CheckSummary> {
     for name in cfg.models.keys() {
         let (_, spec) = model_spec(cfg, Some(name))?;
         writeln!(s, "model `{name}`: {spec:?}")?;
+        let copies = spec.embedding_copies(&mfh_artifact::grid_shape(&grid));
+        if copies > 1 {
+            writeln!(
+                s,
+                "  embedding tables {copies} × their dim wide (shared + specific blocks): network input width {}",
+                emb_width * copies + l.dense.len()
+            )?;
+        }
     }
     for (name, sp) in &cfg.splits {
         let how = sp
