@@ -4,13 +4,13 @@
 # successive halving over 2 rungs, eta 2, the last rung three epochs of the train split),
 # selected on `valid1`; then `mfh compare --tuned` over SEEDS seeds, reported on `valid2`,
 # with the LightGBM row (bench/peers/run_lightgbm.sh, PyPI in bench/.venv).
-#   bench/kuairand_tuned.sh [SEEDS=3] [TRIALS=8] [MODELS=single,sb,mmoe,cgc,ple,hmtl,mfh]
+#   bench/kuairand_tuned.sh [SEEDS=3] [TRIALS=8] [MODELS=single,sb,mmoe,cgc,ple,hmtl,mfh,pepnet,stem]
 # Output: target/kr-tuned/{data,tuned,cmp}; cmp/table.md is the whole table.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 seeds="${1:-3}"
 trials="${2:-8}"
-models="${3:-single,sb,mmoe,cgc,ple,hmtl,mfh}"
+models="${3:-single,sb,mmoe,cgc,ple,hmtl,mfh,pepnet,stem}"
 (cd "$root" && cargo build --profile fastrel -q -p mfh)
 mfh="$root/target/fastrel/mfh"
 work="$root/target/kr-tuned"
