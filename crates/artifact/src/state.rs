@@ -254,6 +254,9 @@ pub fn grid_shape(grid: &TaskGrid) -> GridShape {
 }
 
 impl ModelState {
+    /// A model over `emb` (built by [`embedding_layer_wide`] with
+    /// `spec.embedding_copies(..)` copies: STEM's tables are wider) and `n_dense` numeric
+    /// inputs.
     pub fn new(
         grid: TaskGrid,
         spec: ModelSpec,

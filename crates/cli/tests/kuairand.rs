@@ -182,7 +182,7 @@ fn every_model_of_the_zoo_trains_and_reports_all_twelve_cells() {
         ],
     );
     for model in [
-        "single", "sb", "mmoe", "cgc", "ple", "hmtl", "mfh", "pepnet",
+        "single", "sb", "mmoe", "cgc", "ple", "hmtl", "mfh", "pepnet", "stem",
     ] {
         let dir = tmp.path().join(model);
         ok(&[
@@ -217,6 +217,19 @@ fn every_model_of_the_zoo_trains_and_reports_all_twelve_cells() {
             );
         }
     }
+    // A prior that names no input feature is refused by `mfh check`, naming the key.
+    let text = std::fs::read_to_string(&cfg_path).unwrap().replace(
+        "[models.pepnet]\n",
+        "[models.pepnet]\npriors = [\"user_idd\"]\n",
+    );
+    let bad = cfg_path.with_file_name("bad-priors.toml");
+    std::fs::write(&bad, text).unwrap();
+    let e = fails(&["check", "--config", s(&bad)]);
+    assert!(
+        e.stderr.contains("models.pepnet") && e.stderr.contains("`user_idd`"),
+        "{}",
+        e.stderr
+    );
 }
 
 #[test]

@@ -101,9 +101,9 @@ fn specs() -> Vec<Case> {
             vec![],
         ),
         (
-            "stem + AITM, batch norm",
+            "stem, batch norm",
             json!({"type": "stem", "tower": [5], "batch_norm": true, "field_columns": [[0, 6]]}),
-            vec![(0, 1)],
+            vec![],
         ),
         (
             "pepnet, facets only",

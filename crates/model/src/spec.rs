@@ -184,18 +184,16 @@ pub fn build_model_with_transfers<T: Float>(
             if n_in == 0 {
                 return Err("input width is 0".into());
             }
-            let pairs = shape.transfer_tasks(transfers)?;
+            if !transfers.is_empty() {
+                // A receiver's loss would flow through its source tower into the source
+                // behaviour's specific embeddings, which STEM stops.
+                return Err("AITM transfers are not built for stem towers".into());
+            }
             let input = s.input::<T>(shape, n_in)?;
             let mut rng = Rng::new(seed);
             Box::new(
-                MultiTaskNet::with_transfers(
-                    Box::new(input),
-                    &s.tower,
-                    s.batch_norm,
-                    &pairs,
-                    &mut rng,
-                )?
-                .with_cells(shape.n_cells()),
+                MultiTaskNet::new(Box::new(input), &s.tower, s.batch_norm, &mut rng)
+                    .with_cells(shape.n_cells()),
             )
         }
         ModelSpec::Flat(f) => {

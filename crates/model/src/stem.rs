@@ -86,6 +86,12 @@ impl StemSpec {
         let nc = shape.n_cells();
         let n_tasks = shape.n_tasks();
         // Per group, 1 where a tower of the group sends its gradient back.
+        if self.field_columns.is_empty() {
+            return Err(
+                "field_columns: none resolved (STEM needs embedded features, and a spec bound to its input)"
+                    .into(),
+            );
+        }
         let mut masks = vec![T::one(); s * n_in];
         let mut blocks = 0;
         for &[off, w] in &self.field_columns {

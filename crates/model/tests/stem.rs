@@ -158,6 +158,16 @@ fn table_form_and_errors() {
     let e = toml::from_str::<ModelSpec>("type = \"stem\"\ntower = [4]\nspecific = \"cell\"")
         .unwrap_err();
     assert!(e.to_string().contains("cell"), "{e}");
+    // AITM transfers would carry one behaviour's loss into another's blocks: refused.
+    let (s2, n2) = spec("", &g);
+    let e = mfh_model::build_model_with_transfers::<f64>(&s2, &g, n2, 1, &[(0, 1)])
+        .err()
+        .unwrap();
+    assert!(e.contains("AITM"), "{e}");
+    // A spec never bound to its input is refused, not built without masks.
+    let unbound: ModelSpec = toml::from_str("type = \"stem\"\ntower = [4]").unwrap();
+    let e = build_model::<f64>(&unbound, &g, n2, 1).err().unwrap();
+    assert!(e.contains("field_columns"), "{e}");
     let s: ModelSpec = toml::from_str("type = \"stem\"\ntower = []").unwrap();
     assert!(build_model::<f64>(&s, &g, 4, 1)
         .err()

@@ -41,8 +41,8 @@ pub struct PepnetSpec {
     /// The gates' scale γ: δ = γ·sigmoid(·), in (0, γ).
     #[serde(default = "default_gamma")]
     pub gamma: f64,
-    /// Features whose input columns feed the gates; by default (when training from a
-    /// config) the ID features joined to side tables (user and item IDs).
+    /// Embedded features whose input columns feed the gates; by default (when training
+    /// from a config) the ID features joined to side tables (user and item IDs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priors: Option<Vec<String>>,
     /// The row's facet values (one-hot) feed the gates too.
