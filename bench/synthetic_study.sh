@@ -4,7 +4,7 @@
 # eta 2, the last rung MAX_STEPS steps), then compared over SEEDS seeds with its tuned
 # settings (`mfh compare --tuned`), with weak and strong facet-specific parts. The
 # comparison's table.md holds per-cell AUC and each model's share of the oracle AUC.
-#   bench/synthetic_study.sh [TRAIN_ROWS=100000] [SEEDS=3] [TRIALS=8] [MODELS=single,mmoe,ple,hmtl,mfh] [STRENGTHS="0.3 1.5"] [TUNED_AT]
+#   bench/synthetic_study.sh [TRAIN_ROWS=100000] [SEEDS=3] [TRIALS=8] [MODELS=single,mmoe,ple,hmtl,mfh,pepnet,stem] [STRENGTHS="0.3 1.5"] [TUNED_AT]
 # With TUNED_AT (a smaller TRAIN_ROWS), no tuning at TRAIN_ROWS: each model takes the
 # settings its tuning at TUNED_AT rows picked (run that study first), in cmp-tuned-at-TUNED_AT.
 # Output: target/study/TRAIN_ROWS/strength-S/{data,tuned,cmp}; a summary on stdout.
@@ -13,7 +13,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 train_rows="${1:-100000}"
 seeds="${2:-3}"
 trials="${3:-8}"
-models="${4:-single,mmoe,ple,hmtl,mfh}"
+models="${4:-single,mmoe,ple,hmtl,mfh,pepnet,stem}"
 strengths="${5:-0.3 1.5}"
 tuned_at="${6:-}"
 (cd "$root" && cargo build --profile fastrel -q -p mfh)
@@ -27,7 +27,13 @@ echo "# $train_rows training rows ($rows generated), $seeds seeds, $trials trial
 for s in $strengths; do
   work="$root/target/study/$train_rows/strength-$s"
   mkdir -p "$work"
-  if [ ! -f "$work/data/synthetic.json" ]; then
+  # Prepared again when missing, or when its config predates a model asked for.
+  stale=0
+  for m in ${models//,/ }; do
+    grep -q "^\[models\.$m\]" "$work/data/synthetic.toml" 2>/dev/null || stale=1
+  done
+  if [ ! -f "$work/data/synthetic.json" ] || [ "$stale" = 1 ]; then
+    rm -rf "$work/data"
     "$mfh" prepare synthetic --rows "$rows" --facet-strength "$s" --seed 1 --out "$work/data"
   fi
   cfg="$work/data/synthetic.toml"
