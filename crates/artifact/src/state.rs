@@ -259,14 +259,13 @@ impl ModelState {
     /// inputs.
     pub fn new(
         grid: TaskGrid,
-        spec: ModelSpec,
+        mut spec: ModelSpec,
         emb: EmbeddingLayer,
         n_dense: usize,
         loss: GridLoss,
         seed: u64,
     ) -> Result<Self> {
         let n_in = emb.width() + n_dense;
-        let mut spec = spec;
         bind_spec(&mut spec, &emb)?;
         // AITM's funnel pairs live in the loss (its calibration penalty); the towers
         // transfer information along the same pairs.

@@ -307,21 +307,18 @@ impl Pipeline {
         out: &mut Batch,
         reuse: Option<&Reuse>,
     ) -> Result<(), DataError> {
-        // Where the template row's values start, and how many of each this row has pushed.
         let (n_single, n_dense) = (self.layout.single.len(), self.layout.dense.len());
-        let (mut si, mut di) = (0usize, 0usize);
         for (k, (f, fit)) in self.features.iter().zip(&fit.0).enumerate() {
+            // A feature's slot is its place among the row's singles, numbers or lists.
             if let Some(r) = reuse.filter(|r| r.constant.get(k) == Some(&true)) {
                 match &f.kind {
                     FeatureKind::Categorical | FeatureKind::Bucketized { .. } => {
-                        let v = out.single[r.from * n_single + si];
+                        let v = out.single[r.from * n_single + f.slot];
                         out.single.push(v);
-                        si += 1;
                     }
                     FeatureKind::Numeric(..) => {
-                        let v = out.dense[r.from * n_dense + di];
+                        let v = out.dense[r.from * n_dense + f.slot];
                         out.dense.push(v);
-                        di += 1;
                     }
                     FeatureKind::Multi(_) => {
                         let m = &mut out.multi[f.slot];
@@ -331,11 +328,6 @@ impl Pipeline {
                     }
                 }
                 continue;
-            }
-            match &f.kind {
-                FeatureKind::Categorical | FeatureKind::Bucketized { .. } => si += 1,
-                FeatureKind::Numeric(..) => di += 1,
-                FeatureKind::Multi(_) => {}
             }
             match &f.kind {
                 FeatureKind::Categorical => {

@@ -7,6 +7,20 @@ use crate::towers::Towers;
 use mfh_nn::graph::GraphBuilder;
 use mfh_nn::{ensure_len, gather_rows, with_name, Float, Module, Rng};
 
+/// Groups row indices by cell into `groups` (one list per cell of `n_cells`, buffers
+/// reused); rows whose cell is out of range are in none.
+pub(crate) fn rows_by_cell(cells: &[u32], n_cells: usize, groups: &mut Vec<Vec<usize>>) {
+    groups.resize(n_cells, Vec::new());
+    for r in groups.iter_mut() {
+        r.clear();
+    }
+    for (i, &c) in cells.iter().enumerate() {
+        if let Some(r) = groups.get_mut(c as usize) {
+            r.push(i);
+        }
+    }
+}
+
 /// Multi-task network; shapes: x n × n_in → logits n × n_tasks (row-major).
 pub struct MultiTaskNet<T: Float> {
     switcher: Box<dyn Switcher<T>>,
@@ -108,15 +122,7 @@ impl<T: Float> MultiTaskNet<T> {
         self.routed = true;
         let t_count = self.n_tasks();
         self.switcher.forward(x, n, false);
-        self.cell_rows.resize(nc, Vec::new());
-        for r in &mut self.cell_rows {
-            r.clear();
-        }
-        for (i, &c) in cells[..n].iter().enumerate() {
-            if let Some(r) = self.cell_rows.get_mut(c as usize) {
-                r.push(i);
-            }
-        }
+        rows_by_cell(&cells[..n], nc, &mut self.cell_rows);
         let d = self.switcher.out_dim();
         let MultiTaskNet {
             switcher,

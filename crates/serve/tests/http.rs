@@ -107,41 +107,7 @@ fn scores_equal_mfh_predict_on_every_endpoint() {
     }
 
     // TF-Serving :regress, the ranking form: per user, context once and the candidates.
-    let mut regressed = 0;
-    for u in 0..USERS {
-        let uid = format!("u{u}");
-        let mine: Vec<&(u64, Value)> = rows.iter().filter(|(_, v)| v["uid"] == uid).collect();
-        assert!(!mine.is_empty(), "{uid} has no valid row");
-        regressed += mine.len();
-        let examples: Vec<Value> = mine
-            .iter()
-            .map(|(_, v)| {
-                let mut e = v.clone();
-                e.as_object_mut().unwrap().remove("uid");
-                e
-            })
-            .collect();
-        let (code, r) = post_json(
-            srv.addr,
-            "/v1/models/mmoe:regress",
-            &json!({ "context": { "uid": uid }, "examples": examples }),
-        );
-        assert_eq!(code, 200, "{r}");
-        assert_eq!(r["behaviours"], json!(["click", "like"]));
-        let results = r["results"].as_array().unwrap();
-        assert_eq!(results.len(), mine.len(), "{uid}: one result per example");
-        for ((row, _), res) in mine.iter().zip(results) {
-            let (_, w) = &want[row];
-            assert_eq!(res.as_array().map(Vec::len), Some(2), "row {row}: {res}");
-            for b in 0..2 {
-                assert!(
-                    close(res[b].as_f64().unwrap(), w[b]),
-                    "row {row}: {res} vs {w:?}"
-                );
-            }
-        }
-    }
-    assert_eq!(regressed, rows.len(), "every valid row, through some user");
+    regress_every_user(&srv, "mmoe", &rows, &want);
 
     // KServe v2 infer: named columns.
     let col = |k: &str| -> Vec<Value> { rows.iter().map(|(_, v)| v[k].clone()).collect() };
@@ -181,6 +147,59 @@ fn scores_equal_mfh_predict_on_every_endpoint() {
     srv.stop();
 }
 
+/// Each user's valid rows sent to model `name` over :regress (the user once as the
+/// context, the rest of each row as a candidate); every score must equal `want`'s.
+fn regress_every_user(
+    srv: &Running,
+    name: &str,
+    rows: &[(u64, Value)],
+    want: &BTreeMap<u64, (String, [f64; 2])>,
+) {
+    let mut regressed = 0;
+    for u in 0..USERS {
+        let uid = format!("u{u}");
+        let mine: Vec<&(u64, Value)> = rows.iter().filter(|(_, v)| v["uid"] == uid).collect();
+        assert!(!mine.is_empty(), "{uid} has no valid row");
+        regressed += mine.len();
+        let examples: Vec<Value> = mine
+            .iter()
+            .map(|(_, v)| {
+                let mut e = v.clone();
+                e.as_object_mut().unwrap().remove("uid");
+                e
+            })
+            .collect();
+        let (code, r) = post_json(
+            srv.addr,
+            &format!("/v1/models/{name}:regress"),
+            &json!({ "context": { "uid": uid }, "examples": examples }),
+        );
+        assert_eq!(code, 200, "{name}: {r}");
+        assert_eq!(r["behaviours"], json!(["click", "like"]));
+        let results = r["results"].as_array().unwrap();
+        assert_eq!(
+            results.len(),
+            mine.len(),
+            "{name} {uid}: one result per example"
+        );
+        for ((row, _), res) in mine.iter().zip(results) {
+            let (_, w) = &want[row];
+            assert_eq!(res.as_array().map(Vec::len), Some(2), "row {row}: {res}");
+            for b in 0..2 {
+                assert!(
+                    close(res[b].as_f64().unwrap(), w[b]),
+                    "{name} row {row}: {res} vs {w:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        regressed,
+        rows.len(),
+        "{name}: every valid row, through some user"
+    );
+}
+
 /// PEPNet and STEM (the model kinds added after the first zoo) serve over :regress exactly
 /// what `mfh predict` scores from the file.
 #[test]
@@ -199,46 +218,7 @@ fn newer_model_kinds_serve_what_mfh_predict_scores() {
         let want = predicted_by(&dir);
         assert_eq!(want.len(), rows.len(), "{name}: predict's rows");
         let srv = start(options(&dir));
-        let mut seen = 0;
-        for u in 0..USERS {
-            let uid = format!("u{u}");
-            let mine: Vec<&(u64, Value)> = rows.iter().filter(|(_, v)| v["uid"] == uid).collect();
-            let examples: Vec<Value> = mine
-                .iter()
-                .map(|(_, v)| {
-                    let mut e = v.clone();
-                    e.as_object_mut().unwrap().remove("uid");
-                    e
-                })
-                .collect();
-            let (code, r) = post_json(
-                srv.addr,
-                &format!("/v1/models/{name}:regress"),
-                &json!({ "context": { "uid": uid }, "examples": examples }),
-            );
-            assert_eq!(code, 200, "{name}: {r}");
-            let results = r["results"].as_array().unwrap();
-            assert_eq!(
-                results.len(),
-                mine.len(),
-                "{name} {uid}: one result per example"
-            );
-            for ((row, _), res) in mine.iter().zip(results) {
-                let (_, w) = &want[row];
-                for b in 0..2 {
-                    assert!(
-                        close(res[b].as_f64().unwrap(), w[b]),
-                        "{name} row {row}: {res} vs {w:?}"
-                    );
-                }
-                seen += 1;
-            }
-        }
-        assert_eq!(
-            seen,
-            rows.len(),
-            "{name}: every valid row, through some user"
-        );
+        regress_every_user(&srv, name, &rows, &want);
         srv.stop();
     }
 }

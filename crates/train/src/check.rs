@@ -136,30 +136,16 @@ pub fn check(cfg: &Config, count_rows: bool) -> Result<CheckSummary> {
         let (_, mut spec) = model_spec(cfg, Some(name))?;
         writeln!(s, "model `{name}`: {spec:?}")?;
         let copies = spec.embedding_copies(&mfh_artifact::grid_shape(&grid));
-        // What the section names in the input (PEPNet's priors) must exist.
-        let mut offset = 0;
-        let fields: Vec<mfh_model::InputField> = l
-            .single
-            .iter()
-            .map(|f| (&f.0, f.2))
-            .chain(l.multi.iter().map(|f| (&f.0, f.2)))
-            .map(|(name, dim)| {
-                let f = mfh_model::InputField {
-                    name: name.clone(),
-                    offset,
-                    width: dim * copies,
-                };
-                offset += dim * copies;
-                f
-            })
-            .collect();
-        spec.bind(&fields)
-            .map_err(|e| anyhow!("{}: key `models.{name}`: {e}", cfg.source_file.display()))?;
+        // What the section names in the input (PEPNet's priors) must exist: bound as
+        // training binds it, against the (empty) tables it would build.
+        let emb = mfh_artifact::embedding_layer_wide(l, &cfg.train.embedding, 0, copies)?;
+        mfh_artifact::bind_spec(&mut spec, &emb)
+            .map_err(|e| anyhow!("{}: key `models.{name}`: {e:#}", cfg.source_file.display()))?;
         if copies > 1 {
             writeln!(
                 s,
                 "  embedding tables {copies} × their dim wide (shared + specific blocks): network input width {}",
-                emb_width * copies + l.dense.len()
+                emb.width() + l.dense.len()
             )?;
         }
     }

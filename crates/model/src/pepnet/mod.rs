@@ -22,7 +22,9 @@
 mod export;
 
 use crate::model::GridShape;
+use crate::net::rows_by_cell;
 use crate::shape::check_widths;
+use crate::spec::InputField;
 use mfh_nn::{
     ensure_len, gather_rows, matmul, with_name, Activation, Float, Linear, Module, Rng, Rows,
     RowsMut,
@@ -64,15 +66,6 @@ fn default_gamma() -> f64 {
 
 fn yes() -> bool {
     true
-}
-
-/// One input column block of the network, as [`PepnetSpec::bind`] and the STEM model
-/// resolve names against: a feature's name, first column and width.
-#[derive(Clone, Debug, PartialEq)]
-pub struct InputField {
-    pub name: String,
-    pub offset: usize,
-    pub width: usize,
 }
 
 impl PepnetSpec {
@@ -232,6 +225,22 @@ impl<T: Float> Module<T> for GateNu<T> {
             self.l2.visit_params(p, f)
         });
     }
+}
+
+/// Task t's scales of every tower layer (n rows each, by stride) out of the PPNet gates'
+/// outputs, which hold all `nt` tasks' side by side.
+fn task_gates<'a, T: Float>(
+    pp: &'a [GateNu<T>],
+    widths: &[usize],
+    t: usize,
+    n: usize,
+    nt: usize,
+) -> Vec<Rows<'a, T>> {
+    widths
+        .iter()
+        .zip(pp)
+        .map(|(&w, g)| Rows::new(&g.delta(n)[t * w..], nt * w))
+        .collect()
 }
 
 /// One task's tower: hidden layers (each output scaled by its gate), then the head.
@@ -521,8 +530,12 @@ impl<T: Float> Pepnet<T> {
                 k += w;
             }
             if nfv > 0 {
-                let c = (cells[i] as usize).min(self.n_cells - 1);
-                row[k..k + nfv].copy_from_slice(&self.facet_onehot[c * nfv..(c + 1) * nfv]);
+                // A cell outside the grid has no facet value (and no tower reads it).
+                let c = cells[i] as usize;
+                match self.facet_onehot.get(c * nfv..(c + 1) * nfv) {
+                    Some(v) => row[k..k + nfv].copy_from_slice(v),
+                    None => row[k..k + nfv].fill(T::zero()),
+                }
             }
             row[np..].copy_from_slice(&g[i * ni..(i + 1) * ni]);
         }
@@ -616,12 +629,7 @@ impl<T: Float> Pepnet<T> {
         let logits = ensure_len(logits, n * nt);
         if !route {
             for (t, tower) in towers.iter_mut().enumerate() {
-                let delta: Vec<Rows<T>> = widths
-                    .iter()
-                    .zip(pp.iter())
-                    .map(|(&w, g)| Rows::new(&g.delta(n)[t * w..], nt * w))
-                    .collect();
-                let y = tower.forward(&xe[..n * ni], n, &delta);
+                let y = tower.forward(&xe[..n * ni], n, &task_gates(pp, widths, t, n, nt));
                 for (i, &v) in y.iter().enumerate() {
                     logits[i * nt + t] = v;
                 }
@@ -630,15 +638,7 @@ impl<T: Float> Pepnet<T> {
         }
         logits.fill(T::zero());
         let nc = *n_cells;
-        cell_rows.resize(nc, Vec::new());
-        for r in cell_rows.iter_mut() {
-            r.clear();
-        }
-        for (i, &c) in cells[..n].iter().enumerate() {
-            if let Some(r) = cell_rows.get_mut(c as usize) {
-                r.push(i);
-            }
-        }
+        rows_by_cell(&cells[..n], nc, cell_rows);
         for (c, rows) in cell_rows.iter().enumerate() {
             let m = rows.len();
             if m == 0 {
@@ -720,11 +720,7 @@ impl<T: Float> Pepnet<T> {
                 *d = d_logits[i * nt + t];
             }
             // Each tower's gate gradient goes to its own columns of the layer's buffer.
-            let delta: Vec<Rows<T>> = widths
-                .iter()
-                .zip(pp.iter())
-                .map(|(&w, g)| Rows::new(&g.delta(n)[t * w..], nt * w))
-                .collect();
+            let delta = task_gates(pp, widths, t, n, nt);
             let mut d_delta: Vec<RowsMut<T>> = widths
                 .iter()
                 .zip(d_pp.iter_mut())

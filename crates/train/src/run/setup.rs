@@ -311,7 +311,7 @@ fn probe_writable(dir: &std::path::Path) -> Result<()> {
 fn warm_state(
     cfg: &Config,
     layout: &mfh_data::FieldLayout,
-    spec: ModelSpec,
+    mut spec: ModelSpec,
     m: mfh_artifact::LoadedModel,
 ) -> Result<mfh_artifact::ModelState> {
     let from = m.dir.display().to_string();
@@ -326,7 +326,6 @@ fn warm_state(
         bail!("--init-from {from}: the model's features differ from this config's");
     }
     // The section as the model holds it: with what it names resolved in the input.
-    let mut spec = spec;
     mfh_artifact::bind_spec(&mut spec, &m.state.emb)?;
     if spec != m.meta.spec {
         bail!(
