@@ -1,5 +1,6 @@
-//! What the units' shapes share: the kind of their gates and the check of their layer
-//! widths. Each unit's shape (`MmoeShape`, `CgcShape`, …) sits beside the unit.
+//! What the units' shapes share: the kind of their gates, the check of their layer
+//! widths, and the input's column blocks a spec binds to. Each unit's shape (`MmoeShape`,
+//! `CgcShape`, …) sits beside the unit.
 
 use mfh_nn::GateActivation;
 use serde::{Deserialize, Serialize};
@@ -41,4 +42,14 @@ pub(crate) fn check_widths(what: &str, widths: &[usize], required: bool) -> Resu
         return Err(format!("{what} layer {i} has width 0"));
     }
     Ok(())
+}
+
+/// One input column block of the network, which [`crate::ModelSpec::bind`] resolves what a spec
+/// names against (PEPNet's priors, STEM's blocks): a feature's name, first column and
+/// width.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputField {
+    pub name: String,
+    pub offset: usize,
+    pub width: usize,
 }

@@ -9,22 +9,12 @@ mod wire;
 use crate::model::{GridShape, MultiTaskModel};
 use crate::net::MultiTaskNet;
 use crate::pepnet::{Pepnet, PepnetSpec};
-use crate::shape::check_widths;
+use crate::shape::{check_widths, InputField};
 use crate::stem::StemSpec;
 use crate::tree::{TreeNet, TreeSpec};
 use crate::unit::{mlp_params, UnitSpec};
 use mfh_nn::{Float, Rng};
 use serde::{Deserialize, Serialize};
-
-/// One input column block of the network, which [`ModelSpec::bind`] resolves what a spec
-/// names against (PEPNet's priors, STEM's blocks): a feature's name, first column and
-/// width.
-#[derive(Clone, Debug, PartialEq)]
-pub struct InputField {
-    pub name: String,
-    pub offset: usize,
-    pub width: usize,
-}
 
 /// Architecture of a multi-task network; layer lists are widths after the input.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -16,8 +16,7 @@
 //! it, with the flat models' towers, routing and export.
 
 use crate::model::GridShape;
-use crate::shape::check_widths;
-use crate::spec::InputField;
+use crate::shape::{check_widths, InputField};
 use crate::switcher::Switcher;
 use mfh_nn::graph::GraphBuilder;
 use mfh_nn::{ensure_len, Float, Module};

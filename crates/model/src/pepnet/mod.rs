@@ -23,8 +23,7 @@ mod export;
 
 use crate::model::GridShape;
 use crate::net::rows_by_cell;
-use crate::shape::check_widths;
-use crate::spec::InputField;
+use crate::shape::{check_widths, InputField};
 use mfh_nn::{
     ensure_len, gather_rows, matmul, with_name, Activation, Float, Linear, Module, Rng, Rows,
     RowsMut,
