@@ -20,7 +20,7 @@ pub(crate) mod tune;
 
 pub use behaviours::BehaviourConfig;
 pub use compare::CompareConfig;
-pub use data::{CsvOptions, DataConfig, OnError, SideTableConfig};
+pub use data::{CsvOptions, DataConfig, OnError, PartitionType, SideTableConfig};
 pub use facets::{FacetConfig, FacetGroup};
 pub use features::{FeatureConfig, NumericTransform, PoolingConfig};
 pub use splits::SplitConfig;

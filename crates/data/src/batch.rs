@@ -24,7 +24,8 @@ pub struct Batch {
     pub cells: Vec<u32>,
     /// GAUC group key per row (hash of the group column; 0 when none is configured).
     pub groups: Vec<u64>,
-    /// 0-based data-row index over all sources.
+    /// 0-based data-row index over the files the pass reads (all sources, or the files a
+    /// partition clause keeps).
     pub rows: Vec<u64>,
     /// Row weights (`data.weight_column`); empty when none is configured.
     pub weights: Vec<f32>,

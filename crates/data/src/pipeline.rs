@@ -5,7 +5,8 @@
 use crate::error::DataError;
 use crate::hash::canonical;
 use crate::record::Record;
-use crate::rows::read_header;
+use crate::rows::{read_header, RowReader};
+use crate::sources::SourceFiles;
 use crate::transforms::FittedTransforms;
 use mfh_config::{
     BehaviourConfig, Config, CsvOptions, Expr, FacetConfig, FeatureConfig, Literal,
@@ -117,14 +118,24 @@ pub struct Pipeline {
     pub transforms: FittedTransforms,
     /// Splits read from in-memory tables instead of the sources.
     pub(crate) tables: crate::memory::SplitTables,
+    /// The sources' files, listed when the pipeline was opened on them (not for in-memory
+    /// tables or requests: those list them when a split reads files).
+    pub(crate) sources: Option<SourceFiles>,
+    /// Per split whose `where` fixes a partition column: the positions in `sources` of
+    /// the files it reads (the others cannot hold one of its rows).
+    pub(crate) split_files: BTreeMap<String, Vec<usize>>,
 }
 
 impl Pipeline {
-    /// Opens the data a config names and checks that every named column exists.
+    /// Opens the data a config names and checks that every named column exists. Every
+    /// source file's header is read and must equal the first's; the partition columns
+    /// (`data.partitions`) follow the files' own.
     pub fn new(cfg: &Config) -> Result<Pipeline, DataError> {
         let d = &cfg.data;
-        let main_columns = read_header(&d.sources[0], &d.csv)?;
-        for s in &d.sources[1..] {
+        let sources = SourceFiles::list(cfg)?;
+        let first = &sources.files[0];
+        let mut main_columns = read_header(first, &d.csv)?;
+        for s in &sources.files[1..] {
             let other = read_header(s, &d.csv)?;
             if other != main_columns {
                 return Err(DataError::file(
@@ -132,12 +143,22 @@ impl Pipeline {
                     "header",
                     format!(
                         "its columns differ from those of {}; all sources must share one header",
-                        d.sources[0].display()
+                        first.display()
                     ),
                 ));
             }
         }
-        Pipeline::build(cfg, main_columns, true)
+        if let Some(c) = sources.columns.iter().find(|c| main_columns.contains(c)) {
+            return Err(DataError::file(
+                first,
+                "header",
+                format!("column `{c}` is in the file and is also a partition (`data.partitions.{c}`); rename one"),
+            ));
+        }
+        main_columns.extend(sources.columns.iter().cloned());
+        let mut p = Pipeline::build(cfg, main_columns, true)?;
+        p.prune_files(sources);
+        Ok(p)
     }
 
     /// A pipeline whose splits named in `tables` read those in-memory tables (their
@@ -200,6 +221,8 @@ impl Pipeline {
             missing_is_empty: d.csv.missing.len() == 1 && d.csv.missing[0].is_empty(),
             transforms: FittedTransforms::default(),
             tables: crate::memory::SplitTables::default(),
+            sources: None,
+            split_files: BTreeMap::new(),
         };
         for (i, t) in d.side_tables.iter().enumerate() {
             let join_col = t.join_column().to_string();
@@ -223,6 +246,77 @@ impl Pipeline {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Keeps `sources`, and for each split whose `where` compares a partition column with
+    /// a value, the files whose partition values can satisfy it: a clause that fails on a
+    /// file's value fails on all its rows (a value that is not a number where the clause
+    /// wants one keeps the file, so that its rows report the error).
+    fn prune_files(&mut self, sources: SourceFiles) {
+        let own = self.main_columns.len() - sources.columns.len();
+        for (name, split) in &self.splits {
+            let CompiledSplit::Where(clauses) = split else {
+                continue;
+            };
+            let on_partition: Vec<_> = clauses
+                .iter()
+                .filter_map(|(col, op, lit)| match col {
+                    ColRef::Main(j) if *j >= own => Some((j - own, *op, lit)),
+                    _ => None,
+                })
+                .collect();
+            if on_partition.is_empty() {
+                continue;
+            }
+            let keep = (0..sources.files.len())
+                .filter(|&f| {
+                    on_partition.iter().all(|&(k, op, lit)| {
+                        let v = sources.values[f][k].as_deref();
+                        let v = v.filter(|v| !self.is_missing(v));
+                        match (v, lit) {
+                            (None, _) => false,
+                            (Some(v), Literal::Str(s)) => op.holds(&v, &s.as_bytes()),
+                            (Some(v), Literal::Num(x)) => match crate::number::parse_f64(v) {
+                                Some(y) if y.is_finite() => op.holds(&y, x),
+                                _ => true,
+                            },
+                        }
+                    })
+                })
+                .collect();
+            self.split_files.insert(name.clone(), keep);
+        }
+        self.sources = Some(sources);
+    }
+
+    /// The files a pass over `split` reads: all sources, or those its partition clauses
+    /// keep. Lists the sources now when the pipeline was not opened on them.
+    pub(crate) fn split_sources(&self, split: &str) -> Result<SourceFiles, DataError> {
+        let all = match &self.sources {
+            Some(s) => s.clone(),
+            None => SourceFiles::list(&self.cfg)?,
+        };
+        Ok(match self.split_files.get(split) {
+            Some(keep) => all.subset(keep),
+            None => all,
+        })
+    }
+
+    /// A reader of the rows of `split`'s files.
+    pub(crate) fn split_reader(&self, split: &str) -> Result<RowReader, DataError> {
+        let src = self.split_sources(split)?;
+        let own = self.main_columns.len().saturating_sub(src.columns.len());
+        Ok(RowReader::sources(&src, self.cfg.data.csv.clone(), own))
+    }
+
+    /// The source files a pass over `split` opens, of how many (for `mfh check`, and the
+    /// pruning tests).
+    pub fn split_file_count(&self, split: &str) -> Result<(usize, usize), DataError> {
+        let all = match &self.sources {
+            Some(s) => s.files.len(),
+            None => SourceFiles::list(&self.cfg)?.files.len(),
+        };
+        Ok((self.split_files.get(split).map_or(all, Vec::len), all))
     }
 
     pub fn layout(&self) -> &FieldLayout {
@@ -479,9 +573,13 @@ impl Pipeline {
     }
 }
 
-/// The main table's columns, read from the config's first source.
+/// The main table's columns: the config's first source file's, then the partition
+/// columns.
 pub fn source_header(cfg: &Config) -> Result<Vec<String>, DataError> {
-    read_header(&cfg.data.sources[0], &cfg.data.csv)
+    let sources = SourceFiles::list(cfg)?;
+    let mut columns = read_header(&sources.files[0], &cfg.data.csv)?;
+    columns.extend(sources.columns);
+    Ok(columns)
 }
 
 fn load_side_table(

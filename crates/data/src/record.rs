@@ -65,9 +65,13 @@ impl Record {
         self.line = line;
     }
 
-    #[cfg_attr(not(any(feature = "parquet", test)), allow(dead_code))]
+    /// Appends a cell (after the delimiter a record read as a whole line keeps between
+    /// cells).
     pub fn push_field(&mut self, field: &[u8]) {
         self.ascii &= field.is_ascii();
+        if self.gap == 1 && !self.ends.is_empty() {
+            self.data.push(b',');
+        }
         self.data.extend_from_slice(field);
         self.ends.push(self.data.len());
     }
@@ -492,6 +496,17 @@ mod tests {
             got.push(rec.is_ascii());
         }
         assert_eq!(got, [true, false, false, true, false]);
+    }
+
+    #[test]
+    fn a_cell_pushed_after_a_whole_line_is_its_own() {
+        let mut r = CsvSource::new(Box::new(&b"a,bc,\n"[..]), &CsvOptions::default());
+        let mut rec = Record::new();
+        assert!(r.read_record(&mut rec).unwrap());
+        rec.push_field(b"20220428");
+        rec.push_field(b"");
+        let cells: Vec<&[u8]> = rec.iter().collect();
+        assert_eq!(cells, [&b"a"[..], b"bc", b"", b"20220428", b""]);
     }
 
     #[test]

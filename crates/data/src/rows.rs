@@ -4,6 +4,7 @@
 
 use crate::error::DataError;
 use crate::record::{CsvSource, Record};
+use crate::sources::SourceFiles;
 use mfh_config::CsvOptions;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -253,7 +254,12 @@ pub(crate) fn read_header(path: &Path, opts: &CsvOptions) -> Result<Vec<String>,
 pub(crate) struct RowReader {
     files: Vec<PathBuf>,
     opts: CsvOptions,
+    /// Cells each file's rows hold (partition values come after them).
     n_columns: usize,
+    /// Per file, the partition values appended to each of its rows (none when empty).
+    partitions: Vec<Vec<Option<Vec<u8>>>>,
+    /// Files opened so far.
+    pub files_opened: u64,
     next_file: usize,
     current: Option<Source>,
     /// Data-row index over all files (0-based).
@@ -268,12 +274,24 @@ impl RowReader {
             files,
             opts,
             n_columns,
+            partitions: Vec::new(),
+            files_opened: 0,
             next_file: 0,
             current: None,
             row_index: 0,
             file_idx: 0,
             record: Record::new(),
         }
+    }
+
+    /// Reads `src`'s files, each row followed by its file's partition values (a null
+    /// partition as the first of `opts.missing`); `n_columns` counts the files' own cells.
+    pub fn sources(src: &SourceFiles, opts: CsvOptions, n_columns: usize) -> RowReader {
+        let mut r = RowReader::new(src.files.clone(), opts, n_columns);
+        if !src.columns.is_empty() {
+            r.partitions.clone_from(&src.values);
+        }
+        r
     }
 
     pub fn path(&self) -> &Path {
@@ -295,6 +313,7 @@ impl RowReader {
                 }
                 self.file_idx = self.next_file;
                 self.next_file += 1;
+                self.files_opened += 1;
                 let path = &self.files[self.file_idx];
                 if is_parquet(path) {
                     #[cfg(feature = "parquet")]
@@ -354,6 +373,12 @@ impl RowReader {
                                 self.n_columns
                             ),
                         });
+                    }
+                    if let Some(values) = self.partitions.get(self.file_idx) {
+                        let null = self.opts.missing.first().map_or(&[][..], |m| m.as_bytes());
+                        for v in values {
+                            self.record.push_field(v.as_deref().unwrap_or(null));
+                        }
                     }
                     return Ok(true);
                 }

@@ -39,6 +39,8 @@ impl StreamOptions {
 pub struct ReadStats {
     /// Data rows read from the sources (all splits).
     pub rows_read: u64,
+    /// Source files opened (fewer than the sources when partition clauses prune).
+    pub files_read: u64,
     /// Rows of this split that decoded and were used.
     pub rows_used: u64,
     pub skipped: SkipCounts,
@@ -74,14 +76,7 @@ pub(crate) fn scan(
                 true,
             )
         }
-        None => (
-            Reader::Files(Box::new(RowReader::new(
-                p.cfg.data.sources.clone(),
-                p.cfg.data.csv.clone(),
-                p.main_columns.len(),
-            ))),
-            false,
-        ),
+        None => (Reader::Files(Box::new(p.split_reader(split)?)), false),
     };
     let mut side = Vec::with_capacity(p.side.len());
     loop {
@@ -123,6 +118,9 @@ pub(crate) fn scan(
         }
     }
     stats.rows_read = reader.rows_read();
+    if let Reader::Files(r) = &reader {
+        stats.files_read = r.files_opened;
+    }
     Ok(stats)
 }
 

@@ -113,6 +113,8 @@ struct Striper<'a> {
     counters: Arc<Counters>,
     /// Start of the scan time not yet counted.
     mark: Instant,
+    /// The files the scan reads (a pooled row's `file` indexes them).
+    files: Vec<std::path::PathBuf>,
 }
 
 impl Pipeline {
@@ -186,6 +188,7 @@ impl Pipeline {
                     side: Vec::new(),
                     counters: c,
                     mark: Instant::now(),
+                    files: Vec::new(),
                 };
                 let hold = opts.shuffle_buffer.max(s.batch_size);
                 let msg = match s.run(&split, hold) {
@@ -209,11 +212,10 @@ impl Striper<'_> {
     fn run(&mut self, split: &str, hold: usize) -> Result<Option<ReadStats>, DataError> {
         let p = self.p;
         let compiled = &p.splits[split];
-        let mut reader = RowReader::new(
-            p.cfg.data.sources.clone(),
-            p.cfg.data.csv.clone(),
-            p.main_columns.len(),
-        );
+        let src = p.split_sources(split)?;
+        self.files.clone_from(&src.files);
+        let own = p.main_columns.len() - src.columns.len();
+        let mut reader = RowReader::sources(&src, p.cfg.data.csv.clone(), own);
         let mut rows_used = 0u64;
         while reader.advance()? {
             let row = Row {
@@ -257,6 +259,7 @@ impl Striper<'_> {
         }
         Ok(Some(ReadStats {
             rows_read: reader.row_index,
+            files_read: reader.files_opened,
             rows_used,
             ..ReadStats::default()
         }))
@@ -284,7 +287,7 @@ impl Striper<'_> {
             let mut batch = Batch::with_layout(ns, nm);
             for k in mine.clone() {
                 let raw = &self.pool[self.order[chunk.start + k]];
-                let path = self.p.cfg.data.sources[raw.file].as_path();
+                let path = self.files[raw.file].as_path();
                 let line = raw.rec.line();
                 self.p.join(path, line, &raw.rec, &mut self.side)?;
                 let row = Row {

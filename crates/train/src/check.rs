@@ -71,6 +71,26 @@ pub fn check(cfg: &Config, count_rows: bool) -> Result<CheckSummary> {
             .collect::<Vec<_>>()
             .join(", ")
     )?;
+    {
+        let (_, all) = p.split_file_count(&cfg.train.train_split)?;
+        let mut line = format!("  {all} source files");
+        if !cfg.data.partitions.is_empty() {
+            let parts: Vec<String> = cfg
+                .data
+                .partitions
+                .iter()
+                .map(|(k, t)| format!("{k} ({t:?})"))
+                .collect();
+            line.push_str(&format!("; partition columns: {}", parts.join(", ")));
+            for split in p.split_names() {
+                let (n, _) = p.split_file_count(&split)?;
+                if n < all {
+                    line.push_str(&format!("; `{split}` reads {n}"));
+                }
+            }
+        }
+        writeln!(s, "{line}")?;
+    }
     for t in &cfg.data.side_tables {
         writeln!(
             s,

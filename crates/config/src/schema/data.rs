@@ -3,7 +3,7 @@
 use crate::schema::check::Check;
 use crate::ConfigError;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -52,8 +52,15 @@ impl Default for CsvOptions {
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     /// Files read in order as one table (CSV, gzip CSV detected by content; Parquet with
-    /// the `parquet` feature).
+    /// the `parquet` feature). An entry with `*`, `?`, `[…]` or `**` is a glob: the files
+    /// it matches, in path order (names starting with `_` or `.`, such as `_SUCCESS`,
+    /// left out).
     pub sources: Vec<PathBuf>,
+    /// Hive-style partition columns (`date=20220428/` folders in the sources' paths):
+    /// name → type. Each becomes a column of the main table, appended after the files'
+    /// own, with the value its file's path gives.
+    #[serde(default)]
+    pub partitions: BTreeMap<String, PartitionType>,
     /// How the source files are laid out (`[data.csv]`).
     #[serde(default)]
     pub csv: CsvOptions,
@@ -67,6 +74,32 @@ pub struct DataConfig {
     /// Column holding a non-negative weight per row that multiplies the row's loss.
     #[serde(default)]
     pub weight_column: Option<String>,
+}
+
+/// What a partition folder's value must be: checked for every file when the sources
+/// are listed, so that `date=2022-04-28` under an `int` partition is an error naming the
+/// file rather than a row-level surprise.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionType {
+    /// Any text (compared as bytes by a `where` with a quoted value).
+    #[default]
+    String,
+    /// A whole number (i64).
+    Int,
+    /// A finite number.
+    Float,
+}
+
+impl PartitionType {
+    /// Whether `value` (a folder's value, percent-decoded) has this type.
+    pub fn admits(self, value: &str) -> bool {
+        match self {
+            PartitionType::String => true,
+            PartitionType::Int => value.parse::<i64>().is_ok(),
+            PartitionType::Float => value.parse::<f64>().is_ok_and(f64::is_finite),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -97,6 +130,20 @@ impl DataConfig {
             return c.fail("data.sources", "names no file");
         }
         self.csv.validate(c, "data")?;
+        for name in self.partitions.keys() {
+            if name.is_empty() || name.contains(['=', '/', '\\', '.']) {
+                return c.fail(
+                    format!("data.partitions.{name}"),
+                    "a partition name must be non-empty and contain no `=`, `/`, `\\` or `.`",
+                );
+            }
+            if self.csv.columns.contains(name) {
+                return c.fail(
+                    format!("data.partitions.{name}"),
+                    format!("`{name}` is also one of `data.csv.columns`; a partition column comes from the files' paths"),
+                );
+            }
+        }
         let mut names = BTreeSet::new();
         for (i, t) in self.side_tables.iter().enumerate() {
             t.csv.validate(c, &format!("data.side_tables[{i}]"))?;

@@ -1,0 +1,230 @@
+//! The files a config's `data.sources` name: literal paths and globs expanded in order,
+//! and the hive-style partition values (`date=20220428/`) each file's path carries for
+//! the columns `data.partitions` declares.
+//!
+//! The rules (docs/config.md, `[data]`):
+//! - an entry that names an existing file is that file; otherwise an entry with a glob
+//!   character (`*`, `?`, `[`) is expanded with the `glob` crate, matches in path order,
+//!   names starting with `_` or `.` (`_SUCCESS`, `.part-0.crc`) left out, folders left
+//!   out; a pattern that matches no file is an error naming its key;
+//! - a file listed twice (by two patterns) is an error: its rows would be read twice;
+//! - each declared partition must appear exactly once among the folders of each file's
+//!   path, as `name=value`; the value is percent-decoded as Hive writes it, and Hive's
+//!   `__HIVE_DEFAULT_PARTITION__` (a null key) is a missing cell.
+
+use crate::error::DataError;
+use mfh_config::{Config, PartitionType};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Hive's folder value for a null partition key.
+const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// The source files in reading order, with their partition values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceFiles {
+    pub files: Vec<PathBuf>,
+    /// The partition columns (`data.partitions`' names, sorted).
+    pub columns: Vec<String>,
+    /// Per file, one value per partition column (`None`: Hive's null key).
+    pub values: Vec<Vec<Option<Vec<u8>>>>,
+}
+
+impl SourceFiles {
+    /// Lists the files of `cfg.data.sources` and reads their partition values.
+    pub fn list(cfg: &Config) -> Result<SourceFiles, DataError> {
+        let d = &cfg.data;
+        let at = |key: String, message: String| {
+            DataError::config(format!(
+                "{}: key `{key}`: {message}",
+                cfg.source_file.display()
+            ))
+        };
+        let mut files = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, src) in d.sources.iter().enumerate() {
+            let key = format!("data.sources[{i}]");
+            let text = src.to_string_lossy();
+            let matched = if src.is_file() || !text.contains(['*', '?', '[']) {
+                vec![src.clone()]
+            } else {
+                expand(&text).map_err(|m| at(key.clone(), m))?
+            };
+            if matched.is_empty() {
+                return Err(at(key, format!("the pattern `{text}` matches no file")));
+            }
+            for f in matched {
+                if !seen.insert(f.clone()) {
+                    return Err(at(
+                        key,
+                        format!(
+                            "{} is listed twice (its rows would be read twice)",
+                            f.display()
+                        ),
+                    ));
+                }
+                files.push(f);
+            }
+        }
+        let columns: Vec<String> = d.partitions.keys().cloned().collect();
+        let mut values = Vec::with_capacity(files.len());
+        for f in &files {
+            let mut row = Vec::with_capacity(columns.len());
+            for (name, ty) in &d.partitions {
+                row.push(partition_value(f, name, *ty)?);
+            }
+            values.push(row);
+        }
+        Ok(SourceFiles {
+            files,
+            columns,
+            values,
+        })
+    }
+
+    /// The files (and their values) at `keep`'s positions, in order.
+    pub fn subset(&self, keep: &[usize]) -> SourceFiles {
+        SourceFiles {
+            files: keep.iter().map(|&i| self.files[i].clone()).collect(),
+            columns: self.columns.clone(),
+            values: keep.iter().map(|&i| self.values[i].clone()).collect(),
+        }
+    }
+}
+
+/// The files a glob matches, in path order, without folders and hidden or `_` names.
+fn expand(pattern: &str) -> Result<Vec<PathBuf>, String> {
+    let opts = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: true,
+    };
+    let paths =
+        glob::glob_with(pattern, opts).map_err(|e| format!("`{pattern}` is not a glob: {e}"))?;
+    let mut out = Vec::new();
+    for p in paths {
+        let p = p.map_err(|e| format!("while listing `{pattern}`: {e}"))?;
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        let hidden = name.is_some_and(|n| n.starts_with('_') || n.starts_with('.'));
+        if !hidden && p.is_file() {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// The value of partition `name` in `file`'s folders, checked against its type.
+fn partition_value(
+    file: &Path,
+    name: &str,
+    ty: PartitionType,
+) -> Result<Option<Vec<u8>>, DataError> {
+    let mut found: Option<String> = None;
+    let prefix = format!("{name}=");
+    for part in file.parent().into_iter().flat_map(|p| p.components()) {
+        let part = part.as_os_str().to_string_lossy();
+        let Some(raw) = part.strip_prefix(&prefix) else {
+            continue;
+        };
+        if found.is_some() {
+            return Err(DataError::file(
+                file,
+                "partition",
+                format!("partition `{name}` appears twice among the folders of the path"),
+            ));
+        }
+        found = Some(percent_decode(raw).ok_or_else(|| {
+            DataError::file(
+                file,
+                "partition",
+                format!("partition `{name}`: `{raw}` is not valid percent-encoded UTF-8"),
+            )
+        })?);
+    }
+    let Some(value) = found else {
+        return Err(DataError::file(
+            file,
+            "partition",
+            format!("no `{name}=…` folder in the path, and `data.partitions` declares `{name}`"),
+        ));
+    };
+    if value == HIVE_NULL {
+        return Ok(None);
+    }
+    if !ty.admits(&value) {
+        let want = match ty {
+            PartitionType::Int => "a whole number",
+            PartitionType::Float => "a finite number",
+            PartitionType::String => unreachable!("a string partition admits any value"),
+        };
+        return Err(DataError::file(
+            file,
+            "partition",
+            format!(
+                "partition `{name}` = `{value}` is not {want}, as `data.partitions.{name}` says"
+            ),
+        ));
+    }
+    Ok(Some(value.into_bytes()))
+}
+
+/// `%XX` escapes (as Hive writes `/`, `=`, `%`, `:` …) decoded; `None` for a broken
+/// escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_escapes_decode_and_broken_ones_fail() {
+        assert_eq!(percent_decode("a%3Db%2Fc").as_deref(), Some("a=b/c"));
+        assert_eq!(
+            percent_decode("2022-04-28 10%3A00").as_deref(),
+            Some("2022-04-28 10:00")
+        );
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
+        assert_eq!(percent_decode("%FF"), None);
+    }
+
+    #[test]
+    fn a_partition_value_comes_from_its_folder_and_is_typed() {
+        let f = Path::new("/logs/date=20220428/hour=07/part-0.csv");
+        let v = |name, ty| partition_value(f, name, ty).unwrap().unwrap();
+        assert_eq!(v("date", PartitionType::Int), b"20220428");
+        assert_eq!(v("hour", PartitionType::String), b"07");
+        let e = partition_value(f, "scene", PartitionType::String).unwrap_err();
+        assert!(e.to_string().contains("no `scene=…` folder"), "{e}");
+        let g = Path::new("/logs/date=2022-04-28/part-0.csv");
+        let e = partition_value(g, "date", PartitionType::Int).unwrap_err();
+        assert!(e.to_string().contains("is not a whole number"), "{e}");
+        assert!(e.to_string().contains("date=2022-04-28"), "{e}");
+        let n = Path::new("/logs/date=__HIVE_DEFAULT_PARTITION__/part-0.csv");
+        assert_eq!(
+            partition_value(n, "date", PartitionType::Int).unwrap(),
+            None
+        );
+        let twice = Path::new("/date=1/x/date=2/part-0.csv");
+        assert!(partition_value(twice, "date", PartitionType::Int).is_err());
+        // The file's own name is not a folder.
+        let own = Path::new("/logs/date=1.csv");
+        assert!(partition_value(own, "date", PartitionType::String).is_err());
+    }
+}
