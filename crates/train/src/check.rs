@@ -79,7 +79,7 @@ pub fn check(cfg: &Config, count_rows: bool) -> Result<CheckSummary> {
                 .data
                 .partitions
                 .iter()
-                .map(|(k, t)| format!("{k} ({t:?})"))
+                .map(|(k, t)| format!("{k} ({})", format!("{t:?}").to_lowercase()))
                 .collect();
             line.push_str(&format!("; partition columns: {}", parts.join(", ")));
             for split in p.split_names() {
