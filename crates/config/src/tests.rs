@@ -252,18 +252,23 @@ fn partitions_are_typed_named_and_round_trip() {
             1,
         )
     };
-    let c = parse(&with(r#"{ date = "int", scene = "string", score = "float" }"#)).unwrap();
+    let c = parse(&with(
+        r#"{ date = "int", scene = "string", score = "float" }"#,
+    ))
+    .unwrap();
     assert_eq!(c.data.partitions.len(), 3);
     assert_eq!(c.data.partitions["date"], PartitionType::Int);
-    let back = Config::from_toml_str(&c.to_toml_string(), Path::new("x.toml"), Path::new("/b"))
-        .unwrap();
+    let back =
+        Config::from_toml_str(&c.to_toml_string(), Path::new("x.toml"), Path::new("/b")).unwrap();
     assert_eq!(back.data.partitions, c.data.partitions);
     assert!(PartitionType::Int.admits("20220428") && !PartitionType::Int.admits("2022-04-28"));
     assert!(PartitionType::Float.admits("0.5") && !PartitionType::Float.admits("inf"));
     let e = parse(&with(r#"{ date = "day" }"#)).unwrap_err().to_string();
     assert!(e.contains("date"), "{e}");
     for bad in ["a=b", "a/b", "a.b"] {
-        let e = parse(&with(&format!("{{ {bad:?} = \"int\" }}"))).unwrap_err().to_string();
+        let e = parse(&with(&format!("{{ {bad:?} = \"int\" }}")))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(&format!("data.partitions.{bad}")), "{bad}: {e}");
     }
 }

@@ -49,8 +49,10 @@ enum Rows {
 }
 
 impl ParquetRows {
-    pub fn open(path: &Path) -> Result<ParquetRows, DataError> {
-        let rows = match Columns::new(open(path)?) {
+    /// Opens `path`; with `used`, the columns marked `false` are not decoded (their cells
+    /// are empty) when the column path reads the file.
+    pub fn open(path: &Path, used: Option<&[bool]>) -> Result<ParquetRows, DataError> {
+        let rows = match Columns::new(open(path)?, used) {
             Ok(c) => Rows::Columns(Box::new(c)),
             Err(r) => Rows::Records(RowIter::from_file_into(Box::new(r))),
         };
@@ -90,7 +92,9 @@ impl ParquetRows {
                         ));
                     }
                     let a = if r == 0 { 0 } else { col.ends[r - 1] as usize };
-                    rec.push_field(&col.text[a..col.ends[r] as usize]);
+                    let cell = &col.text[a..col.ends[r] as usize];
+                    // A block of ASCII text has only ASCII cells.
+                    rec.push_cell(cell, col.ascii || cell.is_ascii());
                 }
                 return Ok(true);
             }
@@ -144,6 +148,8 @@ struct Columns {
 struct Column {
     name: String,
     kind: Kind,
+    /// Not read: the config names no use of it, its cells stay empty.
+    skip: bool,
     max_def: i16,
     reader: Option<ColumnReader>,
     defs: Vec<i16>,
@@ -152,6 +158,8 @@ struct Column {
     ends: Vec<u32>,
     /// First row of the block whose string is not UTF-8.
     bad: Option<usize>,
+    /// The block's text is all ASCII.
+    ascii: bool,
 }
 
 /// How a column's values become text (the record API's `Field` for its converted type).
@@ -178,6 +186,7 @@ impl Columns {
     #[allow(clippy::result_large_err)]
     fn new(
         file: SerializedFileReader<std::fs::File>,
+        used: Option<&[bool]>,
     ) -> Result<Columns, SerializedFileReader<std::fs::File>> {
         let schema = file.metadata().file_metadata().schema_descr_ptr();
         let fields = schema.root_schema().get_fields();
@@ -227,12 +236,14 @@ impl Columns {
             cols.push(Column {
                 name: f.name().to_string(),
                 kind,
+                skip: used.is_some_and(|u| !u.get(i).copied().unwrap_or(true)),
                 max_def: d.max_def_level(),
                 reader: None,
                 defs: Vec::new(),
                 text: Vec::new(),
                 ends: Vec::new(),
                 bad: None,
+                ascii: true,
             });
         }
         Ok(Columns {
@@ -254,7 +265,9 @@ impl Columns {
             let rg = self.file.get_row_group(self.group)?;
             self.left = rg.metadata().num_rows().max(0) as usize;
             for (i, c) in self.cols.iter_mut().enumerate() {
-                c.reader = Some(rg.get_column_reader(i)?);
+                if !c.skip {
+                    c.reader = Some(rg.get_column_reader(i)?);
+                }
             }
             self.group += 1;
         }
@@ -275,6 +288,11 @@ impl Column {
         self.text.clear();
         self.ends.clear();
         self.bad = None;
+        if self.skip {
+            self.ends.resize(n, 0);
+            self.ascii = true;
+            return Ok(());
+        }
         let reader = self.reader.as_mut().expect("a row group is open");
         match reader {
             ColumnReader::BoolColumnReader(r) => {
@@ -325,6 +343,7 @@ impl Column {
             }
             _ => unreachable!("only the kinds `Columns::new` accepts are read"),
         }
+        self.ascii = self.text.is_ascii();
         Ok(())
     }
 
@@ -580,7 +599,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("t.parquet");
         write(&path);
-        let fast = ParquetRows::open(&path).unwrap();
+        let fast = ParquetRows::open(&path, None).unwrap();
         assert!(matches!(fast.rows, Rows::Columns(_)));
         let slow = ParquetRows {
             path: path.clone(),
@@ -592,5 +611,28 @@ mod tests {
         assert_eq!(a.len(), 5500);
         assert_eq!(a, b);
         assert!(a.iter().any(|r| r[1].is_empty()) && a.iter().any(|r| !r[8].is_empty()));
+    }
+
+    #[test]
+    fn unused_columns_are_empty_and_used_ones_unchanged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("t.parquet");
+        write(&path);
+        let full = all(ParquetRows::open(&path, None).unwrap());
+        let n = full[0].len();
+        let used: Vec<bool> = (0..n).map(|i| i % 3 == 1).collect();
+        let part = all(ParquetRows::open(&path, Some(&used)).unwrap());
+        assert_eq!(part.len(), full.len());
+        for (a, b) in part.iter().zip(&full) {
+            assert_eq!(a.len(), n);
+            assert_eq!(a.line(), b.line());
+            for (i, &u) in used.iter().enumerate() {
+                if u {
+                    assert_eq!(&a[i], &b[i], "column {i}");
+                } else {
+                    assert!(a[i].is_empty(), "column {i} was read");
+                }
+            }
+        }
     }
 }

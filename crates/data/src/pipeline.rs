@@ -306,7 +306,52 @@ impl Pipeline {
     pub(crate) fn split_reader(&self, split: &str) -> Result<RowReader, DataError> {
         let src = self.split_sources(split)?;
         let own = self.main_columns.len().saturating_sub(src.columns.len());
-        Ok(RowReader::sources(&src, self.cfg.data.csv.clone(), own))
+        Ok(RowReader::sources(
+            &src,
+            self.cfg.data.csv.clone(),
+            own,
+            Some(self.used_columns(own)),
+        ))
+    }
+
+    /// Which of the main table's first `own` columns (the files' own) anything reads: a
+    /// feature, label, facet, split, the GAUC or weight column, a side table's join key.
+    pub(crate) fn used_columns(&self, own: usize) -> Vec<bool> {
+        let mut used = vec![false; own];
+        let mut mark = |c: &ColRef| {
+            let i = match *c {
+                ColRef::Main(i) => i,
+                ColRef::Side(t, _) => self.side[t].join,
+            };
+            if let Some(u) = used.get_mut(i) {
+                *u = true;
+            }
+        };
+        for f in &self.features {
+            mark(&f.col);
+        }
+        for b in &self.behaviours {
+            match b {
+                CompiledBehaviour::Binary(c, _) => mark(c),
+                CompiledBehaviour::Regression(_, cols, _) => cols.iter().for_each(|(_, c)| mark(c)),
+            }
+        }
+        for f in &self.facets {
+            let (CompiledFacet::Thresholds(c, ..) | CompiledFacet::Groups(c, ..)) = f;
+            mark(c);
+        }
+        for s in self.splits.values() {
+            if let CompiledSplit::Where(clauses) = s {
+                clauses.iter().for_each(|(c, _, _)| mark(c));
+            }
+        }
+        for c in [&self.gauc, &self.weight].into_iter().flatten() {
+            mark(c);
+        }
+        for t in 0..self.side.len() {
+            mark(&ColRef::Side(t, 0));
+        }
+        used
     }
 
     /// The source files a pass over `split` opens, of how many (for `mfh check`, and the

@@ -76,6 +76,17 @@ impl Record {
         self.ends.push(self.data.len());
     }
 
+    /// Appends a cell whose ASCII-ness the caller knows (a column block checked once), in a
+    /// record built cell by cell (no delimiter between cells).
+    #[cfg(feature = "parquet")]
+    #[inline]
+    pub fn push_cell(&mut self, field: &[u8], ascii: bool) {
+        debug_assert!(self.gap == 0 && ascii == field.is_ascii());
+        self.ascii &= ascii;
+        self.data.extend_from_slice(field);
+        self.ends.push(self.data.len());
+    }
+
     /// Appends a cell written by `f` straight into the record's buffer.
     pub fn push_with(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
         let start = self.data.len();

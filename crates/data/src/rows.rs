@@ -260,6 +260,8 @@ pub(crate) struct RowReader {
     partitions: Vec<Vec<Option<Vec<u8>>>>,
     /// Files opened so far.
     pub files_opened: u64,
+    /// The files' columns a pass needs (`None`: all); a column format reads only these.
+    used: Option<Vec<bool>>,
     next_file: usize,
     current: Option<Source>,
     /// Data-row index over all files (0-based).
@@ -276,6 +278,7 @@ impl RowReader {
             n_columns,
             partitions: Vec::new(),
             files_opened: 0,
+            used: None,
             next_file: 0,
             current: None,
             row_index: 0,
@@ -286,11 +289,19 @@ impl RowReader {
 
     /// Reads `src`'s files, each row followed by its file's partition values (a null
     /// partition as the first of `opts.missing`); `n_columns` counts the files' own cells.
-    pub fn sources(src: &SourceFiles, opts: CsvOptions, n_columns: usize) -> RowReader {
+    /// Of the files' own columns, only those `used` marks are decoded from a Parquet
+    /// file (the others' cells are empty); CSV rows are split whole either way.
+    pub fn sources(
+        src: &SourceFiles,
+        opts: CsvOptions,
+        n_columns: usize,
+        used: Option<Vec<bool>>,
+    ) -> RowReader {
         let mut r = RowReader::new(src.files.clone(), opts, n_columns);
         if !src.columns.is_empty() {
             r.partitions.clone_from(&src.values);
         }
+        r.used = used;
         r
     }
 
@@ -318,8 +329,10 @@ impl RowReader {
                 if is_parquet(path) {
                     #[cfg(feature = "parquet")]
                     {
-                        self.current =
-                            Some(Source::Parquet(crate::parquet::ParquetRows::open(path)?));
+                        self.current = Some(Source::Parquet(crate::parquet::ParquetRows::open(
+                            path,
+                            self.used.as_deref(),
+                        )?));
                         continue;
                     }
                     #[cfg(not(feature = "parquet"))]

@@ -215,7 +215,8 @@ impl Striper<'_> {
         let src = p.split_sources(split)?;
         self.files.clone_from(&src.files);
         let own = p.main_columns.len() - src.columns.len();
-        let mut reader = RowReader::sources(&src, p.cfg.data.csv.clone(), own);
+        let mut reader =
+            RowReader::sources(&src, p.cfg.data.csv.clone(), own, Some(p.used_columns(own)));
         let mut rows_used = 0u64;
         while reader.advance()? {
             let row = Row {
