@@ -36,6 +36,7 @@ mod transforms;
 
 pub use batch::{Batch, MultiColumn};
 pub use error::{DataError, SkipCounts};
+pub use fit::{FitPart, EXACT_VALUES, STRIPES};
 pub use hash::{hash_value, MISSING_ID};
 pub use memory::{Cells, RowTable, SplitTables};
 pub use pipeline::{source_header, FieldLayout, Following, Pipeline};

@@ -302,9 +302,17 @@ impl Pipeline {
         })
     }
 
-    /// A reader of the rows of `split`'s files.
-    pub(crate) fn split_reader(&self, split: &str) -> Result<RowReader, DataError> {
-        let src = self.split_sources(split)?;
+    /// A reader of the rows of `split`'s files (only those at `files`' positions in that
+    /// list, when given).
+    pub(crate) fn split_reader(
+        &self,
+        split: &str,
+        files: Option<&[usize]>,
+    ) -> Result<RowReader, DataError> {
+        let mut src = self.split_sources(split)?;
+        if let Some(keep) = files {
+            src = src.subset(keep);
+        }
         let own = self.main_columns.len().saturating_sub(src.columns.len());
         Ok(RowReader::sources(
             &src,

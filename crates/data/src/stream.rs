@@ -53,6 +53,17 @@ pub struct ReadStats {
 pub(crate) fn scan(
     p: &Pipeline,
     split: &str,
+    on_row: impl FnMut(&Row) -> Result<bool, DataError>,
+) -> Result<ReadStats, DataError> {
+    scan_files(p, split, None, on_row)
+}
+
+/// [`scan`] over only the files at `files`' positions in the split's file list (all of
+/// them when `None`; a split read from an in-memory table ignores it).
+pub(crate) fn scan_files(
+    p: &Pipeline,
+    split: &str,
+    files: Option<&[usize]>,
     mut on_row: impl FnMut(&Row) -> Result<bool, DataError>,
 ) -> Result<ReadStats, DataError> {
     let compiled = p.splits.get(split).ok_or_else(|| {
@@ -76,7 +87,10 @@ pub(crate) fn scan(
                 true,
             )
         }
-        None => (Reader::Files(Box::new(p.split_reader(split)?)), false),
+        None => (
+            Reader::Files(Box::new(p.split_reader(split, files)?)),
+            false,
+        ),
     };
     let mut side = Vec::with_capacity(p.side.len());
     loop {

@@ -60,6 +60,30 @@ pub trait Engine {
         self.sum_f64(&mut vals);
         *v = vals.into_iter().map(|x| x as u64).collect();
     }
+    /// Every rank's `mine`, in rank order, on every rank (collective; built on
+    /// [`Engine::sum_f64`]: each rank's words in its own slot of a zeroed vector, summed,
+    /// so the values arrive exactly).
+    fn gather_f64(&mut self, mine: &[f64]) -> Vec<Vec<f64>> {
+        let (rank, size) = (self.rank(), self.size());
+        if size == 1 {
+            return vec![mine.to_vec()];
+        }
+        let mut lens = vec![0.0; size];
+        lens[rank] = mine.len() as f64;
+        self.sum_f64(&mut lens);
+        let lens: Vec<usize> = lens.iter().map(|&n| n as usize).collect();
+        let start: usize = lens[..rank].iter().sum();
+        let mut all = vec![0.0; lens.iter().sum()];
+        all[start..start + mine.len()].copy_from_slice(mine);
+        self.sum_f64(&mut all);
+        let mut out = Vec::with_capacity(size);
+        let mut at = 0;
+        for n in lens {
+            out.push(all[at..at + n].to_vec());
+            at += n;
+        }
+        out
+    }
     /// This rank's result when it failed, else an error naming `others` when another rank
     /// failed (collective), so that every rank stops together.
     fn agree(&mut self, r: Result<()>, others: &str) -> Result<()> {

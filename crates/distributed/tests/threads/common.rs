@@ -66,6 +66,12 @@ pooling = "mean"
 type = "numeric"
 name = "price"
 transform = ["log1p", "standardize"]
+[[features]]
+type = "bucketized"
+name = "price_band"
+column = "price"
+dim = 3
+quantiles = 4
 [[behaviours]]
 type = "binary"
 name = "click"

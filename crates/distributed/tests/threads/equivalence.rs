@@ -51,6 +51,18 @@ fn ranks_as_threads_train_the_one_process_model() {
         // The saved model holds every shard's rows: it scores like the reference.
         let mut a = load_model(&reference).unwrap();
         let mut b = load_model(&out).unwrap();
+        // The ranks each fitted a share of the train split's statistics and merged them:
+        // bit for bit the one-process statistics.
+        assert_eq!(
+            a.transforms, b.transforms,
+            "{size} ranks: fitted statistics"
+        );
+        assert_eq!(
+            a.transforms.features.len(),
+            2,
+            "{:?}",
+            a.transforms.features
+        );
         let (tables_a, tables_b) = (a.state.emb.tables(), b.state.emb.tables());
         assert_eq!(tables_a.len(), tables_b.len(), "{size} ranks: table count");
         assert!(!tables_a.is_empty(), "{size} ranks: no embedding table");

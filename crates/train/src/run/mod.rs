@@ -47,6 +47,7 @@ pub fn train_with(cfg: &Config, opts: &TrainOptions, eng: &mut dyn Engine) -> Re
         opt,
         resumed,
         ckpt_root,
+        fit_s,
     } = setup::setup(cfg, opts, eng, &model_name, spec)?;
     let metric = tc.early_stopping.metric.clone();
     let ctx = Ctx {
@@ -76,7 +77,13 @@ pub fn train_with(cfg: &Config, opts: &TrainOptions, eng: &mut dyn Engine) -> Re
     }
     let params = run.state.net_mut().num_params();
     if run.lead {
-        announce(&ctx, params, &run.state, eng.size());
+        announce(
+            &ctx,
+            params,
+            &run.state,
+            eng.size(),
+            (t0.elapsed().as_secs_f64(), fit_s),
+        );
     }
     let start_epoch = if run.p.finished {
         tc.epochs
@@ -91,8 +98,8 @@ pub fn train_with(cfg: &Config, opts: &TrainOptions, eng: &mut dyn Engine) -> Re
     run.finish(eng, t0, params)
 }
 
-/// The "training `…`" line.
-fn announce(ctx: &Ctx, params: usize, state: &ModelState, size: usize) {
+/// The "training `…`" line, with the seconds set-up took (and its statistics pass).
+fn announce(ctx: &Ctx, params: usize, state: &ModelState, size: usize, setup_s: (f64, f64)) {
     let tc = &ctx.cfg.train;
     let ranks = if size > 1 {
         format!(
@@ -103,14 +110,16 @@ fn announce(ctx: &Ctx, params: usize, state: &ModelState, size: usize) {
         String::new()
     };
     eprintln!(
-        "training `{}` ({params} dense parameters) on {} rows × {} epochs, {} tasks{ranks}; {} threads, kernel path {}, {} products",
+        "training `{}` ({params} dense parameters) on {} rows × {} epochs, {} tasks{ranks}; {} threads, kernel path {}, {} products; set up in {:.2} s (statistics pass {:.2} s)",
         ctx.model_name,
         ctx.transforms.rows,
         tc.epochs,
         state.grid.n_tasks(),
         mfh_nn::threads(),
         mfh_cpu::path(),
-        mfh_nn::precision()
+        mfh_nn::precision(),
+        setup_s.0,
+        setup_s.1
     );
 }
 

@@ -7,8 +7,8 @@ use crate::engine::{Engine, Optimizers};
 use crate::options::TrainOptions;
 use anyhow::{anyhow, bail, Context, Result};
 use mfh_artifact::{fresh_state, load_model, ModelState};
-use mfh_config::Config;
-use mfh_data::{FieldLayout, FittedTransforms, Pipeline};
+use mfh_config::{Config, OnError};
+use mfh_data::{FieldLayout, FitPart, FittedTransforms, Pipeline, ReadStats};
 use mfh_model::ModelSpec;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,6 +26,8 @@ pub(crate) struct Setup {
     /// The checkpoint resumed from: its folder and the loop's state then.
     pub resumed: Option<(PathBuf, checkpoint::LoopState)>,
     pub ckpt_root: PathBuf,
+    /// Seconds the statistics pass over the train split took.
+    pub fit_s: f64,
 }
 
 /// Prepares the output folder, finds the checkpoint to resume (or clears a finished
@@ -92,7 +94,38 @@ pub(crate) fn setup(
     Ok(built)
 }
 
-/// The statistics and the state; no collective (each rank builds its own).
+/// The statistics pass over the train split: on several ranks each decodes its share of
+/// the rows and the ranks merge their parts (collective), giving the statistics one
+/// process would fit, bit for bit ([`mfh_data::FitPart`]). With `on_error = "skip"` every
+/// rank fits every row (which rows a pass skips is each rank's to count), and so it does
+/// with `MFH_DIST_FIT=whole` (to measure the difference).
+fn fit_statistics(p: &mut Pipeline, split: &str, eng: &mut dyn Engine) -> Result<ReadStats> {
+    let size = eng.size();
+    let whole = std::env::var("MFH_DIST_FIT").is_ok_and(|v| v == "whole");
+    if size == 1 || whole || p.config().data.on_error == OnError::Skip {
+        return Ok(p.fit(split)?);
+    }
+    let part = p.fit_part(split, eng.rank(), size);
+    let ok = eng.all_ok(part.is_ok());
+    let (part, stats) = part?;
+    if !ok {
+        bail!("another rank failed reading the split (see its error)");
+    }
+    let words = eng.gather_f64(&part.to_words());
+    let parts = words
+        .iter()
+        .map(|w| FitPart::from_words(p, w))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows_read = p.finish_fit(parts)?;
+    Ok(ReadStats {
+        rows_read,
+        rows_used: p.transforms.rows,
+        ..stats
+    })
+}
+
+/// The statistics and the state (collective: the ranks agree on what they read, and
+/// merge the statistics' parts).
 fn build(
     cfg: &Config,
     opts: &TrainOptions,
@@ -103,21 +136,32 @@ fn build(
     ckpt_root: PathBuf,
 ) -> Result<Setup> {
     let tc = &cfg.train;
-    let seed = match &restored {
-        Some(r) => check_resumable(cfg, model_name, opts.seed, r)?,
-        None => opts.seed.unwrap_or(tc.seed),
-    };
-    // Warm start (a resumed run already holds its warm-started state).
-    let init = match (&opts.init_from, &restored) {
-        (Some(dir), None) => {
-            Some(load_model(dir).with_context(|| format!("--init-from {}", dir.display()))?)
-        }
-        _ => None,
-    };
-    let mut pipeline = Pipeline::with_tables(cfg, &opts.hooks.tables)?;
-    let fit = pipeline
-        .fit(&tc.train_split)
+    // What each rank reads alone; every rank learns whether all of them could, before the
+    // statistics pass exchanges its parts.
+    let prelude = (|| -> Result<_> {
+        let seed = match &restored {
+            Some(r) => check_resumable(cfg, model_name, opts.seed, r)?,
+            None => opts.seed.unwrap_or(tc.seed),
+        };
+        // Warm start (a resumed run already holds its warm-started state).
+        let init = match (&opts.init_from, &restored) {
+            (Some(dir), None) => {
+                Some(load_model(dir).with_context(|| format!("--init-from {}", dir.display()))?)
+            }
+            _ => None,
+        };
+        let pipeline = Pipeline::with_tables(cfg, &opts.hooks.tables)?;
+        Ok((seed, init, pipeline))
+    })();
+    let ok = eng.all_ok(prelude.is_ok());
+    let (seed, init, mut pipeline) = prelude?;
+    if !ok {
+        bail!("another rank could not set up the run (see its error)");
+    }
+    let fit_start = std::time::Instant::now();
+    let fit = fit_statistics(&mut pipeline, &tc.train_split, eng)
         .with_context(|| format!("reading the train split `{}`", tc.train_split))?;
+    let fit_s = fit_start.elapsed().as_secs_f64();
     if let Some(m) = &init {
         if !tc.refit_transforms {
             // Yesterday's statistics, today's row and label counts.
@@ -165,6 +209,7 @@ fn build(
         opt,
         resumed,
         ckpt_root,
+        fit_s,
     })
 }
 
