@@ -6,7 +6,12 @@
 # one thread per rank; ROUNDS interleaved rounds. Prints rank 0's "set up in … s
 # (statistics pass … s)" per run, then medians and min–max per mode.
 #
-#   bench/dist_startup.sh [ROWS] [ROUNDS]     (defaults 1000000, 5)
+#   bench/dist_startup.sh [ROWS] [ROUNDS] [FILES]     (defaults 1000000, 5, 1)
+#
+# FILES > 1 writes the log as that many hive-style partitions (`parts/hour=HH/`, gzip
+# CSV) read through a glob: the statistics pass then stripes by file, so each rank
+# opens only its own files (with one file every rank reads every row and decodes its
+# share).
 #
 # Needs OpenMPI and a build with the mpi feature (MFH_BIN overrides):
 #   cargo build --profile fastrel -p mfh --features mpi
@@ -15,6 +20,7 @@ cd "$(dirname "$0")/.."
 BIN=${MFH_BIN:-target/fastrel/mfh}
 ROWS=${1:-1000000}
 ROUNDS=${2:-5}
+FILES=${3:-1}
 W=target/dist-startup/$ROWS
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 [ -x "$BIN" ] || { echo "error: $BIN is missing; build it with: cargo build --profile fastrel -p mfh --features mpi" >&2; exit 1; }
@@ -23,7 +29,25 @@ if [ ! -f "$W/synthetic.toml" ]; then
   "$BIN" prepare synthetic --rows "$ROWS" --out "$W" >/dev/null 2>&1
 fi
 sed -e 's/^epochs = 4/epochs = 1\nmax_steps = 1\neval_every = 0\nthreads = 1/' "$W/synthetic.toml" > "$W/startup.toml"
-echo "# $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs; $ROWS rows; $(uptime | sed 's/.*load/load/')"
+if [ "$FILES" -gt 1 ]; then
+  if [ ! -d "$W/parts$FILES" ]; then
+    python3 - "$W" "$FILES" <<'PY'
+import gzip, os, sys
+w, n = sys.argv[1], int(sys.argv[2])
+with gzip.open(f"{w}/log.csv.gz", "rt") as f:
+    header = f.readline()
+    rows = f.readlines()
+for k in range(n):
+    d = f"{w}/parts{n}/hour={k:02d}"
+    os.makedirs(d, exist_ok=True)
+    with gzip.open(f"{d}/part-0.csv.gz", "wt", compresslevel=6) as out:
+        out.write(header)
+        out.writelines(rows[k * len(rows) // n:(k + 1) * len(rows) // n])
+PY
+  fi
+  sed -i "s|^sources = .*|sources = [\"parts$FILES/hour=*/part-*.csv.gz\"]\npartitions = { hour = \"int\" }|" "$W/startup.toml"
+fi
+echo "# $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs; $ROWS rows in $FILES file(s); $(uptime | sed 's/.*load/load/')"
 log=$(mktemp)
 run() { # MODE: one | striped | whole
   local mode=$1 out line
