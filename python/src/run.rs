@@ -79,6 +79,7 @@ pub fn train(
         resume,
         init_from,
         tensorboard,
+        publish: None,
         hooks: RunHooks {
             tables,
             stop: handle.map(|h| h.stop.clone()),

@@ -73,6 +73,9 @@ pub(crate) fn train_cmd(a: TrainArgs) -> Result<()> {
         quiet,
         tensorboard,
         threads,
+        publish,
+        publish_every,
+        keep_versions,
     } = a;
     let mut cfg = Config::load(&config)?;
     if let Some(t) = threads {
@@ -81,6 +84,11 @@ pub(crate) fn train_cmd(a: TrainArgs) -> Result<()> {
     let opts = TrainOptions {
         hooks: Default::default(),
         tensorboard: tensorboard.then(|| out.join("tensorboard")),
+        publish: publish.map(|root| mfh_train::Publish {
+            root,
+            every: publish_every,
+            keep: keep_versions as usize,
+        }),
         model,
         out: out.clone(),
         seed,
@@ -409,6 +417,7 @@ pub(crate) fn quickstart(out: &Path, raw: Option<PathBuf>, threads: Option<Threa
             &TrainOptions {
                 hooks: Default::default(),
                 tensorboard: None,
+                publish: None,
                 model: Some(name.into()),
                 out: model_dir.clone(),
                 seed: None,

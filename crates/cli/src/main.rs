@@ -135,6 +135,17 @@ struct TrainArgs {
     /// Compute threads, a count or `auto` (default: the config's `train.threads`).
     #[arg(long)]
     threads: Option<Threads>,
+    /// Publish the model as it trains into this serving root: numbered version folders
+    /// with a DONE marker, which `mfh serve --model-dir ROOT` hot-reloads. Every
+    /// --publish-every steps and at the end of the run.
+    #[arg(long)]
+    publish: Option<PathBuf>,
+    /// Steps between published versions (0: only at the end of the run).
+    #[arg(long, default_value_t = 0, requires = "publish")]
+    publish_every: u64,
+    /// Published versions kept in the root (older ones are removed).
+    #[arg(long, default_value_t = 5, requires = "publish", value_parser = clap::value_parser!(u64).range(1..))]
+    keep_versions: u64,
 }
 
 #[derive(clap::Args)]

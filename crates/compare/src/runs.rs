@@ -95,6 +95,7 @@ pub(crate) fn train_run(
         &TrainOptions {
             hooks: Default::default(),
             tensorboard,
+            publish: None,
             model: Some(model.into()),
             out: model_dir.clone(),
             seed: Some(seed),

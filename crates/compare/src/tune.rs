@@ -237,6 +237,7 @@ pub fn tune(cfg: &Config, o: &TuneOptions) -> Result<TuneSummary> {
                 &TrainOptions {
                     hooks: Default::default(),
                     tensorboard: None,
+                    publish: None,
                     model: Some(o.model.clone()),
                     out: dir.join("model"),
                     seed: Some(cfg.train.seed),

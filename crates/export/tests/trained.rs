@@ -141,6 +141,7 @@ fn train_model(dir: &Path, model: &str, section: &str) -> PathBuf {
         &TrainOptions {
             hooks: Default::default(),
             tensorboard: None,
+            publish: None,
             model: Some(model.into()),
             out: out.clone(),
             seed: Some(5),

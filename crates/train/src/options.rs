@@ -26,6 +26,9 @@ pub struct TrainOptions {
     /// valid split's loss and AUC, GAUC and logloss per behaviour × cell at every
     /// evaluation (`tensorboard --logdir` it).
     pub tensorboard: Option<PathBuf>,
+    /// Publish numbered model versions into a serving root as the run goes
+    /// ([`crate::Publish`]).
+    pub publish: Option<crate::Publish>,
     /// What a caller embedding the loop (the Python package) adds: in-memory tables,
     /// a stop request, live progress.
     pub hooks: RunHooks,

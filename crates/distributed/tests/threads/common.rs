@@ -109,6 +109,7 @@ pub fn opts(out: &Path) -> TrainOptions {
     TrainOptions {
         hooks: Default::default(),
         tensorboard: None,
+        publish: None,
         model: None,
         out: out.to_path_buf(),
         seed: Some(3),

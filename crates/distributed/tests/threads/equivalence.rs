@@ -175,3 +175,39 @@ fn skipping_bad_rows_reads_whole_batches_and_still_trains_the_one_process_model(
     let d = max_diff(&dense(&reference), &dense(&out));
     assert!(d < 1e-5, "dense parameters differ by {d}");
 }
+
+#[test]
+fn ranks_publish_the_one_process_versions() {
+    // `--publish`: the ranks save each version together (rank 0 writes it and its DONE
+    // marker); the versions hold the one-process model at the same steps.
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = Config::load(&write_data(tmp.path())).unwrap();
+    let publish = |root: &std::path::Path| {
+        Some(mfh_train::Publish {
+            root: root.to_path_buf(),
+            every: 10,
+            keep: 5,
+        })
+    };
+    let mut one = opts(&tmp.path().join("one"));
+    one.publish = publish(&tmp.path().join("served-one"));
+    mfh_train::train(&cfg, &one).unwrap();
+    let mut two = opts(&tmp.path().join("two"));
+    two.publish = publish(&tmp.path().join("served-two"));
+    for r in crate::common::run_ranks(2, &cfg, &two) {
+        r.unwrap();
+    }
+    // Steps 10, 20 and the end (25).
+    for (v, step) in [(1, 10), (2, 20), (3, 25)] {
+        let a = tmp.path().join(format!("served-one/{v}"));
+        let b = tmp.path().join(format!("served-two/{v}"));
+        assert!(
+            a.join("DONE").is_file() && b.join("DONE").is_file(),
+            "version {v}"
+        );
+        assert_eq!(load_model(&b).unwrap().meta.step, step);
+        let d = max_diff(&dense(&a), &dense(&b));
+        assert!(d < 1e-5, "version {v}: dense parameters differ by {d}");
+    }
+    assert!(!tmp.path().join("served-two/4").exists());
+}

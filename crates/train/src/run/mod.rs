@@ -147,6 +147,8 @@ struct Loop<'a> {
     /// Seconds in training steps (not evaluation, not checkpoints).
     train_time: f64,
     total_steps: u64,
+    /// The step of the last version published to `opts.publish` (none yet: `None`).
+    published_at: Option<u64>,
 }
 
 /// How an epoch's batch loop ended.
@@ -203,7 +205,27 @@ impl<'a> Loop<'a> {
             resume_at: None,
             train_time: 0.0,
             total_steps,
+            published_at: None,
         }
+    }
+
+    /// Publishes the current model to `opts.publish` (collective), once per step.
+    fn publish(&mut self, eng: &mut dyn Engine) -> Result<()> {
+        let (Some(p), step) = (&self.opts.publish, self.p.step) else {
+            return Ok(());
+        };
+        if self.published_at == Some(step) {
+            return Ok(());
+        }
+        let v = crate::publish::publish(self.ctx, eng, &mut self.state, step, p)?;
+        self.published_at = Some(step);
+        if self.lead && self.opts.progress {
+            eprintln!(
+                "published version {v} (step {step}) to {}",
+                p.root.display()
+            );
+        }
+        Ok(())
     }
 
     /// Takes up where the checkpoint in `dir` left off.
@@ -365,6 +387,12 @@ impl<'a> Loop<'a> {
                 })?;
                 te = Instant::now();
             }
+            if let Some(p) = &self.opts.publish {
+                if p.every > 0 && step.is_multiple_of(p.every) {
+                    pb.suspend(|| self.publish(eng))?;
+                    te = Instant::now();
+                }
+            }
             if stop {
                 exhausted = false;
                 break;
@@ -428,7 +456,9 @@ impl<'a> Loop<'a> {
 
     /// The end of the run: what was skipped and evicted, the checkpoints marked finished,
     /// the summary.
-    fn finish(self, eng: &mut dyn Engine, t0: Instant, params: usize) -> Result<TrainSummary> {
+    fn finish(mut self, eng: &mut dyn Engine, t0: Instant, params: usize) -> Result<TrainSummary> {
+        // The last state, published whatever the cadence.
+        self.publish(eng)?;
         let tc = &self.ctx.cfg.train;
         let lead = self.lead;
         let (best_value, best_step, report, history) = self.sel.outcome();
