@@ -85,6 +85,10 @@ impl ParquetRows {
                 let r = c.next;
                 c.next += 1;
                 for (i, col) in c.cols.iter().enumerate() {
+                    if col.skip {
+                        rec.push_empty();
+                        continue;
+                    }
                     if col.bad == Some(r) {
                         return Err(fail(
                             Some((i + 1, col.name.clone())),

@@ -87,6 +87,14 @@ impl Record {
         self.ends.push(self.data.len());
     }
 
+    /// Appends an empty cell (a column nothing reads).
+    #[cfg(feature = "parquet")]
+    #[inline]
+    pub fn push_empty(&mut self) {
+        debug_assert!(self.gap == 0);
+        self.ends.push(self.data.len());
+    }
+
     /// Appends a cell written by `f` straight into the record's buffer.
     pub fn push_with(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
         let start = self.data.len();
