@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 use mfh_artifact::load_model;
 use mfh_config::Threads;
-use mfh_data::{RawChunk, RawRows, RequestDecoder};
+use mfh_data::{RawChunk, RawRows, RequestDecoder, SourceFiles};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,7 +33,10 @@ pub(crate) fn predict_files(
     let mut m = load_model(model_dir)?;
     let decoder = RequestDecoder::new(Arc::new(m.serving_pipeline()?));
     mfh_nn::use_threads(threads.unwrap_or(m.config.train.threads).resolve());
-    let mut rows = RawRows::open(files, &m.config.data.csv)?;
+    // Files under partition folders (`date=…/`) carry the partition columns the model
+    // was trained with, as its sources did.
+    let src = SourceFiles::with_partitions(files, &m.config.data.partitions)?;
+    let mut rows = RawRows::open_sources(&src, &m.config.data.csv)?;
     let keep_idx: Vec<usize> = keep
         .iter()
         .map(|k| {

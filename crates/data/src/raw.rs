@@ -7,6 +7,7 @@ use crate::error::DataError;
 use crate::memory::{Cells, RowTable};
 use crate::record::Record;
 use crate::rows::{read_header, RowReader};
+use crate::sources::SourceFiles;
 use mfh_config::CsvOptions;
 use std::path::{Path, PathBuf};
 
@@ -32,10 +33,20 @@ pub struct RawChunk {
 impl RawRows {
     /// Opens `files` (CSV, gzip CSV or Parquet), which must share one header.
     pub fn open(files: Vec<PathBuf>, opts: &CsvOptions) -> Result<RawRows, DataError> {
+        RawRows::open_sources(
+            &SourceFiles::with_partitions(files, &Default::default())?,
+            opts,
+        )
+    }
+
+    /// Opens the files of `src`, which must share one header; each row is followed by its
+    /// file's partition values (columns named after the partitions).
+    pub fn open_sources(src: &SourceFiles, opts: &CsvOptions) -> Result<RawRows, DataError> {
+        let files = src.files.clone();
         let Some(first) = files.first() else {
             return Err(DataError::config("no data files given"));
         };
-        let header = read_header(first, opts)?;
+        let mut header = read_header(first, opts)?;
         for f in &files[1..] {
             if read_header(f, opts)? != header {
                 return Err(DataError::file(
@@ -48,8 +59,17 @@ impl RawRows {
                 ));
             }
         }
+        if let Some(c) = src.columns.iter().find(|c| header.contains(c)) {
+            return Err(DataError::file(
+                first,
+                "header",
+                format!("column `{c}` is in the file and is also a partition (`data.partitions.{c}`); rename one"),
+            ));
+        }
+        let own = header.len();
+        header.extend(src.columns.iter().cloned());
         Ok(RawRows {
-            reader: RowReader::new(files.clone(), opts.clone(), header.len()),
+            reader: RowReader::sources(src, opts.clone(), own, None),
             files,
             header,
         })

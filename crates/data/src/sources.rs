@@ -14,7 +14,7 @@
 
 use crate::error::DataError;
 use mfh_config::{Config, PartitionType};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Hive's folder value for a null partition key.
@@ -66,18 +66,26 @@ impl SourceFiles {
                 files.push(f);
             }
         }
-        let columns: Vec<String> = d.partitions.keys().cloned().collect();
+        SourceFiles::with_partitions(files, &d.partitions)
+    }
+
+    /// Files given one by one (`mfh predict --data`), with the values of the partition
+    /// columns `partitions` declares read from their paths, as for the sources.
+    pub fn with_partitions(
+        files: Vec<PathBuf>,
+        partitions: &BTreeMap<String, PartitionType>,
+    ) -> Result<SourceFiles, DataError> {
         let mut values = Vec::with_capacity(files.len());
         for f in &files {
-            let mut row = Vec::with_capacity(columns.len());
-            for (name, ty) in &d.partitions {
+            let mut row = Vec::with_capacity(partitions.len());
+            for (name, ty) in partitions {
                 row.push(partition_value(f, name, *ty)?);
             }
             values.push(row);
         }
         Ok(SourceFiles {
             files,
-            columns,
+            columns: partitions.keys().cloned().collect(),
             values,
         })
     }
