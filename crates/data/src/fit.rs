@@ -164,7 +164,6 @@ impl Pipeline {
             if stripe % size != rank {
                 return Ok(true);
             }
-            rows_owned += 1;
             // Decoding validates the row exactly as training will (and yields its labels).
             scratch.clear();
             self.decode_into(row, &fitted, &mut scratch)?;
@@ -186,6 +185,8 @@ impl Pipeline {
                 };
                 acc[stripe].add(pre_transform(&f.kind, x));
             }
+            // Counted once the row decoded (a row skipped with `on_error = "skip"` is not).
+            rows_owned += 1;
             Ok(true)
         })?;
         let accs: Vec<Vec<Acc>> = accs
