@@ -148,7 +148,9 @@ impl Pipeline {
         let stats = scan_files(self, split, files.as_deref(), |row| {
             let stripe = if by_file.is_some() {
                 match &last {
-                    Some((path, s)) if path == row.path => *s,
+                    // The same file as the row before: a byte comparison, not a
+                    // component-by-component one, on this per-row path.
+                    Some((path, s)) if path.as_os_str() == row.path.as_os_str() => *s,
                     _ => {
                         let s = *file_stripe.get(row.path).ok_or_else(|| {
                             DataError::file(row.path, "io", "read a file this rank does not own")

@@ -131,31 +131,8 @@ impl Pipeline {
     /// source file's header is read and must equal the first's; the partition columns
     /// (`data.partitions`) follow the files' own.
     pub fn new(cfg: &Config) -> Result<Pipeline, DataError> {
-        let d = &cfg.data;
         let sources = SourceFiles::list(cfg)?;
-        let first = &sources.files[0];
-        let mut main_columns = read_header(first, &d.csv)?;
-        for s in &sources.files[1..] {
-            let other = read_header(s, &d.csv)?;
-            if other != main_columns {
-                return Err(DataError::file(
-                    s,
-                    "header",
-                    format!(
-                        "its columns differ from those of {}; all sources must share one header",
-                        first.display()
-                    ),
-                ));
-            }
-        }
-        if let Some(c) = sources.columns.iter().find(|c| main_columns.contains(c)) {
-            return Err(DataError::file(
-                first,
-                "header",
-                format!("column `{c}` is in the file and is also a partition (`data.partitions.{c}`); rename one"),
-            ));
-        }
-        main_columns.extend(sources.columns.iter().cloned());
+        let (main_columns, _) = sources.header(&cfg.data.csv)?;
         let mut p = Pipeline::build(cfg, main_columns, true)?;
         p.prune_files(sources);
         Ok(p)
@@ -630,9 +607,8 @@ impl Pipeline {
 /// columns.
 pub fn source_header(cfg: &Config) -> Result<Vec<String>, DataError> {
     let sources = SourceFiles::list(cfg)?;
-    let mut columns = read_header(&sources.files[0], &cfg.data.csv)?;
-    columns.extend(sources.columns);
-    Ok(columns)
+    let first = &sources.files[0];
+    sources.with_partition_columns(first, read_header(first, &cfg.data.csv)?)
 }
 
 fn load_side_table(

@@ -6,7 +6,7 @@
 use crate::error::DataError;
 use crate::memory::{Cells, RowTable};
 use crate::record::Record;
-use crate::rows::{read_header, RowReader};
+use crate::rows::RowReader;
 use crate::sources::SourceFiles;
 use mfh_config::CsvOptions;
 use std::path::{Path, PathBuf};
@@ -31,43 +31,12 @@ pub struct RawChunk {
 }
 
 impl RawRows {
-    /// Opens `files` (CSV, gzip CSV or Parquet), which must share one header.
-    pub fn open(files: Vec<PathBuf>, opts: &CsvOptions) -> Result<RawRows, DataError> {
-        RawRows::open_sources(
-            &SourceFiles::with_partitions(files, &Default::default())?,
-            opts,
-        )
-    }
-
-    /// Opens the files of `src`, which must share one header; each row is followed by its
-    /// file's partition values (columns named after the partitions).
+    /// Opens the files of `src` (CSV, gzip CSV or Parquet), which must share one header;
+    /// each row is followed by its file's partition values (columns named after the
+    /// partitions).
     pub fn open_sources(src: &SourceFiles, opts: &CsvOptions) -> Result<RawRows, DataError> {
         let files = src.files.clone();
-        let Some(first) = files.first() else {
-            return Err(DataError::config("no data files given"));
-        };
-        let mut header = read_header(first, opts)?;
-        for f in &files[1..] {
-            if read_header(f, opts)? != header {
-                return Err(DataError::file(
-                    f,
-                    "header",
-                    format!(
-                        "its columns differ from those of {}; all files must share one header",
-                        first.display()
-                    ),
-                ));
-            }
-        }
-        if let Some(c) = src.columns.iter().find(|c| header.contains(c)) {
-            return Err(DataError::file(
-                first,
-                "header",
-                format!("column `{c}` is in the file and is also a partition (`data.partitions.{c}`); rename one"),
-            ));
-        }
-        let own = header.len();
-        header.extend(src.columns.iter().cloned());
+        let (header, own) = src.header(opts)?;
         Ok(RawRows {
             reader: RowReader::sources(src, opts.clone(), own, None),
             files,

@@ -13,7 +13,8 @@
 //!   `__HIVE_DEFAULT_PARTITION__` (a null key) is a missing cell.
 
 use crate::error::DataError;
-use mfh_config::{Config, PartitionType};
+use crate::rows::read_header;
+use mfh_config::{Config, CsvOptions, PartitionType};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -88,6 +89,48 @@ impl SourceFiles {
             columns: partitions.keys().cloned().collect(),
             values,
         })
+    }
+
+    /// The main table's columns: every file's header, which must equal the first's, then
+    /// the partition columns (a file column with a partition's name is an error).
+    /// Returns them and how many the files hold themselves.
+    pub(crate) fn header(&self, opts: &CsvOptions) -> Result<(Vec<String>, usize), DataError> {
+        let Some(first) = self.files.first() else {
+            return Err(DataError::config("no data files given"));
+        };
+        let columns = read_header(first, opts)?;
+        for f in &self.files[1..] {
+            if read_header(f, opts)? != columns {
+                return Err(DataError::file(
+                    f,
+                    "header",
+                    format!(
+                        "its columns differ from those of {}; all sources must share one header",
+                        first.display()
+                    ),
+                ));
+            }
+        }
+        let own = columns.len();
+        Ok((self.with_partition_columns(first, columns)?, own))
+    }
+
+    /// `columns` (the header of `file`, one of these files) with the partition columns
+    /// after them; a file column with a partition's name is an error.
+    pub(crate) fn with_partition_columns(
+        &self,
+        file: &Path,
+        mut columns: Vec<String>,
+    ) -> Result<Vec<String>, DataError> {
+        if let Some(c) = self.columns.iter().find(|c| columns.contains(c)) {
+            return Err(DataError::file(
+                file,
+                "header",
+                format!("column `{c}` is in the file and is also a partition (`data.partitions.{c}`); rename one"),
+            ));
+        }
+        columns.extend(self.columns.iter().cloned());
+        Ok(columns)
     }
 
     /// The files (and their values) at `keep`'s positions, in order.

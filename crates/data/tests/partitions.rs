@@ -288,7 +288,8 @@ fn bad_layouts_are_errors_naming_the_file_or_key() {
         e.contains("no `hour=…` folder") && e.contains("part-0.csv"),
         "{e}"
     );
-    // A file's own column may not also be a partition.
+    // A partition named after a file column but with no folder fails on the folder (the
+    // name clash itself is tested below, with a `uid=` folder).
     let e = err(
         r#"["logs/date=*/part-*.csv"]"#,
         r#"{ uid = "string", date = "int" }"#,
