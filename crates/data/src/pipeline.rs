@@ -291,12 +291,7 @@ impl Pipeline {
             src = src.subset(keep);
         }
         let own = self.main_columns.len().saturating_sub(src.columns.len());
-        Ok(RowReader::sources(
-            &src,
-            self.cfg.data.csv.clone(),
-            own,
-            Some(self.used_columns(own)),
-        ))
+        Ok(src.reader(self.cfg.data.csv.clone(), own, Some(self.used_columns(own))))
     }
 
     /// Which of the main table's first `own` columns (the files' own) anything reads: a

@@ -38,7 +38,7 @@ impl RawRows {
         let files = src.files.clone();
         let (header, own) = src.header(opts)?;
         Ok(RawRows {
-            reader: RowReader::sources(src, opts.clone(), own, None),
+            reader: src.reader(opts.clone(), own, None),
             files,
             header,
         })

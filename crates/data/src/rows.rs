@@ -4,7 +4,6 @@
 
 use crate::error::DataError;
 use crate::record::{CsvSource, Record};
-use crate::sources::SourceFiles;
 use mfh_config::CsvOptions;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -287,22 +286,18 @@ impl RowReader {
         }
     }
 
-    /// Reads `src`'s files, each row followed by its file's partition values (a null
-    /// partition as the first of `opts.missing`); `n_columns` counts the files' own cells.
-    /// Of the files' own columns, only those `used` marks are decoded from a Parquet
-    /// file (the others' cells are empty); CSV rows are split whole either way.
-    pub fn sources(
-        src: &SourceFiles,
-        opts: CsvOptions,
-        n_columns: usize,
+    /// Each row of file `f` followed by `partitions[f]` (a null partition as the first of
+    /// `opts.missing`; none when `partitions` is empty). Of the files' own columns, only
+    /// those `used` marks are decoded from a Parquet file (the others' cells are empty);
+    /// CSV rows are split whole either way.
+    pub fn with_partitions(
+        mut self,
+        partitions: Vec<Vec<Option<Vec<u8>>>>,
         used: Option<Vec<bool>>,
     ) -> RowReader {
-        let mut r = RowReader::new(src.files.clone(), opts, n_columns);
-        if !src.columns.is_empty() {
-            r.partitions.clone_from(&src.values);
-        }
-        r.used = used;
-        r
+        self.partitions = partitions;
+        self.used = used;
+        self
     }
 
     pub fn path(&self) -> &Path {

@@ -13,7 +13,7 @@
 //!   `__HIVE_DEFAULT_PARTITION__` (a null key) is a missing cell.
 
 use crate::error::DataError;
-use crate::rows::read_header;
+use crate::rows::{read_header, RowReader};
 use mfh_config::{Config, CsvOptions, PartitionType};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -131,6 +131,23 @@ impl SourceFiles {
         }
         columns.extend(self.columns.iter().cloned());
         Ok(columns)
+    }
+
+    /// A reader of these files' rows, each followed by its file's partition values;
+    /// `n_columns` counts the files' own cells, `used` the ones a pass reads (Parquet
+    /// decodes only those).
+    pub(crate) fn reader(
+        &self,
+        opts: CsvOptions,
+        n_columns: usize,
+        used: Option<Vec<bool>>,
+    ) -> RowReader {
+        let partitions = if self.columns.is_empty() {
+            Vec::new()
+        } else {
+            self.values.clone()
+        };
+        RowReader::new(self.files.clone(), opts, n_columns).with_partitions(partitions, used)
     }
 
     /// The files (and their values) at `keep`'s positions, in order.

@@ -22,7 +22,6 @@ use crate::decode::{Fitted, Row};
 use crate::error::DataError;
 use crate::pipeline::Pipeline;
 use crate::record::Record;
-use crate::rows::RowReader;
 use crate::stream::StreamOptions;
 use crate::stream::{Background, Msg, ReadStats};
 use crate::SplitMix;
@@ -215,8 +214,7 @@ impl Striper<'_> {
         let src = p.split_sources(split)?;
         self.files.clone_from(&src.files);
         let own = p.main_columns.len() - src.columns.len();
-        let mut reader =
-            RowReader::sources(&src, p.cfg.data.csv.clone(), own, Some(p.used_columns(own)));
+        let mut reader = src.reader(p.cfg.data.csv.clone(), own, Some(p.used_columns(own)));
         let mut rows_used = 0u64;
         while reader.advance()? {
             let row = Row {
