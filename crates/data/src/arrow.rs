@@ -6,11 +6,14 @@
 //! bytes, dates and timestamps as their integer value (as Parquet's path writes them), a
 //! list as its elements joined by the `multi` feature separator (`,` by default), a
 //! dictionary (pandas categorical) as its value. A null is the config's missing token.
+//! Where a pass reads a column only as a number ([`Cells::wants_number`]), int32, int64
+//! and finite double values come as numbers instead of text (what the text parses to).
 //! Other types (decimals, structs, maps, nested lists) are refused when the table is made,
 //! naming the column.
 
 use crate::error::DataError;
 use crate::memory::{Cells, RowTable};
+use crate::number::write_int as int;
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{
@@ -57,6 +60,18 @@ impl Reader {
             Reader::LargeUtf8(a) => a.is_null(row),
             Reader::View(a) => a.is_null(row),
             Reader::Other(a) => a.is_null(row),
+        }
+    }
+
+    /// The number the text of `row` (not null) parses to, for the types whose values
+    /// convert exactly: integers, and finite doubles (their shortest text parses back to
+    /// them; an f32's does not equal the widened f32, so floats stay text).
+    fn number(&self, row: usize) -> Option<f64> {
+        match self {
+            Reader::I64(a) => Some(a.value(row) as f64),
+            Reader::I32(a) => Some(a.value(row) as f64),
+            Reader::F64(a) => Some(a.value(row)).filter(|x| x.is_finite()),
+            _ => None,
         }
     }
 
@@ -161,6 +176,12 @@ impl RowTable for ArrowTable {
                 cells.push(missing);
                 continue;
             }
+            if cells.wants_number() {
+                if let Some(x) = col.number(row) {
+                    cells.push_number(x);
+                    continue;
+                }
+            }
             let mut res = Ok(());
             cells.push_with(|out| res = col.write(row, self.list_sep, out));
             res.map_err(|m| (c, m))?;
@@ -242,25 +263,6 @@ fn write_value(a: &ArrayRef, row: usize, sep: u8, out: &mut Vec<u8>) -> Result<(
         t => return Err(format!("Arrow type {t} is not read")),
     }
     Ok(())
-}
-
-/// `x` in decimal.
-fn int(out: &mut Vec<u8>, x: i64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut u = x.unsigned_abs();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (u % 10) as u8;
-        u /= 10;
-        if u == 0 {
-            break;
-        }
-    }
-    if x < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&buf[i..]);
 }
 
 fn write_list(items: &ArrayRef, sep: u8, out: &mut Vec<u8>) -> Result<(), String> {
@@ -400,5 +402,163 @@ mod tests {
             .to_string();
         assert!(e.contains("record batch 1"), "{e}");
         assert!(ArrowTable::new("data", vec![], b',').is_err());
+    }
+
+    /// The numbers a pass reads only as numbers come from Arrow's integer and double
+    /// columns as numbers, without text; every batch equals the CSV copy's.
+    #[test]
+    fn typed_columns_decode_as_the_csv_copy() {
+        use crate::{Pipeline, SplitTables, StreamOptions};
+        use arrow_array::Float32Array;
+        let n = 2000usize;
+        let mut rng = crate::SplitMix(11);
+        let (mut uid, mut day, mut price, mut click, mut play, mut csv) =
+            (vec![], vec![], vec![], vec![], vec![], String::new());
+        csv.push_str("uid,day,price,click,play\n");
+        for i in 0..n {
+            let u = rng.below(500) as i64 - 100;
+            let d = (i % 5) as i32;
+            let p = match rng.below(9) {
+                0 => None,
+                1 => Some(-0.0),
+                _ => Some(rng.below(1 << 40) as f64 / 7.0 - 1e9),
+            };
+            let c = rng.below(2) as i64;
+            let f = rng.below(100_000) as f32 / 3.0;
+            let ptext = p.map(|x: f64| x.to_string()).unwrap_or_default();
+            csv.push_str(&format!("{u},{d},{ptext},{c},{f}\n"));
+            uid.push(u);
+            day.push(d);
+            price.push(p);
+            click.push(c);
+            play.push(f);
+        }
+        let b = RecordBatch::try_from_iter(vec![
+            ("uid", Arc::new(Int64Array::from(uid)) as ArrayRef),
+            ("day", Arc::new(Int32Array::from(day)) as ArrayRef),
+            ("price", Arc::new(Float64Array::from(price)) as ArrayRef),
+            ("click", Arc::new(Int64Array::from(click)) as ArrayRef),
+            ("play", Arc::new(Float32Array::from(play)) as ArrayRef),
+        ])
+        .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("t.csv"), csv).unwrap();
+        let text = r#"
+[data]
+sources = ["t.csv"]
+[splits]
+train = { where = "day <= 2" }
+valid = { where = "day > 2" }
+[[features]]
+type = "categorical"
+name = "uid"
+dim = 4
+[[features]]
+type = "numeric"
+name = "price"
+transform = ["standardize"]
+[[features]]
+type = "bucketized"
+name = "play"
+dim = 4
+quantiles = 4
+[[behaviours]]
+type = "binary"
+name = "click"
+column = "click"
+"#;
+        let cfg = mfh_config::Config::from_toml_str(text, Path::new("t.toml"), tmp.path()).unwrap();
+        let mut tables = SplitTables::new();
+        for (split, rows) in [("train", 0..1200), ("valid", 1200..n)] {
+            // The CSV's rows of each split, in order: days 0–2 and 3–4 of each block of 5.
+            let keep: Vec<u32> = (0..n as u32)
+                .filter(|i| (i % 5 <= 2) == (split == "train"))
+                .collect();
+            assert_eq!(keep.len(), rows.len());
+            let idx = arrow_array::UInt32Array::from(keep);
+            let cols: Vec<ArrayRef> = b
+                .columns()
+                .iter()
+                .map(|c| arrow_select_take(c, &idx))
+                .collect();
+            let part = RecordBatch::try_new(b.schema(), cols).unwrap();
+            tables.insert(
+                split,
+                Arc::new(ArrowTable::new(split, vec![part], b',').unwrap()),
+            );
+        }
+        let batches = |p: Pipeline, split: &str| -> Vec<crate::Batch> {
+            let mut p = p;
+            p.fit("train").unwrap();
+            Arc::new(p)
+                .stream(split, StreamOptions::in_order(128))
+                .unwrap()
+                .map(|b| b.unwrap())
+                .collect()
+        };
+        for split in ["train", "valid"] {
+            let a = batches(Pipeline::with_tables(&cfg, &tables).unwrap(), split);
+            let c = batches(Pipeline::new(&cfg).unwrap(), split);
+            assert_eq!(a.len(), c.len());
+            assert_eq!(
+                a.iter().map(|b| b.n).sum::<usize>(),
+                if split == "train" { 1200 } else { 800 }
+            );
+            for (x, y) in a.iter().zip(&c) {
+                assert_eq!(x.single, y.single, "{split}: ids");
+                // Row indexes differ: a table counts its own rows, the file all of them.
+                assert_eq!(x.n, y.n, "{split}: rows");
+                let bits = |v: &[f32]| v.iter().map(|z| z.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&x.dense), bits(&y.dense), "{split}: numbers");
+                assert_eq!(bits(&x.labels), bits(&y.labels), "{split}: labels");
+            }
+        }
+        // The typed path ran: price (a double the pass reads only as a number) came as
+        // numbers, uid (hashed) as text.
+        let p = Pipeline::with_tables(&cfg, &tables).unwrap();
+        let uses = p.used_columns(5);
+        let numbers: Vec<bool> = uses
+            .iter()
+            .map(|u| *u == crate::record::ColumnUse::Number)
+            .collect();
+        assert_eq!(numbers, [false, true, true, true, true]);
+        let mut r = crate::memory::TableReader::new(
+            "train",
+            tables.get("train").unwrap().clone(),
+            b"",
+            numbers,
+        );
+        let (mut typed, mut texts) = (0, 0);
+        while r.advance().unwrap() {
+            typed += (0..5).filter(|&i| r.record.num(i).is_some()).count();
+            texts += (0..5).filter(|&i| !r.record[i].is_empty()).count();
+        }
+        // uid and play (f32) are text in every row; day, click and most prices numbers.
+        assert!(
+            typed > 3 * 1200 - 200 && texts >= 2 * 1200,
+            "{typed} typed, {texts} text"
+        );
+    }
+
+    /// `take` without the arrow-select crate: the rows at `idx` of a primitive column.
+    fn arrow_select_take(c: &ArrayRef, idx: &arrow_array::UInt32Array) -> ArrayRef {
+        macro_rules! take {
+            ($t:ty) => {{
+                let a = c.as_primitive::<$t>();
+                Arc::new(
+                    idx.values()
+                        .iter()
+                        .map(|&i| (!a.is_null(i as usize)).then(|| a.value(i as usize)))
+                        .collect::<PrimitiveArray<$t>>(),
+                ) as ArrayRef
+            }};
+        }
+        match c.data_type() {
+            DataType::Int64 => take!(Int64Type),
+            DataType::Int32 => take!(Int32Type),
+            DataType::Float64 => take!(Float64Type),
+            DataType::Float32 => take!(Float32Type),
+            t => panic!("no take for {t}"),
+        }
     }
 }

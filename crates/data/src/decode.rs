@@ -167,8 +167,29 @@ impl Pipeline {
         }
     }
 
+    /// The number a typed source gave for column `c` in place of text.
+    #[inline]
+    fn typed(&self, row: &Row, c: ColRef) -> Option<f64> {
+        match c {
+            ColRef::Main(i) => row.rec.num(i),
+            ColRef::Side(..) => None,
+        }
+    }
+
+    /// Cell `c` as messages show it: its text, or the number a typed source gave.
+    fn shown(&self, row: &Row, c: ColRef) -> String {
+        match self.typed(row, c) {
+            Some(x) => format!("{x}"),
+            None => self.value(row, c).map(preview).unwrap_or_default(),
+        }
+    }
+
     /// A number in column `c`: None when missing; an error when not a finite number.
     pub(crate) fn number(&self, row: &Row, c: ColRef) -> Result<Option<f64>, DataError> {
+        // A typed source's number stands for its text (the two parse alike: tested).
+        if let Some(x) = self.typed(row, c) {
+            return Ok(Some(x));
+        }
         let Some(v) = self.value(row, c) else {
             return Ok(None);
         };
@@ -388,14 +409,13 @@ impl Pipeline {
                     if !y.is_finite() {
                         // A finite f64 beyond the float32 range (say 1e39): an error, never
                         // an infinite input that scores as null.
-                        let v = self.value(row, f.col).unwrap_or_default();
                         return Err(self.cell_error(
                             row,
                             f.col,
                             "out of range",
                             format!(
                                 "`{}` is beyond the float32 range the model computes in (after the feature's transforms: {x:e})",
-                                preview(v)
+                                self.shown(row, f.col)
                             ),
                         ));
                     }
@@ -424,6 +444,27 @@ impl Pipeline {
     fn decode_labels(&self, row: &Row, out: &mut Batch) -> Result<(), DataError> {
         for (bi, b) in self.behaviours.iter().enumerate() {
             let y = match b {
+                // A typed source's 0 or 1 (its text would read `0` or `1`; -0.0 reads `-0`).
+                CompiledBehaviour::Binary(c, positive)
+                    if positive.is_empty() && self.typed(row, *c).is_some() =>
+                {
+                    match self.typed(row, *c) {
+                        Some(x) if x.to_bits() == 0 => 0.0,
+                        Some(1.0) => 1.0,
+                        _ => {
+                            return Err(self.cell_error(
+                                row,
+                                *c,
+                                "bad label",
+                                format!(
+                                    "`{}` is not a binary label (0 or 1) for behaviour `{}`",
+                                    self.shown(row, *c),
+                                    self.cfg.behaviours[bi].name()
+                                ),
+                            ))
+                        }
+                    }
+                }
                 CompiledBehaviour::Binary(c, positive) => match self.value(row, *c) {
                     None => f32::NAN,
                     Some(v) if !positive.is_empty() => {

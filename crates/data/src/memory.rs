@@ -14,21 +14,54 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Where a table's cells are written: one call of [`Cells::push`] per column, in the
-/// table's column order.
-pub struct Cells<'a>(pub(crate) &'a mut Record);
+/// Where a table's cells are written: one call of [`Cells::push`] (or `push_with`, or
+/// `push_number`) per column, in the table's column order.
+pub struct Cells<'a> {
+    rec: &'a mut Record,
+    /// Per column, whether the pass reads it only as a number (see `push_number`).
+    numbers: &'a [bool],
+}
 
-impl Cells<'_> {
+impl<'a> Cells<'a> {
+    /// Cells of `rec` given as text.
+    pub(crate) fn text(rec: &'a mut Record) -> Cells<'a> {
+        Cells { rec, numbers: &[] }
+    }
+
+    /// Cells of `rec`, of which those `numbers` marks may be given as numbers.
+    pub(crate) fn typed(rec: &'a mut Record, numbers: &'a [bool]) -> Cells<'a> {
+        Cells { rec, numbers }
+    }
+
+    /// Whether the next column's cell may be given as a number ([`Cells::push_number`]):
+    /// the pass reads that column only as a number, and an empty cell is its only
+    /// missing token.
+    #[inline]
+    pub fn wants_number(&self) -> bool {
+        self.numbers.get(self.rec.len()).copied().unwrap_or(false)
+    }
+
+    /// Appends the next column's cell as a number, where [`Cells::wants_number`]: `x` must
+    /// be finite and equal to what the cell's text would parse to (a typed decoder's
+    /// integer or double), so that every number, label and bucket equals the text path's.
+    #[inline]
+    pub fn push_number(&mut self, x: f64) {
+        debug_assert!(self.wants_number() && x.is_finite());
+        let i = self.rec.len();
+        self.rec.push_empty();
+        self.rec.set_num(i, x);
+    }
+
     /// Appends the next column's cell (its text, as a file would hold it).
     #[inline]
     pub fn push(&mut self, cell: &[u8]) {
-        self.0.push_field(cell);
+        self.rec.push_field(cell);
     }
 
     /// Appends the next column's cell, written by `f` into the row's buffer (no copy).
     #[inline]
     pub fn push_with(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
-        self.0.push_with(f);
+        self.rec.push_with(f);
     }
 }
 
@@ -111,16 +144,26 @@ pub(crate) struct TableReader {
     table: Arc<dyn RowTable>,
     path: PathBuf,
     missing: Vec<u8>,
+    /// Per column, whether the pass reads it only as a number.
+    numbers: Vec<bool>,
     next: u64,
     pub record: Record,
 }
 
 impl TableReader {
-    pub fn new(split: &str, table: Arc<dyn RowTable>, missing: &[u8]) -> TableReader {
+    /// A reader of `table`; the columns `numbers` marks may come as numbers (see
+    /// [`Cells::push_number`]).
+    pub fn new(
+        split: &str,
+        table: Arc<dyn RowTable>,
+        missing: &[u8],
+        numbers: Vec<bool>,
+    ) -> TableReader {
         TableReader {
             table,
             path: table_path(split),
             missing: missing.to_vec(),
+            numbers,
             next: 0,
             record: Record::new(),
         }
@@ -145,9 +188,11 @@ impl TableReader {
         self.record.clear();
         self.record.set_line(i + 1);
         let n = self.table.columns().len();
-        let res = self
-            .table
-            .read(i, &self.missing, &mut Cells(&mut self.record));
+        let res = self.table.read(
+            i,
+            &self.missing,
+            &mut Cells::typed(&mut self.record, &self.numbers),
+        );
         let cols = self.table.columns();
         let bad = |(c, message): (usize, String)| DataError {
             file: self.path.clone(),
@@ -177,6 +222,6 @@ pub fn read_cells(
     missing: &[u8],
 ) -> Result<Vec<Vec<u8>>, (usize, String)> {
     let mut rec = Record::new();
-    table.read(i, missing, &mut Cells(&mut rec))?;
+    table.read(i, missing, &mut Cells::text(&mut rec))?;
     Ok(rec.iter().map(<[u8]>::to_vec).collect())
 }

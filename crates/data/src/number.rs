@@ -1,5 +1,26 @@
 //! Numbers in cells: the standard parser's reading, with a fast path for plain decimals.
 
+/// Writes an integer in decimal, as `{x}` does.
+#[inline]
+#[cfg_attr(not(any(feature = "parquet", feature = "arrow")), allow(dead_code))]
+pub(crate) fn write_int(out: &mut Vec<u8>, x: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut u = x.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    if x < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 /// A cell as a number, exactly as `str::parse::<f64>` reads it (`1e3`, `+2`, `inf`…),
 /// with a fast path for plain decimals (`-12`, `3.25`).
 #[inline]

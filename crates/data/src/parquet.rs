@@ -1,11 +1,15 @@
-//! Parquet sources (cargo feature `parquet`): rows are read with the parquet crate's record
-//! reader and turned into the same text cells a CSV row has, so that every later stage
-//! (missing tokens, hashing, parsing, errors) behaves identically for both formats. A list
-//! column becomes a comma-separated cell, ready for a `multi` feature. Errors give the
-//! 1-based row number where CSV errors give the line.
+//! Parquet sources (cargo feature `parquet`). Flat files are read column by column, a
+//! block of rows at a time, decoding only the columns a pass uses; a column the pass reads
+//! only as a number comes as numbers (integers, booleans, finite doubles: exactly what
+//! their text would parse to), every other value as the text cell a CSV row would hold, so
+//! that every later stage (missing tokens, hashing, parsing, errors) behaves identically
+//! for both formats. Other files (lists, groups, decimals) go through the parquet crate's
+//! record reader, as text; a list column becomes a comma-separated cell, ready for a
+//! `multi` feature. Errors give the 1-based row number where CSV errors give the line.
 
 use crate::error::DataError;
-use crate::record::Record;
+use crate::number::write_int as int;
+use crate::record::{ColumnUse, Record};
 use parquet::basic::{ConvertedType, Type as PhysicalType};
 use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -49,9 +53,11 @@ enum Rows {
 }
 
 impl ParquetRows {
-    /// Opens `path`; with `used`, the columns marked `false` are not decoded (their cells
-    /// are empty) when the column path reads the file.
-    pub fn open(path: &Path, used: Option<&[bool]>) -> Result<ParquetRows, DataError> {
+    /// Opens `path`. With `used`, when the column path reads the file, the columns marked
+    /// unused are not decoded (their cells are empty), and those read only as numbers come
+    /// as numbers where their type allows (integers, booleans, finite doubles: a cell with
+    /// [`Record::num`] and no text).
+    pub fn open(path: &Path, used: Option<&[ColumnUse]>) -> Result<ParquetRows, DataError> {
         let rows = match Columns::new(open(path)?, used) {
             Ok(c) => Rows::Columns(Box::new(c)),
             Err(r) => Rows::Records(RowIter::from_file_into(Box::new(r))),
@@ -95,6 +101,11 @@ impl ParquetRows {
                             "a UTF-8 string column holds bytes that are not UTF-8".into(),
                         ));
                     }
+                    if let Some(Some(x)) = col.nums.get(r) {
+                        rec.push_empty();
+                        rec.set_num(i, *x);
+                        continue;
+                    }
                     let a = if r == 0 { 0 } else { col.ends[r - 1] as usize };
                     let cell = &col.text[a..col.ends[r] as usize];
                     // A block of ASCII text has only ASCII cells.
@@ -136,7 +147,8 @@ impl ParquetRows {
 const BLOCK: usize = 4096;
 
 /// The column-wise reader: per column, a block of cells as text, exactly as `write_field`
-/// writes the record API's fields for these types.
+/// writes the record API's fields for these types — or, for a column read only as a
+/// number, as the number that text parses to (`typed`).
 struct Columns {
     file: SerializedFileReader<std::fs::File>,
     /// Next row group to open.
@@ -154,11 +166,16 @@ struct Column {
     kind: Kind,
     /// Not read: the config names no use of it, its cells stay empty.
     skip: bool,
+    /// Read only as a number, of a type whose values convert to f64 exactly as their text
+    /// parses: values come as numbers in `nums`, without text.
+    typed: bool,
     max_def: i16,
     reader: Option<ColumnReader>,
     defs: Vec<i16>,
-    /// The block's cells: `text[ends[r - 1]..ends[r]]`.
+    /// The block's cells: `text[ends[r - 1]..ends[r]]`, or `nums[r]` when that is a number
+    /// (typed columns; empty for the others).
     text: Vec<u8>,
+    nums: Vec<Option<f64>>,
     ends: Vec<u32>,
     /// First row of the block whose string is not UTF-8.
     bad: Option<usize>,
@@ -190,7 +207,7 @@ impl Columns {
     #[allow(clippy::result_large_err)]
     fn new(
         file: SerializedFileReader<std::fs::File>,
-        used: Option<&[bool]>,
+        used: Option<&[ColumnUse]>,
     ) -> Result<Columns, SerializedFileReader<std::fs::File>> {
         let schema = file.metadata().file_metadata().schema_descr_ptr();
         let fields = schema.root_schema().get_fields();
@@ -237,14 +254,21 @@ impl Columns {
                 }
                 _ => return Err(file),
             };
+            let how = used.map_or(ColumnUse::Text, |u| {
+                u.get(i).copied().unwrap_or(ColumnUse::Text)
+            });
+            // f32 stays text: its shortest text read as f64 is not the widened f32.
+            let numeric = !matches!(kind, Kind::F32 | Kind::Utf8 | Kind::Bytes);
             cols.push(Column {
                 name: f.name().to_string(),
                 kind,
-                skip: used.is_some_and(|u| !u.get(i).copied().unwrap_or(true)),
+                skip: how == ColumnUse::Unused,
+                typed: how == ColumnUse::Number && numeric,
                 max_def: d.max_def_level(),
                 reader: None,
                 defs: Vec::new(),
                 text: Vec::new(),
+                nums: Vec::new(),
                 ends: Vec::new(),
                 bad: None,
                 ascii: true,
@@ -291,6 +315,7 @@ impl Column {
     fn read(&mut self, n: usize) -> parquet::errors::Result<()> {
         self.text.clear();
         self.ends.clear();
+        self.nums.clear();
         self.bad = None;
         if self.skip {
             self.ends.resize(n, 0);
@@ -301,43 +326,61 @@ impl Column {
         match reader {
             ColumnReader::BoolColumnReader(r) => {
                 let v = read_n(r, n, self.max_def, &mut self.defs)?;
-                self.cells(&v, |out, x| out.push(b'0' + *x as u8));
+                self.cells(
+                    &v,
+                    |x| Some(*x as u8 as f64),
+                    |out, x| out.push(b'0' + *x as u8),
+                );
             }
             ColumnReader::Int32ColumnReader(r) => {
                 let v = read_n(r, n, self.max_def, &mut self.defs)?;
                 match self.kind {
-                    Kind::I8 => self.cells(&v, |o, x| int(o, *x as i8 as i64)),
-                    Kind::I16 => self.cells(&v, |o, x| int(o, *x as i16 as i64)),
-                    Kind::U8 => self.cells(&v, |o, x| int(o, *x as u8 as i64)),
-                    Kind::U16 => self.cells(&v, |o, x| int(o, *x as u16 as i64)),
-                    Kind::U32 => self.cells(&v, |o, x| int(o, *x as u32 as i64)),
-                    _ => self.cells(&v, |o, x| int(o, *x as i64)),
+                    Kind::I8 => self.ints(&v, |x| *x as i8 as i64),
+                    Kind::I16 => self.ints(&v, |x| *x as i16 as i64),
+                    Kind::U8 => self.ints(&v, |x| *x as u8 as i64),
+                    Kind::U16 => self.ints(&v, |x| *x as u16 as i64),
+                    Kind::U32 => self.ints(&v, |x| *x as u32 as i64),
+                    _ => self.ints(&v, |x| *x as i64),
                 }
             }
             ColumnReader::Int64ColumnReader(r) => {
                 let v = read_n(r, n, self.max_def, &mut self.defs)?;
                 match self.kind {
-                    Kind::U64 => self.cells(&v, |o, x| {
-                        let _ = write!(o, "{}", *x as u64);
-                    }),
-                    _ => self.cells(&v, |o, x| int(o, *x)),
+                    Kind::U64 => self.cells(
+                        &v,
+                        |x| Some(*x as u64 as f64),
+                        |o, x| {
+                            let _ = write!(o, "{}", *x as u64);
+                        },
+                    ),
+                    _ => self.ints(&v, |x| *x),
                 }
             }
             ColumnReader::FloatColumnReader(r) => {
                 let v = read_n(r, n, self.max_def, &mut self.defs)?;
-                self.cells(&v, |o, x| {
-                    let _ = write!(o, "{x}");
-                });
+                self.cells(
+                    &v,
+                    |_| None,
+                    |o, x| {
+                        let _ = write!(o, "{x}");
+                    },
+                );
             }
             ColumnReader::DoubleColumnReader(r) => {
                 let v = read_n(r, n, self.max_def, &mut self.defs)?;
-                self.cells(&v, |o, x| {
-                    let _ = write!(o, "{x}");
-                });
+                // A double's shortest text parses back to it; NaN and infinities stay text
+                // (the text path's error).
+                self.cells(
+                    &v,
+                    |x| x.is_finite().then_some(*x),
+                    |o, x| {
+                        let _ = write!(o, "{x}");
+                    },
+                );
             }
             ColumnReader::ByteArrayColumnReader(r) => {
                 let v = read_n(r, n, self.max_def, &mut self.defs)?;
-                self.cells(&v, |o, x| o.extend_from_slice(x.data()));
+                self.cells(&v, |_| None, |o, x| o.extend_from_slice(x.data()));
                 if matches!(self.kind, Kind::Utf8) && !self.text.is_ascii() {
                     self.bad = (0..self.ends.len()).find(|&r| {
                         let a = if r == 0 { 0 } else { self.ends[r - 1] as usize };
@@ -351,22 +394,53 @@ impl Column {
         Ok(())
     }
 
-    /// Appends one cell per row: the value's text, or nothing for a null.
-    fn cells<T>(&mut self, values: &[T], mut put: impl FnMut(&mut Vec<u8>, &T)) {
+    /// Integers: text as `{x}` writes it, or the number for a typed column.
+    fn ints<T>(&mut self, values: &[T], to_i64: impl Fn(&T) -> i64) {
+        self.cells(values, |x| Some(to_i64(x) as f64), |o, x| int(o, to_i64(x)));
+    }
+
+    /// Appends one cell per row: for a typed column, the number `num` gives when it gives
+    /// one; else the value's text; nothing for a null.
+    fn cells<T>(
+        &mut self,
+        values: &[T],
+        num: impl Fn(&T) -> Option<f64>,
+        mut put: impl FnMut(&mut Vec<u8>, &T),
+    ) {
+        let typed = self.typed;
+        let mut one = |text: &mut Vec<u8>, nums: &mut Vec<Option<f64>>, x: Option<&T>| {
+            let n = match x {
+                Some(x) if typed => {
+                    let n = num(x);
+                    if n.is_none() {
+                        put(text, x);
+                    }
+                    n
+                }
+                Some(x) => {
+                    put(text, x);
+                    None
+                }
+                None => None,
+            };
+            if typed {
+                nums.push(n);
+            }
+        };
         if self.max_def == 0 {
             for x in values {
-                put(&mut self.text, x);
+                one(&mut self.text, &mut self.nums, Some(x));
                 self.ends.push(self.text.len() as u32);
             }
         } else {
             let mut it = values.iter();
             for &d in &self.defs {
-                if d == self.max_def {
-                    put(
-                        &mut self.text,
-                        it.next().expect("one value per defined level"),
-                    );
-                }
+                let x = if d == self.max_def {
+                    Some(it.next().expect("one value per defined level"))
+                } else {
+                    None
+                };
+                one(&mut self.text, &mut self.nums, x);
                 self.ends.push(self.text.len() as u32);
             }
         }
@@ -399,26 +473,6 @@ fn read_n<T: parquet::data_type::DataType>(
         got += records;
     }
     Ok(values)
-}
-
-/// Writes an integer in decimal, as `{x}` does.
-#[inline]
-fn int(out: &mut Vec<u8>, x: i64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut u = x.unsigned_abs();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (u % 10) as u8;
-        u /= 10;
-        if u == 0 {
-            break;
-        }
-    }
-    if x < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&buf[i..]);
 }
 
 fn write_field(f: &Field, out: &mut Vec<u8>) -> Result<(), String> {
@@ -625,7 +679,17 @@ mod tests {
         let full = all(ParquetRows::open(&path, None).unwrap());
         let n = full[0].len();
         let used: Vec<bool> = (0..n).map(|i| i % 3 == 1).collect();
-        let part = all(ParquetRows::open(&path, Some(&used)).unwrap());
+        let uses: Vec<ColumnUse> = used
+            .iter()
+            .map(|&u| {
+                if u {
+                    ColumnUse::Text
+                } else {
+                    ColumnUse::Unused
+                }
+            })
+            .collect();
+        let part = all(ParquetRows::open(&path, Some(&uses)).unwrap());
         assert_eq!(part.len(), full.len());
         for (a, b) in part.iter().zip(&full) {
             assert_eq!(a.len(), n);
@@ -638,5 +702,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn typed_columns_carry_the_numbers_their_text_parses_to() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("t.parquet");
+        write(&path);
+        let full = all(ParquetRows::open(&path, None).unwrap());
+        let n = full[0].len();
+        let used = vec![ColumnUse::Number; n];
+        let typed = all(ParquetRows::open(&path, Some(&used)).unwrap());
+        assert_eq!(typed.len(), full.len());
+        // Integer, date, unsigned, boolean and double columns come as numbers; f32, strings
+        // and bytes as text.
+        let numeric = [
+            true, true, true, true, true, true, false, true, false, false,
+        ];
+        assert_eq!(numeric.len(), n);
+        let mut numbers = 0;
+        for (a, b) in typed.iter().zip(&full) {
+            for i in 0..n {
+                match a.num(i) {
+                    Some(x) => {
+                        assert!(numeric[i], "column {i} came as a number");
+                        assert!(a[i].is_empty());
+                        let y = crate::number::parse_f64(&b[i]).expect("a number's text");
+                        assert_eq!(x.to_bits(), y.to_bits(), "column {i}: {x} against `{y}`");
+                        numbers += 1;
+                    }
+                    None => {
+                        assert_eq!(&a[i], &b[i], "column {i}");
+                        assert!(!numeric[i] || b[i].is_empty(), "column {i} came as text");
+                    }
+                }
+            }
+        }
+        assert!(numbers > 5 * 5500, "{numbers} typed cells");
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::error::DataError;
 use crate::hash::canonical;
-use crate::record::Record;
+use crate::record::{ColumnUse, Record};
 use crate::rows::{read_header, RowReader};
 use crate::sources::SourceFiles;
 use crate::transforms::FittedTransforms;
@@ -294,42 +294,73 @@ impl Pipeline {
         Ok(src.reader(self.cfg.data.csv.clone(), own, Some(self.used_columns(own))))
     }
 
-    /// Which of the main table's first `own` columns (the files' own) anything reads: a
-    /// feature, label, facet, split, the GAUC or weight column, a side table's join key.
-    pub(crate) fn used_columns(&self, own: usize) -> Vec<bool> {
-        let mut used = vec![false; own];
-        let mut mark = |c: &ColRef| {
+    /// How a pass reads each of the main table's first `own` columns (the files' own): a
+    /// feature, label, facet, split, the GAUC or weight column, a side table's join key
+    /// read it as text or as a number, or nothing reads it. A column read only as a number
+    /// may come from a typed source without text (see [`Record::num`]) — only where an
+    /// empty cell is the one missing token, so that the number and the text it replaces
+    /// are missing alike.
+    pub(crate) fn used_columns(&self, own: usize) -> Vec<ColumnUse> {
+        let mut used = vec![ColumnUse::Unused; own];
+        let number = if self.missing_is_empty {
+            ColumnUse::Number
+        } else {
+            ColumnUse::Text
+        };
+        let mut mark = |c: &ColRef, how: ColumnUse| {
             let i = match *c {
                 ColRef::Main(i) => i,
                 ColRef::Side(t, _) => self.side[t].join,
             };
+            let how = if matches!(c, ColRef::Side(..)) {
+                ColumnUse::Text
+            } else {
+                how
+            };
             if let Some(u) = used.get_mut(i) {
-                *u = true;
+                *u = (*u).max(how);
             }
         };
         for f in &self.features {
-            mark(&f.col);
+            let how = match f.kind {
+                FeatureKind::Numeric(..) | FeatureKind::Bucketized { .. } => number,
+                FeatureKind::Categorical | FeatureKind::Multi(_) => ColumnUse::Text,
+            };
+            mark(&f.col, how);
         }
         for b in &self.behaviours {
             match b {
-                CompiledBehaviour::Binary(c, _) => mark(c),
-                CompiledBehaviour::Regression(_, cols, _) => cols.iter().for_each(|(_, c)| mark(c)),
+                CompiledBehaviour::Binary(c, positive) if positive.is_empty() => mark(c, number),
+                CompiledBehaviour::Binary(c, _) => mark(c, ColumnUse::Text),
+                CompiledBehaviour::Regression(_, cols, _) => {
+                    cols.iter().for_each(|(_, c)| mark(c, number))
+                }
             }
         }
         for f in &self.facets {
-            let (CompiledFacet::Thresholds(c, ..) | CompiledFacet::Groups(c, ..)) = f;
-            mark(c);
+            match f {
+                CompiledFacet::Thresholds(c, ..) => mark(c, number),
+                CompiledFacet::Groups(c, ..) => mark(c, ColumnUse::Text),
+            }
         }
         for s in self.splits.values() {
             if let CompiledSplit::Where(clauses) = s {
-                clauses.iter().for_each(|(c, _, _)| mark(c));
+                for (c, _, lit) in clauses {
+                    match lit {
+                        Literal::Num(_) => mark(c, number),
+                        Literal::Str(_) => mark(c, ColumnUse::Text),
+                    }
+                }
             }
         }
-        for c in [&self.gauc, &self.weight].into_iter().flatten() {
-            mark(c);
+        if let Some(c) = &self.gauc {
+            mark(c, ColumnUse::Text);
+        }
+        if let Some(c) = &self.weight {
+            mark(c, number);
         }
         for t in 0..self.side.len() {
-            mark(&ColRef::Side(t, 0));
+            mark(&ColRef::Side(t, 0), ColumnUse::Text);
         }
         used
     }

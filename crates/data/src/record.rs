@@ -15,7 +15,7 @@ use std::io::{ErrorKind, Read};
 use std::ops::Index;
 
 /// One row's cells as raw bytes, and the line it started on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Record {
     data: Vec<u8>,
     /// End offset of each cell in `data`.
@@ -26,6 +26,21 @@ pub(crate) struct Record {
     /// Every byte is ASCII (so every cell is valid UTF-8).
     ascii: bool,
     line: u64,
+    /// Per cell, the number a typed source (a Parquet integer or double column that a pass
+    /// reads only as a number) gave in place of text: such a cell's text is empty. Empty
+    /// for text sources; shorter than the cells when only the first ones are typed.
+    nums: Vec<Option<f64>>,
+}
+
+/// How a pass reads a column of the main table: not at all, only as a number (numeric
+/// and bucketised features, weights, regression labels, binary labels without positive
+/// tokens, threshold facets, numeric split clauses), or as text (anything hashed or
+/// compared as a string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum ColumnUse {
+    Unused,
+    Number,
+    Text,
 }
 
 impl Record {
@@ -41,6 +56,22 @@ impl Record {
         self.ends.clear();
         self.gap = 0;
         self.ascii = true;
+        self.nums.clear();
+    }
+
+    /// The number a typed source put in cell `i` in place of text, if any.
+    #[inline]
+    pub fn num(&self, i: usize) -> Option<f64> {
+        self.nums.get(i).copied().flatten()
+    }
+
+    /// Gives cell `i` (already pushed, with empty text) the number `x`.
+    #[inline]
+    pub fn set_num(&mut self, i: usize, x: f64) {
+        if self.nums.len() <= i {
+            self.nums.resize(i + 1, None);
+        }
+        self.nums[i] = Some(x);
     }
 
     /// Whether every cell is ASCII: then no cell needs a UTF-8 check.
@@ -87,8 +118,8 @@ impl Record {
         self.ends.push(self.data.len());
     }
 
-    /// Appends an empty cell (a column nothing reads).
-    #[cfg(feature = "parquet")]
+    /// Appends an empty cell (a column nothing reads, or one a typed source gives as a
+    /// number).
     #[inline]
     pub fn push_empty(&mut self) {
         debug_assert!(self.gap == 0);
@@ -110,6 +141,7 @@ impl Record {
         self.gap = other.gap;
         self.ascii = other.ascii;
         self.line = other.line;
+        self.nums.clone_from(&other.nums);
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {

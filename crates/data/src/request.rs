@@ -408,7 +408,7 @@ impl RequestDecoder {
                 rec.clear();
                 let row = start + k as u64;
                 table
-                    .read(row, &self.missing, &mut crate::memory::Cells(rec))
+                    .read(row, &self.missing, &mut crate::memory::Cells::text(rec))
                     .map_err(|(c, m)| RequestError {
                         row: row as usize,
                         message: format!("{m} (input `{}`)", table.columns()[c]),

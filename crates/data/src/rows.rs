@@ -3,7 +3,7 @@
 //! later error can say where it came from.
 
 use crate::error::DataError;
-use crate::record::{CsvSource, Record};
+use crate::record::{ColumnUse, CsvSource, Record};
 use mfh_config::CsvOptions;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -260,7 +260,7 @@ pub(crate) struct RowReader {
     /// Files opened so far.
     pub files_opened: u64,
     /// The files' columns a pass needs (`None`: all); a column format reads only these.
-    used: Option<Vec<bool>>,
+    used: Option<Vec<ColumnUse>>,
     next_file: usize,
     current: Option<Source>,
     /// Data-row index over all files (0-based).
@@ -293,7 +293,7 @@ impl RowReader {
     pub fn with_partitions(
         mut self,
         partitions: Vec<Vec<Option<Vec<u8>>>>,
-        used: Option<Vec<bool>>,
+        used: Option<Vec<ColumnUse>>,
     ) -> RowReader {
         self.partitions = partitions;
         self.used = used;

@@ -13,6 +13,7 @@
 //!   `__HIVE_DEFAULT_PARTITION__` (a null key) is a missing cell.
 
 use crate::error::DataError;
+use crate::record::ColumnUse;
 use crate::rows::{read_header, RowReader};
 use mfh_config::{Config, CsvOptions, PartitionType};
 use std::collections::{BTreeMap, HashSet};
@@ -140,7 +141,7 @@ impl SourceFiles {
         &self,
         opts: CsvOptions,
         n_columns: usize,
-        used: Option<Vec<bool>>,
+        used: Option<Vec<ColumnUse>>,
     ) -> RowReader {
         let partitions = if self.columns.is_empty() {
             Vec::new()

@@ -6,6 +6,7 @@ use crate::decode::Row;
 use crate::error::{DataError, SkipCounts};
 use crate::memory::TableReader;
 use crate::pipeline::Pipeline;
+use crate::record::ColumnUse;
 use crate::rows::RowReader;
 use crate::SplitMix;
 use mfh_config::OnError;
@@ -83,7 +84,15 @@ pub(crate) fn scan_files(
                 p.missing.first().map_or(&[][..], |m| &m[..])
             };
             (
-                Reader::Table(TableReader::new(split, t.clone(), missing)),
+                Reader::Table(TableReader::new(
+                    split,
+                    t.clone(),
+                    missing,
+                    p.used_columns(p.main_columns.len())
+                        .iter()
+                        .map(|u| *u == ColumnUse::Number)
+                        .collect(),
+                )),
                 true,
             )
         }
