@@ -129,6 +129,10 @@ pub enum BenchCmd {
         /// where the kernel path has them (`MFH_KERNEL=amx|avx512bf16`).
         #[arg(long)]
         bf16: bool,
+        /// First print this core's own ceiling for the two AVX-512 multiply-adds the
+        /// products use (`vfmadd231ps`, `vdpbf16ps`), one thread, and their ratio.
+        #[arg(long)]
+        peak: bool,
     },
 }
 
@@ -195,7 +199,13 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             repeats,
             shapes,
             bf16,
-        } => mfh_bench::sgemm(n, threads, repeats, shapes, bf16),
+            peak,
+        } => {
+            if peak {
+                mfh_bench::peak(repeats);
+            }
+            mfh_bench::sgemm(n, threads, repeats, shapes, bf16)
+        }
         BenchCmd::Routing {
             config,
             model,

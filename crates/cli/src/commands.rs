@@ -76,7 +76,14 @@ pub(crate) fn train_cmd(a: TrainArgs) -> Result<()> {
         publish,
         publish_every,
         keep_versions,
+        follow,
+        follow_success,
+        follow_poll_ms,
+        follow_idle_exit,
     } = a;
+    if let Some(s) = follow_idle_exit.filter(|s| !s.is_finite() || *s < 0.0) {
+        anyhow::bail!("--follow-idle-exit {s}: give a number of seconds ≥ 0");
+    }
     let mut cfg = Config::load(&config)?;
     if let Some(t) = threads {
         cfg.train.threads = t;
@@ -88,6 +95,12 @@ pub(crate) fn train_cmd(a: TrainArgs) -> Result<()> {
             root,
             every: publish_every,
             keep: keep_versions as usize,
+        }),
+        follow: follow.map(|dir| mfh_train::Follow {
+            dir,
+            success_marker: follow_success,
+            poll: std::time::Duration::from_millis(follow_poll_ms),
+            idle_exit: follow_idle_exit.map(std::time::Duration::from_secs_f64),
         }),
         model,
         out: out.clone(),
@@ -418,6 +431,7 @@ pub(crate) fn quickstart(out: &Path, raw: Option<PathBuf>, threads: Option<Threa
                 hooks: Default::default(),
                 tensorboard: None,
                 publish: None,
+                follow: None,
                 model: Some(name.into()),
                 out: model_dir.clone(),
                 seed: None,

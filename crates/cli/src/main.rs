@@ -146,6 +146,21 @@ struct TrainArgs {
     /// Published versions kept in the root (older ones are removed).
     #[arg(long, default_value_t = 5, requires = "publish", value_parser = clap::value_parser!(u64).range(1..))]
     keep_versions: u64,
+    /// After the configured epochs, keep training on each new complete file under this
+    /// folder as it appears (in arrival order; each scored before it is trained on; a
+    /// checkpoint and, with --publish, a version after each). A file is complete once it
+    /// has a visible name (write `.name` or `_name`, then rename); see --follow-success.
+    #[arg(long)]
+    follow: Option<PathBuf>,
+    /// Take a followed file only when its folder holds a `_SUCCESS` marker.
+    #[arg(long, requires = "follow")]
+    follow_success: bool,
+    /// Milliseconds between listings of the followed folder.
+    #[arg(long, default_value_t = 1000, requires = "follow", value_parser = clap::value_parser!(u64).range(1..))]
+    follow_poll_ms: u64,
+    /// Stop after this many seconds without a new file (default: follow until stopped).
+    #[arg(long, requires = "follow")]
+    follow_idle_exit: Option<f64>,
 }
 
 #[derive(clap::Args)]

@@ -96,6 +96,7 @@ pub(crate) fn train_run(
             hooks: Default::default(),
             tensorboard,
             publish: None,
+            follow: None,
             model: Some(model.into()),
             out: model_dir.clone(),
             seed: Some(seed),

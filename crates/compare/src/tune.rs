@@ -238,6 +238,7 @@ pub fn tune(cfg: &Config, o: &TuneOptions) -> Result<TuneSummary> {
                     hooks: Default::default(),
                     tensorboard: None,
                     publish: None,
+                    follow: None,
                     model: Some(o.model.clone()),
                     out: dir.join("model"),
                     seed: Some(cfg.train.seed),

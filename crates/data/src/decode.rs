@@ -55,7 +55,7 @@ impl Pipeline {
     ) -> Result<(), DataError> {
         out.clear();
         let mut err = None;
-        for t in &self.side {
+        for t in self.side.iter() {
             let key = &rec[t.join];
             let hit = if self.is_missing(key) {
                 None

@@ -13,7 +13,12 @@ use mfh_config::{
     NumericTransform, PoolingConfig, Predicate,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The split of a pipeline made by [`Pipeline::for_files`]: every row of its files (a name
+/// a config split would need a quoted TOML key for; there it would be replaced).
+pub const FILES_SPLIT: &str = "<files>";
 
 /// Where a column lives: the main table, or side table `t`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +27,7 @@ pub(crate) enum ColRef {
     Side(usize, usize),
 }
 
+#[derive(Clone)]
 pub(crate) struct SideTable {
     pub name: String,
     pub columns: Vec<String>,
@@ -49,17 +55,20 @@ pub(crate) struct CompiledFeature {
     pub slot: usize,
 }
 
+#[derive(Clone)]
 pub(crate) enum CompiledBehaviour {
     /// The column, and the values meaning 1 when the config lists them.
     Binary(ColRef, Vec<Vec<u8>>),
     Regression(Expr, Vec<(String, ColRef)>, Option<[f64; 2]>),
 }
 
+#[derive(Clone)]
 pub(crate) enum CompiledFacet {
     Thresholds(ColRef, Vec<f64>, Option<usize>),
     Groups(ColRef, HashMap<Vec<u8>, usize>, Option<usize>),
 }
 
+#[derive(Clone)]
 pub(crate) enum CompiledSplit {
     Where(Vec<(ColRef, mfh_config::CmpOp, Literal)>),
     Rows(HashSet<u64>),
@@ -97,10 +106,12 @@ pub struct Following {
     pub facets: Vec<(usize, bool)>,
 }
 
+#[derive(Clone)]
 pub struct Pipeline {
     pub(crate) cfg: Config,
     pub(crate) main_columns: Vec<String>,
-    pub(crate) side: Vec<SideTable>,
+    /// Shared by the pipelines [`Pipeline::for_files`] makes (loaded once).
+    pub(crate) side: Arc<Vec<SideTable>>,
     pub(crate) features: Vec<CompiledFeature>,
     pub(crate) behaviours: Vec<CompiledBehaviour>,
     pub(crate) facets: Vec<CompiledFacet>,
@@ -176,7 +187,7 @@ impl Pipeline {
         let mut p = Pipeline {
             cfg: cfg.clone(),
             main_columns,
-            side: Vec::new(),
+            side: Arc::new(Vec::new()),
             features: Vec::new(),
             behaviours: Vec::new(),
             facets: Vec::new(),
@@ -214,8 +225,8 @@ impl Pipeline {
                         "the main table",
                     )
                 })?;
-            p.side
-                .push(load_side_table(&t.name, &t.path, &t.key, &t.csv, main_idx)?);
+            let table = load_side_table(&t.name, &t.path, &t.key, &t.csv, main_idx)?;
+            Arc::make_mut(&mut p.side).push(table);
         }
         p.compile(splits)?;
         Ok(p)
@@ -223,6 +234,38 @@ impl Pipeline {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The sources' files, when the pipeline was opened on them (none for in-memory tables).
+    pub fn source_files(&self) -> &[PathBuf] {
+        self.sources.as_ref().map_or(&[], |s| &s.files)
+    }
+
+    /// This pipeline — its columns, side tables and fitted statistics — over `files`
+    /// instead of the sources (a followed folder's new files): split [`FILES_SPLIT`] reads
+    /// every row of them, in order; the partition columns come from their paths as for the
+    /// sources. Their header must be the sources' (the same columns in the same order).
+    pub fn for_files(&self, files: Vec<PathBuf>) -> Result<Pipeline, DataError> {
+        let src = SourceFiles::with_partitions(files, &self.cfg.data.partitions)?;
+        let (columns, _) = src.header(&self.cfg.data.csv)?;
+        if columns != self.main_columns {
+            return Err(DataError::file(
+                &src.files[0],
+                "header",
+                format!(
+                    "its columns ({}) differ from the training data's ({}); a followed file must have the sources' columns in the same order",
+                    columns.join(", "),
+                    self.main_columns.join(", ")
+                ),
+            ));
+        }
+        let mut p = self.clone();
+        p.tables = crate::memory::SplitTables::default();
+        p.splits
+            .insert(FILES_SPLIT.to_string(), CompiledSplit::Where(Vec::new()));
+        p.split_files.clear();
+        p.sources = Some(src);
+        Ok(p)
     }
 
     /// Keeps `sources`, and for each split whose `where` compares a partition column with
@@ -436,7 +479,7 @@ impl Pipeline {
 
     fn describe_columns(&self) -> String {
         let mut all: Vec<String> = self.main_columns.clone();
-        for t in &self.side {
+        for t in self.side.iter() {
             all.extend(t.columns.iter().map(|c| format!("{}.{c}", t.name)));
         }
         if all.len() > 40 {

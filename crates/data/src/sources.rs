@@ -256,6 +256,44 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The complete data files under `dir` (any depth), in path order: a file is complete
+/// when it is in place under a visible name — writers write under a hidden name (`.x`,
+/// `_x`) and rename, and names and folders starting with `.` or `_` (`_temporary`,
+/// `_SUCCESS`, `.part-0.crc`) are never taken — and, with `success`, when its folder
+/// also holds a `_SUCCESS` marker (a partition written as a whole).
+pub fn complete_files(dir: &Path, success: bool) -> Result<Vec<PathBuf>, DataError> {
+    fn walk(d: &Path, success: bool, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+        let rd = std::fs::read_dir(d)
+            .map_err(|e| DataError::file(d, "io", format!("cannot list the folder: {e}")))?;
+        let mut entries = Vec::new();
+        for e in rd {
+            let e =
+                e.map_err(|e| DataError::file(d, "io", format!("cannot list the folder: {e}")))?;
+            entries.push(e.path());
+        }
+        entries.sort();
+        let marked = !success || d.join("_SUCCESS").is_file();
+        for p in entries {
+            let hidden = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_none_or(|n| n.starts_with('.') || n.starts_with('_'));
+            if hidden {
+                continue;
+            }
+            if p.is_dir() {
+                walk(&p, success, out)?;
+            } else if marked && p.is_file() {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, success, &mut out)?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

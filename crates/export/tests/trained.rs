@@ -142,6 +142,7 @@ fn train_model(dir: &Path, model: &str, section: &str) -> PathBuf {
             hooks: Default::default(),
             tensorboard: None,
             publish: None,
+            follow: None,
             model: Some(model.into()),
             out: out.clone(),
             seed: Some(5),

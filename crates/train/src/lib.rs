@@ -19,7 +19,7 @@ mod tensorboard;
 pub use check::{check, model_spec, CheckSummary};
 pub use checkpoint::{checkpoint_name, load_checkpoint, Checkpoint};
 pub use engine::{Engine, LocalEngine, Optimizers};
-pub use options::{Interrupted, LiveProgress, RunHooks, TrainOptions, TrainSummary};
+pub use options::{Follow, Interrupted, LiveProgress, RunHooks, TrainOptions, TrainSummary};
 pub use publish::Publish;
 pub use run::{precision, train, train_with};
 pub use schedule::learning_rate;

@@ -29,9 +29,29 @@ pub struct TrainOptions {
     /// Publish numbered model versions into a serving root as the run goes
     /// ([`crate::Publish`]).
     pub publish: Option<crate::Publish>,
+    /// After the configured epochs, train on each new complete file of a folder as it
+    /// appears ([`Follow`]).
+    pub follow: Option<Follow>,
     /// What a caller embedding the loop (the Python package) adds: in-memory tables,
     /// a stop request, live progress.
     pub hooks: RunHooks,
+}
+
+/// Continuous training on a folder that receives files (`mfh train --follow DIR`): after
+/// the configured epochs over the train split, each new complete file under `dir`
+/// ([`mfh_data::complete_files`]), in arrival order, is scored (progressive validation:
+/// its per-cell metrics before the model has seen it) and then trained on, one pass in
+/// file order; a checkpoint follows each file. The fitted statistics stay those of the
+/// train split (or of `--init-from`).
+#[derive(Debug, Clone)]
+pub struct Follow {
+    pub dir: PathBuf,
+    /// Take a file only when its folder holds a `_SUCCESS` marker.
+    pub success_marker: bool,
+    /// How often the folder is listed.
+    pub poll: std::time::Duration,
+    /// Stop after this long without a new file (`None`: until stopped).
+    pub idle_exit: Option<std::time::Duration>,
 }
 
 /// A library caller's handles on a run.

@@ -110,6 +110,7 @@ pub fn opts(out: &Path) -> TrainOptions {
         hooks: Default::default(),
         tensorboard: None,
         publish: None,
+        follow: None,
         model: None,
         out: out.to_path_buf(),
         seed: Some(3),

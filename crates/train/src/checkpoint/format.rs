@@ -46,6 +46,10 @@ pub(crate) struct LoopState {
     pub loss_ema: Option<u64>,
     /// Rows seen (for samples/s).
     pub seen: u64,
+    /// Follow mode (`mfh train --follow`): the followed files in arrival order; epoch
+    /// `train.epochs + k` trains file `k`. Empty otherwise.
+    #[serde(default)]
+    pub follow_files: Vec<String>,
     /// Rows skipped (`on_error = "skip"`) in the completed epochs: kind, count, example.
     pub skipped: Vec<(String, u64, String)>,
     pub selection: SelectionState,

@@ -46,6 +46,9 @@ pub(crate) struct Progress {
     pub finished: bool,
     pub loss_ema: Option<f64>,
     pub seen: u64,
+    /// Follow mode: the followed files in arrival order, those trained on and the one in
+    /// training (epoch `train.epochs + k` is file `k`).
+    pub follow: Vec<String>,
 }
 
 /// Writes resumable checkpoints and remembers the last good one.
@@ -105,6 +108,7 @@ impl Checkpointer<'_> {
             finished: p.finished,
             loss_ema: p.loss_ema.map(f64::to_bits),
             seen: p.seen,
+            follow_files: p.follow.clone(),
             skipped: skipped
                 .by_kind
                 .iter()

@@ -3,6 +3,7 @@
 //! N steps), keep the best model on disk, checkpoint, stop early when the metric stops
 //! improving. One loop for every [`Engine`]; setting up is [`setup`]'s.
 
+mod follow;
 mod hooks;
 mod setup;
 
@@ -94,6 +95,9 @@ pub fn train_with(cfg: &Config, opts: &TrainOptions, eng: &mut dyn Engine) -> Re
         if run.epoch(eng, epoch)? {
             break;
         }
+    }
+    if let Some(f) = &opts.follow {
+        run.follow(eng, f)?;
     }
     run.finish(eng, t0, params)
 }
@@ -245,6 +249,7 @@ impl<'a> Loop<'a> {
             finished: t.finished,
             loss_ema: t.loss_ema.map(f64::from_bits),
             seen: t.seen,
+            follow: t.follow_files.clone(),
         };
         // A stop recorded then holds now only if its reason still does: patience run
         // out, or `max_steps` reached under this run's config (a resume may train on).
