@@ -107,7 +107,7 @@ if [ -n "${BF16:-}" ]; then
   has_dp=$("$mfh" bench sgemm --n 8 --repeats 1 | grep -c 'runs [a-z0-9, ]*avx512bf16' || true)
   {
   header "$threads threads, bf16 against f32"
-  "$mfh" bench sgemm --threads "$threads" --n 1024 --bf16 --shapes
+  "$mfh" bench sgemm --threads "$threads" --n 1024 --bf16 --shapes --peak
   for r in $(seq 1 "$rounds"); do
     echo "## round $r"
     "$mfh" bench train "${data[@]}" --precision f32 | grep -E "training|inference" | sed 's/^/mfh f32 /'
