@@ -80,6 +80,7 @@ pub fn train(
         init_from,
         tensorboard,
         publish: None,
+        follow: None,
         hooks: RunHooks {
             tables,
             stop: handle.map(|h| h.stop.clone()),
