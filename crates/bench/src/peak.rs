@@ -71,9 +71,15 @@ mod x86 {
                 *a = _mm512_fmadd_ps(*a, x, y);
             }
         }
+        total(&acc)
+    }
+
+    /// The sum of every lane of `acc` (keeps the loops' work from being optimised away).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn total(acc: &[__m512]) -> f32 {
         let mut s = _mm512_setzero_ps();
         for a in acc {
-            s = _mm512_add_ps(s, a);
+            s = _mm512_add_ps(s, *a);
         }
         _mm512_reduce_add_ps(s)
     }
@@ -90,10 +96,6 @@ mod x86 {
                 *a = _mm512_dpbf16_ps(*a, x, y);
             }
         }
-        let mut s = _mm512_setzero_ps();
-        for a in acc {
-            s = _mm512_add_ps(s, a);
-        }
-        _mm512_reduce_add_ps(s)
+        total(&acc)
     }
 }
