@@ -81,9 +81,13 @@ pub(crate) fn train_cmd(a: TrainArgs) -> Result<()> {
         follow_poll_ms,
         follow_idle_exit,
     } = a;
-    if let Some(s) = follow_idle_exit.filter(|s| !s.is_finite() || *s < 0.0) {
-        anyhow::bail!("--follow-idle-exit {s}: give a number of seconds ≥ 0");
-    }
+    let idle_exit = follow_idle_exit
+        .map(|s| {
+            std::time::Duration::try_from_secs_f64(s).map_err(|_| {
+                anyhow::anyhow!("--follow-idle-exit {s}: give a number of seconds ≥ 0")
+            })
+        })
+        .transpose()?;
     let mut cfg = Config::load(&config)?;
     if let Some(t) = threads {
         cfg.train.threads = t;
@@ -100,7 +104,7 @@ pub(crate) fn train_cmd(a: TrainArgs) -> Result<()> {
             dir,
             success_marker: follow_success,
             poll: std::time::Duration::from_millis(follow_poll_ms),
-            idle_exit: follow_idle_exit.map(std::time::Duration::from_secs_f64),
+            idle_exit,
         }),
         model,
         out: out.clone(),

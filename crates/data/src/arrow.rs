@@ -68,7 +68,11 @@ impl Reader {
     /// them; an f32's does not equal the widened f32, so floats stay text).
     fn number(&self, row: usize) -> Option<f64> {
         match self {
-            Reader::I64(a) => Some(a.value(row) as f64),
+            Reader::I64(a) => {
+                let x = a.value(row);
+                // Exact up to 2^53; beyond, text (a message then shows the digits).
+                (x.unsigned_abs() <= 1 << 53).then_some(x as f64)
+            }
             Reader::I32(a) => Some(a.value(row) as f64),
             Reader::F64(a) => Some(a.value(row)).filter(|x| x.is_finite()),
             _ => None,

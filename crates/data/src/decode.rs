@@ -179,7 +179,7 @@ impl Pipeline {
     /// Cell `c` as messages show it: its text, or the number a typed source gave.
     fn shown(&self, row: &Row, c: ColRef) -> String {
         match self.typed(row, c) {
-            Some(x) => format!("{x}"),
+            Some(x) => preview(format!("{x}").as_bytes()),
             None => self.value(row, c).map(preview).unwrap_or_default(),
         }
     }

@@ -348,7 +348,7 @@ impl Column {
                 match self.kind {
                     Kind::U64 => self.cells(
                         &v,
-                        |x| Some(*x as u64 as f64),
+                        |x| exact(*x as u64 as i128),
                         |o, x| {
                             let _ = write!(o, "{}", *x as u64);
                         },
@@ -394,9 +394,15 @@ impl Column {
         Ok(())
     }
 
-    /// Integers: text as `{x}` writes it, or the number for a typed column.
+    /// Integers: text as `{x}` writes it, or the number for a typed column (up to 2^53
+    /// in magnitude, where the f64 is the integer itself; beyond, text, so that a message
+    /// shows the file's digits).
     fn ints<T>(&mut self, values: &[T], to_i64: impl Fn(&T) -> i64) {
-        self.cells(values, |x| Some(to_i64(x) as f64), |o, x| int(o, to_i64(x)));
+        self.cells(
+            values,
+            |x| exact(to_i64(x) as i128),
+            |o, x| int(o, to_i64(x)),
+        );
     }
 
     /// Appends one cell per row: for a typed column, the number `num` gives when it gives
@@ -445,6 +451,11 @@ impl Column {
             }
         }
     }
+}
+
+/// `x` as an f64 when that is `x` itself (|x| ≤ 2^53).
+fn exact(x: i128) -> Option<f64> {
+    (x.unsigned_abs() <= 1 << 53).then_some(x as f64)
 }
 
 /// Reads exactly `n` records of one column (fewer only if the row group ends early: an
@@ -720,7 +731,7 @@ mod tests {
             true, true, true, true, true, true, false, true, false, false,
         ];
         assert_eq!(numeric.len(), n);
-        let mut numbers = 0;
+        let (mut numbers, mut bigs) = (0, 0);
         for (a, b) in typed.iter().zip(&full) {
             for i in 0..n {
                 match a.num(i) {
@@ -733,11 +744,21 @@ mod tests {
                     }
                     None => {
                         assert_eq!(&a[i], &b[i], "column {i}");
-                        assert!(!numeric[i] || b[i].is_empty(), "column {i} came as text");
+                        // Beyond 2^53 an integer stays text (its digits, for messages).
+                        let big = crate::number::parse_f64(&b[i])
+                            .is_some_and(|y| y.abs() > 9007199254740992.0);
+                        assert!(
+                            !numeric[i] || b[i].is_empty() || big,
+                            "column {i} came as text"
+                        );
+                        bigs += big as usize;
                     }
                 }
             }
         }
-        assert!(numbers > 5 * 5500, "{numbers} typed cells");
+        assert!(
+            numbers > 4 * 5500 && bigs > 100,
+            "{numbers} typed cells, {bigs} big"
+        );
     }
 }

@@ -245,7 +245,9 @@ impl Pipeline {
     /// instead of the sources (a followed folder's new files): split [`FILES_SPLIT`] reads
     /// every row of them, in order; the partition columns come from their paths as for the
     /// sources. Their header must be the sources' (the same columns in the same order).
-    pub fn for_files(&self, files: Vec<PathBuf>) -> Result<Pipeline, DataError> {
+    /// With `train`, [`FILES_SPLIT`] is the train split (negative down-sampling applies
+    /// to it); else it is read as an evaluation reads a split.
+    pub fn for_files(&self, files: Vec<PathBuf>, train: bool) -> Result<Pipeline, DataError> {
         let src = SourceFiles::with_partitions(files, &self.cfg.data.partitions)?;
         let (columns, _) = src.header(&self.cfg.data.csv)?;
         if columns != self.main_columns {
@@ -261,8 +263,12 @@ impl Pipeline {
         }
         let mut p = self.clone();
         p.tables = crate::memory::SplitTables::default();
+        p.splits.clear();
         p.splits
             .insert(FILES_SPLIT.to_string(), CompiledSplit::Where(Vec::new()));
+        if train {
+            p.cfg.train.train_split = FILES_SPLIT.to_string();
+        }
         p.split_files.clear();
         p.sources = Some(src);
         Ok(p)

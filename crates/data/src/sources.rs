@@ -260,7 +260,8 @@ fn percent_decode(s: &str) -> Option<String> {
 /// when it is in place under a visible name — writers write under a hidden name (`.x`,
 /// `_x`) and rename, and names and folders starting with `.` or `_` (`_temporary`,
 /// `_SUCCESS`, `.part-0.crc`) are never taken — and, with `success`, when its folder
-/// also holds a `_SUCCESS` marker (a partition written as a whole).
+/// also holds a `_SUCCESS` marker (a partition written as a whole). Symbolic links to
+/// files are taken; links to folders are not followed (no cycles).
 pub fn complete_files(dir: &Path, success: bool) -> Result<Vec<PathBuf>, DataError> {
     fn walk(d: &Path, success: bool, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
         let rd = std::fs::read_dir(d)
@@ -269,11 +270,12 @@ pub fn complete_files(dir: &Path, success: bool) -> Result<Vec<PathBuf>, DataErr
         for e in rd {
             let e =
                 e.map_err(|e| DataError::file(d, "io", format!("cannot list the folder: {e}")))?;
-            entries.push(e.path());
+            let real_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            entries.push((e.path(), real_dir));
         }
         entries.sort();
         let marked = !success || d.join("_SUCCESS").is_file();
-        for p in entries {
+        for (p, real_dir) in entries {
             let hidden = p
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -281,7 +283,7 @@ pub fn complete_files(dir: &Path, success: bool) -> Result<Vec<PathBuf>, DataErr
             if hidden {
                 continue;
             }
-            if p.is_dir() {
+            if real_dir {
                 walk(&p, success, out)?;
             } else if marked && p.is_file() {
                 out.push(p);

@@ -164,7 +164,10 @@ fn a_run_stopped_inside_a_followed_file_resumes_to_the_same_model() {
     let b0 = train(&short, &with(&cut, false)).unwrap();
     assert_eq!(b0.steps, cut_at);
     assert_eq!(a.steps, base.steps + 4 + 7);
-    let b = train(&full, &with(&cut, true)).unwrap();
+    // Resumed under another `train.epochs` (a resume may change it): the epochs are over,
+    // the run takes up inside b.csv all the same.
+    let more = setup(tmp.path(), "more.toml", "epochs = 3\ncheckpoint_every = 3");
+    let b = train(&more, &with(&cut, true)).unwrap();
     assert_eq!(a.steps, b.steps);
     for f in ["dense.bin", "embeddings.bin", "optimizer.bin"] {
         let x = std::fs::read(ck(&whole, a.steps).join(f)).unwrap();
@@ -174,6 +177,25 @@ fn a_run_stopped_inside_a_followed_file_resumes_to_the_same_model() {
             "{f} differs after resuming inside a followed file"
         );
     }
+    // A file that cannot be read, moved away, is passed over on resume: stopped 2 steps
+    // into a.csv, a.csv removed, the resume trains b.csv alone.
+    let gone = tmp.path().join("gone");
+    let early = setup(
+        tmp.path(),
+        "early.toml",
+        &format!(
+            "epochs = 1\ncheckpoint_every = 3\nmax_steps = {}",
+            base.steps + 2
+        ),
+    );
+    train(&early, &with(&gone, false)).unwrap();
+    std::fs::remove_file(inbox.join("a.csv")).unwrap();
+    let c = train(&full, &with(&gone, true)).unwrap();
+    assert_eq!(
+        c.steps,
+        base.steps + 2 + 7,
+        "a.csv passed over, b.csv trained"
+    );
     // Each file was scored once: the resumed run did not score b.csv again.
     assert_eq!(files_of(&follow_log(&cut)), ["a.csv", "b.csv"]);
     assert_eq!(files_of(&follow_log(&whole)), ["a.csv", "b.csv"]);

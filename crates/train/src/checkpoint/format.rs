@@ -46,10 +46,12 @@ pub(crate) struct LoopState {
     pub loss_ema: Option<u64>,
     /// Rows seen (for samples/s).
     pub seen: u64,
-    /// Follow mode (`mfh train --follow`): the followed files in arrival order; epoch
-    /// `train.epochs + k` trains file `k`. Empty otherwise.
+    /// Follow mode (`mfh train --follow`): every followed file seen, in arrival order;
+    /// epoch `follow_first + k` trains file `k`. Empty and `None` otherwise.
     #[serde(default)]
     pub follow_files: Vec<String>,
+    #[serde(default)]
+    pub follow_first: Option<usize>,
     /// Rows skipped (`on_error = "skip"`) in the completed epochs: kind, count, example.
     pub skipped: Vec<(String, u64, String)>,
     pub selection: SelectionState,

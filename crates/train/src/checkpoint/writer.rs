@@ -46,9 +46,10 @@ pub(crate) struct Progress {
     pub finished: bool,
     pub loss_ema: Option<f64>,
     pub seen: u64,
-    /// Follow mode: the followed files in arrival order, those trained on and the one in
-    /// training (epoch `train.epochs + k` is file `k`).
+    /// Follow mode: every followed file seen, in arrival order (absolute paths), and the
+    /// loop epoch of the first (file `k` is epoch `follow_first + k`).
     pub follow: Vec<String>,
+    pub follow_first: Option<usize>,
 }
 
 /// Writes resumable checkpoints and remembers the last good one.
@@ -109,6 +110,7 @@ impl Checkpointer<'_> {
             loss_ema: p.loss_ema.map(f64::to_bits),
             seen: p.seen,
             follow_files: p.follow.clone(),
+            follow_first: p.follow_first,
             skipped: skipped
                 .by_kind
                 .iter()

@@ -11,7 +11,7 @@ use super::{bar, Loop};
 use crate::checkpoint::Progress;
 use crate::engine::Engine;
 use crate::options::Follow;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use mfh_data::{complete_files, Pipeline, StreamOptions, FILES_SPLIT};
 use std::collections::HashSet;
 use std::io::Write;
@@ -23,13 +23,27 @@ impl Loop<'_> {
     /// Follows `f.dir` until it stays idle for `f.idle_exit`, `train.max_steps` is reached
     /// or the run is asked to stop.
     pub(super) fn follow(&mut self, eng: &mut dyn Engine, f: &Follow) -> Result<()> {
-        if eng.size() > 1 {
-            bail!("--follow trains on one process (the ranks would each need the same view of the folder)");
-        }
         let tc = &self.ctx.cfg.train;
         if tc.max_steps > 0 && self.p.step >= tc.max_steps {
             return Ok(());
         }
+        // File k is epoch first + k; `first` is recorded, so that a resume under another
+        // `train.epochs` finds the same files.
+        let first = self.p.follow_first.unwrap_or(tc.epochs);
+        if self.p.follow_first.is_none() {
+            // From the end of the epochs: a resume point left by them is not a file's.
+            self.resume_at = None;
+            self.p = Progress {
+                epoch: first,
+                batches_done: 0,
+                evaluated_now: false,
+                stop: false,
+                finished: false,
+                follow_first: Some(first),
+                ..self.p.clone()
+            };
+        }
+        self.following = true;
         // Early stopping ends the epochs, not the stream.
         self.sel.patience = 0;
         // The sources' files are the train split's, not new arrivals.
@@ -41,20 +55,20 @@ impl Loop<'_> {
             .map(|p| canonical(p))
             .collect();
         let mut files: Vec<String> = self.p.follow.clone();
-        let mut seen: HashSet<PathBuf> = files.iter().map(|s| canonical(Path::new(s))).collect();
-        let first = tc.epochs;
+        let mut seen: HashSet<PathBuf> = files.iter().map(PathBuf::from).collect();
         let mut idle = Instant::now();
         loop {
-            let k = self.p.epoch.saturating_sub(first);
-            if k == files.len() {
+            let k = self.p.epoch - first;
+            if k >= files.len() {
                 for p in complete_files(&f.dir, f.success_marker)? {
+                    // Absolute, so that a resume from elsewhere finds the same files.
                     let c = canonical(&p);
-                    if !known.contains(&c) && seen.insert(c) {
-                        files.push(p.to_string_lossy().into_owned());
+                    if !known.contains(&c) && seen.insert(c.clone()) {
+                        files.push(c.to_string_lossy().into_owned());
                     }
                 }
             }
-            if k == files.len() {
+            let Some(file) = files.get(k).cloned() else {
                 if self.stop_requested() {
                     return Err(self.interrupt(eng, false)?.into());
                 }
@@ -70,30 +84,61 @@ impl Loop<'_> {
                 }
                 std::thread::sleep(f.poll);
                 continue;
+            };
+            // Every file seen so far, in arrival order: a resume trains the waiting ones
+            // in the same order.
+            self.p.follow = files.clone();
+            if !Path::new(&file).is_file() {
+                // Removed since it was listed (or moved away after it failed to read):
+                // said, and passed over.
+                eprintln!("follow: {file} is gone; passed over");
+                self.resume_at = None;
+                self.p.epoch += 1;
+                self.p.batches_done = 0;
+                self.p.evaluated_now = false;
+                continue;
             }
-            self.p.follow = files[..=k].to_vec();
-            if self.follow_file(eng, first + k, &files[k])? {
+            if self.follow_file(eng, first + k, &file)? {
                 return Ok(());
             }
             idle = Instant::now();
         }
     }
 
-    /// Scores file `file` (unless a resume takes up inside it), trains on it, checkpoints
-    /// and publishes. Returns whether training stops (`max_steps`).
+    /// Scores `file` (unless a resume takes up after its scoring), trains on it,
+    /// checkpoints and publishes. Returns whether training stops (`max_steps`).
     fn follow_file(&mut self, eng: &mut dyn Engine, epoch: usize, file: &str) -> Result<bool> {
         let tc = &self.ctx.cfg.train;
-        let pf: Arc<Pipeline> = Arc::new(
+        let files = || vec![PathBuf::from(file)];
+        let for_files = |train| {
             self.ctx
                 .pipeline
-                .for_files(vec![PathBuf::from(file)])
-                .with_context(|| format!("following {file}"))?,
-        );
-        let skip = self.resume_at.take().map_or(0, |(b, _, _)| b);
+                .for_files(files(), train)
+                .map(Arc::new)
+                .with_context(|| format!("following {file}"))
+        };
+        let (score, train): (Arc<Pipeline>, Arc<Pipeline>) = (for_files(false)?, for_files(true)?);
+        // A resume inside this file: its batches done, and whether it was scored.
+        let (skip, scored) = self
+            .resume_at
+            .take()
+            .map_or((0, false), |(b, ev, _)| (b, ev || b > 0));
         self.p.epoch = epoch;
         self.p.batches_done = skip;
-        if skip == 0 {
-            self.progressive(eng, &pf, file)?;
+        if !scored {
+            self.progressive(eng, &score, file)?;
+            // Scored: a crash from here on does not score it again.
+            self.p.evaluated_now = true;
+            let (ctx, sel) = (self.ctx, &self.sel);
+            self.ck.save(
+                ctx,
+                eng,
+                &mut self.state,
+                &self.opt,
+                sel,
+                &self.skipped,
+                &self.p,
+            )?;
         }
         let stream_opts = StreamOptions {
             batch_size: tc.batch_size,
@@ -101,7 +146,7 @@ impl Loop<'_> {
             seed: self.ctx.seed.wrapping_add(epoch as u64 * 0x9e37_79b9),
             prefetch: 4,
         };
-        let r = eng.open_epoch(&pf, FILES_SPLIT, stream_opts);
+        let r = eng.open_epoch(&train, FILES_SPLIT, stream_opts);
         eng.agree(r, "another rank could not open the followed file")?;
         let pb = bar(0, false);
         let b = self.batches(eng, epoch, &pb, skip, u64::MAX)?;
@@ -113,6 +158,7 @@ impl Loop<'_> {
             Progress {
                 epoch: epoch + 1,
                 batches_done: 0,
+                evaluated_now: false,
                 stop: false,
                 finished: false,
                 ..self.p.clone()

@@ -86,14 +86,29 @@ pub fn train_with(cfg: &Config, opts: &TrainOptions, eng: &mut dyn Engine) -> Re
             (t0.elapsed().as_secs_f64(), fit_s),
         );
     }
+    if let Some(f) = &opts.follow {
+        // Before the epochs, not after them.
+        if eng.size() > 1 {
+            bail!("--follow trains on one process (the ranks would each need the same view of the folder)");
+        }
+        if !f.dir.is_dir() {
+            bail!("--follow {}: not a folder", f.dir.display());
+        }
+    }
     let start_epoch = if run.p.finished {
         tc.epochs
     } else {
         run.p.epoch
     };
-    for epoch in start_epoch..tc.epochs {
-        if run.epoch(eng, epoch)? {
-            break;
+    // A run resumed while following files goes on following (its epochs are over).
+    if run.p.follow_first.is_some() && opts.follow.is_none() {
+        bail!("the checkpoint resumed was following a folder: resume with --follow");
+    }
+    if run.p.follow_first.is_none() {
+        for epoch in start_epoch..tc.epochs {
+            if run.epoch(eng, epoch)? {
+                break;
+            }
         }
     }
     if let Some(f) = &opts.follow {
@@ -153,6 +168,8 @@ struct Loop<'a> {
     total_steps: u64,
     /// The step of the last version published to `opts.publish` (none yet: `None`).
     published_at: Option<u64>,
+    /// Training on followed files: a constant learning rate (the schedule is the epochs').
+    following: bool,
 }
 
 /// How an epoch's batch loop ended.
@@ -210,6 +227,7 @@ impl<'a> Loop<'a> {
             train_time: 0.0,
             total_steps,
             published_at: None,
+            following: false,
         }
     }
 
@@ -250,6 +268,7 @@ impl<'a> Loop<'a> {
             loss_ema: t.loss_ema.map(f64::from_bits),
             seen: t.seen,
             follow: t.follow_files.clone(),
+            follow_first: t.follow_first,
         };
         // A stop recorded then holds now only if its reason still does: patience run
         // out, or `max_steps` reached under this run's config (a resume may train on).
@@ -420,7 +439,11 @@ impl<'a> Loop<'a> {
     fn step(&mut self, eng: &mut dyn Engine, rows: usize) -> Result<()> {
         let tc = &self.ctx.cfg.train;
         let step = self.p.step;
-        let lr = learning_rate(&tc.schedule, tc.lr, step, self.total_steps) as f32;
+        let lr = if self.following {
+            tc.lr as f32
+        } else {
+            learning_rate(&tc.schedule, tc.lr, step, self.total_steps) as f32
+        };
         let loss = eng.step(&mut self.state, &mut self.opt, step + 1, lr)?;
         if !loss.is_finite() {
             bail!(
