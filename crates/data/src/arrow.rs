@@ -6,8 +6,9 @@
 //! bytes, dates and timestamps as their integer value (as Parquet's path writes them), a
 //! list as its elements joined by the `multi` feature separator (`,` by default), a
 //! dictionary (pandas categorical) as its value. A null is the config's missing token.
-//! Where a pass reads a column only as a number ([`Cells::wants_number`]), int32, int64
-//! and finite double values come as numbers instead of text (what the text parses to).
+//! Where a pass reads a column only as a number ([`Cells::wants_number`]), booleans,
+//! integers (up to 2^53 in magnitude), 32-bit dates and finite doubles come as numbers
+//! instead of text (what the text parses to).
 //! Other types (decimals, structs, maps, nested lists) are refused when the table is made,
 //! naming the column.
 
@@ -64,8 +65,9 @@ impl Reader {
     }
 
     /// The number the text of `row` (not null) parses to, for the types whose values
-    /// convert exactly: integers, and finite doubles (their shortest text parses back to
-    /// them; an f32's does not equal the widened f32, so floats stay text).
+    /// convert exactly: booleans, integers up to 2^53 in magnitude, 32-bit dates, and
+    /// finite doubles (their shortest text parses back to them; an f32's does not equal
+    /// the widened f32, so floats stay text).
     fn number(&self, row: usize) -> Option<f64> {
         match self {
             Reader::I64(a) => {
@@ -75,6 +77,21 @@ impl Reader {
             }
             Reader::I32(a) => Some(a.value(row) as f64),
             Reader::F64(a) => Some(a.value(row)).filter(|x| x.is_finite()),
+            Reader::Other(a) => {
+                use DataType::*;
+                let small = |x: u64| (x <= 1 << 53).then_some(x as f64);
+                match a.data_type() {
+                    Boolean => Some(a.as_boolean().value(row) as u8 as f64),
+                    Int8 => Some(a.as_primitive::<Int8Type>().value(row) as f64),
+                    Int16 => Some(a.as_primitive::<Int16Type>().value(row) as f64),
+                    UInt8 => Some(a.as_primitive::<UInt8Type>().value(row) as f64),
+                    UInt16 => Some(a.as_primitive::<UInt16Type>().value(row) as f64),
+                    UInt32 => Some(a.as_primitive::<UInt32Type>().value(row) as f64),
+                    UInt64 => small(a.as_primitive::<UInt64Type>().value(row)),
+                    Date32 => Some(a.as_primitive::<Date32Type>().value(row) as f64),
+                    _ => None,
+                }
+            }
             _ => None,
         }
     }
@@ -542,6 +559,85 @@ column = "click"
             typed > 3 * 1200 - 200 && texts >= 2 * 1200,
             "{typed} typed, {texts} text"
         );
+    }
+
+    /// Every type that comes as a number gives what its text parses to; what cannot be
+    /// exact (integers beyond 2^53, NaN) stays text.
+    #[test]
+    fn typed_numbers_equal_the_parse_of_their_text() {
+        use arrow_array::{
+            Date32Array, Int16Array, Int8Array, UInt16Array, UInt32Array, UInt64Array, UInt8Array,
+        };
+        let b = RecordBatch::try_from_iter(vec![
+            (
+                "b",
+                Arc::new(BooleanArray::from(vec![true, false, true])) as ArrayRef,
+            ),
+            (
+                "i8",
+                Arc::new(Int8Array::from(vec![-128i8, 0, 127])) as ArrayRef,
+            ),
+            (
+                "i16",
+                Arc::new(Int16Array::from(vec![-32768i16, 5, 32767])) as ArrayRef,
+            ),
+            (
+                "u8",
+                Arc::new(UInt8Array::from(vec![0u8, 200, 255])) as ArrayRef,
+            ),
+            (
+                "u16",
+                Arc::new(UInt16Array::from(vec![0u16, 1, 65535])) as ArrayRef,
+            ),
+            (
+                "u32",
+                Arc::new(UInt32Array::from(vec![0u32, 7, u32::MAX])) as ArrayRef,
+            ),
+            (
+                "u64",
+                Arc::new(UInt64Array::from(vec![0u64, 1 << 53, (1 << 53) + 1])) as ArrayRef,
+            ),
+            (
+                "d32",
+                Arc::new(Date32Array::from(vec![-3, 0, 19000])) as ArrayRef,
+            ),
+            (
+                "i64",
+                Arc::new(Int64Array::from(vec![i64::MIN, -(1 << 53), 1 << 53])) as ArrayRef,
+            ),
+            (
+                "f64",
+                Arc::new(Float64Array::from(vec![-0.0, 0.1, f64::NAN])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let t = ArrowTable::new("t", vec![b], b',').unwrap();
+        let numbers = vec![true; 10];
+        let mut typed = 0;
+        for row in 0..3 {
+            let text = read_cells(&t, row, b"").unwrap();
+            let mut rec = crate::record::Record::new();
+            t.read(
+                row,
+                b"",
+                &mut crate::memory::Cells::typed(&mut rec, &numbers),
+            )
+            .unwrap();
+            assert_eq!(text.len(), 10);
+            for (c, cell) in text.iter().enumerate() {
+                match rec.num(c) {
+                    Some(x) => {
+                        assert!(rec[c].is_empty());
+                        let y = crate::number::parse_f64(cell).unwrap();
+                        assert_eq!(x.to_bits(), y.to_bits(), "column {c}, row {row}");
+                        typed += 1;
+                    }
+                    None => assert_eq!(&rec[c], &cell[..], "column {c}, row {row}"),
+                }
+            }
+        }
+        // Text: u64 2^53 + 1, i64::MIN, NaN.
+        assert_eq!(typed, 30 - 3);
     }
 
     /// `take` without the arrow-select crate: the rows at `idx` of a primitive column.
