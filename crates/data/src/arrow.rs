@@ -14,7 +14,7 @@
 
 use crate::error::DataError;
 use crate::memory::{Cells, RowTable};
-use crate::number::write_int as int;
+use crate::number::{exact_int, write_int as int};
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{
@@ -70,16 +70,11 @@ impl Reader {
     /// the widened f32, so floats stay text).
     fn number(&self, row: usize) -> Option<f64> {
         match self {
-            Reader::I64(a) => {
-                let x = a.value(row);
-                // Exact up to 2^53; beyond, text (a message then shows the digits).
-                (x.unsigned_abs() <= 1 << 53).then_some(x as f64)
-            }
+            Reader::I64(a) => exact_int(a.value(row) as i128),
             Reader::I32(a) => Some(a.value(row) as f64),
             Reader::F64(a) => Some(a.value(row)).filter(|x| x.is_finite()),
             Reader::Other(a) => {
                 use DataType::*;
-                let small = |x: u64| (x <= 1 << 53).then_some(x as f64);
                 match a.data_type() {
                     Boolean => Some(a.as_boolean().value(row) as u8 as f64),
                     Int8 => Some(a.as_primitive::<Int8Type>().value(row) as f64),
@@ -87,7 +82,7 @@ impl Reader {
                     UInt8 => Some(a.as_primitive::<UInt8Type>().value(row) as f64),
                     UInt16 => Some(a.as_primitive::<UInt16Type>().value(row) as f64),
                     UInt32 => Some(a.as_primitive::<UInt32Type>().value(row) as f64),
-                    UInt64 => small(a.as_primitive::<UInt64Type>().value(row)),
+                    UInt64 => exact_int(a.as_primitive::<UInt64Type>().value(row) as i128),
                     Date32 => Some(a.as_primitive::<Date32Type>().value(row) as f64),
                     _ => None,
                 }
@@ -433,9 +428,17 @@ mod tests {
         use arrow_array::Float32Array;
         let n = 2000usize;
         let mut rng = crate::SplitMix(11);
-        let (mut uid, mut day, mut price, mut click, mut play, mut csv) =
-            (vec![], vec![], vec![], vec![], vec![], String::new());
-        csv.push_str("uid,day,price,click,play\n");
+        // Per split (train: days 0–2, valid: 3–4), its rows' columns, in the CSV's order.
+        #[derive(Default)]
+        struct Cols {
+            uid: Vec<i64>,
+            day: Vec<i32>,
+            price: Vec<Option<f64>>,
+            click: Vec<i64>,
+            play: Vec<f32>,
+        }
+        let mut parts = [Cols::default(), Cols::default()];
+        let mut csv = String::from("uid,day,price,click,play\n");
         for i in 0..n {
             let u = rng.below(500) as i64 - 100;
             let d = (i % 5) as i32;
@@ -448,20 +451,13 @@ mod tests {
             let f = rng.below(100_000) as f32 / 3.0;
             let ptext = p.map(|x: f64| x.to_string()).unwrap_or_default();
             csv.push_str(&format!("{u},{d},{ptext},{c},{f}\n"));
-            uid.push(u);
-            day.push(d);
-            price.push(p);
-            click.push(c);
-            play.push(f);
+            let part = &mut parts[(d > 2) as usize];
+            part.uid.push(u);
+            part.day.push(d);
+            part.price.push(p);
+            part.click.push(c);
+            part.play.push(f);
         }
-        let b = RecordBatch::try_from_iter(vec![
-            ("uid", Arc::new(Int64Array::from(uid)) as ArrayRef),
-            ("day", Arc::new(Int32Array::from(day)) as ArrayRef),
-            ("price", Arc::new(Float64Array::from(price)) as ArrayRef),
-            ("click", Arc::new(Int64Array::from(click)) as ArrayRef),
-            ("play", Arc::new(Float32Array::from(play)) as ArrayRef),
-        ])
-        .unwrap();
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("t.csv"), csv).unwrap();
         let text = r#"
@@ -490,22 +486,21 @@ column = "click"
 "#;
         let cfg = mfh_config::Config::from_toml_str(text, Path::new("t.toml"), tmp.path()).unwrap();
         let mut tables = SplitTables::new();
-        for (split, rows) in [("train", 0..1200), ("valid", 1200..n)] {
-            // The CSV's rows of each split, in order: days 0–2 and 3–4 of each block of 5.
-            let keep: Vec<u32> = (0..n as u32)
-                .filter(|i| (i % 5 <= 2) == (split == "train"))
-                .collect();
-            assert_eq!(keep.len(), rows.len());
-            let idx = arrow_array::UInt32Array::from(keep);
-            let cols: Vec<ArrayRef> = b
-                .columns()
-                .iter()
-                .map(|c| arrow_select_take(c, &idx))
-                .collect();
-            let part = RecordBatch::try_new(b.schema(), cols).unwrap();
+        for (split, part) in ["train", "valid"].into_iter().zip(parts) {
+            let b = RecordBatch::try_from_iter(vec![
+                ("uid", Arc::new(Int64Array::from(part.uid)) as ArrayRef),
+                ("day", Arc::new(Int32Array::from(part.day)) as ArrayRef),
+                (
+                    "price",
+                    Arc::new(Float64Array::from(part.price)) as ArrayRef,
+                ),
+                ("click", Arc::new(Int64Array::from(part.click)) as ArrayRef),
+                ("play", Arc::new(Float32Array::from(part.play)) as ArrayRef),
+            ])
+            .unwrap();
             tables.insert(
                 split,
-                Arc::new(ArrowTable::new(split, vec![part], b',').unwrap()),
+                Arc::new(ArrowTable::new(split, vec![b], b',').unwrap()),
             );
         }
         let batches = |p: Pipeline, split: &str| -> Vec<crate::Batch> {
@@ -638,27 +633,5 @@ column = "click"
         }
         // Text: u64 2^53 + 1, i64::MIN, NaN.
         assert_eq!(typed, 30 - 3);
-    }
-
-    /// `take` without the arrow-select crate: the rows at `idx` of a primitive column.
-    fn arrow_select_take(c: &ArrayRef, idx: &arrow_array::UInt32Array) -> ArrayRef {
-        macro_rules! take {
-            ($t:ty) => {{
-                let a = c.as_primitive::<$t>();
-                Arc::new(
-                    idx.values()
-                        .iter()
-                        .map(|&i| (!a.is_null(i as usize)).then(|| a.value(i as usize)))
-                        .collect::<PrimitiveArray<$t>>(),
-                ) as ArrayRef
-            }};
-        }
-        match c.data_type() {
-            DataType::Int64 => take!(Int64Type),
-            DataType::Int32 => take!(Int32Type),
-            DataType::Float64 => take!(Float64Type),
-            DataType::Float32 => take!(Float32Type),
-            t => panic!("no take for {t}"),
-        }
     }
 }

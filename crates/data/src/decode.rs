@@ -184,6 +184,20 @@ impl Pipeline {
         }
     }
 
+    /// Cell `c` of `row` is not a binary label for behaviour `bi`.
+    fn bad_label(&self, row: &Row, c: ColRef, bi: usize) -> DataError {
+        self.cell_error(
+            row,
+            c,
+            "bad label",
+            format!(
+                "`{}` is not a binary label (0 or 1) for behaviour `{}`",
+                self.shown(row, c),
+                self.cfg.behaviours[bi].name()
+            ),
+        )
+    }
+
     /// A number in column `c`: None when missing; an error when not a finite number.
     pub(crate) fn number(&self, row: &Row, c: ColRef) -> Result<Option<f64>, DataError> {
         // A typed source's number stands for its text (the two parse alike: tested).
@@ -444,51 +458,26 @@ impl Pipeline {
     fn decode_labels(&self, row: &Row, out: &mut Batch) -> Result<(), DataError> {
         for (bi, b) in self.behaviours.iter().enumerate() {
             let y = match b {
-                // A typed source's 0 or 1 (its text would read `0` or `1`; -0.0 reads `-0`).
-                CompiledBehaviour::Binary(c, positive)
-                    if positive.is_empty() && self.typed(row, *c).is_some() =>
-                {
-                    match self.typed(row, *c) {
-                        Some(x) if x.to_bits() == 0 => 0.0,
-                        Some(1.0) => 1.0,
-                        _ => {
-                            return Err(self.cell_error(
-                                row,
-                                *c,
-                                "bad label",
-                                format!(
-                                    "`{}` is not a binary label (0 or 1) for behaviour `{}`",
-                                    self.shown(row, *c),
-                                    self.cfg.behaviours[bi].name()
-                                ),
-                            ))
+                CompiledBehaviour::Binary(c, positive) => match self.typed(row, *c) {
+                    // A typed source's 0 or 1 (its text would read `0` or `1`; -0.0 reads
+                    // `-0`). Only columns read as numbers come typed: no `positive` tokens.
+                    Some(x) if x.to_bits() == 0 => 0.0,
+                    Some(1.0) => 1.0,
+                    Some(_) => return Err(self.bad_label(row, *c, bi)),
+                    None => match self.value(row, *c) {
+                        None => f32::NAN,
+                        Some(v) if !positive.is_empty() => {
+                            if positive.iter().any(|p| p.as_slice() == v.trim_ascii()) {
+                                1.0
+                            } else {
+                                0.0
+                            }
                         }
-                    }
-                }
-                CompiledBehaviour::Binary(c, positive) => match self.value(row, *c) {
-                    None => f32::NAN,
-                    Some(v) if !positive.is_empty() => {
-                        if positive.iter().any(|p| p.as_slice() == v.trim_ascii()) {
-                            1.0
-                        } else {
-                            0.0
-                        }
-                    }
-                    Some(v) => match canonical(v) {
-                        b"0" | b"false" | b"False" => 0.0,
-                        b"1" | b"true" | b"True" => 1.0,
-                        _ => {
-                            return Err(self.cell_error(
-                                row,
-                                *c,
-                                "bad label",
-                                format!(
-                                    "`{}` is not a binary label (0 or 1) for behaviour `{}`",
-                                    preview(v),
-                                    self.cfg.behaviours[bi].name()
-                                ),
-                            ))
-                        }
+                        Some(v) => match canonical(v) {
+                            b"0" | b"false" | b"False" => 0.0,
+                            b"1" | b"true" | b"True" => 1.0,
+                            _ => return Err(self.bad_label(row, *c, bi)),
+                        },
                     },
                 },
                 CompiledBehaviour::Regression(e, cols, clip) => {

@@ -21,6 +21,14 @@ pub(crate) fn write_int(out: &mut Vec<u8>, x: i64) {
     out.extend_from_slice(&buf[i..]);
 }
 
+/// The integer `x` as an f64 when that is `x` itself (|x| ≤ 2^53): what a typed reader
+/// gives in place of text (beyond, the text stays, so that a message shows the digits).
+#[inline]
+#[cfg_attr(not(any(feature = "parquet", feature = "arrow")), allow(dead_code))]
+pub(crate) fn exact_int(x: i128) -> Option<f64> {
+    (x.unsigned_abs() <= 1 << 53).then_some(x as f64)
+}
+
 /// A cell as a number, exactly as `str::parse::<f64>` reads it (`1e3`, `+2`, `inf`…),
 /// with a fast path for plain decimals (`-12`, `3.25`).
 #[inline]

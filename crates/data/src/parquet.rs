@@ -8,7 +8,7 @@
 //! `multi` feature. Errors give the 1-based row number where CSV errors give the line.
 
 use crate::error::DataError;
-use crate::number::write_int as int;
+use crate::number::{exact_int as exact, write_int as int};
 use crate::record::{ColumnUse, Record};
 use parquet::basic::{ConvertedType, Type as PhysicalType};
 use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
@@ -451,11 +451,6 @@ impl Column {
             }
         }
     }
-}
-
-/// `x` as an f64 when that is `x` itself (|x| ≤ 2^53).
-fn exact(x: i128) -> Option<f64> {
-    (x.unsigned_abs() <= 1 << 53).then_some(x as f64)
 }
 
 /// Reads exactly `n` records of one column (fewer only if the row group ends early: an

@@ -174,12 +174,17 @@ fn expand(pattern: &str) -> Result<Vec<PathBuf>, String> {
     for p in paths {
         let p = p.map_err(|e| format!("while listing `{pattern}`: {e}"))?;
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-        let hidden = name.is_some_and(|n| n.starts_with('_') || n.starts_with('.'));
-        if !hidden && p.is_file() {
+        if !name.is_some_and(|n| hidden(&n)) && p.is_file() {
             out.push(p);
         }
     }
     Ok(out)
+}
+
+/// A writer's marker, temporary or checksum file or folder (`_SUCCESS`, `_temporary`,
+/// `.part-0.crc`): never data.
+fn hidden(name: &str) -> bool {
+    name.starts_with(['.', '_'])
 }
 
 /// The value of partition `name` in `file`'s folders, checked against its type.
@@ -276,11 +281,8 @@ pub fn complete_files(dir: &Path, success: bool) -> Result<Vec<PathBuf>, DataErr
         entries.sort();
         let marked = !success || d.join("_SUCCESS").is_file();
         for (p, real_dir) in entries {
-            let hidden = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_none_or(|n| n.starts_with('.') || n.starts_with('_'));
-            if hidden {
+            // A name that is not UTF-8 could not be recorded for a resume: left out too.
+            if p.file_name().and_then(|n| n.to_str()).is_none_or(hidden) {
                 continue;
             }
             if real_dir {

@@ -43,7 +43,6 @@ impl Loop<'_> {
                 ..self.p.clone()
             };
         }
-        self.following = true;
         // Early stopping ends the epochs, not the stream.
         self.sel.patience = 0;
         // The sources' files are the train split's, not new arrivals.
@@ -54,21 +53,22 @@ impl Loop<'_> {
             .iter()
             .map(|p| canonical(p))
             .collect();
-        let mut files: Vec<String> = self.p.follow.clone();
-        let mut seen: HashSet<PathBuf> = files.iter().map(PathBuf::from).collect();
+        // `self.p.follow`: every file seen so far, in arrival order (what a checkpoint
+        // records, so that a resume trains the waiting ones in the same order).
+        let mut seen: HashSet<PathBuf> = self.p.follow.iter().map(PathBuf::from).collect();
         let mut idle = Instant::now();
         loop {
             let k = self.p.epoch - first;
-            if k >= files.len() {
+            if k >= self.p.follow.len() {
                 for p in complete_files(&f.dir, f.success_marker)? {
                     // Absolute, so that a resume from elsewhere finds the same files.
                     let c = canonical(&p);
                     if !known.contains(&c) && seen.insert(c.clone()) {
-                        files.push(c.to_string_lossy().into_owned());
+                        self.p.follow.push(c.to_string_lossy().into_owned());
                     }
                 }
             }
-            let Some(file) = files.get(k).cloned() else {
+            let Some(file) = self.p.follow.get(k).cloned() else {
                 if self.stop_requested() {
                     return Err(self.interrupt(eng, false)?.into());
                 }
@@ -85,9 +85,6 @@ impl Loop<'_> {
                 std::thread::sleep(f.poll);
                 continue;
             };
-            // Every file seen so far, in arrival order: a resume trains the waiting ones
-            // in the same order.
-            self.p.follow = files.clone();
             if !Path::new(&file).is_file() {
                 // Removed since it was listed (or moved away after it failed to read):
                 // said, and passed over.

@@ -168,8 +168,6 @@ struct Loop<'a> {
     total_steps: u64,
     /// The step of the last version published to `opts.publish` (none yet: `None`).
     published_at: Option<u64>,
-    /// Training on followed files: a constant learning rate (the schedule is the epochs').
-    following: bool,
 }
 
 /// How an epoch's batch loop ended.
@@ -227,7 +225,6 @@ impl<'a> Loop<'a> {
             train_time: 0.0,
             total_steps,
             published_at: None,
-            following: false,
         }
     }
 
@@ -439,7 +436,8 @@ impl<'a> Loop<'a> {
     fn step(&mut self, eng: &mut dyn Engine, rows: usize) -> Result<()> {
         let tc = &self.ctx.cfg.train;
         let step = self.p.step;
-        let lr = if self.following {
+        // Followed files train at a constant rate (the schedule is the epochs').
+        let lr = if self.p.follow_first.is_some() {
             tc.lr as f32
         } else {
             learning_rate(&tc.schedule, tc.lr, step, self.total_steps) as f32
