@@ -3,7 +3,8 @@
 # from python/ as a newcomer installs it (pip builds the wheel with maturin, profile
 # `wheel`), then pytest. The tests compare the package with the CLI: target/debug/mfh with
 # the features the Rust tests use (built here; a no-op after `cargo test`), or $MFH_BIN;
-# the serving tests drive `mfh serve` with Triton's own clients (tritonclient).
+# the serving tests drive `mfh serve` with Triton's own clients (tritonclient); the S3
+# tests start moto's S3 server (moto[server]) and a connection-cutting proxy themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${MFH_PYENV:-target/pyenv}
@@ -13,7 +14,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install -q "./python[test]"
 if [ -z "${MFH_BIN:-}" ]; then
-  cargo build -q -p mfh --features parquet,serve,grpc
+  cargo build -q -p mfh --features parquet,serve,grpc,s3
   MFH_BIN=$PWD/target/debug/mfh
 fi
 export MFH_BIN

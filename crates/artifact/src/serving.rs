@@ -34,7 +34,7 @@ pub fn serving_files(cfg: &Config) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     let mut side_tables = Vec::new();
     for t in &cfg.data.side_tables {
-        let bytes = std::fs::read(&t.path).with_context(|| {
+        let bytes = mfh_data::store::read(&t.path).with_context(|| {
             format!("{}: cannot read side table `{}`", t.path.display(), t.name)
         })?;
         let src_name = t.path.file_name().and_then(|n| n.to_str()).unwrap_or("");

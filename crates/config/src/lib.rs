@@ -16,6 +16,12 @@ pub use grid::{Cell, TaskGrid};
 pub use predicate::{CmpOp, Literal, Predicate};
 pub use schema::*;
 
+/// Whether a source path names an object in a store (`s3://bucket/key`) rather than a
+/// local file: such a path is never resolved against the config's folder.
+pub fn is_object_url(p: &std::path::Path) -> bool {
+    p.to_str().is_some_and(|s| s.starts_with("s3://"))
+}
+
 use std::path::{Path, PathBuf};
 
 /// An error in a config file: which file, which key, and what to fix.
@@ -142,7 +148,7 @@ impl Config {
         // stores names the same files from any working directory later.
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
         let abs = |p: &mut PathBuf| {
-            if p.is_relative() {
+            if p.is_relative() && !is_object_url(p) {
                 *p = base.join(&*p);
             }
         };

@@ -68,6 +68,9 @@ fn good_config_parses_with_defaults_and_resolved_paths() {
         Some(Path::new("/base/test_rows.txt"))
     );
     assert_eq!(c.train.batch_size, 1024);
+    // An object URL is not a path under the config's folder.
+    let s3 = parse(&GOOD.replace("\"log.csv.gz\"", "\"s3://logs/day=1/*.csv.gz\"")).unwrap();
+    assert_eq!(s3.data.sources[0], Path::new("s3://logs/day=1/*.csv.gz"));
     assert_eq!(c.train.embedding.optimizer, RowOptimizerKind::Adagrad);
     assert!(c.data.csv.header);
     assert_eq!(c.model_section(None).unwrap().0, "mmoe");

@@ -29,6 +29,7 @@ mod record;
 mod request;
 mod rows;
 mod sources;
+pub mod store;
 mod stream;
 mod striped;
 pub mod synthetic;

@@ -12,17 +12,65 @@ use crate::number::{exact_int as exact, write_int as int};
 use crate::record::{ColumnUse, Record};
 use parquet::basic::{ConvertedType, Type as PhysicalType};
 use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::reader::{ChunkReader, FileReader, Length, SerializedFileReader};
 use parquet::record::reader::RowIter;
 use parquet::record::Field;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-fn open(path: &Path) -> Result<SerializedFileReader<std::fs::File>, DataError> {
-    let f = std::fs::File::open(path)
-        .map_err(|e| DataError::file(path, "io", format!("cannot open: {e}")))?;
-    SerializedFileReader::new(f)
+fn open(path: &Path) -> Result<SerializedFileReader<Chunks>, DataError> {
+    let chunks = if crate::store::is_object_url(path) {
+        #[cfg(feature = "s3")]
+        {
+            Chunks::Object(crate::store::remote::Object::head(path)?)
+        }
+        #[cfg(not(feature = "s3"))]
+        return Err(crate::store::open(path).err().expect("no S3 support"));
+    } else {
+        Chunks::File(
+            std::fs::File::open(path)
+                .map_err(|e| DataError::file(path, "io", format!("cannot open: {e}")))?,
+        )
+    };
+    SerializedFileReader::new(chunks)
         .map_err(|e| DataError::file(path, "parquet", format!("not a readable Parquet file: {e}")))
+}
+
+/// A Parquet file's bytes: a local file, or an object read by ranges.
+pub(crate) enum Chunks {
+    File(std::fs::File),
+    #[cfg(feature = "s3")]
+    Object(crate::store::remote::Object),
+}
+
+impl Length for Chunks {
+    fn len(&self) -> u64 {
+        match self {
+            Chunks::File(f) => Length::len(f),
+            #[cfg(feature = "s3")]
+            Chunks::Object(o) => o.size,
+        }
+    }
+}
+
+impl ChunkReader for Chunks {
+    type T = Box<dyn std::io::Read + Send>;
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        match self {
+            Chunks::File(f) => Ok(Box::new(f.get_read(start)?)),
+            #[cfg(feature = "s3")]
+            Chunks::Object(o) => Ok(Box::new(o.reader(start))),
+        }
+    }
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        match self {
+            Chunks::File(f) => f.get_bytes(start, length),
+            #[cfg(feature = "s3")]
+            Chunks::Object(o) => o
+                .range(start, length)
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e))),
+        }
+    }
 }
 
 /// Top-level column names.
@@ -150,7 +198,7 @@ const BLOCK: usize = 4096;
 /// writes the record API's fields for these types — or, for a column read only as a
 /// number, as the number that text parses to (`typed`).
 struct Columns {
-    file: SerializedFileReader<std::fs::File>,
+    file: SerializedFileReader<Chunks>,
     /// Next row group to open.
     group: usize,
     /// Rows of the open row group not yet read.
@@ -206,9 +254,9 @@ impl Columns {
     /// type the column path handles.
     #[allow(clippy::result_large_err)]
     fn new(
-        file: SerializedFileReader<std::fs::File>,
+        file: SerializedFileReader<Chunks>,
         used: Option<&[ColumnUse]>,
-    ) -> Result<Columns, SerializedFileReader<std::fs::File>> {
+    ) -> Result<Columns, SerializedFileReader<Chunks>> {
         let schema = file.metadata().file_metadata().schema_descr_ptr();
         let fields = schema.root_schema().get_fields();
         if fields.len() != schema.num_columns() {
@@ -675,6 +723,34 @@ mod tests {
         assert_eq!(a.len(), 5500);
         assert_eq!(a, b);
         assert!(a.iter().any(|r| r[1].is_empty()) && a.iter().any(|r| !r[8].is_empty()));
+    }
+
+    #[cfg(feature = "s3")]
+    #[test]
+    fn an_object_reads_as_its_local_copy() {
+        use crate::store::remote::{put, register};
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("t.parquet");
+        write(&path);
+        register(
+            "mem-pq",
+            std::sync::Arc::new(object_store::memory::InMemory::new()),
+        );
+        put("mem-pq", "d/t.parquet", std::fs::read(&path).unwrap());
+        let url = Path::new("s3://mem-pq/d/t.parquet");
+        assert!(crate::store::starts_with(url, b"PAR1"));
+        assert_eq!(header(url).unwrap(), header(&path).unwrap());
+        let used: Vec<ColumnUse> = (0..header(&path).unwrap().len())
+            .map(|i| [ColumnUse::Unused, ColumnUse::Text, ColumnUse::Number][i % 3])
+            .collect();
+        for uses in [None, Some(&used[..])] {
+            let (a, b) = (
+                all(ParquetRows::open(url, uses).unwrap()),
+                all(ParquetRows::open(&path, uses).unwrap()),
+            );
+            assert_eq!(a.len(), 5500);
+            assert_eq!(a, b);
+        }
     }
 
     #[test]

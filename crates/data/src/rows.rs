@@ -5,23 +5,12 @@
 use crate::error::DataError;
 use crate::record::{ColumnUse, CsvSource, Record};
 use mfh_config::CsvOptions;
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 /// Opens a file for reading, transparently gunzipping it.
 pub(crate) fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read + Send>, DataError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| DataError::file(path, "io", format!("cannot open: {e}")))?;
-    if meta.is_dir() {
-        return Err(DataError::file(
-            path,
-            "io",
-            "is a directory, expected a data file",
-        ));
-    }
-    let mut f =
-        File::open(path).map_err(|e| DataError::file(path, "io", format!("cannot open: {e}")))?;
+    let mut f = crate::store::open(path)?;
     let mut magic = [0u8; 2];
     let mut got = 0;
     while got < 2 {
@@ -173,11 +162,7 @@ pub(crate) fn csv_error(path: &Path, e: csv::Error) -> DataError {
 
 /// Whether a file starts with Parquet's magic bytes.
 pub(crate) fn is_parquet(path: &Path) -> bool {
-    let mut magic = [0u8; 4];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && &magic == b"PAR1"
+    crate::store::starts_with(path, b"PAR1")
 }
 
 #[cfg(not(feature = "parquet"))]
@@ -187,7 +172,7 @@ fn no_parquet(path: &Path) -> DataError {
 
 /// Reads the column names of a file: its header, or the configured names.
 pub(crate) fn read_header(path: &Path, opts: &CsvOptions) -> Result<Vec<String>, DataError> {
-    if path.is_file() && is_parquet(path) {
+    if is_parquet(path) {
         #[cfg(feature = "parquet")]
         return crate::parquet::header(path);
         #[cfg(not(feature = "parquet"))]

@@ -47,7 +47,7 @@ impl SourceFiles {
         for (i, src) in d.sources.iter().enumerate() {
             let key = format!("data.sources[{i}]");
             let text = src.to_string_lossy();
-            let matched = if src.is_file() || !text.contains(['*', '?', '[']) {
+            let matched = if !text.contains(['*', '?', '[']) || crate::store::is_file(src) {
                 vec![src.clone()]
             } else {
                 expand(&text).map_err(|m| at(key.clone(), m))?
@@ -168,17 +168,33 @@ fn expand(pattern: &str) -> Result<Vec<PathBuf>, String> {
         require_literal_separator: true,
         require_literal_leading_dot: true,
     };
+    let visible = |p: &Path| !p.file_name().is_some_and(|n| hidden(&n.to_string_lossy()));
+    if let Some(objects) = crate::store::list_objects(&glob_root(pattern)) {
+        // Objects: list the folder above the first glob character, match the keys.
+        let glob =
+            glob::Pattern::new(pattern).map_err(|e| format!("`{pattern}` is not a glob: {e}"))?;
+        let objects = objects.map_err(|e| e.to_string())?;
+        return Ok(objects
+            .into_iter()
+            .filter(|p| visible(p) && glob.matches_with(&p.to_string_lossy(), opts))
+            .collect());
+    }
     let paths =
         glob::glob_with(pattern, opts).map_err(|e| format!("`{pattern}` is not a glob: {e}"))?;
     let mut out = Vec::new();
     for p in paths {
         let p = p.map_err(|e| format!("while listing `{pattern}`: {e}"))?;
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-        if !name.is_some_and(|n| hidden(&n)) && p.is_file() {
+        if visible(&p) && p.is_file() {
             out.push(p);
         }
     }
     Ok(out)
+}
+
+/// The folders of `pattern` before the first one with a glob character.
+fn glob_root(pattern: &str) -> PathBuf {
+    let end = pattern.find(['*', '?', '[']).unwrap_or(pattern.len());
+    PathBuf::from(&pattern[..pattern[..end].rfind('/').map_or(0, |i| i + 1)])
 }
 
 /// A writer's marker, temporary or checksum file or folder (`_SUCCESS`, `_temporary`,
@@ -268,6 +284,28 @@ fn percent_decode(s: &str) -> Option<String> {
 /// also holds a `_SUCCESS` marker (a partition written as a whole). Symbolic links to
 /// files are taken; links to folders are not followed (no cycles).
 pub fn complete_files(dir: &Path, success: bool) -> Result<Vec<PathBuf>, DataError> {
+    if let Some(objects) = crate::store::list_objects(dir) {
+        // Objects appear whole (a PUT is atomic); the same names are left out, and a
+        // `_SUCCESS` object marks its folder.
+        let objects = objects?;
+        let folder = |p: &Path| p.parent().map(Path::to_path_buf);
+        let marked: HashSet<_> = objects
+            .iter()
+            .filter(|p| p.file_name().is_some_and(|n| n == "_SUCCESS"))
+            .map(|p| folder(p))
+            .collect();
+        return Ok(objects
+            .iter()
+            .filter(|p| {
+                let below = p.strip_prefix(dir).unwrap_or(p);
+                below
+                    .components()
+                    .all(|c| c.as_os_str().to_str().is_some_and(|n| !hidden(n)))
+                    && (!success || marked.contains(&folder(p)))
+            })
+            .cloned()
+            .collect());
+    }
     fn walk(d: &Path, success: bool, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
         let rd = std::fs::read_dir(d)
             .map_err(|e| DataError::file(d, "io", format!("cannot list the folder: {e}")))?;
@@ -337,5 +375,85 @@ mod tests {
         // The file's own name is not a folder.
         let own = Path::new("/logs/date=1.csv");
         assert!(partition_value(own, "date", PartitionType::String).is_err());
+    }
+
+    #[cfg(feature = "s3")]
+    #[test]
+    fn object_globs_and_follow_listings_keep_the_local_rules() {
+        use crate::store::remote::{put, register};
+        use std::io::Read;
+        register(
+            "mem-list",
+            std::sync::Arc::new(object_store::memory::InMemory::new()),
+        );
+        for key in [
+            "logs/date=2/part-0.csv",
+            "logs/date=1/part-1.csv",
+            "logs/date=1/part-0.csv",
+            "logs/date=1/_SUCCESS",
+            "logs/date=1/.part-2.csv",
+            "logs/date=1/part-0.csv.crc",
+            "logs/_temporary/date=3/part-0.csv",
+            "logsx/date=1/part-0.csv",
+        ] {
+            put("mem-list", key, key.as_bytes().to_vec());
+        }
+        let names = |v: Vec<PathBuf>| -> Vec<String> {
+            v.iter().map(|p| p.to_string_lossy().into_owned()).collect()
+        };
+        assert_eq!(
+            names(expand("s3://mem-list/logs/date=*/part-*.csv").unwrap()),
+            [
+                "s3://mem-list/logs/date=1/part-0.csv",
+                "s3://mem-list/logs/date=1/part-1.csv",
+                "s3://mem-list/logs/date=2/part-0.csv"
+            ]
+        );
+        assert_eq!(
+            names(expand("s3://mem-list/logs/date=1/*").unwrap()),
+            [
+                "s3://mem-list/logs/date=1/part-0.csv",
+                "s3://mem-list/logs/date=1/part-0.csv.crc",
+                "s3://mem-list/logs/date=1/part-1.csv"
+            ]
+        );
+        assert!(expand("s3://mem-list/none/*.csv").unwrap().is_empty());
+        let dir = Path::new("s3://mem-list/logs");
+        assert_eq!(
+            names(complete_files(dir, false).unwrap()),
+            [
+                "s3://mem-list/logs/date=1/part-0.csv",
+                "s3://mem-list/logs/date=1/part-0.csv.crc",
+                "s3://mem-list/logs/date=1/part-1.csv",
+                "s3://mem-list/logs/date=2/part-0.csv"
+            ]
+        );
+        assert_eq!(
+            complete_files(dir, true).unwrap().len(),
+            3,
+            "date=2 has no _SUCCESS"
+        );
+        // Partition values come from the key's folders, as from a local path's.
+        let f = Path::new("s3://mem-list/logs/date=2/part-0.csv");
+        assert_eq!(
+            partition_value(f, "date", PartitionType::Int)
+                .unwrap()
+                .unwrap(),
+            b"2"
+        );
+        assert!(crate::store::is_file(f));
+        assert!(!crate::store::is_file(Path::new(
+            "s3://mem-list/logs/date=9/x.csv"
+        )));
+        let mut text = String::new();
+        crate::store::open(f)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "logs/date=2/part-0.csv");
+        let e = crate::store::open(Path::new("s3://mem-list/nope.csv"))
+            .err()
+            .unwrap();
+        assert!(e.to_string().starts_with("s3://mem-list/nope.csv: "), "{e}");
     }
 }

@@ -85,7 +85,7 @@ impl Loop<'_> {
                 std::thread::sleep(f.poll);
                 continue;
             };
-            if !Path::new(&file).is_file() {
+            if !mfh_data::store::is_file(Path::new(&file)) {
                 // Removed since it was listed (or moved away after it failed to read):
                 // said, and passed over.
                 eprintln!("follow: {file} is gone; passed over");

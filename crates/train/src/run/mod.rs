@@ -91,7 +91,8 @@ pub fn train_with(cfg: &Config, opts: &TrainOptions, eng: &mut dyn Engine) -> Re
         if eng.size() > 1 {
             bail!("--follow trains on one process (the ranks would each need the same view of the folder)");
         }
-        if !f.dir.is_dir() {
+        // A prefix of objects is listed as it is (it may be empty yet).
+        if !f.dir.is_dir() && !mfh_data::store::is_object_url(&f.dir) {
             bail!("--follow {}: not a folder", f.dir.display());
         }
     }
