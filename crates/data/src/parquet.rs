@@ -22,7 +22,9 @@ fn open(path: &Path) -> Result<SerializedFileReader<Chunks>, DataError> {
     let chunks = if crate::store::is_object_url(path) {
         #[cfg(feature = "s3")]
         {
-            Chunks::Object(crate::store::remote::Object::head(path)?)
+            Chunks::Object(crate::store::remote::Ranges::new(
+                crate::store::remote::Object::head(path)?,
+            ))
         }
         #[cfg(not(feature = "s3"))]
         return Err(crate::store::open(path).err().expect("no S3 support"));
@@ -40,7 +42,7 @@ fn open(path: &Path) -> Result<SerializedFileReader<Chunks>, DataError> {
 pub(crate) enum Chunks {
     File(std::fs::File),
     #[cfg(feature = "s3")]
-    Object(crate::store::remote::Object),
+    Object(crate::store::remote::Ranges),
 }
 
 impl Length for Chunks {
@@ -48,7 +50,7 @@ impl Length for Chunks {
         match self {
             Chunks::File(f) => Length::len(f),
             #[cfg(feature = "s3")]
-            Chunks::Object(o) => o.size,
+            Chunks::Object(o) => o.object().size,
         }
     }
 }
@@ -59,7 +61,7 @@ impl ChunkReader for Chunks {
         match self {
             Chunks::File(f) => Ok(Box::new(f.get_read(start)?)),
             #[cfg(feature = "s3")]
-            Chunks::Object(o) => Ok(Box::new(o.reader(start))),
+            Chunks::Object(o) => Ok(Box::new(o.object().reader(start))),
         }
     }
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
@@ -67,7 +69,7 @@ impl ChunkReader for Chunks {
             Chunks::File(f) => f.get_bytes(start, length),
             #[cfg(feature = "s3")]
             Chunks::Object(o) => o
-                .range(start, length)
+                .get(start, length)
                 .map_err(|e| parquet::errors::ParquetError::External(Box::new(e))),
         }
     }
@@ -751,6 +753,21 @@ mod tests {
             assert_eq!(a.len(), 5500);
             assert_eq!(a, b);
         }
+        // The footer and the column chunks come in a window or two, not one request each.
+        let ranges =
+            crate::store::remote::Ranges::new(crate::store::remote::Object::head(url).unwrap());
+        let counter = ranges.fetches.clone();
+        let file = SerializedFileReader::new(Chunks::Object(ranges)).unwrap();
+        let n_chunks: usize = (0..file.num_row_groups())
+            .map(|i| file.metadata().row_group(i).num_columns())
+            .sum();
+        let mut rows = file.get_row_iter(None).unwrap();
+        while rows.next().is_some() {}
+        let fetches = counter.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            n_chunks >= 8 && fetches <= 3,
+            "{fetches} requests for {n_chunks} chunks"
+        );
     }
 
     #[test]

@@ -401,6 +401,63 @@ pub(crate) mod remote {
         }
     }
 
+    /// Bytes fetched ahead by [`Ranges`]: a Parquet reader asks for each column chunk of a
+    /// row group in turn, and they lie side by side.
+    const WINDOW: u64 = 8 << 20;
+    /// The tail fetched for a footer (the reader asks for its last 8 bytes, then the
+    /// metadata before them).
+    const TAIL: u64 = 64 << 10;
+
+    /// An object read by ranges, each request served from one window of bytes fetched
+    /// ahead (at most [`WINDOW`] bytes beyond a request, or the object's last [`TAIL`]
+    /// bytes for a request that ends at its end): a few requests per row group instead of
+    /// one per column chunk, with a store's latency per request in the tens of
+    /// milliseconds. Memory: one window per open object.
+    pub(crate) struct Ranges {
+        obj: Object,
+        window: Mutex<(u64, Bytes)>,
+        /// Requests made (tests).
+        pub fetches: Arc<std::sync::atomic::AtomicU32>,
+    }
+
+    impl Ranges {
+        pub fn new(obj: Object) -> Ranges {
+            Ranges {
+                obj,
+                window: Mutex::new((0, Bytes::new())),
+                fetches: Default::default(),
+            }
+        }
+
+        pub fn object(&self) -> &Object {
+            &self.obj
+        }
+
+        /// Bytes `start..start + len`.
+        pub fn get(&self, start: u64, len: usize) -> std::io::Result<Bytes> {
+            let (size, end) = (self.obj.size, start + len as u64);
+            let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+            let (at, bytes) = &*w;
+            if *at <= start && end <= at + bytes.len() as u64 {
+                return Ok(bytes.slice((start - at) as usize..(end - at) as usize));
+            }
+            if end > size {
+                // As the object is: the read below says so.
+                return self.obj.range(start, len);
+            }
+            let (a, b) = if end == size {
+                (size - (len as u64).max(TAIL).min(size), size)
+            } else {
+                (start, size.min(start + (len as u64).max(WINDOW)))
+            };
+            self.fetches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let got = self.obj.range(a, (b - a) as usize)?;
+            *w = (a, got);
+            Ok(w.1.slice((start - a) as usize..(end - a) as usize))
+        }
+    }
+
     /// The chunks of a GET, handed over from the runtime through a small queue.
     pub(crate) struct Chunks(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>);
 

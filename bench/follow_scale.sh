@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Training from partitioned files on disk and from S3 against training from the same rows
+# held in memory (issue 25, the scale run): a generated log (`mfh prepare synthetic`, a
+# fixed ID vocabulary of USERS users and ITEMS items at every size) cut into PARTS hourly
+# partitions (`logs/hour=H/part-0.csv.gz`), MMoE for one epoch, three ways:
+#   memory  the Python package's `mfh.train(data={"train": …, "valid": …})` on pandas
+#           frames read beforehand (the call alone is timed);
+#   disk    `mfh train` over the partition glob;
+#   s3      `mfh train` over the same objects in a local S3 server (moto, on loopback).
+# Each round runs memory, disk, s3, s3, disk, memory; the figure per way is rows trained
+# (the train split) per second of the whole training call (statistics pass, the epoch,
+# the final evaluation), the geometric mean of the round's two runs. Also the peak RSS of
+# `mfh train` (disk) at each size, from /usr/bin/time.
+#
+#   bench/follow_scale.sh                 (SIZES="2000000 20000000", ROUNDS=2)
+#
+# Overrides: SIZES (row counts, the first is the RSS reference), ROUNDS, PARTS (48),
+# USERS (100000), ITEMS (20000), MFH_BIN (built with --features parquet,s3), PYENV (a venv
+# with the mfh package, moto[server], boto3 and pandas; default target/pyenv, made and
+# filled from python/ as python/run_tests.sh does). moto is a Python server: the s3 way
+# includes its cost of serving the bytes on the same two cores.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+sizes="${SIZES:-2000000 20000000}"
+rounds="${ROUNDS:-2}"
+parts="${PARTS:-48}"
+users="${USERS:-100000}"
+items="${ITEMS:-20000}"
+venv="${PYENV:-$root/target/pyenv}"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+fi
+"$venv/bin/python" -c "import mfh, moto, boto3, pandas" 2>/dev/null \
+  || "$venv/bin/pip" install -q "$root/python[test]"
+py="$venv/bin/python"
+if [ -z "${MFH_BIN:-}" ]; then
+  (cd "$root" && cargo build --release -q -p mfh --features parquet,s3)
+fi
+mfh="${MFH_BIN:-$root/target/release/mfh}"
+[ -x /usr/bin/time ] || { echo "error: /usr/bin/time is needed for peak RSS (apt-get install time)" >&2; exit 1; }
+work="${WORK:-$(mktemp -d)}"
+port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$py" -m moto.server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+moto=$!
+trap 'kill $moto 2>/dev/null || true' EXIT
+export AWS_ENDPOINT="http://127.0.0.1:$port" AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
+  AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
+echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs; $("$mfh" bench sgemm --n 8 --repeats 1 | grep -m1 '^# kernel path')"
+echo "# sizes $sizes; $parts partitions; $users users, $items items; $rounds rounds; work in $work"
+
+for n in $sizes; do
+  d="$work/$n"
+  if [ ! -f "$d/files.toml" ]; then
+    "$mfh" prepare synthetic --rows "$n" --users "$users" --items "$items" --out "$d" >/dev/null
+    # The log cut into hourly partitions, rows in order; the configs for disk and S3, and
+    # the objects uploaded.
+    "$py" - "$d" "$parts" "$port" "$n" <<'PY'
+import gzip, sys, re
+from pathlib import Path
+import boto3
+d, parts, port, n = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+with gzip.open(d / "log.csv.gz", "rt") as f:
+    header = f.readline()
+    lines = f.readlines()
+per = -(-len(lines) // parts)
+s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                  aws_access_key_id="bench", aws_secret_access_key="bench")
+try:
+    s3.create_bucket(Bucket="bench")
+except s3.exceptions.BucketAlreadyOwnedByYou:
+    pass
+for h in range(parts):
+    p = d / "logs" / f"hour={h:04d}" / "part-0.csv.gz"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    body = gzip.compress((header + "".join(lines[h * per:(h + 1) * per])).encode(), 1)
+    p.write_bytes(body)
+    s3.put_object(Bucket="bench", Key=f"{n}/logs/hour={h:04d}/part-0.csv.gz", Body=body)
+for t in ("users.csv.gz", "items.csv.gz"):
+    s3.upload_file(str(d / t), "bench", f"{n}/{t}")
+text = (d / "synthetic.toml").read_text()
+text = text.replace('sources = ["log.csv.gz"]',
+                    'sources = ["logs/hour=*/part-0.csv.gz"]\npartitions = { hour = "int" }')
+text = re.sub(r"epochs = \d+\n", "epochs = 1\n", text)
+(d / "files.toml").write_text(text)
+text = text.replace('"logs/hour=', f'"s3://bench/{n}/logs/hour=')
+for t in ("users.csv.gz", "items.csv.gz"):
+    text = text.replace(f'path = "{t}"', f'path = "s3://bench/{n}/{t}"')
+(d / "s3.toml").write_text(text)
+(d / "log.csv.gz").unlink()
+PY
+  fi
+done
+
+# One run: prints "ROWS SECONDS PEAK_KIB".
+train_rows() { sed -n 's/.* on \([0-9]*\) rows × .*/\1/p' "$1" | head -1; }
+run_cli() {  # config out
+  rm -rf "$2"
+  /usr/bin/time -f "%e %M" -o "$2.time" "$mfh" train --config "$1" --model mmoe --out "$2" --seed 1 --threads 2 2>"$2.err" >/dev/null \
+    || { echo "error: mfh train --config $1 failed:" >&2; tail -5 "$2.err" >&2; exit 1; }
+  echo "$(train_rows "$2.err") $(cat "$2.time")"
+}
+run_memory() {  # dir out
+  rm -rf "$2"
+  "$py" - "$1" "$2" <<'PY'
+import sys, time
+from pathlib import Path
+import pandas as pd
+import mfh
+d, out = Path(sys.argv[1]), sys.argv[2]
+frames = []
+for p in sorted(d.glob("logs/hour=*/part-0.csv.gz")):
+    f = pd.read_csv(p)
+    f["hour"] = int(p.parent.name.split("=")[1])
+    frames.append(f)
+log = pd.concat(frames, ignore_index=True)
+data = {"train": log[log.part == 0], "valid": log[log.part == 1]}
+cfg = mfh.Config(d / "files.toml")
+t = time.perf_counter()
+mfh.train(cfg, model="mmoe", out=out, seed=1, threads=2, progress=False, data=data)
+print(len(data["train"]), f"{time.perf_counter() - t:.2f}", 0)
+PY
+}
+n0=${sizes%% *}
+declare -A rss
+for n in $sizes; do
+  d="$work/$n"
+  declare -A acc=()
+  for r in $(seq "$rounds"); do
+    m1=$(run_memory "$d" "$work/m"); l1=$(run_cli "$d/files.toml" "$work/l"); s1=$(run_cli "$d/s3.toml" "$work/s")
+    s2=$(run_cli "$d/s3.toml" "$work/s"); l2=$(run_cli "$d/files.toml" "$work/l"); m2=$(run_memory "$d" "$work/m")
+    line=$(python3 - "$m1" "$m2" "$l1" "$l2" "$s1" "$s2" <<'PY'
+import sys
+runs = [list(map(float, a.split())) for a in sys.argv[1:]]
+rate = lambda a, b: ((a[0] / a[1]) * (b[0] / b[1])) ** 0.5
+m, l, s = rate(*runs[0:2]), rate(*runs[2:4]), rate(*runs[4:6])
+peak = max(runs[2][2], runs[3][2]) / 1024
+print(f"{int(runs[2][0])} {m:.0f} {l:.0f} {s:.0f} {l / m:.3f} {s / m:.3f} {peak:.0f}")
+PY
+)
+    read -r rows m l s lr sr peak <<<"$line"
+    echo "$n rows, round $r: train split $rows rows; rows/s memory $m, disk $l, S3 $s; disk / memory $lr, S3 / memory $sr; peak RSS (disk) $peak MiB"
+    acc[disk]="${acc[disk]:-} $lr"; acc[s3]="${acc[s3]:-} $sr"
+    rss[$n]=$(python3 -c "print(max(${rss[$n]:-0}, $peak))")
+  done
+  for w in disk s3; do
+    python3 - "$n" "$w" ${acc[$w]} <<'PY'
+import statistics, sys
+r = sorted(float(x) for x in sys.argv[3:])
+print(f"{sys.argv[1]} rows: {sys.argv[2]} / memory median {statistics.median(r):.3f} (min {r[0]:.3f}, max {r[-1]:.3f}, {len(r)} rounds)")
+PY
+  done
+  unset acc
+done
+for n in $sizes; do
+  echo "peak RSS of mfh train (disk), $n rows: ${rss[$n]} MiB ($(python3 -c "print(f'{${rss[$n]} / ${rss[$n0]}:.3f}')") × the $n0-row run's)"
+done
