@@ -22,9 +22,9 @@ fn open(path: &Path) -> Result<SerializedFileReader<Chunks>, DataError> {
     let chunks = if crate::store::is_object_url(path) {
         #[cfg(feature = "s3")]
         {
-            Chunks::Object(crate::store::remote::Ranges::new(
+            Chunks::Object(std::sync::Arc::new(crate::store::remote::Ranges::new(
                 crate::store::remote::Object::head(path)?,
-            ))
+            )))
         }
         #[cfg(not(feature = "s3"))]
         return Err(crate::store::open(path).err().expect("no S3 support"));
@@ -42,7 +42,7 @@ fn open(path: &Path) -> Result<SerializedFileReader<Chunks>, DataError> {
 pub(crate) enum Chunks {
     File(std::fs::File),
     #[cfg(feature = "s3")]
-    Object(crate::store::remote::Ranges),
+    Object(std::sync::Arc<crate::store::remote::Ranges>),
 }
 
 impl Length for Chunks {
@@ -61,7 +61,10 @@ impl ChunkReader for Chunks {
         match self {
             Chunks::File(f) => Ok(Box::new(f.get_read(start)?)),
             #[cfg(feature = "s3")]
-            Chunks::Object(o) => Ok(Box::new(o.object().reader(start))),
+            Chunks::Object(o) => Ok(Box::new(crate::store::remote::RangeReader::new(
+                o.clone(),
+                start,
+            ))),
         }
     }
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
@@ -757,7 +760,7 @@ mod tests {
         let ranges =
             crate::store::remote::Ranges::new(crate::store::remote::Object::head(url).unwrap());
         let counter = ranges.fetches.clone();
-        let file = SerializedFileReader::new(Chunks::Object(ranges)).unwrap();
+        let file = SerializedFileReader::new(Chunks::Object(std::sync::Arc::new(ranges))).unwrap();
         let n_chunks: usize = (0..file.num_row_groups())
             .map(|i| file.metadata().row_group(i).num_columns())
             .sum();

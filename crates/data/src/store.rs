@@ -458,13 +458,59 @@ pub(crate) mod remote {
         }
     }
 
+    /// Bytes from an offset on, read through [`Ranges`]' window (a Parquet reader reads
+    /// page headers this way: a few bytes at a time, near the chunks it fetches).
+    pub(crate) struct RangeReader {
+        ranges: Arc<Ranges>,
+        pos: u64,
+    }
+
+    impl RangeReader {
+        pub fn new(ranges: Arc<Ranges>, pos: u64) -> RangeReader {
+            RangeReader { ranges, pos }
+        }
+    }
+
+    impl std::io::Read for RangeReader {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let left = self.ranges.obj.size.saturating_sub(self.pos);
+            let n = (out.len() as u64).min(left).min(64 << 10) as usize;
+            if n == 0 {
+                return Ok(0);
+            }
+            out[..n].copy_from_slice(&self.ranges.get(self.pos, n)?);
+            self.pos += n as u64;
+            Ok(n)
+        }
+    }
+
     /// The chunks of a GET, handed over from the runtime through a small queue.
     pub(crate) struct Chunks(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>);
 
     impl Iterator for Chunks {
         type Item = std::io::Result<Bytes>;
         fn next(&mut self) -> Option<Self::Item> {
-            self.0.blocking_recv()
+            wait(self.0.recv())
+        }
+    }
+
+    /// Polls `f` on this thread until it is ready, parking in between (unlike Tokio's
+    /// `blocking_recv`, also from inside another runtime, e.g. a server loading a model).
+    fn wait<F: std::future::Future>(f: F) -> F::Output {
+        struct Unpark(std::thread::Thread);
+        impl std::task::Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Arc::new(Unpark(std::thread::current())).into();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut f = std::pin::pin!(f);
+        loop {
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+            std::thread::park();
         }
     }
 
