@@ -24,7 +24,7 @@ pub const TRIES: u32 = 6;
 pub(crate) fn open(path: &Path) -> Result<Box<dyn Read + Send>, DataError> {
     if is_object_url(path) {
         #[cfg(feature = "s3")]
-        return Ok(Box::new(remote::Object::head(path)?.reader(0)));
+        return Ok(Box::new(remote::open(path)?));
         #[cfg(not(feature = "s3"))]
         return Err(no_s3(path));
     }
@@ -52,9 +52,7 @@ pub fn read(path: &Path) -> Result<Vec<u8>, DataError> {
 pub(crate) fn starts_with(path: &Path, magic: &[u8]) -> bool {
     if is_object_url(path) {
         #[cfg(feature = "s3")]
-        return remote::Object::head(path)
-            .and_then(|o| o.range(0, magic.len()).map_err(|e| o.error(e)))
-            .is_ok_and(|b| b[..] == *magic);
+        return remote::first_bytes(path, magic.len() as u64).is_ok_and(|b| b[..] == *magic);
         #[cfg(not(feature = "s3"))]
         return false;
     }
@@ -226,6 +224,7 @@ pub(crate) mod remote {
     use super::{Fetch, Resuming, TRIES};
     use crate::error::DataError;
     use bytes::Bytes;
+    use futures_util::stream::BoxStream;
     use futures_util::StreamExt;
     use object_store::aws::AmazonS3Builder;
     use object_store::path::Path as Key;
@@ -514,6 +513,35 @@ pub(crate) mod remote {
         }
     }
 
+    /// The chunks of a GET's stream (`get`: the request, then its stream), forwarded on
+    /// the runtime.
+    fn forward<F>(get: F) -> std::io::Result<Chunks>
+    where
+        F: std::future::Future<
+                Output = object_store::Result<BoxStream<'static, object_store::Result<Bytes>>>,
+            > + Send
+            + 'static,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        runtime().map_err(Error::other)?.spawn(async move {
+            let mut stream = match get.await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(Err(io_error(e))).await;
+                    return;
+                }
+            };
+            while let Some(c) = stream.next().await {
+                let failed = c.is_err();
+                // The reader gone (dropped mid-file): stop fetching.
+                if tx.send(c.map_err(io_error)).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Chunks(rx))
+    }
+
     impl Fetch for Object {
         type Chunks = Chunks;
         fn from(&mut self, start: u64, end: u64) -> std::io::Result<Chunks> {
@@ -523,25 +551,46 @@ pub(crate) mod remote {
                 ..Default::default()
             };
             let (store, key) = (self.store.clone(), self.key.clone());
-            let (tx, rx) = tokio::sync::mpsc::channel(8);
-            runtime().map_err(Error::other)?.spawn(async move {
-                let mut stream = match store.get_opts(&key, opts).await {
-                    Ok(got) => got.into_stream(),
-                    Err(e) => {
-                        let _ = tx.send(Err(io_error(e))).await;
-                        return;
-                    }
-                };
-                while let Some(c) = stream.next().await {
-                    let failed = c.is_err();
-                    // The reader gone (dropped mid-file): stop fetching.
-                    if tx.send(c.map_err(io_error)).await.is_err() || failed {
-                        return;
-                    }
-                }
-            });
-            Ok(Chunks(rx))
+            forward(async move { Ok(store.get_opts(&key, opts).await?.into_stream()) })
         }
+    }
+
+    /// Opens `url` with one GET of the whole object, read as it arrives: its size and
+    /// ETag come with the answer (no HEAD first; one request per file and pass counts
+    /// over hourly partitions).
+    pub fn open(url: &Path) -> Result<Resuming<Object>, DataError> {
+        let err = |m: String| DataError::file(url, "io", m);
+        let (bucket, key) = split(url).map_err(err)?;
+        let store = store(&bucket).map_err(err)?;
+        let (s, k) = (store.clone(), key.clone());
+        let got = run(async move { s.get_opts(&k, GetOptions::default()).await })
+            .map_err(err)?
+            .map_err(|e| err(format!("cannot open: {e}")))?;
+        let obj = Object {
+            url: url.to_path_buf(),
+            store,
+            key,
+            size: got.meta.size,
+            etag: got.meta.e_tag.clone(),
+        };
+        let stream = got.into_stream();
+        let mut r = obj.reader(0);
+        r.chunks = Some(forward(async move { Ok(stream) }).map_err(|e| obj.error(e))?);
+        Ok(r)
+    }
+
+    /// The first `n` bytes of `url` (fewer for a shorter object), one ranged GET.
+    pub fn first_bytes(url: &Path, n: u64) -> Result<Bytes, DataError> {
+        let err = |m: String| DataError::file(url, "io", m);
+        let (bucket, key) = split(url).map_err(err)?;
+        let store = store(&bucket).map_err(err)?;
+        let opts = GetOptions {
+            range: Some(GetRange::Bounded(0..n)),
+            ..Default::default()
+        };
+        run(async move { store.get_opts(&key, opts).await?.bytes().await })
+            .map_err(err)?
+            .map_err(|e| err(format!("cannot read: {e}")))
     }
 
     /// The objects under the folder `prefix`, any depth, in key order, as URLs.
