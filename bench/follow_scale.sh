@@ -128,8 +128,15 @@ for n in $sizes; do
   d="$work/$n"
   declare -A acc=()
   for r in $(seq "$rounds"); do
-    m1=$(run_memory "$d" "$work/m"); l1=$(run_cli "$d/files.toml" "$work/l"); s1=$(run_cli "$d/s3.toml" "$work/s")
-    s2=$(run_cli "$d/s3.toml" "$work/s"); l2=$(run_cli "$d/files.toml" "$work/l"); m2=$(run_memory "$d" "$work/m")
+    # Each run's raw figures as it ends (rows, seconds, peak KiB), so a cut-short run
+    # still leaves them.
+    say() { echo "  $n rows, round $r, $1: $2" >&2; }
+    m1=$(run_memory "$d" "$work/m"); say memory "$m1"
+    l1=$(run_cli "$d/files.toml" "$work/l"); say disk "$l1"
+    s1=$(run_cli "$d/s3.toml" "$work/s"); say S3 "$s1"
+    s2=$(run_cli "$d/s3.toml" "$work/s"); say S3 "$s2"
+    l2=$(run_cli "$d/files.toml" "$work/l"); say disk "$l2"
+    m2=$(run_memory "$d" "$work/m"); say memory "$m2"
     line=$(python3 - "$m1" "$m2" "$l1" "$l2" "$s1" "$s2" <<'PY'
 import sys
 runs = [list(map(float, a.split())) for a in sys.argv[1:]]

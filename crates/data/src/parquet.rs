@@ -27,7 +27,7 @@ fn open(path: &Path) -> Result<SerializedFileReader<Chunks>, DataError> {
             )))
         }
         #[cfg(not(feature = "s3"))]
-        return Err(crate::store::open(path).err().expect("no S3 support"));
+        return Err(crate::store::no_s3(path));
     } else {
         Chunks::File(
             std::fs::File::open(path)

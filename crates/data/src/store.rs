@@ -87,7 +87,7 @@ pub(crate) fn list_objects(prefix: &Path) -> Option<Result<Vec<PathBuf>, DataErr
 }
 
 #[cfg(not(feature = "s3"))]
-fn no_s3(path: &Path) -> DataError {
+pub(crate) fn no_s3(path: &Path) -> DataError {
     DataError::file(
         path,
         "io",
