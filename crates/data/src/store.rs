@@ -282,6 +282,14 @@ pub(crate) mod remote {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `url`'s bucket, its store and the key.
+    fn locate(url: &Path) -> Result<(String, Arc<dyn ObjectStore>, Key), DataError> {
+        let err = |m: String| DataError::file(url, "io", m);
+        let (bucket, key) = split(url).map_err(err)?;
+        let store = store(&bucket).map_err(err)?;
+        Ok((bucket, store, key))
+    }
+
     /// The store of `bucket`, made once (its connections are kept).
     fn store(bucket: &str) -> Result<Arc<dyn ObjectStore>, String> {
         let mut stores = stores();
@@ -347,8 +355,7 @@ pub(crate) mod remote {
     impl Object {
         pub fn head(url: &Path) -> Result<Object, DataError> {
             let err = |m: String| DataError::file(url, "io", m);
-            let (bucket, key) = split(url).map_err(err)?;
-            let store = store(&bucket).map_err(err)?;
+            let (_, store, key) = locate(url)?;
             let (s, k) = (store.clone(), key.clone());
             let meta = run(async move { s.head(&k).await })
                 .map_err(err)?
@@ -560,8 +567,7 @@ pub(crate) mod remote {
     /// over hourly partitions).
     pub fn open(url: &Path) -> Result<Resuming<Object>, DataError> {
         let err = |m: String| DataError::file(url, "io", m);
-        let (bucket, key) = split(url).map_err(err)?;
-        let store = store(&bucket).map_err(err)?;
+        let (_, store, key) = locate(url)?;
         let (s, k) = (store.clone(), key.clone());
         let got = run(async move { s.get_opts(&k, GetOptions::default()).await })
             .map_err(err)?
@@ -582,8 +588,7 @@ pub(crate) mod remote {
     /// The first `n` bytes of `url` (fewer for a shorter object), one ranged GET.
     pub fn first_bytes(url: &Path, n: u64) -> Result<Bytes, DataError> {
         let err = |m: String| DataError::file(url, "io", m);
-        let (bucket, key) = split(url).map_err(err)?;
-        let store = store(&bucket).map_err(err)?;
+        let (_, store, key) = locate(url)?;
         let opts = GetOptions {
             range: Some(GetRange::Bounded(0..n)),
             ..Default::default()
@@ -596,8 +601,7 @@ pub(crate) mod remote {
     /// The objects under the folder `prefix`, any depth, in key order, as URLs.
     pub fn list(prefix: &Path) -> Result<Vec<PathBuf>, DataError> {
         let err = |m: String| DataError::file(prefix, "io", m);
-        let (bucket, key) = split(prefix).map_err(err)?;
-        let store = store(&bucket).map_err(err)?;
+        let (bucket, store, key) = locate(prefix)?;
         let mut tries = 0;
         let metas = loop {
             let (s, k) = (store.clone(), key.clone());
