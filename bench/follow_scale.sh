@@ -41,6 +41,7 @@ fi
 mfh="${MFH_BIN:-$root/target/release/mfh}"
 [ -x /usr/bin/time ] || { echo "error: /usr/bin/time is needed for peak RSS (apt-get install time)" >&2; exit 1; }
 work="${WORK:-$(mktemp -d)}"
+mkdir -p "$work"
 port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$py" -m moto.server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
 moto=$!
