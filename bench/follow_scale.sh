@@ -10,11 +10,18 @@
 # Each round runs memory, disk, s3, s3, disk, memory; the figure per way is rows trained
 # (the train split) per second of the whole training call (statistics pass, the epoch,
 # the final evaluation), the geometric mean of the round's two runs. Also the peak RSS of
-# `mfh train` (disk) at each size, from /usr/bin/time.
+# `mfh train` (disk and S3) at each size, from /usr/bin/time.
+#
+# The valid split (scored at the end of the epoch) is the generator's `part == 1` rows of
+# the first hours only, as many hours as keep it near a tenth of the first size's rows
+# (all hours at the first size; 5 of 48 at ten times it), so that every size evaluates
+# about the same number of rows: exact AUC and GAUC keep every scored row (20 bytes per
+# row and behaviour), which is the evaluation's memory, not the stream's. EVAL=share keeps
+# the generator's split (a tenth of every size's rows) instead.
 #
 #   bench/follow_scale.sh                 (SIZES="2000000 20000000", ROUNDS=2)
 #
-# Overrides: SIZES (row counts, the first is the RSS reference), ROUNDS, PARTS (48),
+# Overrides: SIZES (row counts, the first is the RSS reference), ROUNDS, EVAL, PARTS (48),
 # USERS (100000), ITEMS (20000), MFH_BIN (built with --features parquet,s3), PYENV (a venv
 # with the mfh package, moto[server], boto3 and pandas; default target/pyenv, made and
 # filled from python/ as python/run_tests.sh does). moto is a Python server: the s3 way
@@ -67,31 +74,19 @@ for n in $sizes; do
   d="$work/$n"
   if [ ! -f "$d/files.toml" ]; then
     "$mfh" prepare synthetic --rows "$n" --users "$users" --items "$items" --out "$d" >/dev/null
-    # The log cut into hourly partitions, rows in order; the configs for disk and S3, and
-    # the objects uploaded.
-    "$py" - "$d" "$parts" "$port" "$n" <<'PY'
+    # The log cut into hourly partitions, rows in order, and the configs for disk and S3.
+    "$py" - "$d" "$parts" "$n" <<'PY'
 import gzip, sys, re
 from pathlib import Path
-import boto3
-d, parts, port, n = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+d, parts, n = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 with gzip.open(d / "log.csv.gz", "rt") as f:
     header = f.readline()
     lines = f.readlines()
 per = -(-len(lines) // parts)
-s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                  aws_access_key_id="bench", aws_secret_access_key="bench")
-try:
-    s3.create_bucket(Bucket="bench")
-except s3.exceptions.BucketAlreadyOwnedByYou:
-    pass
 for h in range(parts):
     p = d / "logs" / f"hour={h:04d}" / "part-0.csv.gz"
     p.parent.mkdir(parents=True, exist_ok=True)
-    body = gzip.compress((header + "".join(lines[h * per:(h + 1) * per])).encode(), 1)
-    p.write_bytes(body)
-    s3.put_object(Bucket="bench", Key=f"{n}/logs/hour={h:04d}/part-0.csv.gz", Body=body)
-for t in ("users.csv.gz", "items.csv.gz"):
-    s3.upload_file(str(d / t), "bench", f"{n}/{t}")
+    p.write_bytes(gzip.compress((header + "".join(lines[h * per:(h + 1) * per])).encode(), 1))
 text = (d / "synthetic.toml").read_text()
 text = text.replace('sources = ["log.csv.gz"]',
                     'sources = ["logs/hour=*/part-0.csv.gz"]\npartitions = { hour = "int" }')
@@ -104,65 +99,94 @@ for t in ("users.csv.gz", "items.csv.gz"):
 (d / "log.csv.gz").unlink()
 PY
   fi
+  # The objects, uploaded to this run's server (moto keeps them in memory only, so a WORK
+  # folder from an earlier run is uploaded again).
+  "$py" - "$d" "$port" "$n" <<'PY'
+import sys
+from pathlib import Path
+import boto3
+d, port, n = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                  aws_access_key_id="bench", aws_secret_access_key="bench")
+try:
+    s3.create_bucket(Bucket="bench")
+except s3.exceptions.BucketAlreadyOwnedByYou:
+    pass
+for p in sorted(d.glob("logs/hour=*/part-0.csv.gz")) + [d / "users.csv.gz", d / "items.csv.gz"]:
+    s3.upload_file(str(p), "bench", f"{n}/{p.relative_to(d).as_posix()}")
+PY
 done
 
 # One run: prints "ROWS SECONDS PEAK_KIB".
 train_rows() { sed -n 's/.* on \([0-9]*\) rows × .*/\1/p' "$1" | head -1; }
+# Rows scored in the valid split (the pooled click AUC record of the model's metrics).
+valid_rows() {
+  python3 -c 'import json, sys; print(next(r["n"] for r in json.load(open(sys.argv[1])) if r["cell"] == "all" and r["metric"] == "auc"))' "$1/metrics.json"
+}
 run_cli() {  # config out
   rm -rf "$2"
   /usr/bin/time -f "%e %M" -o "$2.time" "$mfh" train --config "$1" --model mmoe --out "$2" --seed 1 --threads 2 2>"$2.err" >/dev/null \
     || { echo "error: mfh train --config $1 failed:" >&2; tail -5 "$2.err" >&2; exit 1; }
   echo "$(train_rows "$2.err") $(cat "$2.time")"
 }
-run_memory() {  # dir out
+run_memory() {  # dir out hours
   rm -rf "$2"
-  "$py" - "$1" "$2" <<'PY'
+  "$py" - "$1" "$2" "$3" <<'PY'
 import sys, time
 from pathlib import Path
 import pandas as pd
 import mfh
-d, out = Path(sys.argv[1]), sys.argv[2]
+d, out, hours = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 frames = []
 for p in sorted(d.glob("logs/hour=*/part-0.csv.gz")):
     f = pd.read_csv(p)
     f["hour"] = int(p.parent.name.split("=")[1])
     frames.append(f)
 log = pd.concat(frames, ignore_index=True)
-data = {"train": log[log.part == 0], "valid": log[log.part == 1]}
-cfg = mfh.Config(d / "files.toml")
+data = {"train": log[log.part == 0], "valid": log[(log.part == 1) & (log.hour < hours)]}
+cfg = mfh.Config(d / "files.run.toml")
 t = time.perf_counter()
 mfh.train(cfg, model="mmoe", out=out, seed=1, threads=2, progress=False, data=data)
 print(len(data["train"]), f"{time.perf_counter() - t:.2f}", 0)
 PY
 }
 n0=${sizes%% *}
-declare -A rss
+declare -A rss rss_s3
 for n in $sizes; do
   d="$work/$n"
+  # The valid split: the first `hours` hours of `part == 1` (module comment).
+  hours=$(( (parts * n0 + n - 1) / n ))
+  [ "${EVAL:-fixed}" = share ] && hours=$parts
+  for c in files s3; do
+    sed "s/^valid = { where = \"part == 1\" }/valid = { where = \"part == 1 and hour < $hours\" }/" "$d/$c.toml" >"$d/$c.run.toml"
+    grep -q "hour < $hours" "$d/$c.run.toml" || { echo "error: no valid split line to restrict in $d/$c.toml" >&2; exit 1; }
+  done
   declare -A acc=()
   for r in $(seq "$rounds"); do
     # Each run's raw figures as it ends (rows, seconds, peak KiB), so a cut-short run
     # still leaves them.
     say() { echo "  $n rows, round $r, $1: $2" >&2; }
-    m1=$(run_memory "$d" "$work/m"); say memory "$m1"
-    l1=$(run_cli "$d/files.toml" "$work/l"); say disk "$l1"
-    s1=$(run_cli "$d/s3.toml" "$work/s"); say S3 "$s1"
-    s2=$(run_cli "$d/s3.toml" "$work/s"); say S3 "$s2"
-    l2=$(run_cli "$d/files.toml" "$work/l"); say disk "$l2"
-    m2=$(run_memory "$d" "$work/m"); say memory "$m2"
+    m1=$(run_memory "$d" "$work/m" "$hours"); say memory "$m1"
+    l1=$(run_cli "$d/files.run.toml" "$work/l"); say disk "$l1"
+    s1=$(run_cli "$d/s3.run.toml" "$work/s"); say S3 "$s1"
+    s2=$(run_cli "$d/s3.run.toml" "$work/s"); say S3 "$s2"
+    l2=$(run_cli "$d/files.run.toml" "$work/l"); say disk "$l2"
+    m2=$(run_memory "$d" "$work/m" "$hours"); say memory "$m2"
     line=$(python3 - "$m1" "$m2" "$l1" "$l2" "$s1" "$s2" <<'PY'
 import sys
 runs = [list(map(float, a.split())) for a in sys.argv[1:]]
 rate = lambda a, b: ((a[0] / a[1]) * (b[0] / b[1])) ** 0.5
 m, l, s = rate(*runs[0:2]), rate(*runs[2:4]), rate(*runs[4:6])
 peak = max(runs[2][2], runs[3][2]) / 1024
-print(f"{int(runs[2][0])} {m:.0f} {l:.0f} {s:.0f} {l / m:.3f} {s / m:.3f} {peak:.0f}")
+peak_s3 = max(runs[4][2], runs[5][2]) / 1024
+print(f"{int(runs[2][0])} {m:.0f} {l:.0f} {s:.0f} {l / m:.3f} {s / m:.3f} {peak:.0f} {peak_s3:.0f}")
 PY
 )
-    read -r rows m l s lr sr peak <<<"$line"
-    echo "$n rows, round $r: train split $rows rows; rows/s memory $m, disk $l, S3 $s; disk / memory $lr, S3 / memory $sr; peak RSS (disk) $peak MiB"
+    read -r rows m l s lr sr peak peak_s3 <<<"$line"
+    echo "$n rows, round $r: train split $rows rows, valid split $(valid_rows "$work/l") rows (hours < $hours); rows/s memory $m, disk $l, S3 $s; disk / memory $lr, S3 / memory $sr; peak RSS disk $peak MiB, S3 $peak_s3 MiB"
     acc[disk]="${acc[disk]:-} $lr"; acc[s3]="${acc[s3]:-} $sr"
     rss[$n]=$(python3 -c "print(max(${rss[$n]:-0}, $peak))")
+    rss_s3[$n]=$(python3 -c "print(max(${rss_s3[$n]:-0}, $peak_s3))")
   done
   for w in disk s3; do
     python3 - "$n" "$w" ${acc[$w]} <<'PY'
@@ -174,5 +198,5 @@ PY
   unset acc
 done
 for n in $sizes; do
-  echo "peak RSS of mfh train (disk), $n rows: ${rss[$n]} MiB ($(python3 -c "print(f'{${rss[$n]} / ${rss[$n0]}:.3f}')") × the $n0-row run's)"
+  echo "peak RSS of mfh train, $n rows: disk ${rss[$n]} MiB ($(python3 -c "print(f'{${rss[$n]} / ${rss[$n0]}:.3f}')") × the $n0-row run's), S3 ${rss_s3[$n]} MiB ($(python3 -c "print(f'{${rss_s3[$n]} / ${rss_s3[$n0]}:.3f}')") ×)"
 done
