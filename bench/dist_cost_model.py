@@ -5,18 +5,35 @@ all-reduce / all-to-all timings of `examples/collectives`. Projects the step tim
 throughput, scaling efficiency and the time to train 10 B samples on N nodes.
 
 usage: dist_cost_model.py NP1.json NP2.json [N] [SAMPLES] [SKEW_MS]
+                          [--fit-s SECONDS] [--bytes-per-row BYTES]
 
 SKEW_MS: time per step the ranks wait for the slowest one (stragglers), added to every
 multi-node step; 0 by default (dedicated nodes), the measured loopback runs on a shared
 2-vCPU box show tens of ms.
+--fit-s: the one-rank run's statistics pass (its "set up in … s (statistics pass S s)"),
+over the same train rows as NP1.json's one epoch. At N ranks the pass is striped by file
+(each rank fits its own files), so it costs S / rows × SAMPLES / N before the first step;
+the table then adds it to the time for SAMPLES.
+--bytes-per-row: the stored (compressed) bytes per row of the split. Striped reading still
+scans every row of each global batch on every rank, so each node reads every byte; the
+table then gives the rate each node must read at.
 """
 import json, sys
 
-one = json.load(open(sys.argv[1]))
-two = json.load(open(sys.argv[2]))
-N = int(sys.argv[3]) if len(sys.argv) > 3 else 16
-SAMPLES = float(sys.argv[4]) if len(sys.argv) > 4 else 10e9
-SKEW = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
+args, flags = [], {}
+argv = iter(sys.argv[1:])
+for a in argv:
+    if a in ("--fit-s", "--bytes-per-row"):
+        flags[a] = float(next(argv))
+    else:
+        args.append(a)
+one = json.load(open(args[0]))
+two = json.load(open(args[1]))
+N = int(args[2]) if len(args) > 2 else 16
+SAMPLES = float(args[3]) if len(args) > 3 else 10e9
+SKEW = float(args[4]) if len(args) > 4 else 0.0
+FIT_ROW = flags.get("--fit-s", 0.0) / one["rows"]   # seconds per row at one rank
+BYTES_ROW = flags.get("--bytes-per-row")
 
 b = one["rows"] / one["steps"]                      # global batch of the measurements
 # Reading, per row: the reader thread's scan (read, split cells, split test: every rank
@@ -44,9 +61,17 @@ print(f"measured at N=1: batch {b:.0f}, read {read_row*1e3:.1f} µs/row (scan {s
 print(f"measured at N=2: all-reduce {dense_bytes/1e6:.2f} MB/step, all-to-all {two['all_to_all_bytes_per_step']/1e3:.0f} kB/step/rank")
 per_rank = b                                        # weak scaling: b rows per rank
 single = b / ((read_row + compute_row) * b / 1e3)   # one node, samples/s
-print(f"one node: {single:.0f} samples/s; straggler allowance {SKEW:.0f} ms/step\n")
-print(f"| network | reading | N | step ms | all-reduce ms | all-to-all ms | samples/s | efficiency | 10 B samples |")
-print(f"|---|---|---|---|---|---|---|---|---|")
+print(f"one node: {single:.0f} samples/s; straggler allowance {SKEW:.0f} ms/step")
+if FIT_ROW:
+    print(f"statistics pass at one rank: {FIT_ROW*1e6:.2f} µs/row (striped by file over the ranks)")
+print()
+extra = ""
+if FIT_ROW:
+    extra += " statistics pass |"
+if BYTES_ROW:
+    extra += " each node reads |"
+print(f"| network | reading | N | step ms | all-reduce ms | all-to-all ms | samples/s | efficiency |{extra} {SAMPLES/1e9:g} B samples |")
+print("|---" * (9 + extra.count("|")) + "|")
 for name, (bw, alpha) in nets.items():
     for striped in (False, True):
         for n in (2, N):
@@ -59,6 +84,12 @@ for name, (bw, alpha) in nets.items():
             step = read + comp + ar + a2a + SKEW
             tput = B / step * 1e3
             eff = tput / (n * single)
-            hours = SAMPLES / tput / 3600
+            fit = FIT_ROW * SAMPLES / n
+            hours = (SAMPLES / tput + fit) / 3600
             how = "striped by rank" if striped else "whole batch per rank"
-            print(f"| {name} | {how} | {n} | {step:.0f} | {ar:.1f} | {a2a:.1f} | {tput:,.0f} | {eff:.0%} | {hours:,.0f} h |")
+            cols = ""
+            if FIT_ROW:
+                cols += f" {fit / 60:,.0f} min |"
+            if BYTES_ROW:
+                cols += f" {BYTES_ROW * B / step * 1e3 / 1e6:,.0f} MB/s |"
+            print(f"| {name} | {how} | {n} | {step:.0f} | {ar:.1f} | {a2a:.1f} | {tput:,.0f} | {eff:.0%} |{cols} {hours:,.0f} h |")
