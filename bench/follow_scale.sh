@@ -49,24 +49,9 @@ mfh="${MFH_BIN:-$root/target/release/mfh}"
 [ -x /usr/bin/time ] || { echo "error: /usr/bin/time is needed for peak RSS (apt-get install time)" >&2; exit 1; }
 work="${WORK:-$(mktemp -d)}"
 mkdir -p "$work"
-port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$py" -m moto.server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
-moto=$!
-trap 'kill $moto 2>/dev/null || true' EXIT
-# Until moto answers (it takes a second or two to start).
-"$py" - "$port" <<'PY'
-import sys, time, urllib.request
-for _ in range(300):
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/moto-api/", timeout=2)
-        break
-    except OSError:
-        time.sleep(0.1)
-else:
-    sys.exit("error: moto's S3 server did not answer")
-PY
-export AWS_ENDPOINT="http://127.0.0.1:$port" AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
-  AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
+trap 'kill ${moto:-} 2>/dev/null || true' EXIT
+. "$here/moto.sh"
+start_moto "$py" "$work/moto.log"
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs; $("$mfh" bench sgemm --n 8 --repeats 1 | grep -m1 '^# kernel path')"
 echo "# sizes $sizes; $parts partitions; $users users, $items items; $rounds rounds; work in $work"
 

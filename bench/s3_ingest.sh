@@ -35,22 +35,13 @@ mfh="${MFH_BIN:-$root/target/release/mfh}"
 [ -f "$root/target/kuairand-log.parquet" ] || "$py" "$here/make_parquet.py"
 log="$root/data/kuairand-pure/log_standard_pure_20220425_20220506.csv.gz"
 work=$(mktemp -d)
-port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$py" -m moto.server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
-moto=$!
-trap 'kill $moto 2>/dev/null; rm -rf "$work"' EXIT
-export AWS_ENDPOINT="http://127.0.0.1:$port" AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
-  AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
+trap 'kill ${moto:-} 2>/dev/null; rm -rf "$work"' EXIT
+. "$here/moto.sh"
+start_moto "$py" "$work/moto.log"
 "$py" - "$port" "$log" "$root/target/kuairand-log.parquet" <<'PY'
-import sys, time, urllib.request
+import sys
 import boto3
 port, csv, pq = sys.argv[1:]
-for _ in range(300):
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2)
-        break
-    except OSError:
-        time.sleep(0.1)
 s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                   aws_access_key_id="bench", aws_secret_access_key="bench")
 s3.create_bucket(Bucket="bench")
