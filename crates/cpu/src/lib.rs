@@ -134,6 +134,10 @@ pub struct Features {
     pub amx_bf16: bool,
     /// A CPU whose 512-bit operations run as two 256-bit halves (AMD family 19h, Zen 4).
     pub half_width_512: bool,
+    /// A CPU with AVX512-BF16 whose `vdpbf16ps` does more multiply-adds per cycle than its
+    /// f32 FMAs: AMD family 1Ah (Zen 5) and later, where `mfh bench sgemm --peak` measured
+    /// 1.83× the FMA's flops (Intel's measured 0.48×; see [`best`]).
+    pub fast_bf16_dot: bool,
 }
 
 /// This CPU's features.
@@ -152,6 +156,7 @@ fn detect() -> Features {
         avx512_bf16: has!("avx512bf16"),
         amx_bf16: amx_bf16(),
         half_width_512: amd_family() == Some(0x19),
+        fast_bf16_dot: has!("avx512bf16") && amd_family().is_some_and(|f| f >= 0x1a),
     }
 }
 
@@ -244,6 +249,7 @@ fn detect() -> Features {
         avx512_bf16: false,
         amx_bf16: false,
         half_width_512: false,
+        fast_bf16_dot: false,
     }
 }
 
@@ -253,16 +259,23 @@ fn detect() -> Features {
 /// training measured 3–8 % faster on avx2 (bench/RESULTS.md). Both give equal bits, so
 /// this choice changes speed only. `MFH_KERNEL=avx512` still forces AVX-512 there.
 ///
-/// Among the AVX-512 levels it takes AMX where the process may use it, else plain
-/// AVX-512: their f32 loops are the same, so the level decides only how bf16 products
-/// run. It never takes avx512bf16 by itself: on the 2-core Xeon with AMX where it was
-/// measured (`mfh bench sgemm --bf16`, bench/RESULTS.md), its bf16 products ran at about
-/// half the f32 tile's rate (each `vdpbf16ps` issues at half the rate of two FMAs), so
-/// the reference (rounded operands through the f32 tile) is faster there.
+/// Among the AVX-512 levels it takes AMX where the process may use it, then avx512bf16
+/// where the CPU's `vdpbf16ps` is fast ([`Features::fast_bf16_dot`]), else plain AVX-512:
+/// their f32 loops are the same, so the level decides only how bf16 products run. The
+/// bf16 dot product's speed differs by vendor, so the choice does too (both measured with
+/// `mfh bench sgemm --peak --bf16`, bench/RESULTS.md): on the 2-core Xeon with AMX each
+/// `vdpbf16ps` issued at a quarter of the two FMA ports' rate (0.48× their flops), and
+/// the reference (rounded operands through the f32 tile) was faster than it; on a 2-core
+/// AMD EPYC of family 1Ah (Zen 5) it did 1.83× the FMA's flops and the bf16 product ran
+/// at 2.0× the f32 one. Intel CPUs with AVX512-BF16 and no AMX (Cooper Lake) and AMD
+/// family 19h (Zen 4, which takes avx2 for its half-width units) were not measured and
+/// keep avx512 or avx2; `MFH_KERNEL=avx512bf16` forces the path on any CPU that has it.
 pub fn best() -> Path {
     if features().avx512 && !features().half_width_512 {
         return if Path::Amx.supported() {
             Path::Amx
+        } else if features().fast_bf16_dot {
+            Path::Avx512Bf16
         } else {
             Path::Avx512
         };
@@ -488,7 +501,8 @@ mod tests {
             assert_eq!(best().avx512(), !f.half_width_512);
             if !f.half_width_512 {
                 assert_eq!(best() == Path::Amx, amx_usable());
-                assert_ne!(best(), Path::Avx512Bf16);
+                assert_eq!(best() == Path::Avx512Bf16, !amx_usable() && f.fast_bf16_dot);
+                assert!(!f.fast_bf16_dot || f.avx512_bf16);
             }
         } else if f.avx2 {
             assert_eq!(best(), Path::Avx2);
