@@ -171,48 +171,85 @@ unsafe fn pack_a_rows(a: View, m: usize, k: usize, mp: usize, kp: usize, dst: *m
 /// Packs `A` (`m × k`) for the AVX512-BF16 tile: panels of [`DP_MR`] rows, each `kp / 2`
 /// groups of `DP_MR` pairs (row `i`'s values at `k = 2q, 2q + 1` as one 32-bit word),
 /// zero-padded.
+///
+/// Stored row by row (`cs == 1`): per panel, blocks of 16 pairs of its rows are read
+/// along the rows and turned in a local buffer, so that each group receives its
+/// `DP_MR` words in one store. Stored transposed with `rs == 1` (the weight gradient's
+/// `Xᵀ`): the `DP_MR` values of one `k` in a panel lie side by side in storage, so a
+/// group is two contiguous loads of the storage rows `2q` and `2q + 1` (before, each
+/// value was rounded alone along a column of storage, a cache line apart, and the
+/// products of that shape ran at half the f32 tile's speed).
 #[inline(always)]
 unsafe fn pack_a_panels(a: View, m: usize, k: usize, kp: usize, dst: *mut u16) {
     let half = kp / 2;
     let out = dst.cast::<u32>();
     let mp = m.div_ceil(DP_MR) * DP_MR;
-    let mut row = vec![0u32; half.div_ceil(16) * 16];
+    let full = lanes(DP_MR);
+    if a.cs == 1 {
+        let mut t = [0u32; 256];
+        let idx = _mm512_setr_epi32(
+            0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240,
+        );
+        for i0 in (0..mp).step_by(DP_MR) {
+            let panel = out.add(i0 * half);
+            let mi = DP_MR.min(m.saturating_sub(i0));
+            for q0 in (0..half).step_by(16) {
+                let qn = 16.min(half - q0);
+                let kn = k.saturating_sub(2 * q0).min(32);
+                for r in 0..DP_MR {
+                    let v = if r >= mi || kn == 0 {
+                        _mm512_setzero_si512()
+                    } else {
+                        pairs_along(a.ptr.add((i0 + r) * a.rs + 2 * q0), kn)
+                    };
+                    _mm512_storeu_si512(t.as_mut_ptr().add(r * 16).cast(), v);
+                }
+                for qq in 0..qn {
+                    let group = _mm512_mask_i32gather_epi32::<4>(
+                        _mm512_setzero_si512(),
+                        full,
+                        _mm512_add_epi32(idx, _mm512_set1_epi32(qq as i32)),
+                        t.as_ptr().cast(),
+                    );
+                    _mm512_mask_storeu_epi32(panel.add((q0 + qq) * DP_MR).cast(), full, group);
+                }
+            }
+        }
+        return;
+    }
+    if a.rs == 1 {
+        for q in 0..half {
+            let (p0, p1) = (2 * q, 2 * q + 1);
+            for i0 in (0..mp).step_by(DP_MR) {
+                let group = out.add(i0 * half + q * DP_MR);
+                let mi = DP_MR.min(m.saturating_sub(i0));
+                let v = if p0 >= k || mi == 0 {
+                    _mm512_setzero_si512()
+                } else {
+                    let r1 = if p1 < k {
+                        a.ptr.add(p1 * a.cs + i0)
+                    } else {
+                        std::ptr::null()
+                    };
+                    pairs16(a.ptr.add(p0 * a.cs + i0), r1, mi)
+                };
+                _mm512_mask_storeu_epi32(group.cast(), full, v);
+            }
+        }
+        return;
+    }
     for i in 0..mp {
         let panel = out.add(i / DP_MR * half * DP_MR);
         let r = i % DP_MR;
-        if i >= m {
-            for q in 0..half {
-                *panel.add(q * DP_MR + r) = 0;
-            }
-            continue;
-        }
-        if a.cs == 1 {
-            // Row i's bf16 values in order are its pairs as 32-bit words.
-            let src = a.ptr.add(i * a.rs);
-            let words = row.as_mut_ptr().cast::<u16>();
-            for p in (0..half * 2).step_by(16) {
-                let n = k.saturating_sub(p);
-                let v = if n == 0 {
-                    _mm512_setzero_si512()
+        for q in 0..half {
+            let at = |p: usize| {
+                if i < m && p < k {
+                    u32::from(round(*a.ptr.add(i * a.rs + p * a.cs)))
                 } else {
-                    bf16x16(_mm512_maskz_loadu_ps(lanes(n), src.add(p)))
-                };
-                _mm256_storeu_si256(words.add(p).cast(), _mm512_cvtepi32_epi16(v));
-            }
-        } else {
-            for (q, w) in row.iter_mut().enumerate().take(half) {
-                let at = |p: usize| {
-                    if p < k {
-                        u32::from(round(*a.ptr.add(i * a.rs + p * a.cs)))
-                    } else {
-                        0
-                    }
-                };
-                *w = at(2 * q) | at(2 * q + 1) << 16;
-            }
-        }
-        for (q, &w) in row.iter().enumerate().take(half) {
-            *panel.add(q * DP_MR + r) = w;
+                    0
+                }
+            };
+            *panel.add(q * DP_MR + r) = at(2 * q) | at(2 * q + 1) << 16;
         }
     }
 }
@@ -445,7 +482,9 @@ unsafe fn pack_avx512(
 const DP_MR: usize = 14;
 
 /// The AVX512-BF16 product over packed operands: 14 × 32 tiles, per pair of `k` two loads
-/// of `B` and 14 broadcasts of `A` feed 28 `vdpbf16ps`.
+/// of `B` and 14 broadcasts of `A` feed 28 `vdpbf16ps`; a panel of at most 16 columns
+/// (a gate's product, 8 wide) takes a 14 × 16 tile, one load of `B` and 14 `vdpbf16ps`
+/// per pair, rather than half a tile of zeros (the sums, and so the bits, are the same).
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,avx512bf16")]
 unsafe fn dp_product(
@@ -468,23 +507,11 @@ unsafe fn dp_product(
         let epi_j = epi.at_col(j0);
         for i0 in (0..m).step_by(DP_MR) {
             let mr = DP_MR.min(m - i0);
-            let mut acc = [[_mm512_setzero_ps(); 2]; DP_MR];
-            let mut a = ap.cast::<u32>().add(i0 * pairs);
-            let mut b = panel;
-            for _ in 0..pairs {
-                let b0: __m512bh = std::mem::transmute(_mm512_load_si512(b.cast()));
-                let b1: __m512bh = std::mem::transmute(_mm512_load_si512(b.add(32).cast()));
-                for (i, row) in acc.iter_mut().enumerate() {
-                    let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(i) as i32));
-                    row[0] = _mm512_dpbf16_ps(row[0], x, b0);
-                    row[1] = _mm512_dpbf16_ps(row[1], x, b1);
-                }
-                a = a.add(DP_MR);
-                b = b.add(2 * NR);
-            }
-            for (i, [lo, hi]) in acc.iter().enumerate() {
-                _mm512_storeu_ps(t.as_mut_ptr().add(i * NR), *lo);
-                _mm512_storeu_ps(t.as_mut_ptr().add(i * NR + 16), *hi);
+            let a = ap.cast::<u32>().add(i0 * pairs);
+            if nr > 16 {
+                dp_tile::<2>(a, panel, pairs, t);
+            } else {
+                dp_tile::<1>(a, panel, pairs, t);
             }
             store_block(
                 t.as_ptr(),
@@ -496,6 +523,46 @@ unsafe fn dp_product(
                 ldc,
                 epi_j,
             );
+        }
+    }
+}
+
+/// One [`DP_MR`] × `16·H` tile of the AVX512-BF16 product over `pairs` pairs of `k`: `a`
+/// the panel's groups, `b` the `B` panel; the sums land in `t` (row stride [`NR`]).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,avx512bf16")]
+unsafe fn dp_tile<const H: usize>(
+    mut a: *const u32,
+    mut b: *const u16,
+    pairs: usize,
+    t: &mut [f32],
+) {
+    // Two arrays of accumulators (the second unused when H == 1) and plain index loops:
+    // written with iterators over `[[__m512; H]; DP_MR]`, the compiler kept them in
+    // memory and the tile ran at a tenth of its speed.
+    let mut lo = [_mm512_setzero_ps(); DP_MR];
+    let mut hi = [_mm512_setzero_ps(); DP_MR];
+    for _ in 0..pairs {
+        let b0: __m512bh = std::mem::transmute(_mm512_load_si512(b.cast()));
+        let b1: __m512bh = if H == 2 {
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_load_si512(b.add(32).cast()))
+        } else {
+            b0
+        };
+        for i in 0..DP_MR {
+            let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(i) as i32));
+            lo[i] = _mm512_dpbf16_ps(lo[i], x, b0);
+            if H == 2 {
+                hi[i] = _mm512_dpbf16_ps(hi[i], x, b1);
+            }
+        }
+        a = a.add(DP_MR);
+        b = b.add(2 * NR);
+    }
+    for i in 0..DP_MR {
+        _mm512_storeu_ps(t.as_mut_ptr().add(i * NR), lo[i]);
+        if H == 2 {
+            _mm512_storeu_ps(t.as_mut_ptr().add(i * NR + 16), hi[i]);
         }
     }
 }
