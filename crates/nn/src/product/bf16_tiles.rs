@@ -200,7 +200,11 @@ unsafe fn pack_a_panels(a: View, m: usize, k: usize, kp: usize, dst: *mut u16) {
                     let v = if r >= mi || kn == 0 {
                         _mm512_setzero_si512()
                     } else {
-                        pairs_along(a.ptr.add((i0 + r) * a.rs + 2 * q0), kn)
+                        let src = a.ptr.add((i0 + r) * a.rs + 2 * q0);
+                        // The block after next of this row (a prefetch never faults).
+                        _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(64).cast());
+                        _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(80).cast());
+                        pairs_along(src, kn)
                     };
                     _mm512_storeu_si512(t.as_mut_ptr().add(r * 16).cast(), v);
                 }
@@ -231,6 +235,10 @@ unsafe fn pack_a_panels(a: View, m: usize, k: usize, kp: usize, dst: *mut u16) {
                     } else {
                         std::ptr::null()
                     };
+                    // The same values of the storage rows four ahead.
+                    let ahead = a.ptr.wrapping_add((p0 + 4) * a.cs + i0);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(a.cs).cast());
                     pairs16(a.ptr.add(p0 * a.cs + i0), r1, mi)
                 };
                 _mm512_mask_storeu_epi32(group.cast(), full, v);
@@ -275,6 +283,12 @@ unsafe fn pack_b(b: View, k: usize, n: usize, kp: usize, dst: *mut u16) {
                     continue;
                 }
                 let r0 = b.ptr.add(p0 * b.rs + j0);
+                // The panel's columns of the rows four ahead.
+                for ahead in [4, 5] {
+                    let pf = b.ptr.wrapping_add((p0 + ahead) * b.rs + j0);
+                    _mm_prefetch::<_MM_HINT_T0>(pf.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(16).cast());
+                }
                 let r1 = if p1 < k {
                     b.ptr.add(p1 * b.rs + j0)
                 } else {
