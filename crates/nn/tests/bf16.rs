@@ -229,29 +229,64 @@ fn the_reference_is_the_f32_product_of_rounded_operands() {
     }
 }
 
-/// Every path gives the same bits twice and with 1 or 2 threads (rows split or columns
-/// split), so a bf16 run repeats for a fixed seed.
+/// Every path gives the same bits twice and with 1, 2 or 3 threads (rows split or
+/// columns split; on the hardware paths the operands are packed once, shared by the
+/// threads, in uneven shares at 3), transposed operands, bias, ReLU and beta included,
+/// so a bf16 run repeats for a fixed seed.
 #[test]
 fn bf16_products_are_deterministic_and_split_independent() {
-    mfh_nn::init_thread_pool(2);
+    mfh_nn::init_thread_pool(3);
     let mut rng = Rng::new(9);
     for path in paths() {
-        for (m, n, k) in [(600, 300, 429), (40, 900, 256)] {
+        for (m, n, k, ta, tb) in [
+            (600, 300, 429, false, false),
+            (40, 900, 256, false, false),
+            (601, 45, 255, true, false),
+            (47, 901, 129, false, true),
+            (333, 333, 1001, true, true),
+        ] {
             let a: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rng.normal() as f32).collect();
-            let run = |threads: usize| {
+            let c0: Vec<f32> = (0..m * n).map(|_| rng.normal() as f32).collect();
+            let bias: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+            let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
+            let run = |threads: usize, beta: f32| {
                 mfh_nn::set_threads(threads);
-                let mut c = vec![0f32; m * n];
+                let mut c = c0.clone();
                 mfh_cpu::with_path(path, || {
                     with_precision(Precision::Bf16, || {
-                        matmul(m, n, k, 1.0, &a, k, false, &b, n, false, 0.0, &mut c, n)
+                        matmul_bias_act(
+                            m,
+                            n,
+                            k,
+                            0.75,
+                            &a,
+                            lda,
+                            ta,
+                            &b,
+                            ldb,
+                            tb,
+                            beta,
+                            &mut c,
+                            n,
+                            Some(&bias),
+                            beta == 0.0,
+                        )
                     })
                 });
                 c.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()
             };
-            let one = run(1);
-            assert_eq!(one, run(1), "{path}: not repeatable");
-            assert_eq!(one, run(2), "{path}: 2 threads differ from 1");
+            for beta in [0.0, 0.5] {
+                let one = run(1, beta);
+                assert_eq!(one, run(1, beta), "{path} {m}×{n}×{k}: not repeatable");
+                for threads in [2, 3] {
+                    assert_eq!(
+                        one,
+                        run(threads, beta),
+                        "{path} {m}×{n}×{k} ta {ta} tb {tb} beta {beta}: {threads} threads differ from 1"
+                    );
+                }
+            }
         }
     }
     mfh_nn::set_threads(1);

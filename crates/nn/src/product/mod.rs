@@ -12,7 +12,8 @@
 //!
 //! Threads and determinism: with `threads() > 1` a product is split into one block of
 //! output rows (or columns) per thread, each computed by an unthreaded product over the
-//! whole reduction (k) dimension. No element's sum is ever split across threads, so with
+//! whole reduction (k) dimension (bf16 products on AMX or AVX512-BF16 first pack both
+//! operands once, shared by the threads, see `bf16_tiles::sgemm_threads`). No element's sum is ever split across threads, so with
 //! a fixed thread count results are bit-for-bit reproducible; with the own kernels a
 //! row's result does not depend on the split or the thread count at all, and the AVX2
 //! and AVX-512 tiles give equal bits. The `gemm` crate's results differ from theirs by
@@ -391,6 +392,46 @@ pub fn matmul_bias_act<T: Float>(
         relu,
     };
     let t = threads();
+    #[cfg(target_arch = "x86_64")]
+    if t > 1
+        && m * n * k >= PAR_MIN_WORK
+        && alpha != T::zero()
+        && prec == Precision::Bf16
+        && matches!(path, Path::Amx | Path::Avx512Bf16)
+        && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+    {
+        // bf16 on the hardware paths: each operand packed once for all threads.
+        let view = |ptr: *const T, rs, cs| blocked::View {
+            ptr: ptr.cast(),
+            rs,
+            cs,
+        };
+        let epi = blocked::Epilogue {
+            bias: o.bias.cast(),
+            relu: o.relu,
+        };
+        let (av, bv) = (view(o.a, o.a_rs, o.a_cs), view(o.b, o.b_rs, o.b_cs));
+        let (alpha, beta) = (alpha.to_f64() as f32, beta.to_f64() as f32);
+        // SAFETY: T is f32 (same type id), the asserts above keep every addressed
+        // element inside its slice, `c` is a unique borrow, and the CPU has `path`.
+        unsafe {
+            bf16_tiles::sgemm_threads(
+                path,
+                m,
+                n,
+                k,
+                alpha,
+                av,
+                bv,
+                beta,
+                o.c.cast(),
+                o.ldc,
+                epi,
+                t,
+            )
+        };
+        return;
+    }
     if t == 1 || m * n * k < PAR_MIN_WORK {
         // SAFETY: the asserts above keep every addressed element inside its slice, and
         // `c` is a unique borrow, so it cannot alias `a` or `b`.
