@@ -14,20 +14,16 @@ const NR: usize = 32;
 #[repr(C, align(64))]
 struct Line([u16; 32]);
 
-/// This thread's packing buffers, reused across calls.
+/// This thread's packing buffers, reused across calls (handed to the workers of
+/// [`sgemm_threads`] while it runs).
 struct Buffers {
     a: Vec<Line>,
     b: Vec<Line>,
-    /// f32 results of one block before the epilogue.
-    c: Vec<f32>,
 }
 
 thread_local! {
     static BUFFERS: RefCell<Buffers> =
-        const { RefCell::new(Buffers { a: Vec::new(), b: Vec::new(), c: Vec::new() }) };
-    /// The packed operands [`sgemm_threads`] shares with its workers.
-    static SHARED: RefCell<Buffers> =
-        const { RefCell::new(Buffers { a: Vec::new(), b: Vec::new(), c: Vec::new() }) };
+        const { RefCell::new(Buffers { a: Vec::new(), b: Vec::new() }) };
 }
 
 fn lines(buf: &mut Vec<Line>, values: usize) -> *mut u16 {
@@ -445,50 +441,7 @@ pub(crate) unsafe fn sgemm(
     ldc: usize,
     epi: Epilogue,
 ) {
-    debug_assert!(matches!(path, Path::Amx | Path::Avx512Bf16));
-    if m == 0 || n == 0 {
-        return;
-    }
-    // `gemm_block` answers k == 0 and alpha == 0 without a product.
-    debug_assert!(k > 0 && alpha != 0.0);
-    let amx = path == Path::Amx;
-    let (mr, kstep) = if amx { (16, 32) } else { (DP_MR, 2) };
-    let kp = k.max(1).div_ceil(kstep) * kstep;
-    let mp = m.div_ceil(mr) * mr;
-    let np = n.div_ceil(NR) * NR;
-    BUFFERS.with(|bufs| {
-        let bufs = &mut *bufs.borrow_mut();
-        let ap = lines(&mut bufs.a, mp * kp);
-        let bp = lines(&mut bufs.b, kp * np);
-        if bufs.c.len() < 32 * NR {
-            bufs.c.resize(32 * NR, 0.0);
-        }
-        let t = &mut bufs.c[..];
-        pack_avx512(amx, a, b, m, n, k, mp, kp, ap, bp);
-        if amx {
-            amx_product(m, n, kp, ap, bp, alpha, beta, c, ldc, epi, t);
-        } else {
-            dp_product(m, n, kp, ap, bp, alpha, beta, c, ldc, epi, t);
-        }
-    });
-}
-
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-unsafe fn pack_avx512(
-    amx: bool,
-    a: View,
-    b: View,
-    m: usize,
-    n: usize,
-    k: usize,
-    mp: usize,
-    kp: usize,
-    ap: *mut u16,
-    bp: *mut u16,
-) {
-    pack_a(amx, a, m, k, mp, kp, ap);
-    pack_b(b, k, n, kp, bp);
+    sgemm_threads(path, m, n, k, alpha, a, b, beta, c, ldc, epi, 1);
 }
 
 /// Packs `A` (`m` rows, padded to `mp`) for the product of `amx` or AVX512-BF16.
@@ -535,7 +488,8 @@ struct Job {
 unsafe impl Send for Job {}
 unsafe impl Sync for Job {}
 
-/// [`sgemm`] on `threads` threads, each operand packed once: the workers first pack a
+/// [`sgemm`] on `threads` threads (1: on the calling thread), each operand packed once:
+/// the workers first pack a
 /// share of `A`'s row panels and of `B`'s column panels each into one buffer, then each
 /// multiplies one block of whole rows (or columns, whichever dimension is longer) of `C`
 /// from the shared packed operands. (Splitting first and packing per block, as the f32
@@ -574,7 +528,7 @@ pub(crate) unsafe fn sgemm_threads(
     let np = n.div_ceil(NR) * NR;
     // The buffers leave this thread's slot while the workers use them (a worker that
     // runs another product on this thread meanwhile finds the slot empty and allocates).
-    let (mut abuf, mut bbuf) = SHARED.with(|s| {
+    let (mut abuf, mut bbuf) = BUFFERS.with(|s| {
         let s = &mut *s.borrow_mut();
         (std::mem::take(&mut s.a), std::mem::take(&mut s.b))
     });
@@ -598,7 +552,7 @@ pub(crate) unsafe fn sgemm_threads(
     };
     let t = threads.max(1);
     let (a_panels, b_panels) = (mp / mr, np / NR);
-    (0..t).into_par_iter().for_each(|w| {
+    let pack = |w: usize| {
         let job = &job;
         let share = |total: usize| (total * w / t, total * (w + 1) / t);
         let (p0, p1) = share(a_panels);
@@ -628,12 +582,12 @@ pub(crate) unsafe fn sgemm_threads(
             };
             pack_b_panels(sub, job.k, hi - lo, job.kp, job.bp.add(lo * job.kp));
         }
-    });
+    };
     let split_rows = m >= n;
     let (dim, unit) = if split_rows { (m, mr) } else { (n, NR) };
     let chunk = dim.div_ceil(t).div_ceil(unit) * unit;
     let blocks = dim.div_ceil(chunk);
-    (0..blocks).into_par_iter().for_each(|bi| {
+    let multiply = |bi: usize| {
         let job = &job;
         let lo = bi * chunk;
         let len = chunk.min(dim - lo);
@@ -667,8 +621,15 @@ pub(crate) unsafe fn sgemm_threads(
                 m, n, job.kp, ap, bp, job.alpha, job.beta, c, job.ldc, epi, &mut t,
             );
         }
-    });
-    SHARED.with(|s| {
+    };
+    if t == 1 {
+        pack(0);
+        multiply(0);
+    } else {
+        (0..t).into_par_iter().for_each(pack);
+        (0..blocks).into_par_iter().for_each(multiply);
+    }
+    BUFFERS.with(|s| {
         let s = &mut *s.borrow_mut();
         if s.a.capacity() < abuf.capacity() {
             s.a = abuf;

@@ -154,6 +154,28 @@ struct Operands<T> {
     relu: bool,
 }
 
+impl<T> Operands<T> {
+    /// `A`, `B` and the epilogue as the f32 kernels take them (for `T` = f32 only: the
+    /// pointers are cast).
+    #[cfg(target_arch = "x86_64")]
+    fn f32_views(&self) -> (blocked::View, blocked::View, blocked::Epilogue) {
+        let view = |ptr: *const T, rs, cs| blocked::View {
+            ptr: ptr.cast(),
+            rs,
+            cs,
+        };
+        let epi = blocked::Epilogue {
+            bias: self.bias.cast(),
+            relu: self.relu,
+        };
+        (
+            view(self.a, self.a_rs, self.a_cs),
+            view(self.b, self.b_rs, self.b_cs),
+            epi,
+        )
+    }
+}
+
 // SAFETY: the pointers are only dereferenced during the `matmul` call that created them,
 // while the slices they come from are borrowed, and workers write disjoint blocks of C.
 unsafe impl<T> Send for Operands<T> {}
@@ -201,16 +223,7 @@ unsafe fn gemm_block<T: Float>(
     if is_f32 && prec == Precision::Bf16 {
         #[cfg(target_arch = "x86_64")]
         if matches!(path, Path::Amx | Path::Avx512Bf16) {
-            let view = |ptr: *const T, rs, cs| blocked::View {
-                ptr: ptr.cast(),
-                rs,
-                cs,
-            };
-            let epi = blocked::Epilogue {
-                bias: o.bias.cast(),
-                relu: o.relu,
-            };
-            let (a, b) = (view(o.a, o.a_rs, o.a_cs), view(o.b, o.b_rs, o.b_cs));
+            let (a, b, epi) = o.f32_views();
             let (alpha, beta) = (alpha.to_f64() as f32, beta.to_f64() as f32);
             bf16_tiles::sgemm(path, m, n, k, alpha, a, b, beta, o.c.cast(), o.ldc, epi);
             return;
@@ -233,16 +246,7 @@ unsafe fn gemm_block<T: Float>(
     #[cfg(target_arch = "x86_64")]
     if is_f32 && path != Path::Portable {
         // T is f32 here, so the pointer casts and the scalar conversions are exact.
-        let view = |ptr: *const T, rs, cs| blocked::View {
-            ptr: ptr.cast(),
-            rs,
-            cs,
-        };
-        let epi = blocked::Epilogue {
-            bias: o.bias.cast(),
-            relu: o.relu,
-        };
-        let (a, b) = (view(o.a, o.a_rs, o.a_cs), view(o.b, o.b_rs, o.b_cs));
+        let (a, b, epi) = o.f32_views();
         let (alpha, beta) = (alpha.to_f64() as f32, beta.to_f64() as f32);
         // Products at most 16 wide (gates) take the 16-column tile on AVX-512 machines
         // too: a 32-column tile would be half padding, and both tiles give equal bits.
@@ -401,16 +405,7 @@ pub fn matmul_bias_act<T: Float>(
         && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
     {
         // bf16 on the hardware paths: each operand packed once for all threads.
-        let view = |ptr: *const T, rs, cs| blocked::View {
-            ptr: ptr.cast(),
-            rs,
-            cs,
-        };
-        let epi = blocked::Epilogue {
-            bias: o.bias.cast(),
-            relu: o.relu,
-        };
-        let (av, bv) = (view(o.a, o.a_rs, o.a_cs), view(o.b, o.b_rs, o.b_cs));
+        let (av, bv, epi) = o.f32_views();
         let (alpha, beta) = (alpha.to_f64() as f32, beta.to_f64() as f32);
         // SAFETY: T is f32 (same type id), the asserts above keep every addressed
         // element inside its slice, `c` is a unique borrow, and the CPU has `path`.
