@@ -469,7 +469,6 @@ struct Job {
     n: usize,
     k: usize,
     kp: usize,
-    mp: usize,
     mr: usize,
     alpha: f32,
     beta: f32,
@@ -489,9 +488,8 @@ unsafe impl Send for Job {}
 unsafe impl Sync for Job {}
 
 /// [`sgemm`] on `threads` threads (1: on the calling thread), each operand packed once:
-/// the workers first pack a
-/// share of `A`'s row panels and of `B`'s column panels each into one buffer, then each
-/// multiplies one block of whole rows (or columns, whichever dimension is longer) of `C`
+/// the workers first pack a share of `A`'s row panels and of `B`'s column panels each
+/// into one buffer, then each multiplies one block of whole rows (or columns, whichever dimension is longer) of `C`
 /// from the shared packed operands. (Splitting first and packing per block, as the f32
 /// kernel does, packed the operand every block reads once per thread: a fifth of a
 /// bf16 MMoE-ref training step on a 2-core Zen 5 was packing.) Every element's sum runs
@@ -538,7 +536,6 @@ pub(crate) unsafe fn sgemm_threads(
         n,
         k,
         kp,
-        mp,
         mr,
         alpha,
         beta,
@@ -557,7 +554,8 @@ pub(crate) unsafe fn sgemm_threads(
         let share = |total: usize| (total * w / t, total * (w + 1) / t);
         let (p0, p1) = share(a_panels);
         if p0 < p1 {
-            let (lo, hi) = (p0 * job.mr, (p1 * job.mr).min(job.mp));
+            // Panels tile the padded rows exactly: `hi` ≤ `mp`.
+            let (lo, hi) = (p0 * job.mr, p1 * job.mr);
             let rows = hi.min(job.m) - lo;
             let sub = View {
                 ptr: job.a.ptr.add(lo * job.a.rs),
