@@ -136,14 +136,15 @@ impl ModelState {
             let cells = &batch.cells[lo..lo + rows];
             let blocks = parallel.blocks_for(net.as_mut(), rows, threads);
             // Columns equal on every row (one user's side of a ranking request) are
-            // multiplied once per first-layer product, not once per row.
+            // multiplied once per first-layer product, not once per row; the input's
+            // columns are sorted into shared and varying once for all of them.
             let mut pass = || {
                 parallel
                     .forward(net.as_mut(), &make, xs, cells, rows, false, blocks)
                     .to_vec()
             };
             let out = if factored {
-                mfh_nn::product::with_factored_input(pass)
+                mfh_nn::product::with_factored_input_over(xs, rows, n_in, n_in, pass)
             } else {
                 pass()
             };

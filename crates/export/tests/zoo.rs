@@ -235,6 +235,22 @@ fn every_zoo_model_scores_a_shared_user_side_like_the_row_by_row_forward() {
             got.iter().zip(&want).any(|(a, b)| a != b),
             "{name}: the factored path was not taken (equal bits)"
         );
+        // With the input pinned (as a scorer pins it), the products that read it share
+        // one search for its shared columns: the same logits, bit for bit.
+        use std::sync::atomic::Ordering::Relaxed;
+        let reused = mfh_nn::product::REUSED_OPERANDS.load(Relaxed);
+        let pinned = mfh_nn::product::with_factored_input_over_from(1, &x, n, n_in, n_in, || {
+            net.forward(&x, &cells, n, false).to_vec()
+        });
+        assert_eq!(pinned, got, "{name}: pinned input");
+        // MMoE's expert bank and its gates read the input: the gates reuse what the
+        // bank's product found. (The zoo's MFH reads it in its bottom alone.)
+        if name == "mmoe" {
+            assert!(
+                mfh_nn::product::REUSED_OPERANDS.load(Relaxed) > reused,
+                "{name}: no product reused the pinned input's columns"
+            );
+        }
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             let d = (a - b).abs();
             worst = worst.max(d / (1.0 + b.abs()));

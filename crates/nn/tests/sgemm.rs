@@ -104,6 +104,13 @@ fn matches_reference(path: Path) {
         (141, 31, 7),
         (64, 1, 64),
         (1, 64, 429),
+        // At most 8 columns (the narrow product): k below, at and past 8 lanes.
+        (37, 3, 206),
+        (9, 5, 9),
+        (4, 7, 8),
+        (3, 2, 1),
+        (11, 6, 15),
+        (5, 8, 64),
     ];
     for (m, n, k) in shapes {
         for ta in [false, true] {
@@ -196,6 +203,39 @@ fn rows_do_not_depend_on_the_split() {
             cols[i * (ch - cl)..(i + 1) * (ch - cl)],
             one[i * n + cl..i * n + ch]
         );
+    }
+}
+
+/// Products at most 8 columns wide (one dot product per element): a row's result is the
+/// same at 1 and 2 threads and when its rows are multiplied alone, for every width.
+#[test]
+fn narrow_rows_do_not_depend_on_the_split() {
+    mfh_nn::init_thread_pool(2);
+    for path in own_paths() {
+        println!("path {path}");
+        let mut rng = Rng::new(35);
+        let (m, k) = (1500, 206);
+        let a = randn(&mut rng, m * k);
+        for n in 1..=8 {
+            let b = randn(&mut rng, k * n);
+            let run = |rows: usize, a: &[f32], threads| {
+                mfh_nn::set_threads(threads);
+                let mut c = vec![0f32; rows * n];
+                mfh_cpu::with_path(path, || {
+                    matmul(rows, n, k, 1.0, a, k, false, &b, n, false, 0.0, &mut c, n)
+                });
+                mfh_nn::set_threads(1);
+                c
+            };
+            let one = run(m, &a, 1);
+            assert_eq!(run(m, &a, 2), one, "n {n}: 2 threads differ from 1");
+            let (lo, hi) = (37, 41);
+            assert_eq!(
+                run(hi - lo, &a[lo * k..], 1)[..],
+                one[lo * n..hi * n],
+                "n {n}"
+            );
+        }
     }
 }
 
@@ -325,6 +365,9 @@ fn avx512_and_avx2_tiles_give_equal_bits() {
             (300, 70, 600),
             (29, 8, 429),
             (512, 256, 429),
+            (500, 3, 206),
+            (7, 5, 9),
+            (2000, 4, 64),
         ] {
             for (ta, tb, alpha, beta, relu) in [
                 (false, false, 1.0, 0.0, true),

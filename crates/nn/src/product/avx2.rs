@@ -86,4 +86,59 @@ impl Tile for Avx2 {
             _mm256_storeu_ps(p.add(8), hi);
         }
     }
+
+    /// 8 columns at a time: 6 rows (and 2 zero rows) of 8 transposed by unpacks and
+    /// lane shuffles, each column's 6 values stored masked.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pack_rows(a: *const f32, rs: usize, kc: usize, dst: *mut f32) {
+        const MR: usize = 6;
+        let lanes = |n: usize| {
+            let m: [i32; 8] = std::array::from_fn(|l| if l < n { -1 } else { 0 });
+            _mm256_loadu_si256(m.as_ptr().cast())
+        };
+        let store = lanes(MR);
+        for p0 in (0..kc).step_by(8) {
+            let cols = 8.min(kc - p0);
+            let load = lanes(cols);
+            let mut r = [_mm256_setzero_ps(); 8];
+            for (i, v) in r.iter_mut().enumerate().take(MR) {
+                let src = a.add(i * rs + p0);
+                *v = if cols == 8 {
+                    _mm256_loadu_ps(src)
+                } else {
+                    _mm256_maskload_ps(src, load)
+                };
+            }
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            // Column j of the 8 rows.
+            let col = [
+                _mm256_permute2f128_ps::<0x20>(s0, s4),
+                _mm256_permute2f128_ps::<0x20>(s1, s5),
+                _mm256_permute2f128_ps::<0x20>(s2, s6),
+                _mm256_permute2f128_ps::<0x20>(s3, s7),
+                _mm256_permute2f128_ps::<0x31>(s0, s4),
+                _mm256_permute2f128_ps::<0x31>(s1, s5),
+                _mm256_permute2f128_ps::<0x31>(s2, s6),
+                _mm256_permute2f128_ps::<0x31>(s3, s7),
+            ];
+            for (j, v) in col.into_iter().enumerate().take(cols) {
+                _mm256_maskstore_ps(dst.add((p0 + j) * MR), store, v);
+            }
+        }
+    }
 }

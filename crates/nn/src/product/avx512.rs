@@ -88,4 +88,52 @@ impl Tile for Avx512 {
             _mm512_storeu_ps(p.add(16), hi);
         }
     }
+
+    /// 16 columns at a time: 14 rows (and 2 zero rows) of 16 transposed in registers by
+    /// unpacks and 128-bit lane shuffles, each column's 14 values stored masked.
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+    unsafe fn pack_rows(a: *const f32, rs: usize, kc: usize, dst: *mut f32) {
+        const MR: usize = 14;
+        let store: __mmask16 = (1 << MR) - 1;
+        for p0 in (0..kc).step_by(16) {
+            let cols = 16.min(kc - p0);
+            let load: __mmask16 = if cols == 16 { !0 } else { (1 << cols) - 1 };
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (i, v) in r.iter_mut().enumerate().take(MR) {
+                *v = _mm512_maskz_loadu_ps(load, a.add(i * rs + p0));
+            }
+            // Within each 128-bit lane l: s[4q + c] holds rows 4q..4q + 3 of column
+            // 4l + c.
+            let mut t = [_mm512_setzero_ps(); 16];
+            for q in 0..8 {
+                t[2 * q] = _mm512_unpacklo_ps(r[2 * q], r[2 * q + 1]);
+                t[2 * q + 1] = _mm512_unpackhi_ps(r[2 * q], r[2 * q + 1]);
+            }
+            let mut s = [_mm512_setzero_ps(); 16];
+            for q in 0..4 {
+                let (a0, a1, b0, b1) = (t[4 * q], t[4 * q + 1], t[4 * q + 2], t[4 * q + 3]);
+                s[4 * q] = _mm512_shuffle_ps::<0x44>(a0, b0);
+                s[4 * q + 1] = _mm512_shuffle_ps::<0xEE>(a0, b0);
+                s[4 * q + 2] = _mm512_shuffle_ps::<0x44>(a1, b1);
+                s[4 * q + 3] = _mm512_shuffle_ps::<0xEE>(a1, b1);
+            }
+            // The 4 × 4 transpose of 128-bit lanes across s[c], s[4 + c], s[8 + c],
+            // s[12 + c]: lane l of the result is rows 4l..4l + 3, so column 4l + c.
+            let mut col = [_mm512_setzero_ps(); 16];
+            for c in 0..4 {
+                let (w, x, y, z) = (s[c], s[4 + c], s[8 + c], s[12 + c]);
+                let u0 = _mm512_shuffle_f32x4::<0x44>(w, x);
+                let u1 = _mm512_shuffle_f32x4::<0xEE>(w, x);
+                let u2 = _mm512_shuffle_f32x4::<0x44>(y, z);
+                let u3 = _mm512_shuffle_f32x4::<0xEE>(y, z);
+                col[c] = _mm512_shuffle_f32x4::<0x88>(u0, u2);
+                col[4 + c] = _mm512_shuffle_f32x4::<0xDD>(u0, u2);
+                col[8 + c] = _mm512_shuffle_f32x4::<0x88>(u1, u3);
+                col[12 + c] = _mm512_shuffle_f32x4::<0xDD>(u1, u3);
+            }
+            for (j, v) in col.into_iter().enumerate().take(cols) {
+                _mm512_mask_storeu_ps(dst.add((p0 + j) * MR), store, v);
+            }
+        }
+    }
 }

@@ -47,6 +47,15 @@ pub(super) trait Tile {
         ldc: usize,
         epi: Epilogue,
     );
+
+    /// Packs `MR` full rows of a row-major `A` (the first at `a`, row stride `rs`), `kc`
+    /// columns, into one panel (`kc` groups of `MR` values, one per row): in registers,
+    /// `MR` rows of one vector at a time transposed into one group per column.
+    ///
+    /// # Safety
+    /// The CPU has the tile's instructions; `a` addresses `MR` rows of `kc` floats and
+    /// `dst` `kc · MR` writable floats.
+    unsafe fn pack_rows(a: *const f32, rs: usize, kc: usize, dst: *mut f32);
 }
 
 /// A 64-byte aligned block of 16 floats, so packed panels start on a cache line.
@@ -254,18 +263,7 @@ unsafe fn pack_a<K: Tile>(a: View, ic: usize, mc: usize, pc: usize, kc: usize, d
         let panel = dst.add(ir * kc);
         let base = a.ptr.add((ic + ir) * a.rs + pc * a.cs);
         if a.cs == 1 && mr == K::MR {
-            // Row-major A: MR row streams in, one contiguous stream out (MR is a
-            // constant here, so the inner loop unrolls).
-            let mut rows = [base; 16];
-            for (i, r) in rows.iter_mut().enumerate().take(K::MR) {
-                *r = base.add(i * a.rs);
-            }
-            for p in 0..kc {
-                let out = panel.add(p * K::MR);
-                for (i, r) in rows.iter().enumerate().take(K::MR) {
-                    *out.add(i) = *r.add(p);
-                }
-            }
+            K::pack_rows(base, a.rs, kc, panel);
             continue;
         }
         for p in 0..kc {
@@ -322,4 +320,62 @@ unsafe fn pack_b<K: Tile>(b: View, pc: usize, kc: usize, jc: usize, nc: usize, d
 #[inline(always)]
 unsafe fn copy_row<K: Tile>(src: *const f32, dst: *mut f32) {
     std::ptr::copy_nonoverlapping(src, dst, K::NR);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The packing of full row panels equals the element-by-element packing, for
+    /// column counts below, at and past one vector.
+    fn pack_rows_match<K: Tile>() {
+        for (kc, rs) in [
+            (1, 1),
+            (5, 7),
+            (8, 8),
+            (16, 16),
+            (17, 20),
+            (61, 61),
+            (206, 206),
+            (256, 300),
+        ] {
+            let a: Vec<f32> = (0..K::MR * rs).map(|v| v as f32 * 0.5 - 3.0).collect();
+            let mut got = vec![f32::NAN; kc * K::MR + 16];
+            // SAFETY: the caller checked the CPU; the buffers hold the shapes.
+            unsafe { K::pack_rows(a.as_ptr(), rs, kc, got.as_mut_ptr()) };
+            for p in 0..kc {
+                for i in 0..K::MR {
+                    assert_eq!(
+                        got[p * K::MR + i],
+                        a[i * rs + p],
+                        "kc {kc} column {p} row {i}"
+                    );
+                }
+            }
+            assert!(
+                got[kc * K::MR..].iter().all(|v| v.is_nan()),
+                "kc {kc}: wrote past the panel"
+            );
+        }
+    }
+
+    #[test]
+    fn avx2_packs_rows_as_element_by_element() {
+        if !std::arch::is_x86_feature_detected!("avx2")
+            || !std::arch::is_x86_feature_detected!("fma")
+        {
+            println!("SKIPPED: no AVX2");
+            return;
+        }
+        pack_rows_match::<super::super::avx2::Avx2>();
+    }
+
+    #[test]
+    fn avx512_packs_rows_as_element_by_element() {
+        if !mfh_cpu::supported().contains(&mfh_cpu::Path::Avx512) {
+            println!("SKIPPED: no AVX-512 path ({})", mfh_cpu::describe());
+            return;
+        }
+        pack_rows_match::<super::super::avx512::Avx512>();
+    }
 }

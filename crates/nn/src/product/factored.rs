@@ -3,12 +3,13 @@
 //! numeric features, the context) hold the same values on every row.
 //!
 //! While the closure of [`with_factored_input`] runs, a product whose left operand has
-//! at least an eighth of its columns equal on every row computes `x·W + b` as
+//! at least a quarter of its columns equal on every row computes `x·W + b` as
 //! `x_var·W_var + (x_const·W_const + b)`: the shared columns' part once per product
 //! instead of once per row, the rest over the varying columns only. That covers every
-//! first layer that reads the network input — experts, gates, bottoms, towers, and rows
-//! of it gathered per cell — in every model, without the models knowing; a hidden
-//! layer's operand is given up after a row or two (its columns vary). The sums run in
+//! first layer at least 32 wide that reads the network input — experts, bottoms, towers,
+//! and rows of it gathered per cell — in every model, without the models knowing; a
+//! hidden layer's operand is given up after a row or two (its columns vary). Gates (a
+//! few outputs) are left to the narrow product, which reads the input in place. The sums run in
 //! another order, so results differ from the plain product by float rounding (tested
 //! within 1e-5 relative on every model of the zoo).
 //!
@@ -27,15 +28,23 @@ thread_local! {
 pub static FACTORED_PRODUCTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// Products looked at inside [`with_factored_input`].
 pub static EXAMINED_PRODUCTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Factored products that reused the pinned operand's columns found by an earlier one
+/// ([`with_factored_input_over`]).
+pub static REUSED_OPERANDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Narrowest product (output columns) worth factoring.
 const MIN_WIDTH: usize = 32;
 
-/// Fewest shared columns (as a share of the input) worth factoring.
-const MIN_SHARED: f64 = 0.125;
+/// Fewest shared columns (as a share of the input) worth factoring. A hidden layer's
+/// input shares the columns of ReLU units dead on every row of the request (13–20 % of
+/// them in MFH's level-1 experts on the bundled data): factoring those copies the rest
+/// of the input in runs for a small saving, and one-user MFH scoring was 7 % slower with
+/// 1/8 here than with 1/4 (bench/RESULTS.md). A request's user side is most of the
+/// first layers' input (145 of 206 columns there).
+const MIN_SHARED: f64 = 0.25;
 
 /// Runs `f` with products on this thread factoring out the columns of their left
-/// operand that are equal on every row (when at least an eighth of them are): the first
+/// operand that are equal on every row (when at least a quarter of them are): the first
 /// layers that read a ranking request's input, or rows of it gathered per cell. Products
 /// that `f` hands to other threads are computed as usual.
 pub fn with_factored_input<R>(f: impl FnOnce() -> R) -> R {
@@ -59,23 +68,143 @@ pub fn with_factored_input_from<R>(min_width: usize, f: impl FnOnce() -> R) -> R
 /// Buffers of one thread's factored products, kept between products.
 #[derive(Default)]
 struct Scratch {
+    /// The left operand as prepared for the last product that was not the pinned one.
+    last: Prepared,
+    /// The operand pinned by [`with_factored_input_over`], prepared by the first product
+    /// that reads it.
+    pinned: Option<Pinned>,
+    b_var: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+/// A left operand split into its shared and varying columns.
+#[derive(Default)]
+struct Prepared {
     /// Per column: the OR of every row's bits XOR the first row's (0 = shared).
     diff: Vec<u32>,
     /// The varying columns as runs `(first, len)`.
     runs: Vec<(usize, usize)>,
+    /// Their values, `m × kv` (kv = the runs' total length).
     x_var: Vec<f32>,
-    b_var: Vec<f32>,
-    shift: Vec<f32>,
+}
+
+impl Prepared {
+    /// Finds the shared columns of `a` (m rows of k, stride lda); when there are enough,
+    /// records the varying columns and copies them. Returns whether there were.
+    #[inline(always)]
+    fn prepare(&mut self, a: &[f32], lda: usize, m: usize, k: usize) -> bool {
+        if !shared_columns(a, lda, m, k, &mut self.diff) {
+            return false;
+        }
+        self.runs.clear();
+        let mut j = 0;
+        while j < k {
+            if self.diff[j] == 0 {
+                j += 1;
+                continue;
+            }
+            let start = j;
+            while j < k && self.diff[j] != 0 {
+                j += 1;
+            }
+            self.runs.push((start, j - start));
+        }
+        self.x_var.clear();
+        for i in 0..m {
+            let row = &a[i * lda..i * lda + k];
+            for &(lo, len) in &self.runs {
+                self.x_var.extend_from_slice(&row[lo..lo + len]);
+            }
+        }
+        true
+    }
+}
+
+/// The operand pinned by [`with_factored_input_over`]: its address and shape, and what
+/// the first product over it found (`None` = not looked at yet; `Some(false)` = too few
+/// shared columns).
+struct Pinned {
+    ptr: usize,
+    m: usize,
+    k: usize,
+    lda: usize,
+    found: Option<bool>,
+    prepared: Prepared,
 }
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
+/// [`with_factored_input`], with `x` (m rows of k, stride lda: the network input) pinned:
+/// the first product whose left operand is exactly `x` finds its shared columns and
+/// copies its varying ones, and every later one in `f` reuses them (MFH reads its input
+/// in seven first-layer products). `x` stays borrowed while `f` runs, so it cannot
+/// change meanwhile.
+pub fn with_factored_input_over<R>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    lda: usize,
+    f: impl FnOnce() -> R,
+) -> R {
+    with_factored_input_over_from(MIN_WIDTH, x, m, k, lda, f)
+}
+
+/// [`with_factored_input_over`] for products at least `min_width` outputs wide (tests).
+pub fn with_factored_input_over_from<R>(
+    min_width: usize,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    lda: usize,
+    f: impl FnOnce() -> R,
+) -> R {
+    assert!(
+        m == 0 || (lda >= k && x.len() >= (m - 1) * lda + k),
+        "with_factored_input_over: x shorter than its shape"
+    );
+    /// Pins the operand that was pinned before (if any) again, even if `f` unwinds.
+    struct Unpin(Option<(usize, usize, usize, usize)>);
+    impl Drop for Unpin {
+        fn drop(&mut self) {
+            SCRATCH.with(|s| {
+                let mut s = s.borrow_mut();
+                let prepared = s.pinned.take().map(|p| p.prepared).unwrap_or_default();
+                s.pinned = self.0.map(|(ptr, m, k, lda)| Pinned {
+                    ptr,
+                    m,
+                    k,
+                    lda,
+                    found: None,
+                    prepared,
+                });
+            });
+        }
+    }
+    let before = SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let before = s.pinned.as_ref().map(|p| (p.ptr, p.m, p.k, p.lda));
+        let prepared = s.pinned.take().map(|p| p.prepared).unwrap_or_default();
+        s.pinned = Some(Pinned {
+            ptr: x.as_ptr() as usize,
+            m,
+            k,
+            lda,
+            found: None,
+            prepared,
+        });
+        before
+    });
+    let _unpin = Unpin(before);
+    with_factored_input_from(min_width, f)
+}
+
 /// Whether enough columns of `a` (m rows of k, stride lda) are equal on every row;
 /// `diff[j] == 0` then marks the shared columns. Compares bit patterns (so -0.0 and
 /// NaNs count as they are stored), branch-free over each row so that it vectorises,
 /// and stops as soon as too few shared columns are left.
+#[inline(always)]
 fn shared_columns(a: &[f32], lda: usize, m: usize, k: usize, diff: &mut Vec<u32>) -> bool {
     let need = ((MIN_SHARED * k as f64).ceil() as usize).max(1);
     let first = &a[..k];
@@ -123,100 +252,150 @@ pub(super) fn try_product(
     // The buffers are taken out for the product (the inner products below run with
     // factoring off, so they never ask for them).
     let mut s = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    let done = shared_columns(a, lda, m, k, &mut s.diff);
+    // The scan and the copies below vectorised for the CPU's path.
+    let path = mfh_cpu::path();
+    let Scratch {
+        last,
+        pinned,
+        b_var,
+        shift,
+    } = &mut s;
+    let pinned = pinned
+        .as_mut()
+        .filter(|p| (p.ptr, p.m, p.k, p.lda) == (a.as_ptr() as usize, m, k, lda));
+    let (done, prepared) = match pinned {
+        Some(p) => {
+            if p.found.is_some() {
+                REUSED_OPERANDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let found = *p
+                .found
+                .get_or_insert_with(|| mfh_cpu::dispatch!(path, p.prepared.prepare(a, lda, m, k)));
+            (found, &p.prepared)
+        }
+        None => (mfh_cpu::dispatch!(path, last.prepare(a, lda, m, k)), &*last),
+    };
     if done {
         FACTORED_PRODUCTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // The product once `s.diff` marks the shared columns.
-        let mut product = |s: &mut Scratch| {
-            // Row kk of op(B), element j.
-            let b_at = |kk: usize, j: usize| {
-                if trans_b {
-                    b[j * ldb + kk]
-                } else {
-                    b[kk * ldb + j]
-                }
-            };
-            // The shared columns' part, once: shift = bias + alpha·Σ x_j·B[j, :] over them.
-            s.shift.clear();
-            match bias {
-                Some(bias) => s.shift.extend_from_slice(&bias[..n]),
-                None => s.shift.resize(n, 0.0),
-            }
-            s.runs.clear();
-            let mut j = 0;
-            while j < k {
-                if s.diff[j] == 0 {
-                    let v = alpha * a[j];
-                    if trans_b {
-                        for (o, sh) in s.shift.iter_mut().enumerate() {
-                            *sh += v * b_at(j, o);
-                        }
-                    } else {
-                        for (sh, w) in s.shift.iter_mut().zip(&b[j * ldb..j * ldb + n]) {
-                            *sh += v * w;
-                        }
-                    }
-                    j += 1;
-                } else {
-                    let start = j;
-                    while j < k && s.diff[j] != 0 {
-                        j += 1;
-                    }
-                    s.runs.push((start, j - start));
-                }
-            }
-            let kv: usize = s.runs.iter().map(|r| r.1).sum();
-            if kv == 0 {
-                // Every column shared: each row is the shifted bias (+ beta·C).
-                for i in 0..m {
-                    let row = &mut c[i * ldc..i * ldc + n];
-                    for (v, sh) in row.iter_mut().zip(&s.shift) {
-                        let x = if beta == 0.0 { *sh } else { beta * *v + sh };
-                        *v = if relu { x.max(0.0) } else { x };
-                    }
-                }
-                return;
-            }
-            // The varying columns of A, and the rows of op(B) they meet, copied run by run.
-            s.x_var.clear();
-            for i in 0..m {
-                let row = &a[i * lda..i * lda + k];
-                for &(lo, len) in &s.runs {
-                    s.x_var.extend_from_slice(&row[lo..lo + len]);
-                }
-            }
-            s.b_var.clear();
-            for &(lo, len) in &s.runs {
-                for kk in lo..lo + len {
-                    if trans_b {
-                        s.b_var.extend((0..n).map(|o| b_at(kk, o)));
-                    } else {
-                        s.b_var.extend_from_slice(&b[kk * ldb..kk * ldb + n]);
-                    }
-                }
-            }
-            let saved = ACTIVE.with(|a| a.replace(0));
-            super::matmul_bias_act::<f32>(
-                m,
-                n,
-                kv,
-                alpha,
-                &s.x_var,
-                kv,
-                false,
-                &s.b_var,
-                n,
-                false,
-                beta,
-                c,
-                ldc,
-                Some(&s.shift),
-                relu,
-            );
-            ACTIVE.with(|a| a.set(saved));
+        let p = Product {
+            m,
+            n,
+            k,
+            alpha,
+            a,
+            b,
+            ldb,
+            trans_b,
+            beta,
+            ldc,
+            bias,
+            relu,
         };
-        product(&mut s);
+        mfh_cpu::dispatch!(path, factored(&p, prepared, b_var, shift, c));
     }
     SCRATCH.with(|t| *t.borrow_mut() = s);
     done
+}
+
+/// One product's operands (see [`try_product`]).
+struct Product<'a> {
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &'a [f32],
+    b: &'a [f32],
+    ldb: usize,
+    trans_b: bool,
+    beta: f32,
+    ldc: usize,
+    bias: Option<&'a [f32]>,
+    relu: bool,
+}
+
+/// The product once `x` holds `A`'s varying columns.
+#[inline(always)]
+fn factored(p: &Product, x: &Prepared, b_var: &mut Vec<f32>, shift: &mut Vec<f32>, c: &mut [f32]) {
+    let Product {
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        b,
+        ldb,
+        trans_b,
+        beta,
+        ldc,
+        bias,
+        relu,
+    } = *p;
+    // Row kk of op(B), element j.
+    let b_at = |kk: usize, j: usize| {
+        if trans_b {
+            b[j * ldb + kk]
+        } else {
+            b[kk * ldb + j]
+        }
+    };
+    // The shared columns' part, once: shift = bias + alpha·Σ x_j·B[j, :] over them.
+    shift.clear();
+    match bias {
+        Some(bias) => shift.extend_from_slice(&bias[..n]),
+        None => shift.resize(n, 0.0),
+    }
+    for j in (0..k).filter(|&j| x.diff[j] == 0) {
+        let v = alpha * a[j];
+        if trans_b {
+            for (o, sh) in shift.iter_mut().enumerate() {
+                *sh += v * b_at(j, o);
+            }
+        } else {
+            for (sh, w) in shift.iter_mut().zip(&b[j * ldb..j * ldb + n]) {
+                *sh += v * w;
+            }
+        }
+    }
+    let kv: usize = x.runs.iter().map(|r| r.1).sum();
+    if kv == 0 {
+        // Every column shared: each row is the shifted bias (+ beta·C).
+        for i in 0..m {
+            let row = &mut c[i * ldc..i * ldc + n];
+            for (v, sh) in row.iter_mut().zip(shift.iter()) {
+                let x = if beta == 0.0 { *sh } else { beta * *v + sh };
+                *v = if relu { x.max(0.0) } else { x };
+            }
+        }
+        return;
+    }
+    // The rows of op(B) the varying columns meet, copied run by run.
+    b_var.clear();
+    for &(lo, len) in &x.runs {
+        for kk in lo..lo + len {
+            if trans_b {
+                b_var.extend((0..n).map(|o| b_at(kk, o)));
+            } else {
+                b_var.extend_from_slice(&b[kk * ldb..kk * ldb + n]);
+            }
+        }
+    }
+    let saved = ACTIVE.with(|a| a.replace(0));
+    super::matmul_bias_act::<f32>(
+        m,
+        n,
+        kv,
+        alpha,
+        &x.x_var[..m * kv],
+        kv,
+        false,
+        b_var,
+        n,
+        false,
+        beta,
+        c,
+        ldc,
+        Some(shift),
+        relu,
+    );
+    ACTIVE.with(|a| a.set(saved));
 }

@@ -3,7 +3,9 @@
 //!
 //! For f32 the kernel follows [`mfh_cpu::path`]: the AVX-512 tile ([`avx512`], 14 × 32)
 //! or the AVX2 tile ([`avx2`], 6 × 16) over the one blocked driver ([`blocked`]), or the
-//! `gemm` crate on the portable path. f64 (gradient checks) always uses the `gemm`
+//! `gemm` crate on the portable path. Products at most 8 columns wide (gates, output
+//! layers) with `A` not transposed take [`narrow`] on both x86 paths: one dot product
+//! per element, `A` read in place. f64 (gradient checks) always uses the `gemm`
 //! crate. `MFH_KERNEL` forces a path (see `mfh_cpu`).
 //!
 //! Why an own kernel: on the 2-core AMD EPYC (Zen 3) this project was first measured on,
@@ -38,9 +40,12 @@ mod bf16_tiles;
 #[cfg(target_arch = "x86_64")]
 mod blocked;
 mod factored;
+#[cfg(target_arch = "x86_64")]
+mod narrow;
 
 pub use factored::{
-    with_factored_input, with_factored_input_from, EXAMINED_PRODUCTS, FACTORED_PRODUCTS,
+    with_factored_input, with_factored_input_from, with_factored_input_over,
+    with_factored_input_over_from, EXAMINED_PRODUCTS, FACTORED_PRODUCTS, REUSED_OPERANDS,
 };
 
 use crate::kernels::{span, threads};
@@ -396,6 +401,46 @@ pub fn matmul_bias_act<T: Float>(
         relu,
     };
     let t = threads();
+    #[cfg(target_arch = "x86_64")]
+    if n <= narrow::MAX_N
+        && k > 0
+        && alpha != T::zero()
+        && !trans_a
+        && prec == Precision::F32
+        && path != Path::Portable
+        && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+    {
+        // Gates and output layers: one dot product per element, A read in place.
+        let (alpha, beta) = (alpha.to_f64() as f32, beta.to_f64() as f32);
+        // Rows lo..lo + len (`o` is Send and Sync; its views are made where they are used).
+        let run = |bt: &[f32], kp: usize, lo: usize, len: usize| {
+            let (av, _, epi) = o.f32_views();
+            // SAFETY: T is f32 (same type id), the asserts above keep every addressed
+            // element inside its slice, `c` is a unique borrow and blocks write disjoint
+            // rows of it, and every path but the portable one has AVX2 and FMA.
+            unsafe {
+                let (a, c) = (av.ptr.add(lo * av.rs), o.c.cast::<f32>().add(lo * o.ldc));
+                narrow::rows(len, n, k, alpha, a, av.rs, bt, kp, beta, c, o.ldc, epi);
+            }
+        };
+        let (_, bv, _) = o.f32_views();
+        // SAFETY: B's elements lie inside its asserted extent.
+        unsafe {
+            narrow::with_transposed_b(n, k, bv, |bt, kp| {
+                if t == 1 || m * n * k < PAR_MIN_WORK {
+                    run(bt, kp, 0, m);
+                } else {
+                    let chunk = m.div_ceil(t);
+                    use rayon::prelude::*;
+                    (0..m.div_ceil(chunk)).into_par_iter().for_each(|bi| {
+                        let lo = bi * chunk;
+                        run(bt, kp, lo, chunk.min(m - lo));
+                    });
+                }
+            })
+        };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if t > 1
         && m * n * k >= PAR_MIN_WORK
