@@ -421,8 +421,19 @@ fn eval_forward_of_a_large_batch_equals_row_by_row_lookups() {
     let stride = width + 3;
     let mut out = vec![0.0; n * stride];
     layer.forward(&input, true, &mut out, stride);
-    // Half the ids again plus unseen ones, in eval mode.
-    let eval_ids: Vec<u64> = single.iter().map(|&id| id * 2).collect();
+    // Half the ids again plus unseen ones, in eval mode; some fields repeat an id over
+    // runs of rows (across the 64-row chunks of lookups and the threads' row blocks),
+    // one an unseen id on every row, one a seen id on every row (a request's user side).
+    let eval_ids: Vec<u64> = single
+        .iter()
+        .enumerate()
+        .map(|(p, &id)| match (p % fields, p / fields) {
+            (2, i) => single[(i / 70) * fields + 2] * 2,
+            (3, _) => 999_999_937,
+            (4, _) => single[4],
+            _ => id * 2,
+        })
+        .collect();
     let input = SparseInput {
         n,
         single: &eval_ids,
