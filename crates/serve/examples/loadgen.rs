@@ -273,7 +273,15 @@ fn main() {
     let examples: Vec<Value> = videos.iter().map(|v| json!({"video_id": v})).collect();
     let body = json!({"context": context, "examples": examples}).to_string();
 
-    // In process: the same N rows, decode + forward, then forward alone.
+    // In process: the same N rows, decode + forward, then forward alone, with the
+    // products split as a server's scorer splits them (`mfh serve`'s default: one thread
+    // per scorer, one scorer per core), so that the latencies below compare with these.
+    let (_, scorer_threads) = mfh_serve::ServeOptions::new(dir.to_path_buf()).lanes();
+    mfh_nn::set_threads(scorer_threads);
+    let scorer_pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(scorer_threads)
+        .build()
+        .unwrap();
     let m = ServedModel::load(dir, 1).unwrap();
     let parsed = mfh_serve::protocol::parse_regress(&m.decoder, body.as_bytes(), 10_000).unwrap();
     let views = parsed.views();
@@ -287,67 +295,69 @@ fn main() {
         ("factored only", true, false),
         ("row by row", false, false),
     ];
-    let mut t: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
-    m.set_factored(false);
-    m.set_cell_towers(false);
-    let want = m.score(0, &views.context, &rows).unwrap();
-    for _ in 0..200 {
-        for (&(name, factored, towers), into) in ways.iter().zip(&mut t) {
-            m.set_factored(factored);
-            m.set_cell_towers(towers);
-            m.decoder.set_context_once(towers);
-            let t0 = Instant::now();
-            let s = m.score(0, &views.context, &rows).unwrap();
-            into.push(t0.elapsed().as_secs_f64() * 1e3);
-            assert_eq!(s.n, n);
-            assert_eq!(s.preds.len(), want.preds.len());
-            let d = s
-                .preds
-                .iter()
-                .zip(&want.preds)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            assert!(d <= 1e-6, "{name}: scores differ by {d}");
+    scorer_pool.install(|| {
+        let mut t: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
+        m.set_factored(false);
+        m.set_cell_towers(false);
+        let want = m.score(0, &views.context, &rows).unwrap();
+        for _ in 0..200 {
+            for (&(name, factored, towers), into) in ways.iter().zip(&mut t) {
+                m.set_factored(factored);
+                m.set_cell_towers(towers);
+                m.decoder.set_context_once(towers);
+                let t0 = Instant::now();
+                let s = m.score(0, &views.context, &rows).unwrap();
+                into.push(t0.elapsed().as_secs_f64() * 1e3);
+                assert_eq!(s.n, n);
+                assert_eq!(s.preds.len(), want.preds.len());
+                let d = s
+                    .preds
+                    .iter()
+                    .zip(&want.preds)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(d <= 1e-6, "{name}: scores differ by {d}");
+            }
         }
-    }
-    m.set_factored(true);
-    m.set_cell_towers(true);
-    m.decoder.set_context_once(true);
-    println!(
-        "factored products: {} of {} examined",
-        mfh_nn::product::FACTORED_PRODUCTS.load(std::sync::atomic::Ordering::Relaxed),
-        mfh_nn::product::EXAMINED_PRODUCTS.load(std::sync::atomic::Ordering::Relaxed)
-    );
-    for v in &mut t {
-        v.sort_by(f64::total_cmp);
-    }
-    let med: Vec<f64> = t.iter().map(|v| pct(v, 0.5)).collect();
-    println!(
-        "in process, {n} rows, 1 user: decode+score median {:.3} ms served, {:.3} ms factoring only, {:.3} ms row by row: {:.2}x rows/s served / row by row ({:.2}x factoring only)",
-        med[0],
-        med[1],
-        med[2],
-        med[2] / med[0],
-        med[2] / med[1]
-    );
-    let t = &t[0];
-    let forward = m.time_forward(&views.context, &rows, 200);
-    let mut d = Vec::new();
-    for _ in 0..200 {
-        let mut b = m.decoder.batch();
-        let t0 = Instant::now();
-        m.decoder.decode(&views.context, &rows, &mut b).unwrap();
-        d.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    d.sort_by(f64::total_cmp);
-    println!(
-        "in process, {n} rows: decode+score median {:.3} ms ({:.0} rows/s); forward alone median {:.3} ms ({:.0} rows/s); decode alone median {:.3} ms",
-        pct(t, 0.5),
-        n as f64 / pct(t, 0.5) * 1e3,
-        forward,
-        n as f64 / forward * 1e3,
-        pct(&d, 0.5)
-    );
+        m.set_factored(true);
+        m.set_cell_towers(true);
+        m.decoder.set_context_once(true);
+        println!(
+            "factored products: {} of {} examined",
+            mfh_nn::product::FACTORED_PRODUCTS.load(std::sync::atomic::Ordering::Relaxed),
+            mfh_nn::product::EXAMINED_PRODUCTS.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        for v in &mut t {
+            v.sort_by(f64::total_cmp);
+        }
+        let med: Vec<f64> = t.iter().map(|v| pct(v, 0.5)).collect();
+        println!(
+            "in process, {n} rows, 1 user: decode+score median {:.3} ms served, {:.3} ms factoring only, {:.3} ms row by row: {:.2}x rows/s served / row by row ({:.2}x factoring only)",
+            med[0],
+            med[1],
+            med[2],
+            med[2] / med[0],
+            med[2] / med[1]
+        );
+        let t = &t[0];
+        let forward = m.time_forward(&views.context, &rows, 200);
+        let mut d = Vec::new();
+        for _ in 0..200 {
+            let mut b = m.decoder.batch();
+            let t0 = Instant::now();
+            m.decoder.decode(&views.context, &rows, &mut b).unwrap();
+            d.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        d.sort_by(f64::total_cmp);
+        println!(
+            "in process, {n} rows: decode+score median {:.3} ms ({:.0} rows/s); forward alone median {:.3} ms ({:.0} rows/s); decode alone median {:.3} ms",
+            pct(t, 0.5),
+            n as f64 / pct(t, 0.5) * 1e3,
+            forward,
+            n as f64 / forward * 1e3,
+            pct(&d, 0.5)
+        );
+    });
     drop(rows);
     drop(views);
     drop(m);
