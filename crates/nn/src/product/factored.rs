@@ -245,15 +245,12 @@ pub(super) fn try_product(
     relu: bool,
 ) -> bool {
     let min_width = ACTIVE.with(|a| a.get());
-    if m < 2 || k < 2 || min_width == 0 || n < min_width {
+    if m < 2 || k < 2 || min_width == 0 {
         return false;
     }
-    EXAMINED_PRODUCTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // The buffers are taken out for the product (the inner products below run with
     // factoring off, so they never ask for them).
     let mut s = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    // The scan and the copies below vectorised for the CPU's path.
-    let path = mfh_cpu::path();
     let Scratch {
         last,
         pinned,
@@ -263,6 +260,16 @@ pub(super) fn try_product(
     let pinned = pinned
         .as_mut()
         .filter(|p| (p.ptr, p.m, p.k, p.lda) == (a.as_ptr() as usize, m, k, lda));
+    // A narrower product (a gate) is factored only over the pinned input once its
+    // columns are sorted: then that costs nothing, and the product runs over the
+    // varying columns alone.
+    if n < min_width && pinned.as_ref().is_none_or(|p| p.found != Some(true)) {
+        SCRATCH.with(|t| *t.borrow_mut() = s);
+        return false;
+    }
+    EXAMINED_PRODUCTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // The scan and the copies below vectorised for the CPU's path.
+    let path = mfh_cpu::path();
     let (done, prepared) = match pinned {
         Some(p) => {
             if p.found.is_some() {
