@@ -8,10 +8,11 @@
 //! instead of once per row, the rest over the varying columns only. That covers every
 //! first layer at least 32 wide that reads the network input — experts, bottoms, towers,
 //! and rows of it gathered per cell — in every model, without the models knowing; a
-//! hidden layer's operand is given up after a row or two (its columns vary). Gates (a
-//! few outputs) are left to the narrow product, which reads the input in place. The sums run in
-//! another order, so results differ from the plain product by float rounding (tested
-//! within 1e-5 relative on every model of the zoo).
+//! hidden layer's operand is given up after a row or two (its columns vary). Narrower
+//! products (gates) are factored only over an input pinned by
+//! [`with_factored_input_over`] whose columns a wider product has already sorted. The
+//! sums run in another order, so results differ from the plain product by float rounding
+//! (tested within 1e-5 relative on every model of the zoo).
 //!
 //! The switch is per thread: products a network hands to other threads (row blocks with
 //! `--threads` > 1) are computed as usual.
