@@ -6,7 +6,9 @@
 #   memory  the Python package's `mfh.train(data={"train": …, "valid": …})` on pandas
 #           frames read beforehand (the call alone is timed);
 #   disk    `mfh train` over the partition glob;
-#   s3      `mfh train` over the same objects in a local S3 server (moto, on loopback).
+#   s3      `mfh train` over the same objects in a local S3 server on loopback: moto
+#           (Python), or with S3_SERVER=s3s-fs the s3s-fs crate's server (Rust, serving a
+#           folder; installed into target/s3s by `cargo install` when missing).
 # Each round runs memory, disk, s3, s3, disk, memory; the figure per way is rows trained
 # (the train split) per second of the whole training call (statistics pass, the epoch,
 # the final evaluation), the geometric mean of the round's two runs. Also the peak RSS of
@@ -24,8 +26,9 @@
 # Overrides: SIZES (row counts, the first is the RSS reference), ROUNDS, EVAL, PARTS (48),
 # USERS (100000), ITEMS (20000), MFH_BIN (built with --features parquet,s3), PYENV (a venv
 # with the mfh package, moto[server], boto3 and pandas; default target/pyenv, made and
-# filled from python/ as python/run_tests.sh does). moto is a Python server: the s3 way
-# includes its cost of serving the bytes on the same two cores.
+# filled from python/ as python/run_tests.sh does), S3_SERVER (moto or s3s-fs). The S3
+# server runs on the same two cores: the s3 way includes its cost of serving the bytes
+# (moto's Python costs more of them than s3s-fs).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -49,11 +52,31 @@ mfh="${MFH_BIN:-$root/target/release/mfh}"
 [ -x /usr/bin/time ] || { echo "error: /usr/bin/time is needed for peak RSS (apt-get install time)" >&2; exit 1; }
 work="${WORK:-$(mktemp -d)}"
 mkdir -p "$work"
-trap 'kill ${moto:-} 2>/dev/null || true' EXIT
-. "$here/moto.sh"
-start_moto "$py" "$work/moto.log"
+server="${S3_SERVER:-moto}"
+trap 'kill ${moto:-} ${s3s:-} 2>/dev/null || true' EXIT
+case "$server" in
+  moto)
+    . "$here/moto.sh"
+    start_moto "$py" "$work/moto.log"
+    ;;
+  s3s-fs)
+    s3s_bin="${S3S_FS:-$root/target/s3s/bin/s3s-fs}"
+    [ -x "$s3s_bin" ] || cargo install -q s3s-fs@0.14.1 --locked --features binary --root "$root/target/s3s"
+    mkdir -p "$work/s3root/bench"
+    port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$s3s_bin" --host 127.0.0.1 --port "$port" --access-key bench --secret-key bench "$work/s3root" >"$work/s3s.log" 2>&1 &
+    s3s=$!
+    for _ in $(seq 100); do
+      "$py" -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
+      sleep 0.1
+    done
+    export AWS_ENDPOINT="http://127.0.0.1:$port" AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
+      AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
+    ;;
+  *) echo "error: S3_SERVER is moto or s3s-fs, not $server" >&2; exit 1 ;;
+esac
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs; $("$mfh" bench sgemm --n 8 --repeats 1 | grep -m1 '^# kernel path')"
-echo "# sizes $sizes; $parts partitions; $users users, $items items; $rounds rounds; work in $work"
+echo "# sizes $sizes; $parts partitions; $users users, $items items; $rounds rounds; S3 server $server; work in $work"
 
 for n in $sizes; do
   d="$work/$n"
@@ -85,7 +108,15 @@ for t in ("users.csv.gz", "items.csv.gz"):
 PY
   fi
   # The objects, uploaded to this run's server (moto keeps them in memory only, so a WORK
-  # folder from an earlier run is uploaded again).
+  # folder from an earlier run is uploaded again; s3s-fs serves bucket `bench` from the
+  # folder s3root/bench, where they are linked).
+  if [ "$server" = s3s-fs ]; then
+    (cd "$d" && for p in logs/hour=*/part-0.csv.gz users.csv.gz items.csv.gz; do
+      mkdir -p "$work/s3root/bench/$n/$(dirname "$p")"
+      ln -f "$p" "$work/s3root/bench/$n/$p"
+    done)
+    continue
+  fi
   "$py" - "$d" "$port" "$n" <<'PY'
 import sys
 from pathlib import Path
