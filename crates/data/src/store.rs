@@ -399,6 +399,7 @@ pub(crate) mod remote {
         }
 
         /// `len` bytes from `start` (retried whole, as [`Resuming`] retries).
+        #[cfg(feature = "parquet")]
         pub fn range(&self, start: u64, len: usize) -> std::io::Result<Bytes> {
             let mut out = Vec::with_capacity(len);
             let mut r = Resuming::new(
@@ -424,9 +425,11 @@ pub(crate) mod remote {
 
     /// Bytes fetched ahead by [`Ranges`]: a Parquet reader asks for each column chunk of a
     /// row group in turn, and they lie side by side.
+    #[cfg(feature = "parquet")]
     const WINDOW: u64 = 8 << 20;
     /// The tail fetched for a footer (the reader asks for its last 8 bytes, then the
     /// metadata before them).
+    #[cfg(feature = "parquet")]
     const TAIL: u64 = 64 << 10;
 
     /// An object read by ranges, each request served from one window of bytes fetched
@@ -434,6 +437,7 @@ pub(crate) mod remote {
     /// bytes for a request that ends at its end): a few requests per row group instead of
     /// one per column chunk, with a store's latency per request in the tens of
     /// milliseconds. Memory: one window per open object.
+    #[cfg(feature = "parquet")]
     pub(crate) struct Ranges {
         obj: Object,
         window: Mutex<(u64, Bytes)>,
@@ -441,6 +445,7 @@ pub(crate) mod remote {
         pub fetches: Arc<std::sync::atomic::AtomicU32>,
     }
 
+    #[cfg(feature = "parquet")]
     impl Ranges {
         pub fn new(obj: Object) -> Ranges {
             Ranges {
@@ -481,17 +486,20 @@ pub(crate) mod remote {
 
     /// Bytes from an offset on, read through [`Ranges`]' window (a Parquet reader reads
     /// page headers this way: a few bytes at a time, near the chunks it fetches).
+    #[cfg(feature = "parquet")]
     pub(crate) struct RangeReader {
         ranges: Arc<Ranges>,
         pos: u64,
     }
 
+    #[cfg(feature = "parquet")]
     impl RangeReader {
         pub fn new(ranges: Arc<Ranges>, pos: u64) -> RangeReader {
             RangeReader { ranges, pos }
         }
     }
 
+    #[cfg(feature = "parquet")]
     impl std::io::Read for RangeReader {
         fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
             let left = self.ranges.obj.size.saturating_sub(self.pos);
