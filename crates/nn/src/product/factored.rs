@@ -38,10 +38,11 @@ const MIN_WIDTH: usize = 32;
 
 /// Fewest shared columns (as a share of the input) worth factoring. A hidden layer's
 /// input shares the columns of ReLU units dead on every row of the request (13–20 % of
-/// them in MFH's level-1 experts on the bundled data): factoring those copies the rest
-/// of the input in runs for a small saving, and one-user MFH scoring was 7 % slower with
-/// 1/8 here than with 1/4 (bench/RESULTS.md). A request's user side is most of the
-/// first layers' input (145 of 206 columns there).
+/// them in MFH's level-1 experts on the bundled data, in 14–24 runs): factoring those
+/// copies the rest of the input run by run for a small saving (one-user MFH scoring
+/// 2.36–2.42 ms with 1/8 here, 2.15–2.39 ms with 1/4 to 1/2; bench/RESULTS.md "Issue
+/// 21, third pass"). A request's user side is most of the first layers' input (145 of
+/// 206 columns there).
 const MIN_SHARED: f64 = 0.25;
 
 /// Runs `f` with products on this thread factoring out the columns of their left
