@@ -41,18 +41,21 @@ pub(super) unsafe fn with_transposed_b<R>(
 ) -> R {
     debug_assert!((1..=MAX_N).contains(&n) && k > 0);
     let kp = k.div_ceil(8) * 8;
-    BT.with(|bt| {
-        let mut bt = bt.borrow_mut();
-        bt.clear();
-        bt.resize(n * kp, 0.0);
-        for j in 0..n {
-            let row = &mut bt[j * kp..j * kp + k];
-            for (p, v) in row.iter_mut().enumerate() {
-                *v = *b.ptr.add(p * b.rs + j * b.cs);
-            }
+    // Taken out of the thread's slot while `run` runs: this thread may run other
+    // products meanwhile (rayon work stealing while it waits for its blocks), and
+    // those then fill a buffer of their own.
+    let mut bt = BT.with(|bt| std::mem::take(&mut *bt.borrow_mut()));
+    bt.clear();
+    bt.resize(n * kp, 0.0);
+    for j in 0..n {
+        let row = &mut bt[j * kp..j * kp + k];
+        for (p, v) in row.iter_mut().enumerate() {
+            *v = *b.ptr.add(p * b.rs + j * b.cs);
         }
-        run(&bt, kp)
-    })
+    }
+    let out = run(&bt, kp);
+    BT.with(|slot| *slot.borrow_mut() = bt);
+    out
 }
 
 /// `C[m × n] = epi(alpha·A·B + beta·C)` (see the module doc) for `A` row-major with row
