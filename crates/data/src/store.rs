@@ -20,6 +20,25 @@ pub use mfh_config::is_object_url;
 /// Consecutive failed tries of one read before it is an error.
 pub const TRIES: u32 = 6;
 
+/// For a command to call before it starts any thread, with every path it will read:
+/// when one is an S3 object, glibc's malloc keeps one arena for the whole process (as
+/// `MALLOC_ARENA_MAX=1` does). Without it, the object-store runtime's thread allocates
+/// the GETs' bodies in an arena of its own and the reader frees them there; the peak RSS
+/// of training from S3 was 179 MiB against 153 MiB with one arena on a 2 M-row log (at
+/// the same speed), and a 20 M-row run's 1.20× a 2 M-row run's against 1.01× (bench/
+/// RESULTS.md "Issue 25, second and third passes"). Threads started before the call keep
+/// the arenas they have, so it must come first (the S3 runtime makes the call too when it
+/// starts, as a fallback for callers that did not).
+pub fn before_threads<'a>(paths: impl IntoIterator<Item = &'a Path>) {
+    let mut paths = paths.into_iter();
+    #[cfg(feature = "s3")]
+    if paths.any(is_object_url) {
+        remote::no_more_arenas();
+    }
+    #[cfg(not(feature = "s3"))]
+    let _ = paths.next();
+}
+
 /// Opens a file (or object) for reading, from its first byte.
 pub(crate) fn open(path: &Path) -> Result<Box<dyn Read + Send>, DataError> {
     if is_object_url(path) {
@@ -249,13 +268,8 @@ pub(crate) mod remote {
         .map_err(Clone::clone)
     }
 
-    /// Keeps glibc's malloc from giving the runtime's threads arenas of their own: each
-    /// kept freed chunks of the GETs' bodies, and the peak RSS of a 20 M-row training run
-    /// from S3 was 1.20× a 2 M-row run's with them, 1.01× with one arena
-    /// (`MALLOC_ARENA_MAX=1`, at the same speed; bench/RESULTS.md "Issue 25, second
-    /// pass"). Set when the first S3 object is opened, so the threads that exist then
-    /// keep the arenas they have; later threads share them.
-    fn no_more_arenas() {
+    /// One malloc arena from here on (see [`super::before_threads`]).
+    pub(super) fn no_more_arenas() {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: mallopt only sets an allocator parameter; any value is valid to pass.
         unsafe {

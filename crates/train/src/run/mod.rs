@@ -35,6 +35,17 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
 pub fn train_with(cfg: &Config, opts: &TrainOptions, eng: &mut dyn Engine) -> Result<TrainSummary> {
     let t0 = Instant::now();
     let tc = &cfg.train;
+    // Before the first thread: S3 reads want one malloc arena (mfh_data::store).
+    let side = cfg.data.side_tables.iter().map(|t| t.path.as_path());
+    let follow = opts.follow.as_ref().map(|f| f.dir.as_path());
+    mfh_data::store::before_threads(
+        cfg.data
+            .sources
+            .iter()
+            .map(|p| p.as_path())
+            .chain(side)
+            .chain(follow),
+    );
     mfh_nn::use_threads(tc.threads.resolve());
     mfh_nn::set_precision(precision(tc.precision));
     let (model_name, spec) = model_spec(cfg, opts.model.as_deref())?;
