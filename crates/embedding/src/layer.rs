@@ -352,7 +352,6 @@ impl EmbeddingLayer {
             input,
             out,
             row_stride,
-            false,
             |f, pos, _| {
                 let s = slots[f][pos];
                 (s != NO_ROW).then_some(s)
@@ -376,7 +375,6 @@ impl EmbeddingLayer {
             input,
             out,
             row_stride,
-            true,
             |f, _, id| self.tables[self.fields[f].table].lookup_eval(id),
             |f, id| self.tables[self.fields[f].table].prefetch(id),
         );
@@ -438,16 +436,11 @@ impl EmbeddingLayer {
     /// position is the row index for a single-valued field, the index into the field's
     /// id list for a multi-valued one; `None` reads zeros. `hint(field, id)` is called a
     /// few rows before `slot_of` for the same single-valued id (to start its fetch).
-    /// With `by_id`, `slot_of` depends on the field and the id alone, so a row whose
-    /// single-valued id equals the row before's takes that row's slot without asking
-    /// (the user's fields of a ranking request: one lookup instead of one per row).
-    #[allow(clippy::too_many_arguments)] // the output, its layout and the two lookups
     fn gather(
         &self,
         input: &SparseInput,
         out: &mut [f32],
         row_stride: usize,
-        by_id: bool,
         slot_of: impl Fn(usize, usize, u64) -> Option<u32> + Sync,
         hint: impl Fn(usize, u64) + Sync,
     ) {
@@ -458,7 +451,7 @@ impl EmbeddingLayer {
         if threads <= 1 || n * self.fields.len() < 1 << 13 || row_stride == 0 {
             mfh_cpu::dispatch!(
                 path,
-                self.gather_rows(input, 0, n, out, row_stride, by_id, &slot_of, &hint)
+                self.gather_rows(input, 0, n, out, row_stride, &slot_of, &hint)
             );
             return;
         }
@@ -473,7 +466,7 @@ impl EmbeddingLayer {
                 let len = chunk.min(n - lo);
                 mfh_cpu::dispatch!(
                     path,
-                    self.gather_rows(input, lo, len, block, row_stride, by_id, &slot_of, &hint)
+                    self.gather_rows(input, lo, len, block, row_stride, &slot_of, &hint)
                 )
             });
     }
@@ -488,7 +481,6 @@ impl EmbeddingLayer {
         len: usize,
         out: &mut [f32],
         row_stride: usize,
-        by_id: bool,
         slot_of: &impl Fn(usize, usize, u64) -> Option<u32>,
         hint: &impl Fn(usize, u64),
     ) {
@@ -503,24 +495,14 @@ impl EmbeddingLayer {
                 const AHEAD: usize = 8;
                 let mut slots = [None; CHUNK];
                 let id_of = |i: usize| input.single[i * self.n_single + k];
-                // The last id looked up and its slot (with `by_id`).
-                let mut last: Option<(u64, Option<u32>)> = None;
                 for c0 in (0..len).step_by(CHUNK) {
                     let cl = CHUNK.min(len - c0);
                     for (j, s) in slots[..cl].iter_mut().enumerate() {
                         let i = lo + c0 + j;
-                        let id = id_of(i);
-                        if let Some((_, slot)) = last.filter(|&(l, _)| l == id) {
-                            *s = slot;
-                            continue;
-                        }
                         if i + AHEAD < lo + len {
                             hint(f, id_of(i + AHEAD));
                         }
-                        *s = slot_of(f, i, id);
-                        if by_id {
-                            last = Some((id, *s));
-                        }
+                        *s = slot_of(f, i, id_of(i));
                     }
                     for j in 0..cl {
                         if let Some(Some(s)) = slots[..cl].get(j + AHEAD) {

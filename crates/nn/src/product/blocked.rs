@@ -361,10 +361,8 @@ mod tests {
 
     #[test]
     fn avx2_packs_rows_as_element_by_element() {
-        if !std::arch::is_x86_feature_detected!("avx2")
-            || !std::arch::is_x86_feature_detected!("fma")
-        {
-            println!("SKIPPED: no AVX2");
+        if !mfh_cpu::supported().contains(&mfh_cpu::Path::Avx2) {
+            println!("SKIPPED: no AVX2 path ({})", mfh_cpu::describe());
             return;
         }
         pack_rows_match::<super::super::avx2::Avx2>();

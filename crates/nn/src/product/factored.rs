@@ -126,13 +126,13 @@ impl Prepared {
 /// the first product over it found (`None` = not looked at yet; `Some(false)` = too few
 /// shared columns).
 struct Pinned {
-    ptr: usize,
-    m: usize,
-    k: usize,
-    lda: usize,
+    key: Key,
     found: Option<bool>,
     prepared: Prepared,
 }
+
+/// An operand's address, rows, columns and row stride.
+type Key = (usize, usize, usize, usize);
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
@@ -167,39 +167,31 @@ pub fn with_factored_input_over_from<R>(
         "with_factored_input_over: x shorter than its shape"
     );
     /// Pins the operand that was pinned before (if any) again, even if `f` unwinds.
-    struct Unpin(Option<(usize, usize, usize, usize)>);
+    struct Unpin(Option<Key>);
     impl Drop for Unpin {
         fn drop(&mut self) {
-            SCRATCH.with(|s| {
-                let mut s = s.borrow_mut();
-                let prepared = s.pinned.take().map(|p| p.prepared).unwrap_or_default();
-                s.pinned = self.0.map(|(ptr, m, k, lda)| Pinned {
-                    ptr,
-                    m,
-                    k,
-                    lda,
-                    found: None,
-                    prepared,
-                });
-            });
+            repin(self.0);
         }
     }
-    let before = SCRATCH.with(|s| {
+    let _unpin = Unpin(repin(Some((x.as_ptr() as usize, m, k, lda))));
+    with_factored_input_from(min_width, f)
+}
+
+/// Pins the operand `key` (none with `None`), not yet looked at, keeping the buffers;
+/// returns the key pinned before.
+fn repin(key: Option<Key>) -> Option<Key> {
+    SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
-        let before = s.pinned.as_ref().map(|p| (p.ptr, p.m, p.k, p.lda));
-        let prepared = s.pinned.take().map(|p| p.prepared).unwrap_or_default();
-        s.pinned = Some(Pinned {
-            ptr: x.as_ptr() as usize,
-            m,
-            k,
-            lda,
+        let old = s.pinned.take();
+        let before = old.as_ref().map(|p| p.key);
+        let prepared = old.map(|p| p.prepared).unwrap_or_default();
+        s.pinned = key.map(|key| Pinned {
+            key,
             found: None,
             prepared,
         });
         before
-    });
-    let _unpin = Unpin(before);
-    with_factored_input_from(min_width, f)
+    })
 }
 
 /// Whether enough columns of `a` (m rows of k, stride lda) are equal on every row;
@@ -261,7 +253,7 @@ pub(super) fn try_product(
     } = &mut s;
     let pinned = pinned
         .as_mut()
-        .filter(|p| (p.ptr, p.m, p.k, p.lda) == (a.as_ptr() as usize, m, k, lda));
+        .filter(|p| p.key == (a.as_ptr() as usize, m, k, lda));
     // A narrower product (a gate) is factored only over the pinned input once its
     // columns are sorted: then that costs nothing, and the product runs over the
     // varying columns alone.

@@ -133,7 +133,7 @@ unsafe fn block<const N: usize, const R: usize>(m: usize, p: Operands) {
     }
 }
 
-/// Lanes below `rem` set, for the masked load of a row's last partial block.
+/// Lanes below `rem` set, for the masked load of a row's last block.
 fn tail_mask(rem: usize) -> [i32; 8] {
     std::array::from_fn(|l| if l < rem { -1 } else { 0 })
 }
@@ -144,29 +144,22 @@ fn tail_mask(rem: usize) -> [i32; 8] {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile<const N: usize, const R: usize>(i: usize, p: Operands) {
     let mut acc = [[_mm256_setzero_ps(); N]; R];
-    let full = p.k / 8;
-    let rem = p.k % 8;
+    // Blocks of 8 steps; the last one's lanes past `k` load as 0 (masked).
+    let blocks = p.kp / 8;
+    let last = _mm256_loadu_si256(tail_mask(p.k - 8 * (blocks - 1)).as_ptr().cast());
     let row = |r: usize| p.a.add((i + r) * p.lda);
-    for s in 0..full {
+    for s in 0..blocks {
         let mut x = [_mm256_setzero_ps(); R];
         for (r, v) in x.iter_mut().enumerate() {
-            *v = _mm256_loadu_ps(row(r).add(s * 8));
+            let at = row(r).add(s * 8);
+            *v = if s + 1 < blocks {
+                _mm256_loadu_ps(at)
+            } else {
+                _mm256_maskload_ps(at, last)
+            };
         }
         for j in 0..N {
             let w = _mm256_loadu_ps(p.bt.add(j * p.kp + s * 8));
-            for r in 0..R {
-                acc[r][j] = _mm256_fmadd_ps(x[r], w, acc[r][j]);
-            }
-        }
-    }
-    if rem > 0 {
-        let mask = _mm256_loadu_si256(tail_mask(rem).as_ptr().cast());
-        let mut x = [_mm256_setzero_ps(); R];
-        for (r, v) in x.iter_mut().enumerate() {
-            *v = _mm256_maskload_ps(row(r).add(full * 8), mask);
-        }
-        for j in 0..N {
-            let w = _mm256_loadu_ps(p.bt.add(j * p.kp + full * 8));
             for r in 0..R {
                 acc[r][j] = _mm256_fmadd_ps(x[r], w, acc[r][j]);
             }
