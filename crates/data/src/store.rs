@@ -24,19 +24,21 @@ pub const TRIES: u32 = 6;
 /// when one is an S3 object, glibc's malloc keeps one arena for the whole process (as
 /// `MALLOC_ARENA_MAX=1` does). Without it, the object-store runtime's thread allocates
 /// the GETs' bodies in an arena of its own and the reader frees them there; the peak RSS
-/// of training from S3 was 179 MiB against 153 MiB with one arena on a 2 M-row log (at
-/// the same speed), and a 20 M-row run's 1.20× a 2 M-row run's against 1.01× (bench/
-/// RESULTS.md "Issue 25, second and third passes"). Threads started before the call keep
-/// the arenas they have, so it must come first (the S3 runtime makes the call too when it
-/// starts, as a fallback for callers that did not).
+/// of training from S3 was 179 MiB against 151–153 MiB with one arena on a 2 M-row log
+/// (at the same speed), and a 20 M-row run's 1.20× a 2 M-row run's against 1.02×
+/// (bench/RESULTS.md "Issue 25, second and third passes"). Threads started before the
+/// call keep the arenas they have, so it must come first: made when the S3 runtime
+/// started instead, it left the peak at 179 MiB.
 pub fn before_threads<'a>(paths: impl IntoIterator<Item = &'a Path>) {
-    let mut paths = paths.into_iter();
-    #[cfg(feature = "s3")]
-    if paths.any(is_object_url) {
-        remote::no_more_arenas();
+    #[cfg(all(feature = "s3", target_os = "linux", target_env = "gnu"))]
+    if paths.into_iter().any(is_object_url) {
+        // SAFETY: mallopt only sets an allocator parameter; any value is valid to pass.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
     }
-    #[cfg(not(feature = "s3"))]
-    let _ = paths.next();
+    #[cfg(not(all(feature = "s3", target_os = "linux", target_env = "gnu")))]
+    let _ = paths;
 }
 
 /// Opens a file (or object) for reading, from its first byte.
@@ -256,7 +258,6 @@ pub(crate) mod remote {
     fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
         static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
         RT.get_or_init(|| {
-            no_more_arenas();
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .thread_name("mfh-s3")
@@ -266,15 +267,6 @@ pub(crate) mod remote {
         })
         .as_ref()
         .map_err(Clone::clone)
-    }
-
-    /// One malloc arena from here on (see [`super::before_threads`]).
-    pub(super) fn no_more_arenas() {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: mallopt only sets an allocator parameter; any value is valid to pass.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
-        }
     }
 
     /// Runs `f` on the runtime and waits for it.
