@@ -66,8 +66,9 @@ case "$server" in
     port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     "$s3s_bin" --host 127.0.0.1 --port "$port" --access-key bench --secret-key bench "$work/s3root" >"$work/s3s.log" 2>&1 &
     s3s=$!
-    for _ in $(seq 100); do
+    for try in $(seq 101); do
       "$py" -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
+      [ "$try" -le 100 ] || { echo "error: s3s-fs did not answer on port $port (see $work/s3s.log)" >&2; exit 1; }
       sleep 0.1
     done
     export AWS_ENDPOINT="http://127.0.0.1:$port" AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
