@@ -86,6 +86,19 @@ impl ModelState {
     /// rows × tasks, valid until the scorer's next use. Equal to [`ModelState::forward`]
     /// for networks that score rows independently (every network in eval mode).
     pub fn score<'s>(&self, scorer: &'s mut Scorer, batch: &mut Batch, chunk: usize) -> &'s [f32] {
+        self.score_requests(scorer, batch, chunk, &[0])
+    }
+
+    /// [`ModelState::score`] for a batch of several requests, `starts` holding the first
+    /// row of each (ascending from 0): each request's shared input columns (its user's
+    /// side) are multiplied once per request in the first layers.
+    pub fn score_requests<'s>(
+        &self,
+        scorer: &'s mut Scorer,
+        batch: &mut Batch,
+        chunk: usize,
+        starts: &[usize],
+    ) -> &'s [f32] {
         let n = batch.n;
         let n_in = self.n_in();
         let w = self.emb.width();
@@ -143,8 +156,18 @@ impl ModelState {
                     .forward(net.as_mut(), &make, xs, cells, rows, false, blocks)
                     .to_vec()
             };
+            // The requests' first rows within this pass.
+            let mut firsts = vec![0];
+            firsts.extend(
+                starts
+                    .iter()
+                    .filter(|&&s| s > lo && s < lo + rows)
+                    .map(|&s| s - lo),
+            );
             let out = if factored {
-                mfh_nn::product::with_factored_input_over(xs, rows, n_in, n_in, pass)
+                mfh_nn::product::with_factored_input_over_requests(
+                    xs, rows, n_in, n_in, &firsts, pass,
+                )
             } else {
                 pass()
             };

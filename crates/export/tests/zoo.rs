@@ -239,9 +239,10 @@ fn every_zoo_model_scores_a_shared_user_side_like_the_row_by_row_forward() {
         // one search for its shared columns: the same logits, bit for bit.
         use std::sync::atomic::Ordering::Relaxed;
         let reused = mfh_nn::product::REUSED_OPERANDS.load(Relaxed);
-        let pinned = mfh_nn::product::with_factored_input_over_from(1, &x, n, n_in, n_in, || {
-            net.forward(&x, &cells, n, false).to_vec()
-        });
+        let pinned =
+            mfh_nn::product::with_factored_input_over_from(1, &x, n, n_in, n_in, &[0], || {
+                net.forward(&x, &cells, n, false).to_vec()
+            });
         assert_eq!(pinned, got, "{name}: pinned input");
         // MMoE's expert bank and its gates read the input: the gates reuse what the
         // bank's product found. (The zoo's MFH reads it in its bottom alone.)
@@ -258,6 +259,62 @@ fn every_zoo_model_scores_a_shared_user_side_like_the_row_by_row_forward() {
         }
     }
     eprintln!("zoo: max relative |factored - plain| = {worst:e}");
+}
+
+/// Three users' requests scored together (a server's batch), each request's rows
+/// pinned with the input: every zoo model factors each request's user columns once per
+/// request and gives the logits of the plain forward.
+#[test]
+fn every_zoo_model_scores_several_requests_like_the_row_by_row_forward() {
+    let shape = grid();
+    let n_in = 7;
+    let n_cells = shape.n_cells();
+    let mut rng = Rng::new(10);
+    let (sizes, starts) = ([15, 12, 14], [0, 15, 27]);
+    let mut x = Vec::new();
+    for &rows in &sizes {
+        // Columns 0, 2 and 3 are this request's user's.
+        let user: Vec<f32> = (0..n_in)
+            .map(|_| rng.uniform_range(-2.0, 2.0) as f32)
+            .collect();
+        x.extend((0..rows * n_in).map(|i| {
+            let j = i % n_in;
+            if [0, 2, 3].contains(&j) {
+                user[j]
+            } else {
+                rng.uniform_range(-2.0, 2.0) as f32
+            }
+        }));
+    }
+    let n = x.len() / n_in;
+    assert_eq!(n, sizes.iter().sum::<usize>());
+    let cells: Vec<u32> = (0..n).map(|i| ((i * 5 + i / 3) % n_cells) as u32).collect();
+    for (name, spec, transfers) in specs() {
+        let spec: ModelSpec = serde_json::from_value(spec).unwrap();
+        let mut net =
+            build_model_with_transfers::<f32>(&spec, &shape, n_in, 5, &transfers).unwrap();
+        let want = net.forward(&x, &cells, n, false).to_vec();
+        let got =
+            mfh_nn::product::with_factored_input_over_from(1, &x, n, n_in, n_in, &starts, || {
+                net.forward(&x, &cells, n, false).to_vec()
+            });
+        assert_eq!(got.len(), want.len(), "{name}");
+        // The stem's towers read the input in rows gathered per cell, which mix the
+        // requests (one request's rows share their user columns; a cell's do not), and
+        // with batch norm after their hidden layer nothing else is factored.
+        if name != "stem, batch norm" {
+            assert!(
+                got.iter().zip(&want).any(|(a, b)| a != b),
+                "{name}: the per-request factored path was not taken (equal bits)"
+            );
+        }
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "{name}: logit {i}: {a} vs {b}"
+            );
+        }
+    }
 }
 
 /// Scoring reads only a row's own cell's tasks: an eval pass runs each flat model's

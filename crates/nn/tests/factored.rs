@@ -1,7 +1,10 @@
 //! The factored product of one user's request (`mfh_nn::product::with_factored_input*`):
 //! which products take it, and that they give the plain product's values.
 
-use mfh_nn::product::{matmul_bias_act, with_factored_input, with_factored_input_over};
+use mfh_nn::product::{
+    matmul_bias_act, with_factored_input, with_factored_input_over,
+    with_factored_input_over_requests,
+};
 use mfh_nn::Rng;
 
 /// `rows` rows of `k` inputs, the first `shared` columns equal on every row.
@@ -105,4 +108,90 @@ fn narrow_products_are_factored_only_over_the_prepared_pinned_input() {
         )
     });
     assert_eq!(gate_y, product(&y, m, k, &w2, narrow, &b2), "y taken for x");
+}
+
+/// `C = relu?(x·op(W) + bias + beta·C0)` with `W` stored n × k when `trans_b`.
+#[allow(clippy::too_many_arguments)]
+fn product_full(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    trans_b: bool,
+    bias: &[f32],
+    beta: f32,
+    c0: &[f32],
+    relu: bool,
+) -> Vec<f32> {
+    let mut c = c0.to_vec();
+    let ldb = if trans_b { k } else { n };
+    matmul_bias_act(
+        m,
+        n,
+        k,
+        1.0,
+        x,
+        k,
+        false,
+        w,
+        ldb,
+        trans_b,
+        beta,
+        &mut c,
+        n,
+        Some(bias),
+        relu,
+    );
+    c
+}
+
+/// Several requests scored together (a server's batch): each request's user columns
+/// are multiplied once per request when their first rows are pinned with the input,
+/// and the results are the plain product's up to rounding, with a bias, beta·C, a ReLU
+/// and a transposed weight, and with a request of one row among them. Pinned as one
+/// request, the same input is not factored (its user columns vary between requests);
+/// nor is it when the requests average fewer than two rows.
+#[test]
+fn several_requests_are_factored_each_over_its_own_user_columns() {
+    let mut rng = Rng::new(43);
+    let (k, shared) = (60, 40);
+    let sizes = [20, 1, 35, 3, 41];
+    let mut x = Vec::new();
+    let mut starts = Vec::new();
+    for &rows in &sizes {
+        starts.push(x.len() / k);
+        x.extend(request(&mut rng, rows, k, shared));
+    }
+    let m = x.len() / k;
+    assert_eq!(m, sizes.iter().sum::<usize>());
+    let (wide, narrow) = (48, 4);
+    for trans_b in [false, true] {
+        let w1: Vec<f32> = (0..k * wide).map(|_| rng.normal() as f32).collect();
+        let b1: Vec<f32> = (0..wide).map(|_| rng.normal() as f32).collect();
+        let c0: Vec<f32> = (0..m * wide).map(|_| rng.normal() as f32).collect();
+        let w2: Vec<f32> = (0..k * narrow).map(|_| rng.normal() as f32).collect();
+        let b2: Vec<f32> = (0..narrow).map(|_| rng.normal() as f32).collect();
+        let wide_of = || product_full(&x, m, k, &w1, wide, trans_b, &b1, 0.5, &c0, true);
+        let gate_of = || product(&x, m, k, &w2, narrow, &b2);
+        let (plain_wide, plain_gate) = (wide_of(), gate_of());
+        let what = format!("trans_b {trans_b}");
+
+        let (wide_r, gate_r) =
+            with_factored_input_over_requests(&x, m, k, k, &starts, || (wide_of(), gate_of()));
+        assert_ne!(wide_r, plain_wide, "{what}: not factored per request");
+        close(&wide_r, &plain_wide, &format!("{what}: wide, per request"));
+        assert_ne!(gate_r, plain_gate, "{what}: gate not factored per request");
+        close(&gate_r, &plain_gate, &format!("{what}: gate, per request"));
+
+        let (wide_one, _) = with_factored_input_over(&x, m, k, k, || (wide_of(), gate_of()));
+        assert_eq!(wide_one, plain_wide, "{what}: factored as one request");
+
+        let every_row: Vec<usize> = (0..m).collect();
+        let wide_tiny = with_factored_input_over_requests(&x, m, k, k, &every_row, wide_of);
+        assert_eq!(
+            wide_tiny, plain_wide,
+            "{what}: factored over one-row requests"
+        );
+    }
 }

@@ -147,8 +147,16 @@ impl ServedModel {
         let mut sc = self.scorers[lane % self.scorers.len()]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        // Each request's first row: its user's side is multiplied once.
+        let starts: Vec<usize> = spans
+            .iter()
+            .filter_map(|s| s.as_ref().ok())
+            .filter(|(a, b)| b > a)
+            .map(|&(a, _)| a)
+            .collect();
         let logits: &[f32] = if batch.n > 0 {
-            self.state.score(&mut sc, &mut batch, CHUNK_ROWS)
+            self.state
+                .score_requests(&mut sc, &mut batch, CHUNK_ROWS, &starts)
         } else {
             &[]
         };

@@ -88,14 +88,22 @@ struct Prepared {
     runs: Vec<(usize, usize)>,
     /// Their values, `m × kv` (kv = the runs' total length).
     x_var: Vec<f32>,
+    /// The first row of each group of rows whose shared columns were compared (one
+    /// request's rows in a batch of several; `[0]`: all rows).
+    starts: Vec<usize>,
 }
 
 impl Prepared {
-    /// Finds the shared columns of `a` (m rows of k, stride lda); when there are enough,
+    /// Finds the columns of `a` (m rows of k, stride lda) each group of rows (from
+    /// each of `starts` to the next) holds equal on its rows; when there are enough,
     /// records the varying columns and copies them. Returns whether there were.
     #[inline(always)]
-    fn prepare(&mut self, a: &[f32], lda: usize, m: usize, k: usize) -> bool {
-        if !shared_columns(a, lda, m, k, &mut self.diff) {
+    fn prepare(&mut self, a: &[f32], lda: usize, m: usize, k: usize, starts: &[usize]) -> bool {
+        self.starts.clear();
+        self.starts.extend_from_slice(starts);
+        // Each group's shared part costs a pass over the shared columns' weights: worth
+        // it only while the groups average two rows or more.
+        if m < 2 * starts.len() || !shared_columns(a, lda, m, k, starts, &mut self.diff) {
             return false;
         }
         self.runs.clear();
@@ -127,6 +135,8 @@ impl Prepared {
 /// shared columns).
 struct Pinned {
     key: Key,
+    /// The first row of each request in it (`[0]`: one request).
+    starts: Vec<usize>,
     found: Option<bool>,
     prepared: Prepared,
 }
@@ -150,43 +160,72 @@ pub fn with_factored_input_over<R>(
     lda: usize,
     f: impl FnOnce() -> R,
 ) -> R {
-    with_factored_input_over_from(MIN_WIDTH, x, m, k, lda, f)
+    with_factored_input_over_from(MIN_WIDTH, x, m, k, lda, &[0], f)
 }
 
-/// [`with_factored_input_over`] for products at least `min_width` outputs wide (tests).
+/// [`with_factored_input_over`] for the input of several requests scored together (a
+/// server's batch): `starts` holds the first row of each request, ascending. A column
+/// counts as shared when each request holds one value in it on all its rows (the
+/// requests' values may differ); its part is then computed once per request.
+pub fn with_factored_input_over_requests<R>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    lda: usize,
+    starts: &[usize],
+    f: impl FnOnce() -> R,
+) -> R {
+    with_factored_input_over_from(MIN_WIDTH, x, m, k, lda, starts, f)
+}
+
+/// [`with_factored_input_over_requests`] for products at least `min_width` outputs wide
+/// (tests).
 pub fn with_factored_input_over_from<R>(
     min_width: usize,
     x: &[f32],
     m: usize,
     k: usize,
     lda: usize,
+    starts: &[usize],
     f: impl FnOnce() -> R,
 ) -> R {
     assert!(
         m == 0 || (lda >= k && x.len() >= (m - 1) * lda + k),
         "with_factored_input_over: x shorter than its shape"
     );
+    assert!(
+        starts.first() == Some(&0)
+            && starts.windows(2).all(|w| w[0] < w[1])
+            && starts.last().is_some_and(|&l| l < m.max(1)),
+        "with_factored_input_over: request starts {starts:?} not ascending from 0 within {m} rows"
+    );
     /// Pins the operand that was pinned before (if any) again, even if `f` unwinds.
-    struct Unpin(Option<Key>);
+    struct Unpin(Option<(Key, Vec<usize>)>);
     impl Drop for Unpin {
         fn drop(&mut self) {
-            repin(self.0);
+            repin(self.0.take());
         }
     }
-    let _unpin = Unpin(repin(Some((x.as_ptr() as usize, m, k, lda))));
+    let _unpin = Unpin(repin(Some((
+        (x.as_ptr() as usize, m, k, lda),
+        starts.to_vec(),
+    ))));
     with_factored_input_from(min_width, f)
 }
 
-/// Pins the operand `key` (none with `None`), not yet looked at, keeping the buffers;
-/// returns the key pinned before.
-fn repin(key: Option<Key>) -> Option<Key> {
+/// Pins the operand `key` with its requests' first rows (none with `None`), not yet
+/// looked at, keeping the buffers; returns what was pinned before.
+fn repin(pin: Option<(Key, Vec<usize>)>) -> Option<(Key, Vec<usize>)> {
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let old = s.pinned.take();
-        let before = old.as_ref().map(|p| p.key);
-        let prepared = old.map(|p| p.prepared).unwrap_or_default();
-        s.pinned = key.map(|key| Pinned {
+        let (before, prepared) = match old {
+            Some(p) => (Some((p.key, p.starts)), p.prepared),
+            None => (None, Prepared::default()),
+        };
+        s.pinned = pin.map(|(key, starts)| Pinned {
             key,
+            starts,
             found: None,
             prepared,
         });
@@ -194,17 +233,31 @@ fn repin(key: Option<Key>) -> Option<Key> {
     })
 }
 
-/// Whether enough columns of `a` (m rows of k, stride lda) are equal on every row;
-/// `diff[j] == 0` then marks the shared columns. Compares bit patterns (so -0.0 and
-/// NaNs count as they are stored), branch-free over each row so that it vectorises,
-/// and stops as soon as too few shared columns are left.
+/// Whether enough columns of `a` (m rows of k, stride lda) are equal on every row of
+/// each group (from each of `starts` to the next); `diff[j] == 0` then marks the shared
+/// columns. Compares bit patterns (so -0.0 and NaNs count as they are stored),
+/// branch-free over each row so that it vectorises, and stops as soon as too few shared
+/// columns are left.
 #[inline(always)]
-fn shared_columns(a: &[f32], lda: usize, m: usize, k: usize, diff: &mut Vec<u32>) -> bool {
+fn shared_columns(
+    a: &[f32],
+    lda: usize,
+    m: usize,
+    k: usize,
+    starts: &[usize],
+    diff: &mut Vec<u32>,
+) -> bool {
     let need = ((MIN_SHARED * k as f64).ceil() as usize).max(1);
-    let first = &a[..k];
     diff.clear();
     diff.resize(k, 0);
+    // The group's first row, which its other rows are compared with.
+    let (mut group, mut first) = (0, &a[..k]);
     for i in 1..m {
+        if starts.get(group + 1) == Some(&i) {
+            group += 1;
+            first = &a[i * lda..i * lda + k];
+            continue;
+        }
         let row = &a[i * lda..i * lda + k];
         for ((d, x), y) in diff.iter_mut().zip(row).zip(first) {
             *d |= x.to_bits() ^ y.to_bits();
@@ -251,13 +304,12 @@ pub(super) fn try_product(
         b_var,
         shift,
     } = &mut s;
-    let pinned = pinned
-        .as_mut()
-        .filter(|p| p.key == (a.as_ptr() as usize, m, k, lda));
+    let key = (a.as_ptr() as usize, m, k, lda);
+    let is_pinned = pinned.as_ref().is_some_and(|p| p.key == key);
     // A narrower product (a gate) is factored only over the pinned input once its
     // columns are sorted: then that costs nothing, and the product runs over the
     // varying columns alone.
-    if n < min_width && pinned.as_ref().is_none_or(|p| p.found != Some(true)) {
+    if n < min_width && !(is_pinned && pinned.as_ref().is_some_and(|p| p.found == Some(true))) {
         SCRATCH.with(|t| *t.borrow_mut() = s);
         return false;
     }
@@ -265,16 +317,28 @@ pub(super) fn try_product(
     // The scan and the copies below vectorised for the CPU's path.
     let path = mfh_cpu::path();
     let (done, prepared) = match pinned {
-        Some(p) => {
+        Some(p) if is_pinned => {
             if p.found.is_some() {
                 REUSED_OPERANDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            let found = *p
-                .found
-                .get_or_insert_with(|| mfh_cpu::dispatch!(path, p.prepared.prepare(a, lda, m, k)));
+            let found = *p.found.get_or_insert_with(|| {
+                mfh_cpu::dispatch!(path, p.prepared.prepare(a, lda, m, k, &p.starts))
+            });
             (found, &p.prepared)
         }
-        None => (mfh_cpu::dispatch!(path, last.prepare(a, lda, m, k)), &*last),
+        // Another operand of as many rows as the pinned input holds the same requests'
+        // rows (a normalised input, a stem's output): its columns are compared request
+        // by request too. Any other is taken as one request.
+        other => {
+            let starts: &[usize] = match other {
+                Some(p) if p.key.1 == m => &p.starts,
+                _ => &[0],
+            };
+            (
+                mfh_cpu::dispatch!(path, last.prepare(a, lda, m, k, starts)),
+                &*last,
+            )
+        }
     };
     if done {
         FACTORED_PRODUCTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -284,6 +348,7 @@ pub(super) fn try_product(
             k,
             alpha,
             a,
+            lda,
             b,
             ldb,
             trans_b,
@@ -305,6 +370,7 @@ struct Product<'a> {
     k: usize,
     alpha: f32,
     a: &'a [f32],
+    lda: usize,
     b: &'a [f32],
     ldb: usize,
     trans_b: bool,
@@ -323,6 +389,7 @@ fn factored(p: &Product, x: &Prepared, b_var: &mut Vec<f32>, shift: &mut Vec<f32
         k,
         alpha,
         a,
+        lda,
         b,
         ldb,
         trans_b,
@@ -339,32 +406,44 @@ fn factored(p: &Product, x: &Prepared, b_var: &mut Vec<f32>, shift: &mut Vec<f32
             b[kk * ldb + j]
         }
     };
-    // The shared columns' part, once: shift = bias + alpha·Σ x_j·B[j, :] over them.
+    // The shared columns' part, once per group of rows (one request's):
+    // shift = bias + alpha·Σ x_j·B[j, :] over them, with the group's first row's x_j.
+    let groups = &x.starts;
     shift.clear();
-    match bias {
-        Some(bias) => shift.extend_from_slice(&bias[..n]),
-        None => shift.resize(n, 0.0),
-    }
-    for j in (0..k).filter(|&j| x.diff[j] == 0) {
-        let v = alpha * a[j];
-        if trans_b {
-            for (o, sh) in shift.iter_mut().enumerate() {
-                *sh += v * b_at(j, o);
-            }
-        } else {
-            for (sh, w) in shift.iter_mut().zip(&b[j * ldb..j * ldb + n]) {
-                *sh += v * w;
+    for &r0 in groups {
+        let at = shift.len();
+        match bias {
+            Some(bias) => shift.extend_from_slice(&bias[..n]),
+            None => shift.resize(at + n, 0.0),
+        }
+        let sh = &mut shift[at..at + n];
+        for j in (0..k).filter(|&j| x.diff[j] == 0) {
+            let v = alpha * a[r0 * lda + j];
+            if trans_b {
+                for (o, s) in sh.iter_mut().enumerate() {
+                    *s += v * b_at(j, o);
+                }
+            } else {
+                for (s, w) in sh.iter_mut().zip(&b[j * ldb..j * ldb + n]) {
+                    *s += v * w;
+                }
             }
         }
     }
+    // Rows lo..hi are group g's.
+    let bounds = |g: usize| (groups[g], groups.get(g + 1).copied().unwrap_or(m));
     let kv: usize = x.runs.iter().map(|r| r.1).sum();
     if kv == 0 {
-        // Every column shared: each row is the shifted bias (+ beta·C).
-        for i in 0..m {
-            let row = &mut c[i * ldc..i * ldc + n];
-            for (v, sh) in row.iter_mut().zip(shift.iter()) {
-                let x = if beta == 0.0 { *sh } else { beta * *v + sh };
-                *v = if relu { x.max(0.0) } else { x };
+        // Every column shared: each row is its group's shifted bias (+ beta·C).
+        for g in 0..groups.len() {
+            let (lo, hi) = bounds(g);
+            let sh = &shift[g * n..(g + 1) * n];
+            for i in lo..hi {
+                let row = &mut c[i * ldc..i * ldc + n];
+                for (v, sh) in row.iter_mut().zip(sh) {
+                    let x = if beta == 0.0 { *sh } else { beta * *v + sh };
+                    *v = if relu { x.max(0.0) } else { x };
+                }
             }
         }
         return;
@@ -380,6 +459,9 @@ fn factored(p: &Product, x: &Prepared, b_var: &mut Vec<f32>, shift: &mut Vec<f32
             }
         }
     }
+    // With one group its shift is the product's bias; with several, each group's is
+    // added to its rows after the product (then the activation).
+    let one = groups.len() == 1;
     let saved = ACTIVE.with(|a| a.replace(0));
     super::matmul_bias_act::<f32>(
         m,
@@ -395,8 +477,20 @@ fn factored(p: &Product, x: &Prepared, b_var: &mut Vec<f32>, shift: &mut Vec<f32
         beta,
         c,
         ldc,
-        Some(shift),
-        relu,
+        one.then_some(&shift[..n]),
+        relu && one,
     );
     ACTIVE.with(|a| a.set(saved));
+    if !one {
+        for g in 0..groups.len() {
+            let (lo, hi) = bounds(g);
+            let sh = &shift[g * n..(g + 1) * n];
+            for i in lo..hi {
+                for (v, s) in c[i * ldc..i * ldc + n].iter_mut().zip(sh) {
+                    let x = *v + s;
+                    *v = if relu { x.max(0.0) } else { x };
+                }
+            }
+        }
+    }
 }

@@ -45,7 +45,8 @@ mod narrow;
 
 pub use factored::{
     with_factored_input, with_factored_input_from, with_factored_input_over,
-    with_factored_input_over_from, EXAMINED_PRODUCTS, FACTORED_PRODUCTS, REUSED_OPERANDS,
+    with_factored_input_over_from, with_factored_input_over_requests, EXAMINED_PRODUCTS,
+    FACTORED_PRODUCTS, REUSED_OPERANDS,
 };
 
 use crate::kernels::{span, threads};
