@@ -2,14 +2,17 @@
 //! version that arrive within the delay are scored in one forward pass, up to the row cap.
 //!
 //! The first request of a group opens it; requests arriving while the group is open join
-//! it. One waiting thread per server (not a lane: the lanes stay free to parse the
-//! requests that will join) closes the group when its first request has waited the delay,
-//! when it holds the row cap, or when it holds its lane's share of the admitted requests
-//! (all of them with one lane: none can join; with L lanes, 1/L of them, so that every
-//! lane has a group to score rather than one lane scoring everything while others idle);
-//! the group then takes a lane, which decodes every request's rows after the previous
-//! one's, scores them together and hands each request its own rows' scores (or its own
-//! decoding error); each request's answer is then written on that lane. No request
+//! it. The request that fills the group closes it — it holds the row cap, or its lane's
+//! share of the admitted requests (all of them with one lane: none can join; with L
+//! lanes, 1/L of them, so that every lane has a group to score rather than one lane
+//! scoring everything while others idle) — and so does a request that cannot join it.
+//! One waiting thread per server (not a lane: the lanes stay free to score) closes the
+//! group when its first request has waited the delay, or when the admitted requests have
+//! fallen to its share. The closed group then takes a lane, which decodes every request's
+//! rows after the previous one's, scores them together and hands each request its own
+//! rows' scores (or its own decoding error); each request's answer is then written on
+//! that lane. A small request is parsed where it was read (see [`PARSE_HERE_BYTES`]), a
+//! larger one on a lane before it joins. No request
 //! waits for others longer than the delay: a request joining late waits less, and a group
 //! that is full is scored at once. A request of more rows than the cap is scored alone.
 
@@ -25,6 +28,11 @@ use std::time::{Duration, Instant};
 /// by the admitted requests).
 pub const HOLD_SLOT_BYTES: usize = 1 << 20;
 
+/// A request body of at most this many bytes is parsed on the async worker that read it
+/// (tens of microseconds at most) rather than on a lane: handing it to a lane and back
+/// would cost more than the parse, and batching is for small requests.
+pub const PARSE_HERE_BYTES: usize = 16 << 10;
+
 /// What a request does with its scores (builds and sends its answer), on the lane.
 pub type Done = Box<dyn FnOnce(&ServedModel, &Parsed, Result<Scores, RequestError>) + Send>;
 
@@ -33,29 +41,36 @@ struct Item {
     done: Done,
 }
 
-struct State {
-    items: Vec<Item>,
-    rows: usize,
-    closed: bool,
-}
-
+/// The group accepting requests.
 struct Group {
     model: Arc<ServedModel>,
     opened: Instant,
-    state: Mutex<State>,
-    full: Condvar,
+    items: Vec<Item>,
+    rows: usize,
 }
 
-/// The groups waiting to close, shared by the server and its waiting thread.
-struct Waiting {
-    queue: Mutex<(std::collections::VecDeque<Arc<Group>>, bool)>,
+/// The open group (at most one), how many groups have opened (so that the waiting thread
+/// knows whether the group it times is still the one open) and whether the batcher is
+/// gone.
+struct Open {
+    group: Option<Group>,
+    opened: u64,
+    stop: bool,
+}
+
+struct Shared {
+    delay: Duration,
+    max_rows: usize,
+    open: Mutex<Open>,
+    /// Wakes the waiting thread when a group opens (or the batcher is dropped).
     wake: Condvar,
+    lanes: Arc<Lanes>,
+    rt: tokio::runtime::Handle,
+    stats: Arc<crate::metrics::Metrics>,
 }
 
 pub struct Batcher {
-    max_rows: usize,
-    open: Mutex<Option<Arc<Group>>>,
-    waiting: Arc<Waiting>,
+    shared: Arc<Shared>,
     /// Groups scored and requests in them, for /metrics.
     pub stats: Arc<crate::metrics::Metrics>,
 }
@@ -69,137 +84,132 @@ impl Batcher {
         lanes: Arc<Lanes>,
         stats: Arc<crate::metrics::Metrics>,
     ) -> std::io::Result<Batcher> {
-        let waiting = Arc::new(Waiting {
-            queue: Mutex::new((Default::default(), false)),
-            wake: Condvar::new(),
-        });
-        let closer = Closer {
+        let shared = Arc::new(Shared {
             delay,
             max_rows: max_rows.max(1),
-            waiting: Arc::clone(&waiting),
+            open: Mutex::new(Open {
+                group: None,
+                opened: 0,
+                stop: false,
+            }),
+            wake: Condvar::new(),
             lanes,
             rt: tokio::runtime::Handle::current(),
             stats: Arc::clone(&stats),
-        };
+        });
+        let waiter = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("mfh-batcher".into())
-            .spawn(move || closer.run())?;
-        Ok(Batcher {
-            max_rows: max_rows.max(1),
-            open: Mutex::new(None),
-            waiting,
-            stats,
-        })
+            .spawn(move || waiter.wait_out())?;
+        Ok(Batcher { shared, stats })
     }
 
-    /// Adds a parsed request; `done` runs on a lane with its scores.
-    pub fn submit(self: &Arc<Self>, model: Arc<ServedModel>, parsed: Parsed, done: Done) {
+    /// Adds a parsed request; `done` runs on a lane with its scores. The group is closed
+    /// here when this request fills it (the row cap, or its lane's share of the admitted
+    /// requests), and a group this request cannot join (another model version, or too
+    /// many rows) is closed here too: the waiting thread is only for the delay.
+    pub fn submit(&self, model: Arc<ServedModel>, parsed: Parsed, done: Done) {
+        let s = &self.shared;
         let n = parsed.n_rows();
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(g) = open.as_ref() {
-            if Arc::ptr_eq(&g.model, &model) {
-                let mut st = g.state.lock().unwrap_or_else(|e| e.into_inner());
-                if !st.closed && st.rows + n <= self.max_rows {
-                    st.rows += n;
-                    st.items.push(Item { parsed, done });
-                    g.full.notify_all();
-                    return;
-                }
-            }
-        }
-        let g = Arc::new(Group {
-            model,
-            opened: Instant::now(),
-            state: Mutex::new(State {
+        let item = Item { parsed, done };
+        let mut ready = Vec::new();
+        let mut open = s.open.lock().unwrap_or_else(|e| e.into_inner());
+        let joins = open
+            .group
+            .as_ref()
+            .is_some_and(|g| Arc::ptr_eq(&g.model, &model) && g.rows + n <= s.max_rows);
+        if joins {
+            let g = open.group.as_mut().expect("the group joined is open");
+            g.rows += n;
+            g.items.push(item);
+        } else {
+            ready.extend(open.group.take());
+            open.group = Some(Group {
+                model,
+                opened: Instant::now(),
+                items: vec![item],
                 rows: n,
-                items: vec![Item { parsed, done }],
-                closed: false,
-            }),
-            full: Condvar::new(),
-        });
-        *open = Some(Arc::clone(&g));
+            });
+            open.opened += 1;
+            s.wake.notify_one();
+        }
+        if open.group.as_ref().is_some_and(|g| s.full(g)) {
+            ready.extend(open.group.take());
+        }
         drop(open);
-        let mut q = self.waiting.queue.lock().unwrap_or_else(|e| e.into_inner());
-        q.0.push_back(g);
-        drop(q);
-        self.waiting.wake.notify_one();
+        for g in ready {
+            s.dispatch(g);
+        }
     }
 }
 
 impl Drop for Batcher {
     fn drop(&mut self) {
-        self.waiting
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .1 = true;
-        self.waiting.wake.notify_one();
-    }
-}
-
-/// The waiting thread: closes groups in the order they opened and hands them to lanes.
-struct Closer {
-    delay: Duration,
-    max_rows: usize,
-    waiting: Arc<Waiting>,
-    lanes: Arc<Lanes>,
-    rt: tokio::runtime::Handle,
-    stats: Arc<crate::metrics::Metrics>,
-}
-
-impl Closer {
-    fn run(self) {
-        let me = Arc::new(self);
-        loop {
-            let g = {
-                let mut q = me.waiting.queue.lock().unwrap_or_else(|e| e.into_inner());
-                loop {
-                    if let Some(g) = q.0.pop_front() {
-                        break g;
-                    }
-                    if q.1 {
-                        return;
-                    }
-                    q = me.waiting.wake.wait(q).unwrap_or_else(|e| e.into_inner());
-                }
-            };
-            let items = me.close(&g);
-            let (me2, lanes) = (Arc::clone(&me), Arc::clone(&me.lanes));
-            me.rt.spawn(async move {
-                lanes
-                    .run(move |lane| me2.score(&g.model, items, lane))
-                    .await;
-            });
+        let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.stop = true;
+        // A group still open is scored: its requests are waiting for answers.
+        if let Some(g) = open.group.take() {
+            drop(open);
+            self.shared.dispatch(g);
+        } else {
+            drop(open);
         }
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Shared {
+    /// Whether `g` must close now without waiting out the delay: it holds the row cap,
+    /// or its lane's share of the admitted requests (all of them with one lane: waiting
+    /// for more would leave another lane idle).
+    fn full(&self, g: &Group) -> bool {
+        let in_flight = self
+            .stats
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let share = in_flight.div_ceil(self.lanes.count() as u64).max(1);
+        g.rows >= self.max_rows || g.items.len() as u64 >= share
     }
 
-    /// Waits out the delay (or a full group, or every admitted request in it), then
-    /// closes the group and takes its requests.
-    fn close(&self, g: &Group) -> Vec<Item> {
-        let mut st = g.state.lock().unwrap_or_else(|e| e.into_inner());
+    /// The waiting thread: closes the open group when its first request has waited the
+    /// delay, or when the admitted requests have fallen to its share (a request
+    /// finishing elsewhere does not wake this thread, so that is looked at every 50 µs).
+    fn wait_out(self: Arc<Self>) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            let waited = g.opened.elapsed();
-            // The group holds its lane's share of the admitted requests (all of them
-            // with one lane): waiting for more would leave another lane idle.
-            let in_flight = self
-                .stats
-                .in_flight
-                .load(std::sync::atomic::Ordering::Relaxed);
-            let share = in_flight.div_ceil(self.lanes.count() as u64).max(1);
-            if st.rows >= self.max_rows || waited >= self.delay || st.items.len() as u64 >= share {
-                break;
+            if open.stop {
+                return;
             }
-            // Joins wake the wait; a request finishing elsewhere does not, so the
-            // condition is looked at again every 50 µs.
+            let Some(g) = open.group.as_ref() else {
+                open = self.wake.wait(open).unwrap_or_else(|e| e.into_inner());
+                continue;
+            };
+            let waited = g.opened.elapsed();
+            if waited >= self.delay || self.full(g) {
+                let g = open.group.take().expect("the group timed is open");
+                drop(open);
+                self.dispatch(g);
+                open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
             let slice = (self.delay - waited).min(Duration::from_micros(50));
-            st = g
-                .full
-                .wait_timeout(st, slice)
+            open = self
+                .wake
+                .wait_timeout(open, slice)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        st.closed = true;
-        std::mem::take(&mut st.items)
+    }
+
+    /// Hands a closed group to the next free lane.
+    fn dispatch(self: &Arc<Self>, g: Group) {
+        let me = Arc::clone(self);
+        let lanes = Arc::clone(&self.lanes);
+        self.rt.spawn(async move {
+            lanes
+                .run(move |lane| me.score(&g.model, g.items, lane))
+                .await;
+        });
     }
 
     /// On a lane: scores the group's requests in one pass and answers each.

@@ -773,6 +773,7 @@ async fn score(
         // Parsed on a lane, then scored with whatever else arrives within the delay.
         let (tx, rx) = tokio::sync::oneshot::channel::<Reply>();
         let b = Arc::clone(batcher);
+        let here = bytes.len() <= batcher::PARSE_HERE_BYTES;
         let job = move |_lane: usize| {
             let parsed = parse_request(&m, &bytes, json_len, max_rows, form);
             drop(bytes);
@@ -792,7 +793,11 @@ async fn score(
             b.submit(Arc::clone(&m), parsed, done);
         };
         let run = async {
-            app.lanes.run(job).await?;
+            if here {
+                job(0);
+            } else {
+                app.lanes.run(job).await?;
+            }
             rx.await.ok()
         };
         match tokio::time::timeout_at(deadline, run).await {
