@@ -69,9 +69,18 @@ impl Conn {
             "{method} {path} HTTP/1.1\r\nHost: l\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
-        self.w.write_all(head.as_bytes())?;
-        // A server may answer 413 without reading a large body: read the answer anyway.
-        let wrote = self.w.write_all(body);
+        // Head and body in one write, as HTTP clients send a small request (two writes
+        // would be two segments, and two wake-ups of the server); a server may answer 413
+        // without reading a large body: read the answer anyway.
+        let wrote = if body.len() <= 64 << 10 {
+            let mut msg = head.into_bytes();
+            msg.extend_from_slice(body);
+            self.w.write_all(&msg)
+        } else {
+            self.w
+                .write_all(head.as_bytes())
+                .and_then(|_| self.w.write_all(body))
+        };
         let mut line = String::new();
         self.r.read_line(&mut line)?;
         if line.is_empty() {
@@ -111,10 +120,22 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 
 /// Closed loop: `clients` connections, each sending back to back for `secs`.
 fn load(addr: SocketAddr, path: &str, body: &[u8], clients: usize, secs: f64) -> (Vec<f64>, f64) {
+    load_each(addr, path, &[body], clients, secs)
+}
+
+/// [`load`] with client `c` sending `bodies[c % bodies.len()]`.
+fn load_each(
+    addr: SocketAddr,
+    path: &str,
+    bodies: &[&[u8]],
+    clients: usize,
+    secs: f64,
+) -> (Vec<f64>, f64) {
     let t0 = Instant::now();
     let lat: Vec<Vec<f64>> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..clients)
-            .map(|_| {
+            .map(|c| {
+                let body = bodies[c % bodies.len()];
                 s.spawn(move || {
                     let mut c = Conn::open(addr);
                     let mut lat = Vec::new();
@@ -266,7 +287,8 @@ fn main() {
     );
     let n: usize = args.get(2).map_or(500, |s| s.parse().unwrap());
     let secs: f64 = args.get(3).map_or(10.0, |s| s.parse().unwrap());
-    let users = column(dir, "user", "user_id", 1);
+    let small_users = column(dir, "user", "user_id", 8);
+    let users = &small_users[..1];
     // Videos with an impression count (the item facet needs one).
     let videos = column(dir, "item_counts", "video_id", n);
     let context = json!({"user_id": users[0], "tab": 1, "hourmin": 1300});
@@ -360,6 +382,77 @@ fn main() {
     });
     drop(rows);
     drop(views);
+    // Each client is another user asking about other candidates (so a batch holds
+    // several users, as a server's batches do).
+    let small: Vec<String> = (0..8)
+        .map(|c| {
+            let user = &small_users[c % small_users.len()];
+            let lo = (c * 20) % n.saturating_sub(19).max(1);
+            let context = json!({"user_id": user, "tab": 1, "hourmin": 1300});
+            json!({"context": context, "examples": examples[lo..(lo + 20).min(n)]}).to_string()
+        })
+        .collect();
+    let small: Vec<&[u8]> = small.iter().map(|b| b.as_bytes()).collect();
+    // The compute batching saves, in process: the eight small requests decoded and scored
+    // one at a time, and together in one pass (each request's user side once, and with
+    // factoring off), checked against one another.
+    {
+        let parsed: Vec<_> = small
+            .iter()
+            .map(|b| mfh_serve::protocol::parse_regress(&m.decoder, b, 10_000).unwrap())
+            .collect();
+        let views: Vec<_> = parsed.iter().map(|p| p.views()).collect();
+        let rows: Vec<Vec<_>> = views.iter().map(|v| v.rows()).collect();
+        let requests: Vec<(&[_], &[_])> = views
+            .iter()
+            .zip(&rows)
+            .map(|(v, r)| (&v.context[..], &r[..]))
+            .collect();
+        let alone: Vec<_> = requests
+            .iter()
+            .map(|(c, r)| m.score(0, c, r).unwrap())
+            .collect();
+        let mut t = [Vec::new(), Vec::new(), Vec::new()];
+        scorer_pool.install(|| {
+            for _ in 0..200 {
+                let t0 = Instant::now();
+                for (c, r) in &requests {
+                    m.score(0, c, r).unwrap();
+                }
+                t[0].push(t0.elapsed().as_secs_f64() * 1e3);
+                for (way, factored) in [(1, true), (2, false)] {
+                    m.set_factored(factored);
+                    let t0 = Instant::now();
+                    let together = m.score_many(0, &requests);
+                    t[way].push(t0.elapsed().as_secs_f64() * 1e3);
+                    assert_eq!(together.len(), alone.len());
+                    for (a, b) in together.iter().zip(&alone) {
+                        let a = a.as_ref().unwrap();
+                        assert_eq!(a.preds.len(), b.preds.len());
+                        let d = a
+                            .preds
+                            .iter()
+                            .zip(&b.preds)
+                            .map(|(x, y)| (x - y).abs())
+                            .fold(0.0f32, f32::max);
+                        assert!(d <= 1e-6, "scored together: scores differ by {d}");
+                    }
+                }
+                m.set_factored(true);
+            }
+        });
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let [a, b, c] = &mut t;
+        let (a, b, c) = (med(a), med(b), med(c));
+        println!(
+            "in process, 8 requests of 1 x 20 (8 users): one at a time {a:.3} ms; together {b:.3} ms ({:.2}x), together without factoring {c:.3} ms ({:.2}x)",
+            a / b,
+            a / c
+        );
+    }
     drop(m);
     if secs == 0.0 {
         // `loadgen MODEL N 0`: the in-process figures only (for a profiler).
@@ -410,7 +503,6 @@ fn main() {
     }
     // Many small requests (1 user x 20 candidates, 8 clients), without and with dynamic
     // batching, interleaved twice.
-    let small = json!({"context": context, "examples": examples[..20.min(n)]}).to_string();
     let batching = rt
         .block_on(mfh_serve::start(mfh_serve::ServeOptions {
             addr: "127.0.0.1:0".parse().unwrap(),
@@ -420,11 +512,11 @@ fn main() {
         }))
         .unwrap();
     for round in 0..2 {
-        let (l0, w0) = load(addr, &path, small.as_bytes(), 8, secs);
-        let (l1, w1) = load(batching.addr, &path, small.as_bytes(), 8, secs);
+        let (l0, w0) = load_each(addr, &path, &small, 8, secs);
+        let (l1, w1) = load_each(batching.addr, &path, &small, 8, secs);
         let (c0, c1) = ((l0.len() * 20) as f64 / w0, (l1.len() * 20) as f64 / w1);
         println!(
-            "1 x 20 candidates, 8 clients, round {}: without batching {c0:.0} candidates/s (p99 {:.2} ms); batching {BATCH_DELAY_US} us: {c1:.0} candidates/s (p99 {:.2} ms); ratio {:.2}x; {} requests in {} batches",
+            "1 x 20 candidates, 8 clients (8 users), round {}: without batching {c0:.0} candidates/s (p99 {:.2} ms); batching {BATCH_DELAY_US} us: {c1:.0} candidates/s (p99 {:.2} ms); ratio {:.2}x; {} requests in {} batches",
             round + 1,
             pct(&l0, 0.99),
             pct(&l1, 0.99),
