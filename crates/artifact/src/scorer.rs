@@ -90,8 +90,9 @@ impl ModelState {
     }
 
     /// [`ModelState::score`] for a batch of several requests, `starts` holding the first
-    /// row of each (ascending from 0): each request's shared input columns (its user's
-    /// side) are multiplied once per request in the first layers.
+    /// row of each (ascending; an unsorted one only factors less): each request's shared
+    /// input columns (its user's side) are multiplied once per request in the first
+    /// layers.
     pub fn score_requests<'s>(
         &self,
         scorer: &'s mut Scorer,
@@ -156,14 +157,13 @@ impl ModelState {
                     .forward(net.as_mut(), &make, xs, cells, rows, false, blocks)
                     .to_vec()
             };
-            // The requests' first rows within this pass.
+            // The requests' first rows within this pass (ascending, repeats dropped).
             let mut firsts = vec![0];
-            firsts.extend(
-                starts
-                    .iter()
-                    .filter(|&&s| s > lo && s < lo + rows)
-                    .map(|&s| s - lo),
-            );
+            for &s in starts.iter().filter(|&&s| s > lo && s < lo + rows) {
+                if s - lo > firsts[firsts.len() - 1] {
+                    firsts.push(s - lo);
+                }
+            }
             let out = if factored {
                 mfh_nn::product::with_factored_input_over_requests(
                     xs, rows, n_in, n_in, &firsts, pass,

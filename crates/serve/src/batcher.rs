@@ -49,12 +49,9 @@ struct Group {
     rows: usize,
 }
 
-/// The open group (at most one), how many groups have opened (so that the waiting thread
-/// knows whether the group it times is still the one open) and whether the batcher is
-/// gone.
+/// The open group (at most one), and whether the batcher is gone.
 struct Open {
     group: Option<Group>,
-    opened: u64,
     stop: bool,
 }
 
@@ -89,7 +86,6 @@ impl Batcher {
             max_rows: max_rows.max(1),
             open: Mutex::new(Open {
                 group: None,
-                opened: 0,
                 stop: false,
             }),
             wake: Condvar::new(),
@@ -130,7 +126,6 @@ impl Batcher {
                 items: vec![item],
                 rows: n,
             });
-            open.opened += 1;
             s.wake.notify_one();
         }
         if open.group.as_ref().is_some_and(|g| s.full(g)) {
