@@ -180,22 +180,6 @@ impl ServedModel {
             .collect()
     }
 
-    /// [`ServedModel::score_many`] over parsed requests.
-    pub fn score_parsed<'p>(
-        &self,
-        lane: usize,
-        parsed: impl IntoIterator<Item = &'p crate::protocol::Parsed>,
-    ) -> Vec<Result<Scores, RequestError>> {
-        let views: Vec<_> = parsed.into_iter().map(|p| p.views()).collect();
-        let rows: Vec<Vec<_>> = views.iter().map(|v| v.rows()).collect();
-        let requests: Vec<(&[_], &[_])> = views
-            .iter()
-            .zip(&rows)
-            .map(|(v, r)| (&v.context[..], &r[..]))
-            .collect();
-        self.score_many(lane, &requests)
-    }
-
     /// Median milliseconds of the forward pass alone (no decoding) over `reps` runs on
     /// the decoded `rows`: the compute a request's latency is compared with.
     pub fn time_forward<V: AsRef<[u8]>, R: AsRef<[(Input, V)]>>(
