@@ -114,6 +114,15 @@ impl Conn {
     }
 }
 
+/// Largest absolute difference between two score lists of the same length.
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "score lists of different lengths");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
@@ -331,13 +340,7 @@ fn main() {
                 let s = m.score(0, &views.context, &rows).unwrap();
                 into.push(t0.elapsed().as_secs_f64() * 1e3);
                 assert_eq!(s.n, n);
-                assert_eq!(s.preds.len(), want.preds.len());
-                let d = s
-                    .preds
-                    .iter()
-                    .zip(&want.preds)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max);
+                let d = max_diff(&s.preds, &want.preds);
                 assert!(d <= 1e-6, "{name}: scores differ by {d}");
             }
         }
@@ -428,13 +431,7 @@ fn main() {
                     assert_eq!(together.len(), alone.len());
                     for (a, b) in together.iter().zip(&alone) {
                         let a = a.as_ref().unwrap();
-                        assert_eq!(a.preds.len(), b.preds.len());
-                        let d = a
-                            .preds
-                            .iter()
-                            .zip(&b.preds)
-                            .map(|(x, y)| (x - y).abs())
-                            .fold(0.0f32, f32::max);
+                        let d = max_diff(&a.preds, &b.preds);
                         assert!(d <= 1e-6, "scored together: scores differ by {d}");
                     }
                 }

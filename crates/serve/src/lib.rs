@@ -770,7 +770,8 @@ async fn score(
     let max_rows = app.max_rows;
     let m = Arc::clone(&model);
     let reply = if let Some(batcher) = &app.batcher {
-        // Parsed on a lane, then scored with whatever else arrives within the delay.
+        // Parsed here when small (on a lane when not), then scored with whatever else
+        // arrives within the delay.
         let (tx, rx) = tokio::sync::oneshot::channel::<Reply>();
         let b = Arc::clone(batcher);
         let here = bytes.len() <= batcher::PARSE_HERE_BYTES;

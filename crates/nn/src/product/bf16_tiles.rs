@@ -490,11 +490,11 @@ unsafe impl Sync for Job {}
 /// [`sgemm`] on `threads` threads (1: on the calling thread), each operand packed once:
 /// the workers first pack a share of `A`'s row panels and of `B`'s column panels each
 /// into one buffer, then each multiplies one block of whole rows (or columns, whichever
-/// dimension is longer) of `C` from the shared packed operands. (Splitting first and packing per block, as the f32
-/// kernel does, packed the operand every block reads once per thread: a fifth of a
-/// bf16 MMoE-ref training step on a 2-core Zen 5 was packing.) Every element's sum runs
-/// over the whole `k` in the same order as on one thread, so the bits do not depend on
-/// the thread count.
+/// dimension is longer) of `C` from the shared packed operands. (Splitting first and
+/// packing per block, as the f32 kernel does, packed the operand every block reads once
+/// per thread: a fifth of a bf16 MMoE-ref training step on a 2-core Zen 5 was packing.)
+/// Every element's sum runs over the whole `k` in the same order as on one thread, so
+/// the bits do not depend on the thread count.
 ///
 /// # Safety
 /// As [`sgemm`]; `threads` ≥ 1.

@@ -88,9 +88,6 @@ struct Prepared {
     runs: Vec<(usize, usize)>,
     /// Their values, `m × kv` (kv = the runs' total length).
     x_var: Vec<f32>,
-    /// The first row of each group of rows whose shared columns were compared (one
-    /// request's rows in a batch of several; `[0]`: all rows).
-    starts: Vec<usize>,
 }
 
 impl Prepared {
@@ -99,8 +96,6 @@ impl Prepared {
     /// records the varying columns and copies them. Returns whether there were.
     #[inline(always)]
     fn prepare(&mut self, a: &[f32], lda: usize, m: usize, k: usize, starts: &[usize]) -> bool {
-        self.starts.clear();
-        self.starts.extend_from_slice(starts);
         // Each group's shared part costs a pass over the shared columns' weights: worth
         // it only while the groups average two rows or more.
         if m < 2 * starts.len() || !shared_columns(a, lda, m, k, starts, &mut self.diff) {
@@ -306,17 +301,22 @@ pub(super) fn try_product(
     } = &mut s;
     let key = (a.as_ptr() as usize, m, k, lda);
     let is_pinned = pinned.as_ref().is_some_and(|p| p.key == key);
+    // The pinned input, its columns already sorted by a wider product.
+    let sorted = pinned
+        .as_ref()
+        .is_some_and(|p| p.key == key && p.found == Some(true));
     // A narrower product (a gate) is factored only over the pinned input once its
     // columns are sorted: then that costs nothing, and the product runs over the
     // varying columns alone.
-    if n < min_width && !(is_pinned && pinned.as_ref().is_some_and(|p| p.found == Some(true))) {
+    if n < min_width && !sorted {
         SCRATCH.with(|t| *t.borrow_mut() = s);
         return false;
     }
     EXAMINED_PRODUCTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // The scan and the copies below vectorised for the CPU's path.
     let path = mfh_cpu::path();
-    let (done, prepared) = match pinned {
+    // The operand as prepared, and the first row of each request in it.
+    let (done, prepared, starts) = match pinned {
         Some(p) if is_pinned => {
             if p.found.is_some() {
                 REUSED_OPERANDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -324,7 +324,7 @@ pub(super) fn try_product(
             let found = *p.found.get_or_insert_with(|| {
                 mfh_cpu::dispatch!(path, p.prepared.prepare(a, lda, m, k, &p.starts))
             });
-            (found, &p.prepared)
+            (found, &p.prepared, &p.starts[..])
         }
         // Another operand of as many rows as the pinned input holds the same requests'
         // rows (a normalised input, a stem's output): its columns are compared request
@@ -337,6 +337,7 @@ pub(super) fn try_product(
             (
                 mfh_cpu::dispatch!(path, last.prepare(a, lda, m, k, starts)),
                 &*last,
+                starts,
             )
         }
     };
@@ -357,7 +358,7 @@ pub(super) fn try_product(
             bias,
             relu,
         };
-        mfh_cpu::dispatch!(path, factored(&p, prepared, b_var, shift, c));
+        mfh_cpu::dispatch!(path, factored(&p, prepared, starts, b_var, shift, c));
     }
     SCRATCH.with(|t| *t.borrow_mut() = s);
     done
@@ -380,9 +381,17 @@ struct Product<'a> {
     relu: bool,
 }
 
-/// The product once `x` holds `A`'s varying columns.
+/// The product once `x` holds `A`'s varying columns, found request by request (`groups`:
+/// each request's first row).
 #[inline(always)]
-fn factored(p: &Product, x: &Prepared, b_var: &mut Vec<f32>, shift: &mut Vec<f32>, c: &mut [f32]) {
+fn factored(
+    p: &Product,
+    x: &Prepared,
+    groups: &[usize],
+    b_var: &mut Vec<f32>,
+    shift: &mut Vec<f32>,
+    c: &mut [f32],
+) {
     let Product {
         m,
         n,
@@ -408,7 +417,6 @@ fn factored(p: &Product, x: &Prepared, b_var: &mut Vec<f32>, shift: &mut Vec<f32
     };
     // The shared columns' part, once per group of rows (one request's):
     // shift = bias + alpha·Σ x_j·B[j, :] over them, with the group's first row's x_j.
-    let groups = &x.starts;
     shift.clear();
     for &r0 in groups {
         let at = shift.len();
