@@ -123,25 +123,44 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0f32, f32::max)
 }
 
+/// This process's CPU time so far (user + system, all threads), in seconds.
+fn cpu_seconds() -> f64 {
+    cpu_seconds_of(libc::RUSAGE_SELF)
+}
+
+/// CPU time (user + system) of this process (`RUSAGE_SELF`) or of the calling thread
+/// (`RUSAGE_THREAD`), in seconds.
+fn cpu_seconds_of(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage only writes the struct it is given, and `who` is one of the two
+    // values the callers pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(who, &mut u) };
+    assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 * 1e-6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 /// Closed loop: `clients` connections, each sending back to back for `secs`.
 fn load(addr: SocketAddr, path: &str, body: &[u8], clients: usize, secs: f64) -> (Vec<f64>, f64) {
-    load_each(addr, path, &[body], clients, secs)
+    let (lat, wall, _) = load_each(addr, path, &[body], clients, secs);
+    (lat, wall)
 }
 
-/// [`load`] with client `c` sending `bodies[c % bodies.len()]`.
+/// [`load`] with client `c` sending `bodies[c % bodies.len()]`; also returns the CPU
+/// seconds the client threads used.
 fn load_each(
     addr: SocketAddr,
     path: &str,
     bodies: &[&[u8]],
     clients: usize,
     secs: f64,
-) -> (Vec<f64>, f64) {
+) -> (Vec<f64>, f64, f64) {
     let t0 = Instant::now();
-    let lat: Vec<Vec<f64>> = std::thread::scope(|s| {
+    let lat: Vec<(Vec<f64>, f64)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..clients)
             .map(|c| {
                 let body = bodies[c % bodies.len()];
@@ -154,16 +173,17 @@ fn load_each(
                         assert_eq!(code, 200, "{}", String::from_utf8_lossy(&b));
                         lat.push(t.elapsed().as_secs_f64() * 1e3);
                     }
-                    lat
+                    (lat, cpu_seconds_of(libc::RUSAGE_THREAD))
                 })
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let wall = t0.elapsed().as_secs_f64();
-    let mut all: Vec<f64> = lat.into_iter().flatten().collect();
+    let cpu = lat.iter().map(|(_, c)| c).sum();
+    let mut all: Vec<f64> = lat.into_iter().flat_map(|(l, _)| l).collect();
     all.sort_by(f64::total_cmp);
-    (all, wall)
+    (all, wall, cpu)
 }
 
 fn storm(addr: SocketAddr, name: &str, n: usize) -> std::collections::BTreeMap<u16, usize> {
@@ -399,7 +419,7 @@ fn main() {
     // The compute batching saves, in process: the eight small requests decoded and scored
     // one at a time, and together in one pass (each request's user side once, and with
     // factoring off), checked against one another.
-    {
+    let (one_at_a_time_ms, together_ms) = {
         let parsed: Vec<_> = small
             .iter()
             .map(|b| mfh_serve::protocol::parse_regress(&m.decoder, b, 10_000).unwrap())
@@ -449,7 +469,8 @@ fn main() {
             a / b,
             a / c
         );
-    }
+        (a, b)
+    };
     drop(m);
     if secs == 0.0 {
         // `loadgen MODEL N 0`: the in-process figures only (for a profiler).
@@ -509,8 +530,14 @@ fn main() {
         }))
         .unwrap();
     for round in 0..2 {
-        let (l0, w0) = load_each(addr, &path, &small, 8, secs);
-        let (l1, w1) = load_each(batching.addr, &path, &small, 8, secs);
+        let cpu = cpu_seconds();
+        let (l0, w0, clients0) = load_each(addr, &path, &small, 8, secs);
+        let cpu0 = (cpu_seconds() - cpu) / l0.len() as f64 * 1e6;
+        let clients0 = clients0 / l0.len() as f64 * 1e6;
+        let cpu = cpu_seconds();
+        let (l1, w1, clients1) = load_each(batching.addr, &path, &small, 8, secs);
+        let cpu1 = (cpu_seconds() - cpu) / l1.len() as f64 * 1e6;
+        let clients1 = clients1 / l1.len() as f64 * 1e6;
         let (c0, c1) = ((l0.len() * 20) as f64 / w0, (l1.len() * 20) as f64 / w1);
         println!(
             "1 x 20 candidates, 8 clients (8 users), round {}: without batching {c0:.0} candidates/s (p99 {:.2} ms); batching {BATCH_DELAY_US} us: {c1:.0} candidates/s (p99 {:.2} ms); ratio {:.2}x; {} requests in {} batches",
@@ -520,6 +547,22 @@ fn main() {
             c1 / c0,
             batching.metrics.batched_requests.load(std::sync::atomic::Ordering::Relaxed),
             batching.metrics.batches.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        // What 2x would take, in CPU per request (the cores are saturated, so candidates/s
+        // goes as its inverse; the process's CPU holds the server, the clients and every
+        // hand-off): half of the unbatched figure, of which decode + score take at least
+        // what they take in process for the eight requests together, and the clients what
+        // they took in this round; the rest is what the server's HTTP, JSON and batching
+        // may cost, against what they cost now (their share of the batched figure, with
+        // decode + score taken as in process).
+        let alone_us = one_at_a_time_ms * 1e3 / 8.0;
+        let eight_us = together_ms * 1e3 / 8.0;
+        println!(
+            "  CPU per request: without batching {cpu0:.0} us (clients {clients0:.0}, decode + score {alone_us:.0}, the server's HTTP, JSON and hand-offs {:.0}); batching {cpu1:.0} us (clients {clients1:.0}, decode + score in process {eight_us:.0}, the rest {:.0}); 2x needs {:.0} us, which leaves {:.0} us for the rest",
+            cpu0 - clients0 - alone_us,
+            cpu1 - clients1 - eight_us,
+            cpu0 / 2.0,
+            cpu0 / 2.0 - clients1 - eight_us,
         );
     }
     rt.block_on(batching.shutdown()).unwrap();
