@@ -123,11 +123,6 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0f32, f32::max)
 }
 
-/// This process's CPU time so far (user + system, all threads), in seconds.
-fn cpu_seconds() -> f64 {
-    cpu_seconds_of(libc::RUSAGE_SELF)
-}
-
 /// CPU time (user + system) of this process (`RUSAGE_SELF`) or of the calling thread
 /// (`RUSAGE_THREAD`), in seconds.
 fn cpu_seconds_of(who: libc::c_int) -> f64 {
@@ -424,39 +419,34 @@ fn main() {
             .iter()
             .map(|b| mfh_serve::protocol::parse_regress(&m.decoder, b, 10_000).unwrap())
             .collect();
-        let views: Vec<_> = parsed.iter().map(|p| p.views()).collect();
-        let rows: Vec<Vec<_>> = views.iter().map(|v| v.rows()).collect();
-        let requests: Vec<(&[_], &[_])> = views
-            .iter()
-            .zip(&rows)
-            .map(|(v, r)| (&v.context[..], &r[..]))
-            .collect();
-        let alone: Vec<_> = requests
-            .iter()
-            .map(|(c, r)| m.score(0, c, r).unwrap())
-            .collect();
         let mut t = [Vec::new(), Vec::new(), Vec::new()];
-        scorer_pool.install(|| {
-            for _ in 0..200 {
-                let t0 = Instant::now();
-                for (c, r) in &requests {
-                    m.score(0, c, r).unwrap();
-                }
-                t[0].push(t0.elapsed().as_secs_f64() * 1e3);
-                for (way, factored) in [(1, true), (2, false)] {
-                    m.set_factored(factored);
+        mfh_serve::protocol::with_requests(&parsed, |requests| {
+            let alone: Vec<_> = requests
+                .iter()
+                .map(|(c, r)| m.score(0, c, r).unwrap())
+                .collect();
+            scorer_pool.install(|| {
+                for _ in 0..200 {
                     let t0 = Instant::now();
-                    let together = m.score_many(0, &requests);
-                    t[way].push(t0.elapsed().as_secs_f64() * 1e3);
-                    assert_eq!(together.len(), alone.len());
-                    for (a, b) in together.iter().zip(&alone) {
-                        let a = a.as_ref().unwrap();
-                        let d = max_diff(&a.preds, &b.preds);
-                        assert!(d <= 1e-6, "scored together: scores differ by {d}");
+                    for (c, r) in requests {
+                        m.score(0, c, r).unwrap();
                     }
+                    t[0].push(t0.elapsed().as_secs_f64() * 1e3);
+                    for (way, factored) in [(1, true), (2, false)] {
+                        m.set_factored(factored);
+                        let t0 = Instant::now();
+                        let together = m.score_many(0, requests);
+                        t[way].push(t0.elapsed().as_secs_f64() * 1e3);
+                        assert_eq!(together.len(), alone.len());
+                        for (a, b) in together.iter().zip(&alone) {
+                            let a = a.as_ref().unwrap();
+                            let d = max_diff(&a.preds, &b.preds);
+                            assert!(d <= 1e-6, "scored together: scores differ by {d}");
+                        }
+                    }
+                    m.set_factored(true);
                 }
-                m.set_factored(true);
-            }
+            });
         });
         let med = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);
@@ -530,13 +520,13 @@ fn main() {
         }))
         .unwrap();
     for round in 0..2 {
-        let cpu = cpu_seconds();
+        let cpu = cpu_seconds_of(libc::RUSAGE_SELF);
         let (l0, w0, clients0) = load_each(addr, &path, &small, 8, secs);
-        let cpu0 = (cpu_seconds() - cpu) / l0.len() as f64 * 1e6;
+        let cpu0 = (cpu_seconds_of(libc::RUSAGE_SELF) - cpu) / l0.len() as f64 * 1e6;
         let clients0 = clients0 / l0.len() as f64 * 1e6;
-        let cpu = cpu_seconds();
+        let cpu = cpu_seconds_of(libc::RUSAGE_SELF);
         let (l1, w1, clients1) = load_each(batching.addr, &path, &small, 8, secs);
-        let cpu1 = (cpu_seconds() - cpu) / l1.len() as f64 * 1e6;
+        let cpu1 = (cpu_seconds_of(libc::RUSAGE_SELF) - cpu) / l1.len() as f64 * 1e6;
         let clients1 = clients1 / l1.len() as f64 * 1e6;
         let (c0, c1) = ((l0.len() * 20) as f64 / w0, (l1.len() * 20) as f64 / w1);
         println!(

@@ -210,17 +210,9 @@ impl Shared {
     /// On a lane: scores the group's requests in one pass and answers each.
     fn score(&self, model: &ServedModel, items: Vec<Item>, lane: usize) {
         self.stats.batch(items.len());
-        let views: Vec<_> = items.iter().map(|i| i.parsed.views()).collect();
-        let rows: Vec<Vec<_>> = views.iter().map(|v| v.rows()).collect();
-        let requests: Vec<(&[_], &[_])> = views
-            .iter()
-            .zip(&rows)
-            .map(|(v, r)| (&v.context[..], &r[..]))
-            .collect();
-        let scores = model.score_many(lane, &requests);
-        drop(requests);
-        drop(rows);
-        drop(views);
+        let scores = crate::protocol::with_requests(items.iter().map(|i| &i.parsed), |r| {
+            model.score_many(lane, r)
+        });
         for (item, s) in items.into_iter().zip(scores) {
             (item.done)(model, &item.parsed, s);
         }

@@ -22,7 +22,7 @@
 //! arena and a list of (input, span) fields — no JSON tree — and a request with more rows
 //! than `max_rows` stops being stored at that row (the rest is only counted, for the 413).
 
-use crate::model::{Scores, ServedModel};
+use crate::model::{Request, Scores, ServedModel};
 use mfh_data::{Input, InputKind, RequestDecoder};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Value};
@@ -107,6 +107,22 @@ impl Views<'_> {
             })
             .collect()
     }
+}
+
+/// Runs `f` on parsed requests in the shape [`ServedModel::score_many`] takes: each
+/// request's context fields and rows, borrowed from its body (built once for all of `f`).
+pub fn with_requests<'p, T>(
+    parsed: impl IntoIterator<Item = &'p Parsed>,
+    f: impl FnOnce(&[Request<'_, &[u8], &[(Input, &[u8])]>]) -> T,
+) -> T {
+    let views: Vec<_> = parsed.into_iter().map(Parsed::views).collect();
+    let rows: Vec<Vec<_>> = views.iter().map(Views::rows).collect();
+    let requests: Vec<Request<_, _>> = views
+        .iter()
+        .zip(&rows)
+        .map(|(v, r)| (&v.context[..], &r[..]))
+        .collect();
+    f(&requests)
 }
 
 impl Parsed {
